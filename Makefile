@@ -1,0 +1,34 @@
+# Two commands for a newcomer: `make demo` and `make test`. Both create the environment
+# with uv first, installing uv itself when the machine does not have it.
+SHELL := /bin/bash
+UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
+RUN := $(UV) run --frozen
+
+.PHONY: env demo test lint format bench clean
+
+env: .venv/.synced
+
+.venv/.synced: pyproject.toml uv.lock
+	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
+	$(UV) sync --frozen
+	@touch $@
+
+demo: env
+	$(RUN) aftersale demo
+
+test: env
+	$(RUN) pytest
+
+lint: env
+	$(RUN) ruff check .
+	$(RUN) ruff format --check .
+
+format: env
+	$(RUN) ruff check --fix .
+	$(RUN) ruff format .
+
+bench: env
+	$(RUN) python -m benchmarks
+
+clean:
+	rm -rf data .pytest_cache .ruff_cache

@@ -1,0 +1,233 @@
+"""Read contract tables from a folder of CSV or Parquet files into typed Arrow tables.
+
+Reading never raises on bad content: every problem (unreadable file, wrong delimiter, missing
+columns, values that do not parse as the declared type) becomes a `Violation`, and the column
+concerned is left out of the typed table so later checks skip it instead of failing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from features.contract.schema import Column, TableSchema
+from features.contract.violations import Violation, violation
+
+SUFFIXES = (".parquet", ".csv")
+_AWARE_RE = r"(Z|z|[+-]\d{2}(:?\d{2})?)$"
+_INT_RE = r"^\s*[+-]?\d+\s*$"
+_TRUE = ("true", "t", "1", "yes", "y")
+_FALSE = ("false", "f", "0", "no", "n")
+_DELIMITERS = (";", "\t", "|")
+
+
+@dataclass
+class ReadResult:
+    """A typed table (columns that failed to parse are left out) and what went wrong."""
+
+    table: pa.Table | None
+    path: Path | None
+    violations: list[Violation] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def find_table_file(folder: Path, name: str) -> tuple[Path | None, Violation | None]:
+    """Locate `<name>.parquet` or `<name>.csv` in a folder; both at once is ambiguous."""
+    found = [folder / f"{name}{s}" for s in SUFFIXES if (folder / f"{name}{s}").is_file()]
+    if len(found) > 1:
+        names = " and ".join(p.name for p in found)
+        return None, Violation(name, None, f"found both {names}; keep one")
+    return (found[0] if found else None), None
+
+
+def read_table(path: Path, schema: TableSchema) -> ReadResult:
+    """Read one table file and coerce its columns to the contract's types."""
+    raw, problem = _read_raw(path, schema)
+    if problem is not None:
+        return ReadResult(None, path, [problem])
+    result = ReadResult(None, path)
+    missing = [c for c in schema.column_names if c not in raw.column_names]
+    if missing:
+        result.violations.append(
+            Violation(schema.name, None, f"missing columns: {', '.join(missing)} ({path.name})")
+        )
+    extra = [c for c in raw.column_names if c not in schema.column_names]
+    if extra:
+        result.notes.append(f"{schema.name}: ignored columns not in the contract: {extra}")
+    key_missing = any(k in missing for k in schema.key)
+    # Rows are named by their key in messages; without it, name them by line number.
+    naming = raw if not key_missing else raw.append_column("row", pa.array(np.arange(raw.num_rows)))
+    key = schema.key if not key_missing else ("row",)
+    arrays, names = [], []
+    for column in schema.columns:
+        if column.name in missing:
+            continue
+        typed, problems = _coerce(raw.column(column.name), column, schema.name, naming, key)
+        result.violations.extend(problems)
+        if typed is not None:
+            arrays.append(typed)
+            names.append(column.name)
+    result.table = pa.table(dict(zip(names, arrays, strict=True)))
+    return result
+
+
+def _read_raw(path: Path, schema: TableSchema) -> tuple[pa.Table | None, Violation | None]:
+    try:
+        if path.suffix == ".parquet":
+            return pq.read_table(path), None
+        return _read_csv(path, schema)
+    except (pa.ArrowInvalid, pa.ArrowException, OSError, ValueError) as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return None, Violation(schema.name, None, f"cannot read {path.name}: {first_line}")
+
+
+def _read_csv(path: Path, schema: TableSchema) -> tuple[pa.Table | None, Violation | None]:
+    with path.open("rb") as fh:
+        header = fh.readline().decode("utf-8", errors="replace").rstrip("\r\n")
+    if not header:
+        return None, Violation(schema.name, None, f"{path.name} is empty (no header row)")
+    if "," not in header and len(schema.columns) > 1:
+        found = [d for d in _DELIMITERS if d in header]
+        if found:
+            return None, Violation(
+                schema.name,
+                None,
+                f"{path.name} is not comma-delimited: the header "
+                f"{header[:60]!r} splits on {found[0]!r}; write it with ',' as the delimiter",
+            )
+    # Everything is read as text and parsed here, so a bad value is reported with its row key
+    # instead of failing the whole file.
+    names = [c.strip() for c in header.split(",")]
+    convert = pacsv.ConvertOptions(
+        column_types={n: pa.string() for n in names},
+        null_values=[""],
+        strings_can_be_null=True,
+        quoted_strings_can_be_null=False,
+    )
+    try:
+        table = pacsv.read_csv(path, convert_options=convert)
+    except pa.ArrowInvalid as exc:
+        message = str(exc).strip().splitlines()[0]
+        return None, Violation(schema.name, None, f"cannot parse {path.name}: {message}")
+    return table.rename_columns([c.strip() for c in table.column_names]), None
+
+
+def _coerce(
+    values: pa.ChunkedArray,
+    column: Column,
+    table_name: str,
+    naming: pa.Table,
+    key: tuple[str, ...],
+) -> tuple[pa.ChunkedArray | None, list[Violation]]:
+    """Cast one column to its contract type; unparseable values become violations."""
+    target = column.arrow_type
+    if values.type == target:
+        return values, []
+    kind = column.kind
+    is_text = pa.types.is_string(values.type) or pa.types.is_large_string(values.type)
+    if pa.types.is_dictionary(values.type):
+        return _coerce(values.cast(values.type.value_type), column, table_name, naming, key)
+    if kind == "string":
+        return values.cast(pa.string()), []
+    if kind == "timestamp":
+        if pa.types.is_timestamp(values.type):
+            # Naive Parquet timestamps are read as UTC, the contract's storage zone.
+            if values.type.tz is None:
+                values = pc.assume_timezone(values, "UTC")
+            return values.cast(target), []
+        if is_text:
+            return _parse_timestamps(values, column, table_name, naming, key)
+    if kind == "bool":
+        if is_text:
+            lowered = pc.utf8_lower(pc.utf8_trim_whitespace(values))
+            bad = pc.invert(pc.is_in(lowered, pa.array(_TRUE + _FALSE)))
+            problem = violation(
+                table_name, naming, key, column.name, "are not true/false", bad, values
+            )
+            if problem:
+                return None, [problem]
+            return pc.is_in(lowered, pa.array(_TRUE)).cast(pa.bool_()), []
+        if pa.types.is_integer(values.type):
+            return pc.not_equal(values, 0), []
+    if kind == "int":
+        if is_text:
+            bad = pc.invert(pc.match_substring_regex(values, _INT_RE))
+            problem = violation(
+                table_name, naming, key, column.name, "are not whole numbers", bad, values
+            )
+            if problem:
+                return None, [problem]
+            return pc.cast(pc.utf8_trim_whitespace(values), pa.int64()), []
+        if pa.types.is_integer(values.type):
+            return values.cast(pa.int64()), []
+        if pa.types.is_floating(values.type):
+            bad = pc.not_equal(pc.floor(values), values)
+            problem = violation(
+                table_name, naming, key, column.name, "are not whole numbers", bad, values
+            )
+            if problem:
+                return None, [problem]
+            return values.cast(pa.int64(), safe=False), []
+    if kind == "float":
+        if pa.types.is_integer(values.type) or pa.types.is_floating(values.type):
+            return values.cast(pa.float64()), []
+        if is_text:
+            parsed = pd.to_numeric(values.to_pandas(), errors="coerce")
+            numbers = pa.chunked_array([pa.array(parsed.to_numpy(), type=pa.float64())])
+            bad = pc.and_(pc.is_valid(values), pc.is_nan(numbers))
+            problem = violation(
+                table_name, naming, key, column.name, "are not numbers", bad, values
+            )
+            if problem:
+                return None, [problem]
+            return pc.if_else(pc.is_nan(numbers), pa.scalar(None, pa.float64()), numbers), []
+    problem = Violation(table_name, column.name, f"has type {values.type}, expected {column.kind}")
+    return None, [problem]
+
+
+def _parse_timestamps(
+    values: pa.ChunkedArray,
+    column: Column,
+    table_name: str,
+    naming: pa.Table,
+    key: tuple[str, ...],
+) -> tuple[pa.ChunkedArray | None, list[Violation]]:
+    trimmed = pc.utf8_trim_whitespace(values)
+    text = trimmed.to_pandas()
+    parsed = pd.to_datetime(text, format="ISO8601", utc=True, errors="coerce")
+    bad_np = parsed.isna().to_numpy() & text.notna().to_numpy()
+    if bad_np.any():
+        # The ISO fast path gives up on a whole column for one odd row; retry leniently so only
+        # the truly unparseable rows are reported.
+        parsed = pd.to_datetime(text, format="mixed", utc=True, errors="coerce")
+        bad_np = parsed.isna().to_numpy() & text.notna().to_numpy()
+    problem = violation(
+        table_name,
+        naming,
+        key,
+        column.name,
+        "have unparseable timestamps",
+        pa.array(bad_np),
+        values,
+    )
+    if problem:
+        return None, [problem]
+    aware = pc.match_substring_regex(trimmed, _AWARE_RE)
+    n_aware = pc.sum(aware).as_py() or 0
+    n_valid = len(values) - values.null_count
+    if 0 < n_aware < n_valid:
+        # Mixed zones make instants ambiguous; name the minority so it is easy to find.
+        naive = pc.invert(aware)
+        minority, label = (naive, "naive") if n_aware * 2 >= n_valid else (aware, "aware")
+        rule = f"are timezone-{label} while the rest of the column is not"
+        problem = violation(table_name, naming, key, column.name, rule, minority, values)
+        return None, [problem] if problem else []
+    typed = pa.array(parsed.dt.as_unit("us"), type=column.arrow_type)
+    return pa.chunked_array([typed]), []

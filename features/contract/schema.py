@@ -1,0 +1,384 @@
+"""The raw-data contract: one declared schema per table.
+
+Every source (the simulator, CSV/Parquet folders, real-data adapters) delivers these tables;
+`features.contract.validate` checks a folder against them. Only `customers` and `orders` are
+required; every other table is optional and later stages use what is present.
+
+Timestamps are instants: timezone-aware, stored in UTC. Money is in the shop's currency.
+Identifiers are strings so that real sources keep their own keys.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import pyarrow as pa
+
+Kind = Literal["string", "int", "float", "bool", "timestamp"]
+
+CONTACT_REASONS = (
+    "order_status",
+    "delivery_delay",
+    "missing_item",
+    "damaged_item",
+    "return_refund",
+    "billing_dispute",
+    "payment",
+    "complaint",
+    "renewal",
+    "other",
+)
+CONTACT_CHANNELS = ("voice", "chat", "email")
+HANDLERS = ("ai_agent", "human")
+OUTREACH_CHANNELS = ("email", "sms", "voice")
+OFFER_CHANNELS = ("web", "email", "sms", "voice")
+OFFER_PLACEMENTS = ("tracking_page", "outreach")
+# "none" is the control arm: the policy chose to show nothing, and acceptance then records
+# whether the customer bought the category anyway.
+OFFER_TYPES = ("discount", "recommendation", "none")
+SERVICE_LEVELS = ("economy", "standard", "express")
+TRACKING_EVENT_TYPES = ("dispatched", "in_transit", "exception", "out_for_delivery", "delivered")
+RETURN_REASONS = (
+    "damaged",
+    "defective",
+    "wrong_size",
+    "not_as_described",
+    "late_delivery",
+    "changed_mind",
+    "other",
+)
+PAYMENT_METHODS = ("card", "paypal", "invoice", "bank_transfer", "voucher", "other")
+INVOICE_KINDS = ("order", "membership")
+
+_ARROW_TYPES: dict[str, pa.DataType] = {
+    "string": pa.string(),
+    "int": pa.int64(),
+    "float": pa.float64(),
+    "bool": pa.bool_(),
+    "timestamp": pa.timestamp("us", tz="UTC"),
+}
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column of a raw table.
+
+    Attributes:
+        name: Column name as it appears in files.
+        kind: Logical type; see `arrow_type`.
+        nullable: Whether missing values are allowed.
+        allowed: Closed set of allowed values (strings only).
+        min: Smallest allowed value (inclusive), for numbers.
+        max: Largest allowed value (inclusive), for numbers.
+        pattern: Regular expression every non-null string must match.
+        timezone: The values must be IANA time-zone names.
+        description: What the column means.
+    """
+
+    name: str
+    kind: Kind
+    nullable: bool = False
+    allowed: tuple[str, ...] | None = None
+    min: float | None = None
+    max: float | None = None
+    pattern: str | None = None
+    timezone: bool = False
+    description: str = ""
+
+    @property
+    def arrow_type(self) -> pa.DataType:
+        return _ARROW_TYPES[self.kind]
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A foreign key, optionally with a time order between the two rows.
+
+    Attributes:
+        column: Column of this table holding the key.
+        table: Referenced table.
+        target: Key column of the referenced table.
+        not_before: Optional pair (this table's timestamp, referenced table's timestamp):
+            the first must not be earlier than the second.
+    """
+
+    column: str
+    table: str
+    target: str
+    not_before: tuple[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class Ordering:
+    """Within one row, `later` must not be earlier than `earlier` (nulls are skipped)."""
+
+    later: str
+    earlier: str
+
+
+@dataclass(frozen=True)
+class TableSchema:
+    """The declared schema of one raw table."""
+
+    name: str
+    columns: tuple[Column, ...]
+    key: tuple[str, ...]
+    references: tuple[Reference, ...] = ()
+    orderings: tuple[Ordering, ...] = ()
+    required: bool = False
+    description: str = ""
+    _by_name: dict[str, Column] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_by_name", {c.name: c for c in self.columns})
+
+    def column(self, name: str) -> Column:
+        return self._by_name[name]
+
+    @property
+    def column_names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    @property
+    def arrow_schema(self) -> pa.Schema:
+        return pa.schema(
+            [pa.field(c.name, c.arrow_type, nullable=c.nullable) for c in self.columns]
+        )
+
+
+def _s(name: str, **kw) -> Column:
+    return Column(name, "string", **kw)
+
+
+def _ts(name: str, **kw) -> Column:
+    return Column(name, "timestamp", **kw)
+
+
+def _f(name: str, **kw) -> Column:
+    return Column(name, "float", **kw)
+
+
+def _i(name: str, **kw) -> Column:
+    return Column(name, "int", **kw)
+
+
+def _b(name: str, **kw) -> Column:
+    return Column(name, "bool", **kw)
+
+
+CUSTOMERS = TableSchema(
+    name="customers",
+    required=True,
+    key=("customer_id",),
+    description="One row per customer; consent flags gate every outreach channel.",
+    columns=(
+        _s("customer_id", description="Customer key."),
+        _ts("signup_ts", description="When the account was created."),
+        _s("region", description="Home region; the destination of the customer's parcels."),
+        _s("timezone", timezone=True, description="IANA time zone, for quiet hours."),
+        _s("language", pattern=r"^[a-z]{2}$", description="ISO 639-1 language code."),
+        _s("preferred_channel", allowed=OUTREACH_CHANNELS, description="Preferred outreach."),
+        _b("consent_email", description="May be contacted by email."),
+        _b("consent_sms", description="May be contacted by SMS."),
+        _b("consent_voice", description="May be called."),
+        _b("consent_marketing", description="May receive offers."),
+    ),
+)
+
+PRODUCTS = TableSchema(
+    name="products",
+    key=("product_id",),
+    description="The catalogue.",
+    columns=(
+        _s("product_id", description="Product key."),
+        _s("category", description="Merchandising category."),
+        _f("price", min=0.0, description="List price."),
+        _f("margin", min=-1.0, max=1.0, description="Gross margin as a fraction of price."),
+        _f("weight_g", min=0.0, description="Shipping weight in grams."),
+    ),
+)
+
+ORDERS = TableSchema(
+    name="orders",
+    required=True,
+    key=("order_id",),
+    description="One row per order.",
+    references=(
+        Reference("customer_id", "customers", "customer_id", not_before=("order_ts", "signup_ts")),
+    ),
+    columns=(
+        _s("order_id", description="Order key."),
+        _s("customer_id", description="Who ordered."),
+        _ts("order_ts", description="When the order was placed."),
+        _f("amount", min=0.0, description="Order total."),
+        _s("payment_method", allowed=PAYMENT_METHODS, description="How it is paid."),
+    ),
+)
+
+ORDER_ITEMS = TableSchema(
+    name="order_items",
+    key=("order_id", "product_id"),
+    description="Order lines, one per product in an order.",
+    references=(
+        Reference("order_id", "orders", "order_id"),
+        Reference("product_id", "products", "product_id"),
+    ),
+    columns=(
+        _s("order_id", description="The order."),
+        _s("product_id", description="The product."),
+        _i("qty", min=1, description="Units ordered."),
+        _f("unit_price", min=0.0, description="Price paid per unit."),
+    ),
+)
+
+SHIPMENTS = TableSchema(
+    name="shipments",
+    key=("shipment_id",),
+    description="One parcel; delivered_ts is missing while undelivered (or lost).",
+    references=(
+        Reference("order_id", "orders", "order_id", not_before=("shipped_ts", "order_ts")),
+    ),
+    orderings=(Ordering("delivered_ts", "shipped_ts"), Ordering("promised_ts", "shipped_ts")),
+    columns=(
+        _s("shipment_id", description="Shipment key."),
+        _s("order_id", description="The order shipped."),
+        _s("carrier", description="Carrier name."),
+        _s("service_level", allowed=SERVICE_LEVELS, description="Booked service level."),
+        _s("origin_region", description="Warehouse region."),
+        _s("destination_region", description="Delivery region."),
+        _f("distance_km", min=0.0, description="Route distance."),
+        _ts("shipped_ts", description="Handed to the carrier (dispatch)."),
+        _ts("promised_ts", description="Delivery promised to the customer."),
+        _ts("delivered_ts", nullable=True, description="Delivered; missing if not (yet)."),
+    ),
+)
+
+TRACKING_EVENTS = TableSchema(
+    name="tracking_events",
+    key=("event_id",),
+    description="Carrier scans of a shipment, exceptions included.",
+    references=(
+        Reference("shipment_id", "shipments", "shipment_id", not_before=("event_ts", "shipped_ts")),
+    ),
+    columns=(
+        _s("event_id", description="Event key."),
+        _s("shipment_id", description="The shipment scanned."),
+        _s("event_type", allowed=TRACKING_EVENT_TYPES, description="What the scan says."),
+        _ts("event_ts", description="When it happened."),
+    ),
+)
+
+RETURNS = TableSchema(
+    name="returns",
+    key=("return_id",),
+    description="Return requests and their refunds.",
+    references=(
+        Reference("order_id", "orders", "order_id", not_before=("requested_ts", "order_ts")),
+        Reference("product_id", "products", "product_id"),
+    ),
+    orderings=(Ordering("refunded_ts", "requested_ts"),),
+    columns=(
+        _s("return_id", description="Return key."),
+        _s("order_id", description="The order returned from."),
+        _s("product_id", description="The product returned."),
+        _s("reason", allowed=RETURN_REASONS, description="Why it came back."),
+        _ts("requested_ts", description="When the return was requested."),
+        _ts("refunded_ts", nullable=True, description="When the refund was paid."),
+        _f("amount", min=0.0, description="Refund amount."),
+    ),
+)
+
+CONTACTS = TableSchema(
+    name="contacts",
+    key=("contact_id",),
+    description="Contact-center interactions with their handling and survey scores.",
+    references=(
+        Reference("customer_id", "customers", "customer_id", not_before=("ts", "signup_ts")),
+        Reference("order_id", "orders", "order_id", not_before=("ts", "order_ts")),
+    ),
+    columns=(
+        _s("contact_id", description="Contact key."),
+        _s("customer_id", description="Who contacted us."),
+        _s("order_id", nullable=True, description="The order concerned, if any."),
+        _ts("ts", description="When the contact started."),
+        _s("channel", allowed=CONTACT_CHANNELS, description="Voice, chat or email."),
+        _s("language", pattern=r"^[a-z]{2}$", description="Language of the contact."),
+        _s("reason", allowed=CONTACT_REASONS, description="Why the customer got in touch."),
+        _s("handled_by", allowed=HANDLERS, description="AI agent or human."),
+        _f("wait_s", min=0.0, description="Seconds waiting before handling."),
+        _f("handle_s", min=0.0, description="Seconds of handling."),
+        _i("transfers", min=0, description="Times the contact was transferred."),
+        _b("resolved_first_contact", description="Resolved without a repeat contact."),
+        _i("csat", nullable=True, min=1, max=5, description="Satisfaction survey, 1-5."),
+        _i("ces", nullable=True, min=1, max=7, description="Customer effort score, 1-7."),
+        _i("nps", nullable=True, min=0, max=10, description="Likelihood to recommend, 0-10."),
+    ),
+)
+
+INVOICES = TableSchema(
+    name="invoices",
+    key=("invoice_id",),
+    description="Invoices to be paid (pay-later orders and membership renewals).",
+    references=(
+        Reference("customer_id", "customers", "customer_id", not_before=("issued_ts", "signup_ts")),
+        Reference("order_id", "orders", "order_id", not_before=("issued_ts", "order_ts")),
+    ),
+    orderings=(Ordering("due_date", "issued_ts"), Ordering("paid_ts", "issued_ts")),
+    columns=(
+        _s("invoice_id", description="Invoice key."),
+        _s("customer_id", description="Who pays."),
+        _s("order_id", nullable=True, description="The order billed; missing for memberships."),
+        _s("kind", allowed=INVOICE_KINDS, description="What is billed."),
+        _ts("issued_ts", description="When the invoice was issued."),
+        _ts("due_date", description="When payment is due."),
+        _f("amount", min=0.0, description="Amount due."),
+        _ts("paid_ts", nullable=True, description="When it was paid; missing while unpaid."),
+    ),
+)
+
+OFFERS = TableSchema(
+    name="offers",
+    key=("offer_id",),
+    description="Every offer decision logged with the propensity of the logging policy.",
+    references=(
+        Reference("customer_id", "customers", "customer_id", not_before=("ts", "signup_ts")),
+        Reference("order_id", "orders", "order_id", not_before=("ts", "order_ts")),
+    ),
+    orderings=(Ordering("accepted_ts", "ts"),),
+    columns=(
+        _s("offer_id", description="Offer key."),
+        _s("customer_id", description="Who saw it."),
+        _s("order_id", nullable=True, description="The tracked order (tracking page)."),
+        _ts("ts", description="When it was shown or sent."),
+        _s("placement", allowed=OFFER_PLACEMENTS, description="Tracking page or outreach."),
+        _s("channel", allowed=OFFER_CHANNELS, description="Where it was delivered."),
+        _s(
+            "offer_type",
+            allowed=OFFER_TYPES,
+            description="Discount, plain recommendation, or none.",
+        ),
+        _s("category", nullable=True, description="Offered category; missing for none."),
+        _f("discount", min=0.0, max=0.9, description="Discount as a fraction of list price."),
+        _f("propensity", min=1e-9, max=1.0, description="Probability the policy chose this."),
+        _ts("accepted_ts", nullable=True, description="When accepted (bought), within 7 days."),
+        _f("revenue", nullable=True, min=0.0, description="Revenue of the accepted purchase."),
+    ),
+)
+
+CONTRACT: dict[str, TableSchema] = {
+    t.name: t
+    for t in (
+        CUSTOMERS,
+        PRODUCTS,
+        ORDERS,
+        ORDER_ITEMS,
+        SHIPMENTS,
+        TRACKING_EVENTS,
+        RETURNS,
+        CONTACTS,
+        INVOICES,
+        OFFERS,
+    )
+}
+"""All tables, in dependency order (a table only references tables before it)."""

@@ -1,0 +1,377 @@
+"""The contract catches each kind of malformed input with a message naming table, column,
+rows and rule — and never a stack trace."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from aftersale.cli import app
+from features.contract.schema import CONTRACT
+from features.contract.validate import load_folder, validate_folder
+
+UTC = "+00:00"
+
+
+def small_business() -> dict[str, pd.DataFrame]:
+    """A tiny valid business, written as text the way a CSV export would hold it."""
+    customers = pd.DataFrame(
+        {
+            "customer_id": ["c1", "c2", "c3"],
+            "signup_ts": [f"2024-01-0{i}T09:00:00{UTC}" for i in (1, 2, 3)],
+            "region": ["DE-N", "FR", "PL"],
+            "timezone": ["Europe/Berlin", "Europe/Paris", "Europe/Warsaw"],
+            "language": ["de", "fr", "pl"],
+            "preferred_channel": ["email", "sms", "voice"],
+            "consent_email": ["true", "true", "false"],
+            "consent_sms": ["false", "true", "false"],
+            "consent_voice": ["false", "false", "true"],
+            "consent_marketing": ["true", "false", "true"],
+        }
+    )
+    products = pd.DataFrame(
+        {
+            "product_id": ["p1", "p2"],
+            "category": ["fashion", "books"],
+            "price": ["40.0", "12.5"],
+            "margin": ["0.4", "0.2"],
+            "weight_g": ["500", "300"],
+        }
+    )
+    orders = pd.DataFrame(
+        {
+            "order_id": ["o1", "o2", "o3"],
+            "customer_id": ["c1", "c2", "c3"],
+            "order_ts": [f"2024-02-0{i}T10:00:00{UTC}" for i in (1, 2, 3)],
+            "amount": ["52.5", "40.0", "12.5"],
+            "payment_method": ["card", "invoice", "paypal"],
+        }
+    )
+    order_items = pd.DataFrame(
+        {
+            "order_id": ["o1", "o1", "o2", "o3"],
+            "product_id": ["p1", "p2", "p1", "p2"],
+            "qty": ["1", "1", "1", "1"],
+            "unit_price": ["40.0", "12.5", "40.0", "12.5"],
+        }
+    )
+    shipments = pd.DataFrame(
+        {
+            "shipment_id": ["s1", "s2", "s3"],
+            "order_id": ["o1", "o2", "o3"],
+            "carrier": ["swiftship", "budgetex", "swiftship"],
+            "service_level": ["standard", "economy", "express"],
+            "origin_region": ["DE-N", "DE-N", "PL"],
+            "destination_region": ["DE-N", "FR", "PL"],
+            "distance_km": ["120", "880", "40"],
+            "shipped_ts": [f"2024-02-0{i}T18:00:00{UTC}" for i in (1, 2, 3)],
+            "promised_ts": [f"2024-02-0{i}T23:59:00{UTC}" for i in (4, 6, 4)],
+            "delivered_ts": [f"2024-02-03T12:00:00{UTC}", f"2024-02-08T12:00:00{UTC}", None],
+        }
+    )
+    tracking_events = pd.DataFrame(
+        {
+            "event_id": ["e1", "e2", "e3"],
+            "shipment_id": ["s1", "s1", "s2"],
+            "event_type": ["dispatched", "delivered", "dispatched"],
+            "event_ts": [
+                f"2024-02-01T18:00:00{UTC}",
+                f"2024-02-03T12:00:00{UTC}",
+                f"2024-02-02T18:00:00{UTC}",
+            ],
+        }
+    )
+    contacts = pd.DataFrame(
+        {
+            "contact_id": ["k1", "k2"],
+            "customer_id": ["c2", "c3"],
+            "order_id": ["o2", None],
+            "ts": [f"2024-02-07T10:00:00{UTC}", f"2024-03-01T10:00:00{UTC}"],
+            "channel": ["voice", "chat"],
+            "language": ["fr", "pl"],
+            "reason": ["delivery_delay", "other"],
+            "handled_by": ["human", "ai_agent"],
+            "wait_s": ["120", "5"],
+            "handle_s": ["300", "60"],
+            "transfers": ["0", "1"],
+            "resolved_first_contact": ["true", "false"],
+            "csat": ["4", None],
+            "ces": ["2", None],
+            "nps": ["8", None],
+        }
+    )
+    return {
+        "customers": customers,
+        "products": products,
+        "orders": orders,
+        "order_items": order_items,
+        "shipments": shipments,
+        "tracking_events": tracking_events,
+        "contacts": contacts,
+    }
+
+
+def write(folder: Path, tables: dict[str, pd.DataFrame], fmt: str = "csv") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, frame in tables.items():
+        if fmt == "csv":
+            frame.to_csv(folder / f"{name}.csv", index=False)
+        else:
+            typed = _typed(name, frame)
+            pq.write_table(typed, folder / f"{name}.parquet")
+    return folder
+
+
+def _typed(name: str, frame: pd.DataFrame) -> pa.Table:
+    """Parse the text frame into the contract's Arrow types, as a Parquet writer would."""
+    schema = CONTRACT[name]
+    arrays = {}
+    for column in schema.columns:
+        text = frame[column.name]
+        if column.kind == "timestamp":
+            arrays[column.name] = pa.array(pd.to_datetime(text, utc=True), type=column.arrow_type)
+        elif column.kind == "bool":
+            arrays[column.name] = pa.array(text.map({"true": True, "false": False}))
+        elif column.kind in ("int", "float"):
+            arrays[column.name] = pa.array(pd.to_numeric(text), type=column.arrow_type)
+        else:
+            arrays[column.name] = pa.array(text, type=pa.string())
+    return pa.table(arrays)
+
+
+def messages(folder: Path) -> list[str]:
+    return [str(v) for v in validate_folder(folder).violations]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_valid_business_passes(tmp_path: Path, fmt: str) -> None:
+    report = validate_folder(write(tmp_path, small_business(), fmt))
+    assert report.ok, [str(v) for v in report.violations]
+    assert report.rows["orders"] == 3
+    assert report.rows["contacts"] == 2
+    assert any("returns: absent (optional)" in n for n in report.notes)
+
+
+def test_typed_values_read_back(tmp_path: Path) -> None:
+    tables, report = load_folder(write(tmp_path, small_business()))
+    assert report.ok
+    shipments = tables["shipments"]
+    assert shipments.schema.field("shipped_ts").type == pa.timestamp("us", tz="UTC")
+    assert shipments.column("delivered_ts").null_count == 1
+    assert tables["contacts"].column("resolved_first_contact").to_pylist() == [True, False]
+    assert tables["contacts"].column("csat").to_pylist() == [4, None]
+
+
+def test_reference_to_unknown_customers_names_rows(tmp_path: Path) -> None:
+    tables = small_business()
+    orders = tables["orders"]
+    extra = pd.DataFrame(
+        {
+            "order_id": ["o17", "o18", "o90"],
+            "customer_id": ["c404", "c405", "c404"],
+            "order_ts": [f"2024-02-05T10:00:00{UTC}"] * 3,
+            "amount": ["1.0"] * 3,
+            "payment_method": ["card"] * 3,
+        }
+    )
+    tables["orders"] = pd.concat([orders, extra], ignore_index=True)
+    assert messages(write(tmp_path, tables)) == [
+        "orders.customer_id: 3 rows reference unknown customers (order_id o17, o18, o90)"
+    ]
+
+
+def test_wrong_delimiter(tmp_path: Path) -> None:
+    tables = small_business()
+    write(tmp_path, tables)
+    tables["orders"].to_csv(tmp_path / "orders.csv", index=False, sep=";")
+    (found,) = messages(tmp_path)
+    assert found.startswith("orders: orders.csv is not comma-delimited")
+    assert "';'" in found
+
+
+def test_missing_columns(tmp_path: Path) -> None:
+    tables = small_business()
+    tables["orders"] = tables["orders"].drop(columns=["amount", "payment_method"])
+    (found,) = messages(write(tmp_path, tables))
+    assert found == "orders: missing columns: amount, payment_method (orders.csv)"
+
+
+def test_unparseable_timestamps(tmp_path: Path) -> None:
+    tables = small_business()
+    tables["orders"].loc[1, "order_ts"] = "yesterday"
+    (found,) = messages(write(tmp_path, tables))
+    assert found == "orders.order_ts: 1 row has unparseable timestamps (order_id o2='yesterday')"
+
+
+def test_duplicated_keys(tmp_path: Path) -> None:
+    tables = small_business()
+    tables["orders"].loc[2, "order_id"] = "o1"
+    tables["order_items"] = tables["order_items"].iloc[:3]
+    tables["shipments"] = tables["shipments"].iloc[:2]
+    (found,) = messages(write(tmp_path, tables))
+    assert found == "orders.order_id: 2 rows have a duplicated key (order_id o1, o1)"
+
+
+def test_duplicated_composite_key(tmp_path: Path) -> None:
+    tables = small_business()
+    items = tables["order_items"]
+    tables["order_items"] = pd.concat([items, items.iloc[[0]]], ignore_index=True)
+    (found,) = messages(write(tmp_path, tables))
+    assert found == (
+        "order_items.order_id/product_id: 2 rows have a duplicated key "
+        "(order_id/product_id o1/p1, o1/p1)"
+    )
+
+
+def test_negative_amounts(tmp_path: Path) -> None:
+    tables = small_business()
+    tables["orders"].loc[0, "amount"] = "-5.0"
+    (found,) = messages(write(tmp_path, tables))
+    assert found == "orders.amount: 1 row is negative (order_id o1=-5.0)"
+
+
+def test_delivered_before_shipped(tmp_path: Path) -> None:
+    tables = small_business()
+    tables["shipments"].loc[0, "delivered_ts"] = f"2024-02-01T08:00:00{UTC}"
+    (found,) = messages(write(tmp_path, tables))
+    assert found.startswith(
+        "shipments.delivered_ts: 1 row is earlier than shipped_ts (shipment_id s1="
+    )
+
+
+def test_naive_mixed_with_aware_timestamps(tmp_path: Path) -> None:
+    tables = small_business()
+    tables["orders"].loc[2, "order_ts"] = "2024-02-03T10:00:00"
+    (found,) = messages(write(tmp_path, tables))
+    assert found == (
+        "orders.order_ts: 1 row is timezone-naive while the rest of the column is not "
+        "(order_id o3='2024-02-03T10:00:00')"
+    )
+
+
+def test_shipped_before_ordered(tmp_path: Path) -> None:
+    tables = small_business()
+    tables["shipments"].loc[1, "shipped_ts"] = f"2024-01-30T10:00:00{UTC}"
+    (found,) = messages(write(tmp_path, tables))
+    assert found.startswith("shipments.shipped_ts: 1 row is earlier than the order's order_ts")
+    assert "(shipment_id s2=" in found
+
+
+@pytest.mark.parametrize(
+    ("table", "column", "value", "expected"),
+    [
+        ("shipments", "service_level", "overnight", "have a value outside"),
+        ("contacts", "csat", "9", "is above 5"),
+        ("contacts", "reason", "weather", "have a value outside"),
+        ("customers", "timezone", "Mars/Olympus", "is not IANA time zones"),
+        ("customers", "language", "German", "does not match the pattern"),
+        ("order_items", "qty", "1.5", "is not whole numbers"),
+        ("order_items", "qty", "0", "is below 1"),
+        ("contacts", "resolved_first_contact", "maybe", "is not true/false"),
+        ("products", "price", "twelve", "is not numbers"),
+    ],
+)
+def test_column_rules(tmp_path: Path, table: str, column: str, value: str, expected: str) -> None:
+    tables = small_business()
+    tables[table].loc[0, column] = value
+    found = messages(write(tmp_path, tables))
+    assert len(found) == 1, found
+    assert found[0].startswith(f"{table}.{column}: 1 row ")
+    assert expected.split(" ", 1)[1] in found[0]
+
+
+def test_required_value_missing(tmp_path: Path) -> None:
+    tables = small_business()
+    tables["customers"].loc[1, "region"] = None
+    (found,) = messages(write(tmp_path, tables))
+    assert found == "customers.region: 1 row is missing a value (customer_id c2)"
+
+
+def test_required_table_missing(tmp_path: Path) -> None:
+    tables = small_business()
+    del tables["customers"]
+    found = messages(write(tmp_path, tables))
+    assert "customers: required table is missing (customers.parquet or .csv)" in found
+
+
+def test_only_required_tables(tmp_path: Path) -> None:
+    tables = small_business()
+    report = validate_folder(write(tmp_path, {k: tables[k] for k in ("customers", "orders")}))
+    assert report.ok
+    assert set(report.rows) == {"customers", "orders"}
+
+
+def test_reference_to_absent_optional_table_is_noted(tmp_path: Path) -> None:
+    tables = small_business()
+    del tables["products"]
+    report = validate_folder(write(tmp_path, tables))
+    assert report.ok
+    assert "order_items.product_id: not checked, products is absent" in report.notes
+
+
+def test_ragged_csv_row(tmp_path: Path) -> None:
+    write(tmp_path, small_business())
+    with (tmp_path / "orders.csv").open("a") as fh:
+        fh.write("o9,c1,2024-02-09T10:00:00+00:00,3.0,card,extra\n")
+    (found,) = messages(tmp_path)
+    assert found.startswith("orders: cannot parse orders.csv:")
+    assert "columns" in found
+
+
+def test_empty_and_corrupt_files(tmp_path: Path) -> None:
+    write(tmp_path, small_business(), fmt="parquet")
+    (tmp_path / "shipments.parquet").write_bytes(b"not parquet at all")
+    (tmp_path / "contacts.parquet").unlink()
+    (tmp_path / "contacts.csv").write_text("")
+    found = messages(tmp_path)
+    assert any(f.startswith("shipments: cannot read shipments.parquet") for f in found)
+    assert "contacts: contacts.csv is empty (no header row)" in found
+
+
+def test_both_formats_is_ambiguous(tmp_path: Path) -> None:
+    tables = small_business()
+    write(tmp_path, tables)
+    write(tmp_path, {"orders": tables["orders"]}, fmt="parquet")
+    assert "orders: found both orders.parquet and orders.csv; keep one" in messages(tmp_path)
+
+
+def test_naive_parquet_timestamps_are_utc(tmp_path: Path) -> None:
+    tables = small_business()
+    write(tmp_path, tables, fmt="parquet")
+    orders = pq.read_table(tmp_path / "orders.parquet")
+    naive = orders.set_column(2, "order_ts", orders.column("order_ts").cast(pa.timestamp("us")))
+    pq.write_table(naive, tmp_path / "orders.parquet")
+    loaded, report = load_folder(tmp_path)
+    assert report.ok
+    assert loaded["orders"].column("order_ts").type == pa.timestamp("us", tz="UTC")
+    assert loaded["orders"].column("order_ts")[0].as_py().hour == 10
+
+
+def test_cli_reports_without_traceback(tmp_path: Path) -> None:
+    tables = small_business()
+    tables["orders"].loc[0, "amount"] = "-1"
+    tables["shipments"].loc[0, "delivered_ts"] = f"2024-01-31T08:00:00{UTC}"
+    write(tmp_path, tables)
+    result = CliRunner().invoke(app, ["validate", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "Traceback" not in result.output
+    assert "orders.amount: 1 row is negative (order_id o1=-1.0)" in result.output
+    assert "shipments.delivered_ts: 1 row is earlier than shipped_ts" in result.output
+    assert "2 violations" in result.output
+
+
+def test_cli_accepts_valid_folder(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["validate", str(write(tmp_path, small_business()))])
+    assert result.exit_code == 0, result.output
+    assert "valid" in result.output
+
+
+def test_cli_on_missing_folder(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["validate", str(tmp_path / "nope")])
+    assert result.exit_code == 1
+    assert "is not a directory" in result.output
