@@ -94,30 +94,90 @@ def validate(
 
 
 @app.command()
+def ingest(
+    source: Annotated[str, typer.Option(help="simulator or folder.")] = "simulator",
+    path: Annotated[Path | None, typer.Option(help="Folder of contract tables.")] = None,
+    customers: Annotated[int | None, typer.Option(min=1, help="Simulated customers.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Simulator seed.")] = None,
+) -> None:
+    """Validate a source and publish it as the current raw data (flow `ingest`)."""
+    from features.ingest import ContractError
+    from flows.ingest import ingest as ingest_flow
+
+    try:
+        folder = ingest_flow(source=source, path=path, customers=customers, seed=seed)
+    except ContractError as exc:
+        err_console.print(f"[red]rejected[/red] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(code=1) from None
+    console.print(f"published raw data: {folder}")
+
+
+features_app = typer.Typer(help="Feature tables and the Feast store.", no_args_is_help=True)
+app.add_typer(features_app, name="features")
+
+
+@features_app.command("build")
+def features_build(
+    materialize: Annotated[bool, typer.Option(help="Also materialise to the online store.")] = True,
+) -> None:
+    """Compute and publish feature tables, apply the Feast repo (flow `build_features`)."""
+    from flows.build_features import build_features
+
+    version = build_features(materialize_to_online=materialize)
+    console.print(f"published features: {version}")
+
+
+@features_app.command("materialize")
+def features_materialize() -> None:
+    """Materialise new offline rows into the online store, up to the data's watermark."""
+    from aftersale.settings import get_settings
+    from features.build.tables import watermark
+    from features.contract.validate import load_folder
+    from features.ingest import latest_raw
+    from features.store.config import feature_store
+    from features.store.sync import materialize
+
+    settings = get_settings()
+    tables, _ = load_folder(latest_raw(settings.raw_root))
+    end = watermark(tables).to_pydatetime()
+    for run in materialize(feature_store(settings), end):
+        kind = "incremental" if run.incremental else "full"
+        console.print(f"{run.view}: {kind} {run.start:%Y-%m-%d} … {run.end:%Y-%m-%d %H:%M}")
+
+
+@app.command()
 def demo(
     customers: Annotated[
         int | None, typer.Option(min=1, help="Customers (default: AFTERSALE_CUSTOMERS).")
     ] = None,
 ) -> None:
-    """Run the main job end to end on the embedded default: simulate, validate, summarise."""
-    from features.sources.simulator import simulate as run_simulation
-
+    """Run the main job end to end on the embedded default and summarise it."""
     from aftersale.settings import get_settings
     from features.contract.validate import load_folder
     from features.summary import summarize
+    from flows.pipeline import pipeline
 
     settings = get_settings()
     n = customers or settings.customers
-    console.print(f"Simulating {n:,} customers (seed {settings.seed}) into {settings.raw_dir} …")
-    result = run_simulation(settings.raw_dir, customers=n, seed=settings.seed)
-    console.print(f"  {sum(result.rows.values()):,} rows in {result.seconds:.1f} s")
-    tables, report = load_folder(settings.raw_dir)
-    if not report.ok:
-        for problem in report.violations:
-            err_console.print(f"[red]error[/red] {problem}", highlight=False, soft_wrap=True)
-        raise typer.Exit(code=1)
-    console.print(f"  valid: {report.total_rows:,} rows against the contract")
+    console.print(f"Running the pipeline on {n:,} simulated customers (seed {settings.seed}) …")
+    outputs = pipeline(source="simulator", customers=n, seed=settings.seed)
+    tables, _ = load_folder(outputs["raw"])
     console.print(render_summary(summarize(tables)))
+    console.print(render_features(outputs["features"]))
+
+
+def render_features(version: Path) -> Table:
+    """Row counts of the published feature tables."""
+    import pyarrow.parquet as pq
+
+    table = Table(title=f"Feature tables ({version.name})")
+    table.add_column("table")
+    table.add_column("rows", justify="right")
+    table.add_column("features", justify="right")
+    for path in sorted(version.glob("*.parquet")):
+        meta = pq.ParquetFile(path).metadata
+        table.add_row(path.stem, f"{meta.num_rows:,}", str(meta.num_columns))
+    return table
 
 
 def render_summary(summary) -> Table:
@@ -143,3 +203,7 @@ def render_summary(summary) -> Table:
     table.add_row("offers", num(summary.offers))
     table.add_row("offer acceptance rate (offers shown)", pct(summary.acceptance_rate))
     return table
+
+
+if __name__ == "__main__":
+    app()

@@ -20,11 +20,27 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path("data"), description="Root of every local store and output.")
     customers: int = Field(20_000, gt=0, description="Customers in the default simulation.")
     seed: int = Field(7, description="Seed of the default simulation.")
+    feature_store: str = Field(
+        "local", description="Feast environment: local (SQLite online) or redis."
+    )
+    redis_connection: str = Field(
+        "localhost:6379,db=0", description="Feast Redis connection string (redis environment)."
+    )
 
     @property
-    def raw_dir(self) -> Path:
-        """Raw contract tables of the embedded default (simulator output)."""
+    def raw_root(self) -> Path:
+        """Published raw contract tables (versions and the `current` link)."""
         return self.data_dir / "raw"
+
+    @property
+    def features_dir(self) -> Path:
+        """Published offline feature tables (versions and the `current` link)."""
+        return self.data_dir / "features"
+
+    @property
+    def feast_dir(self) -> Path:
+        """Feast registry and SQLite online store."""
+        return self.data_dir / "feast"
 
 
 def get_settings() -> Settings:

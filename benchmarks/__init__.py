@@ -1,0 +1,1 @@
+"""Speed, memory and quality benchmarks, run by `make bench` (python -m benchmarks)."""

@@ -1,0 +1,39 @@
+"""Run the benchmarks: `python -m benchmarks [NAME ...] [--customers N]`.
+
+Each benchmark prints its figures and, where one exists, the ratio to a baseline measured in
+the same run. Outputs go under benchmarks/out/ (ignored by git).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from benchmarks import foundation
+
+BENCHMARKS = {
+    "simulate": foundation.bench_simulate,
+    "validate": foundation.bench_validate,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument("names", nargs="*", help=f"any of {', '.join(BENCHMARKS)} (default: all)")
+    parser.add_argument("--customers", type=int, default=1_000_000)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/out"))
+    args = parser.parse_args(argv)
+    unknown = sorted(set(args.names) - set(BENCHMARKS))
+    if unknown:
+        parser.error(f"unknown benchmarks {unknown}; choose from {sorted(BENCHMARKS)}")
+    logging.basicConfig(level=logging.WARNING)
+    args.out.mkdir(parents=True, exist_ok=True)
+    for name in args.names or list(BENCHMARKS):
+        BENCHMARKS[name](customers=args.customers, out=args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,53 @@
+"""Shared pieces of feature building: raw tables as frames, timestamps, calendar flags."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+US_PER_S = 1_000_000
+US_PER_DAY = 86_400 * US_PER_S
+
+
+def frame(tables: dict[str, pa.Table], name: str, columns: list[str] | None = None):
+    """A raw table as a pandas frame (timestamps as UTC datetimes), or None when absent."""
+    table = tables.get(name)
+    if table is None:
+        return None
+    if columns is not None:
+        table = table.select([c for c in columns if c in table.column_names])
+    return table.to_pandas()
+
+
+def us(series: pd.Series) -> np.ndarray:
+    """Timestamps as int64 microseconds since the epoch; missing values become INT64 min."""
+    values = series.to_numpy(dtype="datetime64[us]", na_value=np.datetime64("NaT"))
+    return values.astype(np.int64)
+
+
+def is_missing_us(values: np.ndarray) -> np.ndarray:
+    return values == np.iinfo(np.int64).min
+
+
+def epoch_s(values_us: np.ndarray) -> np.ndarray:
+    """Microseconds as float epoch seconds, NaN where missing."""
+    out = values_us.astype(np.float64) / US_PER_S
+    out[is_missing_us(values_us)] = np.nan
+    return out
+
+
+def from_us(values_us: np.ndarray) -> pd.Series:
+    return pd.Series(pd.to_datetime(values_us, unit="us", utc=True))
+
+
+def peak_season(values_us: np.ndarray) -> np.ndarray:
+    """Black Friday week through Christmas Eve: the period carriers and warehouses congest."""
+    dates = pd.DatetimeIndex(pd.to_datetime(values_us, unit="us", utc=True))
+    month, day = dates.month.to_numpy(), dates.day.to_numpy()
+    return ((month == 11) & (day >= 20)) | ((month == 12) & (day <= 24))
+
+
+def next_midnight_us(values_us: np.ndarray) -> np.ndarray:
+    """The first UTC midnight strictly after each instant: when a daily snapshot sees it."""
+    return (values_us // US_PER_DAY + 1) * US_PER_DAY

@@ -1,0 +1,88 @@
+"""Customer feature views."""
+
+from datetime import timedelta
+
+from feast import FeatureView, Field
+from feast.types import Bool, Float64, Int64, String
+
+from features.contract.schema import CONTACT_REASONS
+from features.repo.entities import customer
+from features.repo.sources import customer_snapshots_source
+
+CONTACT_WINDOWS_DAYS = (30, 90, 365)
+
+_profile = [
+    Field(name="signup_epoch", dtype=Float64, description="Signup instant, epoch seconds."),
+    Field(name="region", dtype=String, description="Home region."),
+    Field(name="timezone", dtype=String, description="IANA time zone."),
+    Field(name="language", dtype=String, description="ISO 639-1 language."),
+    Field(name="preferred_channel", dtype=String, description="Preferred outreach channel."),
+    Field(name="consent_email", dtype=Bool, description="May be emailed."),
+    Field(name="consent_sms", dtype=Bool, description="May be texted."),
+    Field(name="consent_voice", dtype=Bool, description="May be called."),
+    Field(name="consent_marketing", dtype=Bool, description="May receive offers."),
+]
+_purchases = [
+    Field(name="orders_total", dtype=Int64, description="Orders placed so far."),
+    Field(name="orders_365d", dtype=Int64, description="Orders in the trailing 365 days."),
+    Field(name="monetary_total", dtype=Float64, description="Spend so far."),
+    Field(name="monetary_365d", dtype=Float64, description="Spend in the trailing 365 days."),
+    Field(name="first_order_epoch", dtype=Float64, description="First order, epoch seconds."),
+    Field(name="last_order_epoch", dtype=Float64, description="Latest order, epoch seconds."),
+    Field(name="last_order_amount", dtype=Float64, description="Amount of the latest order."),
+]
+_deliveries = [
+    Field(name="deliveries_total", dtype=Int64, description="Parcels whose outcome is known."),
+    Field(name="late_deliveries_total", dtype=Int64, description="Parcels that came late."),
+    Field(name="late_deliveries_90d", dtype=Int64, description="Late parcels, trailing 90 days."),
+]
+_contact_counts = [
+    Field(
+        name=f"contacts_{reason}_{days}d",
+        dtype=Int64,
+        description=f"Contacts with reason {reason} in the trailing {days} days.",
+    )
+    for reason in CONTACT_REASONS
+    for days in CONTACT_WINDOWS_DAYS
+]
+_contacts = [
+    Field(name="contacts_total", dtype=Int64, description="Contacts so far."),
+    *_contact_counts,
+    Field(name="last_contact_reason", dtype=String, description="Reason of the latest contact."),
+    Field(name="last_contact_epoch", dtype=Float64, description="Latest contact, epoch seconds."),
+    Field(
+        name="unresolved_contacts_90d",
+        dtype=Int64,
+        description="Contacts not resolved at first contact, trailing 90 days.",
+    ),
+    Field(name="fcr_rate", dtype=Float64, description="Share resolved at first contact."),
+    Field(name="wait_s_mean", dtype=Float64, description="Mean wait before handling, seconds."),
+    Field(name="transfers_mean", dtype=Float64, description="Mean transfers per contact."),
+    Field(name="ai_share", dtype=Float64, description="Share of contacts handled by AI."),
+    Field(name="csat_mean", dtype=Float64, description="Mean CSAT of answered surveys (1-5)."),
+    Field(name="ces_mean", dtype=Float64, description="Mean effort score answered (1-7)."),
+    Field(name="nps_mean", dtype=Float64, description="Mean NPS answer (0-10)."),
+]
+_returns_offers_billing = [
+    Field(name="returns_total", dtype=Int64, description="Return requests so far."),
+    Field(name="open_returns", dtype=Int64, description="Requested returns not yet refunded."),
+    Field(name="refund_lag_days_mean", dtype=Float64, description="Mean days to refund."),
+    Field(name="offers_received_total", dtype=Int64, description="Offers shown or sent."),
+    Field(name="offers_received_90d", dtype=Int64, description="Offers, trailing 90 days."),
+    Field(name="offers_accepted_total", dtype=Int64, description="Offers accepted so far."),
+    Field(name="invoices_overdue_total", dtype=Int64, description="Invoices that went overdue."),
+    Field(name="invoices_overdue_open", dtype=Int64, description="Overdue invoices still unpaid."),
+]
+
+# Everything known about a customer at the start of a day. No TTL: a quiet customer's
+# latest snapshot stays true however old it is, and dropping it would hide the very
+# customers churn is about.
+customer_snapshots = FeatureView(
+    name="customer_snapshots",
+    entities=[customer],
+    ttl=timedelta(0),
+    schema=[*_profile, *_purchases, *_deliveries, *_contacts, *_returns_offers_billing],
+    source=customer_snapshots_source,
+    online=True,
+    description="Customer snapshot at midnight, from data strictly before it.",
+)

@@ -1,0 +1,66 @@
+"""Shipment feature views."""
+
+from datetime import timedelta
+
+from feast import FeatureView, Field
+from feast.types import Bool, Float64, Int64, String
+
+from features.repo.entities import shipment
+from features.repo.sources import shipment_events_source
+
+_booking = [
+    Field(name="carrier", dtype=String, description="Carrier."),
+    Field(name="service_level", dtype=String, description="economy, standard or express."),
+    Field(name="origin_region", dtype=String, description="Warehouse region."),
+    Field(name="destination_region", dtype=String, description="Delivery region."),
+    Field(name="lane", dtype=String, description="origin>destination."),
+    Field(name="distance_km", dtype=Float64, description="Route distance."),
+    Field(name="promised_transit_days", dtype=Float64, description="Promise minus dispatch."),
+    Field(name="dispatch_weekday", dtype=Int64, description="Weekday of dispatch (UTC, Mon=0)."),
+    Field(name="dispatch_hour", dtype=Int64, description="Hour of dispatch (UTC)."),
+    Field(name="peak_season", dtype=Bool, description="Black Friday week to Christmas Eve."),
+    Field(name="weight_g", dtype=Float64, description="Parcel weight from the catalogue."),
+    Field(name="item_count", dtype=Float64, description="Units in the parcel."),
+    Field(name="order_amount", dtype=Float64, description="Value of the order shipped."),
+    Field(name="shipped_epoch", dtype=Float64, description="Dispatch, epoch seconds."),
+    Field(name="promised_epoch", dtype=Float64, description="Promise, epoch seconds."),
+]
+_progress = [
+    Field(name="stage", dtype=String, description="dispatch or the scan that made this row."),
+    Field(name="scans_so_far", dtype=Int64, description="Tracking scans up to this row."),
+    Field(name="exceptions_so_far", dtype=Int64, description="Exception scans so far."),
+    Field(name="last_event_type", dtype=String, description="Latest scan type."),
+    Field(name="last_scan_epoch", dtype=Float64, description="Latest scan, epoch seconds."),
+    Field(name="hours_since_prev_scan", dtype=Float64, description="Gap to the previous scan."),
+]
+_network = [
+    Field(
+        name=f"{group}_{what}_{days}d",
+        dtype=Float64 if what == "late_rate" else Int64,
+        description=(
+            f"Late share of the {group}'s parcels whose outcome became known in the trailing "
+            f"{days} days"
+            if what == "late_rate"
+            else f"Parcels of the {group} whose outcome became known in the trailing {days} days"
+        ),
+    )
+    for group in ("carrier", "lane")
+    for what in ("late_rate", "outcomes")
+    for days in (7, 28)
+]
+_load = [
+    Field(name="warehouse_backlog", dtype=Int64, description="Orders at the origin not shipped."),
+    Field(name="carrier_volume_7d", dtype=Int64, description="Carrier dispatches, 7 days."),
+]
+
+# A parcel's state at dispatch and after every scan. The TTL bounds how long after its last
+# scan a parcel is still scored: beyond 60 days it is closed business.
+shipment_events = FeatureView(
+    name="shipment_events",
+    entities=[shipment],
+    ttl=timedelta(days=60),
+    schema=[*_booking, *_progress, *_network, *_load],
+    source=shipment_events_source,
+    online=True,
+    description="Shipment state at dispatch and after each tracking scan.",
+)

@@ -1,0 +1,41 @@
+"""Offline sources: Parquet files written by `features.build` into the data folder.
+
+Paths are relative: the store's repo path is the data folder's `features/` directory (see
+`features.store.config`), so one definition serves every environment.
+"""
+
+from feast import FileSource
+
+# Every feature table carries `created_ts`: when rows share an entity and `event_ts`, Feast
+# keeps the one created last.
+customer_snapshots_source = FileSource(
+    name="customer_snapshots_source",
+    path="customer_snapshots.parquet",
+    timestamp_field="event_ts",
+    created_timestamp_column="created_ts",
+    description="Daily customer snapshots, one row per day on which a value changed.",
+)
+
+shipment_events_source = FileSource(
+    name="shipment_events_source",
+    path="shipment_events.parquet",
+    timestamp_field="event_ts",
+    created_timestamp_column="created_ts",
+    description="Shipment features at dispatch and after each tracking scan.",
+)
+
+customer_category_source = FileSource(
+    name="customer_category_source",
+    path="customer_category.parquet",
+    timestamp_field="event_ts",
+    created_timestamp_column="created_ts",
+    description="Purchases and returns per (customer, category), daily snapshots.",
+)
+
+order_source = FileSource(
+    name="order_source",
+    path="orders.parquet",
+    timestamp_field="event_ts",
+    created_timestamp_column="created_ts",
+    description="What each order holds, stamped at the order.",
+)

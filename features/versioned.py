@@ -1,0 +1,67 @@
+"""Versioned folders behind an atomically switched link.
+
+Writers fill a private staging folder, then `publish` turns it into a new version and
+repoints `<root>/current` with one rename. Readers that follow the link see the previous
+complete version or the new one, never a half-written folder; an interrupted writer leaves
+only a staging folder that the next publish removes.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+import uuid
+from pathlib import Path
+
+CURRENT = "current"
+KEEP_VERSIONS = 2
+
+
+def staging_dir(root: Path) -> Path:
+    """A new, empty private folder under `root` to write a version into."""
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / f".v-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}.partial"
+    path.mkdir()
+    return path
+
+
+def publish(staging: Path) -> Path:
+    """Make a staging folder the current version of its root.
+
+    Returns:
+        The version folder now pointed to by `<root>/current`.
+    """
+    root = staging.parent
+    version = root / staging.name.removeprefix(".").removesuffix(".partial")
+    staging.rename(version)
+    temporary = root / f".{CURRENT}-{uuid.uuid4().hex[:8]}"
+    temporary.symlink_to(version.name)
+    # Renaming over an existing link is atomic on POSIX file systems.
+    os.replace(temporary, root / CURRENT)
+    prune(root, keep=version)
+    return version
+
+
+def discard(staging: Path) -> None:
+    """Remove a staging folder that must not be published."""
+    shutil.rmtree(staging, ignore_errors=True)
+
+
+def current(root: Path) -> Path | None:
+    """The current version folder, or None before the first publish."""
+    link = root / CURRENT
+    return link.resolve() if link.exists() else None
+
+
+def prune(root: Path, keep: Path) -> None:
+    """Delete versions beyond the newest few, and leftovers of interrupted writers."""
+    versions = sorted(p for p in root.glob("v-*") if p.is_dir())
+    for old in versions[:-KEEP_VERSIONS]:
+        if old != keep:
+            shutil.rmtree(old, ignore_errors=True)
+    for partial in root.glob(".v-*.partial"):
+        age_s = time.time() - partial.stat().st_mtime
+        # A young staging folder may belong to a writer still running.
+        if age_s > 3600:
+            shutil.rmtree(partial, ignore_errors=True)

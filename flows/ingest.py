@@ -1,0 +1,56 @@
+"""Flow `ingest`: validate and load a source into the data folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from prefect import flow, task
+
+from aftersale.settings import get_settings
+from features import ingest as steps
+from features import versioned
+from features.sources.base import FolderSource, SimulatorSource, Source
+
+
+@task(retries=2, retry_delay_seconds=5)
+def stage_source(source: Source, raw_root: Path) -> Path:
+    """Write the source into a staging folder."""
+    return steps.stage(source, raw_root)
+
+
+@task
+def check_contract(staging: Path) -> dict[str, int]:
+    """Validate the staged tables against the contract."""
+    return {name: table.num_rows for name, table in steps.check(staging).items()}
+
+
+@task
+def publish_raw(staging: Path) -> Path:
+    """Make the staged folder the current raw data."""
+    return versioned.publish(staging)
+
+
+def make_source(
+    kind: Literal["simulator", "folder"], path: Path | None, customers: int, seed: int
+) -> Source:
+    if kind == "simulator":
+        return SimulatorSource(customers=customers, seed=seed)
+    if path is None:
+        raise ValueError("source 'folder' needs a path")
+    return FolderSource(path)
+
+
+@flow(name="ingest")
+def ingest(
+    source: Literal["simulator", "folder"] = "simulator",
+    path: Path | None = None,
+    customers: int | None = None,
+    seed: int | None = None,
+) -> Path:
+    """Validate and load a source; returns the published raw folder."""
+    settings = get_settings()
+    chosen = make_source(source, path, customers or settings.customers, seed or settings.seed)
+    staging = stage_source(chosen, settings.raw_root)
+    check_contract(staging)
+    return publish_raw(staging)
