@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
 
 def to_us(values) -> np.ndarray:
@@ -71,9 +72,15 @@ class EventIndex:
         """Sum of `values` (aligned with the events as given to `build`) over the group's
         events before each instant; NaN values add nothing."""
         sorted_values = np.nan_to_num(np.asarray(values, dtype=np.float64)[self.order])
-        running = np.concatenate([[0.0], np.cumsum(sorted_values)])
+        # Running sums restart with each group, so a group's total never carries the
+        # rounding error of millions of other groups' values.
+        group_of = self.keys // (len(self.grid) + 1)
+        running = pd.Series(sorted_values).groupby(group_of).cumsum().to_numpy()
         start, stop = self._span(groups, times_us, inclusive)
-        return running[stop] - running[start]
+        found = stop > start
+        out = np.zeros(len(start), dtype=np.float64)
+        out[found] = running[stop[found] - 1]
+        return out
 
     def last(self, values, groups, times_us, *, inclusive: bool = False, fill=np.nan):
         """Value of the group's latest event before each instant, `fill` when there is none."""

@@ -24,6 +24,7 @@ from features.build.common import (
 )
 
 WINDOWS_DAYS = (7, 28)
+BACKLOG_DAYS = 30
 # Scans that start a new prediction row; "dispatched" is the dispatch row itself and after
 # "delivered" nothing is left to predict.
 UPDATE_EVENTS = ("in_transit", "exception", "out_for_delivery")
@@ -157,16 +158,21 @@ def shipment_features(tables: dict[str, pa.Table]) -> pd.DataFrame | None:
                 features[f"{name}_late_rate_{days}d"] = np.where(total > 0, n_late / total, np.nan)
             features[f"{name}_outcomes_{days}d"] = total
 
-    # Orders waiting at the warehouse: placed before the instant, not yet shipped.
-    order_ts = us(parcels["order_ts"])
-    has_order = ~is_missing_us(order_ts)
-    origin_codes, _ = pd.factorize(origin)
-    placed = EventIndex.build(origin_codes[has_order], order_ts[has_order])
-    dispatched = EventIndex.build(origin_codes[has_order], shipped[has_order])
-    row_origin = origin_codes[row_sid]
-    features["warehouse_backlog"] = placed.count(row_origin, row_ts) - dispatched.count(
-        row_origin, row_ts
-    )
+    # Orders waiting to ship, shop-wide: placed before the instant and not dispatched by
+    # then. Each order waits from order_ts until dispatch, or at most BACKLOG_DAYS when it
+    # never ships (cancelled), so an order counts only while its wait is visible at t.
+    orders = frame(tables, "orders", ["order_id", "order_ts"])
+    placed_at = us(orders["order_ts"])
+    dispatch = pd.Series(shipped, index=shipments["order_id"].to_numpy())
+    dispatch = dispatch[~dispatch.index.duplicated()]
+    waited_until = dispatch.reindex(orders["order_id"]).to_numpy(dtype=np.float64)
+    cap = placed_at + BACKLOG_DAYS * US_PER_DAY
+    waited_until = np.where(np.isnan(waited_until), cap, np.minimum(waited_until, cap))
+    zeros = np.zeros(len(placed_at), dtype=np.int64)
+    starts = EventIndex.build(zeros, placed_at)
+    ends = EventIndex.build(zeros, waited_until.astype(np.int64))
+    row_zero = np.zeros(len(row_ts), dtype=np.int64)
+    features["warehouse_backlog"] = starts.count(row_zero, row_ts) - ends.count(row_zero, row_ts)
     since = row_ts - 7 * US_PER_DAY
     carrier_codes, _ = pd.factorize(carrier)
     volume = EventIndex.build(carrier_codes, shipped)

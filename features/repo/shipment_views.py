@@ -49,7 +49,11 @@ _network = [
     for days in (7, 28)
 ]
 _load = [
-    Field(name="warehouse_backlog", dtype=Int64, description="Orders at the origin not shipped."),
+    Field(
+        name="warehouse_backlog",
+        dtype=Int64,
+        description="Orders placed and not yet dispatched, shop-wide (within 30 days).",
+    ),
     Field(name="carrier_volume_7d", dtype=Int64, description="Carrier dispatches, 7 days."),
 ]
 
