@@ -51,3 +51,20 @@ def peak_season(values_us: np.ndarray) -> np.ndarray:
 def next_midnight_us(values_us: np.ndarray) -> np.ndarray:
     """The first UTC midnight strictly after each instant: when a daily snapshot sees it."""
     return (values_us // US_PER_DAY + 1) * US_PER_DAY
+
+
+def to_table(columns: dict[str, np.ndarray]) -> pa.Table:
+    """Feature columns as an Arrow table: `event_ts` from microseconds to UTC instants,
+    NaN to null, object arrays to strings."""
+    arrays = {}
+    for name, values in columns.items():
+        values = np.asarray(values)
+        if name == "event_ts":
+            arrays[name] = pa.array(values.astype(np.int64), pa.int64()).cast(
+                pa.timestamp("us", tz="UTC")
+            )
+        elif values.dtype == object:
+            arrays[name] = pa.array(values, pa.string(), from_pandas=True)
+        else:
+            arrays[name] = pa.array(values, from_pandas=True)
+    return pa.table(arrays)

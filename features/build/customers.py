@@ -11,13 +11,10 @@ since the last order, tenure) are stored as epoch instants and derived at decisi
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from features.build.asof import EventIndex
 from features.build.common import (
     US_PER_DAY,
     US_PER_S,
@@ -25,9 +22,11 @@ from features.build.common import (
     frame,
     is_missing_us,
     next_midnight_us,
+    to_table,
     us,
 )
 from features.build.shipments import late_outcomes
+from features.build.snapshots import Events, SnapshotGrid
 from features.contract.schema import CONTACT_REASONS
 
 CONTACT_WINDOWS_DAYS = (30, 90, 365)
@@ -43,54 +42,8 @@ STATIC_COLUMNS = (
 )
 
 
-@dataclass
-class _Events:
-    """Events of one kind: customer code, instant (µs), and aligned value columns."""
-
-    customer: np.ndarray
-    ts: np.ndarray
-    values: dict[str, np.ndarray]
-
-    def index(self) -> EventIndex:
-        return EventIndex.build(self.customer, self.ts)
-
-
-def _customer_codes(ids: pd.Series, lookup: pd.Index) -> np.ndarray:
+def _codes(ids: pd.Series, lookup: pd.Index) -> np.ndarray:
     return lookup.get_indexer(ids)
-
-
-def _orders_of(tables, lookup: pd.Index) -> tuple[pd.DataFrame | None, pd.Series | None]:
-    """Orders with customer codes, and a map order_id → customer code."""
-    orders = frame(tables, "orders", ["order_id", "customer_id", "order_ts", "amount"])
-    orders["code"] = _customer_codes(orders["customer_id"], lookup)
-    orders = orders[orders["code"] >= 0]
-    return orders, pd.Series(orders["code"].to_numpy(), index=orders["order_id"])
-
-
-def _kept(customer: np.ndarray, ts: np.ndarray, values: dict[str, np.ndarray]) -> _Events:
-    """Drop events whose customer or instant is unknown."""
-    keep = (customer >= 0) & ~is_missing_us(ts)
-    return _Events(customer[keep], ts[keep], {k: np.asarray(v)[keep] for k, v in values.items()})
-
-
-def _snapshot_grid(customers: pd.DataFrame, all_events: list[_Events], end_us: int):
-    """(customer code, snapshot instant) for every day on which a value may change."""
-    code_parts = [np.arange(len(customers))]
-    day_parts = [next_midnight_us(us(customers["signup_ts"]))]
-    for events, windows in all_events:
-        day = next_midnight_us(events.ts)
-        code_parts.append(events.customer)
-        day_parts.append(day)
-        for days in windows:
-            code_parts.append(events.customer)
-            day_parts.append(day + days * US_PER_DAY)
-    codes = np.concatenate(code_parts)
-    days = np.concatenate(day_parts)
-    keep = days <= end_us
-    # One row per (customer, day): encode the pair as one integer to deduplicate fast.
-    pair = codes[keep].astype(np.int64) * (2**24) + (days[keep] // US_PER_DAY)
-    pair = np.unique(pair)
-    return pair // (2**24), (pair % (2**24)) * US_PER_DAY
 
 
 def customer_features(tables: dict[str, pa.Table], end: pd.Timestamp | None = None):
@@ -106,161 +59,146 @@ def customer_features(tables: dict[str, pa.Table], end: pd.Timestamp | None = No
     """
     customers = frame(tables, "customers")
     lookup = pd.Index(customers["customer_id"])
-    orders, order_customer = _orders_of(tables, lookup)
+    orders = frame(tables, "orders", ["order_id", "customer_id", "order_ts", "amount"])
+    orders["code"] = _codes(orders["customer_id"], lookup)
+    order_customer = pd.Series(orders["code"].to_numpy(), index=orders["order_id"])
 
-    kinds: list[tuple[_Events, tuple[int, ...]]] = []
-    order_ev = _kept(
-        orders["code"].to_numpy(), us(orders["order_ts"]), {"amount": orders["amount"].to_numpy()}
-    )
+    def via_order(order_ids: pd.Series) -> np.ndarray:
+        return order_customer.reindex(order_ids).fillna(-1).to_numpy(np.int64)
+
+    kinds: list[tuple[Events, tuple[int, ...]]] = []
+    order_ev = Events.of(orders["code"], us(orders["order_ts"]), amount=orders["amount"])
     kinds.append((order_ev, (365,)))
 
-    shipments = frame(tables, "shipments", ["order_id", "promised_ts", "delivered_ts"])
     outcome_ev = None
+    shipments = frame(tables, "shipments", ["order_id", "promised_ts", "delivered_ts"])
     if shipments is not None:
         known, late = late_outcomes(shipments)
-        code = order_customer.reindex(shipments["order_id"]).fillna(-1).to_numpy(np.int64)
-        outcome_ev = _kept(code, known, {"late": late.astype(np.float64)})
+        outcome_ev = Events.of(via_order(shipments["order_id"]), known, late=late)
         kinds.append((outcome_ev, (90,)))
 
-    contacts = frame(tables, "contacts")
     contact_ev = None
+    contacts = frame(tables, "contacts")
     if contacts is not None:
-        values = {
-            "reason": contacts["reason"].to_numpy(dtype=object),
-            "resolved": contacts["resolved_first_contact"].to_numpy(dtype=np.float64),
-            "csat": contacts["csat"].to_numpy(dtype=np.float64, na_value=np.nan),
-            "ces": contacts["ces"].to_numpy(dtype=np.float64, na_value=np.nan),
-            "nps": contacts["nps"].to_numpy(dtype=np.float64, na_value=np.nan),
-            "wait_s": contacts["wait_s"].to_numpy(dtype=np.float64),
-            "transfers": contacts["transfers"].to_numpy(dtype=np.float64),
-            "ai": (contacts["handled_by"] == "ai_agent").to_numpy(dtype=np.float64),
-        }
-        code = _customer_codes(contacts["customer_id"], lookup)
-        contact_ev = _kept(code, us(contacts["ts"]), values)
+        contact_ev = Events.of(
+            _codes(contacts["customer_id"], lookup),
+            us(contacts["ts"]),
+            reason=contacts["reason"].to_numpy(dtype=object),
+            resolved=contacts["resolved_first_contact"].to_numpy(dtype=bool),
+            csat=contacts["csat"].to_numpy(dtype=np.float64, na_value=np.nan),
+            ces=contacts["ces"].to_numpy(dtype=np.float64, na_value=np.nan),
+            nps=contacts["nps"].to_numpy(dtype=np.float64, na_value=np.nan),
+            wait_s=contacts["wait_s"].to_numpy(dtype=np.float64),
+            transfers=contacts["transfers"].to_numpy(dtype=np.int64),
+            ai=(contacts["handled_by"] == "ai_agent").to_numpy(dtype=bool),
+        )
         kinds.append((contact_ev, CONTACT_WINDOWS_DAYS))
 
-    returns = frame(tables, "returns", ["order_id", "requested_ts", "refunded_ts"])
     request_ev = refund_ev = None
+    returns = frame(tables, "returns", ["order_id", "requested_ts", "refunded_ts"])
     if returns is not None:
-        code = order_customer.reindex(returns["order_id"]).fillna(-1).to_numpy(np.int64)
+        code = via_order(returns["order_id"])
         requested, refunded = us(returns["requested_ts"]), us(returns["refunded_ts"])
-        request_ev = _kept(code, requested, {})
-        lag_days = (refunded - requested) / US_PER_DAY
-        refund_ev = _kept(code, refunded, {"lag_days": lag_days})
+        request_ev = Events.of(code, requested)
+        refund_ev = Events.of(code, refunded, lag_days=(refunded - requested) / US_PER_DAY)
         kinds += [(request_ev, ()), (refund_ev, ())]
 
-    offers = frame(tables, "offers", ["customer_id", "ts", "offer_type", "accepted_ts"])
     shown_ev = accepted_ev = None
+    offers = frame(tables, "offers", ["customer_id", "ts", "offer_type", "accepted_ts"])
     if offers is not None:
         offers = offers[offers["offer_type"] != "none"]
-        code = _customer_codes(offers["customer_id"], lookup)
-        shown_ev = _kept(code, us(offers["ts"]), {})
-        accepted_ev = _kept(code, us(offers["accepted_ts"]), {})
+        code = _codes(offers["customer_id"], lookup)
+        shown_ev = Events.of(code, us(offers["ts"]))
+        accepted_ev = Events.of(code, us(offers["accepted_ts"]))
         kinds += [(shown_ev, (90,)), (accepted_ev, ())]
 
-    invoices = frame(tables, "invoices", ["customer_id", "due_date", "paid_ts"])
     overdue_ev = settled_ev = None
+    invoices = frame(tables, "invoices", ["customer_id", "due_date", "paid_ts"])
     if invoices is not None:
-        code = _customer_codes(invoices["customer_id"], lookup)
+        code = _codes(invoices["customer_id"], lookup)
         due, paid = us(invoices["due_date"]), us(invoices["paid_ts"])
         # An invoice becomes overdue at its due date if it is unpaid then; it stops being
         # open when it is paid.
         late_paid = is_missing_us(paid) | (paid > due)
-        overdue_ev = _kept(np.where(late_paid, code, -1), due, {})
+        overdue_ev = Events.of(np.where(late_paid, code, -1), due)
         settled = late_paid & ~is_missing_us(paid)
-        settled_ev = _kept(np.where(settled, code, -1), paid, {})
+        settled_ev = Events.of(np.where(settled, code, -1), paid)
         kinds += [(overdue_ev, ()), (settled_ev, ())]
 
     if end is None:
         latest = max(int(e.ts.max()) for e, _ in kinds if len(e.ts))
-        end_us = int(next_midnight_us(np.array([latest]))[0])
+        end_day = int(next_midnight_us(np.array([latest]))[0] // US_PER_DAY)
     else:
-        end_us = int(pd.Timestamp(end).value // 1000)
-    row_code, row_ts = _snapshot_grid(customers, kinds, end_us)
+        end_day = int(pd.Timestamp(end).value // 1000 // US_PER_DAY)
+    signup = us(customers["signup_ts"])
+    signup_ev = Events.of(np.arange(len(customers)), signup)
+    grid = SnapshotGrid.build([(signup_ev.entity, signup_ev.days())], kinds, end_day)
+    code = grid.entity
 
     out: dict[str, np.ndarray] = {
-        "customer_id": customers["customer_id"].to_numpy(dtype=object)[row_code],
-        "event_ts": row_ts,
-        "signup_epoch": epoch_s(us(customers["signup_ts"]))[row_code],
+        "customer_id": customers["customer_id"].to_numpy(dtype=object)[code],
+        "event_ts": grid.ts_us,
+        "signup_epoch": epoch_s(signup)[code],
     }
     for column in STATIC_COLUMNS:
-        out[column] = customers[column].to_numpy()[row_code]
+        out[column] = customers[column].to_numpy()[code]
 
-    def windowed(index: EventIndex, days: int, values=None) -> np.ndarray:
-        since = row_ts - days * US_PER_DAY
-        if values is None:
-            return index.count(row_code, row_ts) - index.count(row_code, since)
-        return index.total(values, row_code, row_ts) - index.total(values, row_code, since)
-
-    idx = order_ev.index()
     amount = order_ev.values["amount"]
-    out["orders_total"] = idx.count(row_code, row_ts)
-    out["orders_365d"] = windowed(idx, 365)
-    out["monetary_total"] = idx.total(amount, row_code, row_ts)
-    out["monetary_365d"] = windowed(idx, 365, amount)
-    missing = np.iinfo(np.int64).min
-    # The first order is known from the moment it is placed.
-    first_by_code = pd.Series(order_ev.ts).groupby(order_ev.customer).min()
-    first_order = first_by_code.reindex(row_code).to_numpy(dtype=np.float64, na_value=np.nan)
-    out["first_order_epoch"] = np.where(first_order < row_ts, first_order / US_PER_S, np.nan)
-    last_order = idx.last(order_ev.ts, row_code, row_ts, fill=missing)
-    out["last_order_epoch"] = epoch_s(last_order)
-    out["last_order_amount"] = idx.last(amount, row_code, row_ts)
+    out["orders_total"] = grid.count(order_ev)
+    out["orders_365d"] = grid.count(order_ev, 365)
+    out["monetary_total"] = grid.total(order_ev, amount)
+    out["monetary_365d"] = grid.total(order_ev, amount, 365)
+    out["first_order_epoch"] = grid.first(order_ev, order_ev.ts / US_PER_S)
+    out["last_order_epoch"] = grid.last(order_ev, order_ev.ts / US_PER_S)
+    out["last_order_amount"] = grid.last(order_ev, amount)
 
     if outcome_ev is not None:
-        idx = outcome_ev.index()
-        out["deliveries_total"] = idx.count(row_code, row_ts)
-        out["late_deliveries_total"] = idx.total(outcome_ev.values["late"], row_code, row_ts)
-        out["late_deliveries_90d"] = windowed(idx, 90, outcome_ev.values["late"])
+        late = outcome_ev.values["late"]
+        out["deliveries_total"] = grid.count(outcome_ev)
+        out["late_deliveries_total"] = grid.total(outcome_ev, late)
+        out["late_deliveries_90d"] = grid.total(outcome_ev, late, 90)
 
     if contact_ev is not None:
-        idx = contact_ev.index()
         v = contact_ev.values
-        n = idx.count(row_code, row_ts)
+        n = grid.count(contact_ev)
         out["contacts_total"] = n
         for reason in CONTACT_REASONS:
-            mask = v["reason"] == reason
-            by_reason = EventIndex.build(contact_ev.customer[mask], contact_ev.ts[mask])
+            is_reason = v["reason"] == reason
             for days in CONTACT_WINDOWS_DAYS:
-                out[f"contacts_{reason}_{days}d"] = windowed(by_reason, days)
-        reasons = idx.last(v["reason"].astype(object), row_code, row_ts, fill=None)
-        out["last_contact_reason"] = reasons
-        out["last_contact_epoch"] = epoch_s(idx.last(contact_ev.ts, row_code, row_ts, fill=missing))
-        unresolved = 1.0 - v["resolved"]
-        out["unresolved_contacts_90d"] = windowed(idx, 90, unresolved)
+                out[f"contacts_{reason}_{days}d"] = grid.total(contact_ev, is_reason, days)
+        out["last_contact_reason"] = grid.last(contact_ev, v["reason"], fill=None)
+        out["last_contact_epoch"] = grid.last(contact_ev, contact_ev.ts / US_PER_S)
+        out["unresolved_contacts_90d"] = grid.total(contact_ev, ~v["resolved"], 90)
         with np.errstate(invalid="ignore", divide="ignore"):
-            resolved = idx.total(v["resolved"], row_code, row_ts)
-            out["fcr_rate"] = np.where(n > 0, resolved / n, np.nan)
-            for name in ("wait_s", "transfers", "ai"):
-                total = idx.total(v[name], row_code, row_ts)
-                label = {"wait_s": "wait_s_mean", "transfers": "transfers_mean", "ai": "ai_share"}
-                out[label[name]] = np.where(n > 0, total / n, np.nan)
+            out["fcr_rate"] = np.where(n > 0, grid.total(contact_ev, v["resolved"]) / n, np.nan)
+            for name, label in (
+                ("wait_s", "wait_s_mean"),
+                ("transfers", "transfers_mean"),
+                ("ai", "ai_share"),
+            ):
+                out[label] = np.where(n > 0, grid.total(contact_ev, v[name]) / n, np.nan)
             for name in ("csat", "ces", "nps"):
-                answered = idx.total(~np.isnan(v[name]), row_code, row_ts)
-                total = idx.total(v[name], row_code, row_ts)
+                answered = grid.total(contact_ev, ~np.isnan(v[name]))
+                total = grid.total(contact_ev, v[name])
                 out[f"{name}_mean"] = np.where(answered > 0, total / answered, np.nan)
 
     if request_ev is not None:
-        requests = request_ev.index().count(row_code, row_ts)
-        refund_idx = refund_ev.index()
-        refunds = refund_idx.count(row_code, row_ts)
+        requests = grid.count(request_ev)
+        refunds = grid.count(refund_ev)
         out["returns_total"] = requests
         out["open_returns"] = requests - refunds
         with np.errstate(invalid="ignore", divide="ignore"):
-            lag = refund_idx.total(refund_ev.values["lag_days"], row_code, row_ts)
+            lag = grid.total(refund_ev, refund_ev.values["lag_days"])
             out["refund_lag_days_mean"] = np.where(refunds > 0, lag / refunds, np.nan)
 
     if shown_ev is not None:
-        shown = shown_ev.index()
-        out["offers_received_total"] = shown.count(row_code, row_ts)
-        out["offers_received_90d"] = windowed(shown, 90)
-        out["offers_accepted_total"] = accepted_ev.index().count(row_code, row_ts)
+        out["offers_received_total"] = grid.count(shown_ev)
+        out["offers_received_90d"] = grid.count(shown_ev, 90)
+        out["offers_accepted_total"] = grid.count(accepted_ev)
 
     if overdue_ev is not None:
-        overdue = overdue_ev.index().count(row_code, row_ts)
+        overdue = grid.count(overdue_ev)
         out["invoices_overdue_total"] = overdue
-        out["invoices_overdue_open"] = overdue - settled_ev.index().count(row_code, row_ts)
+        out["invoices_overdue_open"] = overdue - grid.count(settled_ev)
 
-    result = pd.DataFrame(out)
-    result["event_ts"] = pd.to_datetime(result["event_ts"], unit="us", utc=True)
-    return result
+    return to_table(out)

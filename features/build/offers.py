@@ -12,9 +12,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from features.build.asof import EventIndex
-from features.build.common import US_PER_DAY, epoch_s, frame, is_missing_us, next_midnight_us, us
+from features.build.common import US_PER_S, frame, to_table, us
+from features.build.snapshots import Events, SnapshotGrid
 
 
 def _order_lines(tables: dict[str, pa.Table]) -> pd.DataFrame | None:
@@ -29,15 +30,15 @@ def _order_lines(tables: dict[str, pa.Table]) -> pd.DataFrame | None:
     return lines
 
 
-def customer_category_features(tables: dict[str, pa.Table]) -> pd.DataFrame | None:
+def customer_category_features(tables: dict[str, pa.Table]) -> pa.Table | None:
     """One row per (customer_id, category, event_ts): purchases and returns so far."""
     lines = _order_lines(tables)
     if lines is None:
         return None
     products = frame(tables, "products", ["product_id", "category"])
     returns = frame(tables, "returns", ["order_id", "product_id", "requested_ts"])
-    orders = frame(tables, "orders", ["order_id", "customer_id"])
     if returns is not None:
+        orders = frame(tables, "orders", ["order_id", "customer_id"])
         returns = returns.merge(products, on="product_id").merge(orders, on="order_id")
     pairs = [lines[["customer_id", "category"]]]
     if returns is not None:
@@ -47,67 +48,68 @@ def customer_category_features(tables: dict[str, pa.Table]) -> pd.DataFrame | No
     def codes(df: pd.DataFrame) -> np.ndarray:
         return pair_index.get_indexer(pd.MultiIndex.from_frame(df[["customer_id", "category"]]))
 
-    line_code, line_ts = codes(lines), us(lines["order_ts"])
-    # Each (customer, category) gets a row on the day after each purchase or return request.
-    row_parts = [(line_code, next_midnight_us(line_ts))]
-    if returns is not None:
-        ret_code, ret_ts = codes(returns), us(returns["requested_ts"])
-        keep = ~is_missing_us(ret_ts)
-        ret_code, ret_ts = ret_code[keep], ret_ts[keep]
-        row_parts.append((ret_code, next_midnight_us(ret_ts)))
-    all_code = np.concatenate([c for c, _ in row_parts])
-    all_day = np.concatenate([d // US_PER_DAY for _, d in row_parts])
-    pair = np.unique(all_code.astype(np.int64) * (2**24) + all_day)
-    row_code, row_ts = pair // (2**24), (pair % (2**24)) * US_PER_DAY
-
-    purchases = EventIndex.build(line_code, line_ts)
+    line_code = codes(lines)
+    purchases = Events.of(line_code, us(lines["order_ts"]), spend=lines["spend"].to_numpy())
     # An order with several products of one category is one order of that category.
-    order_first = ~lines.duplicated(["order_id", "category"]).to_numpy()
-    category_orders = EventIndex.build(line_code[order_first], line_ts[order_first])
+    first_line = ~lines.duplicated(["order_id", "category"]).to_numpy()
+    category_orders = Events.of(line_code[first_line], us(lines["order_ts"])[first_line])
+    kinds = [(purchases, ())]
+    returned = None
+    if returns is not None:
+        returned = Events.of(codes(returns), us(returns["requested_ts"]))
+        kinds.append((returned, ()))
+    end_day = int(max(e.days().max(initial=0) for e, _ in kinds))
+    grid = SnapshotGrid.build([], kinds, end_day)
+
     out = {
-        "customer_id": pair_index.get_level_values(0).to_numpy(dtype=object)[row_code],
-        "category": pair_index.get_level_values(1).to_numpy(dtype=object)[row_code],
-        "event_ts": row_ts,
-        "category_orders_total": category_orders.count(row_code, row_ts),
-        "category_spend_total": purchases.total(lines["spend"].to_numpy(), row_code, row_ts),
-        "category_last_purchase_epoch": epoch_s(
-            purchases.last(line_ts, row_code, row_ts, fill=np.iinfo(np.int64).min)
+        "customer_id": pair_index.get_level_values(0).to_numpy(dtype=object)[grid.entity],
+        "category": pair_index.get_level_values(1).to_numpy(dtype=object)[grid.entity],
+        "event_ts": grid.ts_us,
+        "category_orders_total": grid.count(category_orders),
+        "category_spend_total": grid.total(purchases, purchases.values["spend"]),
+        "category_last_purchase_epoch": grid.last(purchases, purchases.ts / US_PER_S),
+        "category_returns_total": (
+            grid.count(returned) if returned is not None else np.zeros(len(grid), np.int64)
         ),
     }
-    if returns is not None:
-        out["category_returns_total"] = EventIndex.build(ret_code, ret_ts).count(row_code, row_ts)
-    else:
-        out["category_returns_total"] = np.zeros(len(row_code), dtype=np.int64)
-    result = pd.DataFrame(out)
-    result["event_ts"] = pd.to_datetime(result["event_ts"], unit="us", utc=True)
-    return result
+    return to_table(out)
 
 
-def order_features(tables: dict[str, pa.Table]) -> pd.DataFrame:
+def order_features(tables: dict[str, pa.Table]) -> pa.Table:
     """One row per order, stamped at the order: what it holds."""
-    orders = frame(tables, "orders", ["order_id", "order_ts", "amount"])
-    out = pd.DataFrame(
+    orders = tables["orders"]
+    base = pa.table(
         {
-            "order_id": orders["order_id"],
-            "event_ts": orders["order_ts"],
-            "order_total": orders["amount"],
+            "order_id": orders.column("order_id"),
+            "event_ts": orders.column("order_ts"),
+            "order_total": orders.column("amount"),
         }
     )
-    lines = _order_lines(tables)
-    if lines is None:
-        for column in ("order_items", "order_categories", "order_main_category"):
-            out[column] = None
-        out["order_n_categories"] = np.nan
-        return out
-    per_category = lines.groupby(["order_id", "category"], sort=True, as_index=False).agg(
-        spend=("spend", "sum"), qty=("qty", "sum")
+    items, products = tables.get("order_items"), tables.get("products")
+    if items is None or products is None:
+        return base
+    lines = items.join(products.select(["product_id", "category"]), "product_id")
+    lines = lines.append_column(
+        "spend", pc.multiply(lines.column("qty").cast(pa.float64()), lines.column("unit_price"))
     )
-    main = per_category.sort_values(["order_id", "spend"], ascending=[True, False])
-    main = main.drop_duplicates("order_id").set_index("order_id")["category"]
-    summary = per_category.groupby("order_id").agg(
-        order_items=("qty", "sum"),
-        order_n_categories=("category", "size"),
-        order_categories=("category", "|".join),
+    per_category = lines.group_by(["order_id", "category"]).aggregate(
+        [("spend", "sum"), ("qty", "sum")]
     )
-    summary["order_main_category"] = main
-    return out.merge(summary, left_on="order_id", right_index=True, how="left")
+    # Sorted by order, then by spend descending: the first category of an order is its main.
+    per_category = per_category.sort_by(
+        [("order_id", "ascending"), ("spend_sum", "descending"), ("category", "ascending")]
+    )
+    main = per_category.group_by("order_id", use_threads=False).aggregate([("category", "first")])
+    by_name = per_category.sort_by([("order_id", "ascending"), ("category", "ascending")])
+    summary = by_name.group_by("order_id", use_threads=False).aggregate(
+        [("qty_sum", "sum"), ("category", "count"), ("category", "list")]
+    )
+    summary = pa.table(
+        {
+            "order_id": summary.column("order_id"),
+            "order_items": summary.column("qty_sum_sum"),
+            "order_n_categories": summary.column("category_count"),
+            "order_categories": pc.binary_join(summary.column("category_list"), "|"),
+        }
+    ).join(main.rename_columns(["order_id", "order_main_category"]), "order_id")
+    return base.join(summary, "order_id", join_type="left outer").sort_by("order_id")

@@ -2,8 +2,8 @@
 
 One row per shipment at `shipped_ts` and one per later scan before delivery (in_transit,
 exception, out_for_delivery), stamped at the scan. A row describes what was known at its
-instant: the booking, the events up to and including that scan, and how the carrier and the
-lane performed on parcels whose outcome was already known.
+instant: the booking, the scans up to and including that instant, and how the carrier and
+the lane performed on parcels whose outcome was known by the start of the row's day.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from features.build.asof import EventIndex
 from features.build.common import (
     US_PER_DAY,
     US_PER_S,
@@ -20,6 +19,7 @@ from features.build.common import (
     frame,
     is_missing_us,
     peak_season,
+    to_table,
     us,
 )
 
@@ -28,6 +28,7 @@ BACKLOG_DAYS = 30
 # Scans that start a new prediction row; "dispatched" is the dispatch row itself and after
 # "delivered" nothing is left to predict.
 UPDATE_EVENTS = ("in_transit", "exception", "out_for_delivery")
+_NONE = "none"
 
 
 def late_outcomes(shipments: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -55,8 +56,12 @@ def _parcels(tables: dict[str, pa.Table], shipments: pd.DataFrame) -> pd.DataFra
             items["weight_total"] = items["weight_g"] * items["qty"]
         else:
             items["weight_total"] = np.nan
-        per_order = items.groupby("order_id", sort=False).agg(
-            item_count=("qty", "sum"), weight_g=("weight_total", lambda s: s.sum(min_count=1))
+        grouped = items.groupby("order_id", sort=False)
+        per_order = pd.DataFrame(
+            {
+                "item_count": grouped["qty"].sum(),
+                "weight_g": grouped["weight_total"].sum(min_count=1),
+            }
         )
         out = out.merge(per_order, left_on="order_id", right_index=True, how="left")
     else:
@@ -67,7 +72,32 @@ def _parcels(tables: dict[str, pa.Table], shipments: pd.DataFrame) -> pd.DataFra
     return out.drop(columns=["order_id"])
 
 
-def shipment_features(tables: dict[str, pa.Table]) -> pd.DataFrame | None:
+def _ffill_within(values: np.ndarray, valid: np.ndarray, group_start: np.ndarray) -> np.ndarray:
+    """Index of the latest valid element at or before each position within its group
+    (-1 when none), for a sequence sorted by group."""
+    index = np.where(valid, np.arange(len(valid)), -1)
+    latest = np.maximum.accumulate(index)
+    return np.where(latest >= group_start, latest, -1)
+
+
+def _daily_trailing(
+    group: np.ndarray, day: np.ndarray, weight: np.ndarray, query_group, query_day, days: int
+) -> np.ndarray:
+    """Per query: sum of `weight` over the group's events on days [query_day - days,
+    query_day - 1], i.e. as known at the midnight starting the query's day."""
+    n_groups = int(max(group.max(initial=0), query_group.max(initial=0))) + 1
+    first = int(min(day.min(initial=0), query_day.min(initial=0))) - days - 1
+    last = int(max(day.max(initial=0), query_day.max(initial=0))) + 1
+    span = last - first + 1
+    daily = np.zeros((n_groups, span))
+    np.add.at(daily, (group, day - first), weight)
+    # before[g, d]: events of g on days strictly before d.
+    before = np.concatenate([np.zeros((n_groups, 1)), np.cumsum(daily, axis=1)], axis=1)
+    qd = query_day - first
+    return before[query_group, qd] - before[query_group, qd - days]
+
+
+def shipment_features(tables: dict[str, pa.Table]) -> pa.Table | None:
     """Build the shipment feature table; None when the source has no shipments.
 
     Returns:
@@ -81,45 +111,70 @@ def shipment_features(tables: dict[str, pa.Table]) -> pd.DataFrame | None:
     shipped = us(shipments["shipped_ts"])
     promised = us(shipments["promised_ts"])
     parcels = _parcels(tables, shipments)
+    sid_index = pd.Index(shipments["shipment_id"])
 
-    # Prediction instants: dispatch, then each scan before delivery.
     events = frame(tables, "tracking_events", ["shipment_id", "event_type", "event_ts"])
-    sid_codes, sid_uniques = pd.factorize(shipments["shipment_id"])
     if events is not None:
-        ev_sid = pd.Index(sid_uniques).get_indexer(events["shipment_id"])
+        ev_sid = sid_index.get_indexer(events["shipment_id"])
         keep = ev_sid >= 0
-        events = events[keep]
-        ev_sid = ev_sid[keep]
-        ev_ts = us(events["event_ts"])
-        ev_type = events["event_type"].to_numpy(dtype=object)
+        ev_sid, ev_ts = ev_sid[keep], us(events["event_ts"])[keep]
+        ev_type = events["event_type"].to_numpy(dtype=object)[keep]
     else:
         ev_sid = np.empty(0, dtype=np.int64)
         ev_ts = np.empty(0, dtype=np.int64)
         ev_type = np.empty(0, dtype=object)
-    update = np.isin(ev_type, UPDATE_EVENTS)
-    row_sid = np.concatenate([sid_codes, ev_sid[update]])
-    row_ts = np.concatenate([shipped, ev_ts[update]])
-    row_stage = np.concatenate([np.full(n, "dispatch", dtype=object), ev_type[update]])
 
-    # Scans so far, counted up to and including the row's own scan.
-    scans = EventIndex.build(ev_sid, ev_ts)
-    scans_so_far = scans.count(row_sid, row_ts, inclusive=True)
-    exceptions = EventIndex.build(ev_sid[ev_type == "exception"], ev_ts[ev_type == "exception"])
-    exceptions_so_far = exceptions.count(row_sid, row_ts, inclusive=True)
-    last_scan = scans.last(ev_ts, row_sid, row_ts, inclusive=True, fill=np.iinfo(np.int64).min)
-    last_scan = np.where(is_missing_us(last_scan), shipped[row_sid], last_scan)
-    prev_scan = scans.last(ev_ts, row_sid, row_ts, inclusive=False, fill=np.iinfo(np.int64).min)
-    prev_scan = np.where(is_missing_us(prev_scan), shipped[row_sid], prev_scan)
-    last_type = scans.last(ev_type, row_sid, row_ts, inclusive=True, fill="dispatched")
+    # One sequence of scans and dispatch rows, sorted by (shipment, instant); at one instant
+    # the dispatch row comes after the scans, so every row counts the scans of its instant.
+    seq_sid = np.concatenate([ev_sid, np.arange(n)])
+    seq_ts = np.concatenate([ev_ts, shipped])
+    seq_type = np.concatenate([ev_type, np.full(n, "dispatch", dtype=object)])
+    is_scan = np.r_[np.ones(len(ev_sid), bool), np.zeros(n, bool)]
+    order = np.lexsort((~is_scan, seq_ts, seq_sid))
+    seq_sid, seq_ts, seq_type, is_scan = (
+        seq_sid[order],
+        seq_ts[order],
+        seq_type[order],
+        is_scan[order],
+    )
+    starts = np.r_[True, seq_sid[1:] != seq_sid[:-1]]
+    group_start = np.maximum.accumulate(np.where(starts, np.arange(len(seq_sid)), 0))
+    scans_so_far = np.cumsum(is_scan) - np.cumsum(is_scan)[group_start] + is_scan[group_start]
+    is_exception = seq_type == "exception"
+    exceptions_so_far = (
+        np.cumsum(is_exception) - np.cumsum(is_exception)[group_start] + is_exception[group_start]
+    )
+    latest_scan = _ffill_within(seq_ts, is_scan, group_start)
+    last_scan_ts = np.where(
+        latest_scan >= 0, seq_ts[np.maximum(latest_scan, 0)], np.iinfo(np.int64).min
+    )
+    last_type = np.where(latest_scan >= 0, seq_type[np.maximum(latest_scan, 0)], _NONE)
+    # The previous scan of a row: the latest scan before the first element at its instant.
+    tie_start = np.r_[True, (seq_sid[1:] != seq_sid[:-1]) | (seq_ts[1:] != seq_ts[:-1])]
+    tie_first = np.maximum.accumulate(np.where(tie_start, np.arange(len(seq_sid)), 0))
+    before_tie = tie_first - 1
+    prev_scan = np.where(before_tie >= group_start, latest_scan[np.maximum(before_tie, 0)], -1)
+    prev_scan_ts = np.where(prev_scan >= 0, seq_ts[np.maximum(prev_scan, 0)], -1)
+
+    # Keep dispatch rows and update scans; of several at one instant, the last (it counts all).
+    tie_last = np.r_[tie_start[1:], True]
+    is_row = (~is_scan | np.isin(seq_type, UPDATE_EVENTS)) & tie_last
+    rows = np.flatnonzero(is_row)
+    row_sid, row_ts = seq_sid[rows], seq_ts[rows]
+    last_scan_ts = last_scan_ts[rows]
+    last_scan_ts = np.where(is_missing_us(last_scan_ts), shipped[row_sid], last_scan_ts)
+    prev_scan_ts = prev_scan_ts[rows]
+    prev_scan_ts = np.where(prev_scan_ts < 0, shipped[row_sid], prev_scan_ts)
 
     carrier = shipments["carrier"].to_numpy(dtype=object)
     origin = shipments["origin_region"].to_numpy(dtype=object)
     destination = shipments["destination_region"].to_numpy(dtype=object)
-    lane = origin + ">" + destination
+    lane = pd.Series(origin).str.cat(pd.Series(destination), sep=">").to_numpy(dtype=object)
+    dispatch_time = pd.DatetimeIndex(pd.to_datetime(shipped, unit="us"))
     features = {
         "shipment_id": shipments["shipment_id"].to_numpy(dtype=object)[row_sid],
         "event_ts": row_ts,
-        "stage": row_stage,
+        "stage": seq_type[rows],
         "carrier": carrier[row_sid],
         "service_level": shipments["service_level"].to_numpy(dtype=object)[row_sid],
         "origin_region": origin[row_sid],
@@ -127,36 +182,40 @@ def shipment_features(tables: dict[str, pa.Table]) -> pd.DataFrame | None:
         "lane": lane[row_sid],
         "distance_km": shipments["distance_km"].to_numpy(dtype=np.float64)[row_sid],
         "promised_transit_days": ((promised - shipped) / US_PER_DAY)[row_sid],
-        "dispatch_weekday": pd.to_datetime(shipped, unit="us").weekday.to_numpy()[row_sid],
-        "dispatch_hour": pd.to_datetime(shipped, unit="us").hour.to_numpy()[row_sid],
+        "dispatch_weekday": dispatch_time.weekday.to_numpy()[row_sid],
+        "dispatch_hour": dispatch_time.hour.to_numpy()[row_sid],
+        "peak_season": peak_season(row_ts),
         "weight_g": parcels["weight_g"].to_numpy(dtype=np.float64)[row_sid],
         "item_count": parcels["item_count"].to_numpy(dtype=np.float64)[row_sid],
         "order_amount": parcels["amount"].to_numpy(dtype=np.float64)[row_sid],
-        "scans_so_far": scans_so_far,
-        "exceptions_so_far": exceptions_so_far,
-        "last_event_type": last_type,
-        "hours_since_prev_scan": (row_ts - prev_scan) / (3600 * US_PER_S),
+        "scans_so_far": scans_so_far[rows],
+        "exceptions_so_far": exceptions_so_far[rows],
+        "last_event_type": last_type[rows],
+        "hours_since_prev_scan": (row_ts - prev_scan_ts) / (3600 * US_PER_S),
         "shipped_epoch": epoch_s(shipped)[row_sid],
         "promised_epoch": epoch_s(promised)[row_sid],
-        "last_scan_epoch": epoch_s(last_scan),
+        "last_scan_epoch": epoch_s(last_scan_ts),
     }
-    features["peak_season"] = peak_season(row_ts)
 
-    # Performance of the carrier and the lane on parcels whose outcome was known before.
+    # How the carrier and the lane did on parcels whose outcome was known by the midnight
+    # that starts the row's day: network statistics are a daily batch.
     known, late = late_outcomes(shipments)
+    known_day = known // US_PER_DAY
+    row_day = row_ts // US_PER_DAY
     for name, keys in (("carrier", carrier), ("lane", lane)):
         codes, _ = pd.factorize(keys)
-        index = EventIndex.build(codes, known)
-        row_codes = codes[row_sid]
         for days in WINDOWS_DAYS:
-            since = row_ts - days * US_PER_DAY
-            total = index.count(row_codes, row_ts) - index.count(row_codes, since, inclusive=True)
-            n_late = index.total(late, row_codes, row_ts) - index.total(
-                late, row_codes, since, inclusive=True
+            total = _daily_trailing(codes, known_day, np.ones(n), codes[row_sid], row_day, days)
+            n_late = _daily_trailing(
+                codes, known_day, late.astype(float), codes[row_sid], row_day, days
             )
             with np.errstate(invalid="ignore", divide="ignore"):
                 features[f"{name}_late_rate_{days}d"] = np.where(total > 0, n_late / total, np.nan)
-            features[f"{name}_outcomes_{days}d"] = total
+            features[f"{name}_outcomes_{days}d"] = total.astype(np.int64)
+    carrier_codes, _ = pd.factorize(carrier)
+    features["carrier_volume_7d"] = _daily_trailing(
+        carrier_codes, shipped // US_PER_DAY, np.ones(n), carrier_codes[row_sid], row_day, 7
+    ).astype(np.int64)
 
     # Orders waiting to ship, shop-wide: placed before the instant and not dispatched by
     # then. Each order waits from order_ts until dispatch, or at most BACKLOG_DAYS when it
@@ -168,21 +227,7 @@ def shipment_features(tables: dict[str, pa.Table]) -> pd.DataFrame | None:
     waited_until = dispatch.reindex(orders["order_id"]).to_numpy(dtype=np.float64)
     cap = placed_at + BACKLOG_DAYS * US_PER_DAY
     waited_until = np.where(np.isnan(waited_until), cap, np.minimum(waited_until, cap))
-    zeros = np.zeros(len(placed_at), dtype=np.int64)
-    starts = EventIndex.build(zeros, placed_at)
-    ends = EventIndex.build(zeros, waited_until.astype(np.int64))
-    row_zero = np.zeros(len(row_ts), dtype=np.int64)
-    features["warehouse_backlog"] = starts.count(row_zero, row_ts) - ends.count(row_zero, row_ts)
-    since = row_ts - 7 * US_PER_DAY
-    carrier_codes, _ = pd.factorize(carrier)
-    volume = EventIndex.build(carrier_codes, shipped)
-    features["carrier_volume_7d"] = volume.count(carrier_codes[row_sid], row_ts) - volume.count(
-        carrier_codes[row_sid], since, inclusive=True
+    features["warehouse_backlog"] = np.searchsorted(np.sort(placed_at), row_ts) - np.searchsorted(
+        np.sort(waited_until.astype(np.int64)), row_ts
     )
-
-    out = pd.DataFrame(features)
-    out["event_ts"] = pd.to_datetime(out["event_ts"], unit="us", utc=True)
-    out = out.sort_values(["shipment_id", "event_ts"], kind="stable", ignore_index=True)
-    # Two scans at the same instant would give two rows with one (entity, timestamp); the
-    # later row already counts both scans, so it is the one to keep.
-    return out.drop_duplicates(["shipment_id", "event_ts"], keep="last", ignore_index=True)
+    return to_table(features)

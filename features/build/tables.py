@@ -50,30 +50,18 @@ def view_arrow_schema(view: FeatureView) -> pa.Schema:
     return pa.schema(fields)
 
 
-def conform(frame: pd.DataFrame, view: FeatureView, created: pd.Timestamp) -> pa.Table:
-    """Cast a built frame to the view's schema; absent features become nulls."""
+def conform(built: pa.Table, view: FeatureView, created: pd.Timestamp) -> pa.Table:
+    """Cast a built table to the view's schema; absent features become nulls."""
     schema = view_arrow_schema(view)
-    n = len(frame)
+    n = built.num_rows
     arrays = []
     for field in schema:
         if field.name == "created_ts":
             arrays.append(pa.array(np.full(n, created.value // 1000), pa.int64()).cast(field.type))
-            continue
-        if field.name not in frame:
-            arrays.append(pa.nulls(n, field.type))
-            continue
-        values = frame[field.name]
-        if pa.types.is_timestamp(field.type):
-            arrays.append(pa.array(pd.to_datetime(values, utc=True), type=field.type))
-        elif pa.types.is_integer(field.type):
-            numbers = pd.to_numeric(values).astype("Int64")
-            arrays.append(pa.array(numbers, type=field.type))
-        elif pa.types.is_boolean(field.type):
-            arrays.append(pa.array(values.astype("boolean"), type=field.type))
-        elif pa.types.is_floating(field.type):
-            arrays.append(pa.array(pd.to_numeric(values), type=field.type))
+        elif field.name in built.column_names:
+            arrays.append(built.column(field.name).cast(field.type))
         else:
-            arrays.append(pa.array(values.astype(object).where(values.notna(), None), field.type))
+            arrays.append(pa.nulls(n, field.type))
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
@@ -104,12 +92,12 @@ def build_feature_tables(
     out = {}
     for name, (builder, _) in BUILDERS.items():
         started = time.perf_counter()
-        frame = builder(tables)
-        if frame is None:
+        built = builder(tables)
+        if built is None:
             log.info("%s: not built, its source tables are absent", name)
             continue
-        out[name] = conform(frame, views[name], created)
-        log.info("%s: %d rows in %.1f s", name, len(frame), time.perf_counter() - started)
+        out[name] = conform(built, views[name], created)
+        log.info("%s: %d rows in %.1f s", name, built.num_rows, time.perf_counter() - started)
     return out
 
 

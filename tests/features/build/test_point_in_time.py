@@ -179,7 +179,7 @@ def naive_customer_row(raw: dict[str, pd.DataFrame], customer: str, at: datetime
 
 
 def test_customer_snapshots_match_naive_as_of(raw) -> None:
-    features = customer_features(to_tables(raw))
+    features = customer_features(to_tables(raw)).to_pandas()
     assert not features.duplicated(["customer_id", "event_ts"]).any()
     checked = 0
     for row in features.itertuples():
@@ -195,7 +195,7 @@ def test_customer_snapshots_match_naive_as_of(raw) -> None:
 
 
 def test_snapshots_exist_when_a_window_expires(raw) -> None:
-    features = customer_features(to_tables(raw))
+    features = customer_features(to_tables(raw)).to_pandas()
     a = features[features["customer_id"] == "a"].set_index("event_ts").sort_index()
 
     def as_of(at: datetime) -> pd.Series:
@@ -212,7 +212,7 @@ def test_snapshots_exist_when_a_window_expires(raw) -> None:
 
 
 def test_shipment_rows_at_dispatch_and_after_each_scan(raw) -> None:
-    features = shipment_features(to_tables(raw)).set_index(["shipment_id", "event_ts"])
+    features = shipment_features(to_tables(raw)).to_pandas().set_index(["shipment_id", "event_ts"])
     s2 = features.loc["s2"]
     # Dispatch, in_transit and exception; nothing after delivery.
     assert list(s2["stage"]) == ["dispatch", "in_transit", "exception"]
@@ -232,7 +232,7 @@ def test_shipment_rows_at_dispatch_and_after_each_scan(raw) -> None:
 
 
 def test_late_rate_counts_a_late_parcel_from_its_promise(raw) -> None:
-    features = shipment_features(to_tables(raw)).set_index(["shipment_id", "event_ts"])
+    features = shipment_features(to_tables(raw)).to_pandas().set_index(["shipment_id", "event_ts"])
     s4 = features.loc["s4"].iloc[0]
     # "slow" has only s3 (lost, promise day 9): known late on day 9, gone from 28d by day 50.
     assert s4["lane_outcomes_28d"] == 0
@@ -241,7 +241,7 @@ def test_late_rate_counts_a_late_parcel_from_its_promise(raw) -> None:
 
 
 def test_warehouse_backlog_counts_orders_waiting(raw) -> None:
-    features = shipment_features(to_tables(raw)).set_index(["shipment_id", "event_ts"])
+    features = shipment_features(to_tables(raw)).to_pandas().set_index(["shipment_id", "event_ts"])
     # At s1's dispatch, o1 itself is still waiting (placed, not yet shipped).
     assert features.loc["s1"]["warehouse_backlog"].iloc[0] == 1
 
@@ -249,12 +249,15 @@ def test_warehouse_backlog_counts_orders_waiting(raw) -> None:
 def test_offer_context(raw) -> None:
     tables = to_tables(raw)
     affinity = (
-        customer_category_features(tables).set_index(["customer_id", "category"]).sort_index()
+        customer_category_features(tables)
+        .to_pandas()
+        .set_index(["customer_id", "category"])
+        .sort_index()
     )
     fashion = affinity.loc[("a", "fashion")].sort_values("event_ts")
     assert list(fashion["category_orders_total"]) == [1, 2, 2]
     assert list(fashion["category_returns_total"]) == [0, 0, 1]
-    orders = order_features(tables).set_index("order_id")
+    orders = order_features(tables).to_pandas().set_index("order_id")
     assert orders.loc["o1", "order_categories"] == "books|fashion"
     assert orders.loc["o1", "order_main_category"] == "fashion"
     assert orders.loc["o4", "order_items"] == 2
@@ -262,7 +265,7 @@ def test_offer_context(raw) -> None:
 
 def test_missing_optional_tables_give_missing_features(raw) -> None:
     only = to_tables({k: raw[k] for k in ("customers", "orders")})
-    features = customer_features(only)
+    features = customer_features(only).to_pandas()
     assert "contacts_total" not in features
     assert features["orders_total"].max() == 3
     assert shipment_features(only) is None

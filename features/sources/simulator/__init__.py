@@ -1,0 +1,18 @@
+"""The built-in simulator: a seeded, scalable synthetic post-purchase business.
+
+`simulate` writes the ten contract tables and, beside them, `_truth/` with the true
+probabilities of its delay, churn and acceptance mechanisms. See docs/simulator.md.
+"""
+
+from features.sources.simulator.engine import SimulationResult, simulate
+from features.sources.simulator.offers import true_accept_prob, true_anyway_prob
+from features.sources.simulator.params import DEFAULT_PARAMS, SimulatorParams
+
+__all__ = [
+    "DEFAULT_PARAMS",
+    "SimulationResult",
+    "SimulatorParams",
+    "simulate",
+    "true_accept_prob",
+    "true_anyway_prob",
+]
