@@ -6,6 +6,7 @@ Heavy libraries are imported inside the commands so `aftersale --help` stays ins
 from __future__ import annotations
 
 import logging
+import os
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -33,6 +34,8 @@ class FileFormat(StrEnum):
 def main(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress.")] = False,
 ) -> None:
+    # Flow and task runs log at INFO by default; quiet unless asked (or set by the user).
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO" if verbose else "WARNING")
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -62,7 +65,11 @@ def simulate(
     for name, rows in result.rows.items():
         table.add_row(name, f"{rows:,}")
     console.print(table)
-    console.print(f"{sum(result.rows.values()):,} rows in {result.seconds:.1f} s")
+    raw_rows = sum(n for name, n in result.rows.items() if not name.startswith("_truth/"))
+    console.print(
+        f"{raw_rows:,} contract rows in {result.seconds:.1f} s ({raw_rows / result.seconds:,.0f} "
+        "rows/s); _truth/ holds the true probabilities, which models never read"
+    )
 
 
 @app.command()

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from features.build.common import us
+from features.build.shipments import late_outcomes
 
 
 @dataclass(frozen=True)
@@ -24,20 +28,13 @@ class BusinessSummary:
     last_ts: str | None = None
 
 
-def late_mask(shipments: pa.Table, as_of: pa.Scalar | None = None) -> pa.ChunkedArray:
-    """Late = delivered after the promise, or still undelivered once the promise has passed.
-
-    Args:
-        shipments: Shipments with `promised_ts` and `delivered_ts`.
-        as_of: The instant at which undelivered parcels are judged; by default the latest
-            timestamp seen in the table, so parcels whose promise is still ahead are not late.
-    """
-    promised = shipments.column("promised_ts")
-    delivered = shipments.column("delivered_ts")
-    if as_of is None:
-        as_of = pc.max_element_wise(pc.max(shipments.column("shipped_ts")), pc.max(delivered))
-    undelivered_late = pc.and_(pc.is_null(delivered), pc.less(promised, as_of))
-    return pc.or_(pc.fill_null(pc.greater(delivered, promised), False), undelivered_late)
+def late_rate(shipments: pa.Table) -> float | None:
+    """Share of parcels late among those whose outcome is known by the data's end."""
+    frame = shipments.select(["shipped_ts", "promised_ts", "delivered_ts"]).to_pandas()
+    known, late = late_outcomes(frame)
+    as_of = max(us(frame["shipped_ts"]).max(), np.nanmax(known))
+    decided = known <= as_of
+    return float(late[decided].mean()) if decided.any() else None
 
 
 def summarize(tables: dict[str, pa.Table]) -> BusinessSummary:
@@ -46,9 +43,9 @@ def summarize(tables: dict[str, pa.Table]) -> BusinessSummary:
     shipments = tables.get("shipments")
     contacts = tables.get("contacts")
     offers = tables.get("offers")
-    late_rate = None
+    rate = None
     if shipments is not None and shipments.num_rows:
-        late_rate = pc.mean(late_mask(shipments).cast(pa.float64())).as_py()
+        rate = late_rate(shipments)
     by_reason: dict[str, int] = {}
     if contacts is not None:
         counts = contacts.group_by("reason").aggregate([("reason", "count")])
@@ -70,7 +67,7 @@ def summarize(tables: dict[str, pa.Table]) -> BusinessSummary:
         customers=tables["customers"].num_rows,
         orders=orders.num_rows,
         shipments=None if shipments is None else shipments.num_rows,
-        late_rate=late_rate,
+        late_rate=rate,
         contacts=None if contacts is None else contacts.num_rows,
         contacts_by_reason=by_reason,
         offers=None if offers is None else offers.num_rows,

@@ -29,3 +29,17 @@ def sim_tables(sim_dir: Path) -> dict[str, pa.Table]:
     tables, report = load_folder(sim_dir)
     assert report.ok, [str(v) for v in report.violations]
     return tables
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """One temporary Prefect API for every flow run of the session (starting one costs
+    tens of seconds)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with pytest.MonkeyPatch.context() as patch:
+        # Flow logic is also tested through `.fn()`, outside any flow run: its task logs
+        # then have no run to attach to, which is expected there.
+        patch.setenv("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
+        with prefect_test_harness(server_startup_timeout=120):
+            yield

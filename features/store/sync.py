@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -50,6 +52,9 @@ def materialize(store: FeatureStore, end: datetime) -> list[MaterializeRun]:
             log.info("%s: online store already holds data up to %s", view.name, previous)
             continue
         start = previous or EARLIEST
-        store.materialize(start_date=start, end_date=end, feature_views=[view.name])
+        # Feast prints progress to stdout; keep it in the log instead.
+        with contextlib.redirect_stdout(io.StringIO()) as printed:
+            store.materialize(start_date=start, end_date=end, feature_views=[view.name])
+        log.info("materialized %s: %s", view.name, " ".join(printed.getvalue().split()))
         runs.append(MaterializeRun(view.name, start, end, incremental=previous is not None))
     return runs

@@ -1,0 +1,260 @@
+"""The real Feast store over the simulated business: point-in-time retrieval returns exactly
+one correct row per label event, and the online store serves the latest offline row."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+
+from aftersale.settings import Settings
+from features.build.tables import build_feature_tables, publish_tables, watermark
+from features.store.config import feature_store
+from features.store.retrieval import historical_features
+from features.store.sync import apply_definitions, materialize
+
+CHURN_FEATURES = [
+    "orders_total",
+    "monetary_total",
+    "contacts_total",
+    "last_contact_reason",
+    "late_deliveries_total",
+    "consent_marketing",
+]
+
+
+@pytest.fixture(scope="module")
+def built(sim_tables, tmp_path_factory):
+    """Feature tables published, applied and materialised into a fresh local store."""
+    settings = Settings(data_dir=tmp_path_factory.mktemp("store"))
+    tables = build_feature_tables(sim_tables)
+    publish_tables(tables, settings.features_dir)
+    store = feature_store(settings)
+    apply_definitions(store)
+    end = watermark(sim_tables).to_pydatetime()
+    runs = materialize(store, end)
+    return settings, store, tables, runs
+
+
+def offline_as_of(table: pa.Table, key: str, entity_df: pd.DataFrame, columns) -> pd.DataFrame:
+    """Independent as-of join: latest row with event_ts <= the label time, per label row."""
+    offline = table.to_pandas().sort_values("event_ts")
+    offline["event_ts"] = offline["event_ts"].astype("datetime64[ns, UTC]")
+    labels = entity_df.reset_index().sort_values("event_timestamp")
+    labels["event_timestamp"] = labels["event_timestamp"].astype("datetime64[ns, UTC]")
+    joined = pd.merge_asof(
+        labels,
+        offline[[key, "event_ts", *columns]],
+        left_on="event_timestamp",
+        right_on="event_ts",
+        by=key,
+        direction="backward",
+    )
+    return joined.sort_values("index").set_index("index")
+
+
+def test_materialize_runs_once_per_view_then_is_incremental(built) -> None:
+    _, store, tables, runs = built
+    assert {r.view for r in runs} == set(tables)
+    assert not any(r.incremental for r in runs)
+    # Nothing new up to the same end: no view is rewritten.
+    assert materialize(store, runs[0].end) == []
+
+
+def test_feature_rows_have_unique_entity_and_timestamp(built) -> None:
+    _, _, tables, _ = built
+    keys = {
+        "customer_snapshots": ["customer_id"],
+        "shipment_events": ["shipment_id"],
+        "customer_category": ["customer_id", "category"],
+        "order_contents": ["order_id"],
+    }
+    for name, table in tables.items():
+        frame = table.select([*keys[name], "event_ts"]).to_pandas()
+        assert not frame.duplicated().any(), name
+
+
+def test_historical_retrieval_is_one_row_per_label_event(built, sim_tables) -> None:
+    _, store, tables, _ = built
+    rng = np.random.default_rng(5)
+    customers = sim_tables["customers"].column("customer_id").to_pylist()
+    start = pc.min(sim_tables["orders"].column("order_ts")).as_py()
+    span_s = (pc.max(sim_tables["orders"].column("order_ts")).as_py() - start).total_seconds()
+    entity_df = pd.DataFrame(
+        {
+            "customer_id": rng.choice(customers, 300),
+            "event_timestamp": [
+                start + timedelta(seconds=float(s)) for s in rng.uniform(0, span_s, 300)
+            ],
+        }
+    )
+    # Two identical label events, an unknown customer, and a label years after the last
+    # snapshot (a TTL would silently null it).
+    entity_df = pd.concat(
+        [
+            entity_df,
+            entity_df.iloc[[0]],
+            pd.DataFrame({"customer_id": ["nobody"], "event_timestamp": [entity_df.iloc[1, 1]]}),
+            pd.DataFrame(
+                {
+                    "customer_id": [customers[0]],
+                    "event_timestamp": [pd.Timestamp("2031-01-01", tz="UTC")],
+                }
+            ),
+        ],
+        ignore_index=True,
+    )
+    features = [f"customer_snapshots:{c}" for c in CHURN_FEATURES]
+    raw = store.get_historical_features(entity_df=entity_df, features=features).to_df()
+    # The pitfall: Feast alone drops label events that found no feature row.
+    assert len(raw) < len(entity_df)
+    got = historical_features(store, entity_df, features)
+    assert len(got) == len(entity_df)
+    assert got.index.equals(entity_df.index)
+    assert got["customer_id"].tolist() == entity_df["customer_id"].tolist()
+    expected = offline_as_of(tables["customer_snapshots"], "customer_id", entity_df, CHURN_FEATURES)
+    for column in CHURN_FEATURES:
+        left = got[column].astype(object).where(got[column].notna(), None)
+        right = expected.loc[got.index, column].astype(object)
+        right = right.where(right.notna(), None)
+        assert left.tolist() == right.tolist(), column
+    # Both copies of the repeated label event keep their values.
+    repeated = len(entity_df) - 3
+    assert got.loc[0, CHURN_FEATURES].tolist() == got.loc[repeated, CHURN_FEATURES].tolist()
+    assert got.loc[0, "orders_total"] == expected.loc[0, "orders_total"]
+    far = got[got["event_timestamp"] == pd.Timestamp("2031-01-01", tz="UTC")]
+    assert far["orders_total"].notna().all()
+    nobody = got[got["customer_id"] == "nobody"]
+    assert nobody["orders_total"].isna().all()
+
+
+def test_label_at_a_snapshot_instant_sees_that_snapshot(built) -> None:
+    _, store, tables, _ = built
+    frame = tables["customer_snapshots"].to_pandas()
+    row = frame[frame["orders_total"] > 1].iloc[0]
+    entity_df = pd.DataFrame(
+        {
+            "customer_id": [row["customer_id"]] * 2,
+            "event_timestamp": [row["event_ts"], row["event_ts"] - pd.Timedelta(microseconds=1)],
+        }
+    )
+    got = (
+        store.get_historical_features(
+            entity_df=entity_df, features=["customer_snapshots:orders_total"]
+        )
+        .to_df()
+        .sort_values("event_timestamp")
+    )
+    at, before = got["orders_total"].iloc[1], got["orders_total"].iloc[0]
+    assert at == row["orders_total"]
+    assert before < at
+
+
+def test_later_created_row_wins_a_timestamp_tie(built, tmp_path) -> None:
+    """A rebuild over newer data stamps rows with a later created_ts; where it restates a
+    row at the same event_ts, Feast must serve the restated one."""
+    _, _, tables, _ = built
+    table = tables["order_contents"]
+    first = table.slice(0, 1)
+    restated = first.set_column(
+        first.schema.get_field_index("order_total"), "order_total", pa.array([123456.0])
+    )
+    later = pc.add(first.column("created_ts"), pa.scalar(timedelta(days=1)))
+    restated = restated.set_column(
+        restated.schema.get_field_index("created_ts"), "created_ts", later
+    )
+    tie_settings = Settings(data_dir=tmp_path)
+    both = pa.concat_tables([restated, table])  # restated first: order must not matter
+    publish_tables({**tables, "order_contents": both}, tie_settings.features_dir)
+    store = feature_store(tie_settings)
+    apply_definitions(store)
+    entity_df = pd.DataFrame(
+        {
+            "order_id": [first.column("order_id")[0].as_py()],
+            "event_timestamp": [first.column("event_ts")[0].as_py() + timedelta(hours=1)],
+        }
+    )
+    got = historical_features(store, entity_df, ["order_contents:order_total"])
+    assert got["order_total"].tolist() == [123456.0]
+
+
+def online_matches_latest_offline(store, tables, sample: int = 50) -> None:
+    frame = tables["customer_snapshots"].to_pandas()
+    latest = frame.sort_values("event_ts").drop_duplicates("customer_id", keep="last")
+    latest = latest.sample(sample, random_state=1).set_index("customer_id")
+    ids = [*latest.index, "nobody"]
+    online = store.get_online_features(
+        features=[f"customer_snapshots:{c}" for c in CHURN_FEATURES],
+        entity_rows=[{"customer_id": c} for c in ids],
+    ).to_df()
+    online = online.set_index("customer_id")
+    for column in CHURN_FEATURES:
+        expected = latest[column].astype(object).where(latest[column].notna(), None)
+        got = (
+            online.loc[latest.index, column]
+            .astype(object)
+            .where(online.loc[latest.index, column].notna(), None)
+        )
+        assert got.tolist() == expected.tolist(), column
+    assert online.loc["nobody"].isna().all()
+
+
+def test_online_equals_latest_offline_sqlite(built) -> None:
+    _, store, tables, _ = built
+    online_matches_latest_offline(store, tables)
+
+
+@pytest.fixture(scope="module")
+def redis_connection():
+    """A redis-server on a free loopback port, for the life of the module."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server is not installed (.ci/run installs it)")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        with socket.socket() as client:
+            if client.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        time.sleep(0.05)
+    yield f"127.0.0.1:{port},db=0"
+    process.terminate()
+    process.wait(timeout=10)
+
+
+def test_online_equals_latest_offline_redis(built, redis_connection, tmp_path) -> None:
+    _, _, tables, _ = built
+    redis_settings = Settings(
+        data_dir=tmp_path, feature_store="redis", redis_connection=redis_connection
+    )
+    # The redis environment shares the offline tables; it has its own registry.
+    publish_tables(tables, redis_settings.features_dir)
+    store = feature_store(redis_settings)
+    apply_definitions(store)
+    materialize(
+        store,
+        pd.Timestamp(
+            pc.max(tables["customer_snapshots"].column("event_ts")).as_py()
+        ).to_pydatetime(),
+    )
+    online_matches_latest_offline(store, tables)
+
+
+def test_unknown_environment_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="AFTERSALE_FEATURE_STORE='cassandra'"):
+        feature_store(Settings(data_dir=tmp_path, feature_store="cassandra"))
