@@ -139,13 +139,13 @@ def features_materialize() -> None:
     """Materialise new offline rows into the online store, up to the data's watermark."""
     from aftersale.settings import get_settings
     from features.build.tables import watermark
-    from features.contract.validate import load_folder
+    from features.contract.io import read_validated
     from features.ingest import latest_raw
     from features.store.config import feature_store
     from features.store.sync import materialize
 
     settings = get_settings()
-    tables, _ = load_folder(latest_raw(settings.raw_root))
+    tables = read_validated(latest_raw(settings.raw_root))
     end = watermark(tables).to_pydatetime()
     for run in materialize(feature_store(settings), end):
         kind = "incremental" if run.incremental else "full"

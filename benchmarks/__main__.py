@@ -11,11 +11,14 @@ import logging
 import sys
 from pathlib import Path
 
-from benchmarks import foundation
+from benchmarks import features, foundation
 
 BENCHMARKS = {
     "simulate": foundation.bench_simulate,
     "validate": foundation.bench_validate,
+    "features": features.bench_features,
+    "materialize": features.bench_materialize,
+    "online_read": features.bench_online_read,
 }
 
 

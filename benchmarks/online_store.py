@@ -4,8 +4,7 @@ Targets (issue: online store): `FeatureStore.materialize` of 1,000,000 customers
 into SQLite at 50,000 entity rows/s or more (Feast's stock SQLite store: ~2,500 rows/s), and
 `get_online_features` with a FeatureService for one entity at p99 <= 2 ms.
 
-Not wired into `python -m benchmarks`; call the functions directly, e.g.
-`uv run python -c "from benchmarks.online_store import bench_materialize; bench_materialize()"`.
+Run through `python -m benchmarks materialize online_read` (see benchmarks/features.py).
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 US_PER_S = 1_000_000
 US_PER_DAY = 86_400 * US_PER_S
@@ -58,6 +59,9 @@ def to_table(columns: dict[str, np.ndarray]) -> pa.Table:
     NaN to null, object arrays to strings."""
     arrays = {}
     for name, values in columns.items():
+        if isinstance(values, pa.Array | pa.ChunkedArray):
+            arrays[name] = values
+            continue
         values = np.asarray(values)
         if name == "event_ts":
             arrays[name] = pa.array(values.astype(np.int64), pa.int64()).cast(
@@ -68,3 +72,11 @@ def to_table(columns: dict[str, np.ndarray]) -> pa.Table:
         else:
             arrays[name] = pa.array(values, from_pandas=True)
     return pa.table(arrays)
+
+
+def codes_in(values: pa.ChunkedArray | pa.Array, lookup: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """Position of each value in `lookup`, -1 where absent or null."""
+    if isinstance(lookup, pa.ChunkedArray):
+        lookup = lookup.combine_chunks()
+    position = pc.index_in(values, value_set=lookup)
+    return np.asarray(position.fill_null(-1), dtype=np.int64)

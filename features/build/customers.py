@@ -11,6 +11,9 @@ since the last order, tenure) are stored as epoch instants and derived at decisi
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -18,6 +21,7 @@ import pyarrow as pa
 from features.build.common import (
     US_PER_DAY,
     US_PER_S,
+    codes_in,
     epoch_s,
     frame,
     is_missing_us,
@@ -42,29 +46,66 @@ STATIC_COLUMNS = (
 )
 
 
-def _codes(ids: pd.Series, lookup: pd.Index) -> np.ndarray:
-    return lookup.get_indexer(ids)
+CONTACT_COLUMNS = [
+    "ts",
+    "reason",
+    "resolved_first_contact",
+    "csat",
+    "ces",
+    "nps",
+    "wait_s",
+    "transfers",
+    "handled_by",
+]
+CHUNK_CUSTOMERS = 100_000
 
 
-def customer_features(tables: dict[str, pa.Table], end: pd.Timestamp | None = None):
-    """Build the customer snapshot table.
+@dataclass
+class _Prepared:
+    """Every event of every customer, sorted by customer, ready to be cut into chunks."""
+
+    customers: pa.Table
+    kinds: dict[str, tuple[Events | None, tuple[int, ...]]]
+    end_day: int
+
+
+def customer_features(tables: dict[str, pa.Table], end: pd.Timestamp | None = None) -> pa.Table:
+    """Build the customer snapshot table in one piece (see `customer_feature_chunks`)."""
+    return pa.concat_tables(customer_feature_chunks(tables, end))
+
+
+def customer_feature_chunks(
+    tables: dict[str, pa.Table],
+    end: pd.Timestamp | None = None,
+    chunk_customers: int = CHUNK_CUSTOMERS,
+) -> Iterator[pa.Table]:
+    """Build the customer snapshot table, a chunk of customers at a time.
 
     Args:
         tables: Raw contract tables; only customers and orders are required.
         end: Last instant to snapshot; by default the midnight after the latest event.
+        chunk_customers: Customers per chunk; memory grows with it, results do not change.
 
-    Returns:
-        One row per (customer_id, event_ts) with the features listed in
-        `features/repo/customer_views.py`.
+    Yields:
+        Rows (customer_id, event_ts) with the features listed in
+        `features/repo/customer_views.py`, in customer order.
     """
-    customers = frame(tables, "customers")
-    lookup = pd.Index(customers["customer_id"])
-    orders = frame(tables, "orders", ["order_id", "customer_id", "order_ts", "amount"])
-    orders["code"] = _codes(orders["customer_id"], lookup)
-    order_customer = pd.Series(orders["code"].to_numpy(), index=orders["order_id"])
+    prepared = _prepare(tables, end)
+    n = prepared.customers.num_rows
+    for lo in range(0, max(n, 1), chunk_customers):
+        yield _snapshots(prepared, lo, min(lo + chunk_customers, n))
 
-    def via_order(order_ids: pd.Series) -> np.ndarray:
-        return order_customer.reindex(order_ids).fillna(-1).to_numpy(np.int64)
+
+def _prepare(tables: dict[str, pa.Table], end: pd.Timestamp | None) -> _Prepared:
+    customers = tables["customers"]
+    lookup = customers.column("customer_id").combine_chunks()
+    orders = frame(tables, "orders", ["order_id", "order_ts", "amount"])
+    orders["code"] = codes_in(tables["orders"].column("customer_id"), lookup)
+    order_lookup = tables["orders"].column("order_id").combine_chunks()
+
+    def via_order(table: str) -> np.ndarray:
+        position = codes_in(tables[table].column("order_id"), order_lookup)
+        return np.where(position >= 0, orders["code"].to_numpy()[np.maximum(position, 0)], -1)
 
     kinds: list[tuple[Events, tuple[int, ...]]] = []
     order_ev = Events.of(orders["code"], us(orders["order_ts"]), amount=orders["amount"])
@@ -74,14 +115,14 @@ def customer_features(tables: dict[str, pa.Table], end: pd.Timestamp | None = No
     shipments = frame(tables, "shipments", ["order_id", "promised_ts", "delivered_ts"])
     if shipments is not None:
         known, late = late_outcomes(shipments)
-        outcome_ev = Events.of(via_order(shipments["order_id"]), known, late=late)
+        outcome_ev = Events.of(via_order("shipments"), known, late=late)
         kinds.append((outcome_ev, (90,)))
 
     contact_ev = None
-    contacts = frame(tables, "contacts")
+    contacts = frame(tables, "contacts", CONTACT_COLUMNS)
     if contacts is not None:
         contact_ev = Events.of(
-            _codes(contacts["customer_id"], lookup),
+            codes_in(tables["contacts"].column("customer_id"), lookup),
             us(contacts["ts"]),
             reason=contacts["reason"].to_numpy(dtype=object),
             resolved=contacts["resolved_first_contact"].to_numpy(dtype=bool),
@@ -97,25 +138,26 @@ def customer_features(tables: dict[str, pa.Table], end: pd.Timestamp | None = No
     request_ev = refund_ev = None
     returns = frame(tables, "returns", ["order_id", "requested_ts", "refunded_ts"])
     if returns is not None:
-        code = via_order(returns["order_id"])
+        code = via_order("returns")
         requested, refunded = us(returns["requested_ts"]), us(returns["refunded_ts"])
         request_ev = Events.of(code, requested)
         refund_ev = Events.of(code, refunded, lag_days=(refunded - requested) / US_PER_DAY)
         kinds += [(request_ev, ()), (refund_ev, ())]
 
     shown_ev = accepted_ev = None
-    offers = frame(tables, "offers", ["customer_id", "ts", "offer_type", "accepted_ts"])
+    offers = frame(tables, "offers", ["ts", "offer_type", "accepted_ts"])
     if offers is not None:
-        offers = offers[offers["offer_type"] != "none"]
-        code = _codes(offers["customer_id"], lookup)
+        shown = (offers["offer_type"] != "none").to_numpy()
+        code = codes_in(tables["offers"].column("customer_id"), lookup)
+        code = np.where(shown, code, -1)
         shown_ev = Events.of(code, us(offers["ts"]))
         accepted_ev = Events.of(code, us(offers["accepted_ts"]))
         kinds += [(shown_ev, (90,)), (accepted_ev, ())]
 
     overdue_ev = settled_ev = None
-    invoices = frame(tables, "invoices", ["customer_id", "due_date", "paid_ts"])
+    invoices = frame(tables, "invoices", ["due_date", "paid_ts"])
     if invoices is not None:
-        code = _codes(invoices["customer_id"], lookup)
+        code = codes_in(tables["invoices"].column("customer_id"), lookup)
         due, paid = us(invoices["due_date"]), us(invoices["paid_ts"])
         # An invoice becomes overdue at its due date if it is unpaid then; it stops being
         # open when it is paid.
@@ -130,18 +172,45 @@ def customer_features(tables: dict[str, pa.Table], end: pd.Timestamp | None = No
         end_day = int(next_midnight_us(np.array([latest]))[0] // US_PER_DAY)
     else:
         end_day = int(pd.Timestamp(end).value // 1000 // US_PER_DAY)
-    signup = us(customers["signup_ts"])
-    signup_ev = Events.of(np.arange(len(customers)), signup)
+    named = {
+        "order": (order_ev, (365,)),
+        "outcome": (outcome_ev, (90,)),
+        "contact": (contact_ev, CONTACT_WINDOWS_DAYS),
+        "request": (request_ev, ()),
+        "refund": (refund_ev, ()),
+        "shown": (shown_ev, (90,)),
+        "accepted": (accepted_ev, ()),
+        "overdue": (overdue_ev, ()),
+        "settled": (settled_ev, ()),
+    }
+    sorted_kinds = {
+        k: (None if e is None else e.sorted_by_entity(), w) for k, (e, w) in named.items()
+    }
+    return _Prepared(customers, sorted_kinds, end_day)
+
+
+def _snapshots(prepared: _Prepared, lo: int, hi: int) -> pa.Table:
+    """Snapshot rows of customers lo..hi-1."""
+    customers = prepared.customers.slice(lo, hi - lo)
+    ev = {k: (None if e is None else e.within(lo, hi)) for k, (e, _) in prepared.kinds.items()}
+    order_ev, outcome_ev, contact_ev = ev["order"], ev["outcome"], ev["contact"]
+    request_ev, refund_ev, shown_ev = ev["request"], ev["refund"], ev["shown"]
+    accepted_ev, overdue_ev, settled_ev = ev["accepted"], ev["overdue"], ev["settled"]
+    kinds = [(ev[k], w) for k, (e, w) in prepared.kinds.items() if e is not None]
+    end_day = prepared.end_day
+    signup = us(customers.column("signup_ts").to_pandas())
+    signup_ev = Events.of(np.arange(customers.num_rows), signup)
     grid = SnapshotGrid.build([(signup_ev.entity, signup_ev.days())], kinds, end_day)
     code = grid.entity
 
-    out: dict[str, np.ndarray] = {
-        "customer_id": customers["customer_id"].to_numpy(dtype=object)[code],
+    rows = pa.array(code)
+    out: dict[str, np.ndarray | pa.ChunkedArray] = {
+        "customer_id": customers.column("customer_id").take(rows),
         "event_ts": grid.ts_us,
         "signup_epoch": epoch_s(signup)[code],
     }
     for column in STATIC_COLUMNS:
-        out[column] = customers[column].to_numpy()[code]
+        out[column] = customers.column(column).take(rows)
 
     amount = order_ev.values["amount"]
     out["orders_total"] = grid.count(order_ev)

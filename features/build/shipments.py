@@ -15,6 +15,7 @@ import pyarrow as pa
 from features.build.common import (
     US_PER_DAY,
     US_PER_S,
+    codes_in,
     epoch_s,
     frame,
     is_missing_us,
@@ -22,6 +23,7 @@ from features.build.common import (
     to_table,
     us,
 )
+from features.contract.schema import TRACKING_EVENT_TYPES
 
 WINDOWS_DAYS = (7, 28)
 BACKLOG_DAYS = 30
@@ -29,6 +31,12 @@ BACKLOG_DAYS = 30
 # "delivered" nothing is left to predict.
 UPDATE_EVENTS = ("in_transit", "exception", "out_for_delivery")
 _NONE = "none"
+_DISPATCH = 0
+_TYPES = pa.array(["dispatch", *TRACKING_EVENT_TYPES, _NONE])
+
+
+def _code(event_type: str) -> int:
+    return _TYPES.to_pylist().index(event_type)
 
 
 def late_outcomes(shipments: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -111,24 +119,24 @@ def shipment_features(tables: dict[str, pa.Table]) -> pa.Table | None:
     shipped = us(shipments["shipped_ts"])
     promised = us(shipments["promised_ts"])
     parcels = _parcels(tables, shipments)
-    sid_index = pd.Index(shipments["shipment_id"])
-
-    events = frame(tables, "tracking_events", ["shipment_id", "event_type", "event_ts"])
+    events = tables.get("tracking_events")
     if events is not None:
-        ev_sid = sid_index.get_indexer(events["shipment_id"])
+        # Event types as small integer codes: tens of millions of scans stay cheap.
+        ev_sid = codes_in(events.column("shipment_id"), tables["shipments"].column("shipment_id"))
         keep = ev_sid >= 0
-        ev_sid, ev_ts = ev_sid[keep], us(events["event_ts"])[keep]
-        ev_type = events["event_type"].to_numpy(dtype=object)[keep]
+        ev_ts = us(events.column("event_ts").to_pandas())[keep]
+        ev_type = codes_in(events.column("event_type"), _TYPES)[keep].astype(np.int8)
+        ev_sid = ev_sid[keep]
     else:
         ev_sid = np.empty(0, dtype=np.int64)
         ev_ts = np.empty(0, dtype=np.int64)
-        ev_type = np.empty(0, dtype=object)
+        ev_type = np.empty(0, dtype=np.int8)
 
     # One sequence of scans and dispatch rows, sorted by (shipment, instant); at one instant
     # the dispatch row comes after the scans, so every row counts the scans of its instant.
     seq_sid = np.concatenate([ev_sid, np.arange(n)])
     seq_ts = np.concatenate([ev_ts, shipped])
-    seq_type = np.concatenate([ev_type, np.full(n, "dispatch", dtype=object)])
+    seq_type = np.concatenate([ev_type, np.full(n, _DISPATCH, dtype=np.int8)])
     is_scan = np.r_[np.ones(len(ev_sid), bool), np.zeros(n, bool)]
     order = np.lexsort((~is_scan, seq_ts, seq_sid))
     seq_sid, seq_ts, seq_type, is_scan = (
@@ -140,7 +148,7 @@ def shipment_features(tables: dict[str, pa.Table]) -> pa.Table | None:
     starts = np.r_[True, seq_sid[1:] != seq_sid[:-1]]
     group_start = np.maximum.accumulate(np.where(starts, np.arange(len(seq_sid)), 0))
     scans_so_far = np.cumsum(is_scan) - np.cumsum(is_scan)[group_start] + is_scan[group_start]
-    is_exception = seq_type == "exception"
+    is_exception = seq_type == _code("exception")
     exceptions_so_far = (
         np.cumsum(is_exception) - np.cumsum(is_exception)[group_start] + is_exception[group_start]
     )
@@ -148,7 +156,7 @@ def shipment_features(tables: dict[str, pa.Table]) -> pa.Table | None:
     last_scan_ts = np.where(
         latest_scan >= 0, seq_ts[np.maximum(latest_scan, 0)], np.iinfo(np.int64).min
     )
-    last_type = np.where(latest_scan >= 0, seq_type[np.maximum(latest_scan, 0)], _NONE)
+    last_type = np.where(latest_scan >= 0, seq_type[np.maximum(latest_scan, 0)], _code(_NONE))
     # The previous scan of a row: the latest scan before the first element at its instant.
     tie_start = np.r_[True, (seq_sid[1:] != seq_sid[:-1]) | (seq_ts[1:] != seq_ts[:-1])]
     tie_first = np.maximum.accumulate(np.where(tie_start, np.arange(len(seq_sid)), 0))
@@ -158,7 +166,7 @@ def shipment_features(tables: dict[str, pa.Table]) -> pa.Table | None:
 
     # Keep dispatch rows and update scans; of several at one instant, the last (it counts all).
     tie_last = np.r_[tie_start[1:], True]
-    is_row = (~is_scan | np.isin(seq_type, UPDATE_EVENTS)) & tie_last
+    is_row = (~is_scan | np.isin(seq_type, [_code(t) for t in UPDATE_EVENTS])) & tie_last
     rows = np.flatnonzero(is_row)
     row_sid, row_ts = seq_sid[rows], seq_ts[rows]
     last_scan_ts = last_scan_ts[rows]
@@ -174,7 +182,7 @@ def shipment_features(tables: dict[str, pa.Table]) -> pa.Table | None:
     features = {
         "shipment_id": shipments["shipment_id"].to_numpy(dtype=object)[row_sid],
         "event_ts": row_ts,
-        "stage": seq_type[rows],
+        "stage": _TYPES.take(pa.array(seq_type[rows])),
         "carrier": carrier[row_sid],
         "service_level": shipments["service_level"].to_numpy(dtype=object)[row_sid],
         "origin_region": origin[row_sid],
@@ -190,7 +198,7 @@ def shipment_features(tables: dict[str, pa.Table]) -> pa.Table | None:
         "order_amount": parcels["amount"].to_numpy(dtype=np.float64)[row_sid],
         "scans_so_far": scans_so_far[rows],
         "exceptions_so_far": exceptions_so_far[rows],
-        "last_event_type": last_type[rows],
+        "last_event_type": _TYPES.take(pa.array(last_type[rows])),
         "hours_since_prev_scan": (row_ts - prev_scan_ts) / (3600 * US_PER_S),
         "shipped_epoch": epoch_s(shipped)[row_sid],
         "promised_epoch": epoch_s(promised)[row_sid],

@@ -36,6 +36,22 @@ class Events:
         keep = (entity >= 0) & ~is_missing_us(ts)
         return Events(entity[keep], ts[keep], {k: np.asarray(v)[keep] for k, v in values.items()})
 
+    def sorted_by_entity(self) -> Events:
+        """The same events ordered by entity (stable), so `within` can slice them."""
+        order = np.argsort(self.entity, kind="stable")
+        return Events(
+            self.entity[order], self.ts[order], {k: v[order] for k, v in self.values.items()}
+        )
+
+    def within(self, lo: int, hi: int) -> Events:
+        """Events of entities lo..hi-1 (sorted events only), renumbered from 0."""
+        start, stop = np.searchsorted(self.entity, [lo, hi])
+        return Events(
+            self.entity[start:stop] - lo,
+            self.ts[start:stop],
+            {k: v[start:stop] for k, v in self.values.items()},
+        )
+
     def days(self) -> np.ndarray:
         """Day number of the first snapshot that sees each event."""
         return next_midnight_us(self.ts) // US_PER_DAY
@@ -73,7 +89,9 @@ class SnapshotGrid:
         entity = np.concatenate(entity_parts).astype(np.int64)
         day = np.concatenate(day_parts).astype(np.int64)
         keep = day <= end_day
-        key = np.unique((entity[keep] << DAY_BITS) | day[keep])
+        # Sort then drop repeats: faster than hashing for tens of millions of int64 keys.
+        key = np.sort((entity[keep] << DAY_BITS) | day[keep])
+        key = key[np.r_[True, key[1:] != key[:-1]]] if len(key) else key
         entity, day = key >> DAY_BITS, key & ((1 << DAY_BITS) - 1)
         starts = np.flatnonzero(np.r_[True, entity[1:] != entity[:-1]])
         first_row = np.repeat(starts, np.diff(np.r_[starts, len(entity)]))

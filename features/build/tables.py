@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -21,19 +21,32 @@ from feast import FeatureView
 from feast.types import Bool, Float64, Int64, String
 
 from features import versioned
-from features.build.customers import customer_features
+from features.build.customers import customer_feature_chunks
 from features.build.offers import customer_category_features, order_features
 from features.build.shipments import shipment_features
 from features.repo import feature_views, join_keys
 
 log = logging.getLogger(__name__)
 
-# view name → (builder, offline file name)
-BUILDERS: dict[str, tuple[Callable, str]] = {
-    "customer_snapshots": (customer_features, "customer_snapshots.parquet"),
-    "shipment_events": (shipment_features, "shipment_events.parquet"),
-    "customer_category": (customer_category_features, "customer_category.parquet"),
-    "order_contents": (order_features, "orders.parquet"),
+
+def _one(builder: Callable[[dict[str, pa.Table]], pa.Table | None]):
+    """A builder that makes its table in one piece, as a chunk builder."""
+
+    def chunks(tables: dict[str, pa.Table]) -> Iterator[pa.Table]:
+        built = builder(tables)
+        if built is not None:
+            yield built
+
+    return chunks
+
+
+# view name → (chunk builder, offline file name). Chunk builders yield pieces of the table
+# so that the largest (customer snapshots) never has to fit in memory at once.
+BUILDERS: dict[str, tuple[Callable[[dict[str, pa.Table]], Iterator[pa.Table]], str]] = {
+    "customer_snapshots": (customer_feature_chunks, "customer_snapshots.parquet"),
+    "shipment_events": (_one(shipment_features), "shipment_events.parquet"),
+    "customer_category": (_one(customer_category_features), "customer_category.parquet"),
+    "order_contents": (_one(order_features), "orders.parquet"),
 }
 
 _ARROW = {Float64: pa.float64(), Int64: pa.int64(), String: pa.string(), Bool: pa.bool_()}
@@ -80,7 +93,7 @@ def watermark(tables: dict[str, pa.Table]) -> pd.Timestamp:
 def build_feature_tables(
     tables: dict[str, pa.Table], created: pd.Timestamp | None = None
 ) -> dict[str, pa.Table]:
-    """Compute every feature table the raw tables allow, conformed to its view.
+    """Compute every feature table the raw tables allow, in memory (small data, tests).
 
     Args:
         tables: Raw contract tables.
@@ -91,32 +104,53 @@ def build_feature_tables(
     views = {v.name: v for v in feature_views()}
     out = {}
     for name, (builder, _) in BUILDERS.items():
-        started = time.perf_counter()
-        built = builder(tables)
-        if built is None:
-            log.info("%s: not built, its source tables are absent", name)
-            continue
-        out[name] = conform(built, views[name], created)
-        log.info("%s: %d rows in %.1f s", name, built.num_rows, time.perf_counter() - started)
+        chunks = [conform(chunk, views[name], created) for chunk in builder(tables)]
+        if chunks:
+            out[name] = pa.concat_tables(chunks)
     return out
 
 
 def publish_tables(feature_tables: dict[str, pa.Table], root: Path) -> Path:
-    """Write feature tables as a new version under `root` and make it current.
+    """Publish tables already in memory as a new version (see `write_feature_tables`)."""
+    return _publish({name: iter([table]) for name, table in feature_tables.items()}, root)
 
-    Views whose table could not be built get an empty table, so every Feast source exists.
+
+def write_feature_tables(
+    tables: dict[str, pa.Table], root: Path, created: pd.Timestamp | None = None
+) -> Path:
+    """Compute every feature table chunk by chunk, straight into a new published version.
 
     Returns:
         The published version folder.
+    """
+    created = created if created is not None else watermark(tables)
+    views = {v.name: v for v in feature_views()}
+
+    def conformed(name: str, builder) -> Iterator[pa.Table]:
+        started, rows = time.perf_counter(), 0
+        for chunk in builder(tables):
+            rows += chunk.num_rows
+            yield conform(chunk, views[name], created)
+        log.info("%s: %d rows in %.1f s", name, rows, time.perf_counter() - started)
+
+    return _publish(
+        {name: conformed(name, builder) for name, (builder, _) in BUILDERS.items()}, root
+    )
+
+
+def _publish(chunks_by_view: dict[str, Iterator[pa.Table]], root: Path) -> Path:
+    """Write each view's chunks into a staging folder, then publish it atomically.
+
+    Views without rows get an empty table, so every Feast source exists.
     """
     staging = versioned.staging_dir(root)
     try:
         views = {v.name: v for v in feature_views()}
         for name, (_, file_name) in BUILDERS.items():
-            table = feature_tables.get(name)
-            if table is None:
-                table = view_arrow_schema(views[name]).empty_table()
-            pq.write_table(table, staging / file_name, row_group_size=256_000)
+            schema = view_arrow_schema(views[name])
+            with pq.ParquetWriter(staging / file_name, schema) as writer:
+                for chunk in chunks_by_view.get(name, iter(())):
+                    writer.write_table(chunk, row_group_size=256_000)
     except BaseException:
         versioned.discard(staging)
         raise

@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from features.contract.schema import Column, TableSchema
+from features.contract.schema import CONTRACT, Column, TableSchema
 from features.contract.violations import Violation, violation
 
 SUFFIXES = (".parquet", ".csv")
@@ -231,3 +231,18 @@ def _parse_timestamps(
         return None, [problem] if problem else []
     typed = pa.array(parsed.dt.as_unit("us"), type=column.arrow_type)
     return pa.chunked_array([typed]), []
+
+
+def read_validated(folder: Path) -> dict[str, pa.Table]:
+    """Read the typed Parquet tables of a folder that ingest already validated.
+
+    Ingest publishes only folders that passed the contract, as Parquet in the contract's
+    types; reading them back needs no second check.
+    """
+    tables = {}
+    for name, schema in CONTRACT.items():
+        path = folder / f"{name}.parquet"
+        if path.is_file():
+            table = pq.read_table(path, columns=schema.column_names)
+            tables[name] = table.cast(schema.arrow_schema)
+    return tables

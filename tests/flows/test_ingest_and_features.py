@@ -11,7 +11,6 @@ import pytest
 
 from aftersale.settings import get_settings
 from features import versioned
-from features.build import tables as feature_tables
 from features.ingest import ContractError
 from features.store.config import feature_store
 from flows.build_features import build_features
@@ -103,16 +102,16 @@ def test_interrupted_build_leaves_previous_tables_intact(first_build, monkeypatc
     settings = get_settings()
     current = versioned.current(settings.features_dir)
     written = []
-    original_write = pq.write_table
+    original_write = pq.ParquetWriter.write_table
 
-    def failing_write(table, path, **kwargs):
+    def failing_write(writer, table, *args, **kwargs):
         # The first table lands, the second never does (every retry fails too).
-        written.append(path)
-        if Path(path).name == "shipment_events.parquet":
+        written.append(writer.where)
+        if Path(str(writer.where)).name == "shipment_events.parquet":
             raise OSError("disk full")
-        return original_write(table, path, **kwargs)
+        return original_write(writer, table, *args, **kwargs)
 
-    monkeypatch.setattr(feature_tables.pq, "write_table", failing_write)
+    monkeypatch.setattr(pq.ParquetWriter, "write_table", failing_write)
     with pytest.raises(OSError, match="disk full"):
         build_features.fn(materialize_to_online=False)
     assert len(written) > 2  # the publish task retried
