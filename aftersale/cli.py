@@ -102,8 +102,10 @@ def validate(
 
 @app.command()
 def ingest(
-    source: Annotated[str, typer.Option(help="simulator or folder.")] = "simulator",
-    path: Annotated[Path | None, typer.Option(help="Folder of contract tables.")] = None,
+    source: Annotated[str, typer.Option(help="simulator, folder or olist.")] = "simulator",
+    path: Annotated[
+        Path | None, typer.Option(help="Folder of contract tables, or the Olist CSV.")
+    ] = None,
     customers: Annotated[int | None, typer.Option(min=1, help="Simulated customers.")] = None,
     seed: Annotated[int | None, typer.Option(help="Simulator seed.")] = None,
 ) -> None:

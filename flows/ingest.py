@@ -11,6 +11,7 @@ from aftersale.settings import get_settings
 from features import ingest as steps
 from features import versioned
 from features.sources.base import FolderSource, SimulatorSource, Source
+from features.sources.olist import OlistSource, default_olist_path
 
 
 @task(retries=2, retry_delay_seconds=5)
@@ -32,10 +33,13 @@ def publish_raw(staging: Path) -> Path:
 
 
 def make_source(
-    kind: Literal["simulator", "folder"], path: Path | None, customers: int, seed: int
+    kind: Literal["simulator", "folder", "olist"], path: Path | None, customers: int, seed: int
 ) -> Source:
+    """The source named by `kind`: the simulator, a folder, or the Olist adapter."""
     if kind == "simulator":
         return SimulatorSource(customers=customers, seed=seed)
+    if kind == "olist":
+        return OlistSource(path or default_olist_path())
     if path is None:
         raise ValueError("source 'folder' needs a path")
     return FolderSource(path)
@@ -43,7 +47,7 @@ def make_source(
 
 @flow(name="ingest")
 def ingest(
-    source: Literal["simulator", "folder"] = "simulator",
+    source: Literal["simulator", "folder", "olist"] = "simulator",
     path: Path | None = None,
     customers: int | None = None,
     seed: int | None = None,

@@ -13,7 +13,7 @@ from flows.ingest import ingest
 
 @flow(name="pipeline")
 def pipeline(
-    source: Literal["simulator", "folder"] = "simulator",
+    source: Literal["simulator", "folder", "olist"] = "simulator",
     path: Path | None = None,
     customers: int | None = None,
     seed: int | None = None,
