@@ -36,6 +36,8 @@ def main(
 ) -> None:
     # Flow and task runs log at INFO by default; quiet unless asked (or set by the user).
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO" if verbose else "WARNING")
+    # The temporary Prefect API would otherwise try to send usage telemetry.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

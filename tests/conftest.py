@@ -41,5 +41,6 @@ def prefect_harness():
         # Flow logic is also tested through `.fn()`, outside any flow run: its task logs
         # then have no run to attach to, which is expected there.
         patch.setenv("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
+        patch.setenv("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
         with prefect_test_harness(server_startup_timeout=120):
             yield
