@@ -10,11 +10,8 @@ from __future__ import annotations
 
 import logging
 import shutil
-import socket
-import subprocess
 import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -22,6 +19,7 @@ import pyarrow.parquet as pq
 from benchmarks.foundation import _run_measured, _sim_dir
 from benchmarks.online_store import bench_materialize as _bench_materialize
 from benchmarks.online_store import bench_online_read as _bench_online_read
+from features.store.local_redis import throwaway_redis
 
 
 def build_once(raw: str, out: str) -> None:
@@ -63,39 +61,12 @@ def bench_features(customers: int, out: Path) -> None:
     )
 
 
-@contextmanager
-def _redis_server():
-    """A throwaway redis-server on a free loopback port, or None when not installed."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        yield None
-        return
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.time() + 10
-        while time.time() < deadline:
-            with socket.socket() as client:
-                if client.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            time.sleep(0.05)
-        yield f"127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
-
-
 def bench_materialize(customers: int, out: Path) -> None:
     _bench_materialize(customers=customers, out=out)
 
 
 def bench_online_read(customers: int, out: Path) -> None:
-    with _redis_server() as redis_url:
+    with throwaway_redis() as redis_url:
         if redis_url is None:
             print("  (redis-server not installed: Redis figures skipped)")
         _bench_online_read(out=out, redis_url=redis_url, customers=customers)

@@ -3,10 +3,6 @@ one correct row per label event, and the online store serves the latest offline 
 
 from __future__ import annotations
 
-import shutil
-import socket
-import subprocess
-import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -19,6 +15,7 @@ import pytest
 from aftersale.settings import Settings
 from features.build.tables import build_feature_tables, publish_tables, watermark
 from features.store.config import feature_store
+from features.store.local_redis import throwaway_redis
 from features.store.retrieval import historical_features
 from features.store.sync import apply_definitions, materialize
 
@@ -216,25 +213,10 @@ def test_online_equals_latest_offline_sqlite(built) -> None:
 @pytest.fixture(scope="module")
 def redis_connection():
     """A redis-server on a free loopback port, for the life of the module."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("redis-server is not installed (.ci/run installs it)")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-    )
-    deadline = time.time() + 10
-    while time.time() < deadline:
-        with socket.socket() as client:
-            if client.connect_ex(("127.0.0.1", port)) == 0:
-                break
-        time.sleep(0.05)
-    yield f"127.0.0.1:{port},db=0"
-    process.terminate()
-    process.wait(timeout=10)
+    with throwaway_redis() as address:
+        if address is None:
+            pytest.skip("redis-server is not installed (.ci/run installs it)")
+        yield f"{address},db=0"
 
 
 def test_online_equals_latest_offline_redis(built, redis_connection, tmp_path) -> None:
