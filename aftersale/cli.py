@@ -185,9 +185,10 @@ def render_features(version: Path) -> Table:
     table.add_column("table")
     table.add_column("rows", justify="right")
     table.add_column("features", justify="right")
-    for path in sorted(version.glob("*.parquet")):
-        meta = pq.ParquetFile(path).metadata
-        table.add_row(path.stem, f"{meta.num_rows:,}", str(meta.num_columns))
+    for folder in sorted(p for p in version.iterdir() if p.is_dir()):
+        parts = [pq.ParquetFile(path).metadata for path in sorted(folder.glob("*.parquet"))]
+        rows = sum(meta.num_rows for meta in parts)
+        table.add_row(folder.name, f"{rows:,}", str(parts[0].num_columns if parts else 0))
     return table
 
 

@@ -20,6 +20,9 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path("data"), description="Root of every local store and output.")
     customers: int = Field(20_000, gt=0, description="Customers in the default simulation.")
     seed: int = Field(7, description="Seed of the default simulation.")
+    feature_workers: int | None = Field(
+        None, ge=1, description="Processes building feature tables (default: by data size)."
+    )
     feature_store: str = Field(
         "local", description="Feast environment: local (SQLite online) or redis."
     )

@@ -23,20 +23,15 @@ from features.store.local_redis import throwaway_redis
 
 
 def build_once(raw: str, out: str) -> None:
-    """Read validated raw tables and publish every feature table (run in a child process)."""
-    from features.build.tables import write_feature_tables
-    from features.contract.io import read_validated
+    """Publish every feature table of a validated raw folder (run in a child process)."""
+    from features.build.parallel import publish_features
 
     logging.basicConfig(level=logging.INFO, format="  %(message)s")
     started = time.perf_counter()
-    tables = read_validated(Path(raw))
-    read_s = time.perf_counter() - started
-    version = write_feature_tables(tables, Path(out))
+    version, _ = publish_features(Path(raw), Path(out))
     total = time.perf_counter() - started
-    rows = sum(pq.ParquetFile(p).metadata.num_rows for p in version.glob("*.parquet"))
-    print(
-        f"  read raw {read_s:.1f} s; {rows:,} feature rows written; in-process total {total:.1f} s"
-    )
+    rows = sum(pq.ParquetFile(p).metadata.num_rows for p in version.glob("*/*.parquet"))
+    print(f"  {rows:,} feature rows written; in-process total {total:.1f} s")
 
 
 def bench_features(customers: int, out: Path) -> None:

@@ -10,8 +10,7 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from aftersale.settings import get_settings
-from features.build.tables import watermark, write_feature_tables
-from features.contract.io import read_validated
+from features.build.parallel import publish_features as build_and_publish
 from features.ingest import latest_raw
 from features.store.config import feature_store
 from features.store.sync import MaterializeRun, apply_definitions, materialize
@@ -20,8 +19,8 @@ from features.store.sync import MaterializeRun, apply_definitions, materialize
 @task(retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
 def publish_features(raw_folder: Path, root: Path) -> tuple[Path, datetime]:
     """Compute every feature table from the raw folder into a new offline version."""
-    tables = read_validated(raw_folder)
-    return write_feature_tables(tables, root), watermark(tables).to_pydatetime()
+    version, end = build_and_publish(raw_folder, root, get_settings().feature_workers)
+    return version, end.to_pydatetime()
 
 
 @task(retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)

@@ -61,7 +61,7 @@ CHUNK_CUSTOMERS = 100_000
 
 
 @dataclass
-class _Prepared:
+class Prepared:
     """Every event of every customer, sorted by customer, ready to be cut into chunks."""
 
     customers: pa.Table
@@ -90,13 +90,14 @@ def customer_feature_chunks(
         Rows (customer_id, event_ts) with the features listed in
         `features/repo/customer_views.py`, in customer order.
     """
-    prepared = _prepare(tables, end)
+    prepared = prepare(tables, end)
     n = prepared.customers.num_rows
     for lo in range(0, max(n, 1), chunk_customers):
-        yield _snapshots(prepared, lo, min(lo + chunk_customers, n))
+        yield snapshots(prepared, lo, min(lo + chunk_customers, n))
 
 
-def _prepare(tables: dict[str, pa.Table], end: pd.Timestamp | None) -> _Prepared:
+def prepare(tables: dict[str, pa.Table], end: pd.Timestamp | None = None) -> Prepared:
+    """Every customer event of the raw tables, sorted by customer (see `snapshots`)."""
     customers = tables["customers"]
     lookup = customers.column("customer_id").combine_chunks()
     orders = frame(tables, "orders", ["order_id", "order_ts", "amount"])
@@ -186,11 +187,11 @@ def _prepare(tables: dict[str, pa.Table], end: pd.Timestamp | None) -> _Prepared
     sorted_kinds = {
         k: (None if e is None else e.sorted_by_entity(), w) for k, (e, w) in named.items()
     }
-    return _Prepared(customers, sorted_kinds, end_day)
+    return Prepared(customers, sorted_kinds, end_day)
 
 
-def _snapshots(prepared: _Prepared, lo: int, hi: int) -> pa.Table:
-    """Snapshot rows of customers lo..hi-1."""
+def snapshots(prepared: Prepared, lo: int, hi: int) -> pa.Table:
+    """Snapshot rows of customers lo..hi-1 (positions in the customers table)."""
     customers = prepared.customers.slice(lo, hi - lo)
     ev = {k: (None if e is None else e.within(lo, hi)) for k, (e, _) in prepared.kinds.items()}
     order_ev, outcome_ev, contact_ev = ev["order"], ev["outcome"], ev["contact"]

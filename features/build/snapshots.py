@@ -10,7 +10,7 @@ The cost is linear in events plus rows, whatever the number of features.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -64,7 +64,11 @@ class SnapshotGrid:
     entity: np.ndarray
     day: np.ndarray
     key: np.ndarray
-    first_row: np.ndarray
+    starts: np.ndarray
+    sizes: np.ndarray
+    # (id of an Events, day offset) → (that Events, its rows): many features scatter the same
+    # events, and the Events is kept so its id cannot be reused while cached.
+    _rows: dict = field(default_factory=dict, compare=False, repr=False)
 
     @staticmethod
     def build(
@@ -94,8 +98,8 @@ class SnapshotGrid:
         key = key[np.r_[True, key[1:] != key[:-1]]] if len(key) else key
         entity, day = key >> DAY_BITS, key & ((1 << DAY_BITS) - 1)
         starts = np.flatnonzero(np.r_[True, entity[1:] != entity[:-1]])
-        first_row = np.repeat(starts, np.diff(np.r_[starts, len(entity)]))
-        return SnapshotGrid(entity, day, key, first_row)
+        sizes = np.diff(np.r_[starts, len(entity)])
+        return SnapshotGrid(entity, day, key, starts, sizes)
 
     def __len__(self) -> int:
         return len(self.key)
@@ -112,21 +116,39 @@ class SnapshotGrid:
         found[found] = self.key[position[found]] == key[found]
         return np.where(found, position, -1)
 
+    def _events_rows(self, kind: Events, offset: int) -> np.ndarray:
+        cached = self._rows.get((id(kind), offset))
+        if cached is None:
+            cached = (kind, self.rows(kind.entity, kind.days() + offset))
+            self._rows[(id(kind), offset)] = cached
+        return cached[1]
+
     def _running(self, increments: np.ndarray) -> np.ndarray:
-        """Per-entity running sum of per-row increments."""
-        if increments.dtype.kind in "iub":
-            # Integer sums are exact, so one global pass minus each entity's offset is safe.
-            total = np.cumsum(increments)
-            return total - (total[self.first_row] - increments[self.first_row])
-        return pd.Series(increments).groupby(self.entity).cumsum().to_numpy()
+        """Per-entity running sum of per-row increments.
+
+        Integers: one pass over all rows, minus what the entities before each one summed
+        (exact). Floats: summed per entity, so a value never depends on other entities'
+        values or on how customers are cut into chunks.
+        """
+        if not len(increments):
+            return increments
+        if increments.dtype.kind == "f":
+            return (
+                pd.Series(increments)
+                .groupby(np.repeat(self.starts, self.sizes))
+                .cumsum()
+                .to_numpy()
+            )
+        total = np.cumsum(increments)
+        before = total[self.starts] - increments[self.starts]
+        return total - np.repeat(before, self.sizes)
 
     def _scatter(self, kind: Events, values, window: int | None) -> np.ndarray:
         integer = values is None or np.asarray(values).dtype.kind in "iub"
         weights = None if values is None else np.nan_to_num(np.asarray(values, dtype=np.float64))
         increments = np.zeros(len(self), dtype=np.int64 if integer else np.float64)
-        day = kind.days()
         for offset, sign in ((0, 1), (window, -1)) if window else ((0, 1),):
-            row = self.rows(kind.entity, day + offset)
+            row = self._events_rows(kind, offset)
             ok = row >= 0
             w = None if weights is None else weights[ok] * sign
             counts = np.bincount(row[ok], weights=w, minlength=len(self))

@@ -40,14 +40,23 @@ def _one(builder: Callable[[dict[str, pa.Table]], pa.Table | None]):
     return chunks
 
 
-# view name → (chunk builder, offline file name). Chunk builders yield pieces of the table
-# so that the largest (customer snapshots) never has to fit in memory at once.
+# view name → (chunk builder, offline folder). Chunk builders yield pieces of the table so
+# that the largest (customer snapshots) never has to fit in memory at once; a view's table is
+# a folder of Parquet parts, so parts can also be written by several processes.
 BUILDERS: dict[str, tuple[Callable[[dict[str, pa.Table]], Iterator[pa.Table]], str]] = {
-    "customer_snapshots": (customer_feature_chunks, "customer_snapshots.parquet"),
-    "shipment_events": (_one(shipment_features), "shipment_events.parquet"),
-    "customer_category": (_one(customer_category_features), "customer_category.parquet"),
-    "order_contents": (_one(order_features), "orders.parquet"),
+    "customer_snapshots": (customer_feature_chunks, "customer_snapshots"),
+    "shipment_events": (_one(shipment_features), "shipment_events"),
+    "customer_category": (_one(customer_category_features), "customer_category"),
+    "order_contents": (_one(order_features), "orders"),
 }
+
+ROW_GROUP_ROWS = 256_000
+
+
+def part_name(index: int) -> str:
+    """File name of the index-th part of a view's offline table."""
+    return f"part-{index:05d}.parquet"
+
 
 _ARROW = {Float64: pa.float64(), Int64: pa.int64(), String: pa.string(), Bool: pa.bool_()}
 
@@ -146,11 +155,12 @@ def _publish(chunks_by_view: dict[str, Iterator[pa.Table]], root: Path) -> Path:
     staging = versioned.staging_dir(root)
     try:
         views = {v.name: v for v in feature_views()}
-        for name, (_, file_name) in BUILDERS.items():
+        for name, (_, folder) in BUILDERS.items():
             schema = view_arrow_schema(views[name])
-            with pq.ParquetWriter(staging / file_name, schema) as writer:
+            (staging / folder).mkdir()
+            with pq.ParquetWriter(staging / folder / part_name(0), schema) as writer:
                 for chunk in chunks_by_view.get(name, iter(())):
-                    writer.write_table(chunk, row_group_size=256_000)
+                    writer.write_table(chunk, row_group_size=ROW_GROUP_ROWS)
     except BaseException:
         versioned.discard(staging)
         raise

@@ -233,16 +233,28 @@ def _parse_timestamps(
     return pa.chunked_array([typed]), []
 
 
-def read_validated(folder: Path) -> dict[str, pa.Table]:
+def read_validated(
+    folder: Path,
+    tables: list[str] | None = None,
+    columns: dict[str, list[str] | None] | None = None,
+) -> dict[str, pa.Table]:
     """Read the typed Parquet tables of a folder that ingest already validated.
 
     Ingest publishes only folders that passed the contract, as Parquet in the contract's
     types; reading them back needs no second check.
+
+    Args:
+        folder: A published raw folder.
+        tables: Tables to read (default: every contract table present).
+        columns: Per table, the columns to read (default or None: all).
     """
-    tables = {}
-    for name, schema in CONTRACT.items():
+    out = {}
+    for name in tables or list(CONTRACT):
+        schema = CONTRACT[name]
         path = folder / f"{name}.parquet"
-        if path.is_file():
-            table = pq.read_table(path, columns=schema.column_names)
-            tables[name] = table.cast(schema.arrow_schema)
-    return tables
+        if not path.is_file():
+            continue
+        wanted = (columns or {}).get(name) or schema.column_names
+        table = pq.read_table(path, columns=wanted)
+        out[name] = table.cast(pa.schema([schema.arrow_schema.field(c) for c in wanted]))
+    return out

@@ -1,7 +1,8 @@
-"""Offline sources: Parquet files written by `features.build` into the data folder.
+"""Offline sources: folders of Parquet parts written by `features.build` into the data
+folder.
 
-Paths are relative: the store's repo path is the data folder's `features/` directory (see
-`features.store.config`), so one definition serves every environment.
+Paths are relative: the store's repo path is the current published version of the feature
+tables (see `features.store.config`), so one definition serves every environment.
 """
 
 from feast import FileSource
@@ -10,7 +11,7 @@ from feast import FileSource
 # keeps the one created last.
 customer_snapshots_source = FileSource(
     name="customer_snapshots_source",
-    path="customer_snapshots.parquet",
+    path="customer_snapshots",
     timestamp_field="event_ts",
     created_timestamp_column="created_ts",
     description="Daily customer snapshots, one row per day on which a value changed.",
@@ -18,7 +19,7 @@ customer_snapshots_source = FileSource(
 
 shipment_events_source = FileSource(
     name="shipment_events_source",
-    path="shipment_events.parquet",
+    path="shipment_events",
     timestamp_field="event_ts",
     created_timestamp_column="created_ts",
     description="Shipment features at dispatch and after each tracking scan.",
@@ -26,7 +27,7 @@ shipment_events_source = FileSource(
 
 customer_category_source = FileSource(
     name="customer_category_source",
-    path="customer_category.parquet",
+    path="customer_category",
     timestamp_field="event_ts",
     created_timestamp_column="created_ts",
     description="Purchases and returns per (customer, category), daily snapshots.",
@@ -34,7 +35,7 @@ customer_category_source = FileSource(
 
 order_source = FileSource(
     name="order_source",
-    path="orders.parquet",
+    path="orders",
     timestamp_field="event_ts",
     created_timestamp_column="created_ts",
     description="What each order holds, stamped at the order.",

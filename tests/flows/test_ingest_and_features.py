@@ -39,7 +39,7 @@ def first_build(ingested) -> Path:
 
 
 def snapshot(version: Path) -> dict[str, pd.DataFrame]:
-    return {p.stem: pq.read_table(p).to_pandas() for p in sorted(version.glob("*.parquet"))}
+    return {p.name: pq.read_table(p).to_pandas() for p in sorted(version.iterdir()) if p.is_dir()}
 
 
 def test_ingest_publishes_typed_parquet(ingested, sim_dir) -> None:
@@ -107,7 +107,7 @@ def test_interrupted_build_leaves_previous_tables_intact(first_build, monkeypatc
     def failing_write(writer, table, *args, **kwargs):
         # The first table lands, the second never does (every retry fails too).
         written.append(writer.where)
-        if Path(str(writer.where)).name == "shipment_events.parquet":
+        if Path(str(writer.where)).parent.name == "shipment_events":
             raise OSError("disk full")
         return original_write(writer, table, *args, **kwargs)
 
@@ -117,4 +117,4 @@ def test_interrupted_build_leaves_previous_tables_intact(first_build, monkeypatc
     assert len(written) > 2  # the publish task retried
     assert versioned.current(settings.features_dir) == current
     assert not list(settings.features_dir.glob(".v-*.partial"))
-    assert pq.read_table(current / "customer_snapshots.parquet").num_rows > 0
+    assert pq.read_table(current / "customer_snapshots").num_rows > 0
