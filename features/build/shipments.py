@@ -8,6 +8,9 @@ the lane performed on parcels whose outcome was known by the start of the row's 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -107,20 +110,41 @@ def _daily_trailing(
     return before[query_group, qd] - before[query_group, qd - days]
 
 
-def shipment_features(tables: dict[str, pa.Table]) -> pa.Table | None:
-    """Build the shipment feature table; None when the source has no shipments.
+CHUNK_SHIPMENTS = 500_000
 
-    Returns:
-        One row per (shipment_id, event_ts) with the features listed in
-        `features/repo/shipment_views.py`.
-    """
+
+@dataclass
+class ShipmentPrep:
+    """Everything shipment rows are computed from, for all shipments at once."""
+
+    raw: pa.Table
+    shipments: pd.DataFrame
+    shipped: np.ndarray
+    promised: np.ndarray
+    parcels: pd.DataFrame
+    ev_sid: np.ndarray
+    ev_ts: np.ndarray
+    ev_type: np.ndarray
+    carrier: np.ndarray
+    lane: np.ndarray
+    lane_arrow: pa.ChunkedArray
+    known_day: np.ndarray
+    late: np.ndarray
+    placed_sorted: np.ndarray
+    waited_sorted: np.ndarray
+
+    @property
+    def n(self) -> int:
+        return len(self.shipped)
+
+
+def prepare_shipments(tables: dict[str, pa.Table]) -> ShipmentPrep | None:
+    """Shipment facts, scans sorted by shipment, and the shop-wide series; None without
+    shipments."""
     shipments = frame(tables, "shipments")
     if shipments is None or shipments.empty:
         return None
-    n = len(shipments)
     shipped = us(shipments["shipped_ts"])
-    promised = us(shipments["promised_ts"])
-    parcels = _parcels(tables, shipments)
     events = tables.get("tracking_events")
     if events is not None:
         # Event types as small integer codes: tens of millions of scans stay cheap.
@@ -129,15 +153,93 @@ def shipment_features(tables: dict[str, pa.Table]) -> pa.Table | None:
         ev_ts = us(events.column("event_ts").to_pandas())[keep]
         ev_type = codes_in(events.column("event_type"), _TYPES)[keep].astype(np.int8)
         ev_sid = ev_sid[keep]
+        order = np.argsort(ev_sid, kind="stable")
+        ev_sid, ev_ts, ev_type = ev_sid[order], ev_ts[order], ev_type[order]
     else:
         ev_sid = np.empty(0, dtype=np.int64)
         ev_ts = np.empty(0, dtype=np.int64)
         ev_type = np.empty(0, dtype=np.int8)
+    raw = tables["shipments"]
+    lane_arrow = pc.binary_join_element_wise(
+        raw.column("origin_region"), raw.column("destination_region"), ">"
+    )
+    carrier = np.asarray(
+        pc.dictionary_encode(raw.column("carrier")).combine_chunks().indices, dtype=np.int64
+    )
+    lane = np.asarray(pc.dictionary_encode(lane_arrow).combine_chunks().indices, dtype=np.int64)
+    known, late = late_outcomes(shipments)
+
+    # Orders waiting to ship, shop-wide: placed before the instant and not dispatched by
+    # then. Each order waits from order_ts until dispatch, or at most BACKLOG_DAYS when it
+    # never ships (cancelled), so an order counts only while its wait is visible at t.
+    orders = frame(tables, "orders", ["order_id", "order_ts"])
+    placed_at = us(orders["order_ts"])
+    dispatch = pd.Series(shipped, index=shipments["order_id"].to_numpy())
+    dispatch = dispatch[~dispatch.index.duplicated()]
+    waited_until = dispatch.reindex(orders["order_id"]).to_numpy(dtype=np.float64)
+    cap = placed_at + BACKLOG_DAYS * US_PER_DAY
+    waited_until = np.where(np.isnan(waited_until), cap, np.minimum(waited_until, cap))
+    return ShipmentPrep(
+        raw=raw,
+        shipments=shipments,
+        shipped=shipped,
+        promised=us(shipments["promised_ts"]),
+        parcels=_parcels(tables, shipments),
+        ev_sid=ev_sid,
+        ev_ts=ev_ts,
+        ev_type=ev_type,
+        carrier=carrier,
+        lane=lane,
+        lane_arrow=lane_arrow,
+        known_day=known // US_PER_DAY,
+        late=late,
+        placed_sorted=np.sort(placed_at),
+        waited_sorted=np.sort(waited_until.astype(np.int64)),
+    )
+
+
+def shipment_features(tables: dict[str, pa.Table]) -> pa.Table | None:
+    """Build the shipment feature table in one piece; None when there are no shipments."""
+    chunks = list(shipment_feature_chunks(tables))
+    return pa.concat_tables(chunks) if chunks else None
+
+
+def shipment_feature_chunks(
+    tables: dict[str, pa.Table], chunk_shipments: int = CHUNK_SHIPMENTS
+) -> Iterator[pa.Table]:
+    """Build the shipment feature table a range of shipments at a time.
+
+    Yields:
+        Rows (shipment_id, event_ts) with the features listed in
+        `features/repo/shipment_views.py`, in shipment order.
+    """
+    prep = prepare_shipments(tables)
+    if prep is None:
+        return
+    for lo in range(0, prep.n, chunk_shipments):
+        yield shipment_rows(prep, lo, min(lo + chunk_shipments, prep.n))
+
+
+def shipment_rows(prep: ShipmentPrep, lo: int, hi: int) -> pa.Table:
+    """Rows of shipments lo..hi-1 (positions in the shipments table)."""
+    start, stop = np.searchsorted(prep.ev_sid, [lo, hi])
+    ev_sid, ev_ts, ev_type = (
+        prep.ev_sid[start:stop],
+        prep.ev_ts[start:stop],
+        prep.ev_type[start:stop],
+    )
+    shipped, promised, shipments, parcels = (
+        prep.shipped,
+        prep.promised,
+        prep.shipments,
+        prep.parcels,
+    )
+    n = hi - lo
 
     # One sequence of scans and dispatch rows, sorted by (shipment, instant); at one instant
     # the dispatch row comes after the scans, so every row counts the scans of its instant.
-    seq_sid = np.concatenate([ev_sid, np.arange(n)])
-    seq_ts = np.concatenate([ev_ts, shipped])
+    seq_sid = np.concatenate([ev_sid, np.arange(lo, hi)])
+    seq_ts = np.concatenate([ev_ts, shipped[lo:hi]])
     seq_type = np.concatenate([ev_type, np.full(n, _DISPATCH, dtype=np.int8)])
     is_scan = np.r_[np.ones(len(ev_sid), bool), np.zeros(n, bool)]
     order = np.lexsort((~is_scan, seq_ts, seq_sid))
@@ -177,19 +279,13 @@ def shipment_features(tables: dict[str, pa.Table]) -> pa.Table | None:
     prev_scan_ts = np.where(prev_scan_ts < 0, shipped[row_sid], prev_scan_ts)
 
     # Strings stay in Arrow and are gathered with `take`: no Python object per row.
-    raw = tables["shipments"]
-    lane_arrow = pc.binary_join_element_wise(
-        raw.column("origin_region"), raw.column("destination_region"), ">"
-    )
+    raw, carrier, lane, lane_arrow = prep.raw, prep.carrier, prep.lane, prep.lane_arrow
     rows_arrow = pa.array(row_sid)
 
     def gathered(values: pa.ChunkedArray) -> pa.ChunkedArray:
         return values.take(rows_arrow)
 
-    carrier = pc.dictionary_encode(raw.column("carrier")).combine_chunks().indices
-    carrier = np.asarray(carrier, dtype=np.int64)
-    lane = np.asarray(pc.dictionary_encode(lane_arrow).combine_chunks().indices, dtype=np.int64)
-    dispatch_time = pd.DatetimeIndex(pd.to_datetime(shipped, unit="us"))
+    dispatch_time = pd.DatetimeIndex(pd.to_datetime(shipped[row_sid], unit="us"))
     features = {
         "shipment_id": gathered(raw.column("shipment_id")),
         "event_ts": row_ts,
@@ -201,8 +297,8 @@ def shipment_features(tables: dict[str, pa.Table]) -> pa.Table | None:
         "lane": gathered(lane_arrow),
         "distance_km": shipments["distance_km"].to_numpy(dtype=np.float64)[row_sid],
         "promised_transit_days": ((promised - shipped) / US_PER_DAY)[row_sid],
-        "dispatch_weekday": dispatch_time.weekday.to_numpy()[row_sid],
-        "dispatch_hour": dispatch_time.hour.to_numpy()[row_sid],
+        "dispatch_weekday": dispatch_time.weekday.to_numpy(),
+        "dispatch_hour": dispatch_time.hour.to_numpy(),
         "peak_season": peak_season(row_ts),
         "weight_g": parcels["weight_g"].to_numpy(dtype=np.float64)[row_sid],
         "item_count": parcels["item_count"].to_numpy(dtype=np.float64)[row_sid],
@@ -218,33 +314,21 @@ def shipment_features(tables: dict[str, pa.Table]) -> pa.Table | None:
 
     # How the carrier and the lane did on parcels whose outcome was known by the midnight
     # that starts the row's day: network statistics are a daily batch.
-    known, late = late_outcomes(shipments)
-    known_day = known // US_PER_DAY
     row_day = row_ts // US_PER_DAY
+    every = np.ones(prep.n)
     for name, codes in (("carrier", carrier), ("lane", lane)):
         for days in WINDOWS_DAYS:
-            total = _daily_trailing(codes, known_day, np.ones(n), codes[row_sid], row_day, days)
+            total = _daily_trailing(codes, prep.known_day, every, codes[row_sid], row_day, days)
             n_late = _daily_trailing(
-                codes, known_day, late.astype(float), codes[row_sid], row_day, days
+                codes, prep.known_day, prep.late.astype(float), codes[row_sid], row_day, days
             )
             with np.errstate(invalid="ignore", divide="ignore"):
                 features[f"{name}_late_rate_{days}d"] = np.where(total > 0, n_late / total, np.nan)
             features[f"{name}_outcomes_{days}d"] = total.astype(np.int64)
     features["carrier_volume_7d"] = _daily_trailing(
-        carrier, shipped // US_PER_DAY, np.ones(n), carrier[row_sid], row_day, 7
+        carrier, shipped // US_PER_DAY, every, carrier[row_sid], row_day, 7
     ).astype(np.int64)
-
-    # Orders waiting to ship, shop-wide: placed before the instant and not dispatched by
-    # then. Each order waits from order_ts until dispatch, or at most BACKLOG_DAYS when it
-    # never ships (cancelled), so an order counts only while its wait is visible at t.
-    orders = frame(tables, "orders", ["order_id", "order_ts"])
-    placed_at = us(orders["order_ts"])
-    dispatch = pd.Series(shipped, index=shipments["order_id"].to_numpy())
-    dispatch = dispatch[~dispatch.index.duplicated()]
-    waited_until = dispatch.reindex(orders["order_id"]).to_numpy(dtype=np.float64)
-    cap = placed_at + BACKLOG_DAYS * US_PER_DAY
-    waited_until = np.where(np.isnan(waited_until), cap, np.minimum(waited_until, cap))
-    features["warehouse_backlog"] = np.searchsorted(np.sort(placed_at), row_ts) - np.searchsorted(
-        np.sort(waited_until.astype(np.int64)), row_ts
+    features["warehouse_backlog"] = np.searchsorted(prep.placed_sorted, row_ts) - np.searchsorted(
+        prep.waited_sorted, row_ts
     )
     return to_table(features)

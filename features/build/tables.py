@@ -23,7 +23,7 @@ from feast.types import Bool, Float64, Int64, String
 from features import versioned
 from features.build.customers import customer_feature_chunks
 from features.build.offers import customer_category_features, order_features
-from features.build.shipments import shipment_features
+from features.build.shipments import shipment_feature_chunks
 from features.repo import feature_views, join_keys
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ def _one(builder: Callable[[dict[str, pa.Table]], pa.Table | None]):
 # a folder of Parquet parts, so parts can also be written by several processes.
 BUILDERS: dict[str, tuple[Callable[[dict[str, pa.Table]], Iterator[pa.Table]], str]] = {
     "customer_snapshots": (customer_feature_chunks, "customer_snapshots"),
-    "shipment_events": (_one(shipment_features), "shipment_events"),
+    "shipment_events": (shipment_feature_chunks, "shipment_events"),
     "customer_category": (_one(customer_category_features), "customer_category"),
     "order_contents": (_one(order_features), "orders"),
 }

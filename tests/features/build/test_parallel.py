@@ -16,8 +16,12 @@ def test_parallel_equals_sequential(sim_dir, tmp_path) -> None:
     tables = read_validated(sim_dir)
     assert watermark_of(sim_dir) == watermark(tables)
     sequential = write_feature_tables(tables, tmp_path / "one")
-    parallel = build_parallel(sim_dir, tmp_path / "two", workers=2, chunk_customers=150)
-    assert len([u for u in plan(sim_dir, 150) if u.view == "customer_snapshots"]) == 3
+    parallel = build_parallel(
+        sim_dir, tmp_path / "two", workers=2, chunk_customers=150, chunk_shipments=500
+    )
+    units = plan(sim_dir, 150, 500)
+    assert len([u for u in units if u.view == "customer_snapshots"]) == 3
+    assert len([u for u in units if u.view == "shipment_events"]) >= 2
     for _, folder in BUILDERS.values():
         one = pq.read_table(sequential / folder)
         two = pq.read_table(parallel / folder)
