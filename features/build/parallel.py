@@ -24,7 +24,6 @@ import pyarrow.parquet as pq
 
 from features import versioned
 from features.build import customers as customer_build
-from features.build import shipments as shipment_build
 from features.build.tables import (
     BUILDERS,
     ROW_GROUP_ROWS,
@@ -74,8 +73,7 @@ NEEDS: dict[str, dict[str, list[str] | None]] = {
 
 @dataclass(frozen=True)
 class Unit:
-    """One part of one view: a range of customers (snapshots) or shipments, or a whole
-    table."""
+    """One part of one view: a range of customers (snapshots) or a whole table."""
 
     view: str
     part: int
@@ -127,15 +125,9 @@ def _run(raw: Path, staging: Path, created: pd.Timestamp, unit: Unit) -> tuple[U
         if "prepared" not in _state:
             _state["prepared"] = customer_build.prepare(tables)
         chunks = [customer_build.snapshots(_state["prepared"], unit.lo, unit.hi)]
-    elif unit.view == "shipment_events":
-        if "prepared" not in _state:
-            _state["prepared"] = shipment_build.prepare_shipments(tables)
-        prepared = _state["prepared"]
-        chunks = (
-            [] if prepared is None else [shipment_build.shipment_rows(prepared, unit.lo, unit.hi)]
-        )
     else:
-        chunks = list(builder(tables))
+        # Whole tables stream chunk by chunk (shipments come in ranges of shipments).
+        chunks = builder(tables)
     rows = 0
     with pq.ParquetWriter(staging / folder / part_name(unit.part), view_arrow_schema(view)) as w:
         for chunk in chunks:
@@ -151,18 +143,12 @@ def _ranges(view: str, total: int, size: int) -> list[Unit]:
     ]
 
 
-def plan(
-    raw: Path,
-    chunk_customers: int,
-    chunk_shipments: int = shipment_build.CHUNK_SHIPMENTS,
-) -> list[Unit]:
-    """Units: whole tables first, then ranges, so the last units to finish are short and the
-    workers end together. Consecutive units of one view keep a worker on the same inputs."""
+def plan(raw: Path, chunk_customers: int) -> list[Unit]:
+    """Units, longest first: the whole tables (shipments, the longest, streams its ranges
+    inside one unit so its inputs are prepared once), then customer ranges, short units
+    that let the workers end together."""
     customers = pq.ParquetFile(raw / "customers.parquet").metadata.num_rows
-    shipments_path = raw / "shipments.parquet"
-    shipments = pq.ParquetFile(shipments_path).metadata.num_rows if shipments_path.is_file() else 0
-    units = [Unit("customer_category", 0), Unit("order_contents", 0)]
-    units += _ranges("shipment_events", shipments, chunk_shipments) if shipments else []
+    units = [Unit(view, 0) for view in ("shipment_events", "customer_category", "order_contents")]
     units += _ranges("customer_snapshots", customers, chunk_customers)
     return units
 
@@ -172,7 +158,6 @@ def build_parallel(
     root: Path,
     workers: int = 2,
     chunk_customers: int = customer_build.CHUNK_CUSTOMERS,
-    chunk_shipments: int = shipment_build.CHUNK_SHIPMENTS,
 ) -> Path:
     """Build every feature table from a validated raw folder with `workers` processes and
     publish them as a new version under `root`."""
@@ -185,7 +170,7 @@ def build_parallel(
         with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
             futures = [
                 pool.submit(_run, raw, staging, created, unit)
-                for unit in plan(raw, chunk_customers, chunk_shipments)
+                for unit in plan(raw, chunk_customers)
             ]
             for future in as_completed(futures):
                 unit, rows, seconds = future.result()
