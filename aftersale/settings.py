@@ -20,6 +20,9 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path("data"), description="Root of every local store and output.")
     customers: int = Field(20_000, gt=0, description="Customers in the default simulation.")
     seed: int = Field(7, description="Seed of the default simulation.")
+    mlflow_tracking_uri: str | None = Field(
+        None, description="MLflow tracking and registry URI; default SQLite under data_dir/mlflow."
+    )
     feature_workers: int | None = Field(
         None, ge=1, description="Processes building feature tables (default: by data size)."
     )

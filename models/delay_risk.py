@@ -1,0 +1,133 @@
+"""Delay risk: will this parcel arrive after its promise?
+
+- Entity: shipment. Decisions: at dispatch and after each tracking scan (in transit,
+  exception, out for delivery) while the outcome is still open — before delivery and
+  before the promise passes.
+- Label: delivered after `promised_ts`, or still undelivered when it passed (lost), from
+  the raw shipments table only. Shipments whose promise lies beyond the data's end and that
+  are not yet delivered have no label yet and are left out.
+- Features: the `delay_risk_v1` service plus hours in transit, to the promise and since the
+  last scan, derived at the decision instant.
+- Baseline: the trailing 28-day late rate of the parcel's lane (falling back to the
+  carrier's, then to the mean carrier rate) — what a dispatcher's dashboard shows.
+- Segments: carrier, destination region, and the decision stage.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from features.build.shipments import UPDATE_EVENTS
+from training.spec import EVENT_TIME, LABEL, LABEL_KNOWN, ModelSpec
+
+NAME = "delay_risk"
+DECISION_STAGES = ("dispatch", *UPDATE_EVENTS)
+
+
+def label_events(tables: dict[str, pa.Table]) -> pd.DataFrame:
+    """One row per (shipment, decision instant) with its lateness label.
+
+    Args:
+        tables: Raw tables: `shipments` and, when present, `tracking_events`.
+
+    Returns:
+        shipment_id, event_timestamp, label (1 = late), label_ts. `label_ts` is the promise:
+        by then the outcome is known whatever it is (an on-time parcel is known earlier, but
+        using that would make the purge depend on the outcome).
+    """
+    shipments = tables["shipments"].select(
+        ["shipment_id", "shipped_ts", "promised_ts", "delivered_ts"]
+    )
+    events = tables.get("tracking_events")
+    ships = shipments.to_pandas()
+    for column in ("shipped_ts", "promised_ts", "delivered_ts"):
+        ships[column] = pd.to_datetime(ships[column], utc=True)
+    # The data's end: the latest thing that happened. A promise is a future instant and
+    # says nothing about how far the data reaches.
+    observed = [ships["shipped_ts"].max(), ships["delivered_ts"].max()]
+    if events is not None and events.num_rows:
+        observed.append(pd.Timestamp(pc.max(events.column("event_ts")).as_py()))
+    end = max(t for t in observed if pd.notna(t))
+    delivered = ships["delivered_ts"]
+    known = delivered.notna() | (ships["promised_ts"] <= end)
+    ships = ships[known]
+    delivered = ships["delivered_ts"]
+    late = delivered.isna() | (delivered > ships["promised_ts"])
+    # Decisions stop once the outcome is known: at delivery, or when the promise passes.
+    closes = delivered.where(delivered.notna() & (delivered < ships["promised_ts"]))
+    closes = closes.fillna(ships["promised_ts"])
+    per_shipment = pd.DataFrame(
+        {
+            "shipment_id": ships["shipment_id"].to_numpy(),
+            LABEL: late.to_numpy(dtype=np.int64),
+            LABEL_KNOWN: ships["promised_ts"].to_numpy(),
+            "_closes": closes.to_numpy(),
+        }
+    )
+    decisions = [
+        pd.DataFrame({"shipment_id": ships["shipment_id"], EVENT_TIME: ships["shipped_ts"]})
+    ]
+    if events is not None and events.num_rows:
+        scans = events.select(["shipment_id", "event_type", "event_ts"]).to_pandas()
+        scans = scans[scans["event_type"].isin(UPDATE_EVENTS)]
+        decisions.append(
+            pd.DataFrame(
+                {
+                    "shipment_id": scans["shipment_id"],
+                    EVENT_TIME: pd.to_datetime(scans["event_ts"], utc=True),
+                }
+            )
+        )
+    rows = pd.concat(decisions, ignore_index=True).drop_duplicates(["shipment_id", EVENT_TIME])
+    rows = rows.merge(per_shipment, on="shipment_id", how="inner")
+    rows = rows[rows[EVENT_TIME] < rows["_closes"]].drop(columns="_closes")
+    return rows.sort_values(["shipment_id", EVENT_TIME], kind="stable").reset_index(drop=True)
+
+
+def baseline(frame: pd.DataFrame) -> np.ndarray:
+    """Trailing 28-day late rate of the lane, else of the carrier, else the mean carrier rate."""
+    lane = frame["lane_late_rate_28d"].astype(np.float64)
+    carrier = frame["carrier_late_rate_28d"].astype(np.float64)
+    fallback = float(carrier.mean()) if carrier.notna().any() else 0.0
+    return lane.fillna(carrier).fillna(fallback).to_numpy()
+
+
+SPEC = ModelSpec(
+    name=NAME,
+    entity=("shipment_id",),
+    decision_time="at dispatch and after each tracking scan, before delivery and the promise",
+    raw_tables=("shipments", "tracking_events"),
+    label_events=label_events,
+    feature_service="delay_risk_v1",
+    categorical=(
+        "carrier",
+        "service_level",
+        "origin_region",
+        "destination_region",
+        "lane",
+        "stage",
+        "last_event_type",
+    ),
+    # Absolute instants would teach the model the calendar; their differences to the
+    # decision instant (derived below) carry the information.
+    exclude=("shipped_epoch", "promised_epoch", "last_scan_epoch"),
+    derived=("hours_in_transit", "hours_to_promise", "hours_since_last_scan"),
+    baseline=baseline,
+    segments=("carrier", "destination_region", "stage"),
+    primary_metric="roc_auc",
+    params={"num_leaves": 31, "learning_rate": 0.05, "min_data_in_leaf": 50},
+    capacity=0.05,
+    baseline_is_probability=True,
+    # Where the Feast descriptions read poorly as a reason given to a person.
+    words={
+        "stage": "Tracking stage",
+        "scans_so_far": "Tracking scans so far",
+        "exceptions_so_far": "Exception scans so far",
+        "last_event_type": "Latest tracking scan",
+        "hours_since_prev_scan": "Hours between the latest two scans",
+        "dispatch_weekday": "Weekday of dispatch (Monday = 0)",
+    },
+)

@@ -1,0 +1,191 @@
+"""The training loop end to end: Feast point-in-time features, LightGBM, calibration, a real
+MLflow SQLite tracking store and registry, and the champion gate."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+
+from aftersale.settings import Settings
+from features import versioned
+from features.build.tables import build_feature_tables, publish_tables
+from features.store.config import feature_store
+from features.store.retrieval import feature_names
+from features.store.sync import apply_definitions
+from models import REGISTRY
+from models.delay_risk import SPEC as DELAY
+from training.loop import load_raw_tables, train, training_data
+from training.register import CHALLENGER, CHAMPION, tracking
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def built(sim_tables, tmp_path_factory):
+    """A Feast store over the small simulated business, and a tracking URI in tmp."""
+    settings = Settings(data_dir=tmp_path_factory.mktemp("training"))
+    publish_tables(build_feature_tables(sim_tables), settings.features_dir)
+    store = feature_store(settings)
+    apply_definitions(store)
+    uri = f"sqlite:///{settings.data_dir / 'tracking' / 'mlflow.db'}"
+    (settings.data_dir / "tracking").mkdir()
+    return settings, store, uri
+
+
+def _worse(spec, store):
+    """The same model cut down to one stump on one feature: a deliberately worse challenger,
+    judged on the same rows and labels as the champion."""
+    service = store.get_feature_service(spec.feature_service)
+    keep = "distance_km"
+    dropped = tuple(f for f in feature_names(store, service) if f != keep)
+    return dataclasses.replace(
+        spec,
+        exclude=dropped,
+        derived=(),
+        categorical=(),
+        num_boost_round=1,
+        early_stopping_rounds=0,
+        params={"num_leaves": 2},
+    )
+
+
+def test_champion_gate_promotes_only_a_better_model(built, sim_tables) -> None:
+    settings, store, uri = built
+    worse = _worse(DELAY, store)
+    before = mlflow.get_tracking_uri()
+
+    first = train(worse, store, settings, tables=sim_tables, tracking_uri=uri, explain_rows=200)
+    assert first.promotion.promoted
+    assert first.promotion.reason == "no champion yet"
+    good = train(DELAY, store, settings, tables=sim_tables, tracking_uri=uri, explain_rows=200)
+    assert good.promotion.promoted, good.promotion.reason
+    assert good.promotion.champion_version == first.version
+    again = train(worse, store, settings, tables=sim_tables, tracking_uri=uri, explain_rows=200)
+    assert not again.promotion.promoted, again.promotion.reason
+    # The champion was scored on the challenger's own test rows, not taken from its run.
+    assert again.promotion.champion_value == pytest.approx(good.metrics["roc_auc"])
+    assert again.metrics["roc_auc"] < good.metrics["roc_auc"]
+    assert again.features == ["distance_km"]
+    assert mlflow.get_tracking_uri() == before
+
+    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+    assert str(client.get_model_version_by_alias("delay_risk", CHAMPION).version) == good.version
+    assert str(client.get_model_version_by_alias("delay_risk", CHALLENGER).version) == again.version
+    assert [first.version, good.version, again.version] == ["1", "2", "3"]
+    assert good.data_version == again.data_version
+
+    run = client.get_run(good.run_id)
+    assert run.data.params["data_version"] == good.data_version
+    assert run.data.params["features"].split(",") == good.features
+    assert run.data.metrics["test_roc_auc"] == pytest.approx(good.metrics["roc_auc"])
+    assert "test_baseline_roc_auc" in run.data.metrics
+    assert any(k.startswith("test_segment.carrier.") for k in run.data.metrics)
+    assert client.get_run(again.run_id).data.tags["promoted"] == "false"
+    artifacts = {
+        f.path
+        for folder in ("explain", "evaluation", "data")
+        for f in client.list_artifacts(good.run_id, folder)
+    }
+    assert {
+        "explain/shap_summary.png",
+        "explain/reason_codes.csv",
+        "evaluation/segment_metrics.csv",
+        "evaluation/reliability.png",
+        "data/features.json",
+    } <= artifacts
+
+    with tracking(uri):
+        loaded = mlflow.pyfunc.load_model(f"models:/delay_risk@{CHAMPION}")
+    assert loaded.metadata.signature is not None
+    inputs = loaded.metadata.get_input_schema().input_names()
+    assert inputs == good.features
+
+
+def test_logged_model_scores_like_the_trained_one(built, sim_tables) -> None:
+    settings, store, uri = built
+    result = train(DELAY, store, settings, tables=sim_tables, register=False)
+    assert result.run_id is None
+    assert result.version is None
+    data = training_data(DELAY, store, sim_tables)
+    rows = data.frame.head(50)
+    with tracking(uri):
+        loaded = mlflow.pyfunc.load_model(f"models:/delay_risk@{CHAMPION}")
+    scored = loaded.predict(loaded.unwrap_python_model().model.input_frame(rows))
+    assert ((scored >= 0) & (scored <= 1)).all()
+    reasons = result.model.reasons(rows, k=3)
+    assert len(reasons) == 50
+    assert all(len(r) <= 3 for r in reasons)
+    assert all(r.contribution > 0 and ":" in r.text for row in reasons for r in row)
+
+
+def test_churn_reports_per_contact_reason(built, sim_tables) -> None:
+    settings, store, uri = built
+    result = train(REGISTRY["churn"], store, settings, tables=sim_tables, tracking_uri=uri)
+    assert result.promotion.promoted
+    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+    names = {f.path for f in client.list_artifacts(result.run_id, "evaluation")}
+    assert "evaluation/churn_by_contact_reason.csv" in names
+    metrics = client.get_run(result.run_id).data.metrics
+    assert any(k.startswith("test_segment.last_contact_reason.") for k in metrics)
+    assert 0.5 < result.metrics["roc_auc"] <= 1.0
+    assert "last_contact_reason" in result.scores
+
+
+@pytest.mark.parametrize(
+    ("name", "instants", "strictly_before"),
+    [
+        ("delay_risk", ["shipped_epoch", "last_scan_epoch"], False),
+        ("churn", ["first_order_epoch", "last_order_epoch", "last_contact_epoch"], True),
+    ],
+)
+def test_features_are_known_at_the_decision(built, sim_tables, name, instants, strictly_before):
+    _, store, _ = built
+    spec = REGISTRY[name]
+    data = training_data(spec, store, sim_tables)
+    events = spec.label_events(dict(sim_tables))
+    assert len(data.frame) == len(events)
+    t = data.frame["event_timestamp"].astype("datetime64[us, UTC]").astype(np.int64) / 1e6
+    for column in instants:
+        known = data.frame[column].notna()
+        assert known.any(), column
+        seen = data.frame.loc[known, column]
+        if strictly_before:
+            # A snapshot at midnight sees only what happened strictly before it.
+            assert (seen < t[known]).all(), column
+        else:
+            assert (seen <= t[known]).all(), column
+    # No absolute instant reaches the model.
+    assert not set(instants) & set(data.features)
+
+
+def test_run_parameters_name_the_split_and_features(built) -> None:
+    settings, _, uri = built
+    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+    experiment = client.get_experiment_by_name("delay_risk")
+    assert experiment.artifact_location.startswith(
+        (settings.data_dir / "mlflow").resolve().as_uri()
+    )
+    runs = client.search_runs([experiment.experiment_id])
+    params = runs[0].data.params
+    assert int(params["split_test_rows"]) > 0
+    window = pd.Timestamp(params["split_test_start"])
+    assert window > pd.Timestamp(params["split_train_start"])
+    assert json.loads(json.dumps(params))["feature_service"] == "delay_risk_v1"
+
+
+def test_raw_tables_default_to_the_published_version(built, sim_dir, sim_tables) -> None:
+    settings, _, _ = built
+    staging = versioned.staging_dir(settings.raw_root)
+    for name in ("shipments", "orders"):
+        shutil.copy(sim_dir / f"{name}.parquet", staging / f"{name}.parquet")
+    versioned.publish(staging)
+    tables = load_raw_tables(settings, ("shipments", "orders"))
+    assert tables["shipments"].equals(sim_tables["shipments"])
+    with pytest.raises(FileNotFoundError, match="contacts"):
+        load_raw_tables(settings, ("contacts",))

@@ -1,0 +1,57 @@
+"""Registry helpers without a tracking store: data versions and the tracking URI scope."""
+
+from __future__ import annotations
+
+import mlflow
+import pyarrow as pa
+
+from aftersale.settings import Settings
+from training.register import (
+    data_version,
+    default_artifact_root,
+    default_tracking_uri,
+    file_digest,
+    table_digest,
+    tracking,
+)
+
+
+def test_table_digest_ignores_chunking_and_metadata_but_not_content() -> None:
+    table = pa.table({"a": [1, 2, 3, 4], "b": ["w", "x", None, "z"]})
+    chunked = pa.concat_tables([table.slice(0, 1), table.slice(1, 3)])
+    assert chunked.column("a").num_chunks == 2
+    tagged = table.replace_schema_metadata({"pandas": "{}"})
+    assert table_digest(table) == table_digest(chunked) == table_digest(tagged)
+    changed = pa.table({"a": [1, 2, 3, 5], "b": ["w", "x", None, "z"]})
+    assert table_digest(changed) != table_digest(table)
+    sliced = pa.table({"a": [0, 1, 2, 3, 4], "b": ["v", "w", "x", None, "z"]}).slice(1)
+    assert table_digest(sliced) == table_digest(table)
+
+
+def test_data_version_combines_tables_and_files(tmp_path) -> None:
+    path = tmp_path / "features.parquet"
+    path.write_bytes(b"feature rows")
+    table = pa.table({"a": [1]})
+    first = data_version({"shipments": table}, {"shipment_events": path})
+    assert set(first) == {"data_version", "raw/shipments", "features/shipment_events"}
+    assert first["features/shipment_events"] == file_digest(path)
+    path.write_bytes(b"other rows")
+    assert (
+        data_version({"shipments": table}, {"shipment_events": path})["data_version"]
+        != (first["data_version"])
+    )
+
+
+def test_defaults_live_under_the_data_folder(tmp_path) -> None:
+    settings = Settings(data_dir=tmp_path)
+    assert default_tracking_uri(settings) == f"sqlite:///{tmp_path.resolve()}/mlflow/mlflow.db"
+    assert default_artifact_root(settings) == tmp_path.resolve() / "mlflow" / "artifacts"
+
+
+def test_tracking_uri_is_set_only_inside_the_block(tmp_path) -> None:
+    before = mlflow.get_tracking_uri()
+    uri = f"sqlite:///{tmp_path}/x.db"
+    with tracking(uri):
+        assert mlflow.get_tracking_uri() == uri
+        assert mlflow.get_registry_uri() == uri
+    assert mlflow.get_tracking_uri() == before

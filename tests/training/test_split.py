@@ -1,0 +1,118 @@
+"""Time split: windows in time order, same-instant rows together, purging, and refusals."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from training.split import SplitConfig, SplitError, Window, check_windows, time_split
+
+
+def _events(days: list[int], horizon_days: int = 0) -> pd.DataFrame:
+    start = pd.Timestamp("2025-01-01", tz="UTC")
+    times = [start + pd.Timedelta(days=d) for d in days]
+    return pd.DataFrame(
+        {
+            "event_timestamp": times,
+            "label_ts": [t + pd.Timedelta(days=horizon_days) for t in times],
+            "label": [i % 2 for i in range(len(days))],
+        }
+    )
+
+
+def test_windows_follow_time_and_fractions() -> None:
+    frame = _events(list(range(10))).sample(frac=1.0, random_state=3)
+    split = time_split(frame, SplitConfig(fractions=(0.6, 0.2, 0.2), purge=False))
+    assert [w.rows for w in split.windows()] == [6, 2, 2]
+    times = frame["event_timestamp"]
+    assert times.loc[split.train.index].max() < times.loc[split.validation.index].min()
+    assert times.loc[split.validation.index].max() < times.loc[split.test.index].min()
+    assert split.summary()["split_test_rows"] == 2
+
+
+def test_rows_sharing_an_instant_stay_in_one_window() -> None:
+    # Three snapshot dates, many customers each: a window never cuts a snapshot date.
+    frame = _events([0] * 5 + [30] * 5 + [60] * 5)
+    split = time_split(frame, SplitConfig(fractions=(0.5, 0.25, 0.25), purge=False))
+    for window in split.windows():
+        assert frame.loc[window.index, "event_timestamp"].nunique() == 1
+
+
+def test_purge_drops_rows_whose_label_is_known_only_later() -> None:
+    frame = _events(list(range(20)), horizon_days=2)
+    split = time_split(frame, SplitConfig(fractions=(0.6, 0.2, 0.2), purge=True))
+    # Validation starts on day 12: train rows of days 10 and 11 are known only on 12 and 13;
+    # likewise validation rows of days 14 and 15 before the test window of day 16.
+    assert (split.train.rows, split.train.purged) == (10, 2)
+    assert (split.validation.rows, split.validation.purged) == (2, 2)
+    assert (split.test.rows, split.test.purged) == (4, 0)
+    known = frame.loc[split.train.index, "label_ts"]
+    assert (known < frame.loc[split.validation.index, "event_timestamp"].min()).all()
+
+
+def test_explicit_boundaries() -> None:
+    frame = _events(list(range(10)))
+    config = SplitConfig(
+        boundaries=(pd.Timestamp("2025-01-04"), pd.Timestamp("2025-01-08")), purge=False
+    )
+    split = time_split(frame, config)
+    assert [w.rows for w in split.windows()] == [3, 4, 3]
+
+
+@pytest.mark.parametrize(
+    ("days", "config", "message"),
+    [
+        ([0] * 10, SplitConfig(purge=False), "holds no label events"),
+        (
+            list(range(10)),
+            SplitConfig(
+                boundaries=(pd.Timestamp("2025-01-08"), pd.Timestamp("2025-01-04")), purge=False
+            ),
+            "must start before",
+        ),
+        (
+            list(range(10)),
+            SplitConfig(
+                boundaries=(pd.Timestamp("2025-02-01"), pd.Timestamp("2025-03-01")), purge=False
+            ),
+            "holds no label events",
+        ),
+        (list(range(10)), SplitConfig(fractions=(0.6, 0.0, 0.4), purge=False), "positive"),
+        ([], SplitConfig(purge=False), "no label events"),
+    ],
+)
+def test_refuses_empty_or_disordered_windows(days, config, message) -> None:
+    with pytest.raises(SplitError, match=message):
+        time_split(_events(days), config)
+
+
+def test_purge_needs_the_label_known_column() -> None:
+    frame = _events(list(range(10))).drop(columns="label_ts")
+    with pytest.raises(SplitError, match="label-known"):
+        time_split(frame, SplitConfig(purge=True))
+
+
+def test_refuses_a_test_event_before_the_training_window_ends() -> None:
+    frame = _events(list(range(10)))
+    times = frame["event_timestamp"]
+    start, end = times.min(), times.max()
+    windows = (
+        Window("train", start, end, frame.index[[0, 1, 2, 3, 8]]),
+        Window("validation", start, end, frame.index[[4, 5]]),
+        Window("test", start, end, frame.index[[6, 7, 9]]),
+    )
+    with pytest.raises(SplitError, match="leakage"):
+        check_windows(windows, times)
+
+
+def test_refuses_a_row_in_two_windows() -> None:
+    frame = _events([0, 1, 2, 3])
+    times = frame["event_timestamp"]
+    start, end = times.min(), times.max()
+    windows = (
+        Window("train", start, end, frame.index[[0, 1]]),
+        Window("test", start, end, frame.index[[2, 3]]),
+        Window("extra", start, end, frame.index[[3]]),
+    )
+    with pytest.raises(SplitError):
+        check_windows(windows, times)

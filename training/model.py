@@ -1,0 +1,112 @@
+"""The trained artefact: booster, calibrator and feature layout as one object.
+
+This is what the registry stores (wrapped as an MLflow pyfunc by `training.register`) and
+what serving loads: it takes rows as the feature store and `add_time_features` give them
+(strings for categories, numbers for the rest) and returns calibrated probabilities, the
+SHAP contributions behind them, and reason codes in words.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+
+from training.calibrate import Calibrator
+from training.explain import Reason, contributions, reason_codes
+from training.fit import FeatureLayout
+
+BOOSTER_FILE = "booster.txt"
+CALIBRATOR_FILE = "calibrator.pkl"
+META_FILE = "model.json"
+
+
+@dataclass
+class CalibratedModel:
+    """A LightGBM booster followed by a probability calibrator.
+
+    Attributes:
+        name: The model's name (its registry name).
+        booster: The fitted booster.
+        best_iteration: Trees used when predicting.
+        layout: Input columns and fixed categories.
+        calibrator: Raw probability → calibrated probability.
+        words: Feature → description, for reason codes.
+    """
+
+    name: str
+    booster: lgb.Booster
+    best_iteration: int
+    layout: FeatureLayout
+    calibrator: Calibrator
+    words: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def features(self) -> list[str]:
+        """Input columns the model reads."""
+        return list(self.layout.features)
+
+    def raw_score(self, data: pd.DataFrame) -> np.ndarray:
+        """Uncalibrated probabilities."""
+        return self.booster.predict(self.layout.frame(data), num_iteration=self.best_iteration)
+
+    def predict_proba(self, data: pd.DataFrame) -> np.ndarray:
+        """Calibrated probability of the positive class for each row."""
+        return self.calibrator(self.raw_score(data))
+
+    def contributions(self, data: pd.DataFrame) -> pd.DataFrame:
+        """SHAP contributions (log-odds of the raw model) per row and feature, plus `bias`."""
+        return contributions(self.booster, self.layout, data, self.best_iteration)
+
+    def reasons(self, data: pd.DataFrame, k: int = 3, direction: str = "up") -> list[list[Reason]]:
+        """Top-k reason codes per row, in words (see `training.explain.reason_codes`)."""
+        return reason_codes(self.contributions(data), data, self.words, k=k, direction=direction)
+
+    def input_frame(self, data: pd.DataFrame) -> pd.DataFrame:
+        """The feature columns as the model's signature declares them: float64 numbers and
+        strings (None where missing) for categories."""
+        out = {}
+        for name in self.layout.features:
+            if name in self.layout.categories:
+                values = data[name].astype("string").astype(object)
+                out[name] = values.where(data[name].notna(), None)
+            else:
+                out[name] = pd.to_numeric(data[name], errors="coerce").astype(np.float64)
+        return pd.DataFrame(out, index=data.index)
+
+    def save(self, folder: Path) -> Path:
+        """Write the model as plain files: LightGBM text, pickled calibrator, JSON layout."""
+        folder.mkdir(parents=True, exist_ok=True)
+        self.booster.save_model(folder / BOOSTER_FILE, num_iteration=self.best_iteration)
+        with open(folder / CALIBRATOR_FILE, "wb") as handle:
+            pickle.dump(self.calibrator, handle)
+        meta = {
+            "name": self.name,
+            "best_iteration": self.best_iteration,
+            "layout": self.layout.to_dict(),
+            "calibration": self.calibrator.method,
+            "words": self.words,
+        }
+        (folder / META_FILE).write_text(json.dumps(meta, indent=2))
+        return folder
+
+    @staticmethod
+    def load(folder: Path) -> CalibratedModel:
+        """Read a model written by `save`."""
+        meta = json.loads((Path(folder) / META_FILE).read_text())
+        booster = lgb.Booster(model_file=str(Path(folder) / BOOSTER_FILE))
+        with open(Path(folder) / CALIBRATOR_FILE, "rb") as handle:
+            calibrator = pickle.load(handle)
+        return CalibratedModel(
+            name=meta["name"],
+            booster=booster,
+            best_iteration=int(meta["best_iteration"]),
+            layout=FeatureLayout.from_dict(meta["layout"]),
+            calibrator=calibrator,
+            words=meta.get("words", {}),
+        )

@@ -1,0 +1,356 @@
+"""MLflow: log a training run, register the model, and promote it only when it is better.
+
+Every run records its parameters, metrics, data version (a hash of the input tables),
+feature list, plots and the model with its signature and input example. The registry keeps
+one name per model: each new version gets the alias `challenger` and takes `champion` only
+when its primary test metric beats the current champion's, measured on the same test rows
+(the champion is loaded and scored here, not compared by numbers from another window).
+
+The tracking URI is passed in and set only for the duration of a call: nothing in this
+module touches MLflow's global state on import, and the previous URIs are restored after.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import math
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+import mlflow
+import mlflow.pyfunc
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from aftersale.settings import Settings
+from training.evaluate import binary_metrics
+from training.model import CalibratedModel
+
+log = logging.getLogger(__name__)
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+MODEL_ARTIFACT = "model"
+HIGHER_IS_BETTER = {
+    "roc_auc": True,
+    "pr_auc": True,
+    "precision_at_k": True,
+    "recall_at_k": True,
+    "lift_top_decile": True,
+    "brier": False,
+    "ece": False,
+}
+# What the logged model needs at load time besides this project's own code.
+_REQUIREMENTS = ("lightgbm", "scikit-learn", "pandas", "numpy", "mlflow")
+
+
+def default_tracking_uri(settings: Settings) -> str:
+    """SQLite tracking and registry store under the data folder."""
+    path = (settings.data_dir / "mlflow" / "mlflow.db").resolve()
+    return f"sqlite:///{path}"
+
+
+def default_artifact_root(settings: Settings) -> Path:
+    """Local artifact folder under the data folder (used with the default SQLite store)."""
+    return (settings.data_dir / "mlflow" / "artifacts").resolve()
+
+
+@contextlib.contextmanager
+def tracking(uri: str) -> Iterator[None]:
+    """Point MLflow's fluent API at `uri` (tracking and registry) for the block only."""
+
+    before_tracking = mlflow.get_tracking_uri()
+    before_registry = mlflow.get_registry_uri()
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(before_tracking)
+        mlflow.set_registry_uri(before_registry)
+
+
+class _HashSink:
+    """A write-only file object that feeds a hash."""
+
+    def __init__(self, digest) -> None:
+        self.digest = digest
+        self.closed = False
+
+    def write(self, data) -> int:
+        self.digest.update(data)
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def table_digest(table: pa.Table) -> str:
+    """SHA-256 of a table's content, independent of its chunking and metadata.
+
+    Each column is combined into one array and written in Arrow IPC form (which truncates
+    sliced buffers and zeroes padding), one column at a time to bound memory.
+    """
+    digest = hashlib.sha256()
+    for name in sorted(table.column_names):
+        column = table.column(name).combine_chunks()
+        digest.update(f"{name}:{column.type}:{len(column)}".encode())
+        batch = pa.record_batch([column], names=[name])
+        sink = pa.PythonFile(_HashSink(digest), mode="w")
+        with pa.ipc.new_stream(sink, batch.schema) as writer:
+            writer.write_batch(batch)
+    return digest.hexdigest()
+
+
+def file_digest(path: Path, chunk_bytes: int = 1 << 22) -> str:
+    """SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(chunk_bytes):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def data_version(tables: Mapping[str, pa.Table], files: Mapping[str, Path]) -> dict[str, str]:
+    """Digests of every input, and one combined version over all of them.
+
+    Args:
+        tables: Raw tables read by the label function, by name.
+        files: Offline feature files behind the feature service, by view name.
+
+    Returns:
+        "data_version" (16 hex digits) and one "<kind>/<name>" digest per input.
+    """
+    parts = {f"raw/{name}": table_digest(t) for name, t in sorted(tables.items())}
+    parts |= {f"features/{name}": file_digest(p) for name, p in sorted(files.items())}
+    combined = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+    return {"data_version": combined, **parts}
+
+
+class PyfuncModel(mlflow.pyfunc.PythonModel):
+    """MLflow pyfunc wrapper of a `CalibratedModel` saved as plain files."""
+
+    def load_context(self, context) -> None:
+        """Load booster, calibrator and layout from the logged artifacts."""
+        self.model = CalibratedModel.load(Path(context.artifacts["model_dir"]))
+
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> np.ndarray:
+        """Calibrated probabilities of the rows."""
+        return self.model.predict_proba(model_input)
+
+
+def pip_requirements() -> list[str]:
+    """Pinned versions of the libraries the logged model loads with."""
+    return [f"{name}=={metadata.version(name)}" for name in _REQUIREMENTS]
+
+
+def ensure_experiment(client, name: str, artifact_root: Path | None) -> str:
+    """The experiment's id, created (with its artifact folder) when missing."""
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    location = (artifact_root / name).as_uri() if artifact_root is not None else None
+    return client.create_experiment(name, artifact_location=location)
+
+
+@dataclass(frozen=True)
+class Promotion:
+    """The outcome of the champion gate."""
+
+    version: str
+    promoted: bool
+    metric: str
+    challenger_value: float
+    champion_version: str | None
+    champion_value: float | None
+    reason: str
+
+
+def _finite(metrics: Mapping[str, float]) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items() if v is not None and math.isfinite(v)}
+
+
+def log_run(
+    *,
+    experiment: str,
+    artifact_root: Path | None,
+    run_name: str,
+    params: Mapping[str, object],
+    metrics: Mapping[str, float],
+    tags: Mapping[str, str],
+    artifacts: Mapping[str, Sequence[Path]],
+    model: CalibratedModel,
+    input_example: pd.DataFrame,
+    signature_rows: pd.DataFrame,
+    registered_name: str | None,
+):
+    """Log one run and (optionally) register its model; call inside `tracking(uri)`.
+
+    Args:
+        experiment: Experiment name (created if missing).
+        artifact_root: Artifact folder for a new experiment (None: the server's default).
+        run_name: Name of the run.
+        params: Run parameters (stringified by MLflow).
+        metrics: Run metrics; NaN and infinite values are left out.
+        tags: Run tags.
+        artifacts: Files to log, artifact sub-folder → local paths.
+        model: The trained model.
+        input_example: A few input rows, logged with the model.
+        signature_rows: Input rows to infer the signature from (more rows: truer optional
+            columns).
+        registered_name: Register the model under this name; None to skip.
+
+    Returns:
+        (run id, ModelInfo of the logged model).
+    """
+    from mlflow.models import infer_signature
+
+    client = mlflow.MlflowClient()
+    experiment_id = ensure_experiment(client, experiment, artifact_root)
+    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
+        mlflow.log_params({k: str(v)[:6000] for k, v in params.items()})
+        mlflow.log_metrics(_finite(metrics))
+        mlflow.set_tags(dict(tags))
+        for folder, paths in artifacts.items():
+            for path in paths:
+                mlflow.log_artifact(str(path), artifact_path=folder)
+        signature = infer_signature(
+            model.input_frame(signature_rows), model.predict_proba(signature_rows)
+        )
+        with tempfile.TemporaryDirectory() as scratch:
+            model_dir = model.save(Path(scratch) / "calibrated_model")
+            info = mlflow.pyfunc.log_model(
+                name=MODEL_ARTIFACT,
+                python_model=PyfuncModel(),
+                artifacts={"model_dir": str(model_dir)},
+                signature=signature,
+                input_example=model.input_frame(input_example),
+                pip_requirements=pip_requirements(),
+                registered_model_name=registered_name,
+            )
+    return run.info.run_id, info
+
+
+def champion_version(client, name: str) -> str | None:
+    """The version the `champion` alias points to, or None."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(client.get_model_version_by_alias(name, CHAMPION).version)
+    except MlflowException:
+        return None
+
+
+def score_version(name: str, version: str, rows: pd.DataFrame) -> np.ndarray:
+    """Scores of a registered version on rows; call inside `tracking(uri)`.
+
+    Only the columns in the version's signature are passed, so a champion trained on other
+    features still scores the same rows when they hold its columns.
+    """
+
+    loaded = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
+    schema = loaded.metadata.get_input_schema()
+    columns = schema.input_names() if schema is not None else list(rows.columns)
+    missing = [c for c in columns if c not in rows.columns]
+    if missing:
+        raise KeyError(f"version {version} of {name} needs columns the test rows lack: {missing}")
+    try:
+        wrapped = loaded.unwrap_python_model()
+    except mlflow.exceptions.MlflowException:
+        wrapped = None
+    if isinstance(wrapped, PyfuncModel):
+        # The same model object, without MLflow's per-call schema enforcement.
+        return np.asarray(wrapped.model.predict_proba(rows[columns]), dtype=np.float64)
+    return np.asarray(loaded.predict(rows[columns]), dtype=np.float64).ravel()
+
+
+def promote(
+    name: str,
+    version: str,
+    metric: str,
+    challenger_value: float,
+    rows: pd.DataFrame,
+    y: np.ndarray,
+    capacity: float,
+) -> Promotion:
+    """Give the new version `challenger`, and `champion` when it beats the current one.
+
+    The current champion is scored on the same test rows as the challenger. Call inside
+    `tracking(uri)`.
+
+    Args:
+        name: Registered model name.
+        version: The new version.
+        metric: Primary metric (a key of `HIGHER_IS_BETTER`).
+        challenger_value: The new version's test metric.
+        rows: The test rows (retrieved and derived features).
+        y: Their labels.
+        capacity: Capacity for @k metrics.
+
+    Returns:
+        What happened and why.
+    """
+
+    if metric not in HIGHER_IS_BETTER:
+        raise ValueError(f"no promotion rule for metric {metric!r}: {sorted(HIGHER_IS_BETTER)}")
+    client = mlflow.MlflowClient()
+    client.set_registered_model_alias(name, CHALLENGER, version)
+    current = champion_version(client, name)
+    if current is None:
+        client.set_registered_model_alias(name, CHAMPION, version)
+        return Promotion(version, True, metric, challenger_value, None, None, "no champion yet")
+    try:
+        scores = score_version(name, current, rows)
+    except Exception as error:  # any failure to score keeps the champion
+        log.warning("champion v%s of %s could not be scored: %s", current, name, error)
+        return Promotion(
+            version,
+            False,
+            metric,
+            challenger_value,
+            current,
+            None,
+            f"champion could not be scored on the test rows: {error}",
+        )
+    champion_value = binary_metrics(y, scores, capacity)[metric]
+    sign = 1.0 if HIGHER_IS_BETTER[metric] else -1.0
+    better = math.isfinite(challenger_value) and (
+        not math.isfinite(champion_value) or sign * (challenger_value - champion_value) > 0
+    )
+    if better:
+        client.set_registered_model_alias(name, CHAMPION, version)
+    verdict = "beats" if better else "does not beat"
+    reason = (
+        f"test {metric} {challenger_value:.5f} {verdict} champion v{current} {champion_value:.5f}"
+    )
+    log.info("%s v%s: %s", name, version, reason)
+    return Promotion(
+        version, better, metric, challenger_value, current, float(champion_value), reason
+    )
+
+
+def tag_version(name: str, version: str, tags: Mapping[str, str]) -> None:
+    """Set tags on a model version; call inside `tracking(uri)`."""
+
+    client = mlflow.MlflowClient()
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, str(value))
+
+
+def record_promotion(run_id: str, promotion: Promotion) -> None:
+    """Note the gate's outcome on the run (and the champion's metric on the same rows)."""
+    client = mlflow.MlflowClient()
+    client.set_tag(run_id, "promotion", promotion.reason)
+    client.set_tag(run_id, "promoted", str(promotion.promoted).lower())
+    if promotion.champion_value is not None:
+        client.log_metric(run_id, f"test_champion_{promotion.metric}", promotion.champion_value)

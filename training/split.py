@@ -1,0 +1,193 @@
+"""Time-based train / validation / test windows by the label event time, never shuffled.
+
+A model is used on decisions after the data it learned from, so it is judged that way: the
+training window comes first, then validation (early stopping, calibration), then test. Rows
+sharing one event instant always land in the same window (a monthly snapshot is one
+decision batch), and windows that overlap or hold no rows are refused.
+
+Purging: a label becomes known some time after its decision (a parcel's outcome at delivery
+or at the promise, churn 90 days later). With `purge=True`, rows of an earlier window whose
+label was not yet known when the next window starts are dropped, so nothing the model
+learns from was unknowable at the moment it would be deployed.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+log = logging.getLogger(__name__)
+
+WINDOWS = ("train", "validation", "test")
+
+
+class SplitError(ValueError):
+    """The windows overlap, are out of order, or one of them holds no rows."""
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    """How to cut the label events into windows.
+
+    Attributes:
+        fractions: Shares of rows for train, validation and test, in time order; they are
+            normalised, so (3, 1, 1) works as well as (0.6, 0.2, 0.2).
+        purge: Drop rows of train (validation) whose label is known only at or after the
+            validation (test) window starts; needs a label-known column.
+        boundaries: Explicit window starts (validation start, test start); overrides
+            `fractions` when given.
+    """
+
+    fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)
+    purge: bool = True
+    boundaries: tuple[pd.Timestamp, pd.Timestamp] | None = None
+
+
+@dataclass(frozen=True)
+class Window:
+    """One window: its rows (index labels of the input frame) and its time span."""
+
+    name: str
+    start: pd.Timestamp
+    end: pd.Timestamp
+    index: pd.Index
+    purged: int = 0
+
+    @property
+    def rows(self) -> int:
+        """Number of rows in the window."""
+        return len(self.index)
+
+
+@dataclass(frozen=True)
+class TimeSplit:
+    """Three windows in time order."""
+
+    train: Window
+    validation: Window
+    test: Window
+
+    def windows(self) -> tuple[Window, Window, Window]:
+        """The windows in time order."""
+        return self.train, self.validation, self.test
+
+    def summary(self) -> dict[str, str | int]:
+        """Flat description of the split, for logging as run parameters."""
+        out: dict[str, str | int] = {}
+        for w in self.windows():
+            out[f"split_{w.name}_start"] = w.start.isoformat()
+            out[f"split_{w.name}_end"] = w.end.isoformat()
+            out[f"split_{w.name}_rows"] = w.rows
+            out[f"split_{w.name}_purged"] = w.purged
+        return out
+
+
+def check_windows(windows: tuple[Window, ...], times: pd.Series) -> None:
+    """Refuse empty, overlapping or out-of-order windows.
+
+    Args:
+        windows: Windows in their intended time order.
+        times: The event time of every row, indexed like the windows' `index`.
+
+    Raises:
+        SplitError: A window is empty, or one holds an event at or before the latest event
+            of an earlier window.
+    """
+    for w in windows:
+        if w.rows == 0:
+            raise SplitError(
+                f"the {w.name} window [{w.start}, {w.end}] holds no label events; "
+                "change the fractions or boundaries, or provide more data"
+            )
+    for earlier, later in itertools.pairwise(windows):
+        last = times.loc[earlier.index].max()
+        first = times.loc[later.index].min()
+        if first <= last:
+            raise SplitError(
+                f"the {later.name} window starts at {first}, not after the {earlier.name} "
+                f"window ends at {last}: a {later.name} label event would precede training "
+                "data (leakage)"
+            )
+    seen: set = set()
+    for w in windows:
+        overlap = seen.intersection(w.index)
+        if overlap:
+            raise SplitError(f"{len(overlap)} rows are in more than one window ({w.name})")
+        seen.update(w.index)
+
+
+def _boundaries(times: pd.Series, fractions: tuple[float, float, float]) -> list[pd.Timestamp]:
+    """Validation and test start instants: the row quantiles, moved onto distinct instants."""
+    shares = np.asarray(fractions, dtype=np.float64)
+    if shares.shape != (3,) or (shares <= 0).any():
+        raise SplitError(f"fractions must be three positive numbers, got {fractions}")
+    shares = shares / shares.sum()
+    ordered = np.sort(times.to_numpy())
+    cuts = []
+    for share in np.cumsum(shares)[:2]:
+        position = min(round(share * len(ordered)), len(ordered) - 1)
+        # The window starts at the first row of the instant found there, so rows sharing an
+        # instant (one snapshot date) stay together.
+        cuts.append(pd.Timestamp(ordered[max(position, 0)]))
+    return cuts
+
+
+def time_split(
+    frame: pd.DataFrame,
+    config: SplitConfig,
+    time_col: str = "event_timestamp",
+    label_known_col: str | None = "label_ts",
+) -> TimeSplit:
+    """Cut label events into train, validation and test windows by event time.
+
+    Args:
+        frame: Label events, one per row; any index.
+        config: Fractions or boundaries, and whether to purge.
+        time_col: The decision instant of each row.
+        label_known_col: When each row's label became known; needed when purging.
+
+    Returns:
+        The three windows (their row index labels and spans).
+
+    Raises:
+        SplitError: Windows would be empty or out of order, or purging lacks its column.
+    """
+    if frame.empty:
+        raise SplitError("no label events to split")
+    times = pd.to_datetime(frame[time_col], utc=True)
+    if config.boundaries is not None:
+        cuts = [pd.Timestamp(b) for b in config.boundaries]
+        cuts = [c.tz_localize("UTC") if c.tzinfo is None else c for c in cuts]
+        if not cuts[0] < cuts[1]:
+            raise SplitError(
+                f"the validation window must start before the test window: {cuts[0]} >= {cuts[1]}"
+            )
+    else:
+        cuts = _boundaries(times, config.fractions)
+    start, end = times.min(), times.max()
+    edges = [start, cuts[0], cuts[1], end]
+    masks = [times < cuts[0], (times >= cuts[0]) & (times < cuts[1]), times >= cuts[1]]
+    purged = [0, 0, 0]
+    if config.purge:
+        if label_known_col is None or label_known_col not in frame:
+            raise SplitError(f"purging needs the label-known column {label_known_col!r}")
+        known = pd.to_datetime(frame[label_known_col], utc=True)
+        for i in (0, 1):
+            late = masks[i] & (known >= cuts[i])
+            purged[i] = int(late.sum())
+            masks[i] = masks[i] & ~late
+    windows = []
+    for i, name in enumerate(WINDOWS):
+        index = frame.index[masks[i].to_numpy()]
+        windows.append(Window(name, edges[i], edges[i + 1], index, purged[i]))
+    check_windows(tuple(windows), times)
+    split = TimeSplit(*windows)
+    log.info(
+        "split: %s",
+        ", ".join(f"{w.name} {w.rows} rows from {w.start} (purged {w.purged})" for w in windows),
+    )
+    return split
