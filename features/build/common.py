@@ -21,8 +21,12 @@ def frame(tables: dict[str, pa.Table], name: str, columns: list[str] | None = No
     return table.to_pandas()
 
 
-def us(series: pd.Series) -> np.ndarray:
-    """Timestamps as int64 microseconds since the epoch; missing values become INT64 min."""
+def us(series) -> np.ndarray:
+    """Timestamps (pandas or Arrow) as int64 microseconds since the epoch; missing values
+    become INT64 min."""
+    if isinstance(series, pa.ChunkedArray | pa.Array):
+        as_us = series.cast(pa.timestamp("us", tz="UTC")).cast(pa.int64())
+        return np.asarray(as_us.fill_null(np.iinfo(np.int64).min), dtype=np.int64)
     values = series.to_numpy(dtype="datetime64[us]", na_value=np.datetime64("NaT"))
     return values.astype(np.int64)
 

@@ -16,12 +16,12 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from features.build.asof import search_sorted
 from features.build.common import (
     US_PER_DAY,
     US_PER_S,
     codes_in,
     epoch_s,
-    frame,
     is_missing_us,
     peak_season,
     to_table,
@@ -43,11 +43,14 @@ def _code(event_type: str) -> int:
     return _TYPES.to_pylist().index(event_type)
 
 
-def late_outcomes(shipments: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+def late_outcomes(shipments) -> tuple[np.ndarray, np.ndarray]:
     """When each shipment's lateness became known, and whether it was late.
 
     An on-time parcel is known at delivery; a late one as soon as its promise passes
     undelivered. Parcels never delivered are late once the promise has passed.
+
+    Args:
+        shipments: A frame or mapping with `promised_ts` and `delivered_ts` (pandas or Arrow).
     """
     promised = us(shipments["promised_ts"])
     delivered = us(shipments["delivered_ts"])
@@ -57,31 +60,42 @@ def late_outcomes(shipments: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     return known, late
 
 
-def _parcels(tables: dict[str, pa.Table], shipments: pd.DataFrame) -> pd.DataFrame:
-    """Weight, item count and order facts per shipment, where the tables allow."""
-    out = pd.DataFrame({"order_id": shipments["order_id"]})
-    items = frame(tables, "order_items")
-    products = frame(tables, "products", ["product_id", "weight_g"])
-    if items is not None:
-        if products is not None:
-            items = items.merge(products, on="product_id", how="left")
-            items["weight_total"] = items["weight_g"] * items["qty"]
-        else:
-            items["weight_total"] = np.nan
-        grouped = items.groupby("order_id", sort=False)
-        per_order = pd.DataFrame(
-            {
-                "item_count": grouped["qty"].sum(),
-                "weight_g": grouped["weight_total"].sum(min_count=1),
-            }
+def _numbers(table: pa.Table, column: str, rows: np.ndarray) -> np.ndarray:
+    """A numeric column gathered at `rows` (-1 gives NaN), as float64."""
+    values = np.asarray(table.column(column).cast(pa.float64()).fill_null(np.nan))
+    return np.where(rows >= 0, values[np.maximum(rows, 0)], np.nan)
+
+
+def _parcels(tables: dict[str, pa.Table], shipments: pa.Table) -> dict[str, np.ndarray]:
+    """Weight, item count and order amount and time per shipment, where the tables allow."""
+    orders = tables["orders"]
+    order_row = codes_in(shipments.column("order_id"), orders.column("order_id"))
+    order_ts = us(orders.column("order_ts"))
+    out = {
+        "amount": _numbers(orders, "amount", order_row),
+        "order_ts": np.where(order_row >= 0, order_ts[np.maximum(order_row, 0)], 0),
+        "weight_g": np.full(shipments.num_rows, np.nan),
+        "item_count": np.full(shipments.num_rows, np.nan),
+    }
+    items = tables.get("order_items")
+    if items is None:
+        return out
+    products = tables.get("products")
+    if products is not None:
+        items = items.select(["order_id", "product_id", "qty"]).join(
+            products.select(["product_id", "weight_g"]), "product_id", join_type="left outer"
         )
-        out = out.merge(per_order, left_on="order_id", right_index=True, how="left")
+        weight = pc.multiply(items.column("weight_g"), items.column("qty").cast(pa.float64()))
     else:
-        out["item_count"] = np.nan
-        out["weight_g"] = np.nan
-    orders = frame(tables, "orders", ["order_id", "order_ts", "amount"])
-    out = out.merge(orders, on="order_id", how="left")
-    return out.drop(columns=["order_id"])
+        weight = pa.nulls(items.num_rows, pa.float64())
+    items = pa.table(
+        {"order_id": items.column("order_id"), "qty": items.column("qty"), "weight": weight}
+    )
+    per_order = items.group_by("order_id").aggregate([("qty", "sum"), ("weight", "sum")])
+    row = codes_in(shipments.column("order_id"), per_order.column("order_id"))
+    out["item_count"] = _numbers(per_order, "qty_sum", row)
+    out["weight_g"] = _numbers(per_order, "weight_sum", row)
+    return out
 
 
 def _ffill_within(values: np.ndarray, valid: np.ndarray, group_start: np.ndarray) -> np.ndarray:
@@ -92,22 +106,34 @@ def _ffill_within(values: np.ndarray, valid: np.ndarray, group_start: np.ndarray
     return np.where(latest >= group_start, latest, -1)
 
 
-def _daily_trailing(
-    group: np.ndarray, day: np.ndarray, weight: np.ndarray, query_group, query_day, days: int
-) -> np.ndarray:
-    """Per query: sum of `weight` over the group's events on days [query_day - days,
-    query_day - 1], i.e. as known at the midnight starting the query's day."""
-    n_groups = int(max(group.max(initial=0), query_group.max(initial=0))) + 1
-    first = int(min(day.min(initial=0), query_day.min(initial=0))) - days - 1
-    last = int(max(day.max(initial=0), query_day.max(initial=0))) + 1
-    span = last - first + 1
-    # bincount over flattened (group, day) cells: np.add.at is an order of magnitude slower.
-    cells = group.astype(np.int64) * span + (day - first)
-    daily = np.bincount(cells, weights=weight, minlength=n_groups * span).reshape(n_groups, span)
-    # before[g, d]: events of g on days strictly before d.
-    before = np.concatenate([np.zeros((n_groups, 1)), np.cumsum(daily, axis=1)], axis=1)
-    qd = query_day - first
-    return before[query_group, qd] - before[query_group, qd - days]
+@dataclass(frozen=True)
+class DailyTotals:
+    """Per group and day, the running total of a weight over the days before: trailing
+    windows as known at each midnight become two look-ups."""
+
+    before: np.ndarray
+    first_day: int
+
+    @staticmethod
+    def of(
+        group: np.ndarray, day: np.ndarray, weight: np.ndarray, first_day: int, last_day: int
+    ) -> DailyTotals:
+        n_groups = int(group.max(initial=0)) + 1
+        span = last_day - first_day + 1
+        # bincount over flattened (group, day) cells: np.add.at is much slower.
+        cells = group.astype(np.int64) * span + (np.clip(day, first_day, last_day) - first_day)
+        daily = np.bincount(cells, weights=weight, minlength=n_groups * span)
+        daily = daily.reshape(n_groups, span)
+        # before[g, d]: weight of g's events on days strictly before first_day + d.
+        before = np.concatenate([np.zeros((n_groups, 1)), np.cumsum(daily, axis=1)], axis=1)
+        return DailyTotals(before, first_day)
+
+    def trailing(self, group: np.ndarray, day: np.ndarray, days: int) -> np.ndarray:
+        """Sum over the group's events on days [day - days, day - 1]."""
+        last = self.before.shape[1] - 1
+        at = np.clip(day - self.first_day, 0, last)
+        since = np.clip(day - days - self.first_day, 0, last)
+        return self.before[group, at] - self.before[group, since]
 
 
 CHUNK_SHIPMENTS = 500_000
@@ -118,18 +144,17 @@ class ShipmentPrep:
     """Everything shipment rows are computed from, for all shipments at once."""
 
     raw: pa.Table
-    shipments: pd.DataFrame
     shipped: np.ndarray
     promised: np.ndarray
-    parcels: pd.DataFrame
+    distance_km: np.ndarray
+    parcels: dict[str, np.ndarray]
     ev_sid: np.ndarray
     ev_ts: np.ndarray
     ev_type: np.ndarray
     carrier: np.ndarray
     lane: np.ndarray
     lane_arrow: pa.ChunkedArray
-    known_day: np.ndarray
-    late: np.ndarray
+    network: dict[str, DailyTotals]
     placed_sorted: np.ndarray
     waited_sorted: np.ndarray
 
@@ -139,18 +164,18 @@ class ShipmentPrep:
 
 
 def prepare_shipments(tables: dict[str, pa.Table]) -> ShipmentPrep | None:
-    """Shipment facts, scans sorted by shipment, and the shop-wide series; None without
-    shipments."""
-    shipments = frame(tables, "shipments")
-    if shipments is None or shipments.empty:
+    """Shipment facts, scans sorted by shipment, daily network totals and the shop-wide
+    order series; None without shipments."""
+    raw = tables.get("shipments")
+    if raw is None or raw.num_rows == 0:
         return None
-    shipped = us(shipments["shipped_ts"])
+    shipped = us(raw.column("shipped_ts"))
     events = tables.get("tracking_events")
     if events is not None:
         # Event types as small integer codes: tens of millions of scans stay cheap.
-        ev_sid = codes_in(events.column("shipment_id"), tables["shipments"].column("shipment_id"))
+        ev_sid = codes_in(events.column("shipment_id"), raw.column("shipment_id"))
         keep = ev_sid >= 0
-        ev_ts = us(events.column("event_ts").to_pandas())[keep]
+        ev_ts = us(events.column("event_ts"))[keep]
         ev_type = codes_in(events.column("event_type"), _TYPES)[keep].astype(np.int8)
         ev_sid = ev_sid[keep]
         order = np.argsort(ev_sid, kind="stable")
@@ -159,7 +184,6 @@ def prepare_shipments(tables: dict[str, pa.Table]) -> ShipmentPrep | None:
         ev_sid = np.empty(0, dtype=np.int64)
         ev_ts = np.empty(0, dtype=np.int64)
         ev_type = np.empty(0, dtype=np.int8)
-    raw = tables["shipments"]
     lane_arrow = pc.binary_join_element_wise(
         raw.column("origin_region"), raw.column("destination_region"), ">"
     )
@@ -167,34 +191,45 @@ def prepare_shipments(tables: dict[str, pa.Table]) -> ShipmentPrep | None:
         pc.dictionary_encode(raw.column("carrier")).combine_chunks().indices, dtype=np.int64
     )
     lane = np.asarray(pc.dictionary_encode(lane_arrow).combine_chunks().indices, dtype=np.int64)
-    known, late = late_outcomes(shipments)
+    timing = {c: raw.column(c) for c in ("shipped_ts", "promised_ts", "delivered_ts")}
+    known, late = late_outcomes(timing)
+    known_day, shipped_day = known // US_PER_DAY, shipped // US_PER_DAY
+    row_days = [shipped_day, ev_ts // US_PER_DAY]
+    first_day = int(min(shipped_day.min(), known_day.min())) - max(WINDOWS_DAYS) - 1
+    last_day = int(max(d.max(initial=0) for d in row_days)) + 1
+    every = np.ones(len(shipped))
+    network = {
+        "carrier_outcomes": DailyTotals.of(carrier, known_day, every, first_day, last_day),
+        "carrier_late": DailyTotals.of(carrier, known_day, late * 1.0, first_day, last_day),
+        "lane_outcomes": DailyTotals.of(lane, known_day, every, first_day, last_day),
+        "lane_late": DailyTotals.of(lane, known_day, late * 1.0, first_day, last_day),
+        "carrier_volume": DailyTotals.of(carrier, shipped_day, every, first_day, last_day),
+    }
 
     # Orders waiting to ship, shop-wide: placed before the instant and not dispatched by
     # then. Each order waits from order_ts until dispatch, or at most BACKLOG_DAYS when it
     # never ships (cancelled), so an order counts only while its wait is visible at t.
-    orders = frame(tables, "orders", ["order_id", "order_ts"])
-    placed_at = us(orders["order_ts"])
-    dispatch = pd.Series(shipped, index=shipments["order_id"].to_numpy())
-    dispatch = dispatch[~dispatch.index.duplicated()]
-    waited_until = dispatch.reindex(orders["order_id"]).to_numpy(dtype=np.float64)
+    orders = tables["orders"]
+    placed_at = us(orders.column("order_ts"))
+    first_shipment = codes_in(orders.column("order_id"), raw.column("order_id"))
     cap = placed_at + BACKLOG_DAYS * US_PER_DAY
-    waited_until = np.where(np.isnan(waited_until), cap, np.minimum(waited_until, cap))
+    dispatched = np.where(first_shipment >= 0, shipped[np.maximum(first_shipment, 0)], cap)
+    waited_until = np.minimum(dispatched, cap)
     return ShipmentPrep(
         raw=raw,
-        shipments=shipments,
         shipped=shipped,
-        promised=us(shipments["promised_ts"]),
-        parcels=_parcels(tables, shipments),
+        promised=us(raw.column("promised_ts")),
+        distance_km=np.asarray(raw.column("distance_km"), dtype=np.float64),
+        parcels=_parcels(tables, raw),
         ev_sid=ev_sid,
         ev_ts=ev_ts,
         ev_type=ev_type,
         carrier=carrier,
         lane=lane,
         lane_arrow=lane_arrow,
-        known_day=known // US_PER_DAY,
-        late=late,
+        network=network,
         placed_sorted=np.sort(placed_at),
-        waited_sorted=np.sort(waited_until.astype(np.int64)),
+        waited_sorted=np.sort(waited_until),
     )
 
 
@@ -223,17 +258,9 @@ def shipment_feature_chunks(
 def shipment_rows(prep: ShipmentPrep, lo: int, hi: int) -> pa.Table:
     """Rows of shipments lo..hi-1 (positions in the shipments table)."""
     start, stop = np.searchsorted(prep.ev_sid, [lo, hi])
-    ev_sid, ev_ts, ev_type = (
-        prep.ev_sid[start:stop],
-        prep.ev_ts[start:stop],
-        prep.ev_type[start:stop],
-    )
-    shipped, promised, shipments, parcels = (
-        prep.shipped,
-        prep.promised,
-        prep.shipments,
-        prep.parcels,
-    )
+    window = slice(start, stop)
+    ev_sid, ev_ts, ev_type = prep.ev_sid[window], prep.ev_ts[window], prep.ev_type[window]
+    shipped, promised, parcels = prep.shipped, prep.promised, prep.parcels
     n = hi - lo
 
     # One sequence of scans and dispatch rows, sorted by (shipment, instant); at one instant
@@ -295,14 +322,14 @@ def shipment_rows(prep: ShipmentPrep, lo: int, hi: int) -> pa.Table:
         "origin_region": gathered(raw.column("origin_region")),
         "destination_region": gathered(raw.column("destination_region")),
         "lane": gathered(lane_arrow),
-        "distance_km": shipments["distance_km"].to_numpy(dtype=np.float64)[row_sid],
+        "distance_km": prep.distance_km[row_sid],
         "promised_transit_days": ((promised - shipped) / US_PER_DAY)[row_sid],
         "dispatch_weekday": dispatch_time.weekday.to_numpy(),
         "dispatch_hour": dispatch_time.hour.to_numpy(),
         "peak_season": peak_season(row_ts),
-        "weight_g": parcels["weight_g"].to_numpy(dtype=np.float64)[row_sid],
-        "item_count": parcels["item_count"].to_numpy(dtype=np.float64)[row_sid],
-        "order_amount": parcels["amount"].to_numpy(dtype=np.float64)[row_sid],
+        "weight_g": parcels["weight_g"][row_sid],
+        "item_count": parcels["item_count"][row_sid],
+        "order_amount": parcels["amount"][row_sid],
         "scans_so_far": scans_so_far[rows],
         "exceptions_so_far": exceptions_so_far[rows],
         "last_event_type": _TYPES.take(pa.array(last_type[rows])),
@@ -315,20 +342,18 @@ def shipment_rows(prep: ShipmentPrep, lo: int, hi: int) -> pa.Table:
     # How the carrier and the lane did on parcels whose outcome was known by the midnight
     # that starts the row's day: network statistics are a daily batch.
     row_day = row_ts // US_PER_DAY
-    every = np.ones(prep.n)
     for name, codes in (("carrier", carrier), ("lane", lane)):
+        outcomes, late = prep.network[f"{name}_outcomes"], prep.network[f"{name}_late"]
         for days in WINDOWS_DAYS:
-            total = _daily_trailing(codes, prep.known_day, every, codes[row_sid], row_day, days)
-            n_late = _daily_trailing(
-                codes, prep.known_day, prep.late.astype(float), codes[row_sid], row_day, days
-            )
+            total = outcomes.trailing(codes[row_sid], row_day, days)
+            n_late = late.trailing(codes[row_sid], row_day, days)
             with np.errstate(invalid="ignore", divide="ignore"):
                 features[f"{name}_late_rate_{days}d"] = np.where(total > 0, n_late / total, np.nan)
             features[f"{name}_outcomes_{days}d"] = total.astype(np.int64)
-    features["carrier_volume_7d"] = _daily_trailing(
-        carrier, shipped // US_PER_DAY, every, carrier[row_sid], row_day, 7
-    ).astype(np.int64)
-    features["warehouse_backlog"] = np.searchsorted(prep.placed_sorted, row_ts) - np.searchsorted(
-        prep.waited_sorted, row_ts
-    )
+    volume = prep.network["carrier_volume"].trailing(carrier[row_sid], row_day, 7)
+    features["carrier_volume_7d"] = volume.astype(np.int64)
+    # Needles in time order make the binary searches walk memory forward.
+    features["warehouse_backlog"] = search_sorted(
+        prep.placed_sorted, row_ts, "left"
+    ) - search_sorted(prep.waited_sorted, row_ts, "left")
     return to_table(features)
