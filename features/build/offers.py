@@ -10,60 +10,66 @@ convention: stamped at the midnight after the change, from data strictly before 
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from features.build.common import US_PER_S, frame, to_table, us
+from features.build.common import US_PER_S, codes_in, to_table, us
 from features.build.snapshots import Events, SnapshotGrid
 
 
-def _order_lines(tables: dict[str, pa.Table]) -> pd.DataFrame | None:
-    """Order lines with customer, category, instant and spend; None without items/products."""
-    items = frame(tables, "order_items")
-    products = frame(tables, "products", ["product_id", "category"])
-    if items is None or products is None:
-        return None
-    orders = frame(tables, "orders", ["order_id", "customer_id", "order_ts"])
-    lines = items.merge(products, on="product_id", how="inner").merge(orders, on="order_id")
-    lines["spend"] = lines["qty"] * lines["unit_price"]
-    return lines
+def _dictionary(values: pa.ChunkedArray) -> tuple[np.ndarray, pa.Array]:
+    """Integer codes of the values and the distinct values they index."""
+    encoded = pc.dictionary_encode(values).combine_chunks()
+    return np.asarray(encoded.indices, dtype=np.int64), encoded.dictionary
 
 
 def customer_category_features(tables: dict[str, pa.Table]) -> pa.Table | None:
-    """One row per (customer_id, category, event_ts): purchases and returns so far."""
-    lines = _order_lines(tables)
-    if lines is None:
+    """One row per (customer_id, category, event_ts): purchases and returns so far.
+
+    A (customer, category) pair is one integer, customer code × categories + category code,
+    so lines and returns are matched to pairs without building string keys.
+    """
+    items, products = tables.get("order_items"), tables.get("products")
+    if items is None or products is None:
         return None
-    products = frame(tables, "products", ["product_id", "category"])
-    returns = frame(tables, "returns", ["order_id", "product_id", "requested_ts"])
-    if returns is not None:
-        orders = frame(tables, "orders", ["order_id", "customer_id"])
-        returns = returns.merge(products, on="product_id").merge(orders, on="order_id")
-    pairs = [lines[["customer_id", "category"]]]
-    if returns is not None:
-        pairs.append(returns[["customer_id", "category"]])
-    pair_index = pd.MultiIndex.from_frame(pd.concat(pairs).drop_duplicates())
+    orders = tables["orders"]
+    order_customer, customer_ids = _dictionary(orders.column("customer_id"))
+    product_category, categories = _dictionary(products.column("category"))
+    n_categories = max(len(categories), 1)
+    order_ts = us(orders.column("order_ts"))
 
-    def codes(df: pd.DataFrame) -> np.ndarray:
-        return pair_index.get_indexer(pd.MultiIndex.from_frame(df[["customer_id", "category"]]))
+    def pairs(order_ids: pa.ChunkedArray, product_ids: pa.ChunkedArray):
+        order_row = codes_in(order_ids, orders.column("order_id"))
+        product_row = codes_in(product_ids, products.column("product_id"))
+        found = (order_row >= 0) & (product_row >= 0)
+        order_row, product_row = np.maximum(order_row, 0), np.maximum(product_row, 0)
+        code = order_customer[order_row] * n_categories + product_category[product_row]
+        return np.where(found, code, -1), order_row, product_category[product_row]
 
-    line_code = codes(lines)
-    purchases = Events.of(line_code, us(lines["order_ts"]), spend=lines["spend"].to_numpy())
+    line_pair, line_order, line_category = pairs(
+        items.column("order_id"), items.column("product_id")
+    )
+    line_ts = order_ts[line_order]
+    spend = np.asarray(items.column("qty"), dtype=np.float64) * np.asarray(
+        items.column("unit_price"), dtype=np.float64
+    )
+    purchases = Events.of(line_pair, line_ts, spend=spend)
     # An order with several products of one category is one order of that category.
-    first_line = ~lines.duplicated(["order_id", "category"]).to_numpy()
-    category_orders = Events.of(line_code[first_line], us(lines["order_ts"])[first_line])
+    _, first_line = np.unique(line_order * n_categories + line_category, return_index=True)
+    category_orders = Events.of(line_pair[first_line], line_ts[first_line])
     kinds = [(purchases, ())]
     returned = None
+    returns = tables.get("returns")
     if returns is not None:
-        returned = Events.of(codes(returns), us(returns["requested_ts"]))
+        return_pair, _, _ = pairs(returns.column("order_id"), returns.column("product_id"))
+        returned = Events.of(return_pair, us(returns.column("requested_ts")))
         kinds.append((returned, ()))
     end_day = int(max(e.days().max(initial=0) for e, _ in kinds))
     grid = SnapshotGrid.build([], kinds, end_day)
 
     out = {
-        "customer_id": pair_index.get_level_values(0).to_numpy(dtype=object)[grid.entity],
-        "category": pair_index.get_level_values(1).to_numpy(dtype=object)[grid.entity],
+        "customer_id": customer_ids.take(pa.array(grid.entity // n_categories)),
+        "category": categories.take(pa.array(grid.entity % n_categories)),
         "event_ts": grid.ts_us,
         "category_orders_total": grid.count(category_orders),
         "category_spend_total": grid.total(purchases, purchases.values["spend"]),
