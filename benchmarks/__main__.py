@@ -32,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown benchmarks {unknown}; choose from {sorted(BENCHMARKS)}")
     logging.basicConfig(level=logging.WARNING)
+    args.out = args.out.resolve()
     args.out.mkdir(parents=True, exist_ok=True)
     for name in args.names or list(BENCHMARKS):
         BENCHMARKS[name](customers=args.customers, out=args.out)

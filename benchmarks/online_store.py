@@ -18,7 +18,16 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from feast import Entity, FeatureService, FeatureStore, FeatureView, Field, FileSource, RepoConfig
+from feast import (
+    Entity,
+    FeatureService,
+    FeatureStore,
+    FeatureView,
+    Field,
+    FileSource,
+    RepoConfig,
+    ValueType,
+)
 from feast.types import Float64, Int64, String
 
 from features.store.sqlite_bulk import STORE_TYPE
@@ -68,7 +77,7 @@ def _parquet(out: Path, customers: int) -> Path:
 
 
 def _definitions(parquet: Path) -> tuple[Entity, FeatureView, FeatureService]:
-    customer = Entity(name="customer", join_keys=["customer_id"])
+    customer = Entity(name="customer", join_keys=["customer_id"], value_type=ValueType.STRING)
     source = FileSource(
         path=str(parquet), timestamp_field="event_timestamp", created_timestamp_column="created"
     )
