@@ -84,3 +84,14 @@ def codes_in(values: pa.ChunkedArray | pa.Array, lookup: pa.Array | pa.ChunkedAr
         lookup = lookup.combine_chunks()
     position = pc.index_in(values, value_set=lookup)
     return np.asarray(position.fill_null(-1), dtype=np.int64)
+
+
+def search_sorted(haystack: np.ndarray, needles: np.ndarray, side: str) -> np.ndarray:
+    """`np.searchsorted`, with the needles sorted first when they are not: a binary search
+    for needles in order walks memory forward and runs several times faster."""
+    if len(needles) < 2 or bool(np.all(needles[1:] >= needles[:-1])):
+        return np.searchsorted(haystack, needles, side=side)
+    order = np.argsort(needles, kind="stable")
+    out = np.empty(len(needles), dtype=np.int64)
+    out[order] = np.searchsorted(haystack, needles[order], side=side)
+    return out

@@ -16,7 +16,6 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from features.build.asof import search_sorted
 from features.build.common import (
     US_PER_DAY,
     US_PER_S,
@@ -24,6 +23,7 @@ from features.build.common import (
     epoch_s,
     is_missing_us,
     peak_season,
+    search_sorted,
     to_table,
     us,
 )

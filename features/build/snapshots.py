@@ -174,13 +174,13 @@ class SnapshotGrid:
         Among events of one entity at the same instant, the one given last wins.
         """
         values = np.asarray(values)
-        row = self.rows(kind.entity, kind.days())
+        row = self._events_rows(kind, 0)
         ok = row >= 0
         # Latest event per row: order by (row, instant, position) and keep each row's last.
         position = np.arange(len(row))[ok]
         order = np.lexsort((position, kind.ts[ok], row[ok]))
         rows_sorted = row[ok][order]
-        is_last = np.r_[rows_sorted[1:] != rows_sorted[:-1], True]
+        is_last = np.r_[rows_sorted[1:] != rows_sorted[:-1], True][: len(rows_sorted)]
         source = np.full(len(self), -1, dtype=np.int64)
         source[rows_sorted[is_last]] = position[order][is_last]
         # Carry the latest source forward within each entity.
@@ -196,6 +196,6 @@ class SnapshotGrid:
         """Value of the earliest event seen by each row; `fill` before it is seen."""
         order = np.lexsort((kind.ts, kind.entity))
         entity = kind.entity[order]
-        is_first = np.r_[True, entity[1:] != entity[:-1]]
+        is_first = np.r_[True, entity[1:] != entity[:-1]][: len(entity)]
         earliest = Events(entity[is_first], kind.ts[order][is_first], {})
         return self.last(earliest, np.asarray(values)[order][is_first], fill=fill)
