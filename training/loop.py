@@ -24,8 +24,7 @@ from feast import FeatureService, FeatureStore
 
 from aftersale.settings import Settings
 from features.build.derived import add_time_features
-from features.contract.io import find_table_file, read_table
-from features.contract.schema import CONTRACT
+from features.contract.io import read_validated
 from features.ingest import latest_raw
 from features.store.retrieval import feature_names, historical_features
 from training.calibrate import choose_calibrator
@@ -110,19 +109,12 @@ def load_raw_tables(settings: Settings, names: tuple[str, ...]) -> dict[str, pa.
 
     Raises:
         FileNotFoundError: Nothing was ingested, or a needed table is absent.
-        ValueError: A table does not read as its contract says (ingest validates, so this
-            means the folder was changed by hand).
     """
     folder = latest_raw(settings.raw_root)
-    tables = {}
-    for name in names:
-        path, problem = find_table_file(folder, name)
-        if problem is not None or path is None:
-            raise FileNotFoundError(f"table {name} not found in {folder}: {problem}")
-        result = read_table(path, CONTRACT[name])
-        if result.table is None or result.violations:
-            raise ValueError(f"table {name} in {folder} is unreadable: {result.violations}")
-        tables[name] = result.table
+    tables = read_validated(folder, tables=list(names))
+    missing = sorted(set(names) - set(tables))
+    if missing:
+        raise FileNotFoundError(f"tables {missing} not found in {folder}")
     return tables
 
 

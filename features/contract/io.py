@@ -256,5 +256,6 @@ def read_validated(
             continue
         wanted = (columns or {}).get(name) or schema.column_names
         table = pq.read_table(path, columns=wanted)
-        out[name] = table.cast(pa.schema([schema.arrow_schema.field(c) for c in wanted]))
+        # Types as the contract declares them; nullability as stored, like any Parquet read.
+        out[name] = table.cast(pa.schema([(c, schema.column(c).arrow_type) for c in wanted]))
     return out
