@@ -157,6 +157,24 @@ def features_materialize() -> None:
 
 
 @app.command()
+def train(
+    model: Annotated[
+        list[str] | None,
+        typer.Option("--model", "-m", help="Model to train (repeatable; default: all)."),
+    ] = None,
+) -> None:
+    """Train, evaluate, log and register models on the current data (flow `train`)."""
+    from flows.train import train as train_flow
+    from models import MODELS
+
+    unknown = [m for m in model or [] if m not in MODELS]
+    if unknown:
+        err_console.print(f"[red]--model[/red]: unknown {unknown}; known: {sorted(MODELS)}")
+        raise typer.Exit(code=2)
+    console.print(render_models(train_flow(models=model or None)))
+
+
+@app.command()
 def demo(
     customers: Annotated[
         int | None, typer.Option(min=1, help="Customers (default: AFTERSALE_CUSTOMERS).")
@@ -175,6 +193,7 @@ def demo(
     # Ingest validated the raw data before publishing it; read it back without a second check.
     console.print(render_summary(summarize(read_validated(outputs["raw"]))))
     console.print(render_features(outputs["features"]))
+    console.print(render_models(outputs["models"]))
 
 
 def render_features(version: Path) -> Table:
@@ -189,6 +208,36 @@ def render_features(version: Path) -> Table:
         parts = [pq.ParquetFile(path).metadata for path in sorted(folder.glob("*.parquet"))]
         rows = sum(meta.num_rows for meta in parts)
         table.add_row(folder.name, f"{rows:,}", str(parts[0].num_columns if parts else 0))
+    return table
+
+
+def render_models(summaries) -> Table:
+    """Trained models: test metric, baseline and oracle, and the serving champion."""
+
+    def fmt(x: float | None) -> str:
+        return "—" if x is None or x != x else f"{x:.3f}"
+
+    table = Table(title="Models (test window)")
+    for column in ("model", "metric", "model score", "baseline", "oracle", "version", "champion"):
+        table.add_column(column, justify="left" if column in ("model", "metric") else "right")
+    for s in summaries:
+        table.add_row(
+            s.name,
+            s.metric,
+            fmt(s.value),
+            fmt(s.baseline),
+            fmt(s.oracle),
+            s.version or "—",
+            s.champion or "—",
+        )
+    if any(s.oracle is not None for s in summaries):
+        notes = [
+            f"{s.name}: on the {s.oracle_rows:,} rows the oracle scores, model "
+            f"{fmt(s.oracle_model)}, baseline {fmt(s.oracle_baseline)}, oracle {fmt(s.oracle)}"
+            for s in summaries
+            if s.oracle is not None
+        ]
+        table.caption = "\n".join(notes)
     return table
 
 

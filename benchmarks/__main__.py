@@ -11,7 +11,7 @@ import logging
 import sys
 from pathlib import Path
 
-from benchmarks import features, foundation
+from benchmarks import features, foundation, training
 
 BENCHMARKS = {
     "simulate": foundation.bench_simulate,
@@ -19,6 +19,7 @@ BENCHMARKS = {
     "features": features.bench_features,
     "materialize": features.bench_materialize,
     "online_read": features.bench_online_read,
+    "training": training.bench_training,
 }
 
 

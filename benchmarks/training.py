@@ -7,9 +7,8 @@ The oracle is the simulator's true probability (`_truth/`), scored on the same t
 delay risk at dispatch rows (`p_late` is the probability at dispatch; after a scan the
 truth would need the scan too), churn at every monthly snapshot (1 − `p_repurchase_90d`).
 
-Run: `uv run python -c "from pathlib import Path; from benchmarks.training import
-bench_training; bench_training(20_000, Path('benchmarks/out'))"`; it reuses
-`<out>/sim-<N>` when present, else simulates it (seed 7).
+Run: `uv run python -m benchmarks training --customers 20000`; it reuses `<out>/sim-<N>`
+when present, else simulates it (seed 7).
 """
 
 from __future__ import annotations
@@ -19,39 +18,12 @@ import shutil
 import time
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-from sklearn.metrics import roc_auc_score
-
+from training.entry import auc
 from training.evaluate import expected_calibration_error
 
 log = logging.getLogger(__name__)
 
 SEED = 7
-
-
-def _auc(y: np.ndarray, score: np.ndarray) -> float:
-    return float(roc_auc_score(y, score)) if 0 < y.sum() < len(y) else float("nan")
-
-
-def oracle_scores(name: str, scores: pd.DataFrame, truth_dir: Path) -> pd.DataFrame:
-    """The test rows the oracle can score, with its score in an `oracle` column."""
-    if name == "delay_risk":
-        truth = pd.read_parquet(truth_dir / "shipments.parquet", columns=["shipment_id", "p_late"])
-        rows = scores[scores["stage"] == "dispatch"]
-        joined = rows.merge(truth, on="shipment_id", how="inner")
-        return joined.assign(oracle=joined["p_late"])
-    if name == "churn":
-        truth = pd.read_parquet(truth_dir / "customer_snapshots.parquet")
-        truth["snapshot_ts"] = pd.to_datetime(truth["snapshot_ts"], utc=True)
-        joined = scores.merge(
-            truth,
-            left_on=["customer_id", "event_timestamp"],
-            right_on=["customer_id", "snapshot_ts"],
-            how="inner",
-        )
-        return joined.assign(oracle=1.0 - joined["p_repurchase_90d"])
-    raise ValueError(f"no oracle for {name}")
 
 
 def bench_training(
@@ -74,8 +46,9 @@ def bench_training(
     from features.sources.simulator import simulate
     from features.store.config import feature_store
     from features.store.sync import apply_definitions
-    from models import REGISTRY
-    from training.loop import train
+    from models import MODELS, churn, delay_risk
+
+    truth_scores = {delay_risk.NAME: delay_risk.truth_scores, churn.NAME: churn.truth_scores}
 
     print(f"\n## training --customers {customers:,}")
     sim = out / f"sim-{customers}"
@@ -104,15 +77,16 @@ def bench_training(
     lines = []
     for name in models:
         started = time.perf_counter()
-        result = train(REGISTRY[name], store, settings, tables=tables)
+        entry = MODELS[name]
+        result = entry.train(store, settings, tables=tables)
         wall = time.perf_counter() - started
-        rows = oracle_scores(name, result.scores, sim / "_truth")
+        rows = truth_scores[name](result.scores, sim / "_truth")
         y = rows["label"].to_numpy()
         fig = {
             "rows": float(len(rows)),
-            "auc": _auc(y, rows["score"].to_numpy()),
-            "baseline_auc": _auc(y, rows["baseline"].to_numpy()),
-            "oracle_auc": _auc(y, rows["oracle"].to_numpy()),
+            "auc": auc(y, rows["score"].to_numpy()),
+            "baseline_auc": auc(y, rows["baseline"].to_numpy()),
+            "oracle_auc": auc(y, rows["oracle"].to_numpy()),
             "ece": expected_calibration_error(y, rows["score"].to_numpy()),
             "oracle_ece": expected_calibration_error(y, rows["oracle"].to_numpy()),
             "test_auc_all_rows": result.metrics["roc_auc"],

@@ -9,6 +9,7 @@ from prefect import flow
 
 from flows.build_features import build_features
 from flows.ingest import ingest
+from flows.train import train
 
 
 @flow(name="pipeline")
@@ -17,8 +18,9 @@ def pipeline(
     path: Path | None = None,
     customers: int | None = None,
     seed: int | None = None,
-) -> dict[str, Path]:
-    """Ingest a source, then build and materialise its features."""
+) -> dict[str, object]:
+    """Ingest a source, build and materialise its features, train the models."""
     raw = ingest(source=source, path=path, customers=customers, seed=seed)
     features = build_features(materialize_to_online=True)
-    return {"raw": raw, "features": features}
+    models = train()
+    return {"raw": raw, "features": features, "models": models}

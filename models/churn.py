@@ -13,11 +13,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 
 from features.build.tables import watermark
+from training.entry import binary_entry
 from training.spec import EVENT_TIME, LABEL, LABEL_KNOWN, ModelSpec
 
 NAME = "churn"
@@ -106,6 +109,19 @@ def churn_by_contact_reason(frame: pd.DataFrame, scored_test: pd.DataFrame) -> d
     return {"churn_by_contact_reason": table.sort_values("all_churn_rate", ascending=False)}
 
 
+def truth_scores(scores: pd.DataFrame, truth_dir: Path) -> pd.DataFrame:
+    """Test snapshots with the simulator's true churn probability, 1 − p_repurchase_90d."""
+    truth = pd.read_parquet(truth_dir / "customer_snapshots.parquet")
+    truth["snapshot_ts"] = pd.to_datetime(truth["snapshot_ts"], utc=True)
+    joined = scores.merge(
+        truth,
+        left_on=["customer_id", EVENT_TIME],
+        right_on=["customer_id", "snapshot_ts"],
+        how="inner",
+    )
+    return joined.assign(oracle=1.0 - joined["p_repurchase_90d"])
+
+
 SPEC = ModelSpec(
     name=NAME,
     entity=("customer_id",),
@@ -130,3 +146,5 @@ SPEC = ModelSpec(
     baseline_is_probability=False,
     reports=churn_by_contact_reason,
 )
+
+ENTRY = binary_entry(SPEC, truth_scores)

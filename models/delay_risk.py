@@ -15,12 +15,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from features.build.shipments import UPDATE_EVENTS
+from training.entry import binary_entry
 from training.spec import EVENT_TIME, LABEL, LABEL_KNOWN, ModelSpec
 
 NAME = "delay_risk"
@@ -95,6 +98,18 @@ def baseline(frame: pd.DataFrame) -> np.ndarray:
     return lane.fillna(carrier).fillna(fallback).to_numpy()
 
 
+def truth_scores(scores: pd.DataFrame, truth_dir: Path) -> pd.DataFrame:
+    """Dispatch rows of the test window with the simulator's true late probability.
+
+    `p_late` is the probability at dispatch; after a scan the truth would also have to
+    condition on the scans, so later decisions have no oracle and are left out.
+    """
+    truth = pd.read_parquet(truth_dir / "shipments.parquet", columns=["shipment_id", "p_late"])
+    rows = scores[scores["stage"] == "dispatch"]
+    joined = rows.merge(truth, on="shipment_id", how="inner")
+    return joined.assign(oracle=joined["p_late"])
+
+
 SPEC = ModelSpec(
     name=NAME,
     entity=("shipment_id",),
@@ -131,3 +146,5 @@ SPEC = ModelSpec(
         "dispatch_weekday": "Weekday of dispatch (Monday = 0)",
     },
 )
+
+ENTRY = binary_entry(SPEC, truth_scores)

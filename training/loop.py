@@ -71,6 +71,7 @@ class TrainResult:
 
     Attributes:
         name: Model name.
+        primary_metric: Key of `metrics` (and `baseline_metrics`) that decides promotion.
         run_id: MLflow run id (None when not logged).
         version: Registered version (None when not registered).
         promotion: The champion gate's outcome (None when not registered).
@@ -92,6 +93,7 @@ class TrainResult:
     run_id: str | None
     version: str | None
     promotion: Promotion | None
+    primary_metric: str
     metrics: dict[str, float]
     baseline_metrics: dict[str, float]
     validation_metrics: dict[str, float]
@@ -308,6 +310,7 @@ def train(
         run_id=None,
         version=None,
         promotion=None,
+        primary_metric=spec.primary_metric,
         metrics=metrics,
         baseline_metrics=baseline_metrics,
         validation_metrics=validation_metrics,

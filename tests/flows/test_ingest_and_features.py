@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+from mlflow import MlflowClient
 
 from aftersale.settings import get_settings
 from features import versioned
@@ -15,6 +16,8 @@ from features.ingest import ContractError
 from features.store.config import feature_store
 from flows.build_features import build_features
 from flows.ingest import check_contract, ingest
+from flows.train import train
+from training.register import CHAMPION, default_tracking_uri, tracking
 
 pytestmark = pytest.mark.slow
 
@@ -118,3 +121,24 @@ def test_interrupted_build_leaves_previous_tables_intact(first_build, monkeypatc
     assert versioned.current(settings.features_dir) == current
     assert not list(settings.features_dir.glob(".v-*.partial"))
     assert pq.read_table(current / "customer_snapshots").num_rows > 0
+
+
+def test_train_flow_registers_a_champion_in_the_default_store(first_build) -> None:
+    (summary,) = train(models=["churn"])
+    settings = get_settings()
+    assert summary.name == "churn"
+    assert summary.version == "1"
+    assert summary.promoted
+    assert summary.champion == "1"
+    assert 0.5 < summary.value <= 1.0
+    # A folder source carries no simulator truth: no oracle to report.
+    assert summary.oracle is None
+    with tracking(default_tracking_uri(settings)):
+        version = MlflowClient().get_model_version_by_alias("churn", CHAMPION)
+    assert str(version.version) == "1"
+    assert version.run_id == summary.run_id
+
+
+def test_train_flow_rejects_unknown_models(first_build) -> None:
+    with pytest.raises(ValueError, match=r"unknown \['nope'\]"):
+        train(models=["nope"])

@@ -1,0 +1,48 @@
+"""Flow `train`: train, evaluate, log and register models on the current data.
+
+Each model is one task: its label events and point-in-time features come from the current
+raw and offline versions, its run goes to MLflow, and the registry's champion gate decides
+whether it serves.
+"""
+
+from __future__ import annotations
+
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+
+from aftersale.settings import get_settings
+from features.ingest import latest_raw
+from features.store.config import feature_store
+from training.loop import load_raw_tables
+from training.report import ModelSummary, summarize
+
+
+@task(cache_policy=NO_CACHE)
+def train_model(name: str, tracking_uri: str | None = None) -> ModelSummary:
+    """Train one model of `models.MODELS` and summarise the run."""
+    from models import MODELS
+
+    entry = MODELS[name]
+    settings = get_settings()
+    raw = latest_raw(settings.raw_root)
+    tables = load_raw_tables(settings, entry.raw_tables)
+    result = entry.train(
+        feature_store(settings), settings, tables=tables, tracking_uri=tracking_uri
+    )
+    return summarize(entry, result, raw)
+
+
+@flow(name="train")
+def train(models: list[str] | None = None, tracking_uri: str | None = None) -> list[ModelSummary]:
+    """Train the named models (default: all) one after another.
+
+    Raises:
+        ValueError: A name is not a known model.
+    """
+    from models import MODELS
+
+    names = list(models or MODELS)
+    unknown = [n for n in names if n not in MODELS]
+    if unknown:
+        raise ValueError(f"models: unknown {unknown}; known: {sorted(MODELS)}")
+    return [train_model(name, tracking_uri) for name in names]

@@ -1,0 +1,78 @@
+"""One line per trained model for people: the test metric beside its baseline, the
+simulator's oracle where the data come with one, and which registry version is champion."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from training.entry import ModelEntry
+from training.loop import TrainResult
+
+TRUTH_FOLDER = "_truth"
+
+
+@dataclass(frozen=True)
+class ModelSummary:
+    """What one training run amounts to.
+
+    Attributes:
+        name: Model name.
+        metric: Human label of the primary metric.
+        value: The model's primary test metric.
+        baseline: The baseline's, on the same rows.
+        oracle: The simulator's best achievable on the oracle's rows (None without truth).
+        oracle_model: The model on the oracle's rows (None without truth).
+        oracle_baseline: The baseline on the oracle's rows (None without truth).
+        oracle_rows: Test rows the oracle scores.
+        version: Registered version of this run (None when not registered).
+        champion: The champion version after the gate (None when not registered).
+        promoted: Whether this run's version became champion.
+        reason: The gate's reason.
+        run_id: MLflow run id.
+        seconds: Wall time of the run.
+    """
+
+    name: str
+    metric: str
+    value: float
+    baseline: float
+    oracle: float | None
+    oracle_model: float | None
+    oracle_baseline: float | None
+    oracle_rows: int | None
+    version: str | None
+    champion: str | None
+    promoted: bool
+    reason: str
+    run_id: str | None
+    seconds: float
+
+
+def summarize(entry: ModelEntry, result: TrainResult, raw_folder: Path | None) -> ModelSummary:
+    """Summarise a run; the oracle is scored when `raw_folder` holds the simulator's truth."""
+    truth = raw_folder / TRUTH_FOLDER if raw_folder is not None else None
+    comparison = None
+    if entry.oracle is not None and truth is not None and truth.is_dir():
+        comparison = entry.oracle(result, truth)
+    promotion = result.promotion
+    champion = None
+    if promotion is not None:
+        champion = result.version if promotion.promoted else promotion.champion_version
+    return ModelSummary(
+        name=result.name,
+        metric=entry.metric,
+        value=float(result.metrics[result.primary_metric]),
+        baseline=float(result.baseline_metrics.get(result.primary_metric, math.nan)),
+        oracle=comparison.oracle if comparison else None,
+        oracle_model=comparison.model if comparison else None,
+        oracle_baseline=comparison.baseline if comparison else None,
+        oracle_rows=comparison.rows if comparison else None,
+        version=result.version,
+        champion=champion,
+        promoted=bool(promotion and promotion.promoted),
+        reason=promotion.reason if promotion else "not registered",
+        run_id=result.run_id,
+        seconds=float(result.seconds.get("total", math.nan)),
+    )
