@@ -18,7 +18,7 @@ import json
 import logging
 import math
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -280,8 +280,11 @@ def promote(
     metric: str,
     challenger_value: float,
     rows: pd.DataFrame,
-    y: np.ndarray,
+    y: np.ndarray | None,
     capacity: float,
+    *,
+    champion_metric: Callable[[np.ndarray], float] | None = None,
+    higher_is_better: bool | None = None,
 ) -> Promotion:
     """Give the new version `challenger`, and `champion` when it beats the current one.
 
@@ -291,18 +294,31 @@ def promote(
     Args:
         name: Registered model name.
         version: The new version.
-        metric: Primary metric (a key of `HIGHER_IS_BETTER`).
+        metric: Primary metric (a key of `HIGHER_IS_BETTER`, or any name when
+            `champion_metric` and `higher_is_better` are given).
         challenger_value: The new version's test metric.
         rows: The test rows (retrieved and derived features).
-        y: Their labels.
+        y: Their labels (binary metrics; unused with `champion_metric`).
         capacity: Capacity for @k metrics.
+        champion_metric: The champion's scores of `rows` → its metric; by default the
+            binary metric `metric` against `y`.
+        higher_is_better: Direction of `metric`; by default from `HIGHER_IS_BETTER`.
 
     Returns:
         What happened and why.
     """
 
-    if metric not in HIGHER_IS_BETTER:
-        raise ValueError(f"no promotion rule for metric {metric!r}: {sorted(HIGHER_IS_BETTER)}")
+    if higher_is_better is None:
+        if metric not in HIGHER_IS_BETTER:
+            raise ValueError(f"no promotion rule for metric {metric!r}: {sorted(HIGHER_IS_BETTER)}")
+        higher_is_better = HIGHER_IS_BETTER[metric]
+    if champion_metric is None:
+        if y is None:
+            raise ValueError("promote needs the labels y or a champion_metric")
+
+        def champion_metric(scores: np.ndarray) -> float:
+            return binary_metrics(y, scores, capacity)[metric]
+
     client = mlflow.MlflowClient()
     client.set_registered_model_alias(name, CHALLENGER, version)
     current = champion_version(client, name)
@@ -322,8 +338,8 @@ def promote(
             None,
             f"champion could not be scored on the test rows: {error}",
         )
-    champion_value = binary_metrics(y, scores, capacity)[metric]
-    sign = 1.0 if HIGHER_IS_BETTER[metric] else -1.0
+    champion_value = float(champion_metric(scores))
+    sign = 1.0 if higher_is_better else -1.0
     better = math.isfinite(challenger_value) and (
         not math.isfinite(champion_value) or sign * (challenger_value - champion_value) > 0
     )
