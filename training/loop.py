@@ -148,7 +148,10 @@ def feature_files(store: FeatureStore, service: FeatureService) -> dict[str, Pat
 
 
 def training_data(
-    spec: ModelSpec, store: FeatureStore, tables: Mapping[str, pa.Table]
+    spec: ModelSpec,
+    store: FeatureStore,
+    tables: Mapping[str, pa.Table] | None,
+    events: pd.DataFrame | None = None,
 ) -> TrainingData:
     """Label events joined with their point-in-time features and decision-time features.
 
@@ -156,6 +159,8 @@ def training_data(
         spec: The model.
         store: The Feast store (definitions applied, offline tables published).
         tables: Raw tables holding at least `spec.raw_tables`.
+        events: Decisions to use instead of `spec.label_events(tables)` (e.g. candidate
+            actions to score); the same columns are required.
 
     Returns:
         One row per label event (RangeIndex), the model's input columns, and metadata.
@@ -164,7 +169,10 @@ def training_data(
         ValueError: The label events lack a required column, or a declared feature is not
             produced by the service or the derived features.
     """
-    events = spec.label_events(dict(tables))
+    if events is None:
+        if tables is None:
+            raise ValueError(f"{spec.name}: training data needs raw tables or events")
+        events = spec.label_events(dict(tables))
     needed = [*spec.entity, EVENT_TIME, LABEL, LABEL_KNOWN]
     lacking = [c for c in needed if c not in events.columns]
     if lacking:
