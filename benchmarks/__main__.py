@@ -11,7 +11,7 @@ import logging
 import sys
 from pathlib import Path
 
-from benchmarks import features, foundation, training
+from benchmarks import delivery, features, foundation, training
 
 BENCHMARKS = {
     "simulate": foundation.bench_simulate,
@@ -20,6 +20,7 @@ BENCHMARKS = {
     "materialize": features.bench_materialize,
     "online_read": features.bench_online_read,
     "training": training.bench_training,
+    "delivery": delivery.bench_delivery,
 }
 
 

@@ -46,6 +46,8 @@ HIGHER_IS_BETTER = {
     "lift_top_decile": True,
     "brier": False,
     "ece": False,
+    # Delivery estimate: mean absolute error in days of the most likely date.
+    "mae_days": False,
 }
 # What the logged model needs at load time besides this project's own code.
 _REQUIREMENTS = ("lightgbm", "scikit-learn", "pandas", "numpy", "mlflow")
@@ -193,6 +195,7 @@ def log_run(
     input_example: pd.DataFrame,
     signature_rows: pd.DataFrame,
     registered_name: str | None,
+    python_model: mlflow.pyfunc.PythonModel | None = None,
 ):
     """Log one run and (optionally) register its model; call inside `tracking(uri)`.
 
@@ -209,6 +212,9 @@ def log_run(
         signature_rows: Input rows to infer the signature from (more rows: truer optional
             columns).
         registered_name: Register the model under this name; None to skip.
+        python_model: The pyfunc wrapper that loads `model` from its saved folder (default:
+            `PyfuncModel`, for a `CalibratedModel`). A model with a `signature_output(rows)`
+            method declares its output by it instead of `predict_proba`.
 
     Returns:
         (run id, ModelInfo of the logged model).
@@ -224,14 +230,13 @@ def log_run(
         for folder, paths in artifacts.items():
             for path in paths:
                 mlflow.log_artifact(str(path), artifact_path=folder)
-        signature = infer_signature(
-            model.input_frame(signature_rows), model.predict_proba(signature_rows)
-        )
+        output = getattr(model, "signature_output", None) or model.predict_proba
+        signature = infer_signature(model.input_frame(signature_rows), output(signature_rows))
         with tempfile.TemporaryDirectory() as scratch:
             model_dir = model.save(Path(scratch) / "calibrated_model")
             info = mlflow.pyfunc.log_model(
                 name=MODEL_ARTIFACT,
-                python_model=PyfuncModel(),
+                python_model=python_model or PyfuncModel(),
                 artifacts={"model_dir": str(model_dir)},
                 signature=signature,
                 input_example=model.input_frame(input_example),

@@ -1,0 +1,152 @@
+"""Delivery-estimate benchmark: the model beside the shop's promise and the simulator's truth.
+
+Targets (issue 6):
+- Simulated default data: 90 % window coverage within ±2 points overall and for every
+  carrier; MAE within 10 % of the oracle's (dispatch rows, where the truth is known); the
+  share delivered within ±1 day of the most likely date higher after the first scan than at
+  dispatch.
+- Olist sample (time split 70/30, purchase-time features): MAE ≤ 6.5 days, coverage 88–92 %,
+  median width ≤ 15 days.
+
+Run: `uv run python -m benchmarks delivery --customers 20000`; it reuses `<out>/sim-<N>`
+when present, else simulates it (seed 7). The Olist part runs when the shared sample exists.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+log = logging.getLogger(__name__)
+
+SEED = 7
+OLIST_SPLIT = (0.5, 0.2, 0.3)  # 70 % to learn and calibrate from, 30 % to test
+_KINDS = ("most_likely", "earliest", "latest")
+
+
+def _store(tables, data_dir: Path):
+    from aftersale.settings import Settings
+    from features.build.tables import build_feature_tables, publish_tables
+    from features.store.config import feature_store
+    from features.store.sync import apply_definitions
+
+    shutil.rmtree(data_dir, ignore_errors=True)
+    settings = Settings(data_dir=data_dir)
+    publish_tables(build_feature_tables(tables), settings.features_dir)
+    store = feature_store(settings)
+    apply_definitions(store)
+    return settings, store
+
+
+def _measures(rows: pd.DataFrame, scorer: str) -> dict[str, float]:
+    from models.delivery_estimate import measure
+
+    dates = {k: rows[f"{scorer}_{k}_date"].to_numpy() for k in _KINDS}
+    return measure(rows["actual_date"].to_numpy(), dates)
+
+
+def _line(label: str, m: dict[str, float]) -> str:
+    return (
+        f"  {label:<24} {int(m['rows']):>8,} {m['mae_days']:>6.2f} {m['exact_share']:>6.3f} "
+        f"{m['within_1d_share']:>6.3f} {m['coverage']:>6.3f} {m['median_width_days']:>6.1f}"
+    )
+
+
+HEADER = f"  {'':<24} {'rows':>8} {'MAE d':>6} {'exact':>6} {'±1 d':>6} {'cover':>6} {'width':>6}"
+
+
+def bench_simulated(customers: int, out: Path) -> dict[str, float]:
+    """Train on simulated data and compare with the promise and the truth."""
+    from features.contract.validate import load_folder
+    from features.sources.simulator import simulate
+    from models import delivery_estimate as de
+
+    print(f"\n## delivery --customers {customers:,} (simulated)")
+    sim = out / f"sim-{customers}"
+    if not (sim / "_truth").is_dir():
+        simulate(sim, customers=customers, seed=SEED)
+    tables, report = load_folder(sim)
+    if not report.ok:
+        raise ValueError(f"{sim} breaks the contract: {report.violations[:5]}")
+    settings, store = _store(tables, out / f"delivery-{customers}")
+    started = time.perf_counter()
+    result = de.train(store, settings, tables=tables, register=False)
+    print(f"  trained in {time.perf_counter() - started:.1f} s ({result.seconds})")
+    scores = result.scores
+    print(HEADER)
+    print(_line("model", result.metrics))
+    print(_line("uncalibrated quantiles", result.calibration["uncalibrated"]))
+    print(_line("promise", result.baseline_metrics))
+
+    truth = de.truth_rows(scores, sim / "_truth")
+    figures = {s: _measures(truth, s) for s in ("model", "promise", "oracle")}
+    print("  dispatch rows, against the simulator's truth:")
+    for scorer, m in figures.items():
+        print(_line(scorer, m))
+    ratio = figures["model"]["mae_days"] / figures["oracle"]["mae_days"]
+    print(f"  MAE model / oracle = {ratio:.3f} (target ≤ 1.10)")
+
+    print("  coverage per carrier (target 0.88–0.92):")
+    for carrier, part in scores.groupby("carrier", sort=True):
+        m = _measures(part, "model")
+        print(f"    {carrier:<12} {int(m['rows']):>8,} {m['coverage']:>6.3f}")
+
+    ordered = scores.sort_values(["shipment_id", "event_timestamp"], kind="stable")
+    step = ordered.groupby("shipment_id").cumcount()
+    both = ordered.groupby("shipment_id")["shipment_id"].transform("size") > 1
+    dispatch = ordered[(step == 0) & both & (ordered["stage"] == "dispatch")]
+    first_scan = ordered[(step == 1) & ordered["shipment_id"].isin(dispatch["shipment_id"])]
+    at_dispatch, after_scan = _measures(dispatch, "model"), _measures(first_scan, "model")
+    print("  the same shipments at dispatch and after their first scan:")
+    print(HEADER)
+    print(_line("at dispatch", at_dispatch))
+    print(_line("after the first scan", after_scan))
+    return {
+        "mae_days": result.metrics["mae_days"],
+        "coverage": result.metrics["coverage"],
+        "oracle_mae_days": figures["oracle"]["mae_days"],
+        "dispatch_mae_days": figures["model"]["mae_days"],
+        "within_1d_dispatch": at_dispatch["within_1d_share"],
+        "within_1d_first_scan": after_scan["within_1d_share"],
+    }
+
+
+def bench_olist(out: Path) -> dict[str, float] | None:
+    """Train on the Olist sample (purchase-time features) and compare with its promise."""
+    from features.contract.validate import load_folder
+    from features.sources.olist import OlistSource, default_olist_path
+    from models import delivery_estimate as de
+    from training.split import SplitConfig
+
+    path = default_olist_path()
+    if not path.is_file():
+        print(f"\n## delivery (Olist): {path} not found, skipped")
+        return None
+    print("\n## delivery (Olist sample, time split 70/30)")
+    raw = out / "olist-raw"
+    shutil.rmtree(raw, ignore_errors=True)
+    raw.mkdir(parents=True)
+    OlistSource(path).write(raw)
+    tables, report = load_folder(raw)
+    if not report.ok:
+        raise ValueError(f"{raw} breaks the contract: {report.violations[:5]}")
+    settings, store = _store(tables, out / "delivery-olist")
+    result = de.train(
+        store, settings, tables=tables, register=False, split=SplitConfig(fractions=OLIST_SPLIT)
+    )
+    print(HEADER)
+    print(_line("model", result.metrics))
+    print(_line("uncalibrated quantiles", result.calibration["uncalibrated"]))
+    print(_line("promise", result.baseline_metrics))
+    print("  targets: MAE ≤ 6.5 d, coverage 0.88–0.92, median width ≤ 15 d")
+    return {k: float(v) for k, v in result.metrics.items() if np.isscalar(v)}
+
+
+def bench_delivery(customers: int, out: Path) -> dict[str, dict[str, float] | None]:
+    """Both parts; figures are printed and returned."""
+    return {"simulated": bench_simulated(customers, out), "olist": bench_olist(out)}

@@ -1,0 +1,127 @@
+"""Conformal calibration: nominal coverage on data whose distribution is known."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from training.conformal import (
+    ALL_ROWS,
+    ConformalOffsets,
+    conformal_quantile,
+    conformalize,
+    fit_offsets,
+    window_scores,
+)
+
+COVERAGE = 0.9
+
+
+def _draw(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """x ~ U(0, 4); y | x ~ N(x, (0.5 + x/2)²): the noise grows with x."""
+    x = rng.uniform(0.0, 4.0, n)
+    return x, x + (0.5 + x / 2.0) * rng.standard_normal(n)
+
+
+def _too_narrow(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Quantile estimates at the right centre with half the true spread."""
+    half = 0.5 * 1.645 * (0.5 + x / 2.0)
+    return x - half, x, x + half
+
+
+def test_rank_rule() -> None:
+    scores = np.arange(1.0, 10.0)  # 9 scores: rank ceil(10 * 0.9) = 9
+    assert conformal_quantile(scores, 0.9) == 9.0
+    assert conformal_quantile(scores, 0.5) == 5.0
+    assert conformal_quantile(scores[:5], 0.9) == math.inf  # too few rows for 90 %
+    with pytest.raises(ValueError, match="coverage"):
+        conformal_quantile(scores, 1.0)
+
+
+def test_reaches_nominal_coverage_of_a_known_distribution() -> None:
+    rng = np.random.default_rng(3)
+    x, y = _draw(rng, 3_000)
+    lo, mid, hi = _too_narrow(x)
+    offsets = fit_offsets(window_scores(lo, hi, y, y), COVERAGE)
+    x_new, y_new = _draw(rng, 50_000)
+    lo, mid, hi = _too_narrow(x_new)
+    raw = np.mean((lo <= y_new) & (y_new <= hi))
+    lo, mid, hi = conformalize(lo, mid, hi, offsets.for_groups(None, len(x_new)))
+    covered = np.mean((lo <= y_new) & (y_new <= hi))
+    assert raw < 0.7
+    assert covered == pytest.approx(COVERAGE, abs=0.015)
+
+
+def test_bucketed_outcomes_reach_nominal_coverage_of_their_buckets() -> None:
+    """Outcomes read as whole units (days): a window covers the bucket it meets."""
+    rng = np.random.default_rng(5)
+    x, y = _draw(rng, 3_000)
+    lo, _, hi = _too_narrow(x)
+    bucket = np.floor(y)
+    offsets = fit_offsets(window_scores(lo, hi, bucket, bucket + 1.0), COVERAGE)
+    x_new, y_new = _draw(rng, 50_000)
+    lo, _mid, hi = conformalize(*_too_narrow(x_new), offsets.offsets[ALL_ROWS])
+    day = np.floor(y_new)
+    covered = np.mean((np.floor(lo) <= day) & (day <= np.floor(hi)))
+    assert covered == pytest.approx(COVERAGE, abs=0.015)
+
+
+def test_per_group_offsets_hold_coverage_in_each_group() -> None:
+    rng = np.random.default_rng(9)
+    n = 6_000
+    group = np.where(rng.random(n) < 0.5, "steady", "erratic")
+    y = rng.standard_normal(n) * np.where(group == "erratic", 3.0, 1.0)
+    zero = np.zeros(n)
+    scores = window_scores(zero - 1.0, zero + 1.0, y, y)
+    pooled = fit_offsets(scores, COVERAGE)
+    mondrian = fit_offsets(scores, COVERAGE, group)
+    assert set(mondrian.offsets) == {ALL_ROWS, "steady", "erratic"}
+    g_new = np.where(rng.random(40_000) < 0.5, "steady", "erratic")
+    y_new = rng.standard_normal(40_000) * np.where(g_new == "erratic", 3.0, 1.0)
+    for offsets, tolerance in ((mondrian, 0.015), (pooled, None)):
+        c = offsets.for_groups(g_new, len(g_new))
+        inside = np.abs(y_new) <= 1.0 + c
+        steady, erratic = inside[g_new == "steady"].mean(), inside[g_new == "erratic"].mean()
+        if tolerance is not None:
+            assert steady == pytest.approx(COVERAGE, abs=tolerance)
+            assert erratic == pytest.approx(COVERAGE, abs=tolerance)
+        else:  # one offset for all over-covers one group and under-covers the other
+            assert steady > 0.95
+            assert erratic < 0.85
+
+
+def test_small_groups_fall_back_to_all_rows() -> None:
+    scores = np.linspace(0.0, 1.0, 300)
+    groups = np.array(["big"] * 250 + ["small"] * 50)
+    offsets = fit_offsets(scores, COVERAGE, groups, min_rows=100)
+    assert set(offsets.offsets) == {ALL_ROWS, "big"}
+    got = offsets.for_groups(np.array(["small", "unseen", "big"]), 3)
+    assert got[0] == got[1] == offsets.offsets[ALL_ROWS]
+    assert got[2] == offsets.offsets["big"]
+    assert ConformalOffsets.from_dict(offsets.to_dict()) == offsets
+
+
+def test_unobserved_outcomes_count_against_coverage() -> None:
+    y = np.linspace(-1.0, 1.0, 900)
+    lost = np.full(100, np.inf)
+    scores = window_scores(np.zeros(1000), np.zeros(1000), np.r_[y, lost], np.r_[y, lost])
+    assert np.isinf(scores[-100:]).all()
+    # 85 %: the 851st smallest of 1001 (900 observed before the 100 lost ones).
+    assert conformal_quantile(scores, 0.85) == np.sort(np.abs(y))[850]
+    # 90 % needs 901 covered rows, and only 900 can be.
+    assert conformal_quantile(scores, COVERAGE) == math.inf
+
+
+def test_windows_are_ordered_even_when_quantiles_cross() -> None:
+    lo = np.array([2.0, 0.0, 1.0])
+    mid = np.array([1.0, 0.5, 1.0])
+    hi = np.array([0.0, 1.0, 1.0])
+    for offset in (-5.0, 0.0, 0.3):
+        a, b, c = conformalize(lo, mid, hi, offset)
+        assert (a <= b).all()
+        assert (b <= c).all()
+    a, b, c = conformalize(lo, mid, hi, 0.3)
+    np.testing.assert_allclose(a, [-0.3, -0.3, 0.7])
+    np.testing.assert_allclose(c, [2.3, 1.3, 1.3])
