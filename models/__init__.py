@@ -5,7 +5,7 @@ How a model is trained lives in `training/`. `MODELS` lists every trainable mode
 from their `training.spec.ModelSpec`.
 """
 
-from models import churn, delay_risk, delivery_estimate
+from models import churn, delay_risk, delivery_estimate, next_best_offer
 from training.entry import ModelEntry
 from training.spec import ModelSpec
 
@@ -19,6 +19,7 @@ MODELS: dict[str, ModelEntry] = {
     for entry in (
         delay_risk.ENTRY,
         churn.ENTRY,
+        next_best_offer.ENTRY,
         delivery_estimate.ENTRY,
     )
 }

@@ -1,0 +1,411 @@
+"""Next-best offer: which offer, if any, to show a customer at a tracking-page view or an
+outreach, learned from logged offers and their propensities.
+
+- Entity: (customer, candidate category, tracked order); outreach decisions have no order and
+  use the placeholder `NO_ORDER`, which matches no order's features.
+- Decisions: every logged offer (`offers` table), at its `ts`. The candidate actions are
+  every category × offer variant in the logs (plain recommendation, each discount level)
+  plus "none", the no-offer control.
+- Label: accepted within 7 days (`accepted_ts` set). The control arm's label is "bought the
+  reference category anyway": its category is the customer's most-ordered category before
+  the decision, as the logging policy favours it.
+- Value of an accepted offer: list price × (margin − discount): the revenue's margin at
+  list price, less the discount paid out of it (the category's median list price and mean
+  margin from `products`). A plain recommendation keeps the full margin; a discount pays
+  only when it raises acceptance enough; a discount to a customer who buys anyway is lost.
+- Reward of a logged decision: its value if accepted, else 0 (list price from the logged
+  revenue / (1 − discount)).
+- Features: the `next_best_offer_v1` service (who the customer is, their history with the
+  candidate category, what the tracked order holds), decision-time ages, the decision's
+  context (placement, channel, whether the tracked parcel is past its promise) and the
+  action (category, offer type, discount, whether the order holds the category).
+- Policy: show the allowed action with the highest expected value p̂(accept) × value; never
+  a category the customer returned (`category_returns_total` > 0 as of the decision).
+- Baselines: the popularity policy (a plain recommendation of the best-selling category of
+  the training window, the next one when returned), the random policy (uniform over the
+  allowed offers) and the logging policy, all valued off-policy (IPS, SNIPS, DR) on the
+  test window's logged decisions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from features.build.derived import add_time_features
+from training.entry import ModelEntry, OracleComparison
+from training.spec import EVENT_TIME, LABEL, LABEL_KNOWN, ModelSpec
+from training.split import SplitConfig
+
+NAME = "next_best_offer"
+WINDOW = pd.Timedelta(days=7)
+NO_ORDER = "(none)"
+NONE = "none"
+ENTITY = ("customer_id", "category", "order_id")
+ACTION_COLUMNS = ("category", "offer_type", "discount")
+# Model inputs that come with the decision, not from the feature store (numeric ones are
+# listed with the derived features).
+DECISION_COLUMNS = ("category", "offer_type", "placement", "channel")
+_S = 1_000_000  # µs per second
+_KEY_STRIDE = 10**10  # customer code × stride + seconds: one sortable key per line
+
+
+@dataclass(frozen=True)
+class Catalogue:
+    """What an accepted offer is worth, per category.
+
+    Attributes:
+        categories: Category names, sorted.
+        price: Median list price per category.
+        margin: Mean gross margin (fraction of list price) per category.
+        popularity: Order lines per category (ties in "most ordered" go to the popular one).
+    """
+
+    categories: tuple[str, ...]
+    price: np.ndarray
+    margin: np.ndarray
+    popularity: np.ndarray
+
+    @staticmethod
+    def of(tables: Mapping[str, pa.Table]) -> Catalogue:
+        """The catalogue from `products` (and `order_items` for popularity)."""
+        products = tables["products"].select(["product_id", "category", "price", "margin"])
+        frame = products.to_pandas()
+        stats = frame.groupby("category", sort=True).agg(
+            price=("price", "median"), margin=("margin", "mean")
+        )
+        lines = pd.Series(0.0, index=stats.index)
+        if "order_items" in tables:
+            items = tables["order_items"].select(["product_id"]).to_pandas()
+            counted = items.merge(frame[["product_id", "category"]], on="product_id")
+            lines = lines.add(counted["category"].value_counts(), fill_value=0.0)
+        return Catalogue(
+            categories=tuple(stats.index),
+            price=stats["price"].to_numpy(np.float64),
+            margin=stats["margin"].to_numpy(np.float64),
+            popularity=lines.reindex(stats.index).fillna(0.0).to_numpy(np.float64),
+        )
+
+    def code(self, category: pd.Series) -> np.ndarray:
+        """Index of each category name; -1 where unknown or missing."""
+        index = pd.Index(self.categories)
+        return index.get_indexer(category.astype(object).where(category.notna(), None))
+
+    def value(self, category: pd.Series, discount: np.ndarray) -> np.ndarray:
+        """Value of an accepted offer: list price × (margin − discount)."""
+        code = self.code(category)
+        known = code >= 0
+        price = np.where(known, self.price[np.maximum(code, 0)], np.nan)
+        margin = np.where(known, self.margin[np.maximum(code, 0)], np.nan)
+        return price * (margin - np.asarray(discount, dtype=np.float64))
+
+
+def reference_categories(
+    tables: Mapping[str, pa.Table],
+    catalogue: Catalogue,
+    customer_id: pd.Series,
+    at: pd.Series,
+) -> pd.Series:
+    """Each customer's most-ordered category (by order lines) strictly before `at`.
+
+    Ties and customers without orders go to the more popular category.
+    """
+    orders = tables["orders"].select(["order_id", "customer_id", "order_ts"]).to_pandas()
+    items = tables["order_items"].select(["order_id", "product_id"]).to_pandas()
+    products = tables["products"].select(["product_id", "category"]).to_pandas()
+    lines = items.merge(products, on="product_id").merge(orders, on="order_id")
+    customers = pd.Index(pd.unique(pd.concat([lines["customer_id"], customer_id])))
+    n_cat = len(catalogue.categories)
+    line_code = customers.get_indexer(lines["customer_id"]).astype(np.int64)
+    line_s = pd.to_datetime(lines["order_ts"], utc=True).to_numpy("datetime64[us]")
+    line_key = line_code * _KEY_STRIDE + line_s.astype(np.int64) // _S
+    order = np.argsort(line_key, kind="stable")
+    line_key, line_code = line_key[order], line_code[order]
+    category = catalogue.code(lines["category"]).astype(np.int64)[order]
+    one_hot = np.zeros((len(line_key), n_cat), dtype=np.int32)
+    one_hot[np.arange(len(line_key)), np.maximum(category, 0)] = category >= 0
+    cum = np.cumsum(one_hot, axis=0)
+    # Running counts restart per customer: subtract the counts before its first line.
+    first = np.searchsorted(line_code, line_code, side="left")
+    before_first = np.where((first > 0)[:, None], cum[np.maximum(first - 1, 0)], 0)
+    cum = cum - before_first
+    query_code = customers.get_indexer(customer_id).astype(np.int64)
+    query_s = pd.to_datetime(at, utc=True).to_numpy("datetime64[us]").astype(np.int64) // _S
+    last = np.searchsorted(line_key, query_code * _KEY_STRIDE + query_s, side="left") - 1
+    has = (last >= 0) & (line_code[np.maximum(last, 0)] == query_code)
+    counts = np.where(has[:, None], cum[np.maximum(last, 0)], 0).astype(np.float64)
+    # Popularity breaks ties (a fraction below one line).
+    rank = catalogue.popularity / (catalogue.popularity.max() + 1.0)
+    top = np.argmax(counts + 0.5 * rank, axis=1)
+    return pd.Series(np.asarray(catalogue.categories, dtype=object)[top], index=customer_id.index)
+
+
+def parcel_late(tables: Mapping[str, pa.Table], order_id: pd.Series, at: pd.Series) -> np.ndarray:
+    """Whether the tracked order's parcel is past its promise and undelivered at `at`."""
+    ships = tables["shipments"].select(["order_id", "promised_ts", "delivered_ts"]).to_pandas()
+    ships = ships.groupby("order_id").agg(
+        promised_ts=("promised_ts", "min"), delivered_ts=("delivered_ts", "max")
+    )
+    joined = ships.reindex(order_id.to_numpy())
+    at = pd.to_datetime(at, utc=True).to_numpy()
+    promised = pd.to_datetime(joined["promised_ts"], utc=True).to_numpy()
+    delivered = pd.to_datetime(joined["delivered_ts"], utc=True).to_numpy()
+    past = promised < at
+    undelivered = pd.isna(delivered) | (delivered > at)
+    return (past & undelivered).astype(np.float64)
+
+
+def label_events(tables: dict[str, pa.Table]) -> pd.DataFrame:
+    """One row per logged offer decision whose 7-day window has closed.
+
+    Returns:
+        offer_id, customer_id, category, order_id, event_timestamp, label, label_ts,
+        offer_type, discount, placement, channel, parcel_late, propensity, value (of the
+        logged action if accepted), reward.
+    """
+    offers = tables["offers"].to_pandas()
+    if offers.empty:
+        return pd.DataFrame(columns=["offer_id", *ENTITY, EVENT_TIME, LABEL, LABEL_KNOWN])
+    catalogue = Catalogue.of(tables)
+    ts = pd.to_datetime(offers["ts"], utc=True)
+    accepted = pd.to_datetime(offers["accepted_ts"], utc=True)
+    end = max(ts.max(), accepted.max() if accepted.notna().any() else ts.max())
+    closed = ts + WINDOW <= end
+    offers, ts, accepted = offers[closed], ts[closed], accepted[closed]
+    control = offers["offer_type"] == NONE
+    category = offers["category"].astype(object)
+    if control.any():
+        category = category.copy()
+        category[control] = reference_categories(
+            tables, catalogue, offers.loc[control, "customer_id"], ts[control]
+        )
+    label = (accepted.notna() & (accepted < ts + WINDOW)).astype(np.int64)
+    discount = offers["discount"].to_numpy(np.float64)
+    order_id = offers["order_id"].astype(object).where(offers["order_id"].notna(), NO_ORDER)
+    events = pd.DataFrame(
+        {
+            "offer_id": offers["offer_id"].to_numpy(),
+            "customer_id": offers["customer_id"].to_numpy(),
+            "category": category.to_numpy(),
+            "order_id": order_id.to_numpy(),
+            EVENT_TIME: ts.to_numpy(),
+            LABEL: label.to_numpy(),
+            LABEL_KNOWN: (ts + WINDOW).to_numpy(),
+            "offer_type": offers["offer_type"].to_numpy(),
+            "discount": discount,
+            "placement": offers["placement"].to_numpy(),
+            "channel": offers["channel"].to_numpy(),
+            "parcel_late": parcel_late(tables, order_id, ts),
+            "propensity": offers["propensity"].to_numpy(np.float64),
+        }
+    )
+    events["value"] = catalogue.value(events["category"], discount)
+    # The realised value uses the logged revenue's list price where there is one.
+    revenue = offers["revenue"].to_numpy(np.float64)
+    list_price = revenue / np.maximum(1.0 - discount, 1e-9)
+    margin = catalogue.margin[np.maximum(catalogue.code(events["category"]), 0)]
+    realised = np.where(np.isfinite(revenue), list_price * (margin - discount), events["value"])
+    events["reward"] = np.where(events[LABEL] == 1, realised, 0.0)
+    return events.sort_values([EVENT_TIME, "offer_id"], kind="stable").reset_index(drop=True)
+
+
+def action_space(events: pd.DataFrame, catalogue: Catalogue) -> pd.DataFrame:
+    """Every candidate action: each category × each logged offer variant, then "none".
+
+    Returns:
+        action (index), category, offer_type, discount; "none" last, its category the
+        decision's reference category (filled per decision by `candidates`).
+    """
+    offered = events[events["offer_type"] != NONE]
+    variants = (
+        offered[["offer_type", "discount"]]
+        .drop_duplicates()
+        .sort_values(["discount", "offer_type"], kind="stable")
+    )
+    rows = [
+        (category, offer_type, float(discount))
+        for category in catalogue.categories
+        for offer_type, discount in variants.itertuples(index=False)
+    ]
+    rows.append((None, NONE, 0.0))
+    frame = pd.DataFrame(rows, columns=list(ACTION_COLUMNS))
+    return frame.rename_axis("action").reset_index()
+
+
+def logged_actions(events: pd.DataFrame, actions: pd.DataFrame) -> np.ndarray:
+    """Index in `actions` of each logged decision's action; -1 when not in the space."""
+    keyed = actions.assign(category=actions["category"].fillna("")).set_index(
+        ["category", "offer_type", "discount"]
+    )["action"]
+    category = events["category"].where(events["offer_type"] != NONE, "")
+    keys = pd.MultiIndex.from_arrays(
+        [category.to_numpy(), events["offer_type"].to_numpy(), events["discount"].to_numpy()]
+    )
+    return keyed.reindex(keys).fillna(-1).to_numpy(np.int64)
+
+
+def candidates(decisions: pd.DataFrame, actions: pd.DataFrame) -> pd.DataFrame:
+    """Every (decision, candidate action) pair, decision-major, action-minor.
+
+    The "none" action takes the decision's reference category (the logged category of a
+    control decision, else the decision's own category is unknown for "none" and the
+    customer's reference category must be supplied as `reference_category`).
+    """
+    n, a = len(decisions), len(actions)
+    base = decisions.drop(columns=[*ACTION_COLUMNS], errors="ignore").reset_index(drop=True)
+    out = base.iloc[np.repeat(np.arange(n), a)].reset_index(drop=True)
+    out["decision"] = np.repeat(np.arange(n), a)
+    out["action"] = np.tile(actions["action"].to_numpy(), n)
+    out["offer_type"] = np.tile(actions["offer_type"].to_numpy(), n)
+    out["discount"] = np.tile(actions["discount"].to_numpy(np.float64), n)
+    category = np.tile(actions["category"].to_numpy(object), n)
+    none = out["offer_type"].to_numpy() == NONE
+    category[none] = decisions["reference_category"].to_numpy(object)
+    out["category"] = category
+    return out
+
+
+def decision_features(frame: pd.DataFrame, as_of: pd.Series) -> pd.DataFrame:
+    """Decision-time features: ages from stored instants, and whether the order holds the
+    candidate category."""
+    out = add_time_features(frame, as_of)
+    orders = out["orders_total"].to_numpy(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = out["category_orders_total"].to_numpy(np.float64) / orders
+    out["category_order_share"] = np.where(orders > 0, np.nan_to_num(share), np.nan)
+    held = out.get("order_categories")
+    if held is not None:
+        text = held.astype("string").fillna("")
+        category = out["category"].astype("string").fillna("\0")
+        out["category_in_order"] = np.array(
+            [c in t.split("|") for c, t in zip(category, text, strict=True)], dtype=np.float64
+        )
+    else:
+        out["category_in_order"] = 0.0
+    return out
+
+
+def allowed_actions(candidate_frame: pd.DataFrame, n: int, a: int) -> np.ndarray:
+    """(n, A) booleans: actions the policy may take. Never a category the customer returned;
+    "none" is always allowed."""
+    returned = candidate_frame["category_returns_total"].fillna(0).to_numpy() > 0
+    none = candidate_frame["offer_type"].to_numpy() == NONE
+    return (~returned | none).reshape(n, a)
+
+
+def popularity_policy(
+    candidate_frame: pd.DataFrame, allowed: np.ndarray, ranking: list[str], n: int, a: int
+) -> np.ndarray:
+    """A plain recommendation of the most popular allowed category, per decision."""
+    plain = (candidate_frame["offer_type"].to_numpy() == "recommendation").reshape(n, a)
+    category = candidate_frame["category"].to_numpy(object).reshape(n, a)
+    rank = {c: i for i, c in enumerate(ranking)}
+    score = np.vectorize(lambda c: -rank.get(c, len(rank)), otypes=[np.float64])(category)
+    usable = plain & allowed
+    score = np.where(usable, score, -np.inf)
+    choice = score.argmax(axis=1)
+    policy = np.zeros((n, a))
+    policy[np.arange(n), choice] = 1.0
+    return policy
+
+
+def best_sellers(tables: Mapping[str, pa.Table], before: pd.Timestamp) -> list[str]:
+    """Categories by order lines of orders placed before `before`, best-selling first."""
+    orders = tables["orders"].select(["order_id", "order_ts"]).to_pandas()
+    orders = orders[pd.to_datetime(orders["order_ts"], utc=True) < before]
+    items = tables["order_items"].select(["order_id", "product_id"]).to_pandas()
+    products = tables["products"].select(["product_id", "category"]).to_pandas()
+    lines = items.merge(orders, on="order_id").merge(products, on="product_id")
+    counts = lines["category"].value_counts()
+    counts = counts.reindex(sorted(products["category"].unique()), fill_value=0)
+    return list(counts.sort_values(ascending=False, kind="stable").index)
+
+
+def true_accept(candidate_frame: pd.DataFrame, truth_dir: Path) -> np.ndarray:
+    """The simulator's true probability that each candidate would be accepted.
+
+    Uses the customer's latent traits (`_truth/customer_latent.parquet`), whether the parcel
+    was late at the decision and whether the customer returned the category before it.
+    """
+    from features.sources.simulator import true_accept_prob
+
+    latent = pd.read_parquet(truth_dir / "customer_latent.parquet")
+    latent = latent.set_index("customer_id").reindex(candidate_frame["customer_id"].to_numpy())
+    offer_type = candidate_frame["offer_type"].to_numpy(object)
+    p = true_accept_prob(
+        {c: latent[c].to_numpy() for c in latent.columns},
+        candidate_frame["category"].to_numpy(object).astype(str),
+        offer_type.astype(str),
+        candidate_frame["discount"].to_numpy(np.float64),
+        candidate_frame["parcel_late"].to_numpy(np.float64) > 0,
+        candidate_frame["returned_before"].to_numpy(bool),
+    )
+    return p
+
+
+SPEC = ModelSpec(
+    name=NAME,
+    entity=ENTITY,
+    decision_time="at a tracking-page view or an outreach, for each candidate offer",
+    raw_tables=("offers", "orders", "order_items", "products", "shipments", "returns"),
+    label_events=label_events,
+    feature_service="next_best_offer_v1",
+    categorical=("category", "offer_type", "placement", "channel", "order_main_category"),
+    exclude=(
+        "last_order_epoch",
+        "signup_epoch",
+        "category_last_purchase_epoch",
+        "order_categories",
+    ),
+    derived=(
+        "days_since_last_order",
+        "tenure_days",
+        "days_since_category_purchase",
+        "category_spend_share",
+        "category_in_order",
+        "category_order_share",
+        "discount",
+        "parcel_late",
+    ),
+    baseline=lambda frame: frame["propensity"].to_numpy(np.float64),
+    segments=("placement",),
+    primary_metric="policy_value_dr",
+    params={"num_leaves": 31, "learning_rate": 0.05, "min_data_in_leaf": 100},
+    capacity=0.05,
+    baseline_is_probability=False,
+    split=SplitConfig(),
+    words={
+        "category": "Offered category",
+        "offer_type": "Kind of offer",
+        "discount": "Discount",
+        "placement": "Where it is shown",
+        "parcel_late": "Tracked parcel past its promise",
+        "category_in_order": "Tracked order holds the category",
+    },
+)
+
+
+def _train(store, settings, **options):
+    from training.policy import train_policy
+
+    return train_policy(store, settings, **options)
+
+
+def _oracle(result, truth_dir: Path) -> OracleComparison:
+    from training.policy import oracle
+
+    return oracle(result, truth_dir)
+
+
+ENTRY = ModelEntry(
+    name=NAME,
+    raw_tables=SPEC.raw_tables,
+    train=_train,
+    metric="policy value (DR)",
+    oracle=_oracle,
+)

@@ -1,0 +1,156 @@
+"""Next-best offer: labels, reference categories, values, the returned-category rule, and a
+training run through Feast and MLflow valued off-policy."""
+
+from __future__ import annotations
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+from aftersale.settings import Settings
+from features.build.tables import build_feature_tables, publish_tables
+from features.store.config import feature_store
+from features.store.sync import apply_definitions
+from models import next_best_offer as nbo
+from training.offpolicy import greedy
+from training.policy import oracle, train_policy
+from training.register import CHAMPION, tracking
+from training.spec import EVENT_TIME, LABEL, LABEL_KNOWN
+
+
+def test_value_pays_the_discount_out_of_the_margin() -> None:
+    catalogue = nbo.Catalogue(
+        categories=("books", "toys"),
+        price=np.array([10.0, 40.0]),
+        margin=np.array([0.3, 0.5]),
+        popularity=np.array([5.0, 1.0]),
+    )
+    value = catalogue.value(pd.Series(["books", "toys", "toys", "ghost"]), [0.0, 0.0, 0.2, 0.0])
+    np.testing.assert_allclose(value[:3], [3.0, 20.0, 12.0])
+    assert np.isnan(value[3])
+
+
+def tiny_tables() -> dict[str, pa.Table]:
+    ts = pd.Timestamp("2025-01-01", tz="UTC")
+    return {
+        "products": pa.table(
+            {
+                "product_id": ["p1", "p2", "p3"],
+                "category": ["books", "toys", "toys"],
+                "price": [10.0, 40.0, 20.0],
+                "margin": [0.3, 0.5, 0.5],
+            }
+        ),
+        "orders": pa.table(
+            {
+                "order_id": ["o1", "o2", "o3", "o4"],
+                "customer_id": ["c1", "c1", "c1", "c2"],
+                "order_ts": [ts, ts + pd.Timedelta(days=1), ts + pd.Timedelta(days=10), ts],
+            }
+        ),
+        "order_items": pa.table(
+            {
+                "order_id": ["o1", "o2", "o3", "o3", "o3", "o4"],
+                "product_id": ["p1", "p1", "p2", "p3", "p2", "p2"],
+            }
+        ),
+    }
+
+
+def test_reference_category_is_the_most_ordered_before_the_decision() -> None:
+    tables = tiny_tables()
+    catalogue = nbo.Catalogue.of(tables)
+    at = pd.Series(pd.to_datetime(["2025-01-05", "2025-01-12", "2025-01-01", "2025-02-01"]))
+    at = at.dt.tz_localize("UTC")
+    customers = pd.Series(["c1", "c1", "c2", "c9"])
+    got = nbo.reference_categories(tables, catalogue, customers, at)
+    # c1: two books lines by Jan 5; three toys lines on Jan 11 outnumber them. c2's order is
+    # at the decision instant, so not before it; c9 never ordered: both get the best seller.
+    assert list(got) == ["books", "toys", "toys", "toys"]
+
+
+def test_returned_categories_are_never_recommended() -> None:
+    frame = pd.DataFrame(
+        {
+            "offer_type": ["recommendation", "discount", "recommendation", "none"],
+            "category_returns_total": [1, 1, 0, 3],
+        }
+    )
+    allowed = nbo.allowed_actions(frame, 1, 4)
+    np.testing.assert_array_equal(allowed, [[False, False, True, True]])
+    # The returned category has by far the highest expected value; it is still not chosen.
+    chosen = greedy(np.array([[9.0, 8.0, 1.0, 0.5]]), allowed)
+    assert chosen.argmax() == 2
+
+
+@pytest.fixture(scope="module")
+def events(sim_tables) -> pd.DataFrame:
+    return nbo.label_events(sim_tables)
+
+
+def test_label_events_label_the_seven_day_window_and_value_the_reward(events, sim_tables) -> None:
+    offers = sim_tables["offers"].to_pandas().set_index("offer_id")
+    assert (events[LABEL_KNOWN] - events[EVENT_TIME] == nbo.WINDOW).all()
+    accepted = offers.loc[events["offer_id"], "accepted_ts"].notna().to_numpy()
+    np.testing.assert_array_equal(events[LABEL].to_numpy(), accepted.astype(int))
+    assert (events.loc[events[LABEL] == 0, "reward"] == 0).all()
+    # An accepted plain recommendation earns its category's margin at the logged price.
+    plain = events[(events[LABEL] == 1) & (events["offer_type"] == "recommendation")]
+    revenue = offers.loc[plain["offer_id"], "revenue"].to_numpy()
+    catalogue = nbo.Catalogue.of(sim_tables)
+    margin = catalogue.margin[catalogue.code(plain["category"])]
+    np.testing.assert_allclose(plain["reward"].to_numpy(), revenue * margin)
+    # Every control decision has a reference category; windows still open are left out.
+    assert events.loc[events["offer_type"] == "none", "category"].notna().all()
+    end = pd.to_datetime(offers["ts"], utc=True).max()
+    assert (events[LABEL_KNOWN] <= end).all()
+
+
+def test_parcel_late_only_for_tracked_orders_past_their_promise(events, sim_tables) -> None:
+    outreach = events["order_id"] == nbo.NO_ORDER
+    assert (events.loc[outreach, "parcel_late"] == 0).all()
+    ships = sim_tables["shipments"].to_pandas().set_index("order_id")
+    late = events[events["parcel_late"] == 1].head(50)
+    assert len(late)
+    promised = pd.to_datetime(ships.loc[late["order_id"], "promised_ts"], utc=True).to_numpy()
+    assert (promised < late[EVENT_TIME].to_numpy()).all()
+
+
+@pytest.mark.slow
+def test_training_values_the_policy_registers_it_and_never_offers_a_returned_category(
+    sim_tables, sim_dir, tmp_path
+) -> None:
+    settings = Settings(data_dir=tmp_path / "data")
+    publish_tables(build_feature_tables(sim_tables), settings.features_dir)
+    store = feature_store(settings)
+    apply_definitions(store)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    result = train_policy(store, settings, tables=sim_tables, tracking_uri=uri, explain_rows=200)
+
+    metrics = result.metrics
+    for name in ("model", "popularity", "random"):
+        assert np.isfinite(metrics[f"policy_{name}_dr"])
+        assert metrics[f"policy_{name}_dr_low"] <= metrics[f"policy_{name}_dr"]
+    assert result.baseline_metrics["policy_value_dr"] == metrics["policy_popularity_dr"]
+    scores = result.scores
+    chosen = scores[scores["model_policy"] == 1]
+    assert len(chosen) == scores["decision"].nunique()
+    assert chosen["allowed"].all()
+    assert metrics["model_returned_category_share"] == 0.0
+    assert result.promotion is not None
+    assert result.promotion.promoted
+    with tracking(uri):
+        client = mlflow.MlflowClient()
+        champion = client.get_model_version_by_alias(nbo.NAME, CHAMPION)
+        run = client.get_run(champion.run_id)
+        artifacts = {a.path for a in client.list_artifacts(champion.run_id, "evaluation")}
+    assert "test_policy_model_dr" in run.data.metrics
+    assert "evaluation/policy_values.csv" in artifacts
+
+    # The simulator's truth values every policy exactly; nothing beats the oracle.
+    comparison = oracle(result, sim_dir / "_truth")
+    assert comparison.rows == scores["decision"].nunique()
+    assert comparison.oracle >= comparison.model
+    assert comparison.oracle >= comparison.baseline

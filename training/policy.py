@@ -1,0 +1,463 @@
+"""Training a policy from logged offers: an acceptance model, valued off-policy.
+
+    logged offers → point-in-time features (Feast) → time split → LightGBM acceptance model
+    → calibration → every candidate action of every test decision scored → the greedy
+    policy (best allowed expected value) and the baselines valued by IPS, SNIPS and DR →
+    SHAP → MLflow run → registry version, `challenger`, `champion` when its DR value beats
+    the champion's on the same test decisions
+
+The model is a binary classifier (p(accept | customer, context, action)) and is stored like
+the others (`training.model.CalibratedModel`); the policy is "score every allowed candidate,
+take the highest p × value", which `models.next_best_offer` defines.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+from feast import FeatureStore
+
+from aftersale.settings import Settings
+from features.store.retrieval import feature_names, historical_features
+from models import next_best_offer as nbo
+from training.calibrate import choose_calibrator
+from training.entry import OracleComparison
+from training.evaluate import binary_metrics, reliability_plot
+from training.explain import write_explanations
+from training.fit import fit_lightgbm, layout_from_train
+from training.loop import TrainResult, feature_files, feature_words, load_raw_tables
+from training.model import CalibratedModel
+from training.offpolicy import PolicyValue, evaluate_policy, greedy, uniform
+from training.register import (
+    data_version,
+    default_artifact_root,
+    default_tracking_uri,
+    log_run,
+    promote,
+    record_promotion,
+    tag_version,
+    tracking,
+)
+from training.spec import EVENT_TIME, LABEL, LABEL_KNOWN
+from training.split import time_split
+
+log = logging.getLogger(__name__)
+
+POLICIES = ("model", "popularity", "random", "logging")
+BUY_ANYWAY_QUANTILE = 0.75
+
+
+def returned_before(tables: Mapping[str, pa.Table], frame: pd.DataFrame) -> np.ndarray:
+    """Whether each row's customer requested a return of its category before its time."""
+    returns = tables["returns"].select(["order_id", "product_id", "requested_ts"]).to_pandas()
+    orders = tables["orders"].select(["order_id", "customer_id"]).to_pandas()
+    products = tables["products"].select(["product_id", "category"]).to_pandas()
+    first = (
+        returns.merge(orders, on="order_id")
+        .merge(products, on="product_id")
+        .groupby(["customer_id", "category"])["requested_ts"]
+        .min()
+    )
+    keys = pd.MultiIndex.from_arrays(
+        [frame["customer_id"].to_numpy(), frame["category"].to_numpy(object)]
+    )
+    at = pd.to_datetime(frame[EVENT_TIME], utc=True).to_numpy()
+    when = pd.to_datetime(first.reindex(keys).to_numpy(), utc=True).to_numpy()
+    return ~pd.isna(when) & (when < at)
+
+
+def _features(store: FeatureStore, frame: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    service = store.get_feature_service(nbo.SPEC.feature_service)
+    retrieved = historical_features(store, frame, service)
+    out = nbo.decision_features(retrieved, retrieved[EVENT_TIME])
+    names = [n for n in feature_names(store, service) if n not in nbo.SPEC.exclude]
+    return out, [*nbo.DECISION_COLUMNS, *names, *nbo.SPEC.derived]
+
+
+def _policy_table(values: dict[str, PolicyValue], on_policy: tuple[float, float]) -> pd.DataFrame:
+    rows = []
+    for name, value in values.items():
+        low, high = value.interval("dr")
+        rows.append(
+            {
+                "policy": name,
+                "ips": value.ips,
+                "ips_se": value.ips_se,
+                "snips": value.snips,
+                "dr": value.dr,
+                "dr_low": low,
+                "dr_high": high,
+                "matched": value.matched,
+                "effective_n": value.effective_n,
+                "rows": value.rows,
+            }
+        )
+    mean, se = on_policy
+    rows.append({"policy": "logging (on-policy mean)", "ips": mean, "ips_se": se, "dr": mean})
+    return pd.DataFrame(rows)
+
+
+def train_policy(
+    store: FeatureStore,
+    settings: Settings,
+    *,
+    tables: Mapping[str, pa.Table] | None = None,
+    tracking_uri: str | None = None,
+    register: bool = True,
+    explain_rows: int = 2000,
+) -> TrainResult:
+    """Train the next-best-offer acceptance model and value its policy off-policy.
+
+    Args:
+        store: The Feast store to read point-in-time features from.
+        settings: Data folder and the rest of the configuration.
+        tables: Raw tables; by default the current published raw version's.
+        tracking_uri: MLflow URI (default: the settings', else SQLite under the data folder).
+        register: Log to MLflow and register (False: train and evaluate only).
+        explain_rows: Test rows explained with SHAP.
+
+    Returns:
+        Metrics (acceptance and policy values), the baseline's (popularity policy), the
+        test candidates with each policy's choice in `scores`, and the model.
+    """
+    spec = nbo.SPEC
+    seconds: dict[str, float] = {}
+    started = time.perf_counter()
+    if tables is None:
+        tables = load_raw_tables(settings, spec.raw_tables)
+    catalogue = nbo.Catalogue.of(tables)
+    events = nbo.label_events(dict(tables))
+    split = time_split(events, spec.split, EVENT_TIME, LABEL_KNOWN)
+    train_idx, valid_idx, test_idx = (w.index for w in split.windows())
+    actions = nbo.action_space(events.loc[train_idx], catalogue)
+    n_actions = len(actions)
+
+    # Test decisions whose logged action the training window knows (others cannot be
+    # valued: their action is new).
+    test = events.loc[test_idx].reset_index(drop=True)
+    logged = nbo.logged_actions(test, actions)
+    test = test[logged >= 0].reset_index(drop=True)
+    logged = logged[logged >= 0]
+    test["reference_category"] = nbo.reference_categories(
+        tables, catalogue, test["customer_id"], test[EVENT_TIME]
+    )
+    cand = nbo.candidates(test, actions)
+    cand["returned_before"] = returned_before(tables, cand)
+    cand["value"] = catalogue.value(cand["category"], cand["discount"].to_numpy())
+
+    clock = time.perf_counter()
+    logged_frame, features = _features(store, events.drop(index=test_idx))
+    logged_test, _ = _features(store, test)
+    cand, _ = _features(store, cand)
+    seconds["retrieval"] = time.perf_counter() - clock
+    seconds["features"] = time.perf_counter() - started
+    train_rows = logged_frame.loc[logged_frame["offer_id"].isin(events.loc[train_idx, "offer_id"])]
+    valid_rows = logged_frame.loc[logged_frame["offer_id"].isin(events.loc[valid_idx, "offer_id"])]
+
+    clock = time.perf_counter()
+    layout = layout_from_train(train_rows, features, list(spec.categorical))
+    fitted = fit_lightgbm(
+        train_rows,
+        valid_rows,
+        layout,
+        LABEL,
+        spec.params,
+        spec.num_boost_round,
+        spec.early_stopping_rounds,
+    )
+    seconds["fit"] = time.perf_counter() - clock
+    raw_valid = fitted.raw_score(valid_rows)
+    choice = choose_calibrator(
+        raw_valid, valid_rows[LABEL].to_numpy(), criterion=spec.calibration_criterion
+    )
+    words = {**feature_words(store, store.get_feature_service(spec.feature_service)), **spec.words}
+    model = CalibratedModel(
+        spec.name, fitted.booster, fitted.best_iteration, layout, choice.calibrator, words
+    )
+
+    clock = time.perf_counter()
+    y_test = logged_test[LABEL].to_numpy()
+    acceptance = binary_metrics(y_test, model.predict_proba(logged_test), spec.capacity)
+    n = len(test)
+    p_hat = model.predict_proba(cand).reshape(n, n_actions)
+    values = cand["value"].to_numpy().reshape(n, n_actions)
+    q_hat = p_hat * values
+    allowed = nbo.allowed_actions(cand, n, n_actions)
+    offer = (cand["offer_type"].to_numpy() != nbo.NONE).reshape(n, n_actions)
+    ranking = nbo.best_sellers(tables, split.validation.start)
+    policies = {
+        "model": greedy(q_hat, allowed),
+        "popularity": nbo.popularity_policy(cand, allowed, ranking, n, n_actions),
+        "random": uniform(allowed & offer),
+    }
+    reward = test["reward"].to_numpy(np.float64)
+    propensity = test["propensity"].to_numpy(np.float64)
+    valued = {
+        name: evaluate_policy(policy, logged, propensity, reward, q_hat)
+        for name, policy in policies.items()
+    }
+    on_policy = (float(reward.mean()), float(reward.std(ddof=1) / np.sqrt(max(n, 1))))
+    seconds["evaluate"] = time.perf_counter() - clock
+
+    metrics = {**acceptance}
+    for name, value in valued.items():
+        metrics |= value.as_metrics(f"policy_{name}")
+    metrics["policy_value_dr"] = valued["model"].dr
+    metrics["policy_logging_mean"] = on_policy[0]
+    metrics["policy_logging_mean_se"] = on_policy[1]
+    chosen = policies["model"].argmax(axis=1)
+    none_index = n_actions - 1
+    uplift = q_hat[np.arange(n), chosen] - q_hat[:, none_index]
+    discounted = cand["discount"].to_numpy().reshape(n, n_actions)[np.arange(n), chosen] > 0
+    buy_anyway = p_hat[:, none_index] >= np.quantile(p_hat[:, none_index], BUY_ANYWAY_QUANTILE)
+    logged_discount = test["discount"].to_numpy() > 0
+    metrics |= {
+        "model_uplift_mean": float(uplift.mean()),
+        "model_shows_nothing_share": float((chosen == none_index).mean()),
+        "model_discount_share": float(discounted.mean()),
+        "model_discount_share_buy_anyway": float(discounted[buy_anyway].mean()),
+        "logging_discount_share_buy_anyway": float(logged_discount[buy_anyway].mean()),
+        "model_returned_category_share": float((~allowed[np.arange(n), chosen]).mean()),
+    }
+    baseline_metrics = {"policy_value_dr": valued["popularity"].dr}
+    log.info(
+        "%s test: DR value %.3f (popularity %.3f, random %.3f, logging %.3f) per decision",
+        spec.name,
+        valued["model"].dr,
+        valued["popularity"].dr,
+        valued["random"].dr,
+        on_policy[0],
+    )
+
+    scores = cand[
+        [
+            "decision",
+            "action",
+            "customer_id",
+            EVENT_TIME,
+            "category",
+            "offer_type",
+            "discount",
+            "parcel_late",
+            "returned_before",
+            "value",
+        ]
+    ].copy()
+    scores["allowed"] = allowed.ravel()
+    scores["p_hat"] = p_hat.ravel()
+    for name, policy in policies.items():
+        scores[f"{name}_policy"] = policy.ravel()
+    scores["logged"] = False
+    scores.loc[np.arange(n) * n_actions + logged, "logged"] = True
+
+    versions = data_version(
+        {name: tables[name] for name in spec.raw_tables},
+        feature_files(store, store.get_feature_service(spec.feature_service)),
+    )
+    result = TrainResult(
+        name=spec.name,
+        run_id=None,
+        version=None,
+        promotion=None,
+        primary_metric="policy_value_dr",
+        metrics=metrics,
+        baseline_metrics=baseline_metrics,
+        validation_metrics=binary_metrics(
+            valid_rows[LABEL].to_numpy(), choice.calibrator(raw_valid), spec.capacity
+        ),
+        calibration={"method": choice.calibrator.method, "losses": choice.losses},
+        data_version=versions["data_version"],
+        features=features,
+        split=split.summary(),
+        scores=scores,
+        model=model,
+        seconds=seconds,
+    )
+    if register:
+        _log_and_register(
+            result,
+            settings,
+            tracking_uri,
+            fitted,
+            logged_test,
+            valid_rows,
+            cand,
+            test,
+            logged,
+            actions,
+            catalogue,
+            _policy_table(valued, on_policy),
+            explain_rows,
+            versions,
+        )
+    seconds["total"] = time.perf_counter() - started
+    log.info("%s: trained in %.1f s (%s)", spec.name, seconds["total"], seconds)
+    return result
+
+
+def _log_and_register(
+    result: TrainResult,
+    settings: Settings,
+    tracking_uri: str | None,
+    fitted,
+    logged_test: pd.DataFrame,
+    valid_rows: pd.DataFrame,
+    cand: pd.DataFrame,
+    test: pd.DataFrame,
+    logged: np.ndarray,
+    actions: pd.DataFrame,
+    catalogue: nbo.Catalogue,
+    policy_table: pd.DataFrame,
+    explain_rows: int,
+    versions: dict[str, str],
+) -> None:
+    spec = nbo.SPEC
+    model = result.model
+    n, n_actions = len(test), len(actions)
+    configured = getattr(settings, "mlflow_tracking_uri", None)
+    uri = tracking_uri or configured or default_tracking_uri(settings)
+    artifact_root = default_artifact_root(settings) if uri.startswith("sqlite:") else None
+    if artifact_root is not None:
+        artifact_root.mkdir(parents=True, exist_ok=True)
+    clock = time.perf_counter()
+    with tempfile.TemporaryDirectory() as scratch:
+        out = Path(scratch)
+        explained = write_explanations(
+            fitted.booster,
+            model.layout,
+            logged_test,
+            model.words,
+            out / "explain",
+            num_iteration=fitted.best_iteration,
+            rows=explain_rows,
+        )
+        policy_table.to_csv(out / "policy_values.csv", index=False)
+        policy = {
+            "actions": actions.to_dict(orient="records"),
+            "catalogue": {
+                "categories": list(catalogue.categories),
+                "price": catalogue.price.tolist(),
+                "margin": catalogue.margin.tolist(),
+                "popularity": catalogue.popularity.tolist(),
+            },
+        }
+        (out / "policy.json").write_text(json.dumps(policy, indent=2, default=str))
+        reliability = out / "reliability.png"
+        y_test = logged_test[LABEL].to_numpy()
+        reliability_plot(
+            y_test,
+            model.predict_proba(logged_test),
+            model.raw_score(logged_test),
+            title=f"{spec.name} acceptance, test window",
+        ).savefig(reliability, dpi=110)
+        described = [{"name": f, "description": model.words.get(f, "")} for f in result.features]
+        (out / "features.json").write_text(json.dumps(described, indent=2))
+        (out / "split.json").write_text(json.dumps(result.split, indent=2, default=str))
+        files = {
+            "data": [out / "features.json", out / "split.json"],
+            "evaluation": [out / "policy_values.csv", reliability],
+            "policy": [out / "policy.json"],
+            "explain": list(explained.values()),
+        }
+        metrics = {f"test_{k}": v for k, v in result.metrics.items()}
+        metrics |= {f"test_baseline_{k}": v for k, v in result.baseline_metrics.items()}
+        metrics |= {f"validation_{k}": v for k, v in result.validation_metrics.items()}
+        metrics["best_iteration"] = float(model.best_iteration)
+        params = {
+            **{f"lgbm_{k}": v for k, v in fitted.params.items()},
+            "feature_service": spec.feature_service,
+            "features": ",".join(result.features),
+            "n_features": len(result.features),
+            "categorical": ",".join(spec.categorical),
+            "calibration": result.calibration["method"],
+            "actions": n_actions,
+            "primary_metric": "policy_value_dr",
+            **result.split,
+            "data_version": result.data_version,
+        }
+        tags = {
+            "model": spec.name,
+            "entity": ",".join(spec.entity),
+            "decision_time": spec.decision_time,
+            "data_version": result.data_version,
+        }
+        reward = test["reward"].to_numpy(np.float64)
+        propensity = test["propensity"].to_numpy(np.float64)
+        values = cand["value"].to_numpy().reshape(n, n_actions)
+        allowed = nbo.allowed_actions(cand, n, n_actions)
+
+        def champion_value(scores: np.ndarray) -> float:
+            # The champion's own greedy policy and outcome model, on the same decisions.
+            q = np.asarray(scores, dtype=np.float64).reshape(n, n_actions) * values
+            return evaluate_policy(greedy(q, allowed), logged, propensity, reward, q).dr
+
+        with tracking(uri):
+            run_id, info = log_run(
+                experiment=spec.name,
+                artifact_root=artifact_root,
+                run_name=f"{spec.name}-{result.data_version[:8]}",
+                params=params,
+                metrics=metrics,
+                tags=tags,
+                artifacts=files,
+                model=model,
+                input_example=logged_test.head(5),
+                signature_rows=pd.concat([valid_rows, logged_test]).head(2000),
+                registered_name=spec.name,
+            )
+            version = str(info.registered_model_version)
+            value = result.metrics["policy_value_dr"]
+            promotion = promote(
+                spec.name,
+                version,
+                "policy_value_dr",
+                value,
+                cand,
+                None,
+                spec.capacity,
+                champion_metric=champion_value,
+                higher_is_better=True,
+            )
+            tag_version(
+                spec.name,
+                version,
+                {
+                    "data_version": result.data_version,
+                    "test_policy_value_dr": f"{value:.6f}",
+                    "promotion": promotion.reason,
+                },
+            )
+            record_promotion(run_id, promotion)
+    result.run_id, result.version, result.promotion = run_id, version, promotion
+    result.seconds["log"] = time.perf_counter() - clock
+
+
+def oracle(result: TrainResult, truth_dir: Path) -> OracleComparison:
+    """True value per decision of the model's policy, the popularity policy and the best
+    allowed action (the oracle), from the simulator's acceptance mechanism."""
+    scores = result.scores
+    n = int(scores["decision"].max()) + 1
+    a = len(scores) // n
+    true_q = nbo.true_accept(scores, truth_dir) * scores["value"].to_numpy()
+    true_q = np.nan_to_num(true_q.reshape(n, a), nan=-np.inf)
+    allowed = scores["allowed"].to_numpy().reshape(n, a)
+    best = np.where(allowed, true_q, -np.inf).max(axis=1)
+    finite = np.where(np.isfinite(true_q), true_q, 0.0)
+
+    def value_of(column: str) -> float:
+        return float((scores[column].to_numpy().reshape(n, a) * finite).sum(axis=1).mean())
+
+    return OracleComparison(
+        rows=n,
+        model=value_of("model_policy"),
+        baseline=value_of("popularity_policy"),
+        oracle=float(best.mean()),
+    )
