@@ -8,8 +8,11 @@
   are not yet delivered have no label yet and are left out.
 - Features: the `delay_risk_v1` service plus hours in transit, to the promise and since the
   last scan, derived at the decision instant.
-- Baseline: the trailing 28-day late rate of the parcel's lane (falling back to the
-  carrier's, then to the mean carrier rate) — what a dispatcher's dashboard shows.
+- Baseline: the trailing 28-day late rate of the parcel's lane — what a dispatcher's
+  dashboard shows. Where the origin is unknown (`distance_km` 0, the contract's "unknown",
+  as in the Olist adapter) a lane is only its destination, and the destination region's
+  90-day rate stands in: a state-level late rate. Missing rates fall back to the destination
+  region's 90-day rate, then the carrier's 28-day rate, then the mean carrier rate.
 - Segments: carrier, destination region, and the decision stage.
 """
 
@@ -91,9 +94,15 @@ def label_events(tables: dict[str, pa.Table]) -> pd.DataFrame:
 
 
 def baseline(frame: pd.DataFrame) -> np.ndarray:
-    """Trailing 28-day late rate of the lane, else of the carrier, else the mean carrier rate."""
+    """Trailing late rate of the lane (28 days), or of the destination region (90 days) where
+    the origin is unknown or the lane's rate missing, else of the carrier (28 days), else
+    the mean carrier rate."""
     lane = frame["lane_late_rate_28d"].astype(np.float64)
     carrier = frame["carrier_late_rate_28d"].astype(np.float64)
+    if "destination_late_rate_90d" in frame:
+        destination = frame["destination_late_rate_90d"].astype(np.float64)
+        unknown_origin = frame["distance_km"].astype(np.float64).eq(0.0)
+        lane = lane.mask(unknown_origin.to_numpy()).fillna(destination)
     fallback = float(carrier.mean()) if carrier.notna().any() else 0.0
     return lane.fillna(carrier).fillna(fallback).to_numpy()
 
@@ -114,7 +123,9 @@ SPEC = ModelSpec(
     name=NAME,
     entity=("shipment_id",),
     decision_time="at dispatch and after each tracking scan, before delivery and the promise",
-    raw_tables=("shipments", "tracking_events"),
+    raw_tables=("shipments",),
+    # Scans add decision rows where a source has them (Olist has none).
+    optional_tables=("tracking_events",),
     label_events=label_events,
     feature_service="delay_risk_v1",
     categorical=(

@@ -9,7 +9,7 @@ them all.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +20,8 @@ from sklearn.metrics import roc_auc_score
 from training.loop import TrainResult, train
 from training.spec import LABEL, ModelSpec
 
-# (store, settings, *, tables=None, tracking_uri=None, register=True) → TrainResult
+# (store, settings, *, tables=None, tracking_uri=None, register=True[, test_fraction=None])
+# → TrainResult; a trainer taking `test_fraction` makes its test window that last share.
 Trainer = Callable[..., TrainResult]
 
 
@@ -45,6 +46,7 @@ class ModelEntry:
     Attributes:
         name: Registry name.
         raw_tables: Contract tables its labels (and evaluation) read.
+        optional_tables: Contract tables read when the data have them.
         train: The trainer.
         metric: Human label of the primary test metric ("test AUC", "policy value").
         oracle: Scores the simulator's best achievable on the run's test rows; None when the
@@ -56,6 +58,7 @@ class ModelEntry:
     train: Trainer
     metric: str
     oracle: OracleFunction | None = None
+    optional_tables: tuple[str, ...] = ()
 
 
 def auc(y: np.ndarray, score: np.ndarray) -> float:
@@ -94,9 +97,13 @@ def binary_entry(
         tables: Mapping[str, pa.Table] | None = None,
         tracking_uri: str | None = None,
         register: bool = True,
+        test_fraction: float | None = None,
     ) -> TrainResult:
+        chosen = spec
+        if test_fraction is not None:
+            chosen = replace(spec, split=spec.split.with_test_fraction(test_fraction))
         return train(
-            spec, store, settings, tables=tables, tracking_uri=tracking_uri, register=register
+            chosen, store, settings, tables=tables, tracking_uri=tracking_uri, register=register
         )
 
     label = "test AUC" if spec.primary_metric == "roc_auc" else f"test {spec.primary_metric}"
@@ -106,4 +113,5 @@ def binary_entry(
         train=trainer,
         metric=label,
         oracle=auc_oracle(truth_scores) if truth_scores is not None else None,
+        optional_tables=spec.optional_tables,
     )

@@ -44,7 +44,7 @@ from training.register import (
     tracking,
 )
 from training.spec import EVENT_TIME, LABEL, LABEL_KNOWN, ModelSpec
-from training.split import TimeSplit, time_split
+from training.split import SplitError, TimeSplit, time_split
 
 log = logging.getLogger(__name__)
 
@@ -106,14 +106,21 @@ class TrainResult:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-def load_raw_tables(settings: Settings, names: tuple[str, ...]) -> dict[str, pa.Table]:
+def load_raw_tables(
+    settings: Settings, names: tuple[str, ...], optional: tuple[str, ...] = ()
+) -> dict[str, pa.Table]:
     """The named contract tables of the current published raw version.
+
+    Args:
+        settings: Where the published raw versions live.
+        names: Tables that must be present.
+        optional: Tables read when present.
 
     Raises:
         FileNotFoundError: Nothing was ingested, or a needed table is absent.
     """
     folder = latest_raw(settings.raw_root)
-    tables = read_validated(folder, tables=list(names))
+    tables = read_validated(folder, tables=[*names, *optional])
     missing = sorted(set(names) - set(tables))
     if missing:
         raise FileNotFoundError(f"tables {missing} not found in {folder}")
@@ -240,7 +247,7 @@ def train(
     seconds: dict[str, float] = {}
     started = time.perf_counter()
     if tables is None:
-        tables = load_raw_tables(settings, spec.raw_tables)
+        tables = load_raw_tables(settings, spec.raw_tables, spec.optional_tables)
     data = training_data(spec, store, tables)
     frame, features = data.frame, data.features
     seconds["features"] = time.perf_counter() - started
@@ -248,6 +255,14 @@ def train(
 
     split = time_split(frame, spec.split, EVENT_TIME, LABEL_KNOWN)
     train_rows, valid_rows, test_rows = (frame.loc[w.index] for w in split.windows())
+    for window, rows in zip(split.windows(), (train_rows, valid_rows, test_rows), strict=True):
+        # One class cannot be learned, calibrated or ranked (e.g. churn where no customer
+        # ever orders twice): say so rather than report NaN.
+        if rows[LABEL].nunique() < 2:
+            raise SplitError(
+                f"{spec.name}: every label in the {window.name} window is "
+                f"{rows[LABEL].iloc[0]} ({window.rows} rows); these data cannot train it"
+            )
 
     clock = time.perf_counter()
     layout = layout_from_train(train_rows, features, list(spec.categorical))
@@ -311,7 +326,8 @@ def train(
         len(test_rows),
     )
 
-    versions = data_version({n: tables[n] for n in spec.raw_tables}, data.feature_files)
+    read = [n for n in (*spec.raw_tables, *spec.optional_tables) if n in tables]
+    versions = data_version({n: tables[n] for n in read}, data.feature_files)
     calibration = {"method": choice.calibrator.method, "losses": choice.losses}
     result = TrainResult(
         name=spec.name,

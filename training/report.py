@@ -32,6 +32,7 @@ class ModelSummary:
         reason: The gate's reason.
         run_id: MLflow run id.
         seconds: Wall time of the run.
+        test_rows: Rows of the test window the metric and baseline were measured on.
     """
 
     name: str
@@ -48,6 +49,7 @@ class ModelSummary:
     reason: str
     run_id: str | None
     seconds: float
+    test_rows: int | None = None
 
 
 def summarize(entry: ModelEntry, result: TrainResult, raw_folder: Path | None) -> ModelSummary:
@@ -75,4 +77,5 @@ def summarize(entry: ModelEntry, result: TrainResult, raw_folder: Path | None) -
         reason=promotion.reason if promotion else "not registered",
         run_id=result.run_id,
         seconds=float(result.seconds.get("total", math.nan)),
+        test_rows=len(result.scores),
     )

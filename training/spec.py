@@ -35,6 +35,7 @@ class ModelSpec:
         entity: Join key(s) of the label events, as in the Feast entity.
         decision_time: When the model is asked, in words (documentation and run tags).
         raw_tables: Contract tables the label function reads.
+        optional_tables: Contract tables the label function reads when a source has them.
         label_events: Raw tables → one row per decision: join keys, `event_timestamp`
             (UTC), `label` (0/1) and `label_ts` (when the label is known for certain,
             whatever it turns out to be).
@@ -78,3 +79,4 @@ class ModelSpec:
     calibration_criterion: str = "brier"
     words: dict[str, str] = field(default_factory=dict)
     reports: ReportFunction | None = None
+    optional_tables: tuple[str, ...] = ()

@@ -26,7 +26,8 @@ WINDOWS = ("train", "validation", "test")
 
 
 class SplitError(ValueError):
-    """The windows overlap, are out of order, or one of them holds no rows."""
+    """The windows overlap, are out of order, or one of them holds no rows (or, for a
+    classifier, labels of one class only)."""
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,22 @@ class SplitConfig:
     fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)
     purge: bool = True
     boundaries: tuple[pd.Timestamp, pd.Timestamp] | None = None
+
+    def with_test_fraction(self, test: float) -> SplitConfig:
+        """The same split with the last `test` share of rows as the test window; validation
+        keeps its share of what comes before.
+
+        Raises:
+            SplitError: `test` is not strictly between 0 and 1.
+        """
+        if not 0.0 < test < 1.0:
+            raise SplitError(f"the test fraction must lie strictly between 0 and 1, got {test}")
+        train, validation, _ = (float(f) for f in self.fractions)
+        earlier = 1.0 - test
+        share = validation / (train + validation)
+        return SplitConfig(
+            fractions=(earlier * (1.0 - share), earlier * share, test), purge=self.purge
+        )
 
 
 @dataclass(frozen=True)

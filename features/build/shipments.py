@@ -3,7 +3,8 @@
 One row per shipment at `shipped_ts` and one per later scan before delivery (in_transit,
 exception, out_for_delivery), stamped at the scan. A row describes what was known at its
 instant: the booking, the scans up to and including that instant, and how the carrier and
-the lane performed on parcels whose outcome was known by the start of the row's day.
+the lane (and the destination region) performed on parcels whose outcome was known by the
+start of the row's day.
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ from features.build.common import (
 from features.contract.schema import TRACKING_EVENT_TYPES
 
 WINDOWS_DAYS = (7, 28)
+# A destination region gathers many lanes, but a small shop still sees few of its outcomes
+# in four weeks: the region's rate also looks back a quarter.
+DESTINATION_WINDOWS_DAYS = (28, 90)
 BACKLOG_DAYS = 30
 # Scans that start a new prediction row; "dispatched" is the dispatch row itself and after
 # "delivered" nothing is left to predict.
@@ -153,6 +157,7 @@ class ShipmentPrep:
     ev_type: np.ndarray
     carrier: np.ndarray
     lane: np.ndarray
+    destination: np.ndarray
     lane_arrow: pa.ChunkedArray
     network: dict[str, DailyTotals]
     placed_sorted: np.ndarray
@@ -191,11 +196,16 @@ def prepare_shipments(tables: dict[str, pa.Table]) -> ShipmentPrep | None:
         pc.dictionary_encode(raw.column("carrier")).combine_chunks().indices, dtype=np.int64
     )
     lane = np.asarray(pc.dictionary_encode(lane_arrow).combine_chunks().indices, dtype=np.int64)
+    destination = np.asarray(
+        pc.dictionary_encode(raw.column("destination_region")).combine_chunks().indices,
+        dtype=np.int64,
+    )
     timing = {c: raw.column(c) for c in ("shipped_ts", "promised_ts", "delivered_ts")}
     known, late = late_outcomes(timing)
     known_day, shipped_day = known // US_PER_DAY, shipped // US_PER_DAY
     row_days = [shipped_day, ev_ts // US_PER_DAY]
-    first_day = int(min(shipped_day.min(), known_day.min())) - max(WINDOWS_DAYS) - 1
+    longest = max(*WINDOWS_DAYS, *DESTINATION_WINDOWS_DAYS)
+    first_day = int(min(shipped_day.min(), known_day.min())) - longest - 1
     last_day = int(max(d.max(initial=0) for d in row_days)) + 1
     every = np.ones(len(shipped))
     network = {
@@ -203,6 +213,8 @@ def prepare_shipments(tables: dict[str, pa.Table]) -> ShipmentPrep | None:
         "carrier_late": DailyTotals.of(carrier, known_day, late * 1.0, first_day, last_day),
         "lane_outcomes": DailyTotals.of(lane, known_day, every, first_day, last_day),
         "lane_late": DailyTotals.of(lane, known_day, late * 1.0, first_day, last_day),
+        "destination_outcomes": DailyTotals.of(destination, known_day, every, first_day, last_day),
+        "destination_late": DailyTotals.of(destination, known_day, late * 1.0, first_day, last_day),
         "carrier_volume": DailyTotals.of(carrier, shipped_day, every, first_day, last_day),
     }
 
@@ -226,6 +238,7 @@ def prepare_shipments(tables: dict[str, pa.Table]) -> ShipmentPrep | None:
         ev_type=ev_type,
         carrier=carrier,
         lane=lane,
+        destination=destination,
         lane_arrow=lane_arrow,
         network=network,
         placed_sorted=np.sort(placed_at),
@@ -339,12 +352,17 @@ def shipment_rows(prep: ShipmentPrep, lo: int, hi: int) -> pa.Table:
         "last_scan_epoch": epoch_s(last_scan_ts),
     }
 
-    # How the carrier and the lane did on parcels whose outcome was known by the midnight
-    # that starts the row's day: network statistics are a daily batch.
+    # How the carrier, the lane and the destination region did on parcels whose outcome was
+    # known by the midnight that starts the row's day: network statistics are a daily batch.
     row_day = row_ts // US_PER_DAY
-    for name, codes in (("carrier", carrier), ("lane", lane)):
+    groups = (
+        ("carrier", carrier, WINDOWS_DAYS),
+        ("lane", lane, WINDOWS_DAYS),
+        ("destination", prep.destination, DESTINATION_WINDOWS_DAYS),
+    )
+    for name, codes, windows in groups:
         outcomes, late = prep.network[f"{name}_outcomes"], prep.network[f"{name}_late"]
-        for days in WINDOWS_DAYS:
+        for days in windows:
             total = outcomes.trailing(codes[row_sid], row_day, days)
             n_late = late.trailing(codes[row_sid], row_day, days)
             with np.errstate(invalid="ignore", divide="ignore"):

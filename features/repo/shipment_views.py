@@ -48,6 +48,23 @@ _network = [
     for what in ("late_rate", "outcomes")
     for days in (7, 28)
 ]
+# The destination region's record: the fallback where a lane is sparse or its origin
+# unknown (then the lane is only its destination), over a longer window as well.
+_network += [
+    Field(
+        name=f"destination_{what}_{days}d",
+        dtype=Float64 if what == "late_rate" else Int64,
+        description=(
+            "Late share of parcels to the destination region whose outcome became known in "
+            f"the trailing {days} days"
+            if what == "late_rate"
+            else "Parcels to the destination region whose outcome became known in the "
+            f"trailing {days} days"
+        ),
+    )
+    for days in (28, 90)
+    for what in ("late_rate", "outcomes")
+]
 _load = [
     Field(
         name="warehouse_backlog",

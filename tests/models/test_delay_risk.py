@@ -117,6 +117,25 @@ def test_baseline_falls_back_from_lane_to_carrier_to_mean() -> None:
     assert baseline(frame).tolist() == [0.2, 0.3, 0.2]
 
 
+def test_baseline_uses_the_destination_rate_where_the_origin_is_unknown() -> None:
+    frame = pd.DataFrame(
+        {
+            "lane_late_rate_28d": [0.2, 0.4, np.nan, np.nan],
+            "destination_late_rate_90d": [0.1, 0.3, 0.25, np.nan],
+            "carrier_late_rate_28d": [0.5, 0.5, 0.5, 0.6],
+            # Known origin, unknown origin (0 km: the lane is only its destination), then
+            # known origins whose lane has no recent outcome.
+            "distance_km": [120.0, 0.0, 80.0, 80.0],
+        }
+    )
+    assert baseline(frame).tolist() == [0.2, 0.3, 0.25, 0.6]
+
+
+def test_tracking_events_are_optional() -> None:
+    assert SPEC.raw_tables == ("shipments",)
+    assert SPEC.optional_tables == ("tracking_events",)
+
+
 def test_spec_declares_what_the_loop_needs() -> None:
     assert SPEC.entity == ("shipment_id",)
     assert SPEC.feature_service == "delay_risk_v1"

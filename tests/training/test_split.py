@@ -116,3 +116,17 @@ def test_refuses_a_row_in_two_windows() -> None:
     )
     with pytest.raises(SplitError):
         check_windows(windows, times)
+
+
+def test_test_fraction_keeps_validations_share_of_the_rest() -> None:
+    config = SplitConfig(fractions=(0.6, 0.2, 0.2), purge=False).with_test_fraction(0.3)
+    assert config.fractions == pytest.approx((0.525, 0.175, 0.3))
+    assert config.purge is False
+    split = time_split(_events(list(range(100))), config)
+    assert [w.rows for w in split.windows()] == [52, 18, 30]
+
+
+@pytest.mark.parametrize("fraction", [0.0, 1.0, -0.1, 1.5])
+def test_test_fraction_outside_zero_and_one_is_refused(fraction: float) -> None:
+    with pytest.raises(SplitError, match="strictly between 0 and 1"):
+        SplitConfig().with_test_fraction(fraction)

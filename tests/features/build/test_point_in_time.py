@@ -240,6 +240,20 @@ def test_late_rate_counts_a_late_parcel_from_its_promise(raw) -> None:
     assert s2_exception["carrier_outcomes_7d"] == 1
 
 
+def test_destination_rate_looks_back_a_quarter(raw) -> None:
+    features = shipment_features(to_tables(raw)).to_pandas().set_index(["shipment_id", "event_ts"])
+    s4 = features.loc["s4"].iloc[0]
+    # To DE-N by day 50: s1 on time (known day 2) and s2 late (known at its promise, day 8),
+    # both older than 28 days but within 90; FR's lost s3 is another region.
+    assert s4["destination_outcomes_28d"] == 0
+    assert np.isnan(s4["destination_late_rate_28d"])
+    assert s4["destination_outcomes_90d"] == 2
+    assert s4["destination_late_rate_90d"] == 0.5
+    # At s2's dispatch (day 5) only s1's outcome was known.
+    s2 = features.loc["s2"].iloc[0]
+    assert (s2["destination_outcomes_90d"], s2["destination_late_rate_90d"]) == (1, 0.0)
+
+
 def test_warehouse_backlog_counts_orders_waiting(raw) -> None:
     features = shipment_features(to_tables(raw)).to_pandas().set_index(["shipment_id", "event_ts"])
     # At s1's dispatch, o1 itself is still waiting (placed, not yet shipped).
