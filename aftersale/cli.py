@@ -162,19 +162,6 @@ def train(
         list[str] | None,
         typer.Option("--model", "-m", help="Model to train (repeatable; default: all)."),
     ] = None,
-    data: Annotated[
-        Path | None,
-        typer.Option(
-            help="Train on this dataset instead, in <data_dir>/datasets/<name>: a folder of "
-            "contract tables, or the Olist sample (its folder or CSV).",
-        ),
-    ] = None,
-    test_fraction: Annotated[
-        float | None,
-        typer.Option(
-            min=0.0, max=1.0, help="Latest share of decisions to test on (Olist default 0.3)."
-        ),
-    ] = None,
 ) -> None:
     """Train, evaluate, log and register models on the current data (flow `train`)."""
     from flows.train import train as train_flow
@@ -184,23 +171,69 @@ def train(
     if unknown:
         err_console.print(f"[red]--model[/red]: unknown {unknown}; known: {sorted(MODELS)}")
         raise typer.Exit(code=2)
-    if data is None:
-        console.print(render_models(train_flow(models=model or None, test_fraction=test_fraction)))
-        return
-    from flows.train_dataset import DatasetError, train_dataset
+    console.print(render_models(train_flow(models=model or None)))
 
-    try:
-        run = train_dataset(data, models=model or None, test_fraction=test_fraction)
-    except (DatasetError, FileNotFoundError, ValueError) as exc:
-        err_console.print(f"[red]--data[/red]: {exc}", highlight=False, soft_wrap=True)
-        raise typer.Exit(code=1) from None
-    split = "each model's split" if run.test_fraction is None else f"latest {run.test_fraction:.0%}"
-    console.print(f"dataset {run.dataset.name} ({run.dataset.source}) in {run.data_dir}")
-    console.print(render_models(run.models, title=f"Models (test window: {split} by time)"))
-    for name, reason in run.skipped.items():
-        console.print(f"[yellow]skipped[/yellow] {name}: {reason}", highlight=False)
-    for note in run.notes:
-        console.print(f"note: {note}", highlight=False)
+
+@app.command()
+def serve(
+    host: Annotated[
+        str | None, typer.Option(help="Address (default: AFTERSALE_SERVE_HOST).")
+    ] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default: AFTERSALE_SERVE_PORT).")] = None,
+) -> None:
+    """Serve scores, reasons and the outreach queue over HTTP (`bentoml serve`)."""
+    import subprocess
+    import sys
+
+    from aftersale.settings import get_settings
+
+    settings = get_settings()
+    root = Path(__file__).resolve().parent.parent
+    command = [
+        *[sys.executable, "-m", "bentoml", "serve", "serving.service:Aftersale"],
+        *["--host", host or settings.serve_host, "--port", str(port or settings.serve_port)],
+        *["--working-dir", str(root)],
+    ]
+    raise typer.Exit(code=subprocess.call(command))
+
+
+@app.command()
+def score(
+    as_of: Annotated[
+        str | None, typer.Option(help="Decision instant, ISO 8601 (default: the data's end).")
+    ] = None,
+    top: Annotated[int, typer.Option(min=0, help="Queue rows to print.")] = 10,
+) -> None:
+    """Score every active customer and open shipment; write the day's outreach queue."""
+    from datetime import datetime
+
+    from flows.score_batch import score_batch
+
+    path = score_batch(as_of=datetime.fromisoformat(as_of) if as_of else None)
+    console.print(render_queue(path, top))
+
+
+def render_queue(path: Path, top: int = 10) -> Table:
+    """The head of an outreach queue file."""
+    import pyarrow.parquet as pq
+
+    queue = pq.read_table(path).to_pandas()
+    table = Table(title=f"Outreach queue: top {min(top, len(queue))} of {len(queue):,} ({path})")
+    for column in ("rank", "customer", "action", "channel", "send window (local)", "priority"):
+        table.add_column(column, justify="right" if column in ("rank", "priority") else "left")
+    table.add_column("reason", overflow="fold")
+    for row in queue.head(top).itertuples():
+        window = f"{row.send_window_start[:16]} … {row.send_window_end[11:16]}"
+        table.add_row(
+            str(row.rank),
+            row.customer_id,
+            row.action,
+            row.channel,
+            window,
+            f"{row.priority:,.2f}",
+            row.reason,
+        )
+    return table
 
 
 @app.command()
@@ -223,6 +256,9 @@ def demo(
     console.print(render_summary(summarize(read_validated(outputs["raw"]))))
     console.print(render_features(outputs["features"]))
     console.print(render_models(outputs["models"]))
+    from flows.score_batch import score_batch
+
+    console.print(render_queue(score_batch()))
 
 
 def render_features(version: Path) -> Table:
@@ -240,15 +276,14 @@ def render_features(version: Path) -> Table:
     return table
 
 
-def render_models(summaries, title: str = "Models (test window)") -> Table:
+def render_models(summaries) -> Table:
     """Trained models: test metric, baseline and oracle, and the serving champion."""
 
     def fmt(x: float | None) -> str:
         return "—" if x is None or x != x else f"{x:.3f}"
 
-    table = Table(title=title)
-    columns = ("model", "metric", "model score", "baseline", "test rows", "oracle")
-    for column in (*columns, "version", "champion"):
+    table = Table(title="Models (test window)")
+    for column in ("model", "metric", "model score", "baseline", "oracle", "version", "champion"):
         table.add_column(column, justify="left" if column in ("model", "metric") else "right")
     for s in summaries:
         table.add_row(
@@ -256,7 +291,6 @@ def render_models(summaries, title: str = "Models (test window)") -> Table:
             s.metric,
             fmt(s.value),
             fmt(s.baseline),
-            "—" if s.test_rows is None else f"{s.test_rows:,}",
             fmt(s.oracle),
             s.version or "—",
             s.champion or "—",

@@ -6,6 +6,7 @@ them, so tests can point every path at a temporary folder through the environmen
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 
 from pydantic import Field
@@ -32,6 +33,24 @@ class Settings(BaseSettings):
     redis_connection: str = Field(
         "localhost:6379,db=0", description="Feast Redis connection string (redis environment)."
     )
+    as_of: datetime | None = Field(
+        None,
+        description="Decision instant of the service and batch scoring (default: the wall "
+        "clock for the service, the raw data's end for batch scoring).",
+    )
+    serve_host: str = Field("127.0.0.1", description="Address `aftersale serve` binds.")
+    serve_port: int = Field(3000, ge=1, le=65535, description="Port of `aftersale serve`.")
+    outreach_capacity: int = Field(
+        1_000, ge=0, description="Actions the schedulers can take per day (queue length)."
+    )
+    quiet_hours_start: int = Field(
+        21, ge=0, le=23, description="Local hour from which no customer is contacted."
+    )
+    quiet_hours_end: int = Field(8, ge=0, le=23, description="Local hour contacts may resume.")
+    frequency_cap: int = Field(
+        1, ge=1, description="Most actions queued for one customer within the cap window."
+    )
+    frequency_cap_days: int = Field(7, ge=1, description="Length of the frequency-cap window.")
 
     @property
     def raw_root(self) -> Path:
@@ -42,6 +61,11 @@ class Settings(BaseSettings):
     def features_dir(self) -> Path:
         """Published offline feature tables (versions and the `current` link)."""
         return self.data_dir / "features"
+
+    @property
+    def serving_dir(self) -> Path:
+        """The outreach queue the service serves, and the record of queued actions."""
+        return self.data_dir / "serving"
 
     @property
     def feast_dir(self) -> Path:

@@ -1,0 +1,130 @@
+"""Flow `score_batch`: score every active customer and open shipment, queue the day's outreach.
+
+The queue (with reasons for each selected action) is written atomically as Parquet under
+the data folder's `serving/`, where schedulers read it and the service serves it; the
+actions are added to the history the frequency cap counts.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from pathlib import Path
+
+import pandas as pd
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+
+from aftersale.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+RAW_TABLES = ("customers", "orders", "shipments", "invoices")
+
+
+def rules_of(settings: Settings):
+    """The outreach rules the settings give."""
+    from models.outreach import OutreachRules
+
+    return OutreachRules(
+        capacity=settings.outreach_capacity,
+        quiet_hours_start=settings.quiet_hours_start,
+        quiet_hours_end=settings.quiet_hours_end,
+        frequency_cap=settings.frequency_cap,
+        frequency_cap_days=settings.frequency_cap_days,
+    )
+
+
+@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
+def load_inputs(settings: Settings, as_of: datetime | None) -> dict:
+    """Read the raw tables, the latest stored features and the outreach history."""
+    from features.build.tables import watermark
+    from features.contract.io import read_validated
+    from features.ingest import latest_raw
+    from serving.batch import latest_rows, open_shipments, overdue_invoices
+    from serving.queue import read_history
+
+    tables = read_validated(latest_raw(settings.raw_root), tables=list(RAW_TABLES))
+    # By default the latest thing that happened (promises and due dates lie ahead).
+    happened = {
+        "orders": tables["orders"].select(["order_ts"]),
+        "shipments": tables["shipments"].select(["shipped_ts", "delivered_ts"]),
+    }
+    instant = pd.Timestamp(as_of) if as_of is not None else watermark(happened)
+    instant = instant.tz_convert("UTC") if instant.tzinfo else instant.tz_localize("UTC")
+    current = settings.features_dir / "current"
+    customers = latest_rows(current / "customer_snapshots", "customer_id", instant)
+    customers = customers[customers["orders_total"].fillna(0) > 0]
+    ships = open_shipments(tables, instant)
+    features = latest_rows(current / "shipment_events", "shipment_id", instant)
+    shipments = features.merge(ships[["shipment_id", "customer_id"]], on="shipment_id")
+    return {
+        "as_of": instant,
+        "customers": customers,
+        "shipments": shipments,
+        "invoices": overdue_invoices(tables, instant),
+        "history": read_history(settings.serving_dir),
+        "regions": sorted(tables["customers"].column("region").unique().to_pylist()),
+    }
+
+
+@task(cache_policy=NO_CACHE)
+def load_models(settings: Settings) -> dict:
+    """The registry's champions of the churn and delay-risk models."""
+    from serving.runtime import SERVED, load_champion
+    from training.register import default_tracking_uri
+
+    uri = settings.mlflow_tracking_uri or default_tracking_uri(settings)
+    return {name: load_champion(name, uri) for name in SERVED}
+
+
+@task(cache_policy=NO_CACHE)
+def build_queue(models: dict, inputs: dict, settings: Settings):
+    """Score, plan the outreach and explain the selected actions."""
+    from serving.batch import score_batch as run
+
+    return run(
+        models,
+        inputs["customers"],
+        inputs["shipments"],
+        inputs["invoices"],
+        inputs["history"],
+        inputs["as_of"],
+        rules_of(settings),
+    )
+
+
+@task(cache_policy=NO_CACHE)
+def publish_queue(result, inputs: dict, models: dict, settings: Settings) -> Path:
+    """Write the queue atomically and record its actions for the frequency cap."""
+    from serving.queue import record_queued, write_queue
+
+    as_of = inputs["as_of"]
+    meta = {
+        "as_of": as_of.isoformat(),
+        "queue_date": as_of.strftime("%Y-%m-%d"),
+        "regions": inputs["regions"],
+        "models": {name: m.version for name, m in models.items()},
+        "customers_scored": result.customers_scored,
+        "shipments_scored": result.shipments_scored,
+    }
+    path = write_queue(result.queue, settings.serving_dir, meta)
+    record_queued(result.queue, settings.serving_dir, as_of)
+    return path
+
+
+@flow(name="score_batch")
+def score_batch(as_of: datetime | None = None) -> Path:
+    """Score every active customer and open shipment and publish the day's outreach queue."""
+    settings = get_settings()
+    inputs = load_inputs(settings, as_of)
+    models = load_models(settings)
+    result = build_queue(models, inputs, settings)
+    path = publish_queue(result, inputs, models, settings)
+    log.info(
+        "queued %d actions from %d customers and %d open shipments",
+        len(result.queue),
+        result.customers_scored,
+        result.shipments_scored,
+    )
+    return path

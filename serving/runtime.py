@@ -1,0 +1,169 @@
+"""What one service instance holds: champions, online feature readers, the queue cache.
+
+A `Runtime` is built whole (models loaded, stores opened) before it serves; the service
+swaps in a new one on reload, so the old champions answer until the new ones are ready.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import numpy as np
+import pandas as pd
+
+from aftersale.settings import Settings
+from serving import schemas
+from serving.queue import QueueCache
+from serving.scoring import (
+    ModelUnavailableError,
+    OnlineFeatures,
+    ServedModel,
+    band,
+    driving_contact_reason,
+    record_time_features,
+)
+
+DELAY_MODEL = "delay_risk"
+CHURN_MODEL = "churn"
+# Models the service answers with, and the feature service each reads.
+SERVED = {DELAY_MODEL: "delay_risk_v1", CHURN_MODEL: "churn_v1"}
+REASONS_PER_SCORE = 3
+
+
+def load_champion(name: str, tracking_uri: str) -> ServedModel:
+    """The registry's `champion` version of a model.
+
+    Raises:
+        ModelUnavailableError: The model has no champion.
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from training.register import CHAMPION, tracking
+
+    with tracking(tracking_uri):
+        client = mlflow.MlflowClient()
+        try:
+            version = client.get_model_version_by_alias(name, CHAMPION)
+        except MlflowException as error:
+            raise ModelUnavailableError(f"no {CHAMPION} version of {name!r}: {error}") from error
+        loaded = mlflow.pyfunc.load_model(f"models:/{name}/{version.version}")
+        model = loaded.unwrap_python_model().model
+    return ServedModel(name, str(version.version), sorted(version.aliases), model)
+
+
+@dataclass(frozen=True)
+class _Scored:
+    model: ServedModel
+    known: list[int]
+    records: list[dict]
+    probability: np.ndarray
+    contrib: np.ndarray
+    reasons: list
+
+
+@dataclass
+class Runtime:
+    """Everything a request needs, loaded once."""
+
+    settings: Settings
+    models: dict[str, ServedModel]
+    readers: dict[str, OnlineFeatures]
+    queue: QueueCache
+    loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    @classmethod
+    def start(cls, settings: Settings) -> Runtime:
+        """Load every champion and open the online store."""
+        from features.store.config import feature_store
+        from training.register import default_tracking_uri
+
+        uri = settings.mlflow_tracking_uri or default_tracking_uri(settings)
+        store = feature_store(settings)
+        models = {name: load_champion(name, uri) for name in SERVED}
+        readers = {name: OnlineFeatures(store, service) for name, service in SERVED.items()}
+        return cls(settings, models, readers, QueueCache(settings.serving_dir))
+
+    def now(self) -> pd.Timestamp:
+        """The decision instant: the configured one, else the wall clock."""
+        if self.settings.as_of is None:
+            return pd.Timestamp.now(tz="UTC")
+        instant = pd.Timestamp(self.settings.as_of)
+        return instant.tz_convert("UTC") if instant.tzinfo else instant.tz_localize("UTC")
+
+    def _score(self, name: str, ids: list[str], as_of: pd.Timestamp) -> _Scored:
+        model = self.models[name]
+        rows = self.readers[name].fetch(ids)
+        known = [i for i, row in enumerate(rows) if row is not None]
+        now_s = as_of.timestamp()
+        records = [record_time_features(rows[i], now_s) for i in known]
+        if not records:
+            return _Scored(model, known, records, np.zeros(0), np.zeros((0, 0)), [])
+        x = model.matrix_from_records(records)
+        contrib = model.contributions(x)
+        reasons = model.reasons(contrib, records, k=REASONS_PER_SCORE)
+        return _Scored(model, known, records, model.probability(x), contrib, reasons)
+
+    def score_delay(self, ids: list[str]) -> schemas.DelayResponse:
+        """Delay risk and reasons per shipment id."""
+        as_of = self.now()
+        scored = self._score(DELAY_MODEL, ids, as_of)
+        results = [schemas.DelayScore(shipment_id=i, status="unknown_id") for i in ids]
+        for k, i in enumerate(scored.known):
+            p = float(scored.probability[k])
+            results[i] = schemas.DelayScore(
+                shipment_id=ids[i],
+                status="ok",
+                probability=p,
+                risk_score=round(100 * p),
+                band=band(p),
+                reasons=[_reason(r) for r in scored.reasons[k]],
+            )
+        return schemas.DelayResponse(
+            model=scored.model.ref(), as_of=as_of.to_pydatetime(), results=results
+        )
+
+    def score_churn(self, ids: list[str]) -> schemas.ChurnResponse:
+        """Churn risk, its driving contact reason and reasons per customer id."""
+        as_of = self.now()
+        scored = self._score(CHURN_MODEL, ids, as_of)
+        results = [schemas.ChurnScore(customer_id=i, status="unknown_id") for i in ids]
+        contact = driving_contact_reason(
+            scored.contrib,
+            scored.model.features,
+            [r.get("last_contact_reason") for r in scored.records],
+        )
+        for k, i in enumerate(scored.known):
+            p = float(scored.probability[k])
+            results[i] = schemas.ChurnScore(
+                customer_id=ids[i],
+                status="ok",
+                probability=p,
+                risk_score=round(100 * p),
+                band=band(p),
+                contact_reason=contact[k],
+                reasons=[_reason(r) for r in scored.reasons[k]],
+            )
+        return schemas.ChurnResponse(
+            model=scored.model.ref(), as_of=as_of.to_pydatetime(), results=results
+        )
+
+    def models_info(self) -> schemas.ModelsResponse:
+        """Loaded versions and aliases, and the queue being served."""
+        queue = self.queue.get()
+        return schemas.ModelsResponse(
+            models=[
+                schemas.LoadedModel(
+                    name=m.name, version=m.version, aliases=m.aliases, loaded_at=self.loaded_at
+                )
+                for m in self.models.values()
+            ],
+            outreach_queue=queue.meta.get("queue_date") if queue else None,
+        )
+
+
+def _reason(reason) -> schemas.ReasonOut:
+    return schemas.ReasonOut(
+        feature=reason.feature, text=reason.text, contribution=float(reason.contribution)
+    )

@@ -1,0 +1,163 @@
+"""Request and response schemas of the service's versioned routes.
+
+Requests forbid unknown fields, so a misspelt filter is an error naming it rather than a
+silently ignored key. Answers carry ids, scores and words, never personal data.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+MAX_IDS_PER_REQUEST = 100
+MAX_QUEUE_LIMIT = 10_000
+
+Band = Literal["low", "medium", "high"]
+ItemStatus = Literal["ok", "unknown_id"]
+Channel = Literal["email", "sms", "voice"]
+Action = Literal["delay_notice", "service_recovery_call", "winback_offer", "payment_reminder"]
+
+_IdList = Field(
+    min_length=1,
+    max_length=MAX_IDS_PER_REQUEST,
+    description=f"1 to {MAX_IDS_PER_REQUEST} ids.",
+)
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DelayRequest(_Request):
+    """Shipments to score."""
+
+    shipment_ids: list[str] = _IdList
+
+
+class ChurnRequest(_Request):
+    """Customers to score."""
+
+    customer_ids: list[str] = _IdList
+
+
+class OutreachRequest(_Request):
+    """Which part of the day's outreach queue to return."""
+
+    as_of: datetime | None = Field(
+        None, description="Decision instant; its day must be the queue's (default: the queue's)."
+    )
+    limit: int = Field(100, ge=1, le=MAX_QUEUE_LIMIT, description="Most actions returned.")
+    channel: Channel | None = Field(None, description="Only actions on this channel.")
+    region: str | None = Field(None, min_length=1, description="Only customers of this region.")
+
+
+class RecommendRequest(_Request):
+    """The order shown on a tracking page."""
+
+    order_id: str = Field(min_length=1)
+    k: int = Field(3, ge=1, le=20, description="Offers returned.")
+
+
+class ReasonOut(BaseModel):
+    """One reason behind a score, in words, with its SHAP contribution (log-odds)."""
+
+    feature: str
+    text: str
+    contribution: float
+
+
+class DeliveryWindow(BaseModel):
+    """Most likely delivery date and a calibrated window (from the delivery-estimate model)."""
+
+    most_likely: datetime
+    earliest: datetime
+    latest: datetime
+    coverage: float = Field(description="Probability the parcel arrives within the window.")
+
+
+class DelayScore(BaseModel):
+    """Delay risk of one shipment."""
+
+    shipment_id: str
+    status: ItemStatus
+    probability: float | None = Field(None, description="Calibrated probability of lateness.")
+    risk_score: int | None = Field(None, description="The probability on a 0-100 scale.")
+    band: Band | None = None
+    reasons: list[ReasonOut] = Field(default_factory=list)
+    delivery_window: DeliveryWindow | None = Field(
+        None, description="Null until a delivery-estimate champion is registered."
+    )
+
+
+class ChurnScore(BaseModel):
+    """Churn risk of one customer."""
+
+    customer_id: str
+    status: ItemStatus
+    probability: float | None = Field(None, description="Calibrated probability of churn.")
+    risk_score: int | None = None
+    band: Band | None = None
+    contact_reason: str | None = Field(
+        None, description="The contact reason whose features raise the risk most."
+    )
+    reasons: list[ReasonOut] = Field(default_factory=list)
+
+
+class ModelRef(BaseModel):
+    """The model version an answer came from."""
+
+    name: str
+    version: str
+
+
+class DelayResponse(BaseModel):
+    model: ModelRef
+    as_of: datetime
+    results: list[DelayScore]
+
+
+class ChurnResponse(BaseModel):
+    model: ModelRef
+    as_of: datetime
+    results: list[ChurnScore]
+
+
+class OutreachAction(BaseModel):
+    """One action for a scheduler."""
+
+    rank: int
+    customer_id: str
+    action: Action
+    subject_id: str | None = Field(None, description="The shipment or invoice it is about.")
+    channel: Channel
+    language: str
+    region: str
+    send_window_start: str = Field(description="Customer's local time, ISO 8601 with offset.")
+    send_window_end: str
+    timezone: str
+    priority: float = Field(description="Expected value saved: risk × value × uplift.")
+    risk: float
+    value: float
+    uplift: float
+    reason: str = Field(description="Why, in words.")
+
+
+class OutreachResponse(BaseModel):
+    queue_date: str
+    as_of: datetime
+    total: int = Field(description="Actions in the queue matching the filters.")
+    actions: list[OutreachAction]
+
+
+class LoadedModel(BaseModel):
+    name: str
+    version: str
+    aliases: list[str]
+    loaded_at: datetime
+
+
+class ModelsResponse(BaseModel):
+    models: list[LoadedModel]
+    outreach_queue: str | None = Field(None, description="Date of the queue being served.")

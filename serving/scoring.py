@@ -1,0 +1,232 @@
+"""Scoring by id: champions from the MLflow registry, features from the Feast online store.
+
+`ServedModel` wraps a registry champion's `CalibratedModel` for fast use: the input matrix is
+built straight from feature values (categories to the training codes through a dict, as
+`FeatureLayout.frame` and LightGBM's pandas path would), so one id costs a dict walk and a
+booster call instead of a pandas round trip. Decision-time features come from
+`features.build.derived.add_time_features`, the function training used.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from features.build.derived import SINCE, UNTIL, add_time_features
+from features.contract.schema import CONTACT_REASONS
+from training.explain import Reason, _format, reason_codes
+from training.fit import MISSING_CATEGORY
+from training.model import CalibratedModel
+
+# One OpenMP thread per call: a request scores a handful of rows, and on a shared 2-core
+# machine more threads busy-wait against each other (see training.fit.DEFAULT_PARAMS).
+PREDICT_THREADS = 1
+# Calibrated probability → band, for people reading a score.
+BANDS = ((0.5, "high"), (0.2, "medium"), (0.0, "low"))
+
+
+class StoreUnavailableError(RuntimeError):
+    """The online feature store could not be read."""
+
+
+class ModelUnavailableError(RuntimeError):
+    """No champion of a model is registered."""
+
+
+def band(probability: float) -> str:
+    """The band a calibrated probability falls in."""
+    return next(name for floor, name in BANDS if probability >= floor)
+
+
+@dataclass
+class ServedModel:
+    """A registry champion, ready to score rows of feature values.
+
+    Attributes:
+        name: Registered model name.
+        version: Registry version.
+        aliases: The version's aliases.
+        model: The calibrated model.
+    """
+
+    name: str
+    version: str
+    aliases: list[str]
+    model: CalibratedModel
+    _codes: dict[str, dict[str, int]] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._codes = {
+            name: {value: i for i, value in enumerate(values)}
+            for name, values in self.model.layout.categories.items()
+        }
+
+    def ref(self):
+        """The version as answers name it."""
+        from serving.schemas import ModelRef
+
+        return ModelRef(name=self.name, version=self.version)
+
+    @property
+    def features(self) -> tuple[str, ...]:
+        """Input columns, in model order."""
+        return self.model.layout.features
+
+    def matrix(self, frame: pd.DataFrame) -> np.ndarray:
+        """Model input matrix of a frame (categories as training codes, NaN when unseen)."""
+        out = np.empty((len(frame), len(self.features)), dtype=np.float64)
+        for j, name in enumerate(self.features):
+            codes = self._codes.get(name)
+            if codes is None:
+                out[:, j] = pd.to_numeric(frame[name], errors="coerce").to_numpy(np.float64)
+            else:
+                values = frame[name].astype(object).where(frame[name].notna(), MISSING_CATEGORY)
+                out[:, j] = values.map(codes).to_numpy(dtype=np.float64, na_value=np.nan)
+        return out
+
+    def matrix_from_records(self, records: Sequence[dict]) -> np.ndarray:
+        """Model input matrix of a few rows given as dicts (the per-request path)."""
+        out = np.empty((len(records), len(self.features)), dtype=np.float64)
+        for i, record in enumerate(records):
+            for j, name in enumerate(self.features):
+                value = record.get(name)
+                codes = self._codes.get(name)
+                if codes is not None:
+                    key = MISSING_CATEGORY if value is None else str(value)
+                    out[i, j] = codes.get(key, math.nan)
+                else:
+                    out[i, j] = math.nan if value is None else float(value)
+        return out
+
+    def probability(self, x: np.ndarray) -> np.ndarray:
+        """Calibrated probabilities of matrix rows."""
+        raw = self.model.booster.predict(
+            x, num_iteration=self.model.best_iteration, num_threads=PREDICT_THREADS
+        )
+        return np.asarray(self.model.calibrator(raw), dtype=np.float64)
+
+    def contributions(self, x: np.ndarray) -> np.ndarray:
+        """SHAP contributions (log-odds) of matrix rows, one column per feature, then bias."""
+        return self.model.booster.predict(
+            x,
+            num_iteration=self.model.best_iteration,
+            pred_contrib=True,
+            num_threads=PREDICT_THREADS,
+        )
+
+    def reasons(self, contrib: np.ndarray, records: Sequence[dict], k: int = 3) -> list:
+        """The top-k reasons raising each row's score, in words (rows as dicts)."""
+        features, words = self.features, self.model.words
+        return [
+            top_reasons(c, r, features, words, k) for c, r in zip(contrib, records, strict=True)
+        ]
+
+    def reasons_frame(self, contrib: np.ndarray, values: pd.DataFrame, k: int = 3) -> list:
+        """The same reasons for rows of a frame (`training.explain.reason_codes`)."""
+        frame = pd.DataFrame(contrib, columns=[*self.features, "bias"], index=values.index)
+        return reason_codes(frame, values.reindex(columns=list(self.features)), self.model.words, k)
+
+
+def driving_contact_reason(
+    contrib: np.ndarray, features: Sequence[str], latest: Sequence[object]
+) -> list[str | None]:
+    """Per row, the contact reason whose features raise the churn score most (None if none
+    does): the contributions of its contact counts plus, where it is the latest contact's
+    reason, that feature's.
+
+    Args:
+        contrib: SHAP contributions, one row per customer, columns in `features` order.
+        features: The churn model's features.
+        latest: Each row's `last_contact_reason`.
+    """
+    index = {name: j for j, name in enumerate(features)}
+    sums = np.zeros((len(contrib), len(CONTACT_REASONS)))
+    for r, reason in enumerate(CONTACT_REASONS):
+        columns = [j for name, j in index.items() if name.startswith(f"contacts_{reason}_")]
+        if columns:
+            sums[:, r] = contrib[:, columns].sum(axis=1)
+    if "last_contact_reason" in index:
+        own = contrib[:, index["last_contact_reason"]]
+        for i, reason in enumerate(latest):
+            if reason in CONTACT_REASONS:
+                sums[i, CONTACT_REASONS.index(reason)] += own[i]
+    best = sums.argmax(axis=1) if len(contrib) else np.zeros(0, dtype=np.int64)
+    return [CONTACT_REASONS[j] if sums[i, j] > 0 else None for i, j in enumerate(best.tolist())]
+
+
+def with_time_features(records: Sequence[dict], as_of: pd.Timestamp) -> pd.DataFrame:
+    """Rows of stored features plus the decision-time features derived at `as_of`."""
+    return add_time_features(pd.DataFrame.from_records(list(records)), as_of)
+
+
+def record_time_features(record: dict, now_s: float) -> dict:
+    """One row's decision-time features, as `add_time_features` defines them, without
+    pandas (the per-request path; a test holds the two equal)."""
+    out = dict(record)
+    for name, (source, unit) in SINCE.items():
+        if source in record:
+            value = record[source]
+            out[name] = math.nan if value is None else (now_s - value) / unit
+    for name, (source, unit) in UNTIL.items():
+        if source in record:
+            value = record[source]
+            out[name] = math.nan if value is None else (value - now_s) / unit
+    if "hours_to_promise" in out:
+        out["past_promise"] = float(out["hours_to_promise"] < 0)
+    if "category_spend_total" in out and "monetary_total" in out:
+        total, part = out["monetary_total"], out["category_spend_total"]
+        out["category_spend_share"] = (
+            part / total if total is not None and part is not None and total > 0 else 0.0
+        )
+    return out
+
+
+def top_reasons(
+    contrib: np.ndarray, record: dict, features: Sequence[str], words: dict, k: int
+) -> list[Reason]:
+    """The top-k features raising one row's score, as `training.explain.reason_codes`
+    words them with direction "up" (a test holds the two equal)."""
+    order = np.argsort(-contrib[: len(features)], kind="stable")[:k]
+    out = []
+    for j in order:
+        c = float(contrib[j])
+        if c <= 0:
+            break
+        name = features[j]
+        value = record.get(name)
+        shown = _format(math.nan if value is None else value)
+        out.append(Reason(name, shown, c, f"{words.get(name, name)}: {shown} (raises the score)"))
+    return out
+
+
+class OnlineFeatures:
+    """Feature rows by id from the Feast online store, through one feature service."""
+
+    def __init__(self, store, service_name: str) -> None:
+        self.store = store
+        self.service = store.get_feature_service(service_name)
+        self.names = [f.name for p in self.service.feature_view_projections for f in p.features]
+        views = [store.get_feature_view(p.name) for p in self.service.feature_view_projections]
+        self.key = views[0].entity_columns[0].name
+
+    def fetch(self, ids: Sequence[str]) -> list[dict | None]:
+        """One dict of feature values per id, None for an id the store does not know.
+
+        Raises:
+            StoreUnavailableError: The store could not be read.
+        """
+        try:
+            got = self.store.get_online_features(
+                features=self.service, entity_rows=[{self.key: i} for i in ids]
+            ).to_dict()
+        except Exception as error:  # any backend failure: the caller answers 503
+            raise StoreUnavailableError(f"online feature store unavailable: {error}") from error
+        out: list[dict | None] = []
+        for i in range(len(ids)):
+            row = {name: got[name][i] for name in self.names}
+            out.append(row if any(v is not None for v in row.values()) else None)
+        return out

@@ -1,0 +1,104 @@
+"""The BentoML service: scores, reasons and outreach actions from ids alone.
+
+Start it with `aftersale serve` (or `bentoml serve serving.service:Aftersale`). Routes:
+`POST /v1/score/delay`, `POST /v1/score/churn`, `POST /v1/outreach/queue`,
+`GET /v1/models`, `POST /v1/admin/reload`; BentoML adds `/livez`, `/readyz` and `/metrics`.
+The tracking-page route `POST /v1/recommend` (schemas `RecommendRequest`) comes with the
+next-best-offer model.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+
+import bentoml
+from fastapi import FastAPI
+from starlette.responses import JSONResponse
+
+from aftersale.settings import get_settings
+from serving import schemas
+from serving.outreach import QueueUnavailableError, select_actions
+from serving.runtime import Runtime
+from serving.scoring import StoreUnavailableError
+
+log = logging.getLogger(__name__)
+
+admin = FastAPI(title="aftersale admin")
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+@bentoml.asgi_app(admin, path="/")
+@bentoml.service(name="aftersale", traffic={"timeout": 30})
+class Aftersale:
+    """Scores, reasons and outreach actions for schedulers, tracking pages and the CRM."""
+
+    def __init__(self) -> None:
+        self.settings = get_settings()
+        self.runtime = Runtime.start(self.settings)
+        self._reloading = threading.Lock()
+        try:
+            signal.signal(signal.SIGHUP, lambda *_: self.reload_in_background())
+        except ValueError:  # not the main thread (e.g. under a test client): admin call only
+            log.info("SIGHUP reload not installed outside the main thread")
+
+    def __is_ready__(self) -> bool:
+        return self.runtime is not None
+
+    def reload(self) -> schemas.ModelsResponse:
+        """Load the current champions beside the serving ones, then swap them in."""
+        with self._reloading:
+            fresh = Runtime.start(self.settings)
+            self.runtime = fresh  # one reference swap: requests see old or new, whole
+        return fresh.models_info()
+
+    def reload_in_background(self) -> None:
+        threading.Thread(target=self._reload_logged, daemon=True).start()
+
+    def _reload_logged(self) -> None:
+        try:
+            self.reload()
+        except Exception:
+            log.exception("reload failed; the loaded champions keep serving")
+
+    @bentoml.api(route="/v1/score/delay", input_spec=schemas.DelayRequest)
+    def score_delay(self, shipment_ids: list[str]) -> schemas.DelayResponse:
+        """Delay risk, band and reasons per shipment."""
+        try:
+            return self.runtime.score_delay(shipment_ids)
+        except StoreUnavailableError as error:
+            return _error(503, str(error))
+
+    @bentoml.api(route="/v1/score/churn", input_spec=schemas.ChurnRequest)
+    def score_churn(self, customer_ids: list[str]) -> schemas.ChurnResponse:
+        """Churn risk, driving contact reason and reasons per customer."""
+        try:
+            return self.runtime.score_churn(customer_ids)
+        except StoreUnavailableError as error:
+            return _error(503, str(error))
+
+    @bentoml.api(route="/v1/outreach/queue", input_spec=schemas.OutreachRequest)
+    def outreach_queue(
+        self, as_of=None, limit: int = 100, channel=None, region=None
+    ) -> schemas.OutreachResponse:
+        """The day's prioritised outreach actions, filtered."""
+        try:
+            return select_actions(
+                self.runtime.queue.get(), as_of=as_of, limit=limit, channel=channel, region=region
+            )
+        except QueueUnavailableError as error:
+            return _error(error.status, str(error))
+
+    @admin.get("/v1/models")
+    def models(self) -> schemas.ModelsResponse:
+        """Loaded model versions and aliases."""
+        return self.runtime.models_info()
+
+    @admin.post("/v1/admin/reload")
+    def admin_reload(self) -> schemas.ModelsResponse:
+        """Load the registry's current champions; the old ones serve until they are ready."""
+        return self.reload()
