@@ -162,6 +162,19 @@ def train(
         list[str] | None,
         typer.Option("--model", "-m", help="Model to train (repeatable; default: all)."),
     ] = None,
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            help="Train on this dataset instead, in <data_dir>/datasets/<name>: a folder of "
+            "contract tables, or the Olist sample (its folder or CSV).",
+        ),
+    ] = None,
+    test_fraction: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0, max=1.0, help="Latest share of decisions to test on (Olist default 0.3)."
+        ),
+    ] = None,
 ) -> None:
     """Train, evaluate, log and register models on the current data (flow `train`)."""
     from flows.train import train as train_flow
@@ -171,7 +184,23 @@ def train(
     if unknown:
         err_console.print(f"[red]--model[/red]: unknown {unknown}; known: {sorted(MODELS)}")
         raise typer.Exit(code=2)
-    console.print(render_models(train_flow(models=model or None)))
+    if data is None:
+        console.print(render_models(train_flow(models=model or None, test_fraction=test_fraction)))
+        return
+    from flows.train_dataset import DatasetError, train_dataset
+
+    try:
+        run = train_dataset(data, models=model or None, test_fraction=test_fraction)
+    except (DatasetError, FileNotFoundError, ValueError) as exc:
+        err_console.print(f"[red]--data[/red]: {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(code=1) from None
+    split = "each model's split" if run.test_fraction is None else f"latest {run.test_fraction:.0%}"
+    console.print(f"dataset {run.dataset.name} ({run.dataset.source}) in {run.data_dir}")
+    console.print(render_models(run.models, title=f"Models (test window: {split} by time)"))
+    for name, reason in run.skipped.items():
+        console.print(f"[yellow]skipped[/yellow] {name}: {reason}", highlight=False)
+    for note in run.notes:
+        console.print(f"note: {note}", highlight=False)
 
 
 @app.command()
@@ -276,14 +305,15 @@ def render_features(version: Path) -> Table:
     return table
 
 
-def render_models(summaries) -> Table:
+def render_models(summaries, title: str = "Models (test window)") -> Table:
     """Trained models: test metric, baseline and oracle, and the serving champion."""
 
     def fmt(x: float | None) -> str:
         return "—" if x is None or x != x else f"{x:.3f}"
 
-    table = Table(title="Models (test window)")
-    for column in ("model", "metric", "model score", "baseline", "oracle", "version", "champion"):
+    table = Table(title=title)
+    columns = ("model", "metric", "model score", "baseline", "test rows", "oracle")
+    for column in (*columns, "version", "champion"):
         table.add_column(column, justify="left" if column in ("model", "metric") else "right")
     for s in summaries:
         table.add_row(
@@ -291,6 +321,7 @@ def render_models(summaries) -> Table:
             s.metric,
             fmt(s.value),
             fmt(s.baseline),
+            "—" if s.test_rows is None else f"{s.test_rows:,}",
             fmt(s.oracle),
             s.version or "—",
             s.champion or "—",

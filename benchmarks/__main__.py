@@ -20,6 +20,7 @@ BENCHMARKS = {
     "materialize": features.bench_materialize,
     "online_read": features.bench_online_read,
     "training": training.bench_training,
+    "olist": training.bench_olist,
     "delivery": delivery.bench_delivery,
 }
 
