@@ -7,7 +7,8 @@
 - Estimator: LightGBM quantile boosters at (1 − coverage)/2, 1/2 and (1 + coverage)/2 on
   the `delivery_estimate_v1` features plus the decision-time hours; the window is then
   conformally calibrated (`training.conformal`) on the latest labelled rows before the test
-  window, per carrier, at the level of calendar days in the customer's time zone.
+  window, per carrier and decision stage, at the level of calendar days in the customer's
+  time zone.
 - The most likely date is the local date of the median instant: the median minimises the
   expected absolute error in days.
 - Lost and undelivered parcels: a shipment is used once its outcome is settled, i.e. it was
@@ -67,6 +68,7 @@ from training.window import (
     HOUR_COLUMNS,
     WindowModel,
     WindowPyfunc,
+    group_keys,
     local_dates,
     outcome_bucket,
     window_metrics,
@@ -78,7 +80,9 @@ NAME = "delivery_estimate"
 COVERAGE = 0.90
 PRIMARY_METRIC = "mae_days"
 SETTLED_AFTER = pd.Timedelta(days=14)
-GROUP = "carrier"
+# Conformal groups: each carrier at each decision stage, so the window holds its coverage
+# at dispatch as well as after a scan, and for an erratic carrier as for a steady one.
+GROUP = ("carrier", "stage")
 SEGMENTS = ("carrier", "lane", "stage")
 DECISION_STAGES = ("dispatch", *UPDATE_EVENTS)
 # Columns the label events carry besides the label, for evaluation and the window's dates.
@@ -353,7 +357,7 @@ def train(
     lower, middle, upper = uncalibrated.raw_log_hours(calib_rows)
     ordered = np.sort(np.column_stack([lower, middle, upper]), axis=1)
     scores = window_scores(ordered[:, 0], ordered[:, 2], y_low, y_high)
-    offsets = fit_offsets(scores, coverage, calib_rows[GROUP].to_numpy())
+    offsets = fit_offsets(scores, coverage, group_keys(calib_rows, GROUP))
     model = WindowModel(
         NAME,
         uncalibrated.boosters,
@@ -403,7 +407,7 @@ def train(
         baseline_metrics=baseline_metrics,
         validation_metrics=validation_metrics,
         calibration={
-            "method": f"conformal quantile regression per {GROUP}",
+            "method": f"conformal quantile regression per {' and '.join(GROUP)}",
             "offsets": offsets.offsets,
             "rows": offsets.rows,
             "uncalibrated": raw_metrics,
@@ -504,7 +508,7 @@ def _log_and_register(
         **{f"lgbm_{k}": v for k, v in params.items() if k != "alpha"},
         "quantile_levels": ",".join(f"{q:g}" for q in model.levels),
         "coverage": model.coverage,
-        "conformal_group": GROUP,
+        "conformal_group": ",".join(GROUP),
         "settled_after_days": SETTLED_AFTER.days,
         "feature_service": spec.feature_service,
         "features": ",".join(result.features),

@@ -95,6 +95,18 @@ def outcome_bucket(
     return np.where(missing, np.inf, y_low), np.where(missing, np.inf, y_high)
 
 
+def group_keys(data: pd.DataFrame, columns: Sequence[str]) -> pd.Series | None:
+    """Each row's conformal group: the values of `columns` joined by "|" (None when no
+    columns are named or one is absent)."""
+    if not columns or any(c not in data for c in columns):
+        return None
+    parts = [data[c].astype("string").fillna("(missing)") for c in columns]
+    keys = parts[0]
+    for part in parts[1:]:
+        keys = keys + "|" + part
+    return keys.reset_index(drop=True)
+
+
 @dataclass
 class WindowModel:
     """Most likely instant and a calibrated window for an event after the decision instant.
@@ -106,7 +118,8 @@ class WindowModel:
         levels: Their quantile levels.
         layout: Input columns and fixed categories.
         offsets: Conformal offsets (log hours) per group.
-        group: Column holding each row's group (None: one offset).
+        group: Columns whose values, joined by "|", name each row's group (empty: one
+            offset; rows lacking a column use the all-rows offset).
         words: Feature → description, for reason codes.
     """
 
@@ -116,7 +129,7 @@ class WindowModel:
     levels: tuple[float, float, float]
     layout: FeatureLayout
     offsets: ConformalOffsets
-    group: str | None = None
+    group: tuple[str, ...] = ()
     words: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -141,7 +154,7 @@ class WindowModel:
     def log_hours(self, data: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Calibrated, ordered (earliest, most likely, latest) in log hours from decision."""
         lower, middle, upper = self.raw_log_hours(data)
-        groups = data[self.group] if self.group is not None and self.group in data else None
+        groups = group_keys(data, self.group)
         offset = self.offsets.for_groups(groups, len(data))
         return conformalize(lower, middle, upper, offset)
 
@@ -228,7 +241,7 @@ class WindowModel:
             "levels": list(self.levels),
             "layout": self.layout.to_dict(),
             "offsets": self.offsets.to_dict(),
-            "group": self.group,
+            "group": list(self.group),
             "words": self.words,
         }
         (folder / META_FILE).write_text(json.dumps(meta, indent=2))
@@ -247,7 +260,7 @@ class WindowModel:
             levels=tuple(float(v) for v in meta["levels"]),
             layout=FeatureLayout.from_dict(meta["layout"]),
             offsets=ConformalOffsets.from_dict(meta["offsets"]),
-            group=meta.get("group"),
+            group=tuple(meta.get("group") or ()),
             words=meta.get("words", {}),
         )
 
