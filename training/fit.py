@@ -131,6 +131,7 @@ def fit_lightgbm(
     params: dict[str, object] | None = None,
     num_boost_round: int = DEFAULT_ROUNDS,
     early_stopping_rounds: int = DEFAULT_EARLY_STOPPING,
+    weight: str | None = None,
 ) -> FitResult:
     """Fit a binary LightGBM classifier, stopping when validation log loss stops improving.
 
@@ -142,6 +143,7 @@ def fit_lightgbm(
         params: LightGBM parameters, merged over `DEFAULT_PARAMS`.
         num_boost_round: Upper bound on trees.
         early_stopping_rounds: Rounds without improvement before stopping.
+        weight: Column of row weights, in both windows (None: unweighted).
 
     Returns:
         The booster, truncated to its best iteration when predicting.
@@ -153,12 +155,14 @@ def fit_lightgbm(
     train_set = lgb.Dataset(
         layout.frame(train),
         label=train[label].to_numpy(dtype=np.float64),
+        weight=train[weight].to_numpy(dtype=np.float64) if weight else None,
         categorical_feature=categorical or "auto",
         free_raw_data=True,
     )
     valid_set = lgb.Dataset(
         layout.frame(valid),
         label=valid[label].to_numpy(dtype=np.float64),
+        weight=valid[weight].to_numpy(dtype=np.float64) if weight else None,
         reference=train_set,
         categorical_feature=categorical or "auto",
     )

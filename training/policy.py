@@ -53,6 +53,7 @@ log = logging.getLogger(__name__)
 
 POLICIES = ("model", "popularity", "random", "logging")
 BUY_ANYWAY_QUANTILE = 0.75
+MAX_WEIGHT = 50.0
 
 
 def returned_before(tables: Mapping[str, pa.Table], frame: pd.DataFrame) -> np.ndarray:
@@ -159,6 +160,11 @@ def train_policy(
     cand, _ = _features(store, cand)
     seconds["retrieval"] = time.perf_counter() - clock
     seconds["features"] = time.perf_counter() - started
+    # The logging policy shows each customer's favourite category most: weighting each
+    # decision by 1 / propensity (capped) learns acceptance as if actions had been chosen
+    # uniformly, so the model is right about the actions it would choose, not only about
+    # those the logging policy chose.
+    logged_frame["weight"] = np.minimum(1.0 / logged_frame["propensity"], MAX_WEIGHT)
     train_rows = logged_frame.loc[logged_frame["offer_id"].isin(events.loc[train_idx, "offer_id"])]
     valid_rows = logged_frame.loc[logged_frame["offer_id"].isin(events.loc[valid_idx, "offer_id"])]
 
@@ -172,6 +178,7 @@ def train_policy(
         spec.params,
         spec.num_boost_round,
         spec.early_stopping_rounds,
+        weight="weight",
     )
     seconds["fit"] = time.perf_counter() - clock
     raw_valid = fitted.raw_score(valid_rows)
