@@ -4,9 +4,11 @@ Feast's file offline store loses label events in two ways: an event that found n
 row at or before its time (an entity not yet known, or unknown) is dropped rather than
 given missing values, and of several events sharing one entity and timestamp only one keeps
 its values. Training sets built on that silently lose rows, and not at random (new
-customers, repeated snapshots). Here Feast is asked once per distinct (entity, timestamp)
-and the answer is joined back onto every label event, so each event yields exactly one row,
-in input order, with missing values where nothing was known.
+customers, repeated snapshots). The default DuckDB store (`features.store.duckdb_offline`)
+keeps every event, but the guarantee belongs here, whatever store is configured: Feast is
+asked once per distinct (entity, timestamp) and the answer is joined back onto every label
+event, so each event yields exactly one row, in input order, with missing values where
+nothing was known.
 """
 
 from __future__ import annotations

@@ -81,7 +81,7 @@ def test_feature_rows_have_unique_entity_and_timestamp(built) -> None:
 
 
 def test_historical_retrieval_is_one_row_per_label_event(built, sim_tables) -> None:
-    _, store, tables, _ = built
+    settings, store, tables, _ = built
     rng = np.random.default_rng(5)
     customers = sim_tables["customers"].column("customer_id").to_pylist()
     start = pc.min(sim_tables["orders"].column("order_ts")).as_py()
@@ -112,9 +112,19 @@ def test_historical_retrieval_is_one_row_per_label_event(built, sim_tables) -> N
     )
     features = [f"customer_snapshots:{c}" for c in CHURN_FEATURES]
     raw = store.get_historical_features(entity_df=entity_df, features=features).to_df()
-    # The pitfall: Feast alone drops label events that found no feature row.
-    assert len(raw) < len(entity_df)
+    # The DuckDB store keeps every label event; Feast's file store drops those that found
+    # no feature row, and the wrapper restores them.
+    assert len(raw) == len(entity_df)
+    file_store = feature_store(settings, offline_store={"type": "file"})
+    raw_file = file_store.get_historical_features(entity_df=entity_df, features=features)
+    assert len(raw_file.to_df()) < len(entity_df)
     got = historical_features(store, entity_df, features)
+    from_file = historical_features(file_store, entity_df, features)
+    # Missing strings are None from one store and NaN from the other: compare as missing.
+    pd.testing.assert_frame_equal(
+        got.astype(object).where(got.notna(), None),
+        from_file.astype(object).where(from_file.notna(), None),
+    )
     assert len(got) == len(entity_df)
     assert got.index.equals(entity_df.index)
     assert got["customer_id"].tolist() == entity_df["customer_id"].tolist()
@@ -182,6 +192,58 @@ def test_later_created_row_wins_a_timestamp_tie(built, tmp_path) -> None:
     )
     got = historical_features(store, entity_df, ["order_contents:order_total"])
     assert got["order_total"].tolist() == [123456.0]
+
+
+def test_ttl_hides_rows_older_than_the_view_ttl(built) -> None:
+    """shipment_events has a 60-day TTL: a label past it sees nothing, one inside it does."""
+    _, store, tables, _ = built
+    frame = tables["shipment_events"].to_pandas()
+    last = frame.sort_values("event_ts").drop_duplicates("shipment_id", keep="last").iloc[0]
+    ttl = store.get_feature_view("shipment_events").ttl
+    entity_df = pd.DataFrame(
+        {
+            "shipment_id": [last["shipment_id"]] * 2,
+            "event_timestamp": [
+                last["event_ts"] + ttl - pd.Timedelta(hours=1),
+                last["event_ts"] + ttl + pd.Timedelta(hours=1),
+            ],
+        }
+    )
+    column = next(c for c in frame.columns if c not in ("shipment_id", "event_ts", "created_ts"))
+    got = historical_features(store, entity_df, [f"shipment_events:{column}"])
+    assert got[column].iloc[0] == last[column]
+    assert pd.isna(got[column].iloc[1])
+
+
+def test_republished_tables_are_read_whatever_the_working_directory(
+    built, tmp_path, monkeypatch
+) -> None:
+    """Source paths are relative to the `current` version, not to the process's directory,
+    and a store keeps following `current` when a new version is published."""
+    _, _, tables, _ = built
+    settings = Settings(data_dir=tmp_path / "data")
+    publish_tables(tables, settings.features_dir)
+    store = feature_store(settings)
+    apply_definitions(store)
+    monkeypatch.chdir(tmp_path)
+    table = tables["order_contents"]
+    order_id = table.column("order_id")[0].as_py()
+    entity_df = pd.DataFrame(
+        {
+            "order_id": [order_id],
+            "event_timestamp": [table.column("event_ts")[0].as_py() + timedelta(hours=1)],
+        }
+    )
+    before = historical_features(store, entity_df, ["order_contents:order_total"])
+    assert before["order_total"].tolist() == [table.column("order_total")[0].as_py()]
+    restated = table.set_column(
+        table.schema.get_field_index("order_total"),
+        "order_total",
+        pa.array([-1.0] * table.num_rows),
+    )
+    publish_tables({**tables, "order_contents": restated}, settings.features_dir)
+    after = historical_features(store, entity_df, ["order_contents:order_total"])
+    assert after["order_total"].tolist() == [-1.0]
 
 
 def online_matches_latest_offline(store, tables, sample: int = 50) -> None:

@@ -1,0 +1,303 @@
+"""Feast's DuckDB offline store, reading the repository's Parquet folders, with an as-of join.
+
+Two changes to Feast's own `DuckDBOfflineStore`, both through its offline-store interface:
+
+- Paths. Feast hands a FileSource's path to DuckDB as it is: a relative path then resolves
+  against the process's working directory rather than the repo path, and a folder without
+  `file_format` is not read at all. Here relative paths resolve against `config.repo_path`
+  (the `current` published version, see `features.store.config`) as in Feast's file store,
+  and a folder means all its Parquet parts.
+- The point-in-time join. Feast's ibis join pairs each label event with every earlier
+  feature row of its entity (a range join carrying all feature columns) and keeps the
+  newest with a window function; with daily snapshots that is tens of rows per event and
+  dominated training time (see `get_historical_features`). Here DuckDB's ASOF join finds
+  the newest (event_ts, created_ts) per event on the key and timestamp columns alone, and
+  one equi-join then fetches that row's features. Same answer: the newest row at or before
+  the event time, ties on event_ts broken by the latest created_ts, nothing where the
+  view's TTL (when not zero) has expired, and every label event kept (missing values where
+  nothing was known).
+
+Materialisation pulls are Feast's ibis functions, only with the path resolution above.
+Configured with `offline_store: type: features.store.duckdb_offline.RepoDuckDBOfflineStore`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+import ibis
+import pandas as pd
+from feast.data_format import ParquetFormat
+from feast.data_source import DataSource
+from feast.feature_view import FeatureView
+from feast.infra.offline_stores import duckdb as feast_duckdb
+from feast.infra.offline_stores import offline_utils
+from feast.infra.offline_stores.file_source import FileSource
+from feast.infra.offline_stores.ibis import (
+    IbisRetrievalJob,
+    get_historical_features_ibis,
+    pull_all_from_table_or_query_ibis,
+    pull_latest_from_table_or_query_ibis,
+)
+from feast.infra.offline_stores.offline_store import RetrievalJob, RetrievalMetadata
+from feast.infra.registry.base_registry import BaseRegistry
+from feast.on_demand_feature_view import OnDemandFeatureView
+from feast.repo_config import RepoConfig
+from ibis.expr import datatypes as dt
+from ibis.expr.types import Table
+
+STORE_TYPE = "features.store.duckdb_offline.RepoDuckDBOfflineStore"
+
+
+class RepoDuckDBOfflineStoreConfig(feast_duckdb.DuckDBOfflineStoreConfig):
+    """Configuration of `RepoDuckDBOfflineStore` (`offline_store:` in feature_store.yaml)."""
+
+    type: Literal["features.store.duckdb_offline.RepoDuckDBOfflineStore"] = STORE_TYPE
+
+
+def local_parquet_path(data_source: FileSource, repo_path: str | Path | None) -> str | None:
+    """What DuckDB should read for a local Parquet file source, or None for anything else.
+
+    A relative path is taken relative to the repo path; a folder means its Parquet parts.
+    """
+    if data_source.file_format is not None and not isinstance(
+        data_source.file_format, ParquetFormat
+    ):
+        return None
+    uri = data_source.path
+    if "://" in uri:
+        return None
+    path = Path(FileSource.get_uri_for_file_path(repo_path, uri))
+    return str(path / "*.parquet") if path.is_dir() else str(path)
+
+
+def read_source(data_source: DataSource, repo_path: str) -> Table:
+    """Feast's DuckDB reader, with local Parquet paths resolved against the repo path."""
+    if isinstance(data_source, FileSource):
+        path = local_parquet_path(data_source, repo_path)
+        if path is not None:
+            return ibis.read_parquet(path)
+    return feast_duckdb._read_data_source(data_source, repo_path)
+
+
+def _staging(config: RepoConfig) -> dict[str, Any]:
+    return {
+        "data_source_reader": read_source,
+        "data_source_writer": feast_duckdb._write_data_source,
+        "staging_location": config.offline_store.staging_location,
+        "staging_location_endpoint_override": (
+            config.offline_store.staging_location_endpoint_override
+        ),
+    }
+
+
+class RepoDuckDBOfflineStore(feast_duckdb.DuckDBOfflineStore):
+    """`DuckDBOfflineStore` whose file sources resolve against the repo path."""
+
+    @staticmethod
+    def pull_latest_from_table_or_query(
+        config: RepoConfig,
+        data_source: DataSource,
+        join_key_columns: list[str],
+        feature_name_columns: list[str],
+        timestamp_field: str,
+        created_timestamp_column: str | None,
+        start_date: datetime,
+        end_date: datetime,
+    ) -> RetrievalJob:
+        """Latest row per entity in [start_date, end_date] (materialisation)."""
+        return pull_latest_from_table_or_query_ibis(
+            config=config,
+            data_source=data_source,
+            join_key_columns=join_key_columns,
+            feature_name_columns=feature_name_columns,
+            timestamp_field=timestamp_field,
+            created_timestamp_column=created_timestamp_column,
+            start_date=start_date,
+            end_date=end_date,
+            **_staging(config),
+        )
+
+    @staticmethod
+    def pull_all_from_table_or_query(
+        config: RepoConfig,
+        data_source: DataSource,
+        join_key_columns: list[str],
+        feature_name_columns: list[str],
+        timestamp_field: str,
+        created_timestamp_column: str | None = None,
+        start_date: datetime | None = None,
+        end_date: datetime | None = None,
+    ) -> RetrievalJob:
+        """Every row in [start_date, end_date] (materialisation)."""
+        return pull_all_from_table_or_query_ibis(
+            config=config,
+            data_source=data_source,
+            join_key_columns=join_key_columns,
+            feature_name_columns=feature_name_columns,
+            timestamp_field=timestamp_field,
+            created_timestamp_column=created_timestamp_column,
+            start_date=start_date,
+            end_date=end_date,
+            **_staging(config),
+        )
+
+    @staticmethod
+    def get_historical_features(
+        config: RepoConfig,
+        feature_views: list[FeatureView],
+        feature_refs: list[str],
+        entity_df: pd.DataFrame | str,
+        registry: BaseRegistry,
+        project: str,
+        full_feature_names: bool = False,
+        filter_by_created_timestamp: bool = False,
+    ) -> RetrievalJob:
+        """Point-in-time join of the label events with the views.
+
+        An as-of join where it gives Feast's answer; Feast's own ibis join for a SQL entity
+        query or `filter_by_created_timestamp` (a created_ts cut-off is not monotone in
+        event time, so the newest row by event time may not be the one to serve).
+        """
+        feast_duckdb._validate_lance_feature_views(feature_views)
+        if filter_by_created_timestamp or not isinstance(entity_df, pd.DataFrame):
+            return get_historical_features_ibis(
+                config=config,
+                feature_views=feature_views,
+                feature_refs=feature_refs,
+                entity_df=entity_df,
+                registry=registry,
+                project=project,
+                full_feature_names=full_feature_names,
+                filter_by_created_timestamp=filter_by_created_timestamp,
+                **_staging(config),
+            )
+        timestamp_col = offline_utils.infer_event_timestamp_from_entity_df(
+            dict(zip(entity_df.columns, entity_df.dtypes, strict=True))
+        )
+        entity_df = entity_df.copy()
+        entity_df[timestamp_col] = pd.to_datetime(entity_df[timestamp_col], utc=True)
+        result = ibis.memtable(entity_df)
+        requested: list[str] = []
+        for index, view in enumerate(feature_views):
+            features, names = _view_features(config, view, feature_refs, full_feature_names)
+            result = as_of_join(result, features, timestamp_col, f"__asof{index}", names)
+            requested.extend(names)
+        odfvs = OnDemandFeatureView.get_requested_odfvs(feature_refs, project, registry)
+        for odfv in odfvs:
+            if odfv.mode == "substrait":
+                result = odfv.transform_ibis(result, full_feature_names)
+        stamps = entity_df[timestamp_col]
+        return IbisRetrievalJob(
+            result,
+            [odfv for odfv in odfvs if odfv.mode != "substrait"],
+            full_feature_names,
+            metadata=RetrievalMetadata(
+                features=feature_refs,
+                keys=list(set(entity_df.columns) - {timestamp_col}),
+                min_event_timestamp=stamps.min().to_pydatetime(),
+                max_event_timestamp=stamps.max().to_pydatetime(),
+            ),
+            data_source_writer=feast_duckdb._write_data_source,
+            staging_location=config.offline_store.staging_location,
+            staging_location_endpoint_override=config.offline_store.staging_location_endpoint_override,
+            repo_path=str(config.repo_path),
+        )
+
+
+@dataclass(frozen=True)
+class ViewTable:
+    """One feature view's offline rows, as the join needs them."""
+
+    table: Table
+    timestamp: str
+    created: str | None
+    join_keys: dict[str, str]  # column in the view's table -> column in the entity table
+    ttl: timedelta | None
+
+
+def _view_features(
+    config: RepoConfig,
+    view: FeatureView,
+    feature_refs: list[str],
+    full_feature_names: bool,
+) -> tuple[ViewTable, list[str]]:
+    """A view's table and requested output columns, prepared as Feast's ibis join does.
+
+    Field mappings are undone, timestamps cast to UTC, and with `full_feature_names` the
+    features renamed `<view>__<feature>`.
+    """
+    if view.batch_source is None:
+        raise ValueError(f"Feature view '{view.name}' has no batch_source and cannot be queried.")
+    source = view.batch_source
+    table = read_source(source, str(config.repo_path))
+    for old_name, new_name in source.field_mapping.items():
+        if old_name in table.columns:
+            table = table.rename({new_name: old_name})
+    stamps = [c for c in (source.timestamp_field, source.created_timestamp_column) if c]
+    table = table.mutate(**{c: table[c].cast(dt.Timestamp(timezone="UTC")) for c in stamps})
+    prefix = view.projection.name_to_use()
+    names = [ref.split(":")[1] for ref in feature_refs if ref.startswith(f"{prefix}:")]
+    if full_feature_names:
+        base = view.projection.name_alias or view.name
+        table = table.rename({f"{base}__{name}": name for name in names})
+        names = [f"{base}__{name}" for name in names]
+    join_keys = view.projection.join_key_map or {e.name: e.name for e in view.entity_columns}
+    ttl = view.ttl if view.ttl else None  # Feast: a zero TTL never expires
+    return ViewTable(
+        table, source.timestamp_field, source.created_timestamp_column or None, join_keys, ttl
+    ), names
+
+
+def as_of_join(
+    entities: Table, view: ViewTable, timestamp_col: str, tag: str, features: list[str]
+) -> Table:
+    """`entities` with `features` added from the newest view row at or before each event.
+
+    Args:
+        entities: Label events: the view's join keys (entity-side names), `timestamp_col`,
+            anything else (passed through).
+        view: The view's rows.
+        timestamp_col: Event time column of `entities` (UTC).
+        tag: Prefix of the helper columns, unique per view in one query.
+        features: Columns of the view's table to add.
+
+    Returns:
+        One row per row of `entities` (no row dropped, none repeated unless the view holds
+        several rows with equal keys, event_ts and created_ts).
+    """
+    table = view.table
+    found_ts, found_created = f"{tag}_ts", f"{tag}_created"
+    keys = {column: f"{tag}_key{i}" for i, column in enumerate(view.join_keys)}
+    stamps = {view.timestamp: found_ts}
+    if view.created:
+        stamps[view.created] = found_created
+    # Narrow side: one row per (keys, event_ts), holding its latest created_ts.
+    narrow = table.select(*[table[c].name(n) for c, n in {**keys, **stamps}.items()])
+    if view.created:
+        narrow = narrow.group_by([*keys.values(), found_ts]).aggregate(
+            narrow[found_created].max().name(found_created)
+        )
+    else:
+        narrow = narrow.distinct()
+    picked = entities.asof_join(
+        narrow,
+        on=entities[timestamp_col] >= narrow[found_ts],
+        predicates=[narrow[n] == entities[view.join_keys[c]] for c, n in keys.items()],
+    ).select(*entities.columns, *stamps.values())
+    # Wide side: the picked row's features, by equality on keys, event_ts and created_ts.
+    wide = table.select(
+        *[table[c].name(f"{n}_w") for c, n in {**keys, **stamps}.items()],
+        *[table[f] for f in features],
+    )
+    predicates = [wide[f"{n}_w"] == picked[view.join_keys[c]] for c, n in keys.items()]
+    predicates.append(wide[f"{found_ts}_w"] == picked[found_ts])
+    if view.created:
+        predicates.append(wide[f"{found_created}_w"].identical_to(picked[found_created]))
+    if view.ttl is not None:
+        predicates.append(picked[found_ts] >= picked[timestamp_col] - ibis.interval(view.ttl))
+    joined = picked.left_join(wide, predicates, lname="", rname="{name}" + f"{tag}_right")
+    return joined.select(*entities.columns, *[joined[f] for f in features])
