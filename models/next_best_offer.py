@@ -16,9 +16,10 @@ outreach, learned from logged offers and their propensities.
 - Reward of a logged decision: its value if accepted, else 0 (list price from the logged
   revenue / (1 − discount)).
 - Features: the `next_best_offer_v1` service (who the customer is, their history with the
-  candidate category, what the tracked order holds), decision-time ages, the decision's
-  context (placement, channel, whether the tracked parcel is past its promise) and the
-  action (category, offer type, discount, whether the order holds the category).
+  candidate category, what the tracked order holds and where its parcel is), decision-time
+  ages, the decision's context (placement, channel, whether the tracked parcel is past its
+  promise and undelivered) and the action (category, offer type, discount, whether the
+  order holds the category).
 - Policy: show the allowed action with the highest expected value p̂(accept) × value; never
   a category the customer returned (`category_returns_total` > 0 as of the decision).
 - Baselines: the popularity policy (a plain recommendation of the best-selling category of
@@ -37,7 +38,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from features.build.derived import add_time_features
+from features.build.derived import add_time_features, as_of_seconds
 from training.entry import ModelEntry, OracleComparison
 from training.spec import EVENT_TIME, LABEL, LABEL_KNOWN, ModelSpec
 from training.split import SplitConfig
@@ -145,28 +146,13 @@ def reference_categories(
     return pd.Series(np.asarray(catalogue.categories, dtype=object)[top], index=customer_id.index)
 
 
-def parcel_late(tables: Mapping[str, pa.Table], order_id: pd.Series, at: pd.Series) -> np.ndarray:
-    """Whether the tracked order's parcel is past its promise and undelivered at `at`."""
-    ships = tables["shipments"].select(["order_id", "promised_ts", "delivered_ts"]).to_pandas()
-    ships = ships.groupby("order_id").agg(
-        promised_ts=("promised_ts", "min"), delivered_ts=("delivered_ts", "max")
-    )
-    joined = ships.reindex(order_id.to_numpy())
-    at = pd.to_datetime(at, utc=True).to_numpy()
-    promised = pd.to_datetime(joined["promised_ts"], utc=True).to_numpy()
-    delivered = pd.to_datetime(joined["delivered_ts"], utc=True).to_numpy()
-    past = promised < at
-    undelivered = pd.isna(delivered) | (delivered > at)
-    return (past & undelivered).astype(np.float64)
-
-
 def label_events(tables: dict[str, pa.Table]) -> pd.DataFrame:
     """One row per logged offer decision whose 7-day window has closed.
 
     Returns:
         offer_id, customer_id, category, order_id, event_timestamp, label, label_ts,
-        offer_type, discount, placement, channel, parcel_late, propensity, value (of the
-        logged action if accepted), reward.
+        offer_type, discount, placement, channel, propensity, value (of the logged action
+        if accepted), reward.
     """
     offers = tables["offers"].to_pandas()
     if offers.empty:
@@ -200,7 +186,6 @@ def label_events(tables: dict[str, pa.Table]) -> pd.DataFrame:
             "discount": discount,
             "placement": offers["placement"].to_numpy(),
             "channel": offers["channel"].to_numpy(),
-            "parcel_late": parcel_late(tables, order_id, ts),
             "propensity": offers["propensity"].to_numpy(np.float64),
         }
     )
@@ -270,10 +255,15 @@ def candidates(decisions: pd.DataFrame, actions: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def decision_features(frame: pd.DataFrame, as_of: pd.Series) -> pd.DataFrame:
-    """Decision-time features: ages from stored instants, and whether the order holds the
-    candidate category."""
+def decision_features(frame: pd.DataFrame, as_of: pd.Series | pd.Timestamp) -> pd.DataFrame:
+    """Decision-time features: ages from stored instants, whether the tracked parcel is past
+    its promise and still undelivered, whether the order holds the candidate category, and
+    the category's share of the customer's orders."""
     out = add_time_features(frame, as_of)
+    now = as_of_seconds(as_of, len(out))
+    promised = out["order_promised_epoch"].to_numpy(np.float64)
+    delivered = out["order_delivered_epoch"].to_numpy(np.float64)
+    out["parcel_late"] = ((now > promised) & np.isnan(delivered)).astype(np.float64)
     orders = out["orders_total"].to_numpy(np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
         share = out["category_orders_total"].to_numpy(np.float64) / orders
@@ -361,6 +351,9 @@ SPEC = ModelSpec(
         "signup_epoch",
         "category_last_purchase_epoch",
         "order_categories",
+        "order_customer_id",
+        "order_promised_epoch",
+        "order_delivered_epoch",
     ),
     derived=(
         "days_since_last_order",

@@ -82,12 +82,68 @@ def customer_category_features(tables: dict[str, pa.Table]) -> pa.Table | None:
 
 
 def order_features(tables: dict[str, pa.Table]) -> pa.Table:
-    """One row per order, stamped at the order: what it holds."""
+    """What each order holds and where its parcel is: a row at the order, another at
+    dispatch (the promise becomes known) and another at delivery."""
+    contents = order_contents(tables)
+    n = contents.num_rows
+    contents = contents.append_column(
+        "order_promised_epoch", pa.nulls(n, pa.float64())
+    ).append_column("order_delivered_epoch", pa.nulls(n, pa.float64()))
+    shipments = tables.get("shipments")
+    if shipments is None or not shipments.num_rows:
+        return contents
+    # An order's parcel: its first shipment.
+    ships = shipments.select(["order_id", "shipped_ts", "promised_ts", "delivered_ts"])
+    ships = ships.sort_by([("order_id", "ascending"), ("shipped_ts", "ascending")])
+    first = ships.group_by("order_id", use_threads=False).aggregate(
+        [("shipped_ts", "first"), ("promised_ts", "first"), ("delivered_ts", "first")]
+    )
+    row = codes_in(first.column("order_id"), contents.column("order_id"))
+    first = first.filter(pa.array(row >= 0))
+    row = row[row >= 0]
+    promised = _epoch(first.column("promised_ts_first"))
+    delivered = _epoch(first.column("delivered_ts_first"))
+    kept = [c for c in contents.column_names if c not in _PARCEL_COLUMNS]
+    dispatched = contents.select(kept).take(pa.array(row))
+    dispatched = dispatched.set_column(
+        dispatched.column_names.index("event_ts"), "event_ts", first.column("shipped_ts_first")
+    )
+    dispatched = dispatched.append_column("order_promised_epoch", promised).append_column(
+        "order_delivered_epoch", pa.nulls(len(row), pa.float64())
+    )
+    arrived = pc.is_valid(first.column("delivered_ts_first"))
+    delivered_rows = dispatched.filter(arrived)
+    delivered_rows = delivered_rows.set_column(
+        delivered_rows.column_names.index("event_ts"),
+        "event_ts",
+        first.column("delivered_ts_first").filter(arrived),
+    )
+    delivered_rows = delivered_rows.set_column(
+        delivered_rows.column_names.index("order_delivered_epoch"),
+        "order_delivered_epoch",
+        delivered.filter(arrived),
+    )
+    out = pa.concat_tables([contents, dispatched, delivered_rows])
+    return out.sort_by([("order_id", "ascending"), ("event_ts", "ascending")])
+
+
+_PARCEL_COLUMNS = ("order_promised_epoch", "order_delivered_epoch")
+
+
+def _epoch(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """Timestamps as float epoch seconds (nulls kept)."""
+    micros = pc.cast(column.cast(pa.timestamp("us", tz="UTC")), pa.int64())
+    return pc.divide(pc.cast(micros, pa.float64()), 1e6)
+
+
+def order_contents(tables: dict[str, pa.Table]) -> pa.Table:
+    """One row per order, stamped at the order: who placed it and what it holds."""
     orders = tables["orders"]
     base = pa.table(
         {
             "order_id": orders.column("order_id"),
             "event_ts": orders.column("order_ts"),
+            "order_customer_id": orders.column("customer_id"),
             "order_total": orders.column("amount"),
         }
     )

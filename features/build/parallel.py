@@ -64,9 +64,10 @@ NEEDS: dict[str, dict[str, list[str] | None]] = {
         "returns": ["order_id", "product_id", "requested_ts"],
     },
     "order_contents": {
-        "orders": ["order_id", "order_ts", "amount"],
+        "orders": ["order_id", "customer_id", "order_ts", "amount"],
         "order_items": None,
         "products": ["product_id", "category"],
+        "shipments": ["order_id", "shipped_ts", "promised_ts", "delivered_ts"],
     },
 }
 

@@ -29,19 +29,31 @@ customer_category = FeatureView(
     description="Purchases and returns per (customer, category), daily snapshots.",
 )
 
-# What the tracked order holds; offers should complement it.
+# What the tracked order holds, so offers complement it, and where its parcel is (a row at
+# the order, at dispatch and at delivery), so an offer can tell a late parcel.
 order_contents = FeatureView(
     name="order_contents",
     entities=[order],
     ttl=timedelta(0),
     schema=[
+        Field(name="order_customer_id", dtype=String, description="Who placed the order."),
         Field(name="order_total", dtype=Float64, description="Order total."),
         Field(name="order_items", dtype=Int64, description="Units ordered."),
         Field(name="order_n_categories", dtype=Int64, description="Distinct categories."),
         Field(name="order_categories", dtype=String, description="Categories, '|'-joined."),
         Field(name="order_main_category", dtype=String, description="Category of most spend."),
+        Field(
+            name="order_promised_epoch",
+            dtype=Float64,
+            description="Promised delivery of the order's parcel once dispatched, epoch seconds.",
+        ),
+        Field(
+            name="order_delivered_epoch",
+            dtype=Float64,
+            description="Delivery of the order's parcel once delivered, epoch seconds.",
+        ),
     ],
     source=order_source,
     online=True,
-    description="Contents of each order.",
+    description="Contents of each order and its parcel's state.",
 )

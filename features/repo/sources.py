@@ -38,5 +38,5 @@ order_source = FileSource(
     path="orders",
     timestamp_field="event_ts",
     created_timestamp_column="created_ts",
-    description="What each order holds, stamped at the order.",
+    description="What each order holds; rows at the order, its dispatch and its delivery.",
 )

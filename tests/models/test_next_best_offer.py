@@ -108,14 +108,26 @@ def test_label_events_label_the_seven_day_window_and_value_the_reward(events, si
     assert (events[LABEL_KNOWN] <= end).all()
 
 
-def test_parcel_late_only_for_tracked_orders_past_their_promise(events, sim_tables) -> None:
-    outreach = events["order_id"] == nbo.NO_ORDER
-    assert (events.loc[outreach, "parcel_late"] == 0).all()
-    ships = sim_tables["shipments"].to_pandas().set_index("order_id")
-    late = events[events["parcel_late"] == 1].head(50)
-    assert len(late)
-    promised = pd.to_datetime(ships.loc[late["order_id"], "promised_ts"], utc=True).to_numpy()
-    assert (promised < late[EVENT_TIME].to_numpy()).all()
+def test_parcel_late_means_past_the_promise_and_not_yet_delivered() -> None:
+    day = 86_400.0
+    now = pd.Timestamp("2025-03-10", tz="UTC")
+    t = now.timestamp()
+    frame = pd.DataFrame(
+        {
+            "category": ["toys"] * 4,
+            "orders_total": [2, 2, 2, 0],
+            "category_orders_total": [1, 1, np.nan, np.nan],
+            "order_categories": ["toys|books", "books", None, None],
+            # Past the promise and undelivered; delivered; not yet due; no tracked order.
+            "order_promised_epoch": [t - day, t - day, t + day, np.nan],
+            "order_delivered_epoch": [np.nan, t - 2 * day, np.nan, np.nan],
+        }
+    )
+    out = nbo.decision_features(frame, now)
+    assert out["parcel_late"].tolist() == [1.0, 0.0, 0.0, 0.0]
+    assert out["category_in_order"].tolist() == [1.0, 0.0, 0.0, 0.0]
+    np.testing.assert_allclose(out["category_order_share"].to_numpy()[:3], [0.5, 0.5, 0.0])
+    assert np.isnan(out["category_order_share"].iloc[3])
 
 
 @pytest.mark.slow

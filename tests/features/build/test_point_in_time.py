@@ -271,10 +271,32 @@ def test_offer_context(raw) -> None:
     fashion = affinity.loc[("a", "fashion")].sort_values("event_ts")
     assert list(fashion["category_orders_total"]) == [1, 2, 2]
     assert list(fashion["category_returns_total"]) == [0, 0, 1]
-    orders = order_features(tables).to_pandas().set_index("order_id")
+    rows = order_features(tables).to_pandas()
+    orders = rows.drop_duplicates("order_id").set_index("order_id")
     assert orders.loc["o1", "order_categories"] == "books|fashion"
     assert orders.loc["o1", "order_main_category"] == "fashion"
     assert orders.loc["o4", "order_items"] == 2
+    assert orders.loc["o1", "order_customer_id"] == "a"
+    # The parcel's state joins the order's row only when it happens: a row at dispatch
+    # carries the promise, a row at delivery the delivery; nothing earlier knows either.
+    ships = raw["shipments"].set_index("order_id")
+    for order_id, parcel in rows.groupby("order_id"):
+        ship = ships.loc[order_id] if order_id in ships.index else None
+        at_order = parcel.iloc[0]
+        assert np.isnan(at_order["order_promised_epoch"])
+        assert np.isnan(at_order["order_delivered_epoch"])
+        if ship is None or pd.isna(ship["shipped_ts"]):
+            assert len(parcel) == 1
+            continue
+        dispatched = parcel[parcel["event_ts"] == ship["shipped_ts"]].iloc[0]
+        assert dispatched["order_promised_epoch"] == ship["promised_ts"].timestamp()
+        assert np.isnan(dispatched["order_delivered_epoch"])
+        delivered = parcel[parcel["order_delivered_epoch"].notna()]
+        if pd.isna(ship["delivered_ts"]):
+            assert delivered.empty
+        else:
+            assert list(delivered["event_ts"]) == [ship["delivered_ts"]]
+            assert delivered["order_delivered_epoch"].iloc[0] == ship["delivered_ts"].timestamp()
 
 
 def test_missing_optional_tables_give_missing_features(raw) -> None:
