@@ -99,6 +99,7 @@ def choose_calibrator(
     criterion: str = "brier",
     folds: int = 5,
     seed: int = 7,
+    min_isotonic_rows: int = 0,
 ) -> CalibrationChoice:
     """Pick the calibration method with the lowest cross-validated loss, refit it on all rows.
 
@@ -109,6 +110,9 @@ def choose_calibrator(
         criterion: "brier" or "log_loss".
         folds: Cross-validation folds within the window (fewer when a class is rare).
         seed: Fold assignment seed.
+        min_isotonic_rows: With fewer rows, isotonic is left out of the candidates (when
+            another remains): a step function fitted on a few hundred rows overfits, and its
+            ties cost ranking quality that a cross-validated loss barely sees.
 
     Returns:
         The refitted winner and every candidate's loss ("raw" = no calibration, for reference).
@@ -124,6 +128,8 @@ def choose_calibrator(
     if minority == 0:
         raise ValueError("calibration needs both outcomes in the validation window")
     k = max(2, min(folds, minority))
+    if len(y) < min_isotonic_rows and any(m != "isotonic" for m in methods):
+        methods = tuple(m for m in methods if m != "isotonic")
     losses: dict[str, float] = {"raw": _loss(criterion, y, raw)}
     for method in methods:
         predicted = np.empty_like(raw)

@@ -266,12 +266,15 @@ def train(
 
     clock = time.perf_counter()
     layout = layout_from_train(train_rows, features, list(spec.categorical))
+    params = dict(spec.params)
+    if spec.params_rule is not None:
+        params |= spec.params_rule(train_rows[LABEL])
     fitted = fit_lightgbm(
         train_rows,
         valid_rows,
         layout,
         LABEL,
-        spec.params,
+        params,
         spec.num_boost_round,
         spec.early_stopping_rounds,
     )
@@ -280,7 +283,10 @@ def train(
     clock = time.perf_counter()
     raw_valid = fitted.raw_score(valid_rows)
     choice = choose_calibrator(
-        raw_valid, valid_rows[LABEL].to_numpy(), criterion=spec.calibration_criterion
+        raw_valid,
+        valid_rows[LABEL].to_numpy(),
+        criterion=spec.calibration_criterion,
+        min_isotonic_rows=spec.min_isotonic_rows,
     )
     model = CalibratedModel(
         spec.name, fitted.booster, fitted.best_iteration, layout, choice.calibrator, data.words

@@ -24,6 +24,7 @@ LABEL_KNOWN = "label_ts"
 LabelFunction = Callable[[dict[str, pa.Table]], pd.DataFrame]
 BaselineFunction = Callable[[pd.DataFrame], np.ndarray]
 ReportFunction = Callable[[pd.DataFrame, pd.DataFrame], dict[str, pd.DataFrame]]
+ParamsRule = Callable[[pd.Series], dict[str, object]]
 
 
 @dataclass(frozen=True)
@@ -48,12 +49,17 @@ class ModelSpec:
             learn the calendar date).
         derived: Decision-time features from `features.build.derived.add_time_features`.
         params: LightGBM parameters over `training.fit.DEFAULT_PARAMS`.
+        params_rule: Training window's labels → parameters over `params`, so capacity can
+            follow the data's size by a rule applied identically to every dataset (None:
+            `params` alone).
         num_boost_round: Upper bound on trees.
         early_stopping_rounds: Patience on the validation log loss.
         capacity: Rows the team can act on (share < 1 or count) for precision/recall@k.
         baseline_is_probability: Whether Brier and ECE make sense for the baseline.
         split: Time-split fractions and purging.
         calibration_criterion: "brier" or "log_loss".
+        min_isotonic_rows: Validation rows below which isotonic calibration is not a
+            candidate (0: always one).
         words: Feature → description for reason codes (Feast descriptions fill the rest).
         reports: (all labelled rows, scored test rows) → extra tables logged as artifacts.
     """
@@ -71,12 +77,14 @@ class ModelSpec:
     exclude: tuple[str, ...] = ()
     derived: tuple[str, ...] = ()
     params: dict[str, object] = field(default_factory=dict)
+    params_rule: ParamsRule | None = None
     num_boost_round: int = 2000
     early_stopping_rounds: int = 50
     capacity: float = 0.05
     baseline_is_probability: bool = True
     split: SplitConfig = field(default_factory=SplitConfig)
     calibration_criterion: str = "brier"
+    min_isotonic_rows: int = 0
     words: dict[str, str] = field(default_factory=dict)
     reports: ReportFunction | None = None
     optional_tables: tuple[str, ...] = ()

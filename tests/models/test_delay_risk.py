@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pytest
 
 from features.contract.schema import SHIPMENTS, TRACKING_EVENTS
-from models.delay_risk import SPEC, baseline, label_events
+from models.delay_risk import SPEC, baseline, capacity_for, label_events
 
 T0 = pd.Timestamp("2025-03-03 17:00", tz="UTC")
 
@@ -141,3 +142,27 @@ def test_spec_declares_what_the_loop_needs() -> None:
     assert SPEC.feature_service == "delay_risk_v1"
     assert set(SPEC.segments) >= {"carrier", "destination_region"}
     assert not set(SPEC.exclude) & set(SPEC.derived)
+
+
+@pytest.mark.parametrize(
+    ("rows", "late", "leaves"),
+    [
+        (1659, 105, 2),  # the Olist sample's training window: stumps
+        (5000, 250, 4),
+        (5000, 450, 8),
+        (150_000, 14_000, 31),  # the simulated business: full size
+        (2000, 1900, 2),  # the rarer class counts, whichever it is
+        (10, 0, 2),
+    ],
+)
+def test_tree_size_follows_the_rarer_class(rows: int, late: int, leaves: int) -> None:
+    labels = pd.Series([1] * late + [0] * (rows - late))
+    assert capacity_for(labels) == {"num_leaves": leaves}
+
+
+def test_tree_size_never_shrinks_with_more_late_parcels() -> None:
+    sizes = [
+        capacity_for(pd.Series([1] * k + [0] * 100_000))["num_leaves"] for k in range(0, 5000, 97)
+    ]
+    assert sizes == sorted(sizes)
+    assert set(sizes) <= {2, 4, 8, 16, 31}

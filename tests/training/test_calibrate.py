@@ -55,3 +55,18 @@ def test_errors() -> None:
         fit_calibrator("beta", np.array([0.1, 0.9]), np.array([0, 1]))
     with pytest.raises(ValueError, match="unknown criterion"):
         choose_calibrator(np.array([0.1, 0.9]), np.array([0, 1]), criterion="auc")
+
+
+def test_isotonic_is_left_out_below_its_minimum_rows() -> None:
+    raw, y = _miscalibrated(600, seed=5)
+    choice = choose_calibrator(raw, y, min_isotonic_rows=1000)
+    assert set(choice.losses) == {"raw", "platt"}
+    assert choice.calibrator.method == "platt"
+    # The minimum never leaves no candidate, and enough rows keep isotonic in.
+    assert choose_calibrator(
+        raw, y, methods=("isotonic",), min_isotonic_rows=1000
+    ).losses.keys() == {
+        "raw",
+        "isotonic",
+    }
+    assert "isotonic" in choose_calibrator(raw, y, min_isotonic_rows=600).losses
