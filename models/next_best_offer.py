@@ -30,6 +30,7 @@ outreach, learned from logged offers and their propensities.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +39,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from features.build.derived import add_time_features, as_of_seconds
+from features.build.derived import SINCE, add_time_features, as_of_seconds
 from training.entry import ModelEntry, OracleComparison
 from training.spec import EVENT_TIME, LABEL, LABEL_KNOWN, ModelSpec
 from training.split import SplitConfig
@@ -278,6 +279,86 @@ def decision_features(frame: pd.DataFrame, as_of: pd.Series | pd.Timestamp) -> p
     else:
         out["category_in_order"] = 0.0
     return out
+
+
+def decision_record(record: dict, now_s: float) -> dict:
+    """`decision_features` for one row given as a dict, without pandas (the per-request
+    path; a test holds the two equal). Ages come from `serving`-independent definitions in
+    `features.build.derived`."""
+    out = dict(record)
+    for name, (source, unit) in SINCE.items():
+        if source in record:
+            value = record[source]
+            out[name] = math.nan if value is None else (now_s - value) / unit
+    total, part = out.get("monetary_total"), out.get("category_spend_total")
+    if total is None or not total > 0:
+        out["category_spend_share"] = 0.0
+    else:
+        out["category_spend_share"] = math.nan if part is None else part / total
+    promised, delivered = record.get("order_promised_epoch"), record.get("order_delivered_epoch")
+    out["parcel_late"] = float(promised is not None and now_s > promised and delivered is None)
+    held = record.get("order_categories") or ""
+    category = record.get("category")
+    out["category_in_order"] = float(category is not None and category in held.split("|"))
+    orders = record.get("orders_total")
+    share = record.get("category_orders_total")
+    if orders is None or orders <= 0:
+        out["category_order_share"] = math.nan
+    else:
+        out["category_order_share"] = (share or 0.0) / orders
+    return out
+
+
+@dataclass(frozen=True)
+class Policy:
+    """What serving needs besides the acceptance model: the candidate actions and what an
+    accepted offer is worth (logged with each run as `policy/policy.json`)."""
+
+    actions: pd.DataFrame
+    catalogue: Catalogue
+
+    def to_dict(self) -> dict:
+        """JSON-serialisable form."""
+        return {
+            "actions": [
+                {
+                    "action": int(a.action),
+                    "category": a.category,
+                    "offer_type": a.offer_type,
+                    "discount": float(a.discount),
+                }
+                for a in self.actions.itertuples(index=False)
+            ],
+            "catalogue": {
+                "categories": list(self.catalogue.categories),
+                "price": self.catalogue.price.tolist(),
+                "margin": self.catalogue.margin.tolist(),
+                "popularity": self.catalogue.popularity.tolist(),
+            },
+        }
+
+    @staticmethod
+    def from_dict(data: dict) -> Policy:
+        """Inverse of `to_dict`."""
+        catalogue = data["catalogue"]
+        return Policy(
+            actions=pd.DataFrame(data["actions"], columns=["action", *ACTION_COLUMNS]),
+            catalogue=Catalogue(
+                categories=tuple(catalogue["categories"]),
+                price=np.asarray(catalogue["price"], dtype=np.float64),
+                margin=np.asarray(catalogue["margin"], dtype=np.float64),
+                popularity=np.asarray(catalogue["popularity"], dtype=np.float64),
+            ),
+        )
+
+    def reference_category(self, category_rows: Mapping[str, dict | None]) -> str:
+        """The customer's most-ordered category (ties and no history: the best seller)."""
+        rank = self.catalogue.popularity / (self.catalogue.popularity.max() + 1.0)
+        counts = [
+            ((category_rows.get(c) or {}).get("category_orders_total") or 0.0) + 0.5 * rank[i]
+            for i, c in enumerate(self.catalogue.categories)
+        ]
+        return self.catalogue.categories[int(np.argmax(counts))]
 
 
 def allowed_actions(candidate_frame: pd.DataFrame, n: int, a: int) -> np.ndarray:

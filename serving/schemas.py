@@ -151,6 +151,37 @@ class OutreachResponse(BaseModel):
     actions: list[OutreachAction]
 
 
+class Offer(BaseModel):
+    """One offer for a tracking page: a category and how it is offered, no personal data."""
+
+    rank: int
+    category: str
+    offer_type: Literal["recommendation", "discount"]
+    discount: float = Field(description="Discount as a fraction of list price.")
+    acceptance_probability: float | None = Field(
+        None, description="Calibrated probability it is accepted within 7 days."
+    )
+    expected_value: float | None = Field(
+        None, description="Acceptance probability × value if accepted."
+    )
+    uplift_over_no_offer: float | None = Field(
+        None, description="Expected value minus that of showing nothing (buying anyway)."
+    )
+    value_if_accepted: float = Field(description="List price × (margin − discount).")
+
+
+class RecommendResponse(BaseModel):
+    model: ModelRef
+    as_of: datetime
+    order_id: str
+    cold_start: bool = Field(description="True when the order or customer is not known yet.")
+    cold_start_reason: str | None = None
+    parcel_late: bool | None = Field(
+        None, description="Whether the order's parcel is past its promise and undelivered."
+    )
+    offers: list[Offer]
+
+
 class LoadedModel(BaseModel):
     name: str
     version: str

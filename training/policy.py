@@ -347,16 +347,8 @@ def _log_and_register(
             rows=explain_rows,
         )
         policy_table.to_csv(out / "policy_values.csv", index=False)
-        policy = {
-            "actions": actions.to_dict(orient="records"),
-            "catalogue": {
-                "categories": list(catalogue.categories),
-                "price": catalogue.price.tolist(),
-                "margin": catalogue.margin.tolist(),
-                "popularity": catalogue.popularity.tolist(),
-            },
-        }
-        (out / "policy.json").write_text(json.dumps(policy, indent=2, default=str))
+        policy = nbo.Policy(actions, catalogue).to_dict()
+        (out / "policy.json").write_text(json.dumps(policy, indent=2))
         reliability = out / "reliability.png"
         y_test = logged_test[LABEL].to_numpy()
         reliability_plot(

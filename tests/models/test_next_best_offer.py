@@ -166,3 +166,62 @@ def test_training_values_the_policy_registers_it_and_never_offers_a_returned_cat
     assert comparison.rows == scores["decision"].nunique()
     assert comparison.oracle >= comparison.model
     assert comparison.oracle >= comparison.baseline
+
+
+def test_decision_record_equals_decision_features() -> None:
+    rng = np.random.default_rng(4)
+    now = pd.Timestamp("2025-06-01 12:00", tz="UTC")
+    t = now.timestamp()
+    n = 40
+
+    def maybe(values):
+        return np.where(rng.random(n) < 0.3, np.nan, values)
+
+    frame = pd.DataFrame(
+        {
+            "category": rng.choice(["toys", "books", "home"], n),
+            "orders_total": rng.integers(0, 5, n).astype(float),
+            "monetary_total": maybe(rng.uniform(0, 500, n)),
+            "category_orders_total": maybe(rng.integers(1, 4, n).astype(float)),
+            "category_spend_total": maybe(rng.uniform(0, 200, n)),
+            "last_order_epoch": maybe(t - rng.uniform(0, 1e7, n)),
+            "signup_epoch": t - rng.uniform(1e7, 5e7, n),
+            "category_last_purchase_epoch": maybe(t - rng.uniform(0, 1e7, n)),
+            "order_categories": rng.choice(["toys|books", "home", None], n),
+            "order_promised_epoch": maybe(t + rng.uniform(-5e5, 5e5, n)),
+            "order_delivered_epoch": maybe(t - rng.uniform(0, 1e5, n)),
+        }
+    )
+    expected = nbo.decision_features(frame, now)
+    records = frame.astype(object).where(frame.notna(), None).to_dict(orient="records")
+    got = pd.DataFrame([nbo.decision_record(r, t) for r in records])
+    for column in (
+        "days_since_last_order",
+        "tenure_days",
+        "days_since_category_purchase",
+        "category_spend_share",
+        "parcel_late",
+        "category_in_order",
+        "category_order_share",
+    ):
+        np.testing.assert_allclose(
+            got[column].astype(float), expected[column].astype(float), err_msg=column
+        )
+
+
+def test_policy_round_trips_and_names_the_reference_category() -> None:
+    catalogue = nbo.Catalogue(
+        categories=("books", "toys"),
+        price=np.array([10.0, 40.0]),
+        margin=np.array([0.3, 0.5]),
+        popularity=np.array([5.0, 1.0]),
+    )
+    events = pd.DataFrame(
+        {"offer_type": ["recommendation", "discount", "none"], "discount": [0.0, 0.1, 0.0]}
+    )
+    policy = nbo.Policy(nbo.action_space(events, catalogue), catalogue)
+    back = nbo.Policy.from_dict(policy.to_dict())
+    pd.testing.assert_frame_equal(back.actions, policy.actions)
+    assert back.catalogue.categories == catalogue.categories
+    assert back.reference_category({"toys": {"category_orders_total": 2}}) == "toys"
+    assert back.reference_category({}) == "books"
