@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from features.build.derived import SINCE, add_time_features, as_of_seconds
+from features.build.derived import add_time_features, as_of_seconds, derive_record
 from training.entry import ModelEntry, OracleComparison
 from training.spec import EVENT_TIME, LABEL, LABEL_KNOWN, ModelSpec
 from training.split import SplitConfig
@@ -283,18 +283,8 @@ def decision_features(frame: pd.DataFrame, as_of: pd.Series | pd.Timestamp) -> p
 
 def decision_record(record: dict, now_s: float) -> dict:
     """`decision_features` for one row given as a dict, without pandas (the per-request
-    path; a test holds the two equal). Ages come from `serving`-independent definitions in
-    `features.build.derived`."""
-    out = dict(record)
-    for name, (source, unit) in SINCE.items():
-        if source in record:
-            value = record[source]
-            out[name] = math.nan if value is None else (now_s - value) / unit
-    total, part = out.get("monetary_total"), out.get("category_spend_total")
-    if total is None or not total > 0:
-        out["category_spend_share"] = 0.0
-    else:
-        out["category_spend_share"] = math.nan if part is None else part / total
+    path; a test holds the two equal)."""
+    out = derive_record(record, now_s)
     promised, delivered = record.get("order_promised_epoch"), record.get("order_delivered_epoch")
     out["parcel_late"] = float(promised is not None and now_s > promised and delivered is None)
     held = record.get("order_categories") or ""

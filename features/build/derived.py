@@ -7,6 +7,9 @@ question is asked. The same function serves training (the label event's time) an
 
 from __future__ import annotations
 
+import math
+from datetime import UTC, datetime
+
 import numpy as np
 import pandas as pd
 
@@ -24,6 +27,10 @@ SINCE = {
     "days_since_category_purchase": ("category_last_purchase_epoch", SECONDS_PER_DAY),
 }
 UNTIL = {"hours_to_promise": ("promised_epoch", SECONDS_PER_HOUR)}
+# A new customer's rate is measured over at least this many days (one early order is not a
+# rate of one a day), and the trailing-year rate over at most a year.
+MIN_RATE_DAYS = 30.0
+YEAR_DAYS = 365.0
 
 
 def as_of_seconds(as_of: pd.Series | pd.Timestamp, n: int) -> np.ndarray:
@@ -59,4 +66,49 @@ def add_time_features(frame: pd.DataFrame, as_of: pd.Series | pd.Timestamp) -> p
             out["category_spend_share"] = np.where(
                 out["monetary_total"] > 0, out["category_spend_total"] / out["monetary_total"], 0.0
             )
+    if "orders_total" in out and "days_since_first_order" in out:
+        # How often the customer orders, and how many orders that rate says the silence
+        # since the last one has missed: a long gap means more for a frequent buyer.
+        active = np.maximum(out["days_since_first_order"].to_numpy(np.float64), MIN_RATE_DAYS)
+        active = np.where(np.isnan(active), MIN_RATE_DAYS, active)
+        rate = out["orders_total"].to_numpy(np.float64) / active
+        out["orders_per_day"] = rate
+        out["expected_orders_missed"] = rate * out["days_since_last_order"].to_numpy(np.float64)
+        if "orders_365d" in out:
+            out["orders_per_day_365d"] = out["orders_365d"].to_numpy(np.float64) / np.minimum(
+                active, YEAR_DAYS
+            )
+    out["decision_month"] = pd.to_datetime(now, unit="s", utc=True).month.to_numpy(np.float64)
+    return out
+
+
+def derive_record(record: dict, now_s: float) -> dict:
+    """`add_time_features` for one row given as a dict, without pandas: the per-request
+    path of serving (a test holds the two equal). Missing values are None or NaN."""
+
+    def number(name: str) -> float:
+        value = out.get(name)
+        return math.nan if value is None else float(value)
+
+    out = dict(record)
+    for name, (source, unit) in SINCE.items():
+        if source in record:
+            out[name] = (now_s - number(source)) / unit
+    for name, (source, unit) in UNTIL.items():
+        if source in record:
+            out[name] = (number(source) - now_s) / unit
+    if "hours_to_promise" in out:
+        out["past_promise"] = float(out["hours_to_promise"] < 0)
+    if "category_spend_total" in out and "monetary_total" in out:
+        total = number("monetary_total")
+        out["category_spend_share"] = number("category_spend_total") / total if total > 0 else 0.0
+    if "orders_total" in out and "days_since_first_order" in out:
+        active = number("days_since_first_order")
+        active = MIN_RATE_DAYS if math.isnan(active) else max(active, MIN_RATE_DAYS)
+        rate = number("orders_total") / active
+        out["orders_per_day"] = rate
+        out["expected_orders_missed"] = rate * number("days_since_last_order")
+        if "orders_365d" in out:
+            out["orders_per_day_365d"] = number("orders_365d") / min(active, YEAR_DAYS)
+    out["decision_month"] = float(datetime.fromtimestamp(now_s, tz=UTC).month)
     return out
