@@ -116,25 +116,30 @@ def customer_value(monetary_365d: pd.Series | np.ndarray) -> np.ndarray:
     return np.clip(spend, 0.0, None) * MARGIN
 
 
-def choose_channels(frame: pd.DataFrame) -> np.ndarray:
+def choose_channels(
+    action: np.ndarray,
+    preferred: np.ndarray,
+    consent: dict[str, np.ndarray],
+    marketing: np.ndarray,
+) -> np.ndarray:
     """The channel of each (action, customer) row, or None where no channel is allowed.
 
     The preferred channel when the action may use it and the customer consented to it,
     else the first of the action's channels the customer consented to.
+
+    Args:
+        action: The action of each row.
+        preferred: The customer's preferred channel, per row.
+        consent: Channel → whether the row's customer consented to it.
+        marketing: Whether the row's customer consented to marketing.
     """
-    n = len(frame)
-    consent = {c: frame[f"consent_{c}"].fillna(False).to_numpy(dtype=bool) for c in CHANNELS}
-    preferred = frame["preferred_channel"].astype(object).to_numpy()
-    action = frame["action"].to_numpy()
-    marketing = frame["consent_marketing"].fillna(False).to_numpy(dtype=bool)
-    chosen = np.full(n, None, dtype=object)
+    chosen = np.full(len(action), None, dtype=object)
     for name, options in ACTION_CHANNELS.items():
         rows = action == name
         if name in NEEDS_MARKETING_CONSENT:
             rows &= marketing
         for channel in options:
-            pick = rows & (preferred == channel) & consent[channel]
-            chosen[pick] = channel
+            chosen[rows & (preferred == channel) & consent[channel]] = channel
         for channel in options:
             pick = rows & (chosen == None) & consent[channel]  # noqa: E711 (element-wise)
             chosen[pick] = channel
@@ -178,6 +183,10 @@ def send_windows(
     return start, end
 
 
+def _flags(values: pd.Series) -> np.ndarray:
+    return values.fillna(False).to_numpy(dtype=bool)
+
+
 def plan_outreach(
     candidates: pd.DataFrame,
     customers: pd.DataFrame,
@@ -186,6 +195,11 @@ def plan_outreach(
     rules: OutreachRules,
 ) -> pd.DataFrame:
     """The day's outreach queue, highest expected value saved first.
+
+    Equivalent to sorting every allowed candidate by priority (ties: input order), dropping
+    those beyond their customer's remaining frequency cap and keeping the first `capacity`;
+    only the candidates that can reach the queue are sorted, so a million customers cost
+    a pass over arrays, not a sort of the million.
 
     Args:
         candidates: One row per possible action: customer_id, action, subject_id (the
@@ -197,35 +211,73 @@ def plan_outreach(
         rules: Capacity, quiet hours and frequency cap.
 
     Returns:
-        `QUEUE_COLUMNS`, at most `rules.capacity` rows, ranked from 1.
+        `QUEUE_COLUMNS`, at most `rules.capacity` rows, ranked from 1, indexed by the
+        labels of the candidates they came from.
     """
     as_of = pd.Timestamp(as_of).tz_convert("UTC")
-    frame = candidates.loc[:, list(CANDIDATE_COLUMNS)].merge(
-        customers.loc[:, list(CUSTOMER_COLUMNS)], on="customer_id", how="inner"
+    customers = customers.reset_index(drop=True)
+    cand = candidates.reset_index(drop=True)
+    pos = pd.Index(customers["customer_id"]).get_indexer(cand["customer_id"])
+    known = pos >= 0
+    at = np.where(known, pos, 0)
+    action = cand["action"].to_numpy(dtype=object)
+    uplift = cand["action"].map(UPLIFT).to_numpy(dtype=np.float64)
+    risk = cand["risk"].to_numpy(dtype=np.float64)
+    value = cand["value"].to_numpy(dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        priority = risk * value * uplift
+    consent = {c: _flags(customers[f"consent_{c}"])[at] for c in CHANNELS}
+    channel = choose_channels(
+        action,
+        customers["preferred_channel"].astype(object).to_numpy()[at],
+        consent,
+        _flags(customers["consent_marketing"])[at],
     )
-    uplift = frame["action"].map(UPLIFT).to_numpy(dtype=np.float64)
-    risk = frame["risk"].to_numpy(dtype=np.float64)
-    value = frame["value"].to_numpy(dtype=np.float64)
-    priority = risk * value * uplift
-    channel = choose_channels(frame)
-    keep = np.isfinite(priority) & (priority > 0) & (channel != None)  # noqa: E711
-    frame = frame.assign(uplift=uplift, priority=priority, channel=channel)[keep]
+    counts = recent_counts(history, as_of, rules.frequency_cap_days)
+    room_of_customer = rules.frequency_cap - counts.reindex(customers["customer_id"]).fillna(
+        0
+    ).to_numpy(dtype=np.int64)
+    room = room_of_customer[at]
+    with np.errstate(invalid="ignore"):
+        allowed = known & np.isfinite(priority) & (priority > 0) & (room > 0)
+    allowed &= channel != None  # noqa: E711 (element-wise)
+    eligible = np.flatnonzero(allowed)
 
-    # Frequency cap: what earlier queues hold counts against this one.
-    room = rules.frequency_cap - frame["customer_id"].map(
-        recent_counts(history, as_of, rules.frequency_cap_days)
-    ).fillna(0).to_numpy(dtype=np.int64)
-    frame = frame[room > 0].assign(_room=room[room > 0])
-    frame = frame.sort_values(
-        ["priority", "customer_id", "action"], ascending=[False, True, True], kind="stable"
+    # The queue can only hold candidates among the top ones by priority: take the top k
+    # (all ties at the cut included), apply the per-customer cap there, widen if too few.
+    chosen = np.zeros(0, dtype=np.int64)
+    k = max(4 * rules.capacity, 1)
+    while rules.capacity > 0 and len(eligible):
+        if k < len(eligible):
+            cut = np.partition(priority[eligible], len(eligible) - k)[len(eligible) - k]
+            top = eligible[priority[eligible] >= cut]
+        else:
+            top = eligible
+        top = top[np.lexsort((top, -priority[top]))]
+        nth = pd.Series(pos[top]).groupby(pos[top], sort=False).cumcount().to_numpy()
+        chosen = top[nth < room[top]][: rules.capacity]
+        if len(chosen) >= rules.capacity or len(top) == len(eligible):
+            break
+        k *= 4
+
+    rows = pos[chosen]
+    frame = pd.DataFrame(
+        {
+            "rank": np.arange(1, len(chosen) + 1, dtype=np.int64),
+            "customer_id": customers["customer_id"].to_numpy()[rows],
+            "action": action[chosen],
+            "subject_id": cand["subject_id"].to_numpy(dtype=object)[chosen],
+            "channel": channel[chosen],
+            "language": customers["language"].to_numpy()[rows],
+            "region": customers["region"].to_numpy()[rows],
+            "timezone": customers["timezone"].to_numpy()[rows],
+            "priority": priority[chosen],
+            "risk": risk[chosen],
+            "value": value[chosen],
+            "uplift": uplift[chosen],
+        },
+        index=candidates.index[chosen],
     )
-    nth = frame.groupby("customer_id", sort=False).cumcount().to_numpy()
-    frame = frame[nth < frame["_room"].to_numpy()].head(rules.capacity)
-
     start, end = send_windows(frame["timezone"], as_of, rules)
-    frame = frame.assign(
-        rank=np.arange(1, len(frame) + 1, dtype=np.int64),
-        send_window_start=start,
-        send_window_end=end,
-    )
-    return frame.loc[:, list(QUEUE_COLUMNS)].reset_index(drop=True)
+    frame = frame.assign(send_window_start=start, send_window_end=end)
+    return frame.loc[:, list(QUEUE_COLUMNS)]

@@ -187,6 +187,7 @@ def score_batch(
     queue["reason"] = _reasons(
         queue, candidates, customers, shipments, invoices, churn, delay, churn_p, delay_p, as_of
     )
+    queue = queue.reset_index(drop=True)
     seconds["explain"] = time.perf_counter() - clock
     return BatchResult(queue, len(customers), len(shipments), len(candidates), seconds)
 
@@ -196,28 +197,15 @@ def _reasons(
 ) -> list[str]:
     """Words for each selected action: the model's top reasons, or the overdue invoice."""
     text = [""] * len(queue)
-    row_of = candidates.set_index(["customer_id", "action"])["_row"]
-    subject_row = candidates.dropna(subset=["subject_id"]).set_index(["subject_id", "action"])[
-        "_row"
-    ]
+    actions = queue["action"].to_numpy()
+    # The queue is indexed by candidate; `_row` is the candidate's row in its source frame.
+    source_row = candidates["_row"].to_numpy()[queue.index.to_numpy()]
 
-    def positions(action: str) -> tuple[np.ndarray, np.ndarray]:
-        at = np.flatnonzero(queue["action"].to_numpy() == action)
-        if action in (outreach.DELAY_NOTICE, outreach.PAYMENT_REMINDER):
-            keys = list(zip(queue["subject_id"].iloc[at], [action] * len(at), strict=True))
-            rows = subject_row.loc[keys].to_numpy() if len(at) else np.zeros(0, np.int64)
-        else:
-            keys = list(zip(queue["customer_id"].iloc[at], [action] * len(at), strict=True))
-            rows = row_of.loc[keys].to_numpy() if len(at) else np.zeros(0, np.int64)
-        return at, rows.astype(np.int64)
+    def positions(*names: str) -> tuple[np.ndarray, np.ndarray]:
+        at = np.flatnonzero(np.isin(actions, names))
+        return at, source_row[at].astype(np.int64)
 
-    customer_actions = (outreach.WINBACK_OFFER, outreach.SERVICE_RECOVERY_CALL)
-    at_all, rows_all = [], []
-    for action in customer_actions:
-        at, rows = positions(action)
-        at_all.append(at)
-        rows_all.append(rows)
-    at, rows = np.concatenate(at_all), np.concatenate(rows_all)
+    at, rows = positions(outreach.WINBACK_OFFER, outreach.SERVICE_RECOVERY_CALL)
     if len(at):
         contrib, reasons = _explain(churn, customers, rows)
         latest = customers["last_contact_reason"].iloc[rows].tolist()

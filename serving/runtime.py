@@ -103,7 +103,8 @@ class Runtime:
         x = model.matrix_from_records(records)
         contrib = model.contributions(x)
         reasons = model.reasons(contrib, records, k=REASONS_PER_SCORE)
-        return _Scored(model, known, records, model.probability(x), contrib, reasons)
+        probability = model.probability_from_contributions(contrib)
+        return _Scored(model, known, records, probability, contrib, reasons)
 
     def score_delay(self, ids: list[str]) -> schemas.DelayResponse:
         """Delay risk and reasons per shipment id."""

@@ -10,14 +10,15 @@ booster call instead of a pandas round trip. Decision-time features come from
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
-from features.build.derived import SINCE, UNTIL, add_time_features
+from features.build.derived import add_time_features, derive_record
 from features.contract.schema import CONTACT_REASONS
+from training.calibrate import _EPS
 from training.explain import Reason, _format, reason_codes
 from training.fit import MISSING_CATEGORY
 from training.model import CalibratedModel
@@ -42,6 +43,27 @@ def band(probability: float) -> str:
     return next(name for floor, name in BANDS if probability >= floor)
 
 
+def fast_calibration(calibrator) -> Callable[[np.ndarray], np.ndarray]:
+    """The calibrator as plain numpy: scikit-learn's input checks cost a few hundred
+    microseconds per call, more than the model itself for one row (a test holds the two
+    equal). Isotonic: linear interpolation between the fitted thresholds, clipped at both
+    ends; Platt: a logistic on the logit of the raw probability."""
+    if calibrator.method == "isotonic" and calibrator.isotonic is not None:
+        xs = np.asarray(calibrator.isotonic.X_thresholds_, dtype=np.float64)
+        ys = np.asarray(calibrator.isotonic.y_thresholds_, dtype=np.float64)
+        return lambda raw: np.clip(np.interp(np.asarray(raw, dtype=np.float64), xs, ys), 0, 1)
+    if calibrator.method == "platt" and calibrator.platt is not None:
+        slope = float(calibrator.platt.coef_.ravel()[0])
+        intercept = float(calibrator.platt.intercept_.ravel()[0])
+
+        def platt(raw: np.ndarray) -> np.ndarray:
+            p = np.clip(np.asarray(raw, dtype=np.float64), _EPS, 1 - _EPS)
+            return 1.0 / (1.0 + np.exp(-(slope * np.log(p / (1 - p)) + intercept)))
+
+        return platt
+    return lambda raw: np.asarray(calibrator(raw), dtype=np.float64)
+
+
 @dataclass
 class ServedModel:
     """A registry champion, ready to score rows of feature values.
@@ -64,6 +86,7 @@ class ServedModel:
             name: {value: i for i, value in enumerate(values)}
             for name, values in self.model.layout.categories.items()
         }
+        self._calibrate = fast_calibration(self.model.calibrator)
 
     def ref(self):
         """The version as answers name it."""
@@ -107,7 +130,7 @@ class ServedModel:
         raw = self.model.booster.predict(
             x, num_iteration=self.model.best_iteration, num_threads=PREDICT_THREADS
         )
-        return np.asarray(self.model.calibrator(raw), dtype=np.float64)
+        return self._calibrate(raw)
 
     def contributions(self, x: np.ndarray) -> np.ndarray:
         """SHAP contributions (log-odds) of matrix rows, one column per feature, then bias."""
@@ -117,6 +140,11 @@ class ServedModel:
             pred_contrib=True,
             num_threads=PREDICT_THREADS,
         )
+
+    def probability_from_contributions(self, contrib: np.ndarray) -> np.ndarray:
+        """Calibrated probabilities from SHAP contributions, which add up to the raw
+        log-odds: one booster call gives the score and its reasons."""
+        return self._calibrate(1.0 / (1.0 + np.exp(-contrib.sum(axis=1))))
 
     def reasons(self, contrib: np.ndarray, records: Sequence[dict], k: int = 3) -> list:
         """The top-k reasons raising each row's score, in words (rows as dicts)."""
@@ -165,24 +193,8 @@ def with_time_features(records: Sequence[dict], as_of: pd.Timestamp) -> pd.DataF
 
 def record_time_features(record: dict, now_s: float) -> dict:
     """One row's decision-time features, as `add_time_features` defines them, without
-    pandas (the per-request path; a test holds the two equal)."""
-    out = dict(record)
-    for name, (source, unit) in SINCE.items():
-        if source in record:
-            value = record[source]
-            out[name] = math.nan if value is None else (now_s - value) / unit
-    for name, (source, unit) in UNTIL.items():
-        if source in record:
-            value = record[source]
-            out[name] = math.nan if value is None else (value - now_s) / unit
-    if "hours_to_promise" in out:
-        out["past_promise"] = float(out["hours_to_promise"] < 0)
-    if "category_spend_total" in out and "monetary_total" in out:
-        total, part = out["monetary_total"], out["category_spend_total"]
-        out["category_spend_share"] = (
-            part / total if total is not None and part is not None and total > 0 else 0.0
-        )
-    return out
+    pandas (the per-request path; `features.build.derived.derive_record`)."""
+    return derive_record(record, now_s)
 
 
 def top_reasons(
@@ -203,15 +215,37 @@ def top_reasons(
     return out
 
 
+def _python(value) -> object:
+    """A Feast ValueProto as a Python scalar (None when null or unset)."""
+    if value is None:
+        return None
+    kind = value.WhichOneof("val")
+    return None if kind is None or kind == "null_val" else getattr(value, kind)
+
+
 class OnlineFeatures:
-    """Feature rows by id from the Feast online store, through one feature service."""
+    """Feature rows by id from the Feast online store, through one feature service.
+
+    A service over one feature view is read through the provider's `online_read` (the
+    online store's own lookup) and decoded here: `get_online_features` builds a full
+    response protobuf and converts it back, several times the cost of the lookup for one
+    id. Rows older than the view's TTL are still returned: a decision needs the latest known
+    state, and batch scoring reads the same rows from the offline tables. Services over
+    several views go through `get_online_features`.
+    """
 
     def __init__(self, store, service_name: str) -> None:
+        from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+        from feast.protos.feast.types.Value_pb2 import Value
+
         self.store = store
         self.service = store.get_feature_service(service_name)
-        self.names = [f.name for p in self.service.feature_view_projections for f in p.features]
-        views = [store.get_feature_view(p.name) for p in self.service.feature_view_projections]
+        projections = self.service.feature_view_projections
+        self.names = [f.name for p in projections for f in p.features]
+        views = [store.get_feature_view(p.name) for p in projections]
         self.key = views[0].entity_columns[0].name
+        self.view = views[0] if len(views) == 1 else None
+        self._entity_key, self._value = EntityKey, Value
 
     def fetch(self, ids: Sequence[str]) -> list[dict | None]:
         """One dict of feature values per id, None for an id the store does not know.
@@ -220,6 +254,8 @@ class OnlineFeatures:
             StoreUnavailableError: The store could not be read.
         """
         try:
+            if self.view is not None:
+                return self._read_view(ids)
             got = self.store.get_online_features(
                 features=self.service, entity_rows=[{self.key: i} for i in ids]
             ).to_dict()
@@ -230,3 +266,19 @@ class OnlineFeatures:
             row = {name: got[name][i] for name in self.names}
             out.append(row if any(v is not None for v in row.values()) else None)
         return out
+
+    def _read_view(self, ids: Sequence[str]) -> list[dict | None]:
+        keys = [
+            self._entity_key(join_keys=[self.key], entity_values=[self._value(string_val=i)])
+            for i in ids
+        ]
+        rows = self.store._get_provider().online_read(
+            config=self.store.config,
+            table=self.view,
+            entity_keys=keys,
+            requested_features=self.names,
+        )
+        return [
+            None if values is None else {n: _python(values.get(n)) for n in self.names}
+            for _, values in rows
+        ]

