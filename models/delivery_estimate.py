@@ -5,12 +5,10 @@
 - Label: the hours from the decision to the delivery, modelled as log hours (transit times
   are close to lognormal, and a log target keeps every estimate after the decision).
 - Estimator: LightGBM quantile boosters at (1 − coverage)/2, 1/2 and (1 + coverage)/2 on
-  the `delivery_estimate_v1` features plus the decision-time hours. The first half of the
-  validation window stops the boosting; the boosters are then refitted with those numbers
-  of trees on every row whose label is known when the test window opens (`refit_rows`),
-  save the calibration rows — the later half of the validation window, on which the window
-  is conformally calibrated (`training.conformal`) per carrier and decision stage, at the
-  level of calendar days in the customer's time zone.
+  the `delivery_estimate_v1` features plus the decision-time hours; the window is then
+  conformally calibrated (`training.conformal`) on the latest labelled rows before the test
+  window, per carrier and decision stage, at the level of calendar days in the customer's
+  time zone.
 - The most likely date is the local date of the median instant: the median minimises the
   expected absolute error in days.
 - Lost and undelivered parcels: a shipment is used once its outcome is settled, i.e. it was
@@ -294,8 +292,7 @@ def train(
         register: Log to MLflow and register (False: train and evaluate only).
         coverage: Stated coverage of the window.
         split: Time split (default 60/20/20; the validation window is halved in time: the
-            first half stops the boosting, the later half calibrates the window of the
-            boosters refitted on everything else known before the test window).
+            first half stops the boosting, the later half calibrates the window).
         explain_rows: Test rows explained with SHAP.
 
     Returns:
@@ -341,22 +338,6 @@ def train(
             spec.early_stopping_rounds,
         )
         for level in levels
-    ]
-    # The stopping window chose the number of trees; the boosters are then refitted on every
-    # row whose label is known when the test window opens, save the calibration rows: the
-    # latest outcomes (those the purge kept out of training) are where the world drifted to.
-    refit = refit_rows(frame, cut, windows.test.start if spec.split.purge else None)
-    fits = [
-        fit_lightgbm(
-            refit,
-            stop_delivered,
-            layout,
-            LABEL,
-            {**spec.params, "alpha": level},
-            max(f.best_iteration, 1),
-            0,
-        )
-        for f, level in zip(fits, levels, strict=True)
     ]
     seconds["fit"] = time.perf_counter() - clock
 
@@ -451,24 +432,6 @@ def train(
 
 
 _SCORERS = ("model", "uncalibrated", "promise")
-
-
-def refit_rows(
-    frame: pd.DataFrame, calibration_start: pd.Timestamp, test_start: pd.Timestamp | None
-) -> pd.DataFrame:
-    """Delivered decisions the final boosters learn from.
-
-    Args:
-        frame: Every labelled decision.
-        calibration_start: First decision instant of the calibration rows, which stay out.
-        test_start: When the test window opens: only labels known before it are used (None:
-            no purge, every decision before the calibration rows).
-    """
-    times = pd.to_datetime(frame[EVENT_TIME], utc=True)
-    keep = (times < calibration_start) & frame[LABEL].notna()
-    if test_start is not None:
-        keep &= pd.to_datetime(frame[LABEL_KNOWN], utc=True) < test_start
-    return frame[keep.to_numpy()]
 
 
 def _with_split(split: SplitConfig) -> ModelSpec:

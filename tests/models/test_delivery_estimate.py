@@ -73,23 +73,6 @@ def test_label_events() -> None:
     assert (s2["timezone"] == "America/Sao_Paulo").all()
 
 
-@pytest.mark.parametrize("purge", [True, False])
-def test_refit_rows_leave_out_calibration_rows_and_labels_known_after_test_start(
-    purge: bool,
-) -> None:
-    frame = pd.DataFrame(
-        {
-            "shipment_id": ["early", "known_late", "lost", "calibration", "test"],
-            EVENT_TIME: [_ts(0), _ts(10), _ts(20), _ts(100), _ts(200)],
-            LABEL_KNOWN: [_ts(50), _ts(250), _ts(60), _ts(150), _ts(260)],
-            LABEL: [3.0, 4.0, np.nan, 3.5, 3.2],
-        }
-    )
-    rows = de.refit_rows(frame, _ts(100), _ts(200) if purge else None)
-    expected = ["early"] if purge else ["early", "known_late"]
-    assert rows["shipment_id"].tolist() == expected
-
-
 def test_dates_are_local_and_day_starts_survive_a_skipped_midnight() -> None:
     instants = pd.Series([pd.Timestamp("2024-03-01 23:30", tz="UTC")] * 2)
     dates = local_dates(instants, ["Europe/Berlin", "America/Sao_Paulo"])
