@@ -22,7 +22,7 @@ import pandas as pd
 
 from models import next_best_offer as nbo
 from serving import schemas
-from serving.scoring import ServedModel, StoreUnavailableError, _python
+from serving.scoring import ModelUnavailableError, ServedModel, StoreUnavailableError, _python
 
 POLICY_ARTIFACT = "policy/policy.json"
 PLACEMENT = "tracking_page"
@@ -38,6 +38,27 @@ def load_policy(run_id: str, tracking_uri: str) -> nbo.Policy:
     with tracking(tracking_uri):
         text = mlflow.artifacts.load_text(f"runs:/{run_id}/{POLICY_ARTIFACT}")
     return nbo.Policy.from_dict(json.loads(text))
+
+
+def load_recommender(store, tracking_uri: str) -> OfferRecommender:
+    """The next-best-offer champion with its policy, over the online store.
+
+    Raises:
+        ModelUnavailableError: No champion is registered.
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from serving.runtime import load_champion
+    from training.register import CHAMPION, tracking
+
+    served = load_champion(nbo.NAME, tracking_uri)
+    with tracking(tracking_uri):
+        try:
+            version = mlflow.MlflowClient().get_model_version(nbo.NAME, served.version)
+        except MlflowException as error:
+            raise ModelUnavailableError(f"no {CHAMPION} version of {nbo.NAME!r}") from error
+    return OfferRecommender.open(store, served, load_policy(version.run_id, tracking_uri))
 
 
 class ViewReader:

@@ -6,6 +6,7 @@ swaps in a new one on reload, so the old champions answer until the new ones are
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -15,6 +16,7 @@ import pandas as pd
 from aftersale.settings import Settings
 from serving import schemas
 from serving.queue import QueueCache
+from serving.recommend import OfferRecommender, load_recommender
 from serving.scoring import (
     ModelUnavailableError,
     OnlineFeatures,
@@ -23,6 +25,8 @@ from serving.scoring import (
     driving_contact_reason,
     record_time_features,
 )
+
+log = logging.getLogger(__name__)
 
 DELAY_MODEL = "delay_risk"
 CHURN_MODEL = "churn"
@@ -71,6 +75,7 @@ class Runtime:
     models: dict[str, ServedModel]
     readers: dict[str, OnlineFeatures]
     queue: QueueCache
+    recommender: OfferRecommender | None = None
     loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     @classmethod
@@ -83,7 +88,13 @@ class Runtime:
         store = feature_store(settings)
         models = {name: load_champion(name, uri) for name in SERVED}
         readers = {name: OnlineFeatures(store, service) for name, service in SERVED.items()}
-        return cls(settings, models, readers, QueueCache(settings.serving_dir))
+        try:
+            recommender = load_recommender(store, uri)
+        except ModelUnavailableError as error:
+            # Scores and the queue serve without it; /v1/recommend answers 503 until then.
+            log.warning("tracking-page offers unavailable: %s", error)
+            recommender = None
+        return cls(settings, models, readers, QueueCache(settings.serving_dir), recommender)
 
     def now(self) -> pd.Timestamp:
         """The decision instant: the configured one, else the wall clock."""
@@ -150,6 +161,17 @@ class Runtime:
             model=scored.model.ref(), as_of=as_of.to_pydatetime(), results=results
         )
 
+    def recommend(self, order_id: str, k: int) -> schemas.RecommendResponse:
+        """Top-k tracking-page offers for an order.
+
+        Raises:
+            ModelUnavailableError: No next-best-offer champion is loaded.
+            StoreUnavailableError: The online store could not be read.
+        """
+        if self.recommender is None:
+            raise ModelUnavailableError("no champion of next_best_offer is registered")
+        return self.recommender.recommend(order_id, k, self.now())
+
     def models_info(self) -> schemas.ModelsResponse:
         """Loaded versions and aliases, and the queue being served."""
         queue = self.queue.get()
@@ -158,7 +180,10 @@ class Runtime:
                 schemas.LoadedModel(
                     name=m.name, version=m.version, aliases=m.aliases, loaded_at=self.loaded_at
                 )
-                for m in self.models.values()
+                for m in [
+                    *self.models.values(),
+                    *([self.recommender.model] if self.recommender else []),
+                ]
             ],
             outreach_queue=queue.meta.get("queue_date") if queue else None,
         )

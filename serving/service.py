@@ -1,10 +1,9 @@
 """The BentoML service: scores, reasons and outreach actions from ids alone.
 
 Start it with `aftersale serve` (or `bentoml serve serving.service:Aftersale`). Routes:
-`POST /v1/score/delay`, `POST /v1/score/churn`, `POST /v1/outreach/queue`,
-`GET /v1/models`, `POST /v1/admin/reload`; BentoML adds `/livez`, `/readyz` and `/metrics`.
-The tracking-page route `POST /v1/recommend` (schemas `RecommendRequest`) comes with the
-next-best-offer model.
+`POST /v1/score/delay`, `POST /v1/score/churn`, `POST /v1/recommend`,
+`POST /v1/outreach/queue`, `GET /v1/models`, `POST /v1/admin/reload`; BentoML adds `/livez`,
+`/readyz` and `/metrics`.
 """
 
 from __future__ import annotations
@@ -21,7 +20,7 @@ from aftersale.settings import get_settings
 from serving import schemas
 from serving.outreach import QueueUnavailableError, select_actions
 from serving.runtime import Runtime
-from serving.scoring import StoreUnavailableError
+from serving.scoring import ModelUnavailableError, StoreUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +81,14 @@ class Aftersale:
         try:
             return self.runtime.score_churn(customer_ids)
         except StoreUnavailableError as error:
+            return _error(503, str(error))
+
+    @bentoml.api(route="/v1/recommend", input_spec=schemas.RecommendRequest)
+    async def recommend(self, order_id: str, k: int = 3) -> schemas.RecommendResponse:
+        """Top-k offers for the order on a tracking page, with expected value."""
+        try:
+            return self.runtime.recommend(order_id, k)
+        except (StoreUnavailableError, ModelUnavailableError) as error:
             return _error(503, str(error))
 
     @bentoml.api(route="/v1/outreach/queue", input_spec=schemas.OutreachRequest)

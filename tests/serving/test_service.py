@@ -36,7 +36,7 @@ def served_data(tmp_path_factory, prefect_harness, sim_dir):
         patch.setenv("AFTERSALE_DATA_DIR", str(folder))
         ingest(source="folder", path=sim_dir)
         build_features(materialize_to_online=True)
-        train(models=["delay_risk", "churn"])
+        train(models=["delay_risk", "churn", "next_best_offer"])
         queue_path = score_batch()
         meta = pq.read_schema(queue_path).metadata[b"aftersale"]
         as_of = pd.Timestamp(json.loads(meta)["as_of"])
@@ -53,7 +53,13 @@ def ids(served_data) -> dict[str, list[str]]:
     if not shipments:
         shipments = pq.read_table(raw / "shipments.parquet").column("shipment_id").to_pylist()
     customers = pq.read_table(raw / "customers.parquet").column("customer_id").to_pylist()
-    return {"shipments": shipments[:3], "customers": customers[:3]}
+    orders = pq.read_table(raw / "orders.parquet").sort_by([("order_ts", "descending")])
+    return {
+        "shipments": shipments[:3],
+        "customers": customers[:3],
+        "orders": orders.column("order_id").to_pylist()[:3],
+        "order_customers": orders.column("customer_id").to_pylist()[:3],
+    }
 
 
 @pytest.fixture(scope="module")
@@ -101,6 +107,30 @@ def test_score_churn_names_the_contact_reason(client, ids) -> None:
     assert {"contact_reason", "probability", "risk_score"} <= set(results[0])
 
 
+def test_recommend_answers_offers_without_personal_data(client, ids) -> None:
+    for order_id, customer_id in zip(ids["orders"], ids["order_customers"], strict=True):
+        response = client.post("/v1/recommend", json={"order_id": order_id, "k": 2})
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["order_id"] == order_id
+        assert customer_id not in response.text
+        if body["cold_start"]:
+            continue
+        offers = body["offers"]
+        assert 1 <= len(offers) <= 2
+        assert [o["rank"] for o in offers] == list(range(1, len(offers) + 1))
+        values = [o["expected_value"] for o in offers]
+        assert values == sorted(values, reverse=True)
+
+
+def test_recommend_flags_a_cold_start_for_an_unknown_order(client) -> None:
+    response = client.post("/v1/recommend", json={"order_id": "no-such-order"})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["cold_start"] is True
+    assert len(body["offers"]) == 3
+
+
 def test_outreach_queue_filters_and_limits(client) -> None:
     everything = client.post("/v1/outreach/queue", json={"limit": 10_000}).json()
     assert everything["total"] == len(everything["actions"]) > 0
@@ -123,6 +153,10 @@ def test_outreach_queue_filters_and_limits(client) -> None:
         ("/v1/score/delay", {}, "shipment_ids"),
         ("/v1/score/churn", {"customer_ids": "c1"}, "customer_ids"),
         ("/v1/score/churn", {"customer_ids": ["c1"], "colour": "red"}, "colour"),
+        ("/v1/recommend", {}, "order_id"),
+        ("/v1/recommend", {"order_id": ""}, "order_id"),
+        ("/v1/recommend", {"order_id": "o1", "k": 0}, "k"),
+        ("/v1/recommend", {"order_id": "o1", "customer_id": "c1"}, "customer_id"),
         ("/v1/outreach/queue", {"limit": -1}, "limit"),
         ("/v1/outreach/queue", {"limit": "many"}, "limit"),
         ("/v1/outreach/queue", {"channel": "fax"}, "channel"),
@@ -205,7 +239,7 @@ def _runtime_readers():
 
 def test_models_and_reload_keep_serving(client, ids) -> None:
     before = client.get("/v1/models").json()
-    assert {m["name"] for m in before["models"]} == {"delay_risk", "churn"}
+    assert {m["name"] for m in before["models"]} == {"delay_risk", "churn", "next_best_offer"}
     assert all("champion" in m["aliases"] for m in before["models"])
     failures = []
 
@@ -284,6 +318,9 @@ def test_over_real_http(server, served_data, ids) -> None:
         churn = http.post("/v1/score/churn", json={"customer_ids": [*ids["customers"], "nobody"]})
         assert churn.status_code == 200
         assert churn.json()["results"][-1]["status"] == "unknown_id"
+        offers = http.post("/v1/recommend", json={"order_id": ids["orders"][0]})
+        assert offers.status_code == 200, offers.text
+        assert offers.json()["order_id"] == ids["orders"][0]
         queue = http.post("/v1/outreach/queue", json={"limit": 5})
         assert queue.status_code == 200
         assert len(queue.json()["actions"]) <= 5
