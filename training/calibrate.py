@@ -51,8 +51,10 @@ class Calibrator:
         return np.clip(out, 0.0, 1.0)
 
 
-def fit_calibrator(method: str, raw: np.ndarray, y: np.ndarray) -> Calibrator:
-    """Fit one calibrator on raw probabilities and 0/1 outcomes.
+def fit_calibrator(
+    method: str, raw: np.ndarray, y: np.ndarray, weight: np.ndarray | None = None
+) -> Calibrator:
+    """Fit one calibrator on raw probabilities and 0/1 outcomes (optionally row-weighted).
 
     Raises:
         ValueError: Unknown method.
@@ -61,25 +63,26 @@ def fit_calibrator(method: str, raw: np.ndarray, y: np.ndarray) -> Calibrator:
     y = np.asarray(y, dtype=np.float64)
     if method == "isotonic":
         model = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip")
-        model.fit(raw, y)
+        model.fit(raw, y, sample_weight=weight)
         return Calibrator("isotonic", isotonic=model)
     if method == "platt":
         # Platt on the logit of the raw probability: a slope and an intercept on the scale
         # where LightGBM's own errors are roughly linear. No regularisation: two parameters
         # need none.
         model = LogisticRegression(C=np.inf)
-        model.fit(_logit(raw).reshape(-1, 1), y.astype(int))
+        model.fit(_logit(raw).reshape(-1, 1), y.astype(int), sample_weight=weight)
         return Calibrator("platt", platt=model)
     if method == "identity":
         return Calibrator("identity")
     raise ValueError(f"unknown calibration method {method!r}; choose from {METHODS}")
 
 
-def _loss(criterion: str, y: np.ndarray, p: np.ndarray) -> float:
+def _loss(criterion: str, y: np.ndarray, p: np.ndarray, weight: np.ndarray | None = None) -> float:
     if criterion == "brier":
-        return float(brier_score_loss(y, p))
+        return float(brier_score_loss(y, p, sample_weight=weight))
     if criterion == "log_loss":
-        return float(log_loss(y, np.clip(p, _EPS, 1 - _EPS), labels=[0, 1]))
+        clipped = np.clip(p, _EPS, 1 - _EPS)
+        return float(log_loss(y, clipped, labels=[0, 1], sample_weight=weight))
     raise ValueError(f"unknown criterion {criterion!r}; choose from {CRITERIA}")
 
 
@@ -100,6 +103,7 @@ def choose_calibrator(
     folds: int = 5,
     seed: int = 7,
     min_isotonic_rows: int = 0,
+    weight: np.ndarray | None = None,
 ) -> CalibrationChoice:
     """Pick the calibration method with the lowest cross-validated loss, refit it on all rows.
 
@@ -113,6 +117,8 @@ def choose_calibrator(
         min_isotonic_rows: With fewer rows, isotonic is left out of the candidates (when
             another remains): a step function fitted on a few hundred rows overfits, and its
             ties cost ranking quality that a cross-validated loss barely sees.
+        weight: Row weights for fitting and judging (e.g. inverse propensities, so the
+            calibration holds for every action, not only for those a logging policy chose).
 
     Returns:
         The refitted winner and every candidate's loss ("raw" = no calibration, for reference).
@@ -122,6 +128,7 @@ def choose_calibrator(
     """
     raw = np.asarray(raw, dtype=np.float64)
     y = np.asarray(y, dtype=np.int64)
+    w = None if weight is None else np.asarray(weight, dtype=np.float64)
     if criterion not in CRITERIA:
         raise ValueError(f"unknown criterion {criterion!r}; choose from {CRITERIA}")
     minority = int(min(y.sum(), len(y) - y.sum()))
@@ -130,15 +137,15 @@ def choose_calibrator(
     k = max(2, min(folds, minority))
     if len(y) < min_isotonic_rows and any(m != "isotonic" for m in methods):
         methods = tuple(m for m in methods if m != "isotonic")
-    losses: dict[str, float] = {"raw": _loss(criterion, y, raw)}
+    losses: dict[str, float] = {"raw": _loss(criterion, y, raw, w)}
     for method in methods:
         predicted = np.empty_like(raw)
         splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
         for fit_rows, held_rows in splitter.split(raw.reshape(-1, 1), y):
-            predicted[held_rows] = fit_calibrator(method, raw[fit_rows], y[fit_rows])(
-                raw[held_rows]
-            )
-        losses[method] = _loss(criterion, y, predicted)
+            fit_weight = None if w is None else w[fit_rows]
+            calibrator = fit_calibrator(method, raw[fit_rows], y[fit_rows], fit_weight)
+            predicted[held_rows] = calibrator(raw[held_rows])
+        losses[method] = _loss(criterion, y, predicted, w)
     best = min(methods, key=lambda m: losses[m])
     log.info(
         "calibration by %s (%d-fold): %s; chose %s",
@@ -147,4 +154,4 @@ def choose_calibrator(
         ", ".join(f"{m} {v:.5f}" for m, v in losses.items()),
         best,
     )
-    return CalibrationChoice(fit_calibrator(best, raw, y), criterion, losses)
+    return CalibrationChoice(fit_calibrator(best, raw, y, w), criterion, losses)

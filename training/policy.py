@@ -182,8 +182,14 @@ def train_policy(
     )
     seconds["fit"] = time.perf_counter() - clock
     raw_valid = fitted.raw_score(valid_rows)
+    # Calibrated under the same weights as the fit: probabilities then hold for every
+    # candidate action, which the policy compares, not only for the logged mix of actions.
     choice = choose_calibrator(
-        raw_valid, valid_rows[LABEL].to_numpy(), criterion=spec.calibration_criterion
+        raw_valid,
+        valid_rows[LABEL].to_numpy(),
+        methods=("isotonic", "platt", "identity"),
+        criterion=spec.calibration_criterion,
+        weight=valid_rows["weight"].to_numpy(),
     )
     words = {**feature_words(store, store.get_feature_service(spec.feature_service)), **spec.words}
     model = CalibratedModel(

@@ -70,3 +70,15 @@ def test_isotonic_is_left_out_below_its_minimum_rows() -> None:
         "isotonic",
     }
     assert "isotonic" in choose_calibrator(raw, y, min_isotonic_rows=600).losses
+
+
+@pytest.mark.parametrize("method", ["isotonic", "platt"])
+def test_integer_weights_calibrate_as_repeated_rows(method) -> None:
+    rng = np.random.default_rng(9)
+    raw = rng.uniform(0.01, 0.99, 400)
+    y = (rng.random(400) < raw**2).astype(int)
+    weight = rng.integers(1, 4, 400)
+    weighted = fit_calibrator(method, raw, y, weight.astype(float))
+    repeated = fit_calibrator(method, np.repeat(raw, weight), np.repeat(y, weight))
+    grid = np.linspace(0.02, 0.98, 25)
+    np.testing.assert_allclose(weighted(grid), repeated(grid), atol=1e-6)
