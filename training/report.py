@@ -52,6 +52,12 @@ class ModelSummary:
     test_rows: int | None = None
 
 
+def test_decisions(scores) -> int:
+    """Test decisions behind a run's scores (a policy's scores hold one row per candidate
+    action of each decision)."""
+    return int(scores["decision"].nunique()) if "decision" in scores else len(scores)
+
+
 def summarize(entry: ModelEntry, result: TrainResult, raw_folder: Path | None) -> ModelSummary:
     """Summarise a run; the oracle is scored when `raw_folder` holds the simulator's truth."""
     truth = raw_folder / TRUTH_FOLDER if raw_folder is not None else None
@@ -77,5 +83,5 @@ def summarize(entry: ModelEntry, result: TrainResult, raw_folder: Path | None) -
         reason=promotion.reason if promotion else "not registered",
         run_id=result.run_id,
         seconds=float(result.seconds.get("total", math.nan)),
-        test_rows=len(result.scores),
+        test_rows=test_decisions(result.scores),
     )
