@@ -250,19 +250,21 @@ def render_queue(path: Path, top: int = 10) -> Table:
 
     queue = pq.read_table(path).to_pandas()
     table = Table(title=f"Outreach queue: top {min(top, len(queue))} of {len(queue):,} ({path})")
-    for column in ("rank", "customer", "action", "channel", "send window (local)", "priority"):
-        table.add_column(column, justify="right" if column in ("rank", "priority") else "left")
-    table.add_column("reason", overflow="fold")
+    for column in ("#", "customer", "action", "channel", "send from (local)", "priority"):
+        right = column in ("#", "priority")
+        table.add_column(
+            column, justify="right" if right else "left", no_wrap=column != "send from (local)"
+        )
+    table.add_column("why (first reason)", overflow="fold")
     for row in queue.head(top).itertuples():
-        window = f"{row.send_window_start[:16]} … {row.send_window_end[11:16]}"
         table.add_row(
             str(row.rank),
             row.customer_id,
             row.action,
             row.channel,
-            window,
+            row.send_window_start[5:16].replace("T", " "),
             f"{row.priority:,.2f}",
-            row.reason,
+            row.reason.split(";")[0],
         )
     return table
 

@@ -187,6 +187,22 @@ def bench_score_batch(customers: int, out: Path) -> None:
     )
     total = time.perf_counter() - started
     parts = ", ".join(f"{k} {v:.1f} s" for k, v in result.seconds.items())
+    # Reading the latest stored row per customer, as the flow does, from a Parquet folder.
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from serving.batch import latest_rows
+
+    folder = out / "serving" / "customer_snapshots"
+    folder.mkdir(parents=True, exist_ok=True)
+    stamped = pa.Table.from_pandas(people, preserve_index=False)
+    instant = pa.array([inputs["as_of"].to_pydatetime()] * len(people), pa.timestamp("us", "UTC"))
+    stamped = stamped.append_column("event_ts", instant).append_column("created_ts", instant)
+    pq.write_table(stamped, folder / "part-00000.parquet")
+    started = time.perf_counter()
+    read = latest_rows(folder, "customer_id", inputs["as_of"])
+    reading = time.perf_counter() - started
+    print(f"  latest stored row per customer from Parquet: {reading:.1f} s ({len(read):,} rows)")
     print(f"  plain LightGBM prediction of the same rows: {plain:.1f} s")
     print(
         f"  score_batch: {total:.1f} s ({parts}); {len(result.queue):,} actions queued with "

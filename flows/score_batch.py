@@ -57,13 +57,16 @@ def load_inputs(settings: Settings, as_of: datetime | None) -> dict:
     customers = customers[customers["orders_total"].fillna(0) > 0]
     ships = open_shipments(tables, instant)
     features = latest_rows(current / "shipment_events", "shipment_id", instant)
+    history = read_history(settings.serving_dir)
     shipments = features.merge(ships[["shipment_id", "customer_id"]], on="shipment_id")
     return {
         "as_of": instant,
         "customers": customers,
         "shipments": shipments,
         "invoices": overdue_invoices(tables, instant),
-        "history": read_history(settings.serving_dir),
+        # A rerun for the same day replaces that day's queue: its own earlier actions
+        # must not count against the frequency cap.
+        "history": history[history["queue_date"] != instant.strftime("%Y-%m-%d")],
         "regions": sorted(tables["customers"].column("region").unique().to_pylist()),
     }
 

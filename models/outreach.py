@@ -133,17 +133,21 @@ def choose_channels(
         consent: Channel → whether the row's customer consented to it.
         marketing: Whether the row's customer consented to marketing.
     """
-    chosen = np.full(len(action), None, dtype=object)
-    for name, options in ACTION_CHANNELS.items():
-        rows = action == name
+    # Small integer codes: comparing them is far cheaper than comparing strings.
+    action_code = pd.Categorical(action, categories=list(ACTION_CHANNELS)).codes
+    preferred_code = pd.Categorical(preferred, categories=list(CHANNELS)).codes
+    chosen_code = np.full(len(action), -1, dtype=np.int8)
+    for a, (name, options) in enumerate(ACTION_CHANNELS.items()):
+        rows = action_code == a
         if name in NEEDS_MARKETING_CONSENT:
             rows &= marketing
         for channel in options:
-            chosen[rows & (preferred == channel) & consent[channel]] = channel
+            c = CHANNELS.index(channel)
+            chosen_code[rows & (preferred_code == c) & consent[channel]] = c
         for channel in options:
-            pick = rows & (chosen == None) & consent[channel]  # noqa: E711 (element-wise)
-            chosen[pick] = channel
-    return chosen
+            c = CHANNELS.index(channel)
+            chosen_code[rows & (chosen_code < 0) & consent[channel]] = c
+    return np.array([*CHANNELS, None], dtype=object)[chosen_code]
 
 
 def recent_counts(history: pd.DataFrame, as_of: pd.Timestamp, days: int) -> pd.Series:
@@ -203,7 +207,9 @@ def plan_outreach(
 
     Args:
         candidates: One row per possible action: customer_id, action, subject_id (the
-            shipment or invoice it is about; None for the customer as a whole), risk, value.
+            shipment or invoice it is about; None for the customer as a whole), risk, value;
+            optionally `customer_row`, the row of the customer in `customers` (-1: unknown),
+            which saves looking the ids up.
         customers: customer_id, region, timezone, language, preferred_channel and the
             consent flags.
         history: Actions queued before: customer_id, queued_ts.
@@ -217,11 +223,16 @@ def plan_outreach(
     as_of = pd.Timestamp(as_of).tz_convert("UTC")
     customers = customers.reset_index(drop=True)
     cand = candidates.reset_index(drop=True)
-    pos = pd.Index(customers["customer_id"]).get_indexer(cand["customer_id"])
+    if "customer_row" in cand:
+        pos = cand["customer_row"].to_numpy(dtype=np.int64)
+    else:
+        pos = pd.Index(customers["customer_id"]).get_indexer(cand["customer_id"])
     known = pos >= 0
     at = np.where(known, pos, 0)
     action = cand["action"].to_numpy(dtype=object)
-    uplift = cand["action"].map(UPLIFT).to_numpy(dtype=np.float64)
+    uplift = np.array([UPLIFT[a] for a in ACTION_CHANNELS] + [np.nan])[
+        pd.Categorical(action, categories=list(ACTION_CHANNELS)).codes
+    ]
     risk = cand["risk"].to_numpy(dtype=np.float64)
     value = cand["value"].to_numpy(dtype=np.float64)
     with np.errstate(invalid="ignore"):

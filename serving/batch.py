@@ -65,13 +65,27 @@ def latest_rows(folder: Path, key: str, as_of: pd.Timestamp, ids: pa.Array | Non
     return table.to_pandas()
 
 
-def open_shipments(tables: dict[str, pa.Table], as_of: pd.Timestamp) -> pd.DataFrame:
-    """Shipments dispatched by `as_of` and not delivered by then, with their customer."""
+def open_shipments(
+    tables: dict[str, pa.Table], as_of: pd.Timestamp, max_age: pd.Timedelta | None = None
+) -> pd.DataFrame:
+    """Shipments dispatched by `as_of` and not delivered by then, with their customer.
+
+    Args:
+        tables: Raw tables: shipments and orders.
+        as_of: Decision instant.
+        max_age: Leave out parcels dispatched longer ago (lost parcels are closed
+            business); default the shipment view's TTL.
+    """
+    if max_age is None:
+        from features.repo.shipment_views import shipment_events
+
+        max_age = pd.Timedelta(shipment_events.ttl)
     ships = tables["shipments"].select(["shipment_id", "order_id", "shipped_ts", "delivered_ts"])
     ships = ships.to_pandas()
     shipped = pd.to_datetime(ships["shipped_ts"], utc=True)
     delivered = pd.to_datetime(ships["delivered_ts"], utc=True)
-    is_open = (shipped <= as_of) & (delivered.isna() | (delivered > as_of))
+    is_open = (shipped <= as_of) & (shipped > as_of - max_age)
+    is_open &= delivered.isna() | (delivered > as_of)
     orders = tables["orders"].select(["order_id", "customer_id"]).to_pandas()
     return ships.loc[is_open, ["shipment_id", "order_id"]].merge(orders, on="order_id")
 
@@ -136,6 +150,9 @@ def score_batch(
     )
     unresolved = customers["unresolved_contacts_90d"].fillna(0).to_numpy() > 0
     n = len(customers)
+    customer_index = pd.Index(customers["customer_id"])
+    shipment_owner = customer_index.get_indexer(shipments["customer_id"])
+    invoice_owner = customer_index.get_indexer(invoices["customer_id"])
     candidates = [
         pd.DataFrame(
             {
@@ -145,6 +162,7 @@ def score_batch(
                 "risk": churn_p,
                 "value": value.to_numpy(),
                 "_row": np.arange(n),
+                "customer_row": np.arange(n),
             }
         ),
         pd.DataFrame(
@@ -155,6 +173,7 @@ def score_batch(
                 "risk": churn_p[unresolved],
                 "value": value.to_numpy()[unresolved],
                 "_row": np.flatnonzero(unresolved),
+                "customer_row": np.flatnonzero(unresolved),
             }
         ),
         pd.DataFrame(
@@ -163,8 +182,11 @@ def score_batch(
                 "action": outreach.DELAY_NOTICE,
                 "subject_id": shipments["shipment_id"].to_numpy(),
                 "risk": delay_p,
-                "value": value.reindex(shipments["customer_id"]).fillna(0.0).to_numpy(),
+                "value": np.where(
+                    shipment_owner >= 0, value.to_numpy()[np.maximum(shipment_owner, 0)], 0.0
+                ),
                 "_row": np.arange(len(shipments)),
+                "customer_row": shipment_owner,
             }
         ),
         pd.DataFrame(
@@ -175,6 +197,7 @@ def score_batch(
                 "risk": 1.0,
                 "value": invoices["amount"].to_numpy(dtype=np.float64),
                 "_row": np.arange(len(invoices)),
+                "customer_row": invoice_owner,
             }
         ),
     ]

@@ -80,11 +80,15 @@ class ServedModel:
     aliases: list[str]
     model: CalibratedModel
     _codes: dict[str, dict[str, int]] = field(init=False, repr=False)
+    _category_index: dict[str, pd.Index] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._codes = {
             name: {value: i for i, value in enumerate(values)}
             for name, values in self.model.layout.categories.items()
+        }
+        self._category_index = {
+            name: pd.Index(values) for name, values in self.model.layout.categories.items()
         }
         self._calibrate = fast_calibration(self.model.calibrator)
 
@@ -100,15 +104,29 @@ class ServedModel:
         return self.model.layout.features
 
     def matrix(self, frame: pd.DataFrame) -> np.ndarray:
-        """Model input matrix of a frame (categories as training codes, NaN when unseen)."""
-        out = np.empty((len(frame), len(self.features)), dtype=np.float64)
+        """Model input matrix of a frame (categories as training codes, NaN when unseen).
+
+        Column-major: each feature is written contiguously (a row-major fill of a million
+        rows took 1.4 s of strided writes, this 0.2 s), and LightGBM predicts from either
+        layout at the same speed.
+        """
+        out = np.empty((len(frame), len(self.features)), dtype=np.float64, order="F")
         for j, name in enumerate(self.features):
-            codes = self._codes.get(name)
-            if codes is None:
-                out[:, j] = pd.to_numeric(frame[name], errors="coerce").to_numpy(np.float64)
-            else:
-                values = frame[name].astype(object).where(frame[name].notna(), MISSING_CATEGORY)
-                out[:, j] = values.map(codes).to_numpy(dtype=np.float64, na_value=np.nan)
+            column = frame[name]
+            index = self._category_index.get(name)
+            if index is None:
+                if pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column):
+                    out[:, j] = column.to_numpy(dtype=np.float64, na_value=np.nan)
+                else:
+                    out[:, j] = pd.to_numeric(column, errors="coerce").to_numpy(np.float64)
+                continue
+            # Factorise first: a few distinct strings to look up instead of a million.
+            codes, uniques = pd.factorize(column, use_na_sentinel=True)
+            found = index.get_indexer(pd.Index(uniques, dtype=object).astype(str))
+            lookup = np.where(found >= 0, found, np.nan)
+            missing = index.get_indexer([MISSING_CATEGORY])[0]
+            missing_code = float(missing) if missing >= 0 else np.nan
+            out[:, j] = np.where(codes >= 0, lookup[np.maximum(codes, 0)], missing_code)
         return out
 
     def matrix_from_records(self, records: Sequence[dict]) -> np.ndarray:
