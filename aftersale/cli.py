@@ -269,6 +269,44 @@ def render_queue(path: Path, top: int = 10) -> Table:
     return table
 
 
+def render_recommendation(settings, raw: Path) -> Table:
+    """What a tracking page shows for the latest parcel in transit at the data's end."""
+    import pandas as pd
+
+    from features.build.tables import watermark
+    from features.contract.io import read_validated
+    from features.store.config import feature_store
+    from serving.recommend import load_recommender
+    from training.register import default_tracking_uri
+
+    tables = read_validated(raw, tables=["orders", "shipments"])
+    as_of = watermark(tables)
+    ships = tables["shipments"].select(["order_id", "shipped_ts", "delivered_ts"]).to_pandas()
+    shipped = pd.to_datetime(ships["shipped_ts"], utc=True)
+    delivered = pd.to_datetime(ships["delivered_ts"], utc=True)
+    moving = ships[(shipped <= as_of) & (delivered.isna() | (delivered > as_of))]
+    order_id = moving.sort_values("shipped_ts")["order_id"].iloc[-1]
+    uri = settings.mlflow_tracking_uri or default_tracking_uri(settings)
+    answer = load_recommender(feature_store(settings), uri).recommend(order_id, 3, as_of)
+    late = " (parcel late)" if answer.parcel_late else ""
+    table = Table(title=f"Tracking page of order {order_id}{late}, as of {as_of:%Y-%m-%d %H:%M}")
+    for column in ("rank", "category", "offer", "p(accept)", "expected value", "uplift"):
+        table.add_column(column, justify="left" if column in ("category", "offer") else "right")
+    for offer in answer.offers:
+        kind = f"{offer.discount:.0%} off" if offer.discount else offer.offer_type
+        table.add_row(
+            str(offer.rank),
+            offer.category,
+            kind,
+            "—" if offer.acceptance_probability is None else f"{offer.acceptance_probability:.1%}",
+            "—" if offer.expected_value is None else f"{offer.expected_value:.2f}",
+            "—" if offer.uplift_over_no_offer is None else f"{offer.uplift_over_no_offer:+.2f}",
+        )
+    if answer.cold_start:
+        table.caption = f"cold start: {answer.cold_start_reason}"
+    return table
+
+
 @app.command()
 def demo(
     customers: Annotated[
@@ -292,6 +330,7 @@ def demo(
     from flows.score_batch import score_batch
 
     console.print(render_queue(score_batch()))
+    console.print(render_recommendation(settings, outputs["raw"]))
 
 
 def render_features(version: Path) -> Table:
