@@ -54,6 +54,8 @@ log = logging.getLogger(__name__)
 POLICIES = ("model", "popularity", "random", "logging")
 BUY_ANYWAY_QUANTILE = 0.75
 MAX_WEIGHT = 50.0
+MAX_EVALUATED_DECISIONS = 200_000
+SAMPLE_SEED = 7
 
 
 def returned_before(tables: Mapping[str, pa.Table], frame: pd.DataFrame) -> np.ndarray:
@@ -143,7 +145,12 @@ def train_policy(
 
     # Test decisions whose logged action the training window knows (others cannot be
     # valued: their action is new).
-    test = events.loc[test_idx].reset_index(drop=True)
+    test = events.loc[test_idx]
+    if len(test) > MAX_EVALUATED_DECISIONS:
+        # Every candidate of every decision is scored: a uniform sample of decisions keeps
+        # that in memory at scale; the estimators' intervals widen accordingly.
+        test = test.sample(MAX_EVALUATED_DECISIONS, random_state=SAMPLE_SEED).sort_index()
+    test = test.reset_index(drop=True)
     logged = nbo.logged_actions(test, actions)
     test = test[logged >= 0].reset_index(drop=True)
     logged = logged[logged >= 0]
