@@ -51,12 +51,7 @@ def label_events(tables: dict[str, pa.Table]) -> pd.DataFrame:
     ships = shipments.to_pandas()
     for column in ("shipped_ts", "promised_ts", "delivered_ts"):
         ships[column] = pd.to_datetime(ships[column], utc=True)
-    # The data's end: the latest thing that happened. A promise is a future instant and
-    # says nothing about how far the data reaches.
-    observed = [ships["shipped_ts"].max(), ships["delivered_ts"].max()]
-    if events is not None and events.num_rows:
-        observed.append(pd.Timestamp(pc.max(events.column("event_ts")).as_py()))
-    end = max(t for t in observed if pd.notna(t))
+    end = data_end(ships, events)
     delivered = ships["delivered_ts"]
     known = delivered.notna() | (ships["promised_ts"] <= end)
     ships = ships[known]
@@ -73,6 +68,30 @@ def label_events(tables: dict[str, pa.Table]) -> pd.DataFrame:
             "_closes": closes.to_numpy(),
         }
     )
+    rows = decision_rows(ships, events, per_shipment)
+    return rows.sort_values(["shipment_id", EVENT_TIME], kind="stable").reset_index(drop=True)
+
+
+def data_end(ships: pd.DataFrame, events: pa.Table | None) -> pd.Timestamp:
+    """The data's end: the latest dispatch, delivery or scan. A promise is a future instant
+    and says nothing about how far the data reaches."""
+    observed = [ships["shipped_ts"].max(), ships["delivered_ts"].max()]
+    if events is not None and events.num_rows:
+        observed.append(pd.Timestamp(pc.max(events.column("event_ts")).as_py()))
+    return max(t for t in observed if pd.notna(t))
+
+
+def decision_rows(
+    ships: pd.DataFrame, events: pa.Table | None, per_shipment: pd.DataFrame
+) -> pd.DataFrame:
+    """A shipment's decisions — its dispatch and every update scan — before it closes.
+
+    Args:
+        ships: shipment_id and shipped_ts (UTC) of the shipments to decide on.
+        events: Tracking events, when there are any.
+        per_shipment: One row per shipment: shipment_id, `_closes` (no decision at or after
+            it) and the columns every decision of the shipment carries.
+    """
     decisions = [
         pd.DataFrame({"shipment_id": ships["shipment_id"], EVENT_TIME: ships["shipped_ts"]})
     ]
@@ -89,8 +108,7 @@ def label_events(tables: dict[str, pa.Table]) -> pd.DataFrame:
         )
     rows = pd.concat(decisions, ignore_index=True).drop_duplicates(["shipment_id", EVENT_TIME])
     rows = rows.merge(per_shipment, on="shipment_id", how="inner")
-    rows = rows[rows[EVENT_TIME] < rows["_closes"]].drop(columns="_closes")
-    return rows.sort_values(["shipment_id", EVENT_TIME], kind="stable").reset_index(drop=True)
+    return rows[rows[EVENT_TIME] < rows["_closes"]].drop(columns="_closes")
 
 
 def baseline(frame: pd.DataFrame) -> np.ndarray:

@@ -35,10 +35,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 from scipy.stats import norm
 
 from features.build.shipments import UPDATE_EVENTS
+from models.delay_risk import data_end, decision_rows
 from training.conformal import fit_offsets, window_scores
 from training.entry import ModelEntry, OracleComparison
 from training.evaluate import metric_key
@@ -128,10 +128,7 @@ def label_events(tables: dict[str, pa.Table]) -> pd.DataFrame:
     for column in ("shipped_ts", PROMISED, DELIVERED):
         ships[column] = pd.to_datetime(ships[column], utc=True)
     events = tables.get("tracking_events")
-    observed = [ships["shipped_ts"].max(), ships[DELIVERED].max()]
-    if events is not None and events.num_rows:
-        observed.append(pd.Timestamp(pc.max(events.column("event_ts")).as_py()))
-    end = max(t for t in observed if pd.notna(t))
+    end = data_end(ships, events)
     settles = ships[PROMISED] + SETTLED_AFTER
     ships = ships[settles <= end]
     zones = customer_timezones(tables)
@@ -151,23 +148,7 @@ def label_events(tables: dict[str, pa.Table]) -> pd.DataFrame:
             "_closes": closes.to_numpy(),
         }
     )
-    decisions = [
-        pd.DataFrame({"shipment_id": ships["shipment_id"], EVENT_TIME: ships["shipped_ts"]})
-    ]
-    if events is not None and events.num_rows:
-        scans = events.select(["shipment_id", "event_type", "event_ts"]).to_pandas()
-        scans = scans[scans["event_type"].isin(UPDATE_EVENTS)]
-        decisions.append(
-            pd.DataFrame(
-                {
-                    "shipment_id": scans["shipment_id"],
-                    EVENT_TIME: pd.to_datetime(scans["event_ts"], utc=True),
-                }
-            )
-        )
-    rows = pd.concat(decisions, ignore_index=True).drop_duplicates(["shipment_id", EVENT_TIME])
-    rows = rows.merge(per_shipment, on="shipment_id", how="inner")
-    rows = rows[rows[EVENT_TIME] < rows["_closes"]].drop(columns="_closes")
+    rows = decision_rows(ships, events, per_shipment)
     hours = (rows[DELIVERED] - rows[EVENT_TIME]) / pd.Timedelta(hours=1)
     rows[LABEL] = np.log(hours.to_numpy(dtype=np.float64))
     return rows.sort_values(["shipment_id", EVENT_TIME], kind="stable").reset_index(drop=True)
