@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from aftersale.settings import Settings
+from features.build.derived import derive_record
 from serving import schemas
 from serving.queue import QueueCache
 from serving.recommend import OfferRecommender, load_recommender
@@ -23,7 +24,6 @@ from serving.scoring import (
     ServedModel,
     band,
     driving_contact_reason,
-    record_time_features,
 )
 
 log = logging.getLogger(__name__)
@@ -108,7 +108,7 @@ class Runtime:
         rows = self.readers[name].fetch(ids)
         known = [i for i, row in enumerate(rows) if row is not None]
         now_s = as_of.timestamp()
-        records = [record_time_features(rows[i], now_s) for i in known]
+        records = [derive_record(rows[i], now_s) for i in known]
         if not records:
             return _Scored(model, known, records, np.zeros(0), np.zeros((0, 0)), [])
         x = model.matrix_from_records(records)

@@ -4,7 +4,8 @@
 built straight from feature values (categories to the training codes through a dict, as
 `FeatureLayout.frame` and LightGBM's pandas path would), so one id costs a dict walk and a
 booster call instead of a pandas round trip. Decision-time features come from
-`features.build.derived.add_time_features`, the function training used.
+`features.build.derived`: `add_time_features`, the function training used, for frames and
+its one-row form `derive_record` per request.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from features.build.derived import add_time_features, derive_record
 from features.contract.schema import CONTACT_REASONS
 from training.calibrate import _EPS
 from training.explain import Reason, _format, reason_codes
@@ -202,17 +202,6 @@ def driving_contact_reason(
                 sums[i, CONTACT_REASONS.index(reason)] += own[i]
     best = sums.argmax(axis=1) if len(contrib) else np.zeros(0, dtype=np.int64)
     return [CONTACT_REASONS[j] if sums[i, j] > 0 else None for i, j in enumerate(best.tolist())]
-
-
-def with_time_features(records: Sequence[dict], as_of: pd.Timestamp) -> pd.DataFrame:
-    """Rows of stored features plus the decision-time features derived at `as_of`."""
-    return add_time_features(pd.DataFrame.from_records(list(records)), as_of)
-
-
-def record_time_features(record: dict, now_s: float) -> dict:
-    """One row's decision-time features, as `add_time_features` defines them, without
-    pandas (the per-request path; `features.build.derived.derive_record`)."""
-    return derive_record(record, now_s)
 
 
 def top_reasons(

@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import itertools
-import math
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from features.build.derived import add_time_features
 from serving.scoring import (
     ServedModel,
     band,
     driving_contact_reason,
     fast_calibration,
-    record_time_features,
     top_reasons,
 )
 from training.calibrate import fit_calibrator
@@ -116,30 +113,6 @@ def test_probability_from_contributions_matches_prediction(served) -> None:
         served.probability(x),
         atol=1e-9,
     )
-
-
-@pytest.mark.parametrize("missing", [None, "last_order_epoch", "promised_epoch"])
-def test_record_time_features_match_the_frame_version(missing) -> None:
-    stored = {
-        "signup_epoch": 1.70e9,
-        "first_order_epoch": 1.71e9,
-        "last_order_epoch": 1.74e9,
-        "last_contact_epoch": 1.73e9,
-        "shipped_epoch": 1.748e9,
-        "last_scan_epoch": 1.7485e9,
-        "promised_epoch": 1.749e9,
-        "category_spend_total": 20.0,
-        "monetary_total": 80.0,
-    }
-    if missing:
-        stored[missing] = None
-    expected = add_time_features(pd.DataFrame([stored]), AS_OF).iloc[0]
-    got = record_time_features(stored, AS_OF.timestamp())
-    for name, value in expected.items():
-        if value is None or (isinstance(value, float) and math.isnan(value)):
-            assert got[name] is None or math.isnan(got[name]), name
-        else:
-            assert got[name] == pytest.approx(value), name
 
 
 def test_driving_contact_reason() -> None:
