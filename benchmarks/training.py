@@ -90,7 +90,7 @@ def bench_training(
         Figures per model (also printed).
     """
     from aftersale.settings import Settings
-    from features.build.tables import build_feature_tables, publish_tables
+    from features.build.parallel import publish_features
     from features.contract.validate import load_folder
     from features.sources.simulator import simulate
     from features.store.config import feature_store
@@ -113,7 +113,8 @@ def bench_training(
     tables, report = load_folder(sim)
     if not report.ok:
         raise ValueError(f"{sim} breaks the contract: {report.violations[:5]}")
-    publish_tables(build_feature_tables(tables), settings.features_dir)
+    # The production build: chunked, in worker processes at scale.
+    publish_features(sim, settings.features_dir, settings.feature_workers)
     store = feature_store(settings)
     apply_definitions(store)
     print(f"  features built, published and applied in {time.perf_counter() - started:.1f} s")
