@@ -73,12 +73,20 @@ def load_inputs(settings: Settings, as_of: datetime | None) -> dict:
 
 @task(cache_policy=NO_CACHE)
 def load_models(settings: Settings) -> dict:
-    """The registry's champions of the churn and delay-risk models."""
-    from serving.runtime import SERVED, load_champion
+    """The registry's champions of the churn and delay-risk models, and of the delivery
+    estimate where one is registered."""
+    from serving.runtime import SERVED, WINDOW_MODEL, load_champion, load_window_champion
+    from serving.scoring import ModelUnavailableError
     from training.register import default_tracking_uri
 
     uri = settings.mlflow_tracking_uri or default_tracking_uri(settings)
-    return {name: load_champion(name, uri) for name in SERVED}
+    models = {name: load_champion(name, uri) for name in SERVED}
+    try:
+        models[WINDOW_MODEL] = load_window_champion(uri)
+    except ModelUnavailableError as error:
+        # Delay notices then follow the risk alone.
+        log.warning("no delivery windows for the outreach: %s", error)
+    return models
 
 
 @task(cache_policy=NO_CACHE)

@@ -1,6 +1,7 @@
 """Outreach policy: whom to contact today, about what, on which channel and when.
 
-- Actions: a proactive delay notice (an open parcel at risk of coming late), a service
+- Actions: a proactive delay notice (an open parcel at risk of coming late, or one whose
+  estimated delivery date has moved past the promise — see `window_past_promise`), a service
   recovery call (a customer with unresolved contacts who may churn), a win-back offer (a
   customer who may churn) and a payment reminder (an overdue, unpaid invoice).
 - Priority: the expected value saved, risk × value × uplift of the action. Risk is the
@@ -11,6 +12,9 @@
   first), marketing consent for offers, no contact in quiet hours of the customer's own time
   zone, at most `frequency_cap` actions per customer within `frequency_cap_days` (counting
   what earlier queues held), and never more actions than the schedulers' capacity.
+- Due actions: a candidate flagged `due` (a delay notice whose estimate passed the promise:
+  the customer should hear the new date before it is missed) is queued ahead of the ranked
+  rest, whatever its priority, under the same channel, consent, cap and capacity rules.
 
 Plain functions on frames: the batch flow and the tests call them alike.
 """
@@ -187,6 +191,24 @@ def send_windows(
     return start, end
 
 
+def window_past_promise(most_likely_date, promised_date) -> np.ndarray:
+    """Whether each parcel's most likely delivery date falls after its promised date.
+
+    The trigger of a proactive delay notice beside the risk-based one. The most likely date,
+    not the window's latest, decides: it is the date the notice tells the customer, and the
+    latest date of a 90% window passes the promise whenever lateness is merely possible,
+    which the risk already prices. Both dates are calendar dates in the customer's zone; a
+    missing date (NaT) never triggers.
+
+    Args:
+        most_likely_date: Estimated delivery dates (`datetime64[D]`-like).
+        promised_date: Promised delivery dates, in the same zone.
+    """
+    estimate = np.asarray(most_likely_date, dtype="datetime64[D]")
+    promise = np.asarray(promised_date, dtype="datetime64[D]")
+    return ~np.isnat(estimate) & ~np.isnat(promise) & (estimate > promise)
+
+
 def _flags(values: pd.Series) -> np.ndarray:
     return values.fillna(False).to_numpy(dtype=bool)
 
@@ -209,7 +231,9 @@ def plan_outreach(
         candidates: One row per possible action: customer_id, action, subject_id (the
             shipment or invoice it is about; None for the customer as a whole), risk, value;
             optionally `customer_row`, the row of the customer in `customers` (-1: unknown),
-            which saves looking the ids up.
+            which saves looking the ids up; optionally `due` (bool), candidates a rule
+            makes due: they come first, by priority among themselves, and need no
+            positive priority.
         customers: customer_id, region, timezone, language, preferred_channel and the
             consent flags.
         history: Actions queued before: customer_id, queued_ts.
@@ -249,22 +273,29 @@ def plan_outreach(
         0
     ).to_numpy(dtype=np.int64)
     room = room_of_customer[at]
+    due = _flags(cand["due"]) if "due" in cand else np.zeros(len(cand), dtype=bool)
     with np.errstate(invalid="ignore"):
-        allowed = known & np.isfinite(priority) & (priority > 0) & (room > 0)
+        ranked = np.isfinite(priority) & (priority > 0)
+        allowed = known & (ranked | due) & (room > 0)
     allowed &= channel != None  # noqa: E711 (element-wise)
     eligible = np.flatnonzero(allowed)
 
-    # The queue can only hold candidates among the top ones by priority: take the top k
+    # Due candidates rank above every other: their key is lifted past the highest priority.
+    key = np.where(np.isfinite(priority), priority, 0.0)
+    if due.any():
+        key = np.where(due, key + (key[eligible].max(initial=0.0) + 1.0), key)
+
+    # The queue can only hold candidates among the top ones by key: take the top k
     # (all ties at the cut included), apply the per-customer cap there, widen if too few.
     chosen = np.zeros(0, dtype=np.int64)
     k = max(4 * rules.capacity, 1)
     while rules.capacity > 0 and len(eligible):
         if k < len(eligible):
-            cut = np.partition(priority[eligible], len(eligible) - k)[len(eligible) - k]
-            top = eligible[priority[eligible] >= cut]
+            cut = np.partition(key[eligible], len(eligible) - k)[len(eligible) - k]
+            top = eligible[key[eligible] >= cut]
         else:
             top = eligible
-        top = top[np.lexsort((top, -priority[top]))]
+        top = top[np.lexsort((top, -key[top]))]
         nth = pd.Series(pos[top]).groupby(pos[top], sort=False).cumcount().to_numpy()
         chosen = top[nth < room[top]][: rules.capacity]
         if len(chosen) >= rules.capacity or len(top) == len(eligible):

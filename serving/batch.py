@@ -21,10 +21,12 @@ import pyarrow as pa
 from features.build.derived import add_time_features
 from models import outreach
 from serving.scoring import ServedModel, band, driving_contact_reason
+from training.window import local_dates
 
 log = logging.getLogger(__name__)
 
 REASONS_PER_ACTION = 3
+WINDOW_MODEL = "delivery_estimate"
 
 
 @dataclass
@@ -126,7 +128,10 @@ def score_batch(
     """Score customers and open shipments and build the outreach queue with reasons.
 
     Args:
-        models: Champions by name: "churn" and "delay_risk".
+        models: Champions by name: "churn" and "delay_risk", and optionally
+            "delivery_estimate" (a `ServedWindow`): a parcel whose most likely delivery
+            date, in its customer's zone, falls after the promised date gets a due delay
+            notice (`outreach.window_past_promise`).
         customers: Latest stored churn features per active customer (with the profile
             columns outreach needs).
         shipments: Latest stored delay features per open shipment, with `customer_id`.
@@ -142,6 +147,7 @@ def score_batch(
     shipments = add_time_features(shipments.reset_index(drop=True), as_of)
     churn_p = churn.probability(churn.matrix(customers)) if len(customers) else np.zeros(0)
     delay_p = delay.probability(delay.matrix(shipments)) if len(shipments) else np.zeros(0)
+    windows = _windows(models.get(WINDOW_MODEL), shipments, customers, as_of)
     seconds["predict"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
@@ -187,6 +193,7 @@ def score_batch(
                 ),
                 "_row": np.arange(len(shipments)),
                 "customer_row": shipment_owner,
+                "due": windows["due"].to_numpy(dtype=bool),
             }
         ),
         pd.DataFrame(
@@ -208,15 +215,60 @@ def score_batch(
 
     clock = time.perf_counter()
     queue["reason"] = _reasons(
-        queue, candidates, customers, shipments, invoices, churn, delay, churn_p, delay_p, as_of
+        queue,
+        candidates,
+        customers,
+        shipments,
+        invoices,
+        churn,
+        delay,
+        churn_p,
+        delay_p,
+        as_of,
+        windows,
     )
     queue = queue.reset_index(drop=True)
     seconds["explain"] = time.perf_counter() - clock
     return BatchResult(queue, len(customers), len(shipments), len(candidates), seconds)
 
 
+def _windows(
+    window, shipments: pd.DataFrame, customers: pd.DataFrame, as_of: pd.Timestamp
+) -> pd.DataFrame:
+    """Each open shipment's estimated and promised dates in its customer's zone (UTC for a
+    customer not scored), and whether the estimate passed the promise (`due`); all False
+    without a delivery-estimate champion."""
+    n = len(shipments)
+    if window is None or n == 0:
+        return pd.DataFrame({"due": np.zeros(n, dtype=bool)})
+    zones = pd.Series(shipments["customer_id"].to_numpy()).map(
+        pd.Series(customers["timezone"].to_numpy(), index=customers["customer_id"].to_numpy())
+    )
+    zones = zones.where(zones.notna(), "UTC")
+    frame = window.model.predict_window(shipments, as_of, zones).reset_index(drop=True)
+    promised = pd.to_datetime(shipments["promised_epoch"].to_numpy(), unit="s", utc=True)
+    frame["promised_date"] = local_dates(promised, zones)
+    frame["due"] = outreach.window_past_promise(frame["most_likely_date"], frame["promised_date"])
+    return frame
+
+
+def _day(value) -> str:
+    day = pd.Timestamp(value)
+    return f"{day:%a} {day.day} {day:%b}"
+
+
 def _reasons(
-    queue, candidates, customers, shipments, invoices, churn, delay, churn_p, delay_p, as_of
+    queue,
+    candidates,
+    customers,
+    shipments,
+    invoices,
+    churn,
+    delay,
+    churn_p,
+    delay_p,
+    as_of,
+    windows,
 ) -> list[str]:
     """Words for each selected action: the model's top reasons, or the overdue invoice."""
     text = [""] * len(queue)
@@ -243,6 +295,13 @@ def _reasons(
         for k, (i, r) in enumerate(zip(at, rows, strict=True)):
             p = float(delay_p[r])
             text[i] = f"Late-delivery risk {p:.0%} ({band(p)}): {_words(reasons[k])}"
+            if windows["due"].iat[r]:
+                w = windows.iloc[r]
+                text[i] = (
+                    f"Expected {_day(w['most_likely_date'])}, after the promised "
+                    f"{_day(w['promised_date'])} (arrives between {_day(w['earliest_date'])} "
+                    f"and {_day(w['latest_date'])}); {text[i]}"
+                )
     at, rows = positions(outreach.PAYMENT_REMINDER)
     for i, r in zip(at, rows, strict=True):
         invoice = invoices.iloc[r]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 import numpy as np
 import pandas as pd
@@ -22,6 +22,7 @@ from serving.scoring import (
     ModelUnavailableError,
     OnlineFeatures,
     ServedModel,
+    ServedWindow,
     band,
     driving_contact_reason,
 )
@@ -32,7 +33,11 @@ DELAY_MODEL = "delay_risk"
 CHURN_MODEL = "churn"
 # Models the service answers with, and the feature service each reads.
 SERVED = {DELAY_MODEL: "delay_risk_v1", CHURN_MODEL: "churn_v1"}
+# Optional: the delay answer carries a delivery window once a champion is registered.
+WINDOW_MODEL = "delivery_estimate"
 REASONS_PER_SCORE = 3
+UTC_ZONE = "UTC"
+WINDOW_KINDS = ("most_likely", "earliest", "latest")
 
 
 def load_champion(name: str, tracking_uri: str) -> ServedModel:
@@ -41,6 +46,22 @@ def load_champion(name: str, tracking_uri: str) -> ServedModel:
     Raises:
         ModelUnavailableError: The model has no champion.
     """
+    version, model = _champion(name, tracking_uri)
+    return ServedModel(name, str(version.version), sorted(version.aliases), model)
+
+
+def load_window_champion(tracking_uri: str) -> ServedWindow:
+    """The registry's `champion` version of the delivery-estimate model.
+
+    Raises:
+        ModelUnavailableError: The model has no champion.
+    """
+    version, model = _champion(WINDOW_MODEL, tracking_uri)
+    return ServedWindow(WINDOW_MODEL, str(version.version), sorted(version.aliases), model)
+
+
+def _champion(name: str, tracking_uri: str):
+    """The champion's registry version and the model its pyfunc wraps."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
@@ -54,7 +75,7 @@ def load_champion(name: str, tracking_uri: str) -> ServedModel:
             raise ModelUnavailableError(f"no {CHAMPION} version of {name!r}: {error}") from error
         loaded = mlflow.pyfunc.load_model(f"models:/{name}/{version.version}")
         model = loaded.unwrap_python_model().model
-    return ServedModel(name, str(version.version), sorted(version.aliases), model)
+    return version, model
 
 
 @dataclass(frozen=True)
@@ -76,6 +97,7 @@ class Runtime:
     readers: dict[str, OnlineFeatures]
     queue: QueueCache
     recommender: OfferRecommender | None = None
+    window: ServedWindow | None = None
     loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     @classmethod
@@ -94,7 +116,14 @@ class Runtime:
             # Scores and the queue serve without it; /v1/recommend answers 503 until then.
             log.warning("tracking-page offers unavailable: %s", error)
             recommender = None
-        return cls(settings, models, readers, QueueCache(settings.serving_dir), recommender)
+        try:
+            window = load_window_champion(uri)
+        except ModelUnavailableError as error:
+            # Delay scores serve without it; their delivery_window stays null until then.
+            log.warning("delivery windows unavailable: %s", error)
+            window = None
+        queue = QueueCache(settings.serving_dir)
+        return cls(settings, models, readers, queue, recommender, window)
 
     def now(self) -> pd.Timestamp:
         """The decision instant: the configured one, else the wall clock."""
@@ -122,6 +151,7 @@ class Runtime:
         as_of = self.now()
         scored = self._score(DELAY_MODEL, ids, as_of)
         results = [schemas.DelayScore(shipment_id=i, status="unknown_id") for i in ids]
+        windows = self._windows(scored.records, as_of)
         for k, i in enumerate(scored.known):
             p = float(scored.probability[k])
             results[i] = schemas.DelayScore(
@@ -131,10 +161,28 @@ class Runtime:
                 risk_score=round(100 * p),
                 band=band(p),
                 reasons=[_reason(r) for r in scored.reasons[k]],
+                delivery_window=windows[k],
             )
         return schemas.DelayResponse(
             model=scored.model.ref(), as_of=as_of.to_pydatetime(), results=results
         )
+
+    def _windows(
+        self, records: list[dict], as_of: pd.Timestamp
+    ) -> list[schemas.DeliveryWindow | None]:
+        """The delivery window of each scored shipment (None without a champion).
+
+        The shipment's online features do not name its customer, so the local dates are
+        those of UTC and the answer says so (`timezone_known` false); the batch outreach,
+        which reads the raw orders, uses each customer's own zone.
+        """
+        if self.window is None or not records:
+            return [None] * len(records)
+        frame = self.window.model.predict_window(pd.DataFrame(records), as_of, UTC_ZONE)
+        return [
+            delivery_window(row, UTC_ZONE, timezone_known=False)
+            for row in frame.itertuples(index=False)
+        ]
 
     def score_churn(self, ids: list[str]) -> schemas.ChurnResponse:
         """Churn risk, its driving contact reason and reasons per customer id."""
@@ -183,10 +231,40 @@ class Runtime:
                 for m in [
                     *self.models.values(),
                     *([self.recommender.model] if self.recommender else []),
+                    *([self.window] if self.window else []),
                 ]
             ],
             outreach_queue=queue.meta.get("queue_date") if queue else None,
         )
+
+
+def delivery_window(row, timezone: str, *, timezone_known: bool) -> schemas.DeliveryWindow:
+    """One row of `WindowModel.predict_window` as the answer carries it."""
+    dates = [pd.Timestamp(getattr(row, f"{k}_date")).date() for k in WINDOW_KINDS]
+    most_likely, earliest, latest = dates
+    return schemas.DeliveryWindow(
+        most_likely=pd.Timestamp(row.most_likely_ts).floor("us").to_pydatetime(),
+        earliest=pd.Timestamp(row.earliest_ts).floor("us").to_pydatetime(),
+        latest=pd.Timestamp(row.latest_ts).floor("us").to_pydatetime(),
+        most_likely_date=most_likely,
+        earliest_date=earliest,
+        latest_date=latest,
+        timezone=timezone,
+        timezone_known=timezone_known,
+        coverage=float(row.coverage),
+        text=window_text(earliest, latest),
+    )
+
+
+def window_text(earliest: date, latest: date) -> str:
+    """The window in words, as a tracking page shows it."""
+    if earliest == latest:
+        return f"arrives on {_day(earliest)}"
+    return f"arrives between {_day(earliest)} and {_day(latest)}"
+
+
+def _day(day: date) -> str:
+    return f"{day:%a} {day.day} {day:%b} {day.year}"
 
 
 def _reason(reason) -> schemas.ReasonOut:

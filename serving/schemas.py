@@ -6,7 +6,7 @@ silently ignored key. Answers carry ids, scores and words, never personal data.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -69,12 +69,23 @@ class ReasonOut(BaseModel):
 
 
 class DeliveryWindow(BaseModel):
-    """Most likely delivery date and a calibrated window (from the delivery-estimate model)."""
+    """Most likely delivery date and a calibrated window (from the delivery-estimate model).
 
-    most_likely: datetime
-    earliest: datetime
-    latest: datetime
+    earliest ≤ most_likely ≤ latest, for the instants and for the dates alike.
+    """
+
+    most_likely: datetime = Field(description="Most likely delivery instant (UTC).")
+    earliest: datetime = Field(description="Start of the window (UTC).")
+    latest: datetime = Field(description="End of the window (UTC).")
+    most_likely_date: date = Field(description="Most likely delivery date, local to `timezone`.")
+    earliest_date: date = Field(description="First date of the window, local to `timezone`.")
+    latest_date: date = Field(description="Last date of the window, local to `timezone`.")
+    timezone: str = Field(description="IANA time zone of the dates.")
+    timezone_known: bool = Field(
+        description="Whether `timezone` is the customer's own; false: UTC stands in for it."
+    )
     coverage: float = Field(description="Probability the parcel arrives within the window.")
+    text: str = Field(description="The window in words: 'arrives between <date> and <date>'.")
 
 
 class DelayScore(BaseModel):

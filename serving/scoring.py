@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -22,6 +23,9 @@ from training.calibrate import _EPS
 from training.explain import Reason, _format, reason_codes
 from training.fit import MISSING_CATEGORY
 from training.model import CalibratedModel
+
+if TYPE_CHECKING:
+    from training.window import WindowModel
 
 # One OpenMP thread per call: a request scores a handful of rows, and on a shared 2-core
 # machine more threads busy-wait against each other (see training.fit.DEFAULT_PARAMS).
@@ -175,6 +179,29 @@ class ServedModel:
         """The same reasons for rows of a frame (`training.explain.reason_codes`)."""
         frame = pd.DataFrame(contrib, columns=[*self.features, "bias"], index=values.index)
         return reason_codes(frame, values.reindex(columns=list(self.features)), self.model.words, k)
+
+
+@dataclass(frozen=True)
+class ServedWindow:
+    """A registry champion of a time-to-event model (`training.window.WindowModel`).
+
+    Attributes:
+        name: Registered model name.
+        version: Registry version.
+        aliases: The version's aliases.
+        model: The window model.
+    """
+
+    name: str
+    version: str
+    aliases: list[str]
+    model: WindowModel
+
+    def ref(self):
+        """The version as answers name it."""
+        from serving.schemas import ModelRef
+
+        return ModelRef(name=self.name, version=self.version)
 
 
 def driving_contact_reason(

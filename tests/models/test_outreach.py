@@ -16,6 +16,7 @@ from models.outreach import (
     WINBACK_OFFER,
     OutreachRules,
     plan_outreach,
+    window_past_promise,
 )
 
 ZONES = ("Europe/Berlin", "Europe/Dublin", "America/New_York", "Asia/Tokyo", "Australia/Sydney")
@@ -176,6 +177,60 @@ def test_highest_expected_value_first_and_capacity_fills() -> None:
     empty = pd.DataFrame({"customer_id": [], "queued_ts": []})
     queue = plan_outreach(candidates, customers, empty, AS_OF, OutreachRules(capacity=2))
     assert queue["customer_id"].tolist() == ["c1", "c2"]
+
+
+@pytest.mark.parametrize(
+    ("most_likely", "promised", "expected"),
+    [
+        ("2025-03-31", "2025-03-30", True),
+        ("2025-03-30", "2025-03-30", False),
+        ("2025-03-29", "2025-03-30", False),
+        ("NaT", "2025-03-30", False),
+        ("2025-03-31", "NaT", False),
+    ],
+)
+def test_delay_notice_triggers_when_the_estimate_passes_the_promise(
+    most_likely: str, promised: str, expected: bool
+) -> None:
+    got = window_past_promise(
+        np.array([most_likely], dtype="datetime64[D]"), np.array([promised], "datetime64[D]")
+    )
+    assert got.tolist() == [expected]
+
+
+def test_due_delay_notice_is_queued_first_whatever_its_priority() -> None:
+    customers = customers_frame(
+        [
+            {
+                "customer_id": f"c{i}",
+                "timezone": "Europe/Berlin",
+                "preferred_channel": "email",
+                "consent_email": True,
+                "consent_sms": True,
+                "consent_voice": True,
+                "consent_marketing": True,
+            }
+            for i in range(3)
+        ]
+    )
+    candidates = pd.DataFrame(
+        {
+            "customer_id": ["c0", "c1", "c2"],
+            "action": [WINBACK_OFFER, "delay_notice", "delay_notice"],
+            "subject_id": [None, "s1", "s2"],
+            "risk": [0.9, 0.01, 0.02],
+            # c1's value is unknown (priority 0): a due notice is still sent.
+            "value": [1_000.0, 0.0, 100.0],
+            "due": [False, True, False],
+        }
+    )
+    empty = pd.DataFrame({"customer_id": [], "queued_ts": []})
+    queue = plan_outreach(candidates, customers, empty, AS_OF, OutreachRules(capacity=2))
+    assert queue["customer_id"].tolist() == ["c1", "c0"]
+    without = plan_outreach(
+        candidates.drop(columns="due"), customers, empty, AS_OF, OutreachRules(capacity=2)
+    )
+    assert without["customer_id"].tolist() == ["c0", "c2"]
 
 
 def test_quiet_hours_push_the_window_to_the_morning() -> None:

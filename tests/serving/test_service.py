@@ -36,7 +36,7 @@ def served_data(tmp_path_factory, prefect_harness, sim_dir):
         patch.setenv("AFTERSALE_DATA_DIR", str(folder))
         ingest(source="folder", path=sim_dir)
         build_features(materialize_to_online=True)
-        train(models=["delay_risk", "churn", "next_best_offer"])
+        train(models=["delay_risk", "churn", "next_best_offer", "delivery_estimate"])
         queue_path = score_batch()
         meta = pq.read_schema(queue_path).metadata[b"aftersale"]
         as_of = pd.Timestamp(json.loads(meta)["as_of"])
@@ -77,7 +77,10 @@ def test_batch_queue_is_ranked_with_reasons(served_data) -> None:
     queue = pq.read_table(queue_path).to_pandas()
     assert len(queue) > 0
     assert (queue["reason"].str.len() > 0).all()
-    assert queue["priority"].is_monotonic_decreasing
+    # Due delay notices (estimate past the promise) come first, then by priority.
+    due = queue["reason"].str.startswith("Expected ")
+    assert not (due & ~due.cummin()).any()
+    assert queue.loc[~due, "priority"].is_monotonic_decreasing
     history = pq.read_table(queue_path.parent / "outreach_history.parquet").to_pandas()
     assert len(history) == len(queue)
 
@@ -93,7 +96,18 @@ def test_score_delay_answers_known_and_unknown_ids(client, ids) -> None:
     assert known["status"] == "ok"
     assert 0 <= known["probability"] <= 1
     assert known["band"] in ("low", "medium", "high")
-    assert known["delivery_window"] is None
+    window = known["delivery_window"]
+    assert window is not None
+    assert window["earliest"] <= window["most_likely"] <= window["latest"]
+    assert window["earliest_date"] <= window["most_likely_date"] <= window["latest_date"]
+    assert window["coverage"] == pytest.approx(0.9)
+    # The shipment's online row does not name its customer: the dates are UTC's, flagged.
+    assert window["timezone"] == "UTC"
+    assert window["timezone_known"] is False
+    for kind in ("earliest", "most_likely", "latest"):
+        instant = pd.Timestamp(window[kind]).tz_convert(window["timezone"])
+        assert instant.date().isoformat() == window[f"{kind}_date"]
+    assert window["text"].startswith(("arrives between ", "arrives on "))
     contributions = [r["contribution"] for r in known["reasons"]]
     assert contributions == sorted(contributions, reverse=True)
 
@@ -239,7 +253,8 @@ def _runtime_readers():
 
 def test_models_and_reload_keep_serving(client, ids) -> None:
     before = client.get("/v1/models").json()
-    assert {m["name"] for m in before["models"]} == {"delay_risk", "churn", "next_best_offer"}
+    names = {m["name"] for m in before["models"]}
+    assert names == {"delay_risk", "churn", "next_best_offer", "delivery_estimate"}
     assert all("champion" in m["aliases"] for m in before["models"])
     failures = []
 
