@@ -14,8 +14,10 @@ sellers as plain recommendations.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
@@ -23,8 +25,21 @@ import pandas as pd
 from models import next_best_offer as nbo
 from serving import schemas
 from serving.scoring import ModelUnavailableError, ServedModel, StoreUnavailableError, _python
+from training.fit import MISSING_CATEGORY
 
 POLICY_ARTIFACT = "policy/policy.json"
+# Model inputs that differ between candidates of one decision: the category's history and
+# the decision features derived from it (the action's own columns are set separately).
+CATEGORY_COLUMNS = (
+    "category",
+    "category_orders_total",
+    "category_spend_total",
+    "category_returns_total",
+    "days_since_category_purchase",
+    "category_spend_share",
+    "category_in_order",
+    "category_order_share",
+)
 PLACEMENT = "tracking_page"
 CHANNEL = "web"
 
@@ -154,17 +169,69 @@ class OfferRecommender:
         blank = dict.fromkeys(self.categories.names)
         base = {**customer, **order, "placement": PLACEMENT, "channel": CHANNEL}
         records = []
-        for action in self.policy.actions.itertuples(index=False):
-            category = reference if action.offer_type == nbo.NONE else action.category
+        for kind, category, discount in zip(*self._actions, strict=True):
+            name = reference if kind == nbo.NONE else category
             record = {
                 **base,
-                **(categories.get(category) or blank),
-                "category": category,
-                "offer_type": action.offer_type,
-                "discount": float(action.discount),
+                **(categories.get(name) or blank),
+                "category": name,
+                "offer_type": kind,
+                "discount": discount,
             }
             records.append(nbo.decision_record(record, now_s))
         return records
+
+    def candidate_matrix(
+        self, order: dict, customer: dict, categories: dict[str, dict | None], now_s: float
+    ) -> tuple[np.ndarray, list[str], np.ndarray]:
+        """The model's input matrix of every candidate action, built without a record per
+        candidate: the customer's and order's columns once, the category's columns once per
+        category, then the action's own columns (equal to `candidate_records` through
+        `ServedModel.matrix_from_records`; a test holds the two equal).
+
+        Returns:
+            The matrix (one row per action), each row's category, and whether the customer
+            returned it.
+        """
+        base = {**customer, **order, "placement": PLACEMENT, "channel": CHANNEL}
+        row = self.model.matrix_from_records([nbo.decision_record(base, now_s)])[0]
+        index = {name: j for j, name in enumerate(self.model.features)}
+        category_columns = [(index[name], name) for name in CATEGORY_COLUMNS if name in index]
+        blank = dict.fromkeys(self.categories.names)
+        reference = self.policy.reference_category(categories)
+        kinds, action_categories, discounts = self._actions
+        names = [
+            reference if kind == nbo.NONE else category
+            for kind, category in zip(kinds, action_categories, strict=True)
+        ]
+        by_category: dict[str, tuple[np.ndarray, bool]] = {}
+        for name in dict.fromkeys(names):
+            stored = categories.get(name) or blank
+            derived = nbo.decision_record(
+                {
+                    **stored,
+                    "category": name,
+                    "monetary_total": customer.get("monetary_total"),
+                    "orders_total": customer.get("orders_total"),
+                    "order_categories": order.get("order_categories"),
+                },
+                now_s,
+            )
+            filled = row.copy()
+            for j, column in category_columns:
+                filled[j] = self._input_value(column, derived.get(column))
+            by_category[name] = (filled, (stored.get("category_returns_total") or 0) > 0)
+        matrix = np.empty((len(names), len(row)), dtype=np.float64)
+        returned = np.zeros(len(names), dtype=bool)
+        type_codes = self.model._codes.get("offer_type", {})
+        type_j, discount_j = index.get("offer_type"), index.get("discount")
+        for i, (name, kind, discount) in enumerate(zip(names, kinds, discounts, strict=True)):
+            matrix[i], returned[i] = by_category[name]
+            if type_j is not None:
+                matrix[i, type_j] = type_codes.get(kind, math.nan)
+            if discount_j is not None:
+                matrix[i, discount_j] = discount
+        return matrix, names, returned
 
     def recommend(self, order_id: str, k: int, as_of: pd.Timestamp) -> schemas.RecommendResponse:
         """Top-k offers for the order's tracking page.
@@ -179,27 +246,30 @@ class OfferRecommender:
         (customer,) = self.customers.read([[customer_id]])
         if customer is None:
             return self._cold_start(order_id, as_of, k, "no history for the customer yet")
-        names = self.policy.catalogue.categories
-        rows = self.categories.read([_ordered(self.categories.keys, customer_id, c) for c in names])
-        by_category = dict(zip(names, rows, strict=True))
-        records = self.candidate_records(order, customer, by_category, as_of.timestamp())
-        probability = self.model.probability(self.model.matrix_from_records(records))
-        actions = self.policy.actions
-        value = self.policy.catalogue.value(
-            pd.Series([r["category"] for r in records]), actions["discount"].to_numpy()
+        catalogue = self.policy.catalogue
+        rows = self.categories.read(
+            [_ordered(self.categories.keys, customer_id, c) for c in catalogue.categories]
         )
+        by_category = dict(zip(catalogue.categories, rows, strict=True))
+        now_s = as_of.timestamp()
+        matrix, names, returned = self.candidate_matrix(order, customer, by_category, now_s)
+        probability = self.model.probability(matrix)
+        actions = self.policy.actions
+        discount = actions["discount"].to_numpy(np.float64)
+        code = np.array([self._category_code[name] for name in names])
+        value = catalogue.price[code] * (catalogue.margin[code] - discount)
         expected = probability * value
         none = actions["offer_type"].to_numpy() == nbo.NONE
         no_offer = float(expected[none][0]) if none.any() else 0.0
-        returned = np.array([(r.get("category_returns_total") or 0) > 0 for r in records])
         candidates = np.flatnonzero(~none & ~returned & np.isfinite(expected))
         order_by = candidates[np.argsort(-expected[candidates], kind="stable")][:k]
+        kinds = actions["offer_type"].tolist()
         offers = [
             schemas.Offer(
                 rank=rank + 1,
-                category=records[i]["category"],
-                offer_type=records[i]["offer_type"],
-                discount=float(records[i]["discount"]),
+                category=names[i],
+                offer_type=kinds[i],
+                discount=float(discount[i]),
                 acceptance_probability=float(probability[i]),
                 expected_value=float(expected[i]),
                 uplift_over_no_offer=float(expected[i] - no_offer),
@@ -207,14 +277,35 @@ class OfferRecommender:
             )
             for rank, i in enumerate(order_by)
         ]
+        promised, delivered = order.get("order_promised_epoch"), order.get("order_delivered_epoch")
         return schemas.RecommendResponse(
             model=self.model.ref(),
             as_of=as_of.to_pydatetime(),
             order_id=order_id,
             cold_start=False,
-            parcel_late=bool(records[0]["parcel_late"]) if records else None,
+            parcel_late=promised is not None and now_s > promised and delivered is None,
             offers=offers,
         )
+
+    @cached_property
+    def _actions(self) -> tuple[list[str], list[str | None], list[float]]:
+        actions = self.policy.actions
+        return (
+            actions["offer_type"].tolist(),
+            actions["category"].tolist(),
+            [float(d) for d in actions["discount"].tolist()],
+        )
+
+    def _input_value(self, name: str, value) -> float:
+        """One model input as `ServedModel.matrix_from_records` encodes it."""
+        codes = self.model._codes.get(name)
+        if codes is not None:
+            return codes.get(MISSING_CATEGORY if value is None else str(value), math.nan)
+        return math.nan if value is None else float(value)
+
+    @cached_property
+    def _category_code(self) -> dict[str, int]:
+        return {c: i for i, c in enumerate(self.policy.catalogue.categories)}
 
 
 def _ordered(keys: Sequence[str], customer_id: str, category: str) -> list[str]:

@@ -66,7 +66,13 @@ def test_the_online_path_scores_as_the_trained_model_does(recommender, sim_table
     records = rec.candidate_records(
         row, customer, dict(zip(names, rows, strict=True)), end.timestamp()
     )
-    fast = rec.model.probability(rec.model.matrix_from_records(records))
+    from_records = rec.model.matrix_from_records(records)
+    matrix, names, _ = rec.candidate_matrix(
+        row, customer, dict(zip(names, rows, strict=True)), end.timestamp()
+    )
+    np.testing.assert_array_equal(matrix, from_records)
+    assert names == [r["category"] for r in records]
+    fast = rec.model.probability(matrix)
     assert len(records) == len(rec.policy.actions)
     # The training path: a frame through the model's own layout and calibrator.
     raw = pd.DataFrame(
