@@ -178,7 +178,7 @@ SPEC = ModelSpec(
     ),
     # Absolute instants would teach the model the calendar; their differences to the
     # decision instant (derived below) carry the information.
-    exclude=("shipped_epoch", "promised_epoch", "last_scan_epoch"),
+    exclude=("shipped_epoch", "promised_epoch", "last_scan_epoch", "customer_timezone"),
     derived=("hours_in_transit", "hours_to_promise", "hours_since_last_scan"),
     baseline=baseline,
     segments=("carrier", "destination_region", "stage"),

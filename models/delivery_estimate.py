@@ -175,7 +175,7 @@ SPEC = ModelSpec(
         "stage",
         "last_event_type",
     ),
-    exclude=("shipped_epoch", "promised_epoch", "last_scan_epoch"),
+    exclude=("shipped_epoch", "promised_epoch", "last_scan_epoch", "customer_timezone"),
     derived=("hours_in_transit", "hours_to_promise", "hours_since_last_scan"),
     baseline=promise_hours,
     segments=SEGMENTS,

@@ -170,18 +170,18 @@ class Runtime:
     def _windows(
         self, records: list[dict], as_of: pd.Timestamp
     ) -> list[schemas.DeliveryWindow | None]:
-        """The delivery window of each scored shipment (None without a champion).
-
-        The shipment's online features do not name its customer, so the local dates are
-        those of UTC and the answer says so (`timezone_known` false); the batch outreach,
-        which reads the raw orders, uses each customer's own zone.
-        """
+        """The delivery window of each scored shipment (None without a champion), in its
+        customer's time zone (the shipment's `customer_timezone` feature); UTC, flagged
+        with `timezone_known` false, where the zone is unknown."""
         if self.window is None or not records:
             return [None] * len(records)
-        frame = self.window.model.predict_window(pd.DataFrame(records), as_of, UTC_ZONE)
+        zones = [r.get("customer_timezone") for r in records]
+        known = [zone is not None for zone in zones]
+        zones = [zone or UTC_ZONE for zone in zones]
+        frame = self.window.model.predict_window(pd.DataFrame(records), as_of, zones)
         return [
-            delivery_window(row, UTC_ZONE, timezone_known=False)
-            for row in frame.itertuples(index=False)
+            delivery_window(row, zone, timezone_known=k)
+            for row, zone, k in zip(frame.itertuples(index=False), zones, known, strict=True)
         ]
 
     def score_churn(self, ids: list[str]) -> schemas.ChurnResponse:

@@ -55,7 +55,8 @@ NEEDS: dict[str, dict[str, list[str] | None]] = {
         "tracking_events": None,
         "order_items": None,
         "products": ["product_id", "weight_g"],
-        "orders": ["order_id", "order_ts", "amount"],
+        "orders": ["order_id", "customer_id", "order_ts", "amount"],
+        "customers": ["customer_id", "timezone"],
     },
     "customer_category": {
         "order_items": None,

@@ -162,6 +162,7 @@ class ShipmentPrep:
     network: dict[str, DailyTotals]
     placed_sorted: np.ndarray
     waited_sorted: np.ndarray
+    timezone: pa.ChunkedArray
 
     @property
     def n(self) -> int:
@@ -243,7 +244,24 @@ def prepare_shipments(tables: dict[str, pa.Table]) -> ShipmentPrep | None:
         network=network,
         placed_sorted=np.sort(placed_at),
         waited_sorted=np.sort(waited_until),
+        timezone=_customer_timezones(tables, raw),
     )
+
+
+def _customer_timezones(tables: dict[str, pa.Table], raw: pa.Table) -> pa.ChunkedArray:
+    """Each shipment's customer's IANA time zone (null when unknown): where its dates are
+    told to the customer."""
+    customers, orders = tables.get("customers"), tables["orders"]
+    if customers is None or "customer_id" not in orders.column_names:
+        return pa.chunked_array([pa.nulls(raw.num_rows, pa.string())])
+    order_row = codes_in(raw.column("order_id"), orders.column("order_id"))
+    customer_row = codes_in(
+        orders.column("customer_id").take(pa.array(np.maximum(order_row, 0))),
+        customers.column("customer_id"),
+    )
+    found = (order_row >= 0) & (customer_row >= 0)
+    zones = customers.column("timezone").take(pa.array(np.maximum(customer_row, 0)))
+    return pc.if_else(pa.array(found), zones, pa.scalar(None, pa.string()))
 
 
 def shipment_features(tables: dict[str, pa.Table]) -> pa.Table | None:
@@ -334,6 +352,7 @@ def shipment_rows(prep: ShipmentPrep, lo: int, hi: int) -> pa.Table:
         "service_level": gathered(raw.column("service_level")),
         "origin_region": gathered(raw.column("origin_region")),
         "destination_region": gathered(raw.column("destination_region")),
+        "customer_timezone": gathered(prep.timezone),
         "lane": gathered(lane_arrow),
         "distance_km": prep.distance_km[row_sid],
         "promised_transit_days": ((promised - shipped) / US_PER_DAY)[row_sid],

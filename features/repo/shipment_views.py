@@ -13,6 +13,11 @@ _booking = [
     Field(name="service_level", dtype=String, description="economy, standard or express."),
     Field(name="origin_region", dtype=String, description="Warehouse region."),
     Field(name="destination_region", dtype=String, description="Delivery region."),
+    Field(
+        name="customer_timezone",
+        dtype=String,
+        description="The customer's IANA time zone, where delivery dates are told.",
+    ),
     Field(name="lane", dtype=String, description="origin>destination."),
     Field(name="distance_km", dtype=Float64, description="Route distance."),
     Field(name="promised_transit_days", dtype=Float64, description="Promise minus dispatch."),

@@ -85,7 +85,7 @@ def test_batch_queue_is_ranked_with_reasons(served_data) -> None:
     assert len(history) == len(queue)
 
 
-def test_score_delay_answers_known_and_unknown_ids(client, ids) -> None:
+def test_score_delay_answers_known_and_unknown_ids(client, ids, served_data) -> None:
     asked = [*ids["shipments"], "no-such-shipment"]
     response = client.post("/v1/score/delay", json={"shipment_ids": asked})
     assert response.status_code == 200, response.text
@@ -101,9 +101,14 @@ def test_score_delay_answers_known_and_unknown_ids(client, ids) -> None:
     assert window["earliest"] <= window["most_likely"] <= window["latest"]
     assert window["earliest_date"] <= window["most_likely_date"] <= window["latest_date"]
     assert window["coverage"] == pytest.approx(0.9)
-    # The shipment's online row does not name its customer: the dates are UTC's, flagged.
-    assert window["timezone"] == "UTC"
-    assert window["timezone_known"] is False
+    # The dates are the customer's own: the zone of the shipment's customer.
+    raw = served_data[0] / "raw" / "current"
+    ships = pq.read_table(raw / "shipments.parquet").to_pandas().set_index("shipment_id")
+    orders = pq.read_table(raw / "orders.parquet").to_pandas().set_index("order_id")
+    customers = pq.read_table(raw / "customers.parquet").to_pandas().set_index("customer_id")
+    customer = orders.loc[ships.loc[known["shipment_id"], "order_id"], "customer_id"]
+    assert window["timezone"] == customers.loc[customer, "timezone"]
+    assert window["timezone_known"] is True
     for kind in ("earliest", "most_likely", "latest"):
         instant = pd.Timestamp(window[kind]).tz_convert(window["timezone"])
         assert instant.date().isoformat() == window[f"{kind}_date"]
