@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -40,6 +41,11 @@ def main(
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     # The temporary API server starts in about 20 s on an idle machine; a busy one needs more.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    # A deprecation inside ibis (Feast's DuckDB offline store), not ours: keep it off the
+    # console of people running jobs; the test suite still shows it.
+    warnings.filterwarnings(
+        "ignore", message=r"fetch_arrow_table\(\) is deprecated", category=DeprecationWarning
+    )
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
