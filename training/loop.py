@@ -184,6 +184,7 @@ def training_data(
     lacking = [c for c in needed if c not in events.columns]
     if lacking:
         raise ValueError(f"{spec.name}: label events lack columns {lacking}")
+    events = sample_entities(events, list(spec.entity), spec.max_events)
     events = events.sort_values([EVENT_TIME, *spec.entity], kind="stable").reset_index(drop=True)
     service = store.get_feature_service(spec.feature_service)
     started = time.perf_counter()
@@ -210,6 +211,24 @@ def training_data(
         feature_files=feature_files(store, service),
         retrieval_s=retrieval_s,
     )
+
+
+def sample_entities(events: pd.DataFrame, keys: list[str], limit: int | None) -> pd.DataFrame:
+    """At most about `limit` label events, keeping every decision of a sample of entities.
+
+    Whole entities are kept or left (by a hash of their keys, so the sample is the same in
+    every run and window): a shipment's or customer's decisions stay together, and the time
+    split still sees each kept entity's whole history. Memory then stays bounded at scale.
+    """
+    if limit is None or len(events) <= limit:
+        return events
+    share = limit / len(events)
+    hashed = pd.util.hash_pandas_object(events[keys], index=False).to_numpy()
+    keep = (hashed % 1_000_003) < share * 1_000_003
+    log.info(
+        "sampled %.1f%% of entities: %d of %d label events", 100 * share, keep.sum(), len(events)
+    )
+    return events[keep]
 
 
 def _write_json(path: Path, data: object) -> Path:
@@ -467,6 +486,7 @@ def _log_and_register(
         "calibration_criterion": spec.calibration_criterion,
         "capacity": spec.capacity,
         "primary_metric": spec.primary_metric,
+        "max_events": spec.max_events,
         "split_fractions": spec.split.fractions,
         "split_purge": spec.split.purge,
         **result.split,

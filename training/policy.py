@@ -33,7 +33,13 @@ from training.entry import OracleComparison
 from training.evaluate import binary_metrics, reliability_plot
 from training.explain import write_explanations
 from training.fit import fit_lightgbm, layout_from_train
-from training.loop import TrainResult, feature_files, feature_words, load_raw_tables
+from training.loop import (
+    TrainResult,
+    feature_files,
+    feature_words,
+    load_raw_tables,
+    sample_entities,
+)
 from training.model import CalibratedModel
 from training.offpolicy import PolicyValue, evaluate_policy, greedy, uniform
 from training.register import (
@@ -138,6 +144,7 @@ def train_policy(
         tables = load_raw_tables(settings, spec.raw_tables)
     catalogue = nbo.Catalogue.of(tables)
     events = nbo.label_events(dict(tables))
+    events = sample_entities(events, ["customer_id"], spec.max_events).reset_index(drop=True)
     split = time_split(events, spec.split, EVENT_TIME, LABEL_KNOWN)
     train_idx, valid_idx, test_idx = (w.index for w in split.windows())
     actions = nbo.action_space(events.loc[train_idx], catalogue)

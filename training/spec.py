@@ -16,6 +16,10 @@ import pyarrow as pa
 
 from training.split import SplitConfig
 
+# Label events a model trains and is tested on at most (whole entities are sampled beyond
+# it): about 3M rows of ~60 features keep a run within a few GiB on one machine.
+DEFAULT_MAX_EVENTS = 3_000_000
+
 # Columns every label-event frame carries, besides the entity's join keys.
 EVENT_TIME = "event_timestamp"
 LABEL = "label"
@@ -62,6 +66,8 @@ class ModelSpec:
             candidate (0: always one).
         words: Feature → description for reason codes (Feast descriptions fill the rest).
         reports: (all labelled rows, scored test rows) → extra tables logged as artifacts.
+        max_events: Label events used at most; beyond it a seeded sample of whole entities
+            is kept (None: all).
     """
 
     name: str
@@ -87,4 +93,5 @@ class ModelSpec:
     min_isotonic_rows: int = 0
     words: dict[str, str] = field(default_factory=dict)
     reports: ReportFunction | None = None
+    max_events: int | None = DEFAULT_MAX_EVENTS
     optional_tables: tuple[str, ...] = ()

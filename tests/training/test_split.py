@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -130,3 +131,19 @@ def test_test_fraction_keeps_validations_share_of_the_rest() -> None:
 def test_test_fraction_outside_zero_and_one_is_refused(fraction: float) -> None:
     with pytest.raises(SplitError, match="strictly between 0 and 1"):
         SplitConfig().with_test_fraction(fraction)
+
+
+def test_sampling_keeps_whole_entities_and_is_repeatable() -> None:
+    from training.loop import sample_entities
+
+    events = pd.DataFrame(
+        {"shipment_id": np.repeat([f"s{i}" for i in range(1000)], 5), "x": np.arange(5000)}
+    )
+    assert sample_entities(events, ["shipment_id"], None) is events
+    assert sample_entities(events, ["shipment_id"], 10_000) is events
+    kept = sample_entities(events, ["shipment_id"], 1000)
+    again = sample_entities(events, ["shipment_id"], 1000)
+    pd.testing.assert_frame_equal(kept, again)
+    assert 600 < len(kept) < 1400
+    # Every kept shipment keeps all five of its decisions.
+    assert (kept.groupby("shipment_id").size() == 5).all()
