@@ -30,6 +30,20 @@ from training.entry import binary_entry
 from training.spec import EVENT_TIME, LABEL, LABEL_KNOWN, ModelSpec
 
 NAME = "delay_risk"
+# Inputs shared by the models of a shipment's state (delay risk, delivery estimate).
+SHIPMENT_CATEGORICAL = (
+    "carrier",
+    "service_level",
+    "origin_region",
+    "destination_region",
+    "lane",
+    "stage",
+    "last_event_type",
+)
+# Absolute instants would teach a model the calendar; their differences to the decision
+# instant (derived) carry the information. The time zone only places dates for people.
+SHIPMENT_EXCLUDE = ("shipped_epoch", "promised_epoch", "last_scan_epoch", "customer_timezone")
+SHIPMENT_DERIVED = ("hours_in_transit", "hours_to_promise", "hours_since_last_scan")
 DECISION_STAGES = ("dispatch", *UPDATE_EVENTS)
 
 
@@ -167,19 +181,9 @@ SPEC = ModelSpec(
     optional_tables=("tracking_events",),
     label_events=label_events,
     feature_service="delay_risk_v1",
-    categorical=(
-        "carrier",
-        "service_level",
-        "origin_region",
-        "destination_region",
-        "lane",
-        "stage",
-        "last_event_type",
-    ),
-    # Absolute instants would teach the model the calendar; their differences to the
-    # decision instant (derived below) carry the information.
-    exclude=("shipped_epoch", "promised_epoch", "last_scan_epoch", "customer_timezone"),
-    derived=("hours_in_transit", "hours_to_promise", "hours_since_last_scan"),
+    categorical=SHIPMENT_CATEGORICAL,
+    exclude=SHIPMENT_EXCLUDE,
+    derived=SHIPMENT_DERIVED,
     baseline=baseline,
     segments=("carrier", "destination_region", "stage"),
     primary_metric="roc_auc",

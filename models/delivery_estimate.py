@@ -38,7 +38,13 @@ import pyarrow as pa
 from scipy.stats import norm
 
 from features.build.shipments import UPDATE_EVENTS
-from models.delay_risk import data_end, decision_rows
+from models.delay_risk import (
+    SHIPMENT_CATEGORICAL,
+    SHIPMENT_DERIVED,
+    SHIPMENT_EXCLUDE,
+    data_end,
+    decision_rows,
+)
 from training.conformal import fit_offsets, window_scores
 from training.entry import ModelEntry, OracleComparison
 from training.evaluate import metric_key
@@ -166,17 +172,9 @@ SPEC = ModelSpec(
     raw_tables=("shipments", "tracking_events", "orders", "customers"),
     label_events=label_events,
     feature_service="delivery_estimate_v1",
-    categorical=(
-        "carrier",
-        "service_level",
-        "origin_region",
-        "destination_region",
-        "lane",
-        "stage",
-        "last_event_type",
-    ),
-    exclude=("shipped_epoch", "promised_epoch", "last_scan_epoch", "customer_timezone"),
-    derived=("hours_in_transit", "hours_to_promise", "hours_since_last_scan"),
+    categorical=SHIPMENT_CATEGORICAL,
+    exclude=SHIPMENT_EXCLUDE,
+    derived=SHIPMENT_DERIVED,
     baseline=promise_hours,
     segments=SEGMENTS,
     primary_metric=PRIMARY_METRIC,
