@@ -1,11 +1,14 @@
-"""Customer features as daily snapshots.
+"""Customer features as snapshots at the instants they change.
 
-A snapshot stamped at midnight D describes the customer from everything stamped strictly
-before D. Rows exist only for the days on which some value changes: the day after any event
-of the customer, and the days on which an event leaves a trailing window (30, 90 or 365 days
-later). Between two rows nothing changes, so an as-of join on these rows equals a join on a
-full daily grid at a fraction of the size. Features that move with the clock alone (days
-since the last order, tenure) are stored as epoch instants and derived at decision time by
+A snapshot stamped at instant s describes the customer from everything stamped strictly
+before s. Rows exist only where some value changes: the whole second after any event of the
+customer (and after the signup), and the UTC midnights at which an event leaves a trailing
+window (the midnight after it plus 30, 90 or 365 days). Between two rows nothing changes, so
+the newest row at or before a decision instant holds everything that happened before it (to
+the second): a decision at 23:44 sees an order placed at 20:56 the same day. Trailing
+windows count whole days, so the value as of any UTC midnight is that of a daily snapshot
+at that midnight. Features that move with the clock alone (days since the last order,
+tenure) are stored as epoch instants and derived at decision time by
 `features.build.derived`.
 """
 
@@ -66,7 +69,7 @@ class Prepared:
 
     customers: pa.Table
     kinds: dict[str, tuple[Events | None, tuple[int, ...]]]
-    end_day: int
+    end_s: int
 
 
 def customer_features(tables: dict[str, pa.Table], end: pd.Timestamp | None = None) -> pa.Table:
@@ -83,12 +86,14 @@ def customer_feature_chunks(
 
     Args:
         tables: Raw contract tables; only customers and orders are required.
-        end: Last instant to snapshot; by default the midnight after the latest event.
+        end: Last instant to snapshot (rows stamped later are left out); by default the
+            midnight after the latest event.
         chunk_customers: Customers per chunk; memory grows with it, results do not change.
 
     Yields:
         Rows (customer_id, event_ts) with the features listed in
-        `features/repo/customer_views.py`, in customer order.
+        `features/repo/customer_views.py`, in customer order, each holding what happened
+        strictly before its `event_ts`.
     """
     prepared = prepare(tables, end)
     n = prepared.customers.num_rows
@@ -170,9 +175,9 @@ def prepare(tables: dict[str, pa.Table], end: pd.Timestamp | None = None) -> Pre
 
     if end is None:
         latest = max(int(e.ts.max()) for e, _ in kinds if len(e.ts))
-        end_day = int(next_midnight_us(np.array([latest]))[0] // US_PER_DAY)
+        end_s = int(next_midnight_us(np.array([latest]))[0] // US_PER_S)
     else:
-        end_day = int(pd.Timestamp(end).value // 1000 // US_PER_DAY)
+        end_s = int(pd.Timestamp(end).value // 1000 // US_PER_S)
     named = {
         "order": (order_ev, (365,)),
         "outcome": (outcome_ev, (90,)),
@@ -187,7 +192,7 @@ def prepare(tables: dict[str, pa.Table], end: pd.Timestamp | None = None) -> Pre
     sorted_kinds = {
         k: (None if e is None else e.sorted_by_entity(), w) for k, (e, w) in named.items()
     }
-    return Prepared(customers, sorted_kinds, end_day)
+    return Prepared(customers, sorted_kinds, end_s)
 
 
 def snapshots(prepared: Prepared, lo: int, hi: int) -> pa.Table:
@@ -198,10 +203,9 @@ def snapshots(prepared: Prepared, lo: int, hi: int) -> pa.Table:
     request_ev, refund_ev, shown_ev = ev["request"], ev["refund"], ev["shown"]
     accepted_ev, overdue_ev, settled_ev = ev["accepted"], ev["overdue"], ev["settled"]
     kinds = [(ev[k], w) for k, (e, w) in prepared.kinds.items() if e is not None]
-    end_day = prepared.end_day
     signup = us(customers.column("signup_ts").to_pandas())
     signup_ev = Events.of(np.arange(customers.num_rows), signup)
-    grid = SnapshotGrid.build([(signup_ev.entity, signup_ev.days())], kinds, end_day)
+    grid = SnapshotGrid.build([(signup_ev.entity, signup_ev.seen_s())], kinds, prepared.end_s)
     code = grid.entity
 
     rows = pa.array(code)

@@ -4,7 +4,8 @@ holds.
 Candidate offers are categories, so affinity is keyed by (customer_id, category) and looked
 up for each candidate; the customer's share of spend in a category is derived at decision
 time from this view and the customer's total spend. Snapshots follow the customer view's
-convention: stamped at the midnight after the change, from data strictly before it.
+convention: a row at the whole second after each purchase or return, holding what happened
+strictly before it, so a decision sees the purchases made earlier the same day.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ def _dictionary(values: pa.ChunkedArray) -> tuple[np.ndarray, pa.Array]:
 
 
 def customer_category_features(tables: dict[str, pa.Table]) -> pa.Table | None:
-    """One row per (customer_id, category, event_ts): purchases and returns so far.
+    """One row per (customer_id, category, event_ts): purchases and returns strictly before
+    `event_ts`, a row at the second after each of them.
 
     A (customer, category) pair is one integer, customer code × categories + category code,
     so lines and returns are matched to pairs without building string keys.
@@ -64,8 +66,8 @@ def customer_category_features(tables: dict[str, pa.Table]) -> pa.Table | None:
         return_pair, _, _ = pairs(returns.column("order_id"), returns.column("product_id"))
         returned = Events.of(return_pair, us(returns.column("requested_ts")))
         kinds.append((returned, ()))
-    end_day = int(max(e.days().max(initial=0) for e, _ in kinds))
-    grid = SnapshotGrid.build([], kinds, end_day)
+    end_s = int(max(e.seen_s().max(initial=0) for e, _ in kinds))
+    grid = SnapshotGrid.build([], kinds, end_s)
 
     out = {
         "customer_id": customer_ids.take(pa.array(grid.entity // n_categories)),
