@@ -150,7 +150,7 @@ def features_build(
 
 @features_app.command("materialize")
 def features_materialize() -> None:
-    """Materialise new offline rows into the online store, up to the data's watermark."""
+    """Materialise new offline rows into the online store, up to the data's end."""
     from aftersale.settings import get_settings
     from features.build.tables import watermark
     from features.contract.io import read_validated
@@ -160,7 +160,7 @@ def features_materialize() -> None:
 
     settings = get_settings()
     tables = read_validated(latest_raw(settings.raw_root))
-    end = watermark(tables).to_pydatetime()
+    end = watermark(tables, happened=True).to_pydatetime()
     for run in materialize(feature_store(settings), end):
         kind = "incremental" if run.incremental else "full"
         console.print(f"{run.view}: {kind} {run.start:%Y-%m-%d} … {run.end:%Y-%m-%d %H:%M}")
@@ -287,8 +287,8 @@ def render_recommendation(settings, raw: Path) -> Table:
     from serving.recommend import load_recommender
     from training.register import default_tracking_uri
 
+    as_of = watermark(read_validated(raw), happened=True)
     tables = read_validated(raw, tables=["orders", "shipments"])
-    as_of = watermark(tables)
     ships = tables["shipments"].select(["order_id", "shipped_ts", "delivered_ts"]).to_pandas()
     shipped = pd.to_datetime(ships["shipped_ts"], utc=True)
     delivered = pd.to_datetime(ships["delivered_ts"], utc=True)

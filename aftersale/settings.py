@@ -51,6 +51,12 @@ class Settings(BaseSettings):
         1, ge=1, description="Most actions queued for one customer within the cap window."
     )
     frequency_cap_days: int = Field(7, ge=1, description="Length of the frequency-cap window.")
+    lost_after_days: float = Field(
+        14.0,
+        gt=0,
+        description="Days without a tracking scan, past the promise, after which a parcel is "
+        "answered as likely lost (no arrival window) and outreach calls instead of notifying.",
+    )
 
     @property
     def raw_root(self) -> Path:

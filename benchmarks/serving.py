@@ -203,7 +203,7 @@ def bench_score_batch(customers: int, out: Path) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from serving.batch import latest_rows
+    from features.store.latest import latest_rows
 
     folder = out / "serving" / "customer_snapshots"
     folder.mkdir(parents=True, exist_ok=True)

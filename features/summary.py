@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from features.build.common import us
 from features.build.shipments import late_outcomes
+from features.build.tables import watermark
 
 
 @dataclass(frozen=True)
@@ -28,12 +28,19 @@ class BusinessSummary:
     last_ts: str | None = None
 
 
-def late_rate(shipments: pa.Table) -> float | None:
-    """Share of parcels late among those whose outcome is known by the data's end."""
+def late_rate(shipments: pa.Table, data_end: pd.Timestamp | None = None) -> float | None:
+    """Share of parcels late among those whose outcome is known by the data's end.
+
+    Args:
+        shipments: The raw shipments.
+        data_end: The data's end (default: the latest dispatch or delivery); a parcel whose
+            promise lies beyond it and that is not delivered yet has no outcome.
+    """
     frame = shipments.select(["shipped_ts", "promised_ts", "delivered_ts"]).to_pandas()
     known, late = late_outcomes(frame)
-    as_of = max(us(frame["shipped_ts"]).max(), np.nanmax(known))
-    decided = known <= as_of
+    if data_end is None:
+        data_end = watermark({"shipments": shipments}, happened=True)
+    decided = known <= pd.Timestamp(data_end).value // 1000
     return float(late[decided].mean()) if decided.any() else None
 
 
@@ -45,7 +52,7 @@ def summarize(tables: dict[str, pa.Table]) -> BusinessSummary:
     offers = tables.get("offers")
     rate = None
     if shipments is not None and shipments.num_rows:
-        rate = late_rate(shipments)
+        rate = late_rate(shipments, watermark(tables, happened=True))
     by_reason: dict[str, int] = {}
     if contacts is not None:
         counts = contacts.group_by("reason").aggregate([("reason", "count")])

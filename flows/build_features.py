@@ -11,6 +11,7 @@ from prefect.cache_policies import NO_CACHE
 
 from aftersale.settings import get_settings
 from features.build.parallel import publish_features as build_and_publish
+from features.build.parallel import watermark_of
 from features.ingest import latest_raw
 from features.store.config import feature_store
 from features.store.sync import MaterializeRun, apply_definitions, materialize
@@ -39,8 +40,11 @@ def materialize_online(end: datetime) -> list[MaterializeRun]:
 def build_features(materialize_to_online: bool = True) -> Path:
     """Build, publish, register and (optionally) materialise; returns the offline version."""
     settings = get_settings()
-    version, end = publish_features(latest_raw(settings.raw_root), settings.features_dir)
+    raw = latest_raw(settings.raw_root)
+    version, _ = publish_features(raw, settings.features_dir)
     register_definitions()
     if materialize_to_online:
-        materialize_online(end)
+        # Up to the data's end: rows stamped later (a window an event will leave, a due
+        # date still ahead) are the future of this data, not its present.
+        materialize_online(watermark_of(raw, happened=True).to_pydatetime())
     return version

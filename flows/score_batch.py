@@ -32,25 +32,25 @@ def rules_of(settings: Settings):
         quiet_hours_end=settings.quiet_hours_end,
         frequency_cap=settings.frequency_cap,
         frequency_cap_days=settings.frequency_cap_days,
+        lost_after_days=settings.lost_after_days,
     )
 
 
 @task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
 def load_inputs(settings: Settings, as_of: datetime | None) -> dict:
     """Read the raw tables, the latest stored features and the outreach history."""
-    from features.build.tables import watermark
+    from features.build.parallel import watermark_of
     from features.contract.io import read_validated
     from features.ingest import latest_raw
-    from serving.batch import latest_rows, open_shipments, overdue_invoices
+    from features.store.latest import latest_rows
+    from serving.batch import open_shipments, overdue_invoices
     from serving.queue import read_history
 
-    tables = read_validated(latest_raw(settings.raw_root), tables=list(RAW_TABLES))
-    # By default the latest thing that happened (promises and due dates lie ahead).
-    happened = {
-        "orders": tables["orders"].select(["order_ts"]),
-        "shipments": tables["shipments"].select(["shipped_ts", "delivered_ts"]),
-    }
-    instant = pd.Timestamp(as_of) if as_of is not None else watermark(happened)
+    raw = latest_raw(settings.raw_root)
+    tables = read_validated(raw, tables=list(RAW_TABLES))
+    # By default the data's end: the latest thing that happened in any table (promises and
+    # due dates lie ahead).
+    instant = pd.Timestamp(as_of) if as_of is not None else watermark_of(raw, happened=True)
     instant = instant.tz_convert("UTC") if instant.tzinfo else instant.tz_localize("UTC")
     current = settings.features_dir / "current"
     customers = latest_rows(current / "customer_snapshots", "customer_id", instant)

@@ -47,6 +47,39 @@ SHIPMENT_DERIVED = ("hours_in_transit", "hours_to_promise", "hours_since_last_sc
 DECISION_STAGES = ("dispatch", *UPDATE_EVENTS)
 
 
+# What a parcel is at a decision instant, before any model is asked.
+IN_TRANSIT = "in_transit"
+DELIVERED = "delivered"
+LIKELY_LOST = "likely_lost"
+
+
+def parcel_states(
+    rows: pd.DataFrame, now_s: float | np.ndarray, lost_after_days: float
+) -> np.ndarray:
+    """Each parcel's state at the decision instant, from its newest feature row.
+
+    A parcel whose row is the delivery row is delivered: nothing is left to predict. A
+    parcel past its promise with no tracking scan for `lost_after_days` is likely lost: no
+    arrival date is honest, and a delivery window learnt from parcels still moving would
+    promise one. Every other parcel is in transit, the case the models were trained on.
+
+    Args:
+        rows: Shipment feature rows: `stage`, `promised_epoch` and `last_scan_epoch`
+            (dispatch where there is no scan yet, as the feature table stores it).
+        now_s: Decision instant, epoch seconds (one, or one per row).
+        lost_after_days: Days without a scan, past the promise, after which a parcel is
+            taken for lost.
+    """
+    stage = rows["stage"].to_numpy(dtype=object)
+    promised = pd.to_numeric(rows["promised_epoch"], errors="coerce").to_numpy(np.float64)
+    last_scan = pd.to_numeric(rows["last_scan_epoch"], errors="coerce").to_numpy(np.float64)
+    silent_s = np.asarray(now_s, dtype=np.float64) - last_scan
+    lost = (np.asarray(now_s, dtype=np.float64) > promised) & (silent_s >= lost_after_days * 86_400)
+    states = np.where(lost, LIKELY_LOST, IN_TRANSIT).astype(object)
+    states[stage == DELIVERED] = DELIVERED
+    return states
+
+
 def label_events(tables: dict[str, pa.Table]) -> pd.DataFrame:
     """One row per (shipment, decision instant) with its lateness label.
 

@@ -2,7 +2,8 @@
 
 - Actions: a proactive delay notice (an open parcel at risk of coming late, or one whose
   estimated delivery date has moved past the promise — see `window_past_promise`), a service
-  recovery call (a customer with unresolved contacts who may churn), a win-back offer (a
+  recovery call (a customer with unresolved contacts who may churn, or a parcel likely lost:
+  past its promise and silent for `lost_after_days`, due like a delay notice), a win-back offer (a
   customer who may churn) and a payment reminder (an overdue, unpaid invoice).
 - Priority: the expected value saved, risk × value × uplift of the action. Risk is the
   calibrated probability of the model behind the action (1 for an overdue invoice: it is
@@ -99,6 +100,8 @@ class OutreachRules:
         quiet_hours_end: Local hour from which contacts may resume.
         frequency_cap: Most actions per customer within the cap window.
         frequency_cap_days: Length of that window.
+        lost_after_days: Days without a scan, past the promise, after which a parcel is
+            taken for lost (a service-recovery call about it instead of a delay notice).
     """
 
     capacity: int = 1_000
@@ -106,6 +109,7 @@ class OutreachRules:
     quiet_hours_end: int = 8
     frequency_cap: int = 1
     frequency_cap_days: int = 7
+    lost_after_days: float = 14.0
 
     @property
     def open_hours(self) -> int:
@@ -176,13 +180,15 @@ def send_windows(
     length = pd.Timedelta(hours=rules.open_hours)
     for zone, rows in timezones.groupby(timezones.astype(str), sort=False).groups.items():
         local = as_of.tz_convert(zone)
-        midnight = local.normalize()
+        # Calendar days on the wall clock: adding 24 hours to a midnight before a DST change
+        # would land at 01:00 or 23:00.
+        midnight = local.normalize().replace(tzinfo=None)
         for days in (-1, 0, 1):
-            opens = (midnight + pd.Timedelta(days=days)).replace(tzinfo=None)
-            opens = (opens + pd.Timedelta(hours=rules.quiet_hours_end)).tz_localize(
-                zone, ambiguous=False, nonexistent="shift_forward"
+            wall = midnight + pd.Timedelta(days=days, hours=rules.quiet_hours_end)
+            opens, closes = (
+                t.tz_localize(zone, ambiguous=False, nonexistent="shift_forward")
+                for t in (wall, wall + length)
             )
-            closes = opens + length
             if closes > local:
                 break
         first = max(opens, local)

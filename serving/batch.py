@@ -11,16 +11,15 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
-import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 
 from features.build.derived import add_time_features
 from models import outreach
-from serving.scoring import ServedModel, band, driving_contact_reason
+from models.delay_risk import LIKELY_LOST, parcel_states
+from serving.scoring import NO_CONTACT, ServedModel, band, driving_contact_reason, lost_words
 from training.window import local_dates
 
 log = logging.getLogger(__name__)
@@ -38,33 +37,6 @@ class BatchResult:
     shipments_scored: int
     candidates: int
     seconds: dict[str, float] = field(default_factory=dict)
-
-
-def latest_rows(folder: Path, key: str, as_of: pd.Timestamp, ids: pa.Array | None = None):
-    """The newest row per entity at or before `as_of` from a folder of Parquet parts.
-
-    Args:
-        folder: The feature table's folder (`<features>/current/<view>`).
-        key: Entity column.
-        as_of: Decision instant.
-        ids: Only these entities (None: all).
-    """
-    connection = duckdb.connect()
-    try:
-        connection.execute("SET TimeZone = 'UTC'")
-        where = "event_ts <= $as_of"
-        if ids is not None:
-            connection.register("wanted", pa.table({key: ids}))
-            where += f" AND {key} IN (SELECT {key} FROM wanted)"
-        sql = (
-            f"SELECT * EXCLUDE (event_ts, created_ts) FROM read_parquet('{folder}/*.parquet') "
-            f"WHERE {where} QUALIFY row_number() OVER "
-            f"(PARTITION BY {key} ORDER BY event_ts DESC, created_ts DESC) = 1"
-        )
-        table = connection.sql(sql, params={"as_of": as_of.to_pydatetime()}).to_arrow_table()
-    finally:
-        connection.close()
-    return table.to_pandas()
 
 
 def open_shipments(
@@ -146,6 +118,14 @@ def score_batch(
     customers = add_time_features(customers.reset_index(drop=True), as_of)
     shipments = add_time_features(shipments.reset_index(drop=True), as_of)
     churn_p = churn.probability(churn.matrix(customers)) if len(customers) else np.zeros(0)
+    # A parcel past its promise and silent for too long is likely lost: no delay notice
+    # with an arrival date, but a service-recovery call about it.
+    states = (
+        parcel_states(shipments, as_of.timestamp(), rules.lost_after_days)
+        if len(shipments)
+        else np.zeros(0, dtype=object)
+    )
+    lost = states == LIKELY_LOST
     delay_p = delay.probability(delay.matrix(shipments)) if len(shipments) else np.zeros(0)
     windows = _windows(models.get(WINDOW_MODEL), shipments, customers, as_of)
     seconds["predict"] = time.perf_counter() - clock
@@ -159,6 +139,9 @@ def score_batch(
     customer_index = pd.Index(customers["customer_id"])
     shipment_owner = customer_index.get_indexer(shipments["customer_id"])
     invoice_owner = customer_index.get_indexer(invoices["customer_id"])
+    owner_value = np.where(
+        shipment_owner >= 0, value.to_numpy()[np.maximum(shipment_owner, 0)], 0.0
+    )
     candidates = [
         pd.DataFrame(
             {
@@ -184,16 +167,28 @@ def score_batch(
         ),
         pd.DataFrame(
             {
-                "customer_id": shipments["customer_id"].to_numpy(),
+                "customer_id": shipments["customer_id"].to_numpy()[~lost],
                 "action": outreach.DELAY_NOTICE,
-                "subject_id": shipments["shipment_id"].to_numpy(),
-                "risk": delay_p,
-                "value": np.where(
-                    shipment_owner >= 0, value.to_numpy()[np.maximum(shipment_owner, 0)], 0.0
-                ),
-                "_row": np.arange(len(shipments)),
-                "customer_row": shipment_owner,
-                "due": windows["due"].to_numpy(dtype=bool),
+                "subject_id": shipments["shipment_id"].to_numpy()[~lost],
+                "risk": delay_p[~lost],
+                "value": owner_value[~lost],
+                "_row": np.flatnonzero(~lost),
+                "customer_row": shipment_owner[~lost],
+                "due": windows["due"].to_numpy(dtype=bool)[~lost],
+            }
+        ),
+        pd.DataFrame(
+            {
+                "customer_id": shipments["customer_id"].to_numpy()[lost],
+                "action": outreach.SERVICE_RECOVERY_CALL,
+                "subject_id": shipments["shipment_id"].to_numpy()[lost],
+                # Past its promise undelivered: late for certain, and the customer should
+                # hear from us before they call.
+                "risk": 1.0,
+                "value": owner_value[lost],
+                "_row": np.flatnonzero(lost),
+                "customer_row": shipment_owner[lost],
+                "due": True,
             }
         ),
         pd.DataFrame(
@@ -280,15 +275,25 @@ def _reasons(
         at = np.flatnonzero(np.isin(actions, names))
         return at, source_row[at].astype(np.int64)
 
+    about_parcel = queue["subject_id"].notna().to_numpy()
     at, rows = positions(outreach.WINBACK_OFFER, outreach.SERVICE_RECOVERY_CALL)
+    at, rows = at[~about_parcel[at]], rows[~about_parcel[at]]
     if len(at):
         contrib, reasons = _explain(churn, customers, rows)
-        latest = customers["last_contact_reason"].iloc[rows].tolist()
-        contact = driving_contact_reason(contrib, churn.features, latest)
+        contact = driving_contact_reason(contrib, churn.features, customers.iloc[rows])
         for k, (i, r) in enumerate(zip(at, rows, strict=True)):
             p = float(churn_p[r])
-            driver = f", driven by {contact[k].replace('_', ' ')} contacts" if contact[k] else ""
+            driver = (
+                ", no contact with service"
+                if contact[k] == NO_CONTACT
+                else f", driven by {contact[k].replace('_', ' ')} contacts"
+            )
             text[i] = f"Churn risk {p:.0%} ({band(p)}){driver}: {_words(reasons[k])}"
+    at, rows = positions(outreach.SERVICE_RECOVERY_CALL)
+    at, rows = at[about_parcel[at]], rows[about_parcel[at]]
+    for i, r in zip(at, rows, strict=True):
+        parcel = shipments.iloc[r]
+        text[i] = f"Parcel {parcel['shipment_id']}: {lost_words(parcel, as_of)}"
     at, rows = positions(outreach.DELAY_NOTICE)
     if len(at):
         _, reasons = _explain(delay, shipments, rows)

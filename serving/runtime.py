@@ -15,16 +15,20 @@ import pandas as pd
 
 from aftersale.settings import Settings
 from features.build.derived import derive_record
+from models.delay_risk import DELIVERED, LIKELY_LOST, parcel_states
 from serving import schemas
+from serving.online import ROW_TIME, FeatureReader
 from serving.queue import QueueCache
 from serving.recommend import OfferRecommender, load_recommender
 from serving.scoring import (
     ModelUnavailableError,
-    OnlineFeatures,
     ServedModel,
     ServedWindow,
     band,
+    day_words,
     driving_contact_reason,
+    local_date,
+    lost_words,
 )
 
 log = logging.getLogger(__name__)
@@ -94,7 +98,7 @@ class Runtime:
 
     settings: Settings
     models: dict[str, ServedModel]
-    readers: dict[str, OnlineFeatures]
+    readers: dict[str, FeatureReader]
     queue: QueueCache
     recommender: OfferRecommender | None = None
     window: ServedWindow | None = None
@@ -109,7 +113,11 @@ class Runtime:
         uri = settings.mlflow_tracking_uri or default_tracking_uri(settings)
         store = feature_store(settings)
         models = {name: load_champion(name, uri) for name in SERVED}
-        readers = {name: OnlineFeatures(store, service) for name, service in SERVED.items()}
+        offline = settings.features_dir / "current"
+        readers = {
+            name: FeatureReader.of_service(store, service, offline)
+            for name, service in SERVED.items()
+        }
         try:
             recommender = load_recommender(store, uri)
         except ModelUnavailableError as error:
@@ -132,9 +140,12 @@ class Runtime:
         instant = pd.Timestamp(self.settings.as_of)
         return instant.tz_convert("UTC") if instant.tzinfo else instant.tz_localize("UTC")
 
-    def _score(self, name: str, ids: list[str], as_of: pd.Timestamp) -> _Scored:
+    def _rows(self, name: str, ids: list[str], as_of: pd.Timestamp) -> list[dict | None]:
+        """Each id's feature row as of the decision instant (None when unknown then)."""
+        return self.readers[name].read([[i] for i in ids], as_of)
+
+    def _score(self, name: str, rows: list[dict | None], as_of: pd.Timestamp) -> _Scored:
         model = self.models[name]
-        rows = self.readers[name].fetch(ids)
         known = [i for i, row in enumerate(rows) if row is not None]
         now_s = as_of.timestamp()
         records = [derive_record(rows[i], now_s) for i in known]
@@ -147,16 +158,33 @@ class Runtime:
         return _Scored(model, known, records, probability, contrib, reasons)
 
     def score_delay(self, ids: list[str]) -> schemas.DelayResponse:
-        """Delay risk and reasons per shipment id."""
+        """Delay risk and reasons per shipment id in transit; delivered and likely lost
+        parcels are answered as such, unscored."""
         as_of = self.now()
-        scored = self._score(DELAY_MODEL, ids, as_of)
+        rows = self._rows(DELAY_MODEL, ids, as_of)
         results = [schemas.DelayScore(shipment_id=i, status="unknown_id") for i in ids]
+        present = [k for k, row in enumerate(rows) if row is not None]
+        states = parcel_states(
+            pd.DataFrame([rows[k] for k in present], columns=PARCEL_STATE_COLUMNS),
+            as_of.timestamp(),
+            self.settings.lost_after_days,
+        )
+        moving: list[dict | None] = [None] * len(ids)
+        for k, state in zip(present, states, strict=True):
+            if state == DELIVERED:
+                results[k] = delivered_answer(ids[k], rows[k])
+            elif state == LIKELY_LOST:
+                results[k] = lost_answer(ids[k], rows[k], as_of)
+            else:
+                moving[k] = rows[k]
+        scored = self._score(DELAY_MODEL, moving, as_of)
         windows = self._windows(scored.records, as_of)
         for k, i in enumerate(scored.known):
             p = float(scored.probability[k])
             results[i] = schemas.DelayScore(
                 shipment_id=ids[i],
                 status="ok",
+                features_as_of=_instant(rows[i][ROW_TIME]),
                 probability=p,
                 risk_score=round(100 * p),
                 band=band(p),
@@ -180,25 +208,25 @@ class Runtime:
         zones = [zone or UTC_ZONE for zone in zones]
         frame = self.window.model.predict_window(pd.DataFrame(records), as_of, zones)
         return [
-            delivery_window(row, zone, timezone_known=k)
+            delivery_window(row, zone, timezone_known=k, as_of=as_of)
             for row, zone, k in zip(frame.itertuples(index=False), zones, known, strict=True)
         ]
 
     def score_churn(self, ids: list[str]) -> schemas.ChurnResponse:
         """Churn risk, its driving contact reason and reasons per customer id."""
         as_of = self.now()
-        scored = self._score(CHURN_MODEL, ids, as_of)
+        rows = self._rows(CHURN_MODEL, ids, as_of)
+        scored = self._score(CHURN_MODEL, rows, as_of)
         results = [schemas.ChurnScore(customer_id=i, status="unknown_id") for i in ids]
         contact = driving_contact_reason(
-            scored.contrib,
-            scored.model.features,
-            [r.get("last_contact_reason") for r in scored.records],
+            scored.contrib, scored.model.features, pd.DataFrame(scored.records)
         )
         for k, i in enumerate(scored.known):
             p = float(scored.probability[k])
             results[i] = schemas.ChurnScore(
                 customer_id=ids[i],
                 status="ok",
+                features_as_of=_instant(rows[i][ROW_TIME]),
                 probability=p,
                 risk_score=round(100 * p),
                 band=band(p),
@@ -238,14 +266,57 @@ class Runtime:
         )
 
 
-def delivery_window(row, timezone: str, *, timezone_known: bool) -> schemas.DeliveryWindow:
+PARCEL_STATE_COLUMNS = ("stage", "promised_epoch", "last_scan_epoch")
+
+
+def _instant(value) -> datetime:
+    return pd.Timestamp(value).floor("us").to_pydatetime()
+
+
+def delivered_answer(shipment_id: str, row: dict) -> schemas.DelayScore:
+    """A delivered parcel: when, on which local date, and whether after its promise."""
+    delivered = pd.Timestamp(row[ROW_TIME])
+    promised = row.get("promised_epoch")
+    late = None if promised is None else bool(delivered.timestamp() > promised)
+    day = local_date(delivered, row.get("customer_timezone"))
+    timing = "" if late is None else (", after its promise" if late else ", on time")
+    return schemas.DelayScore(
+        shipment_id=shipment_id,
+        status="delivered",
+        features_as_of=_instant(delivered),
+        delivered_at=_instant(delivered),
+        delivered_date=day,
+        late=late,
+        status_reason=f"Delivered on {day_words(day)}{timing}",
+    )
+
+
+def lost_answer(shipment_id: str, row: dict, as_of: pd.Timestamp) -> schemas.DelayScore:
+    """A parcel past its promise and silent for too long: likely lost, no date."""
+    return schemas.DelayScore(
+        shipment_id=shipment_id,
+        status="likely_lost",
+        features_as_of=_instant(row[ROW_TIME]),
+        status_reason=lost_words(row, as_of),
+    )
+
+
+def delivery_window(
+    row, timezone: str, *, timezone_known: bool, as_of: pd.Timestamp | None = None
+) -> schemas.DeliveryWindow:
     """One row of `WindowModel.predict_window` as the answer carries it."""
     dates = [pd.Timestamp(getattr(row, f"{k}_date")).date() for k in WINDOW_KINDS]
     most_likely, earliest, latest = dates
+    # The window is calibrated on local calendar dates (`training.conformal`): its coverage
+    # holds for the dates, so its instants span those whole days (never before the decision).
+    start = pd.Timestamp(earliest).tz_localize(timezone).tz_convert("UTC")
+    start = start if as_of is None else max(start, as_of)
+    end = (pd.Timestamp(latest) + pd.Timedelta(days=1)).tz_localize(timezone).tz_convert("UTC")
+    end = end - pd.Timedelta(microseconds=1)
     return schemas.DeliveryWindow(
         most_likely=pd.Timestamp(row.most_likely_ts).floor("us").to_pydatetime(),
-        earliest=pd.Timestamp(row.earliest_ts).floor("us").to_pydatetime(),
-        latest=pd.Timestamp(row.latest_ts).floor("us").to_pydatetime(),
+        earliest=start.floor("us").to_pydatetime(),
+        latest=end.floor("us").to_pydatetime(),
         most_likely_date=most_likely,
         earliest_date=earliest,
         latest_date=latest,
@@ -259,12 +330,8 @@ def delivery_window(row, timezone: str, *, timezone_known: bool) -> schemas.Deli
 def window_text(earliest: date, latest: date) -> str:
     """The window in words, as a tracking page shows it."""
     if earliest == latest:
-        return f"arrives on {_day(earliest)}"
-    return f"arrives between {_day(earliest)} and {_day(latest)}"
-
-
-def _day(day: date) -> str:
-    return f"{day:%a} {day.day} {day:%b} {day.year}"
+        return f"arrives on {day_words(earliest)}"
+    return f"arrives between {day_words(earliest)} and {day_words(latest)}"
 
 
 def _reason(reason) -> schemas.ReasonOut:

@@ -16,6 +16,8 @@ MAX_QUEUE_LIMIT = 10_000
 
 Band = Literal["low", "medium", "high"]
 ItemStatus = Literal["ok", "unknown_id"]
+# A parcel is scored only while it is in transit; delivered and likely lost parcels say so.
+DelayStatus = Literal["ok", "unknown_id", "delivered", "likely_lost"]
 Channel = Literal["email", "sms", "voice"]
 Action = Literal["delay_notice", "service_recovery_call", "winback_offer", "payment_reminder"]
 
@@ -75,8 +77,11 @@ class DeliveryWindow(BaseModel):
     """
 
     most_likely: datetime = Field(description="Most likely delivery instant (UTC).")
-    earliest: datetime = Field(description="Start of the window (UTC).")
-    latest: datetime = Field(description="End of the window (UTC).")
+    earliest: datetime = Field(
+        description="Start of the window (UTC): the start of its first local date, or the "
+        "decision instant when later (coverage is calibrated on local dates)."
+    )
+    latest: datetime = Field(description="End of the window (UTC): the end of its last local date.")
     most_likely_date: date = Field(description="Most likely delivery date, local to `timezone`.")
     earliest_date: date = Field(description="First date of the window, local to `timezone`.")
     latest_date: date = Field(description="Last date of the window, local to `timezone`.")
@@ -89,16 +94,34 @@ class DeliveryWindow(BaseModel):
 
 
 class DelayScore(BaseModel):
-    """Delay risk of one shipment."""
+    """Delay risk of one shipment in transit; or that it was delivered, or is likely lost.
+
+    `status` "delivered": the delivery instant, its local date and whether it was late, no
+    risk and no window. "likely_lost": past its promise with no tracking scan for the
+    configured time; `status_reason` says so in words, with no risk and no date.
+    """
 
     shipment_id: str
-    status: ItemStatus
+    status: DelayStatus
+    features_as_of: datetime | None = Field(
+        None, description="Instant of the shipment state answered (its newest feature row)."
+    )
     probability: float | None = Field(None, description="Calibrated probability of lateness.")
     risk_score: int | None = Field(None, description="The probability on a 0-100 scale.")
     band: Band | None = None
     reasons: list[ReasonOut] = Field(default_factory=list)
     delivery_window: DeliveryWindow | None = Field(
-        None, description="Null until a delivery-estimate champion is registered."
+        None,
+        description="Null until a delivery-estimate champion is registered, and for parcels "
+        "not in transit.",
+    )
+    delivered_at: datetime | None = Field(None, description="Delivery instant (UTC).")
+    delivered_date: date | None = Field(
+        None, description="Delivery date, local to the customer's time zone."
+    )
+    late: bool | None = Field(None, description="Delivered after the promise.")
+    status_reason: str | None = Field(
+        None, description="Why a parcel is not scored, in words (delivered, likely lost)."
     )
 
 
@@ -110,8 +133,13 @@ class ChurnScore(BaseModel):
     probability: float | None = Field(None, description="Calibrated probability of churn.")
     risk_score: int | None = None
     band: Band | None = None
+    features_as_of: datetime | None = Field(
+        None, description="Instant of the customer state answered (its newest snapshot row)."
+    )
     contact_reason: str | None = Field(
-        None, description="The contact reason whose features raise the risk most."
+        None,
+        description="Of the customer's own contact reasons, the one contributing most to the "
+        "risk; 'no_contact' for a customer who never contacted service.",
     )
     reasons: list[ReasonOut] = Field(default_factory=list)
 

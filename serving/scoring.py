@@ -11,14 +11,16 @@ its one-row form `derive_record` per request.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import date
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from features.contract.schema import CONTACT_REASONS
+from serving.online import StoreUnavailableError, _python  # noqa: F401 (re-exported)
 from training.calibrate import _EPS
 from training.explain import Reason, _format, reason_codes
 from training.fit import MISSING_CATEGORY
@@ -32,10 +34,6 @@ if TYPE_CHECKING:
 PREDICT_THREADS = 1
 # Calibrated probability → band, for people reading a score.
 BANDS = ((0.5, "high"), (0.2, "medium"), (0.0, "low"))
-
-
-class StoreUnavailableError(RuntimeError):
-    """The online feature store could not be read."""
 
 
 class ModelUnavailableError(RuntimeError):
@@ -204,38 +202,78 @@ class ServedWindow:
         return ModelRef(name=self.name, version=self.version)
 
 
+# What the churn answer names when the customer never contacted service.
+NO_CONTACT = "no_contact"
+
+
+def own_contact_reasons(values: pd.DataFrame) -> np.ndarray:
+    """Which contact reasons each customer's own contact history holds.
+
+    A reason counts when the customer has a contact of it in the longest trailing window the
+    snapshot keeps, or when it is the reason of their latest contact.
+
+    Args:
+        values: Snapshot rows: `contacts_<reason>_<days>d` counts and `last_contact_reason`.
+
+    Returns:
+        Booleans, one row per customer, one column per reason of `CONTACT_REASONS`.
+    """
+    held = np.zeros((len(values), len(CONTACT_REASONS)), dtype=bool)
+    latest = (
+        values["last_contact_reason"].to_numpy(dtype=object)
+        if "last_contact_reason" in values
+        else np.full(len(values), None, dtype=object)
+    )
+    for r, reason in enumerate(CONTACT_REASONS):
+        columns = [c for c in values.columns if c.startswith(f"contacts_{reason}_")]
+        if columns:
+            counts = values[columns].apply(pd.to_numeric, errors="coerce").fillna(0)
+            held[:, r] = counts.to_numpy().max(axis=1) > 0
+        held[:, r] |= latest == reason
+    return held
+
+
 def driving_contact_reason(
-    contrib: np.ndarray, features: Sequence[str], latest: Sequence[object]
-) -> list[str | None]:
-    """Per row, the contact reason whose features raise the churn score most (None if none
-    does): the contributions of its contact counts plus, where it is the latest contact's
-    reason, that feature's.
+    contrib: np.ndarray, features: Sequence[str], values: pd.DataFrame
+) -> list[str]:
+    """Per customer, the reason of their own contacts that contributes most to the churn score
+    (`NO_CONTACT` for a customer without contacts): the contributions of its contact counts
+    plus, where it is the latest contact's reason, that feature's. A reason the customer
+    never contacted about is never named, whatever the model makes of its zero counts.
 
     Args:
         contrib: SHAP contributions, one row per customer, columns in `features` order.
         features: The churn model's features.
-        latest: Each row's `last_contact_reason`.
+        values: The customers' snapshot rows, aligned with `contrib`.
     """
+    if not len(values):
+        return []
     index = {name: j for j, name in enumerate(features)}
     sums = np.zeros((len(contrib), len(CONTACT_REASONS)))
     for r, reason in enumerate(CONTACT_REASONS):
         columns = [j for name, j in index.items() if name.startswith(f"contacts_{reason}_")]
         if columns:
             sums[:, r] = contrib[:, columns].sum(axis=1)
-    if "last_contact_reason" in index:
+    held = own_contact_reasons(values)
+    if "last_contact_reason" in index and len(contrib):
         own = contrib[:, index["last_contact_reason"]]
+        latest = values["last_contact_reason"].to_numpy(dtype=object)
         for i, reason in enumerate(latest):
             if reason in CONTACT_REASONS:
                 sums[i, CONTACT_REASONS.index(reason)] += own[i]
+    sums = np.where(held, sums, -np.inf)
     best = sums.argmax(axis=1) if len(contrib) else np.zeros(0, dtype=np.int64)
-    return [CONTACT_REASONS[j] if sums[i, j] > 0 else None for i, j in enumerate(best.tolist())]
+    return [
+        CONTACT_REASONS[j] if held[i].any() else NO_CONTACT for i, j in enumerate(best.tolist())
+    ]
 
 
 def top_reasons(
     contrib: np.ndarray, record: dict, features: Sequence[str], words: dict, k: int
 ) -> list[Reason]:
     """The top-k features raising one row's score, as `training.explain.reason_codes`
-    words them with direction "up" (a test holds the two equal)."""
+    words them with direction "up" (a test holds the two equal): `Reason.of` words both,
+    values formatted for people by the feature's kind (`training.explain._format`)."""
     order = np.argsort(-contrib[: len(features)], kind="stable")[:k]
     out = []
     for j in order:
@@ -243,76 +281,36 @@ def top_reasons(
         if c <= 0:
             break
         name = features[j]
-        value = record.get(name)
-        shown = _format(math.nan if value is None else value)
-        out.append(Reason(name, shown, c, f"{words.get(name, name)}: {shown} (raises the score)"))
+        out.append(Reason.of(name, _format(record.get(name), name), c, words))
     return out
 
 
-def _python(value) -> object:
-    """A Feast ValueProto as a Python scalar (None when null or unset)."""
-    if value is None:
-        return None
-    kind = value.WhichOneof("val")
-    return None if kind is None or kind == "null_val" else getattr(value, kind)
+def local_date(instant: pd.Timestamp, timezone: str | None) -> date:
+    """The calendar date of an instant in a time zone (UTC when unknown)."""
+    return pd.Timestamp(instant).tz_convert(timezone or "UTC").date()
 
 
-class OnlineFeatures:
-    """Feature rows by id from the Feast online store, through one feature service.
+def day_words(day: date) -> str:
+    """A date as people read it: "Thu 1 Jan 2026"."""
+    return f"{day:%a} {day.day} {day:%b} {day.year}"
 
-    A service over one feature view is read through the provider's `online_read` (the
-    online store's own lookup) and decoded here: `get_online_features` builds a full
-    response protobuf and converts it back, several times the cost of the lookup for one
-    id. Rows older than the view's TTL are still returned: a decision needs the latest known
-    state, and batch scoring reads the same rows from the offline tables. Services over
-    several views go through `get_online_features`.
+
+def lost_words(row: Mapping, as_of: pd.Timestamp) -> str:
+    """Why a parcel is taken for lost, in words: its promise and how long nothing was heard.
+
+    Args:
+        row: The parcel's feature row: `promised_epoch`, `last_scan_epoch`,
+            `last_event_type` and `customer_timezone`.
+        as_of: Decision instant.
     """
-
-    def __init__(self, store, service_name: str) -> None:
-        from feast.protos.feast.types.EntityKey_pb2 import EntityKey
-        from feast.protos.feast.types.Value_pb2 import Value
-
-        self.store = store
-        self.service = store.get_feature_service(service_name)
-        projections = self.service.feature_view_projections
-        self.names = [f.name for p in projections for f in p.features]
-        views = [store.get_feature_view(p.name) for p in projections]
-        self.key = views[0].entity_columns[0].name
-        self.view = views[0] if len(views) == 1 else None
-        self._entity_key, self._value = EntityKey, Value
-
-    def fetch(self, ids: Sequence[str]) -> list[dict | None]:
-        """One dict of feature values per id, None for an id the store does not know.
-
-        Raises:
-            StoreUnavailableError: The store could not be read.
-        """
-        try:
-            if self.view is not None:
-                return self._read_view(ids)
-            got = self.store.get_online_features(
-                features=self.service, entity_rows=[{self.key: i} for i in ids]
-            ).to_dict()
-        except Exception as error:  # any backend failure: the caller answers 503
-            raise StoreUnavailableError(f"online feature store unavailable: {error}") from error
-        out: list[dict | None] = []
-        for i in range(len(ids)):
-            row = {name: got[name][i] for name in self.names}
-            out.append(row if any(v is not None for v in row.values()) else None)
-        return out
-
-    def _read_view(self, ids: Sequence[str]) -> list[dict | None]:
-        keys = [
-            self._entity_key(join_keys=[self.key], entity_values=[self._value(string_val=i)])
-            for i in ids
-        ]
-        rows = self.store._get_provider().online_read(
-            config=self.store.config,
-            table=self.view,
-            entity_keys=keys,
-            requested_features=self.names,
-        )
-        return [
-            None if values is None else {n: _python(values.get(n)) for n in self.names}
-            for _, values in rows
-        ]
+    zone = row.get("customer_timezone")
+    last_scan = pd.Timestamp(float(row["last_scan_epoch"]), unit="s", tz="UTC")
+    promised = pd.Timestamp(float(row["promised_epoch"]), unit="s", tz="UTC")
+    silent_days = int((as_of - last_scan) / pd.Timedelta(days=1))
+    kind = row.get("last_event_type")
+    scan = "dispatch" if kind in (None, "none", "dispatch") else f"{kind} scan".replace("_", " ")
+    return (
+        f"Likely lost: promised for {day_words(local_date(promised, zone))}, and nothing "
+        f"heard for {silent_days} days since the {scan} on "
+        f"{day_words(local_date(last_scan, zone))}"
+    )

@@ -27,6 +27,7 @@ from features.build import customers as customer_build
 from features.build.tables import (
     BUILDERS,
     ROW_GROUP_ROWS,
+    SCHEDULED_COLUMNS,
     conform,
     part_name,
     view_arrow_schema,
@@ -83,8 +84,9 @@ class Unit:
     hi: int = 0
 
 
-def watermark_of(raw: Path) -> pd.Timestamp:
-    """The latest instant in a raw folder, from Parquet statistics (no data read)."""
+def watermark_of(raw: Path, *, happened: bool = False) -> pd.Timestamp:
+    """The latest instant in a raw folder, from Parquet statistics (no data read); with
+    `happened`, of things that happened only (see `features.build.tables.watermark`)."""
     latest = []
     for name, schema in CONTRACT.items():
         path = raw / f"{name}.parquet"
@@ -94,6 +96,8 @@ def watermark_of(raw: Path) -> pd.Timestamp:
         columns = {meta.schema.column(i).name: i for i in range(meta.num_columns)}
         for column in schema.columns:
             if column.kind != "timestamp" or column.name not in columns:
+                continue
+            if happened and (name, column.name) in SCHEDULED_COLUMNS:
                 continue
             for group in range(meta.num_row_groups):
                 stats = meta.row_group(group).column(columns[column.name]).statistics

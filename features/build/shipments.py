@@ -1,7 +1,10 @@
 """Shipment features at dispatch and after each tracking event.
 
-One row per shipment at `shipped_ts` and one per later scan before delivery (in_transit,
-exception, out_for_delivery), stamped at the scan. A row describes what was known at its
+One row per shipment at `shipped_ts`, one per later scan before delivery (in_transit,
+exception, out_for_delivery), stamped at the scan, and one at `delivered_ts` whose stage is
+"delivered": the parcel's state is known at every instant, so a delivered parcel is never
+answered as still in transit (predictions are made only on the rows before it; see
+`models.delay_risk.decision_rows`). A row describes what was known at its
 instant: the booking, the scans up to and including that instant, and how the carrier and
 the lane (and the destination region) performed on parcels whose outcome was known by the
 start of the row's day.
@@ -40,6 +43,7 @@ BACKLOG_DAYS = 30
 UPDATE_EVENTS = ("in_transit", "exception", "out_for_delivery")
 _NONE = "none"
 _DISPATCH = 0
+_DELIVERY = 1 + list(TRACKING_EVENT_TYPES).index("delivered")
 _TYPES = pa.array(["dispatch", *TRACKING_EVENT_TYPES, _NONE])
 
 
@@ -150,6 +154,7 @@ class ShipmentPrep:
     raw: pa.Table
     shipped: np.ndarray
     promised: np.ndarray
+    delivered: np.ndarray
     distance_km: np.ndarray
     parcels: dict[str, np.ndarray]
     ev_sid: np.ndarray
@@ -204,7 +209,12 @@ def prepare_shipments(tables: dict[str, pa.Table]) -> ShipmentPrep | None:
     timing = {c: raw.column(c) for c in ("shipped_ts", "promised_ts", "delivered_ts")}
     known, late = late_outcomes(timing)
     known_day, shipped_day = known // US_PER_DAY, shipped // US_PER_DAY
-    row_days = [shipped_day, ev_ts // US_PER_DAY]
+    delivered = us(raw.column("delivered_ts"))
+    row_days = [
+        shipped_day,
+        ev_ts // US_PER_DAY,
+        delivered[~is_missing_us(delivered)] // US_PER_DAY,
+    ]
     longest = max(*WINDOWS_DAYS, *DESTINATION_WINDOWS_DAYS)
     first_day = int(min(shipped_day.min(), known_day.min())) - longest - 1
     last_day = int(max(d.max(initial=0) for d in row_days)) + 1
@@ -232,6 +242,7 @@ def prepare_shipments(tables: dict[str, pa.Table]) -> ShipmentPrep | None:
         raw=raw,
         shipped=shipped,
         promised=us(raw.column("promised_ts")),
+        delivered=delivered,
         distance_km=np.asarray(raw.column("distance_km"), dtype=np.float64),
         parcels=_parcels(tables, raw),
         ev_sid=ev_sid,
@@ -294,12 +305,22 @@ def shipment_rows(prep: ShipmentPrep, lo: int, hi: int) -> pa.Table:
     shipped, promised, parcels = prep.shipped, prep.promised, prep.parcels
     n = hi - lo
 
-    # One sequence of scans and dispatch rows, sorted by (shipment, instant); at one instant
-    # the dispatch row comes after the scans, so every row counts the scans of its instant.
-    seq_sid = np.concatenate([ev_sid, np.arange(lo, hi)])
-    seq_ts = np.concatenate([ev_ts, shipped[lo:hi]])
-    seq_type = np.concatenate([ev_type, np.full(n, _DISPATCH, dtype=np.int8)])
-    is_scan = np.r_[np.ones(len(ev_sid), bool), np.zeros(n, bool)]
+    # One sequence of scans, dispatch and delivery rows, sorted by (shipment, instant); at one
+    # instant the dispatch or delivery row comes after the scans, so every row counts the
+    # scans of its instant.
+    delivered = prep.delivered[lo:hi]
+    has_delivery = ~is_missing_us(delivered)
+    delivered_sid = np.arange(lo, hi)[has_delivery]
+    seq_sid = np.concatenate([ev_sid, np.arange(lo, hi), delivered_sid])
+    seq_ts = np.concatenate([ev_ts, shipped[lo:hi], delivered[has_delivery]])
+    seq_type = np.concatenate(
+        [
+            ev_type,
+            np.full(n, _DISPATCH, dtype=np.int8),
+            np.full(len(delivered_sid), _DELIVERY, dtype=np.int8),
+        ]
+    )
+    is_scan = np.r_[np.ones(len(ev_sid), bool), np.zeros(n + len(delivered_sid), bool)]
     order = np.lexsort((~is_scan, seq_ts, seq_sid))
     seq_sid, seq_ts, seq_type, is_scan = (
         seq_sid[order],

@@ -87,11 +87,24 @@ def conform(built: pa.Table, view: FeatureView, created: pd.Timestamp) -> pa.Tab
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
-def watermark(tables: dict[str, pa.Table]) -> pd.Timestamp:
-    """The latest instant in the raw tables: how far the data reaches."""
+# Instants a row schedules rather than records: a promise or a due date lies ahead of the
+# data by nature, so it says nothing of how far the data reaches.
+SCHEDULED_COLUMNS = frozenset({("shipments", "promised_ts"), ("invoices", "due_date")})
+
+
+def watermark(tables: dict[str, pa.Table], *, happened: bool = False) -> pd.Timestamp:
+    """The latest instant in the raw tables: how far the data reaches.
+
+    Args:
+        tables: Raw contract tables.
+        happened: Only instants of things that happened (leave out `SCHEDULED_COLUMNS`):
+            the data's end, the instant decisions on the current data are made at.
+    """
     latest = []
-    for table in tables.values():
+    for name, table in tables.items():
         for field in table.schema:
+            if happened and (name, field.name) in SCHEDULED_COLUMNS:
+                continue
             if pa.types.is_timestamp(field.type):
                 value = pc.max(table.column(field.name)).as_py()
                 if value is not None:

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from serving.scoring import (
+    NO_CONTACT,
     ServedModel,
     band,
     driving_contact_reason,
@@ -122,11 +123,37 @@ def test_driving_contact_reason() -> None:
         "last_contact_reason",
     ]
     contrib = np.array([[0.2, 0.1, 0.0, 0.0], [0.0, 0.1, 0.3, 0.0], [-0.2, -0.1, -0.1, 0.0]])
-    latest = ["other", "delivery_delay", "billing_dispute"]
-    assert driving_contact_reason(contrib, features, latest) == [
+    values = pd.DataFrame(
+        {
+            "contacts_billing_dispute_30d": [1, 0, 2],
+            "contacts_delivery_delay_90d": [1, 1, 0],
+            "last_contact_reason": ["delivery_delay", "delivery_delay", "billing_dispute"],
+        }
+    )
+    # The third customer's only reason lowers the score: it is still the one named.
+    assert driving_contact_reason(contrib, features, values) == [
         "billing_dispute",
         "delivery_delay",
-        None,
+        "billing_dispute",
+    ]
+
+
+def test_driving_contact_reason_is_always_one_of_the_customers_own() -> None:
+    features = ["contacts_billing_dispute_30d", "contacts_complaint_90d", "last_contact_reason"]
+    # Zero counts of reasons the customer never had raise the score most.
+    contrib = np.array([[0.5, 0.4, 0.0, 0.0], [0.5, -0.2, 0.0, 0.0], [0.3, 0.2, 0.1, 0.0]])
+    values = pd.DataFrame(
+        {
+            "contacts_billing_dispute_30d": [0, 0, 0],
+            "contacts_complaint_90d": [0, 1, 0],
+            # The third contacted about "other" over a year ago: its latest contact.
+            "last_contact_reason": [None, "complaint", "other"],
+        }
+    )
+    assert driving_contact_reason(contrib, features, values) == [
+        NO_CONTACT,
+        "complaint",
+        "other",
     ]
 
 
@@ -140,3 +167,45 @@ def test_top_reasons_skip_features_lowering_the_score() -> None:
 )
 def test_band(p, name) -> None:
     assert band(p) == name
+
+
+def test_top_reasons_word_values_for_people_as_reason_codes_do() -> None:
+    """The record users reported ("Hours left until the promised delivery: -1.18e+03",
+    "orders_per_day: 0.00922"): durations in days, money with cents, rates per month,
+    labels and flags in words; the same texts as `reason_codes`, the raw name as feature."""
+    record = {
+        "hours_to_promise": -1180.0,
+        "last_order_amount": 1550.0,
+        "orders_per_day": 0.00922,
+        "lane_late_rate_28d": 0.125,
+        "orders_total": 3,
+        "stage": "in_transit",
+        "consent_marketing": True,
+        "days_since_last_contact": None,
+    }
+    features = list(record)
+    words = {
+        "hours_to_promise": "Hours left until the promised delivery",
+        "last_order_amount": "Amount of the latest order",
+        "lane_late_rate_28d": "Late share of the lane's parcels, trailing 28 days",
+        "orders_total": "Orders placed so far",
+        "stage": "Tracking stage",
+        "consent_marketing": "May receive offers",
+    }
+    contrib = np.array([*np.linspace(0.9, 0.2, len(features)), -1.0])
+    got = top_reasons(contrib, record, features, words, k=len(features))
+    assert [r.text for r in got] == [
+        "Promised delivery: 49 days ago (raises the score)",
+        "Amount of the latest order: 1,550.00 (raises the score)",
+        "Ordering rate since the first order: 0.281 a month (raises the score)",
+        "Late share of the lane's parcels, trailing 28 days: 12.5% (raises the score)",
+        "Orders placed so far: 3 (raises the score)",
+        "Tracking stage: in transit (raises the score)",
+        "May receive offers: yes (raises the score)",
+        "Time since the latest contact: unknown (raises the score)",
+    ]
+    assert [r.feature for r in got] == features
+    frame = pd.DataFrame([record])
+    frame_contrib = pd.DataFrame([contrib], columns=[*features, "bias"])
+    expected = reason_codes(frame_contrib, frame, words, k=len(features))[0]
+    assert got == expected

@@ -10,6 +10,7 @@ import pyarrow as pa
 import pytest
 
 from features.build.customers import customer_features
+from features.build.derived import add_time_features
 from features.build.offers import customer_category_features, order_features
 from features.build.shipments import shipment_features
 from features.contract.schema import CONTRACT
@@ -142,11 +143,17 @@ def raw() -> dict[str, pd.DataFrame]:
     }
 
 
+def window_start(at: datetime, days: int) -> datetime:
+    """Where a trailing window of whole days starts for a decision at `at`: the days before
+    the decision's UTC day, and that day so far."""
+    return at.replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=days)
+
+
 def naive_customer_row(raw: dict[str, pd.DataFrame], customer: str, at: datetime) -> dict:
     """What a careful analyst would compute for one customer at one instant."""
     orders = raw["orders"][raw["orders"]["customer_id"] == customer]
     before = orders[orders["order_ts"] < at]
-    year_ago = at - timedelta(days=365)
+    year_ago = window_start(at, 365)
     shipments = raw["shipments"].merge(orders[["order_id"]], on="order_id")
     known_late = []
     for row in shipments.itertuples():
@@ -156,7 +163,7 @@ def naive_customer_row(raw: dict[str, pd.DataFrame], customer: str, at: datetime
             known_late.append(late)
     contacts = raw["contacts"][raw["contacts"]["customer_id"] == customer]
     contacts = contacts[contacts["ts"] < at]
-    window = contacts[contacts["ts"] >= at - timedelta(days=30)]
+    window = contacts[contacts["ts"] >= window_start(at, 30)]
     returns = raw["returns"].merge(orders[["order_id"]], on="order_id")
     requested = returns[returns["requested_ts"] < at]
     refunded = returns[returns["refunded_ts"] < at]
@@ -201,24 +208,72 @@ def test_snapshots_exist_when_a_window_expires(raw) -> None:
     def as_of(at: datetime) -> pd.Series:
         return a.loc[: pd.Timestamp(at)].iloc[-1]
 
-    # The complaint (day 12, noon) is in the 30-day window until the midnight 30 days after
-    # the day it is first seen, and a row exists exactly then.
-    first_seen = ts(13, 0)
-    leaves = first_seen + timedelta(days=30)
+    # The complaint (day 12, noon) is seen from the next second, and is in the 30-day
+    # window until the midnight after it plus 30 days; rows exist exactly then.
+    first_seen = ts(12) + timedelta(seconds=1)
+    assert pd.Timestamp(first_seen) in a.index
+    assert as_of(first_seen - timedelta(microseconds=1))["contacts_complaint_30d"] == 0
+    assert as_of(first_seen)["contacts_complaint_30d"] == 1
+    leaves = ts(13, 0) + timedelta(days=30)
     assert pd.Timestamp(leaves) in a.index
     assert as_of(leaves - timedelta(seconds=1))["contacts_complaint_30d"] == 1
     assert as_of(leaves)["contacts_complaint_30d"] == 0
     assert as_of(leaves)["contacts_complaint_90d"] == 1
 
 
+def test_a_decision_sees_the_orders_placed_earlier_that_day(raw) -> None:
+    customers = raw["customers"][raw["customers"]["customer_id"] == "a"]
+    day = ts(30, 0)
+    first, second = day + timedelta(hours=20, minutes=56), day + timedelta(hours=22, minutes=53)
+    orders = pd.DataFrame(
+        {
+            "order_id": ["x1", "x2"],
+            "customer_id": ["a", "a"],
+            "order_ts": [first, second],
+            "amount": [50.0, 40.0],
+            "payment_method": ["card"] * 2,
+        }
+    )
+    features = customer_features(to_tables({"customers": customers, "orders": orders}))
+    a = features.to_pandas().set_index("event_ts").sort_index()
+
+    def as_of(at: datetime) -> pd.Series:
+        return a.loc[: pd.Timestamp(at)].iloc[-1]
+
+    decision = day + timedelta(hours=23, minutes=44)
+    late = as_of(decision)
+    assert late["orders_total"] == 2
+    assert late["orders_365d"] == 2
+    assert late["monetary_total"] == 90.0
+    assert late["last_order_epoch"] == second.timestamp()
+    assert late["first_order_epoch"] == first.timestamp()
+    assert late["last_order_amount"] == 40.0
+    derived = add_time_features(late.to_frame().T, pd.Timestamp(decision))
+    assert derived["days_since_last_order"].iloc[0] == pytest.approx(51 / 1440)
+    # No leakage: at the instant of the second order, and just before, only the first.
+    for at in (second, second - timedelta(microseconds=1), first + timedelta(seconds=1)):
+        assert as_of(at)["orders_total"] == 1, at
+        assert as_of(at)["last_order_epoch"] == first.timestamp(), at
+    assert as_of(first)["orders_total"] == 0
+    assert np.isnan(as_of(first)["last_order_epoch"])
+    # The next midnight holds what a daily snapshot there holds.
+    assert as_of(day + timedelta(days=1))["orders_total"] == 2
+
+
 def test_shipment_rows_at_dispatch_and_after_each_scan(raw) -> None:
     features = shipment_features(to_tables(raw)).to_pandas().set_index(["shipment_id", "event_ts"])
     s2 = features.loc["s2"]
-    # Dispatch, in_transit and exception; nothing after delivery.
-    assert list(s2["stage"]) == ["dispatch", "in_transit", "exception"]
-    assert list(s2["scans_so_far"]) == [1, 2, 3]
-    assert list(s2["exceptions_so_far"]) == [0, 0, 1]
-    assert s2["last_event_type"].iloc[-1] == "exception"
+    # Dispatch, in_transit and exception, then the delivery row; nothing after it.
+    assert list(s2["stage"]) == ["dispatch", "in_transit", "exception", "delivered"]
+    assert list(s2["scans_so_far"]) == [1, 2, 3, 4]
+    assert list(s2["exceptions_so_far"]) == [0, 0, 1, 1]
+    assert s2["last_event_type"].iloc[2] == "exception"
+    assert s2["last_event_type"].iloc[-1] == "delivered"
+    # The delivery row is stamped at the delivery, the shipment's own delivered_ts.
+    delivered = raw["shipments"].set_index("shipment_id").loc["s2", "delivered_ts"]
+    assert pd.Timestamp(s2.index[-1]) == pd.Timestamp(delivered)
+    # A parcel never delivered has no delivery row.
+    assert "delivered" not in set(features.loc["s3"]["stage"])
     assert s2["hours_since_prev_scan"].iloc[1] == pytest.approx(12.0)
     # At s2's dispatch the carrier "fast" had s1's on-time outcome (known on day 2).
     assert s2["carrier_late_rate_7d"].iloc[0] == 0.0
@@ -236,7 +291,7 @@ def test_late_rate_counts_a_late_parcel_from_its_promise(raw) -> None:
     s4 = features.loc["s4"].iloc[0]
     # "slow" has only s3 (lost, promise day 9): known late on day 9, gone from 28d by day 50.
     assert s4["lane_outcomes_28d"] == 0
-    s2_exception = features.loc["s2"].iloc[-1]  # day 7: s1 known on time, s2 not yet due
+    s2_exception = features.loc["s2"].iloc[2]  # day 7: s1 known on time, s2 not yet due
     assert s2_exception["carrier_outcomes_7d"] == 1
 
 

@@ -1,0 +1,151 @@
+"""Feature rows by entity key as of a decision instant: the online store, point in time.
+
+The online store holds one row per entity, the latest one materialised. A decision at
+instant t must see the newest row stamped at or before t, as training's point-in-time join
+does, never a row from after it (a scan that had not happened, a snapshot on which an event
+had already left its trailing window). So every online row comes with its timestamp: a row
+stamped at or before t is served as it is; for the entities whose online row is newer than
+t, the row as of t is read from the offline tables the online store was materialised from.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from datetime import UTC
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from features.store.latest import latest_rows
+
+# The instant of the row a record came from, stored in the record under this key.
+ROW_TIME = "feature_ts"
+
+
+class StoreUnavailableError(RuntimeError):
+    """The online feature store could not be read."""
+
+
+def _python(value) -> object:
+    """A Feast ValueProto as a Python scalar (None when null or unset)."""
+    if value is None:
+        return None
+    kind = value.WhichOneof("val")
+    return None if kind is None or kind == "null_val" else getattr(value, kind)
+
+
+def _plain(value) -> object:
+    """An offline (pandas) value as the online read gives it: None for missing."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if value is pd.NA or value is pd.NaT:
+        return None
+    if isinstance(value, np.generic):
+        value = value.item()
+        if isinstance(value, float) and math.isnan(value):
+            return None
+    return value
+
+
+def _utc(ts) -> pd.Timestamp:
+    instant = pd.Timestamp(ts)
+    return instant.tz_convert(UTC) if instant.tzinfo else instant.tz_localize(UTC)
+
+
+class FeatureReader:
+    """Rows of one feature view by entity key, as of a decision instant.
+
+    Args:
+        store: The Feast store.
+        view_name: The feature view.
+        features: Feature names to read (default: all of the view's).
+        offline_folder: The view's published offline table, read for entities whose online
+            row is newer than the decision instant (None: such entities are answered as
+            unknown, never with the newer row).
+    """
+
+    def __init__(
+        self,
+        store,
+        view_name: str,
+        features: Sequence[str] | None = None,
+        offline_folder: Path | None = None,
+    ) -> None:
+        from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+        from feast.protos.feast.types.Value_pb2 import Value
+
+        self.store = store
+        self.view = store.get_feature_view(view_name)
+        self.keys = [c.name for c in self.view.entity_columns]
+        self.names = list(features) if features else [f.name for f in self.view.features]
+        self.offline_folder = offline_folder
+        self._entity_key, self._value = EntityKey, Value
+
+    @classmethod
+    def of_service(cls, store, service_name: str, offline_root: Path | None) -> FeatureReader:
+        """The reader of a feature service over one view (the service's features only)."""
+        service = store.get_feature_service(service_name)
+        (projection,) = service.feature_view_projections
+        folder = None if offline_root is None else offline_root / projection.name
+        names = [f.name for f in projection.features]
+        return cls(store, projection.name, names, folder)
+
+    def read(self, keys: Sequence[Sequence[str]], as_of: pd.Timestamp) -> list[dict | None]:
+        """One dict per key tuple (in `self.keys` order), the row as of `as_of`; None where
+        no row at or before it is known. Each dict holds the row's instant under `ROW_TIME`.
+
+        Raises:
+            StoreUnavailableError: The store could not be read.
+        """
+        as_of = _utc(as_of)
+        entity_keys = [
+            self._entity_key(
+                join_keys=self.keys, entity_values=[self._value(string_val=v) for v in values]
+            )
+            for values in keys
+        ]
+        try:
+            rows = self.store._get_provider().online_read(
+                config=self.store.config,
+                table=self.view,
+                entity_keys=entity_keys,
+                requested_features=self.names,
+            )
+        except Exception as error:  # any backend failure: the caller answers 503
+            raise StoreUnavailableError(f"online feature store unavailable: {error}") from error
+        out: list[dict | None] = []
+        newer: list[int] = []
+        for i, (event_ts, values) in enumerate(rows):
+            if values is None:
+                out.append(None)
+                continue
+            instant = _utc(event_ts)
+            if instant > as_of:
+                out.append(None)
+                newer.append(i)
+                continue
+            record = {n: _python(values.get(n)) for n in self.names}
+            record[ROW_TIME] = instant
+            out.append(record)
+        if newer and self.offline_folder is not None:
+            found = self._offline([keys[i] for i in newer], as_of)
+            for i, record in zip(newer, found, strict=True):
+                out[i] = record
+        return out
+
+    def _offline(self, keys: Sequence[Sequence[str]], as_of: pd.Timestamp) -> list[dict | None]:
+        """The rows as of `as_of` from the offline table, aligned with `keys`."""
+        wanted = pa.table({k: [str(v[j]) for v in keys] for j, k in enumerate(self.keys)})
+        try:
+            frame = latest_rows(self.offline_folder, self.keys, as_of, wanted, with_time=True)
+        except Exception as error:  # the published tables could not be read
+            raise StoreUnavailableError(f"offline feature tables unavailable: {error}") from error
+        found = {}
+        for row in frame.to_dict("records"):
+            record = {n: _plain(row.get(n)) for n in self.names}
+            record[ROW_TIME] = _utc(row["event_ts"])
+            found[tuple(str(row[k]) for k in self.keys)] = record
+        return [found.get(tuple(str(v) for v in key)) for key in keys]
