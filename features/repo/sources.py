@@ -14,7 +14,8 @@ customer_snapshots_source = FileSource(
     path="customer_snapshots",
     timestamp_field="event_ts",
     created_timestamp_column="created_ts",
-    description="Daily customer snapshots, one row per day on which a value changed.",
+    description="Customer snapshots from data strictly before each row: the second after "
+    "each event and the midnights at which an event leaves a trailing window.",
 )
 
 shipment_events_source = FileSource(
@@ -22,7 +23,7 @@ shipment_events_source = FileSource(
     path="shipment_events",
     timestamp_field="event_ts",
     created_timestamp_column="created_ts",
-    description="Shipment features at dispatch and after each tracking scan.",
+    description="Shipment features at dispatch, after each tracking scan and at delivery.",
 )
 
 customer_category_source = FileSource(
@@ -30,7 +31,7 @@ customer_category_source = FileSource(
     path="customer_category",
     timestamp_field="event_ts",
     created_timestamp_column="created_ts",
-    description="Purchases and returns per (customer, category), daily snapshots.",
+    description="Purchases and returns per (customer, category), from the second after each.",
 )
 
 order_source = FileSource(
