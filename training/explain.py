@@ -9,7 +9,6 @@ callers read the same words.
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,23 +16,16 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from features.describe import DESCRIPTIONS, describe, format_value
 from training.fit import FeatureLayout
 
 log = logging.getLogger(__name__)
 
-# Words for the decision-time features of features.build.derived, which no Feast view
-# describes (they are computed at request time, not stored).
-TIME_FEATURE_WORDS = {
-    "tenure_days": "Days since signup",
-    "days_since_first_order": "Days since the first order",
-    "days_since_last_order": "Days since the latest order",
-    "days_since_last_contact": "Days since the latest contact",
-    "hours_in_transit": "Hours since dispatch",
-    "hours_since_last_scan": "Hours since the latest tracking scan",
-    "hours_to_promise": "Hours left until the promised delivery",
-    "days_since_category_purchase": "Days since the last purchase in the category",
-    "category_spend_share": "Share of spend in the category",
-}
+# Words for the decision-time features of features.build.derived (and the decision's own
+# features), which no Feast view describes: they are computed at request time, not stored.
+# `training.loop.feature_words` starts from them (the Feast descriptions of stored features
+# then replace theirs); reason texts word every feature through `features.describe.describe`.
+TIME_FEATURE_WORDS = dict(DESCRIPTIONS)
 SUMMARY_ROWS = 2000
 DEPENDENCE_TOP = 3
 
@@ -58,16 +50,10 @@ def global_importance(contrib: pd.DataFrame) -> pd.Series:
     return contrib.drop(columns="bias").abs().mean().sort_values(ascending=False)
 
 
-def _format(value: object) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
-        return "unknown"
-    if isinstance(value, bool | np.bool_):
-        return "yes" if value else "no"
-    if isinstance(value, int | np.integer):
-        return f"{int(value):,}"
-    if isinstance(value, float | np.floating):
-        return f"{float(value):,.3g}" if abs(value) < 1e4 else f"{float(value):,.0f}"
-    return str(value)
+def _format(value: object, name: str = "") -> str:
+    """A feature's value for people, formatted by the feature's kind
+    (`features.describe.format_value`: percentages, money, durations, counts, dates)."""
+    return format_value(name, value)
 
 
 @dataclass(frozen=True)
@@ -78,6 +64,22 @@ class Reason:
     value: str
     contribution: float
     text: str
+
+    @classmethod
+    def of(cls, feature: str, shown: str, contribution: float, words: dict[str, str]) -> Reason:
+        """The reason "<description>: <value> (raises|lowers the score)", from the value as
+        `_format` shows it; the one wording of `reason_codes` and the service's reasons.
+
+        Args:
+            feature: The feature's name (kept raw: callers key on it).
+            shown: Its value as `_format(value, feature)` gives it.
+            contribution: Its contribution to the score.
+            words: The model's feature descriptions (`features.describe.describe` fills
+                and overrides them).
+        """
+        effect = "raises" if contribution > 0 else "lowers"
+        text = f"{describe(feature, words)}: {shown} ({effect} the score)"
+        return cls(feature, shown, contribution, text)
 
 
 def reason_codes(
@@ -92,7 +94,8 @@ def reason_codes(
     Args:
         contrib: Contributions from `contributions` (rows aligned with `data`).
         data: The rows' feature values (as the caller knows them, before encoding).
-        words: Feature → description; the feature name is used when absent.
+        words: Feature → description (`features.describe.describe` overrides and fills
+            it; never the raw name).
         k: Reasons per row.
         direction: "up" (features raising the score, largest first; a row may get fewer
             than k) or "abs" (largest effect either way).
@@ -115,10 +118,7 @@ def reason_codes(
             if direction == "up" and c <= 0:
                 break
             name = features[j]
-            shown = _format(raw.iat[i, j])
-            effect = "raises" if c > 0 else "lowers"
-            text = f"{words.get(name, name)}: {shown} ({effect} the score)"
-            row.append(Reason(name, shown, c, text))
+            row.append(Reason.of(name, _format(raw.iat[i, j], name), c, words))
         out.append(row)
     return out
 
@@ -179,7 +179,8 @@ def dependence_plot(
         x = pd.to_numeric(data[feature], errors="coerce").to_numpy(dtype=np.float64)
         axes.scatter(x, y, s=4, alpha=0.4)
     axes.axhline(0.0, color="grey", linewidth=0.8)
-    axes.set_xlabel(words.get(feature, feature))
+    # The axis holds stored values (hours, fractions): the raw name says their unit.
+    axes.set_xlabel(f"{describe(feature, words)} ({feature})")
     axes.set_ylabel(f"contribution of {feature} (log-odds)")
     return figure
 
@@ -226,7 +227,7 @@ def write_explanations(
         paths[f"dependence_{feature}"] = out_dir / f"shap_dependence_{feature}.png"
         figure.savefig(paths[f"dependence_{feature}"], dpi=110)
     table = importance.rename("mean_abs_contribution").rename_axis("feature").reset_index()
-    table["description"] = table["feature"].map(lambda f: words.get(f, f))
+    table["description"] = table["feature"].map(lambda f: describe(f, words))
     paths["shap_importance"] = out_dir / "shap_importance.csv"
     table.to_csv(paths["shap_importance"], index=False)
     reasons = reason_codes(contrib, sample, words, k=k)

@@ -15,7 +15,7 @@ _profile = [
     Field(name="signup_epoch", dtype=Float64, description="Signup instant, epoch seconds."),
     Field(name="region", dtype=String, description="Home region."),
     Field(name="timezone", dtype=String, description="IANA time zone."),
-    Field(name="language", dtype=String, description="ISO 639-1 language."),
+    Field(name="language", dtype=String, description="Language (ISO 639-1)."),
     Field(name="preferred_channel", dtype=String, description="Preferred outreach channel."),
     Field(name="consent_email", dtype=Bool, description="May be emailed."),
     Field(name="consent_sms", dtype=Bool, description="May be texted."),
@@ -40,7 +40,7 @@ _contact_counts = [
     Field(
         name=f"contacts_{reason}_{days}d",
         dtype=Int64,
-        description=f"Contacts with reason {reason} in the trailing {days} days.",
+        description=f"Contacts with reason {reason.replace('_', ' ')} in the trailing {days} days.",
     )
     for reason in CONTACT_REASONS
     for days in CONTACT_WINDOWS_DAYS
@@ -66,9 +66,13 @@ _contacts = [
 _returns_offers_billing = [
     Field(name="returns_total", dtype=Int64, description="Return requests so far."),
     Field(name="open_returns", dtype=Int64, description="Requested returns not yet refunded."),
-    Field(name="refund_lag_days_mean", dtype=Float64, description="Mean days to refund."),
+    Field(name="refund_lag_days_mean", dtype=Float64, description="Mean time to refund, days."),
     Field(name="offers_received_total", dtype=Int64, description="Offers shown or sent."),
-    Field(name="offers_received_90d", dtype=Int64, description="Offers, trailing 90 days."),
+    Field(
+        name="offers_received_90d",
+        dtype=Int64,
+        description="Offers shown or sent, trailing 90 days.",
+    ),
     Field(name="offers_accepted_total", dtype=Int64, description="Offers accepted so far."),
     Field(name="invoices_overdue_total", dtype=Int64, description="Invoices that went overdue."),
     Field(name="invoices_overdue_open", dtype=Int64, description="Overdue invoices still unpaid."),

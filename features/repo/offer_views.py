@@ -39,7 +39,9 @@ order_contents = FeatureView(
         Field(name="order_customer_id", dtype=String, description="Who placed the order."),
         Field(name="order_total", dtype=Float64, description="Order total."),
         Field(name="order_items", dtype=Int64, description="Units ordered."),
-        Field(name="order_n_categories", dtype=Int64, description="Distinct categories."),
+        Field(
+            name="order_n_categories", dtype=Int64, description="Distinct categories in the order."
+        ),
         Field(name="order_categories", dtype=String, description="Categories, '|'-joined."),
         Field(name="order_main_category", dtype=String, description="Category of most spend."),
         Field(

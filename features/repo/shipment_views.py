@@ -10,7 +10,11 @@ from features.repo.sources import shipment_events_source
 
 _booking = [
     Field(name="carrier", dtype=String, description="Carrier."),
-    Field(name="service_level", dtype=String, description="economy, standard or express."),
+    Field(
+        name="service_level",
+        dtype=String,
+        description="Service level (economy, standard or express).",
+    ),
     Field(name="origin_region", dtype=String, description="Warehouse region."),
     Field(name="destination_region", dtype=String, description="Delivery region."),
     Field(
@@ -18,12 +22,16 @@ _booking = [
         dtype=String,
         description="The customer's IANA time zone, where delivery dates are told.",
     ),
-    Field(name="lane", dtype=String, description="origin>destination."),
+    Field(name="lane", dtype=String, description="Route (origin>destination)."),
     Field(name="distance_km", dtype=Float64, description="Route distance."),
-    Field(name="promised_transit_days", dtype=Float64, description="Promise minus dispatch."),
+    Field(name="promised_transit_days", dtype=Float64, description="Promised transit time, days."),
     Field(name="dispatch_weekday", dtype=Int64, description="Weekday of dispatch (UTC, Mon=0)."),
     Field(name="dispatch_hour", dtype=Int64, description="Hour of dispatch (UTC)."),
-    Field(name="peak_season", dtype=Bool, description="Black Friday week to Christmas Eve."),
+    Field(
+        name="peak_season",
+        dtype=Bool,
+        description="Peak season (Black Friday week to Christmas Eve).",
+    ),
     Field(name="weight_g", dtype=Float64, description="Parcel weight from the catalogue."),
     Field(name="item_count", dtype=Float64, description="Units in the parcel."),
     Field(name="order_amount", dtype=Float64, description="Value of the order shipped."),
@@ -31,12 +39,16 @@ _booking = [
     Field(name="promised_epoch", dtype=Float64, description="Promise, epoch seconds."),
 ]
 _progress = [
-    Field(name="stage", dtype=String, description="dispatch or the scan that made this row."),
+    Field(name="stage", dtype=String, description="Tracking stage (dispatch or the scan)."),
     Field(name="scans_so_far", dtype=Int64, description="Tracking scans up to this row."),
     Field(name="exceptions_so_far", dtype=Int64, description="Exception scans so far."),
     Field(name="last_event_type", dtype=String, description="Latest scan type."),
     Field(name="last_scan_epoch", dtype=Float64, description="Latest scan, epoch seconds."),
-    Field(name="hours_since_prev_scan", dtype=Float64, description="Gap to the previous scan."),
+    Field(
+        name="hours_since_prev_scan",
+        dtype=Float64,
+        description="Hours between the latest two scans.",
+    ),
 ]
 _network = [
     Field(
