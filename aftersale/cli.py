@@ -295,7 +295,8 @@ def render_recommendation(settings, raw: Path) -> Table:
     moving = ships[(shipped <= as_of) & (delivered.isna() | (delivered > as_of))]
     order_id = moving.sort_values("shipped_ts")["order_id"].iloc[-1]
     uri = settings.mlflow_tracking_uri or default_tracking_uri(settings)
-    answer = load_recommender(feature_store(settings), uri).recommend(order_id, 3, as_of)
+    recommender = load_recommender(feature_store(settings), uri, settings.features_dir / "current")
+    answer = recommender.recommend(order_id, 3, as_of)
     late = " (parcel late)" if answer.parcel_late else ""
     table = Table(title=f"Tracking page of order {order_id}{late}, as of {as_of:%Y-%m-%d %H:%M}")
     for column in ("rank", "category", "offer", "p(accept)", "expected value", "uplift"):

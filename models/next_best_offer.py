@@ -20,8 +20,12 @@ outreach, learned from logged offers and their propensities.
   ages, the decision's context (placement, channel, whether the tracked parcel is past its
   promise and undelivered) and the action (category, offer type, discount, whether the
   order holds the category).
-- Policy: show the allowed action with the highest expected value p̂(accept) × value; never
-  a category the customer returned (`category_returns_total` > 0 as of the decision).
+- Policy: show the allowed action with the highest expected value p̂(accept) × value, "show
+  nothing" (the no-offer control, worth the customer buying anyway) being one of them: an
+  offer is shown only when it is worth more than showing nothing. Never a category the
+  customer returned (`category_returns_total` > 0 as of the decision). `ranked_offers` is
+  its one definition: training values its first choice (`choose`) off-policy, and the
+  service answers its first k (an empty answer when showing nothing is best).
 - Baselines: the popularity policy (a plain recommendation of the best-selling category of
   the training window, the next one when returned), the random policy (uniform over the
   allowed offers) and the logging policy, all valued off-policy (IPS, SNIPS, DR) on the
@@ -351,12 +355,60 @@ class Policy:
         return self.catalogue.categories[int(np.argmax(counts))]
 
 
-def allowed_actions(candidate_frame: pd.DataFrame, n: int, a: int) -> np.ndarray:
-    """(n, A) booleans: actions the policy may take. Never a category the customer returned;
+def allowed_mask(returns_total: np.ndarray, offer_type: np.ndarray) -> np.ndarray:
+    """Booleans, one per candidate: whether the policy may take it. Never a category the
+    customer returned (`category_returns_total` > 0; missing counts as none returned);
     "none" is always allowed."""
-    returned = candidate_frame["category_returns_total"].fillna(0).to_numpy() > 0
-    none = candidate_frame["offer_type"].to_numpy() == NONE
-    return (~returned | none).reshape(n, a)
+    returns = np.nan_to_num(np.asarray(returns_total, dtype=np.float64), nan=0.0)
+    return (returns <= 0) | (np.asarray(offer_type, dtype=object) == NONE)
+
+
+def allowed_actions(candidate_frame: pd.DataFrame, n: int, a: int) -> np.ndarray:
+    """(n, A) booleans: `allowed_mask` of every candidate in a `candidates` frame."""
+    returns = candidate_frame["category_returns_total"].fillna(0).to_numpy(np.float64)
+    return allowed_mask(returns, candidate_frame["offer_type"].to_numpy()).reshape(n, a)
+
+
+def ranked_offers(expected: np.ndarray, allowed: np.ndarray, none: np.ndarray) -> np.ndarray:
+    """The policy's ranking of each decision's offers: the allowed offers worth more than
+    showing nothing, by expected value, best first (first in action order on ties).
+
+    Showing nothing is one of the options: its value is the customer buying anyway (the
+    expected value of the "none" action; 0 where that is unknown). An offer worth no more
+    than that is never ranked, so a decision where showing nothing is best ranks none. This
+    is the one definition of the policy: off-policy evaluation values its first choice
+    (`choose`) and the service answers its first k, so the policy valued is the one served.
+
+    Args:
+        expected: (n, A) expected value of every candidate action (p(accept) × value).
+        allowed: (n, A) booleans from `allowed_mask` / `allowed_actions`.
+        none: (A,) or (n, A) booleans marking the "none" action (one per decision).
+
+    Returns:
+        (n, A) action indices, best first, padded with -1 after the last offer worth showing.
+    """
+    expected = np.atleast_2d(np.asarray(expected, dtype=np.float64))
+    allowed = np.broadcast_to(np.asarray(allowed, dtype=bool), expected.shape)
+    none = np.broadcast_to(np.asarray(none, dtype=bool), expected.shape)
+    if not (none.sum(axis=1) == 1).all():
+        raise ValueError('each decision needs exactly one "none" action')
+    no_offer = np.nan_to_num(expected[none], nan=0.0)[:, None]
+    worth = allowed & ~none & np.isfinite(expected) & (expected > no_offer)
+    score = np.where(worth, expected, -np.inf)
+    order = np.argsort(-score, axis=1, kind="stable")
+    return np.where(np.take_along_axis(worth, order, axis=1), order, -1)
+
+
+def choose(expected: np.ndarray, allowed: np.ndarray, none: np.ndarray) -> np.ndarray:
+    """The policy as (n, A) one-hot probabilities, for off-policy evaluation: the first of
+    `ranked_offers`, else "none" (showing nothing)."""
+    expected = np.atleast_2d(np.asarray(expected, dtype=np.float64))
+    none = np.broadcast_to(np.asarray(none, dtype=bool), expected.shape)
+    first = ranked_offers(expected, allowed, none)[:, 0]
+    choice = np.where(first >= 0, first, none.argmax(axis=1))
+    out = np.zeros_like(expected)
+    out[np.arange(len(expected)), choice] = 1.0
+    return out
 
 
 def popularity_policy(

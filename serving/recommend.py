@@ -3,9 +3,13 @@
 For an order id the recommender reads, from the Feast online store, the order's row (who
 placed it, what it holds, where its parcel is), the customer's snapshot and the customer's
 history with every category; it scores every candidate action with the acceptance model,
-values each as p(accept) × list price × (margin − discount), drops categories the customer
-returned, and answers the top k with their uplift over showing nothing. The answer names
-categories and offers only, never the customer.
+values each as p(accept) × list price × (margin − discount), and answers the policy of
+`models.next_best_offer.ranked_offers` (the one training values off-policy): at most k
+offers, best first, never a category the customer returned and only offers worth more than
+showing nothing (the no-offer control: the customer buying anyway), each with its uplift
+over showing nothing, always > 0. When showing nothing is worth more than every allowed
+offer the answer is `"offers": []` with `"cold_start": false`: the page shows no offer. The
+answer names categories and offers only, never the customer.
 
 An order or customer the store does not know gets a flagged cold-start answer: the best
 sellers as plain recommendations.
@@ -18,13 +22,15 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from models import next_best_offer as nbo
 from serving import schemas
-from serving.scoring import ModelUnavailableError, ServedModel, StoreUnavailableError, _python
+from serving.online import FeatureReader
+from serving.scoring import ModelUnavailableError, ServedModel
 from training.fit import MISSING_CATEGORY
 
 POLICY_ARTIFACT = "policy/policy.json"
@@ -55,8 +61,11 @@ def load_policy(run_id: str, tracking_uri: str) -> nbo.Policy:
     return nbo.Policy.from_dict(json.loads(text))
 
 
-def load_recommender(store, tracking_uri: str) -> OfferRecommender:
-    """The next-best-offer champion with its policy, over the online store.
+def load_recommender(
+    store, tracking_uri: str, offline_root: Path | None = None
+) -> OfferRecommender:
+    """The next-best-offer champion with its policy, over the online store (and the offline
+    tables under `offline_root` for point-in-time reads, see `OfferRecommender.open`).
 
     Raises:
         ModelUnavailableError: No champion is registered.
@@ -73,47 +82,8 @@ def load_recommender(store, tracking_uri: str) -> OfferRecommender:
             version = mlflow.MlflowClient().get_model_version(nbo.NAME, served.version)
         except MlflowException as error:
             raise ModelUnavailableError(f"no {CHAMPION} version of {nbo.NAME!r}") from error
-    return OfferRecommender.open(store, served, load_policy(version.run_id, tracking_uri))
-
-
-class ViewReader:
-    """Rows of one feature view by entity key, through the provider's online read."""
-
-    def __init__(self, store, view_name: str, features: Sequence[str] | None = None) -> None:
-        from feast.protos.feast.types.EntityKey_pb2 import EntityKey
-        from feast.protos.feast.types.Value_pb2 import Value
-
-        self.store = store
-        self.view = store.get_feature_view(view_name)
-        self.keys = [c.name for c in self.view.entity_columns]
-        self.names = list(features) if features else [f.name for f in self.view.features]
-        self._entity_key, self._value = EntityKey, Value
-
-    def read(self, keys: Sequence[Sequence[str]]) -> list[dict | None]:
-        """One dict per key tuple (in `self.keys` order); None where the store has no row.
-
-        Raises:
-            StoreUnavailableError: The store could not be read.
-        """
-        entity_keys = [
-            self._entity_key(
-                join_keys=self.keys, entity_values=[self._value(string_val=v) for v in values]
-            )
-            for values in keys
-        ]
-        try:
-            rows = self.store._get_provider().online_read(
-                config=self.store.config,
-                table=self.view,
-                entity_keys=entity_keys,
-                requested_features=self.names,
-            )
-        except Exception as error:  # any backend failure: the caller answers 503
-            raise StoreUnavailableError(f"online feature store unavailable: {error}") from error
-        return [
-            None if values is None else {n: _python(values.get(n)) for n in self.names}
-            for _, values in rows
-        ]
+    policy = load_policy(version.run_id, tracking_uri)
+    return OfferRecommender.open(store, served, policy, offline_root)
 
 
 @dataclass
@@ -122,21 +92,36 @@ class OfferRecommender:
 
     model: ServedModel
     policy: nbo.Policy
-    orders: ViewReader
-    customers: ViewReader
-    categories: ViewReader
+    orders: FeatureReader
+    customers: FeatureReader
+    categories: FeatureReader
 
     @classmethod
-    def open(cls, store, model: ServedModel, policy: nbo.Policy) -> OfferRecommender:
-        """Readers for the views behind the `next_best_offer_v1` service."""
+    def open(
+        cls, store, model: ServedModel, policy: nbo.Policy, offline_root: Path | None = None
+    ) -> OfferRecommender:
+        """Point-in-time readers for the views behind the `next_best_offer_v1` service.
+
+        Args:
+            store: The Feast store.
+            model: The champion.
+            policy: Its policy.
+            offline_root: The published offline tables (`<features>/current`), read for
+                entities whose online row is newer than the decision instant.
+        """
         service = store.get_feature_service(nbo.SPEC.feature_service)
         projected = {p.name: [f.name for f in p.features] for p in service.feature_view_projections}
+
+        def reader(view: str) -> FeatureReader:
+            folder = None if offline_root is None else offline_root / view
+            return FeatureReader(store, view, projected.get(view), folder)
+
         return cls(
             model=model,
             policy=policy,
-            orders=ViewReader(store, "order_contents", projected.get("order_contents")),
-            customers=ViewReader(store, "customer_snapshots", projected.get("customer_snapshots")),
-            categories=ViewReader(store, "customer_category", projected.get("customer_category")),
+            orders=reader("order_contents"),
+            customers=reader("customer_snapshots"),
+            categories=reader("customer_category"),
         )
 
     def _cold_start(self, order_id: str, as_of: pd.Timestamp, k: int, why: str):
@@ -190,8 +175,8 @@ class OfferRecommender:
         `ServedModel.matrix_from_records`; a test holds the two equal).
 
         Returns:
-            The matrix (one row per action), each row's category, and whether the customer
-            returned it.
+            The matrix (one row per action), each row's category, and the customer's returns
+            of it (`category_returns_total`, NaN where the store has none).
         """
         base = {**customer, **order, "placement": PLACEMENT, "channel": CHANNEL}
         row = self.model.matrix_from_records([nbo.decision_record(base, now_s)])[0]
@@ -204,7 +189,7 @@ class OfferRecommender:
             reference if kind == nbo.NONE else category
             for kind, category in zip(kinds, action_categories, strict=True)
         ]
-        by_category: dict[str, tuple[np.ndarray, bool]] = {}
+        by_category: dict[str, tuple[np.ndarray, float]] = {}
         for name in dict.fromkeys(names):
             stored = categories.get(name) or blank
             derived = nbo.decision_record(
@@ -220,50 +205,55 @@ class OfferRecommender:
             filled = row.copy()
             for j, column in category_columns:
                 filled[j] = self._input_value(column, derived.get(column))
-            by_category[name] = (filled, (stored.get("category_returns_total") or 0) > 0)
+            returns = stored.get("category_returns_total")
+            by_category[name] = (filled, math.nan if returns is None else float(returns))
         matrix = np.empty((len(names), len(row)), dtype=np.float64)
-        returned = np.zeros(len(names), dtype=bool)
+        returns_total = np.full(len(names), math.nan)
         type_codes = self.model._codes.get("offer_type", {})
         type_j, discount_j = index.get("offer_type"), index.get("discount")
         for i, (name, kind, discount) in enumerate(zip(names, kinds, discounts, strict=True)):
-            matrix[i], returned[i] = by_category[name]
+            matrix[i], returns_total[i] = by_category[name]
             if type_j is not None:
                 matrix[i, type_j] = type_codes.get(kind, math.nan)
             if discount_j is not None:
                 matrix[i, discount_j] = discount
-        return matrix, names, returned
+        return matrix, names, returns_total
 
     def recommend(self, order_id: str, k: int, as_of: pd.Timestamp) -> schemas.RecommendResponse:
-        """Top-k offers for the order's tracking page.
+        """At most k offers for the order's tracking page, best first: the served policy
+        (`nbo.ranked_offers`), so only allowed offers worth more than showing nothing; none
+        when showing nothing is best.
 
         Raises:
             StoreUnavailableError: The online store could not be read.
         """
-        (order,) = self.orders.read([[order_id]])
+        (order,) = self.orders.read([[order_id]], as_of)
         if order is None or order.get("order_customer_id") is None:
             return self._cold_start(order_id, as_of, k, "unknown order")
         customer_id = str(order["order_customer_id"])
-        (customer,) = self.customers.read([[customer_id]])
+        (customer,) = self.customers.read([[customer_id]], as_of)
         if customer is None:
             return self._cold_start(order_id, as_of, k, "no history for the customer yet")
         catalogue = self.policy.catalogue
         rows = self.categories.read(
-            [_ordered(self.categories.keys, customer_id, c) for c in catalogue.categories]
+            [_ordered(self.categories.keys, customer_id, c) for c in catalogue.categories], as_of
         )
         by_category = dict(zip(catalogue.categories, rows, strict=True))
         now_s = as_of.timestamp()
-        matrix, names, returned = self.candidate_matrix(order, customer, by_category, now_s)
+        matrix, names, returns_total = self.candidate_matrix(order, customer, by_category, now_s)
         probability = self.model.probability(matrix)
         actions = self.policy.actions
         discount = actions["discount"].to_numpy(np.float64)
         code = np.array([self._category_code[name] for name in names])
         value = catalogue.price[code] * (catalogue.margin[code] - discount)
         expected = probability * value
-        none = actions["offer_type"].to_numpy() == nbo.NONE
-        no_offer = float(expected[none][0]) if none.any() else 0.0
-        candidates = np.flatnonzero(~none & ~returned & np.isfinite(expected))
-        order_by = candidates[np.argsort(-expected[candidates], kind="stable")][:k]
         kinds = actions["offer_type"].tolist()
+        none = np.array([kind == nbo.NONE for kind in kinds])
+        allowed = nbo.allowed_mask(returns_total, kinds)
+        ranked = nbo.ranked_offers(expected[None, :], allowed[None, :], none)[0]
+        order_by = ranked[ranked >= 0][: max(k, 0)]
+        # The value of showing nothing, as `ranked_offers` counts it.
+        no_offer = float(np.nan_to_num(expected[none][0], nan=0.0))
         offers = [
             schemas.Offer(
                 rank=rank + 1,

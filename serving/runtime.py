@@ -119,7 +119,7 @@ class Runtime:
             for name, service in SERVED.items()
         }
         try:
-            recommender = load_recommender(store, uri)
+            recommender = load_recommender(store, uri, offline)
         except ModelUnavailableError as error:
             # Scores and the queue serve without it; /v1/recommend answers 503 until then.
             log.warning("tracking-page offers unavailable: %s", error)

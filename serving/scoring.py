@@ -20,7 +20,6 @@ import numpy as np
 import pandas as pd
 
 from features.contract.schema import CONTACT_REASONS
-from serving.online import StoreUnavailableError, _python  # noqa: F401 (re-exported)
 from training.calibrate import _EPS
 from training.explain import Reason, _format, reason_codes
 from training.fit import MISSING_CATEGORY

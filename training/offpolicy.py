@@ -151,6 +151,10 @@ def evaluate_policy(
 def greedy(values: np.ndarray, allowed: np.ndarray | None = None) -> np.ndarray:
     """The deterministic policy taking each row's best allowed action (first on ties).
 
+    A generic target for the estimators. The next-best-offer policy, which the service
+    serves, is `models.next_best_offer.choose`: the same best allowed action, except that
+    an offer worth no more than showing nothing (its "none" action) is never taken.
+
     Args:
         values: (n, A) expected reward of each action.
         allowed: (n, A) booleans; a row with no allowed action falls back to all actions.

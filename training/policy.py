@@ -1,14 +1,15 @@
 """Training a policy from logged offers: an acceptance model, valued off-policy.
 
     logged offers → point-in-time features (Feast) → time split → LightGBM acceptance model
-    → calibration → every candidate action of every test decision scored → the greedy
-    policy (best allowed expected value) and the baselines valued by IPS, SNIPS and DR →
-    SHAP → MLflow run → registry version, `challenger`, `champion` when its DR value beats
-    the champion's on the same test decisions
+    → calibration → every candidate action of every test decision scored → the served
+    policy (best allowed expected value, showing nothing included) and the baselines valued
+    by IPS, SNIPS and DR → SHAP → MLflow run → registry version, `challenger`, `champion`
+    when its DR value beats the champion's on the same test decisions
 
 The model is a binary classifier (p(accept | customer, context, action)) and is stored like
 the others (`training.model.CalibratedModel`); the policy is "score every allowed candidate,
-take the highest p × value", which `models.next_best_offer` defines.
+take the highest p × value, showing nothing when no offer is worth more", which
+`models.next_best_offer.ranked_offers` defines for training and the service alike.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from training.loop import (
     sample_entities,
 )
 from training.model import CalibratedModel
-from training.offpolicy import PolicyValue, evaluate_policy, greedy, uniform
+from training.offpolicy import PolicyValue, evaluate_policy, uniform
 from training.register import (
     data_version,
     default_artifact_root,
@@ -221,7 +222,9 @@ def train_policy(
     offer = (cand["offer_type"].to_numpy() != nbo.NONE).reshape(n, n_actions)
     ranking = nbo.best_sellers(tables, split.validation.start)
     policies = {
-        "model": greedy(q_hat, allowed),
+        # The served policy itself: the service answers `nbo.ranked_offers`, whose first
+        # choice this is.
+        "model": nbo.choose(q_hat, allowed, ~offer),
         "popularity": nbo.popularity_policy(cand, allowed, ranking, n, n_actions),
         "random": uniform(allowed & offer),
     }
@@ -412,11 +415,13 @@ def _log_and_register(
         propensity = test["propensity"].to_numpy(np.float64)
         values = cand["value"].to_numpy().reshape(n, n_actions)
         allowed = nbo.allowed_actions(cand, n, n_actions)
+        none = (cand["offer_type"].to_numpy() == nbo.NONE).reshape(n, n_actions)
 
         def champion_value(scores: np.ndarray) -> float:
-            # The champion's own greedy policy and outcome model, on the same decisions.
+            # The champion's own policy and outcome model, on the same decisions.
             q = np.asarray(scores, dtype=np.float64).reshape(n, n_actions) * values
-            return evaluate_policy(greedy(q, allowed), logged, propensity, reward, q).dr
+            target = nbo.choose(q, allowed, none)
+            return evaluate_policy(target, logged, propensity, reward, q).dr
 
         with tracking(uri):
             run_id, info = log_run(

@@ -81,8 +81,63 @@ def test_returned_categories_are_never_recommended() -> None:
     allowed = nbo.allowed_actions(frame, 1, 4)
     np.testing.assert_array_equal(allowed, [[False, False, True, True]])
     # The returned category has by far the highest expected value; it is still not chosen.
-    chosen = greedy(np.array([[9.0, 8.0, 1.0, 0.5]]), allowed)
-    assert chosen.argmax() == 2
+    expected = np.array([[9.0, 8.0, 1.0, 0.5]])
+    assert greedy(expected, allowed).argmax() == 2
+    assert nbo.choose(expected, allowed, frame["offer_type"] == "none").argmax() == 2
+
+
+def test_showing_nothing_is_one_of_the_options() -> None:
+    # Four offers and "none" last, whose value is the customer buying anyway.
+    expected = np.array(
+        [
+            [1.0, 3.0, 2.0, 2.5, 2.0],  # two offers beat showing nothing, one ties it
+            [1.0, 0.5, 1.9, -1.0, 2.0],  # showing nothing beats every offer
+            [9.0, 0.5, 3.0, np.nan, 2.0],  # the best offer is a returned category
+            [2.0, 2.0, 1.0, 1.0, np.nan],  # showing nothing's value unknown: counts as 0
+        ]
+    )
+    allowed = np.ones_like(expected, dtype=bool)
+    allowed[2, 0] = False
+    none = np.array([False, False, False, False, True])
+    ranked = nbo.ranked_offers(expected, allowed, none)
+    np.testing.assert_array_equal(
+        ranked,
+        [[1, 3, -1, -1, -1], [-1] * 5, [2, -1, -1, -1, -1], [0, 1, 2, 3, -1]],
+    )
+    chosen = nbo.choose(expected, allowed, none)
+    np.testing.assert_array_equal(chosen.argmax(axis=1), [1, 4, 2, 0])
+    np.testing.assert_array_equal(chosen.sum(axis=1), 1.0)
+    with pytest.raises(ValueError, match="exactly one"):
+        nbo.ranked_offers(expected, allowed, np.zeros(5, dtype=bool))
+
+
+def test_the_policy_is_the_best_allowed_action_showing_nothing_included() -> None:
+    # Without ties the policy is the greedy best allowed action over every action, "none"
+    # included; so valuing it off-policy values what the service answers first.
+    rng = np.random.default_rng(12)
+    n, a = 500, 9
+    expected = rng.normal(size=(n, a))
+    allowed = rng.random((n, a)) < 0.7
+    none = np.zeros(a, dtype=bool)
+    none[-1] = True
+    allowed[:, -1] = True
+    chosen = nbo.choose(expected, allowed, none)
+    np.testing.assert_array_equal(chosen, greedy(expected, allowed))
+    ranked = nbo.ranked_offers(expected, allowed, none)
+    rows = np.arange(n)
+    shown = ranked[:, 0] >= 0
+    assert 0 < shown.sum() < n
+    np.testing.assert_array_equal(chosen[rows[shown], ranked[shown, 0]], 1.0)
+    assert (chosen[~shown, -1] == 1.0).all()
+    # Every ranked offer is allowed and worth more than showing nothing, best first.
+    for i in range(n):
+        offers = ranked[i][ranked[i] >= 0]
+        assert allowed[i, offers].all()
+        assert not none[offers].any()
+        assert (expected[i, offers] > expected[i, -1]).all()
+        assert (np.diff(expected[i, offers]) <= 0).all()
+        worth = allowed[i, :-1] & (expected[i, :-1] > expected[i, -1])
+        assert len(offers) == worth.sum()
 
 
 @pytest.fixture(scope="module")
@@ -151,6 +206,12 @@ def test_training_values_the_policy_registers_it_and_never_offers_a_returned_cat
     assert len(chosen) == scores["decision"].nunique()
     assert chosen["allowed"].all()
     assert metrics["model_returned_category_share"] == 0.0
+    # The policy valued shows an offer only when it is worth more than showing nothing.
+    assert metrics["model_uplift_mean"] >= 0.0
+    q = (scores["p_hat"] * scores["value"]).to_numpy().reshape(-1, len(scores) // len(chosen))
+    picked = chosen.assign(q=chosen["p_hat"] * chosen["value"]).set_index("decision")
+    shown = picked["offer_type"] != nbo.NONE
+    assert (picked.loc[shown, "q"].to_numpy() > q[picked.index[shown], -1]).all()
     assert result.promotion is not None
     assert result.promotion.promoted
     with tracking(uri):

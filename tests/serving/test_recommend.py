@@ -32,17 +32,45 @@ def recommender(sim_tables, tmp_path_factory):
     result = train_policy(store, settings, tables=sim_tables, tracking_uri=uri, explain_rows=100)
     served = load_champion(nbo.NAME, uri)
     policy = load_policy(result.run_id, uri)
-    return OfferRecommender.open(store, served, policy), end
+    return OfferRecommender.open(store, served, policy, settings.features_dir / "current"), end
 
 
 def orders_of(sim_tables) -> pd.DataFrame:
     return sim_tables["orders"].select(["order_id", "customer_id", "order_ts"]).to_pandas()
 
 
+def candidate_values(rec, order_id: str, end: pd.Timestamp):
+    """Every candidate's expected value, recomputed from the store and the model, with the
+    "none" action and what the policy may offer."""
+    (row,) = rec.orders.read([[order_id]])
+    customer_id = str(row["order_customer_id"])
+    (customer,) = rec.customers.read([[customer_id]])
+    catalogue = rec.policy.catalogue
+    rows = rec.categories.read([[customer_id, c] for c in catalogue.categories])
+    matrix, names, returns = rec.candidate_matrix(
+        row, customer, dict(zip(catalogue.categories, rows, strict=True)), end.timestamp()
+    )
+    actions = rec.policy.actions
+    value = catalogue.value(pd.Series(names), actions["discount"].to_numpy(np.float64))
+    expected = rec.model.probability(matrix) * value
+    none = actions["offer_type"].to_numpy() == nbo.NONE
+    returned = np.nan_to_num(returns) > 0
+    return expected, none, ~returned & ~none
+
+
+def latest_orders(sim_tables, count: int) -> list[str]:
+    orders = orders_of(sim_tables).sort_values("order_ts", ascending=False)
+    return orders["order_id"].head(count).tolist()
+
+
 def test_offers_are_ranked_by_expected_value_without_personal_data(recommender, sim_tables) -> None:
     rec, end = recommender
-    order = orders_of(sim_tables).sort_values("order_ts").iloc[-1]
-    answer = rec.recommend(order["order_id"], k=4, as_of=end)
+    orders = orders_of(sim_tables).set_index("order_id")
+    for order_id in latest_orders(sim_tables, 50):
+        answer = rec.recommend(order_id, k=4, as_of=end)
+        if answer.offers:
+            break
+    order = orders.loc[order_id]
     assert not answer.cold_start
     assert 1 <= len(answer.offers) <= 4
     values = [o.expected_value for o in answer.offers]
@@ -54,6 +82,47 @@ def test_offers_are_ranked_by_expected_value_without_personal_data(recommender, 
     text = answer.model_dump_json()
     assert order["customer_id"] not in text
     assert "customer_id" not in json.loads(text)
+
+
+def test_only_offers_worth_more_than_showing_nothing_are_answered(recommender, sim_tables) -> None:
+    rec, end = recommender
+    nothing_best = 0
+    for order_id in latest_orders(sim_tables, 60):
+        answer = rec.recommend(order_id, k=5, as_of=end)
+        if answer.cold_start:
+            continue
+        assert all(o.uplift_over_no_offer > 0 for o in answer.offers), order_id
+        expected, none, may_offer = candidate_values(rec, order_id, end)
+        no_offer = expected[none][0]
+        worth = np.flatnonzero(may_offer & (expected > no_offer))
+        best = worth[np.argsort(-expected[worth], kind="stable")][:5]
+        assert [o.expected_value for o in answer.offers] == pytest.approx(expected[best].tolist())
+        for offer in answer.offers:
+            assert offer.uplift_over_no_offer == pytest.approx(offer.expected_value - no_offer)
+        if no_offer > expected[may_offer].max():
+            # Showing nothing is worth more than every offer: the answer shows nothing.
+            assert answer.offers == [], order_id
+            assert json.loads(answer.model_dump_json())["offers"] == []
+            nothing_best += 1
+    assert nothing_best > 0, "some latest order is better off with no offer"
+
+
+def test_the_served_offer_is_the_policy_valued_off_policy(recommender, sim_tables) -> None:
+    rec, end = recommender
+    for order_id in latest_orders(sim_tables, 30):
+        answer = rec.recommend(order_id, k=3, as_of=end)
+        if answer.cold_start:
+            continue
+        expected, none, may_offer = candidate_values(rec, order_id, end)
+        valued = nbo.choose(expected[None, :], (may_offer | none)[None, :], none)[0]
+        chosen = int(valued.argmax())
+        if none[chosen]:
+            assert answer.offers == [], order_id
+        else:
+            top = answer.offers[0]
+            assert top.expected_value == pytest.approx(expected[chosen]), order_id
+            assert top.offer_type == rec.policy.actions["offer_type"].iloc[chosen]
+            assert top.discount == pytest.approx(rec.policy.actions["discount"].iloc[chosen])
 
 
 def test_the_online_path_scores_as_the_trained_model_does(recommender, sim_tables) -> None:
