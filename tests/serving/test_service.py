@@ -441,6 +441,12 @@ def test_lost_parcels_are_answered_without_a_date(served_data) -> None:
             assert answer.status_reason.startswith("Likely lost")
         else:
             assert answer.status == "ok"
+            window = answer.delivery_window
+            # The coverage holds for local dates: the instants span those whole days.
+            assert window.earliest < window.latest
+            last = pd.Timestamp(window.latest).tz_convert(window.timezone)
+            assert last.date() == window.latest_date
+            assert (last + pd.Timedelta(microseconds=1)).date() > window.latest_date
 
 
 def _point_in_time(served_data, service: str, key: str, ids: list[str], at: pd.Timestamp):
@@ -630,3 +636,11 @@ def test_served_counts_and_reasons_match_the_raw_tables(served_data, hours_befor
                     assert f": {count:,}" in reason.text, (answer.customer_id, reason.text)
                     stated += 1
     assert stated > 0
+
+
+@pytest.mark.parametrize("unknown", [["nope"], [""], ["nope", "also-not"]])
+def test_only_unknown_ids_are_answered_as_unknown(client, unknown) -> None:
+    for path, field in (("/v1/score/churn", "customer_ids"), ("/v1/score/delay", "shipment_ids")):
+        response = client.post(path, json={field: unknown})
+        assert response.status_code == 200, response.text
+        assert [r["status"] for r in response.json()["results"]] == ["unknown_id"] * len(unknown)
