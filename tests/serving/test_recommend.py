@@ -42,11 +42,11 @@ def orders_of(sim_tables) -> pd.DataFrame:
 def candidate_values(rec, order_id: str, end: pd.Timestamp):
     """Every candidate's expected value, recomputed from the store and the model, with the
     "none" action and what the policy may offer."""
-    (row,) = rec.orders.read([[order_id]])
+    (row,) = rec.orders.read([[order_id]], end)
     customer_id = str(row["order_customer_id"])
-    (customer,) = rec.customers.read([[customer_id]])
+    (customer,) = rec.customers.read([[customer_id]], end)
     catalogue = rec.policy.catalogue
-    rows = rec.categories.read([[customer_id, c] for c in catalogue.categories])
+    rows = rec.categories.read([[customer_id, c] for c in catalogue.categories], end)
     matrix, names, returns = rec.candidate_matrix(
         row, customer, dict(zip(catalogue.categories, rows, strict=True)), end.timestamp()
     )
@@ -128,10 +128,10 @@ def test_the_served_offer_is_the_policy_valued_off_policy(recommender, sim_table
 def test_the_online_path_scores_as_the_trained_model_does(recommender, sim_tables) -> None:
     rec, end = recommender
     order = orders_of(sim_tables).sort_values("order_ts").iloc[-2]
-    (row,) = rec.orders.read([[order["order_id"]]])
-    (customer,) = rec.customers.read([[order["customer_id"]]])
+    (row,) = rec.orders.read([[order["order_id"]]], end)
+    (customer,) = rec.customers.read([[order["customer_id"]]], end)
     names = rec.policy.catalogue.categories
-    rows = rec.categories.read([[order["customer_id"], c] for c in names])
+    rows = rec.categories.read([[order["customer_id"], c] for c in names], end)
     records = rec.candidate_records(
         row, customer, dict(zip(names, rows, strict=True)), end.timestamp()
     )
