@@ -513,7 +513,7 @@ def test_online_reads_equal_a_point_in_time_retrieval(served_data, days_before) 
 
 def test_order_reads_equal_a_point_in_time_retrieval(served_data) -> None:
     """The tracking page's order row is the order's state as of the decision instant."""
-    at = served_data[2] - pd.Timedelta(days=2.3)
+    at = served_data[2] - pd.Timedelta(days=2, hours=7)
     runtime = _runtime(served_data, as_of=at.to_pydatetime())
     reader = runtime.recommender.orders
     orders = _raw(served_data, "orders")
