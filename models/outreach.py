@@ -216,7 +216,8 @@ def window_past_promise(most_likely_date, promised_date) -> np.ndarray:
 
 
 def _flags(values: pd.Series) -> np.ndarray:
-    return values.fillna(False).to_numpy(dtype=bool)
+    """Booleans with missing as False (consent unknown is no consent)."""
+    return values.astype("boolean").fillna(False).to_numpy(dtype=bool)
 
 
 def plan_outreach(
