@@ -4,7 +4,7 @@ SHELL := /bin/bash
 UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 RUN := $(UV) run --frozen
 
-.PHONY: env demo test lint format bench clean
+.PHONY: env demo test lint format bench bento clean
 
 env: .venv/.synced
 
@@ -22,6 +22,7 @@ test: env
 lint: env
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
+	$(RUN) lint-imports
 
 format: env
 	$(RUN) ruff check --fix .
@@ -30,5 +31,12 @@ format: env
 bench: env
 	$(RUN) python -m benchmarks
 
+# The service as a Bento (bentofile.yaml): uv.lock's runtime versions, then the build.
+bento: env
+	@mkdir -p build
+	$(UV) export --frozen --no-dev --no-hashes --no-emit-project --no-header --no-annotate \
+		--quiet --output-file build/requirements.txt
+	$(RUN) bentoml build
+
 clean:
-	rm -rf data .pytest_cache .ruff_cache
+	rm -rf data build .pytest_cache .ruff_cache

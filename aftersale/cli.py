@@ -5,10 +5,8 @@ Heavy libraries are imported inside the commands so `aftersale --help` stays ins
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
-import warnings
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -25,7 +23,7 @@ app = typer.Typer(
 )
 # Piped or logged output gets room for the tables instead of an 80-column default.
 console = Console(width=None if sys.stdout.isatty() else 140)
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
 
 
 class FileFormat(StrEnum):
@@ -35,23 +33,37 @@ class FileFormat(StrEnum):
 
 @app.callback()
 def main(
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress.")] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Also show the libraries' logs.")
+    ] = False,
 ) -> None:
-    # Flow and task runs log at INFO by default; quiet unless asked (or set by the user).
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO" if verbose else "WARNING")
-    # The temporary Prefect API would otherwise try to send usage telemetry.
+    from aftersale.console import log_path, route_logs
+    from aftersale.settings import get_settings
+
+    # Before any command imports MLflow or Prefect, which read their logging set-up then.
+    route_logs(log_path(get_settings()), verbose=verbose, console=err_console)
+    # The temporary Prefect API would otherwise try to send usage telemetry; Prefect's client
+    # too, announcing it on a terminal the first time.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
     # The temporary API server starts in about 20 s on an idle machine; a busy one needs more.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
-    # A deprecation inside ibis (Feast's DuckDB offline store), not ours: keep it off the
-    # console of people running jobs; the test suite still shows it.
-    warnings.filterwarnings(
-        "ignore", message=r"fetch_arrow_table\(\) is deprecated", category=DeprecationWarning
-    )
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+
+
+# The opening line of a job that runs flows: importing the libraries and starting Prefect's
+# temporary API take seconds before the first stage.
+STARTING = "start (libraries, Prefect)"
+
+
+def stages(opening: str | None = None):
+    """The stage display of a long job (`aftersale.console.StageDisplay`).
+
+    Commands open it before importing the flows, so that its `opening` line covers the wait.
+    """
+    from aftersale.console import StageDisplay, log_path
+    from aftersale.settings import get_settings
+
+    return StageDisplay(console, log_path(get_settings()), opening)
 
 
 @app.command()
@@ -66,18 +78,26 @@ def simulate(
     workers: Annotated[int, typer.Option(min=1, help="Processes generating chunks.")] = 1,
 ) -> None:
     """Simulate a post-purchase business into a folder of contract tables."""
+    from aftersale.console import report_stage
     from features.sources.simulator import simulate as run_simulation
 
-    result = run_simulation(
-        out, customers=customers, seed=seed, fmt=file_format.value, months=months, workers=workers
-    )
+    with stages(), report_stage("simulate") as stage:
+        result = run_simulation(
+            out,
+            customers=customers,
+            seed=seed,
+            fmt=file_format.value,
+            months=months,
+            workers=workers,
+        )
+        raw_rows = sum(n for name, n in result.rows.items() if not name.startswith("_truth/"))
+        stage.rows = raw_rows
     table = Table(title=f"Simulated {customers:,} customers into {out}")
     table.add_column("table")
     table.add_column("rows", justify="right")
     for name, rows in result.rows.items():
         table.add_row(name, f"{rows:,}")
     console.print(table)
-    raw_rows = sum(n for name, n in result.rows.items() if not name.startswith("_truth/"))
     console.print(
         f"{raw_rows:,} contract rows in {result.seconds:.1f} s ({raw_rows / result.seconds:,.0f} "
         "rows/s); _truth/ holds the true probabilities, which models never read"
@@ -123,10 +143,12 @@ def ingest(
 ) -> None:
     """Validate a source and publish it as the current raw data (flow `ingest`)."""
     from features.ingest import ContractError
-    from flows.ingest import ingest as ingest_flow
 
     try:
-        folder = ingest_flow(source=source, path=path, customers=customers, seed=seed)
+        with stages(STARTING):
+            from flows.ingest import ingest as ingest_flow
+
+            folder = ingest_flow(source=source, path=path, customers=customers, seed=seed)
     except ContractError as exc:
         err_console.print(f"[red]rejected[/red] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(code=1) from None
@@ -142,26 +164,31 @@ def features_build(
     materialize: Annotated[bool, typer.Option(help="Also materialise to the online store.")] = True,
 ) -> None:
     """Compute and publish feature tables, apply the Feast repo (flow `build_features`)."""
-    from flows.build_features import build_features
+    with stages(STARTING):
+        from flows.build_features import build_features
 
-    version = build_features(materialize_to_online=materialize)
+        version = build_features(materialize_to_online=materialize)
     console.print(f"published features: {version}")
 
 
 @features_app.command("materialize")
 def features_materialize() -> None:
     """Materialise new offline rows into the online store, up to the data's end."""
+    from aftersale.console import report_stage
     from aftersale.settings import get_settings
-    from features.build.tables import watermark
     from features.contract.io import read_validated
     from features.ingest import latest_raw
+    from features.instants import watermark
     from features.store.config import feature_store
     from features.store.sync import materialize
 
     settings = get_settings()
     tables = read_validated(latest_raw(settings.raw_root))
     end = watermark(tables, happened=True).to_pydatetime()
-    for run in materialize(feature_store(settings), end):
+    with stages(), report_stage("materialise") as stage:
+        runs = materialize(feature_store(settings), end)
+        stage.rows, stage.unit = len(runs), "views"
+    for run in runs:
         kind = "incremental" if run.incremental else "full"
         console.print(f"{run.view}: {kind} {run.start:%Y-%m-%d} … {run.end:%Y-%m-%d %H:%M}")
 
@@ -187,23 +214,28 @@ def train(
     ] = None,
 ) -> None:
     """Train, evaluate, log and register models on the current data (flow `train`)."""
-    from flows.train import train as train_flow
-    from models import MODELS
+    with stages(STARTING):
+        from models import MODELS
 
-    unknown = [m for m in model or [] if m not in MODELS]
-    if unknown:
-        err_console.print(f"[red]--model[/red]: unknown {unknown}; known: {sorted(MODELS)}")
-        raise typer.Exit(code=2)
+        unknown = [m for m in model or [] if m not in MODELS]
+        if unknown:
+            err_console.print(f"[red]--model[/red]: unknown {unknown}; known: {sorted(MODELS)}")
+            raise typer.Exit(code=2)
+        if data is None:
+            from flows.train import train as train_flow
+
+            summaries = train_flow(models=model or None, test_fraction=test_fraction)
+        else:
+            from flows.train_dataset import DatasetError, train_dataset
+
+            try:
+                run = train_dataset(data, models=model or None, test_fraction=test_fraction)
+            except (DatasetError, FileNotFoundError, ValueError) as exc:
+                err_console.print(f"[red]--data[/red]: {exc}", highlight=False, soft_wrap=True)
+                raise typer.Exit(code=1) from None
     if data is None:
-        console.print(render_models(train_flow(models=model or None, test_fraction=test_fraction)))
+        console.print(render_models(summaries))
         return
-    from flows.train_dataset import DatasetError, train_dataset
-
-    try:
-        run = train_dataset(data, models=model or None, test_fraction=test_fraction)
-    except (DatasetError, FileNotFoundError, ValueError) as exc:
-        err_console.print(f"[red]--data[/red]: {exc}", highlight=False, soft_wrap=True)
-        raise typer.Exit(code=1) from None
     split = "each model's split" if run.test_fraction is None else f"latest {run.test_fraction:.0%}"
     console.print(f"dataset {run.dataset.name} ({run.dataset.source}) in {run.data_dir}")
     console.print(render_models(run.models, title=f"Models (test window: {split} by time)"))
@@ -246,9 +278,10 @@ def score(
     """Score every active customer and open shipment; write the day's outreach queue."""
     from datetime import datetime
 
-    from flows.score_batch import score_batch
+    with stages(STARTING):
+        from flows.score_batch import score_batch
 
-    path = score_batch(as_of=datetime.fromisoformat(as_of) if as_of else None)
+        path = score_batch(as_of=datetime.fromisoformat(as_of) if as_of else None)
     console.print(render_queue(path, top))
 
 
@@ -281,11 +314,10 @@ def render_recommendation(settings, raw: Path) -> Table:
     """What a tracking page shows for the latest parcel in transit at the data's end."""
     import pandas as pd
 
-    from features.build.tables import watermark
     from features.contract.io import read_validated
+    from features.instants import watermark
     from features.store.config import feature_store
     from serving.recommend import load_recommender
-    from training.register import default_tracking_uri
 
     as_of = watermark(read_validated(raw), happened=True)
     tables = read_validated(raw, tables=["orders", "shipments"])
@@ -294,7 +326,7 @@ def render_recommendation(settings, raw: Path) -> Table:
     delivered = pd.to_datetime(ships["delivered_ts"], utc=True)
     moving = ships[(shipped <= as_of) & (delivered.isna() | (delivered > as_of))]
     order_id = moving.sort_values("shipped_ts")["order_id"].iloc[-1]
-    uri = settings.mlflow_tracking_uri or default_tracking_uri(settings)
+    uri = settings.tracking_uri
     recommender = load_recommender(feature_store(settings), uri, settings.features_dir / "current")
     answer = recommender.recommend(order_id, 3, as_of)
     late = " (parcel late)" if answer.parcel_late else ""
@@ -324,21 +356,24 @@ def demo(
 ) -> None:
     """Run the main job end to end on the embedded default and summarise it."""
     from aftersale.settings import get_settings
-    from features.contract.io import read_validated
-    from features.summary import summarize
-    from flows.pipeline import pipeline
 
     settings = get_settings()
     n = customers or settings.customers
     console.print(f"Running the pipeline on {n:,} simulated customers (seed {settings.seed}) …")
-    outputs = pipeline(source="simulator", customers=n, seed=settings.seed)
+    with stages(STARTING):
+        from flows.pipeline import pipeline
+        from flows.score_batch import score_batch
+
+        outputs = pipeline(source="simulator", customers=n, seed=settings.seed)
+        queue = score_batch()
+    from features.contract.io import read_validated
+    from features.summary import summarize
+
     # Ingest validated the raw data before publishing it; read it back without a second check.
     console.print(render_summary(summarize(read_validated(outputs["raw"]))))
     console.print(render_features(outputs["features"]))
     console.print(render_models(outputs["models"]))
-    from flows.score_batch import score_batch
-
-    console.print(render_queue(score_batch()))
+    console.print(render_queue(queue))
     console.print(render_recommendation(settings, outputs["raw"]))
 
 

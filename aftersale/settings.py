@@ -78,6 +78,22 @@ class Settings(BaseSettings):
         """Feast registry and SQLite online store."""
         return self.data_dir / "feast"
 
+    @property
+    def tracking_uri(self) -> str:
+        """MLflow tracking and registry URI: `mlflow_tracking_uri`, else SQLite under the data
+        folder (`<data_dir>/mlflow/mlflow.db`)."""
+        if self.mlflow_tracking_uri:
+            return self.mlflow_tracking_uri
+        return f"sqlite:///{(self.data_dir / 'mlflow' / 'mlflow.db').resolve()}"
+
+    @property
+    def artifact_root(self) -> Path | None:
+        """Local artifact folder of new experiments: under the data folder with the default
+        SQLite store (a tracking server keeps its own: None)."""
+        if not self.tracking_uri.startswith("sqlite:"):
+            return None
+        return (self.data_dir / "mlflow" / "artifacts").resolve()
+
 
 def get_settings() -> Settings:
     """Build the settings from the current environment."""

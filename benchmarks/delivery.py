@@ -15,6 +15,7 @@ when present, else simulates it (seed 7). The Olist part runs when the shared sa
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 import time
@@ -45,7 +46,7 @@ def _store(tables, data_dir: Path):
 
 
 def _measures(rows: pd.DataFrame, scorer: str) -> dict[str, float]:
-    from models.delivery_estimate import measure
+    from training.delivery import measure
 
     dates = {k: rows[f"{scorer}_{k}_date"].to_numpy() for k in _KINDS}
     return measure(rows["actual_date"].to_numpy(), dates)
@@ -66,6 +67,9 @@ def bench_simulated(customers: int, out: Path) -> dict[str, float]:
     from features.contract.validate import load_folder
     from features.sources.simulator import simulate
     from models import delivery_estimate as de
+    from training.delivery import train_window
+    from training.oracle import truth_rows
+    from training.trainer import TrainOptions
 
     print(f"\n## delivery --customers {customers:,} (simulated)")
     sim = out / f"sim-{customers}"
@@ -76,7 +80,7 @@ def bench_simulated(customers: int, out: Path) -> dict[str, float]:
         raise ValueError(f"{sim} breaks the contract: {report.violations[:5]}")
     settings, store = _store(tables, out / f"delivery-{customers}")
     started = time.perf_counter()
-    result = de.train(store, settings, tables=tables, register=False)
+    result = train_window(de.SPEC, store, settings, TrainOptions(tables=tables, register=False))
     print(f"  trained in {time.perf_counter() - started:.1f} s ({result.seconds})")
     scores = result.scores
     print(HEADER)
@@ -84,7 +88,7 @@ def bench_simulated(customers: int, out: Path) -> dict[str, float]:
     print(_line("uncalibrated quantiles", result.calibration["uncalibrated"]))
     print(_line("promise", result.baseline_metrics))
 
-    truth = de.truth_rows(scores, sim / "_truth")
+    truth = truth_rows(scores, sim / "_truth")
     figures = {s: _measures(truth, s) for s in ("model", "promise", "oracle")}
     print("  dispatch rows, against the simulator's truth:")
     for scorer, m in figures.items():
@@ -122,7 +126,9 @@ def bench_olist(out: Path) -> dict[str, float] | None:
     from features.contract.validate import load_folder
     from features.sources.olist import OlistSource, default_olist_path
     from models import delivery_estimate as de
-    from training.split import SplitConfig
+    from models.spec import SplitConfig
+    from training.delivery import train_window
+    from training.trainer import TrainOptions
 
     path = default_olist_path()
     if not path.is_file():
@@ -137,9 +143,8 @@ def bench_olist(out: Path) -> dict[str, float] | None:
     if not report.ok:
         raise ValueError(f"{raw} breaks the contract: {report.violations[:5]}")
     settings, store = _store(tables, out / "delivery-olist")
-    result = de.train(
-        store, settings, tables=tables, register=False, split=SplitConfig(fractions=OLIST_SPLIT)
-    )
+    spec = dataclasses.replace(de.SPEC, split=SplitConfig(fractions=OLIST_SPLIT))
+    result = train_window(spec, store, settings, TrainOptions(tables=tables, register=False))
     print(HEADER)
     print(_line("model", result.metrics))
     print(_line("uncalibrated quantiles", result.calibration["uncalibrated"]))

@@ -18,8 +18,8 @@ import shutil
 import time
 from pathlib import Path
 
-from training.entry import auc
 from training.evaluate import expected_calibration_error
+from training.oracle import auc
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ SEED = 7
 def offer_figures(result, truth_dir: Path) -> dict[str, float]:
     """Next-best offer: estimated (DR, with its 95% interval) and true value per decision of
     the model's policy beside the popularity, random and logging policies and the oracle."""
-    from training.policy import oracle
+    from training.oracle import policy_oracle as oracle
 
     metrics = result.metrics
     truth = oracle(result, truth_dir)
@@ -84,7 +84,7 @@ def bench_training(
         customers: Simulated customers.
         out: Benchmark output folder; the simulation is `<out>/sim-<customers>` and the
             data folder (feature store, MLflow) `<out>/training-<customers>`, recreated.
-        models: Which models of `models.REGISTRY` to train.
+        models: Which models of `models.MODELS` to train.
 
     Returns:
         Figures per model (also printed).
@@ -96,8 +96,11 @@ def bench_training(
     from features.store.config import feature_store
     from features.store.sync import apply_definitions
     from models import MODELS, churn, delay_risk
+    from training.oracle import churn_truth, delay_truth
+    from training.trainer import TrainOptions
+    from training.trainers import train_model
 
-    truth_scores = {delay_risk.NAME: delay_risk.truth_scores, churn.NAME: churn.truth_scores}
+    truth_scores = {delay_risk.NAME: delay_truth, churn.NAME: churn_truth}
 
     print(f"\n## training --customers {customers:,}")
     sim = out / f"sim-{customers}"
@@ -128,8 +131,7 @@ def bench_training(
     total = time.perf_counter()
     for name in models:
         started = time.perf_counter()
-        entry = MODELS[name]
-        result = entry.train(store, settings, tables=tables)
+        result = train_model(MODELS[name], store, settings, TrainOptions(tables=tables))
         wall = time.perf_counter() - started
         if name not in truth_scores:
             print(f"  {name}: trained in {wall:.1f} s ({_stages(result.seconds)})")
@@ -202,6 +204,8 @@ def bench_olist(customers: int, out: Path) -> dict[str, float]:
     from features.store.config import feature_store
     from features.store.sync import apply_definitions
     from models import MODELS, delay_risk
+    from training.trainer import TrainOptions
+    from training.trainers import train_model
 
     del customers
     print("\n## olist (real data: delay risk beside the state late rate)")
@@ -221,9 +225,8 @@ def bench_olist(customers: int, out: Path) -> dict[str, float]:
     publish_tables(build_feature_tables(tables), settings.features_dir)
     store = feature_store(settings)
     apply_definitions(store)
-    result = MODELS[delay_risk.NAME].train(
-        store, settings, tables=tables, test_fraction=OLIST_TEST_FRACTION
-    )
+    options = TrainOptions(tables=tables, test_fraction=OLIST_TEST_FRACTION)
+    result = train_model(MODELS[delay_risk.NAME], store, settings, options)
     y = result.scores["label"].to_numpy()
     fig = {
         "rows": float(len(y)),

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from features.build.shipments import late_outcomes
-from features.build.tables import watermark
+from features.instants import watermark
 
 
 @dataclass(frozen=True)

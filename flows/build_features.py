@@ -6,9 +6,11 @@ from __future__ import annotations
 from datetime import datetime
 from pathlib import Path
 
+import pyarrow.parquet as pq
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
+from aftersale.console import report_stage
 from aftersale.settings import get_settings
 from features.build.parallel import publish_features as build_and_publish
 from features.build.parallel import watermark_of
@@ -41,10 +43,14 @@ def build_features(materialize_to_online: bool = True) -> Path:
     """Build, publish, register and (optionally) materialise; returns the offline version."""
     settings = get_settings()
     raw = latest_raw(settings.raw_root)
-    version, _ = publish_features(raw, settings.features_dir)
-    register_definitions()
+    with report_stage("build features") as stage:
+        version, _ = publish_features(raw, settings.features_dir)
+        register_definitions()
+        stage.rows = sum(pq.read_metadata(part).num_rows for part in version.glob("*/*.parquet"))
     if materialize_to_online:
-        # Up to the data's end: rows stamped later (a window an event will leave, a due
-        # date still ahead) are the future of this data, not its present.
-        materialize_online(watermark_of(raw, happened=True).to_pydatetime())
+        with report_stage("materialise") as stage:
+            # Up to the data's end: rows stamped later (a window an event will leave, a due
+            # date still ahead) are the future of this data, not its present.
+            runs = materialize_online(watermark_of(raw, happened=True).to_pydatetime())
+            stage.rows, stage.unit = len(runs), "views"
     return version

@@ -7,6 +7,7 @@ from typing import Literal
 
 from prefect import flow, task
 
+from aftersale.console import report_stage
 from aftersale.settings import get_settings
 from features import ingest as steps
 from features import versioned
@@ -55,6 +56,7 @@ def ingest(
     """Validate and load a source; returns the published raw folder."""
     settings = get_settings()
     chosen = make_source(source, path, customers or settings.customers, seed or settings.seed)
-    staging = stage_source(chosen, settings.raw_root)
-    check_contract(staging)
-    return publish_raw(staging)
+    with report_stage("ingest") as stage:
+        staging = stage_source(chosen, settings.raw_root)
+        stage.rows = sum(check_contract(staging).values())
+        return publish_raw(staging)

@@ -11,11 +11,12 @@ import logging
 from datetime import datetime
 from pathlib import Path
 
-import pandas as pd
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
+from aftersale.console import report_stage
 from aftersale.settings import Settings, get_settings
+from features.instants import utc_instant
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +25,7 @@ RAW_TABLES = ("customers", "orders", "shipments", "invoices")
 
 def rules_of(settings: Settings):
     """The outreach rules the settings give."""
-    from models.outreach import OutreachRules
+    from models.policies.outreach import OutreachRules
 
     return OutreachRules(
         capacity=settings.outreach_capacity,
@@ -50,8 +51,7 @@ def load_inputs(settings: Settings, as_of: datetime | None) -> dict:
     tables = read_validated(raw, tables=list(RAW_TABLES))
     # By default the data's end: the latest thing that happened in any table (promises and
     # due dates lie ahead).
-    instant = pd.Timestamp(as_of) if as_of is not None else watermark_of(raw, happened=True)
-    instant = instant.tz_convert("UTC") if instant.tzinfo else instant.tz_localize("UTC")
+    instant = utc_instant(as_of if as_of is not None else watermark_of(raw, happened=True))
     current = settings.features_dir / "current"
     customers = latest_rows(current / "customer_snapshots", "customer_id", instant)
     customers = customers[customers["orders_total"].fillna(0) > 0]
@@ -75,14 +75,14 @@ def load_inputs(settings: Settings, as_of: datetime | None) -> dict:
 def load_models(settings: Settings) -> dict:
     """The registry's champions of the churn and delay-risk models, and of the delivery
     estimate where one is registered."""
-    from serving.runtime import SERVED, WINDOW_MODEL, load_champion, load_window_champion
-    from serving.scoring import ModelUnavailableError
-    from training.register import default_tracking_uri
+    from models.served.registry import ModelUnavailableError
+    from serving.runtime import SERVED, WINDOW_MODEL
+    from serving.scoring import load_champion, load_window_champion
 
-    uri = settings.mlflow_tracking_uri or default_tracking_uri(settings)
+    uri = settings.tracking_uri
     models = {name: load_champion(name, uri) for name in SERVED}
     try:
-        models[WINDOW_MODEL] = load_window_champion(uri)
+        models[WINDOW_MODEL] = load_window_champion(WINDOW_MODEL, uri)
     except ModelUnavailableError as error:
         # Delay notices then follow the risk alone.
         log.warning("no delivery windows for the outreach: %s", error)
@@ -128,10 +128,12 @@ def publish_queue(result, inputs: dict, models: dict, settings: Settings) -> Pat
 def score_batch(as_of: datetime | None = None) -> Path:
     """Score every active customer and open shipment and publish the day's outreach queue."""
     settings = get_settings()
-    inputs = load_inputs(settings, as_of)
-    models = load_models(settings)
-    result = build_queue(models, inputs, settings)
-    path = publish_queue(result, inputs, models, settings)
+    with report_stage("score") as stage:
+        inputs = load_inputs(settings, as_of)
+        models = load_models(settings)
+        result = build_queue(models, inputs, settings)
+        path = publish_queue(result, inputs, models, settings)
+        stage.rows, stage.unit = result.customers_scored + result.shipments_scored, "scored"
     log.info(
         "queued %d actions from %d customers and %d open shipments",
         len(result.queue),

@@ -7,35 +7,33 @@ whether it serves.
 
 from __future__ import annotations
 
-from inspect import signature
-
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
+from aftersale.console import report_stage
 from aftersale.settings import get_settings
 from features.ingest import latest_raw
 from features.store.config import feature_store
-from training.loop import load_raw_tables
+from training.data import load_raw_tables
 from training.report import ModelSummary, summarize
+from training.trainer import TrainOptions
 
 
 @task(cache_policy=NO_CACHE)
 def train_model(
     name: str, tracking_uri: str | None = None, test_fraction: float | None = None
 ) -> ModelSummary:
-    """Train one model of `models.MODELS` and summarise the run."""
+    """Train one model of `models.MODELS` with its kind's trainer and summarise the run."""
     from models import MODELS
+    from training.trainers import train_model as train_one
 
-    entry = MODELS[name]
+    spec = MODELS[name]
     settings = get_settings()
     raw = latest_raw(settings.raw_root)
-    tables = load_raw_tables(settings, entry.raw_tables, entry.optional_tables)
-    # Only a chosen test fraction is passed on: trainers without the option keep working.
-    options = {} if test_fraction is None else {"test_fraction": test_fraction}
-    result = entry.train(
-        feature_store(settings), settings, tables=tables, tracking_uri=tracking_uri, **options
-    )
-    return summarize(entry, result, raw)
+    tables = load_raw_tables(settings, spec.raw_tables, spec.optional_tables)
+    options = TrainOptions(tables=tables, tracking_uri=tracking_uri, test_fraction=test_fraction)
+    result = train_one(spec, feature_store(settings), settings, options)
+    return summarize(spec, result, raw)
 
 
 @flow(name="train")
@@ -53,8 +51,7 @@ def train(
             each model's split).
 
     Raises:
-        ValueError: A name is not a known model, or a model's trainer has no test-fraction
-            option while one is given.
+        ValueError: A name is not a known model.
     """
     from models import MODELS
 
@@ -62,8 +59,10 @@ def train(
     unknown = [n for n in names if n not in MODELS]
     if unknown:
         raise ValueError(f"models: unknown {unknown}; known: {sorted(MODELS)}")
-    if test_fraction is not None:
-        fixed = [n for n in names if "test_fraction" not in signature(MODELS[n].train).parameters]
-        if fixed:
-            raise ValueError(f"models {fixed} have a fixed split: no test fraction can be set")
-    return [train_model(name, tracking_uri, test_fraction) for name in names]
+    summaries = []
+    for name in names:
+        with report_stage(f"train {name}") as stage:
+            summary = train_model(name, tracking_uri, test_fraction)
+            stage.rows, stage.unit = summary.test_rows, "test rows"
+        summaries.append(summary)
+    return summaries

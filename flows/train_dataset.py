@@ -10,7 +10,6 @@ with the reason when no model was named, and refused when one was.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from inspect import signature
 from pathlib import Path
 
 from prefect import flow
@@ -92,14 +91,8 @@ def train_dataset(
             return run
         run.features = build_features(materialize_to_online=False)
         for name in trainable:
-            # A model whose trainer fixes its own split keeps it.
-            takes_fraction = "test_fraction" in signature(MODELS[name].train).parameters
-            if fraction is not None and not takes_fraction:
-                run.notes.append(f"{name}: trained on its own split (no test fraction option)")
             try:
-                run.models += train(
-                    models=[name], test_fraction=fraction if takes_fraction else None
-                )
+                run.models += train(models=[name], test_fraction=fraction)
             except SplitError as exc:
                 if models:
                     raise DatasetError(str(exc)) from exc

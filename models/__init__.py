@@ -1,25 +1,14 @@
-"""The models: one module per model saying what it is (entity, label, features, baseline).
+"""The models: one module per model declaring what it is (entity, label, features, baseline).
 
-How a model is trained lives in `training/`. `MODELS` lists every trainable model by name
-(`training.entry.ModelEntry`); `REGISTRY` the binary classifiers the generic loop trains
-from their `training.spec.ModelSpec`.
+How each kind of model is trained lives in `training/`; what is trained and then served
+(classifier, window, encoder, reasons) in `models.served`; the policies that turn scores
+into decisions beside the model they use. `MODELS` lists every declared model by name.
 """
 
 from models import churn, delay_risk, delivery_estimate, next_best_offer
-from training.entry import ModelEntry
-from training.spec import ModelSpec
+from models.spec import ModelSpec
 
-REGISTRY: dict[str, ModelSpec] = {
-    delay_risk.NAME: delay_risk.SPEC,
-    churn.NAME: churn.SPEC,
-}
-
-MODELS: dict[str, ModelEntry] = {
-    entry.name: entry
-    for entry in (
-        delay_risk.ENTRY,
-        churn.ENTRY,
-        next_best_offer.ENTRY,
-        delivery_estimate.ENTRY,
-    )
+MODELS: dict[str, ModelSpec] = {
+    spec.name: spec
+    for spec in (delay_risk.SPEC, churn.SPEC, next_best_offer.SPEC, delivery_estimate.SPEC)
 }

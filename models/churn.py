@@ -13,15 +13,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from features.build.tables import watermark
-from training.entry import binary_entry
-from training.spec import EVENT_TIME, LABEL, LABEL_KNOWN, ModelSpec
+from features.instants import watermark
+from models.spec import EVENT_TIME, LABEL, LABEL_KNOWN, Kind, ModelSpec
 
 NAME = "churn"
 HORIZON = pd.Timedelta(days=90)
@@ -109,21 +106,10 @@ def churn_by_contact_reason(frame: pd.DataFrame, scored_test: pd.DataFrame) -> d
     return {"churn_by_contact_reason": table.sort_values("all_churn_rate", ascending=False)}
 
 
-def truth_scores(scores: pd.DataFrame, truth_dir: Path) -> pd.DataFrame:
-    """Test snapshots with the simulator's true churn probability, 1 − p_repurchase_90d."""
-    truth = pd.read_parquet(truth_dir / "customer_snapshots.parquet")
-    truth["snapshot_ts"] = pd.to_datetime(truth["snapshot_ts"], utc=True)
-    joined = scores.merge(
-        truth,
-        left_on=["customer_id", EVENT_TIME],
-        right_on=["customer_id", "snapshot_ts"],
-        how="inner",
-    )
-    return joined.assign(oracle=1.0 - joined["p_repurchase_90d"])
-
-
 SPEC = ModelSpec(
     name=NAME,
+    kind=Kind.BINARY,
+    metric_label="test AUC",
     entity=("customer_id",),
     decision_time="monthly snapshot, first of the month 00:00 UTC",
     raw_tables=("orders", "customers"),
@@ -150,5 +136,3 @@ SPEC = ModelSpec(
     baseline_is_probability=False,
     reports=churn_by_contact_reason,
 )
-
-ENTRY = binary_entry(SPEC, truth_scores)

@@ -18,16 +18,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from features.build.shipments import UPDATE_EVENTS
-from training.entry import binary_entry
-from training.spec import EVENT_TIME, LABEL, LABEL_KNOWN, ModelSpec
+from models.spec import EVENT_TIME, LABEL, LABEL_KNOWN, Kind, ModelSpec
 
 NAME = "delay_risk"
 # Inputs shared by the models of a shipment's state (delay risk, delivery estimate).
@@ -193,20 +190,10 @@ def capacity_for(labels: pd.Series) -> dict[str, object]:
     return {"num_leaves": int(min(2**depth, MAX_LEAVES))}
 
 
-def truth_scores(scores: pd.DataFrame, truth_dir: Path) -> pd.DataFrame:
-    """Dispatch rows of the test window with the simulator's true late probability.
-
-    `p_late` is the probability at dispatch; after a scan the truth would also have to
-    condition on the scans, so later decisions have no oracle and are left out.
-    """
-    truth = pd.read_parquet(truth_dir / "shipments.parquet", columns=["shipment_id", "p_late"])
-    rows = scores[scores["stage"] == "dispatch"]
-    joined = rows.merge(truth, on="shipment_id", how="inner")
-    return joined.assign(oracle=joined["p_late"])
-
-
 SPEC = ModelSpec(
     name=NAME,
+    kind=Kind.BINARY,
+    metric_label="test AUC",
     entity=("shipment_id",),
     decision_time="at dispatch and after each tracking scan, before delivery and the promise",
     raw_tables=("shipments",),
@@ -239,5 +226,3 @@ SPEC = ModelSpec(
         "dispatch_weekday": "Weekday of dispatch (Monday = 0)",
     },
 )
-
-ENTRY = binary_entry(SPEC, truth_scores)

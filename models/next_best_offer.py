@@ -23,9 +23,10 @@ outreach, learned from logged offers and their propensities.
 - Policy: show the allowed action with the highest expected value p̂(accept) × value, "show
   nothing" (the no-offer control, worth the customer buying anyway) being one of them: an
   offer is shown only when it is worth more than showing nothing. Never a category the
-  customer returned (`category_returns_total` > 0 as of the decision). `ranked_offers` is
-  its one definition: training values its first choice (`choose`) off-policy, and the
-  service answers its first k (an empty answer when showing nothing is best).
+  customer returned (`category_returns_total` > 0 as of the decision). Its one definition
+  is `models.policies.offers.ranked_offers`: training values its first choice (`choose`)
+  off-policy, and the service answers its first k (an empty answer when showing nothing is
+  best).
 - Baselines: the popularity policy (a plain recommendation of the best-selling category of
   the training window, the next one when returned), the random policy (uniform over the
   allowed offers) and the logging policy, all valued off-policy (IPS, SNIPS, DR) on the
@@ -37,16 +38,13 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 
 from features.build.derived import add_time_features, as_of_seconds, derive_record
-from training.entry import ModelEntry, OracleComparison
-from training.spec import EVENT_TIME, LABEL, LABEL_KNOWN, ModelSpec
-from training.split import SplitConfig
+from models.spec import EVENT_TIME, LABEL, LABEL_KNOWN, Kind, ModelSpec, SplitConfig
 
 NAME = "next_best_offer"
 WINDOW = pd.Timedelta(days=7)
@@ -355,114 +353,10 @@ class Policy:
         return self.catalogue.categories[int(np.argmax(counts))]
 
 
-def allowed_mask(returns_total: np.ndarray, offer_type: np.ndarray) -> np.ndarray:
-    """Booleans, one per candidate: whether the policy may take it. Never a category the
-    customer returned (`category_returns_total` > 0; missing counts as none returned);
-    "none" is always allowed."""
-    returns = np.nan_to_num(np.asarray(returns_total, dtype=np.float64), nan=0.0)
-    return (returns <= 0) | (np.asarray(offer_type, dtype=object) == NONE)
-
-
-def allowed_actions(candidate_frame: pd.DataFrame, n: int, a: int) -> np.ndarray:
-    """(n, A) booleans: `allowed_mask` of every candidate in a `candidates` frame."""
-    returns = candidate_frame["category_returns_total"].fillna(0).to_numpy(np.float64)
-    return allowed_mask(returns, candidate_frame["offer_type"].to_numpy()).reshape(n, a)
-
-
-def ranked_offers(expected: np.ndarray, allowed: np.ndarray, none: np.ndarray) -> np.ndarray:
-    """The policy's ranking of each decision's offers: the allowed offers worth more than
-    showing nothing, by expected value, best first (first in action order on ties).
-
-    Showing nothing is one of the options: its value is the customer buying anyway (the
-    expected value of the "none" action; 0 where that is unknown). An offer worth no more
-    than that is never ranked, so a decision where showing nothing is best ranks none. This
-    is the one definition of the policy: off-policy evaluation values its first choice
-    (`choose`) and the service answers its first k, so the policy valued is the one served.
-
-    Args:
-        expected: (n, A) expected value of every candidate action (p(accept) × value).
-        allowed: (n, A) booleans from `allowed_mask` / `allowed_actions`.
-        none: (A,) or (n, A) booleans marking the "none" action (one per decision).
-
-    Returns:
-        (n, A) action indices, best first, padded with -1 after the last offer worth showing.
-    """
-    expected = np.atleast_2d(np.asarray(expected, dtype=np.float64))
-    allowed = np.broadcast_to(np.asarray(allowed, dtype=bool), expected.shape)
-    none = np.broadcast_to(np.asarray(none, dtype=bool), expected.shape)
-    if not (none.sum(axis=1) == 1).all():
-        raise ValueError('each decision needs exactly one "none" action')
-    no_offer = np.nan_to_num(expected[none], nan=0.0)[:, None]
-    worth = allowed & ~none & np.isfinite(expected) & (expected > no_offer)
-    score = np.where(worth, expected, -np.inf)
-    order = np.argsort(-score, axis=1, kind="stable")
-    return np.where(np.take_along_axis(worth, order, axis=1), order, -1)
-
-
-def choose(expected: np.ndarray, allowed: np.ndarray, none: np.ndarray) -> np.ndarray:
-    """The policy as (n, A) one-hot probabilities, for off-policy evaluation: the first of
-    `ranked_offers`, else "none" (showing nothing)."""
-    expected = np.atleast_2d(np.asarray(expected, dtype=np.float64))
-    none = np.broadcast_to(np.asarray(none, dtype=bool), expected.shape)
-    first = ranked_offers(expected, allowed, none)[:, 0]
-    choice = np.where(first >= 0, first, none.argmax(axis=1))
-    out = np.zeros_like(expected)
-    out[np.arange(len(expected)), choice] = 1.0
-    return out
-
-
-def popularity_policy(
-    candidate_frame: pd.DataFrame, allowed: np.ndarray, ranking: list[str], n: int, a: int
-) -> np.ndarray:
-    """A plain recommendation of the most popular allowed category, per decision."""
-    plain = (candidate_frame["offer_type"].to_numpy() == "recommendation").reshape(n, a)
-    category = candidate_frame["category"].to_numpy(object).reshape(n, a)
-    rank = {c: i for i, c in enumerate(ranking)}
-    score = np.vectorize(lambda c: -rank.get(c, len(rank)), otypes=[np.float64])(category)
-    usable = plain & allowed
-    score = np.where(usable, score, -np.inf)
-    choice = score.argmax(axis=1)
-    policy = np.zeros((n, a))
-    policy[np.arange(n), choice] = 1.0
-    return policy
-
-
-def best_sellers(tables: Mapping[str, pa.Table], before: pd.Timestamp) -> list[str]:
-    """Categories by order lines of orders placed before `before`, best-selling first."""
-    orders = tables["orders"].select(["order_id", "order_ts"]).to_pandas()
-    orders = orders[pd.to_datetime(orders["order_ts"], utc=True) < before]
-    items = tables["order_items"].select(["order_id", "product_id"]).to_pandas()
-    products = tables["products"].select(["product_id", "category"]).to_pandas()
-    lines = items.merge(orders, on="order_id").merge(products, on="product_id")
-    counts = lines["category"].value_counts()
-    counts = counts.reindex(sorted(products["category"].unique()), fill_value=0)
-    return list(counts.sort_values(ascending=False, kind="stable").index)
-
-
-def true_accept(candidate_frame: pd.DataFrame, truth_dir: Path) -> np.ndarray:
-    """The simulator's true probability that each candidate would be accepted.
-
-    Uses the customer's latent traits (`_truth/customer_latent.parquet`), whether the parcel
-    was late at the decision and whether the customer returned the category before it.
-    """
-    from features.sources.simulator import true_accept_prob
-
-    latent = pd.read_parquet(truth_dir / "customer_latent.parquet")
-    latent = latent.set_index("customer_id").reindex(candidate_frame["customer_id"].to_numpy())
-    offer_type = candidate_frame["offer_type"].to_numpy(object)
-    p = true_accept_prob(
-        {c: latent[c].to_numpy() for c in latent.columns},
-        candidate_frame["category"].to_numpy(object).astype(str),
-        offer_type.astype(str),
-        candidate_frame["discount"].to_numpy(np.float64),
-        candidate_frame["parcel_late"].to_numpy(np.float64) > 0,
-        candidate_frame["returned_before"].to_numpy(bool),
-    )
-    return p
-
-
 SPEC = ModelSpec(
     name=NAME,
+    kind=Kind.POLICY,
+    metric_label="policy value (DR)",
     entity=ENTITY,
     decision_time="at a tracking-page view or an outreach, for each candidate offer",
     raw_tables=("offers", "orders", "order_items", "products", "shipments", "returns"),
@@ -503,25 +397,4 @@ SPEC = ModelSpec(
         "parcel_late": "Tracked parcel past its promise",
         "category_in_order": "Tracked order holds the category",
     },
-)
-
-
-def _train(store, settings, **options):
-    from training.policy import train_policy
-
-    return train_policy(store, settings, **options)
-
-
-def _oracle(result, truth_dir: Path) -> OracleComparison:
-    from training.policy import oracle
-
-    return oracle(result, truth_dir)
-
-
-ENTRY = ModelEntry(
-    name=NAME,
-    raw_tables=SPEC.raw_tables,
-    train=_train,
-    metric="policy value (DR)",
-    oracle=_oracle,
 )

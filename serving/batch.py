@@ -17,15 +17,16 @@ import pandas as pd
 import pyarrow as pa
 
 from features.build.derived import add_time_features
-from models import outreach
+from models import delivery_estimate
 from models.delay_risk import LIKELY_LOST, parcel_states
+from models.policies import outreach
+from models.served.window import local_dates
 from serving.scoring import NO_CONTACT, ServedModel, band, driving_contact_reason, lost_words
-from training.window import local_dates
 
 log = logging.getLogger(__name__)
 
 REASONS_PER_ACTION = 3
-WINDOW_MODEL = "delivery_estimate"
+WINDOW_MODEL = delivery_estimate.NAME
 
 
 @dataclass
@@ -131,79 +132,9 @@ def score_batch(
     seconds["predict"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
-    value = pd.Series(
-        outreach.customer_value(customers["monetary_365d"]), index=customers["customer_id"]
+    candidates = outreach.candidates(
+        customers, churn_p, shipments, delay_p, lost, windows["due"].to_numpy(dtype=bool), invoices
     )
-    unresolved = customers["unresolved_contacts_90d"].fillna(0).to_numpy() > 0
-    n = len(customers)
-    customer_index = pd.Index(customers["customer_id"])
-    shipment_owner = customer_index.get_indexer(shipments["customer_id"])
-    invoice_owner = customer_index.get_indexer(invoices["customer_id"])
-    owner_value = np.where(
-        shipment_owner >= 0, value.to_numpy()[np.maximum(shipment_owner, 0)], 0.0
-    )
-    candidates = [
-        pd.DataFrame(
-            {
-                "customer_id": customers["customer_id"].to_numpy(),
-                "action": outreach.WINBACK_OFFER,
-                "subject_id": None,
-                "risk": churn_p,
-                "value": value.to_numpy(),
-                "_row": np.arange(n),
-                "customer_row": np.arange(n),
-            }
-        ),
-        pd.DataFrame(
-            {
-                "customer_id": customers["customer_id"].to_numpy()[unresolved],
-                "action": outreach.SERVICE_RECOVERY_CALL,
-                "subject_id": None,
-                "risk": churn_p[unresolved],
-                "value": value.to_numpy()[unresolved],
-                "_row": np.flatnonzero(unresolved),
-                "customer_row": np.flatnonzero(unresolved),
-            }
-        ),
-        pd.DataFrame(
-            {
-                "customer_id": shipments["customer_id"].to_numpy()[~lost],
-                "action": outreach.DELAY_NOTICE,
-                "subject_id": shipments["shipment_id"].to_numpy()[~lost],
-                "risk": delay_p[~lost],
-                "value": owner_value[~lost],
-                "_row": np.flatnonzero(~lost),
-                "customer_row": shipment_owner[~lost],
-                "due": windows["due"].to_numpy(dtype=bool)[~lost],
-            }
-        ),
-        pd.DataFrame(
-            {
-                "customer_id": shipments["customer_id"].to_numpy()[lost],
-                "action": outreach.SERVICE_RECOVERY_CALL,
-                "subject_id": shipments["shipment_id"].to_numpy()[lost],
-                # Past its promise undelivered: late for certain, and the customer should
-                # hear from us before they call.
-                "risk": 1.0,
-                "value": owner_value[lost],
-                "_row": np.flatnonzero(lost),
-                "customer_row": shipment_owner[lost],
-                "due": True,
-            }
-        ),
-        pd.DataFrame(
-            {
-                "customer_id": invoices["customer_id"].to_numpy(),
-                "action": outreach.PAYMENT_REMINDER,
-                "subject_id": invoices["invoice_id"].to_numpy(),
-                "risk": 1.0,
-                "value": invoices["amount"].to_numpy(dtype=np.float64),
-                "_row": np.arange(len(invoices)),
-                "customer_row": invoice_owner,
-            }
-        ),
-    ]
-    candidates = pd.concat([c for c in candidates if len(c)], ignore_index=True)
     profile = customers.loc[:, list(outreach.CUSTOMER_COLUMNS)]
     queue = outreach.plan_outreach(candidates.drop(columns="_row"), profile, history, as_of, rules)
     seconds["plan"] = time.perf_counter() - clock

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from datetime import UTC
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from features.instants import utc_instant
 from features.store.latest import latest_rows
 
 # The instant of the row a record came from, stored in the record under this key.
@@ -48,11 +48,6 @@ def _plain(value) -> object:
         if isinstance(value, float) and math.isnan(value):
             return None
     return value
-
-
-def _utc(ts) -> pd.Timestamp:
-    instant = pd.Timestamp(ts)
-    return instant.tz_convert(UTC) if instant.tzinfo else instant.tz_localize(UTC)
 
 
 class FeatureReader:
@@ -100,7 +95,7 @@ class FeatureReader:
         Raises:
             StoreUnavailableError: The store could not be read.
         """
-        as_of = _utc(as_of)
+        as_of = utc_instant(as_of)
         entity_keys = [
             self._entity_key(
                 join_keys=self.keys, entity_values=[self._value(string_val=v) for v in values]
@@ -122,7 +117,7 @@ class FeatureReader:
             if values is None:
                 out.append(None)
                 continue
-            instant = _utc(event_ts)
+            instant = utc_instant(event_ts)
             if instant > as_of:
                 out.append(None)
                 newer.append(i)
@@ -146,6 +141,6 @@ class FeatureReader:
         found = {}
         for row in frame.to_dict("records"):
             record = {n: _plain(row.get(n)) for n in self.names}
-            record[ROW_TIME] = _utc(row["event_ts"])
+            record[ROW_TIME] = utc_instant(row["event_ts"])
             found[tuple(str(row[k]) for k in self.keys)] = record
         return [found.get(tuple(str(v) for v in key)) for key in keys]

@@ -7,6 +7,7 @@ from datetime import datetime
 
 import pandas as pd
 
+from features.instants import utc_instant
 from serving import schemas
 from serving.queue import LoadedQueue
 
@@ -55,8 +56,7 @@ def select_actions(
     day = queue.meta["queue_date"]
     queue_as_of = pd.Timestamp(queue.meta["as_of"])
     if as_of is not None:
-        asked = pd.Timestamp(as_of)
-        asked = asked.tz_convert("UTC") if asked.tzinfo else asked.tz_localize("UTC")
+        asked = utc_instant(as_of)
         if asked.strftime("%Y-%m-%d") != day:
             raise QueueUnavailableError(
                 404, f"as_of: no outreach queue for {asked:%Y-%m-%d}; the queue is for {day}"

@@ -4,7 +4,7 @@ For an order id the recommender reads, from the Feast online store, the order's 
 placed it, what it holds, where its parcel is), the customer's snapshot and the customer's
 history with every category; it scores every candidate action with the acceptance model,
 values each as p(accept) × list price × (margin − discount), and answers the policy of
-`models.next_best_offer.ranked_offers` (the one training values off-policy): at most k
+`models.policies.offers.ranked_offers` (the one training values off-policy): at most k
 offers, best first, never a category the customer returned and only offers worth more than
 showing nothing (the no-offer control: the customer buying anyway), each with its uplift
 over showing nothing, always > 0. When showing nothing is worth more than every allowed
@@ -28,10 +28,11 @@ import numpy as np
 import pandas as pd
 
 from models import next_best_offer as nbo
+from models.policies import offers as offer_policy
+from models.served.registry import CHAMPION, ModelUnavailableError, tracking
 from serving import schemas
 from serving.online import FeatureReader
-from serving.scoring import ModelUnavailableError, ServedModel
-from training.fit import MISSING_CATEGORY
+from serving.scoring import ServedModel, load_champion
 
 POLICY_ARTIFACT = "policy/policy.json"
 # Model inputs that differ between candidates of one decision: the category's history and
@@ -54,8 +55,6 @@ def load_policy(run_id: str, tracking_uri: str) -> nbo.Policy:
     """The candidate actions and catalogue logged with a training run."""
     import mlflow
 
-    from training.register import tracking
-
     with tracking(tracking_uri):
         text = mlflow.artifacts.load_text(f"runs:/{run_id}/{POLICY_ARTIFACT}")
     return nbo.Policy.from_dict(json.loads(text))
@@ -72,9 +71,6 @@ def load_recommender(
     """
     import mlflow
     from mlflow.exceptions import MlflowException
-
-    from serving.runtime import load_champion
-    from training.register import CHAMPION, tracking
 
     served = load_champion(nbo.NAME, tracking_uri)
     with tracking(tracking_uri):
@@ -204,24 +200,24 @@ class OfferRecommender:
             )
             filled = row.copy()
             for j, column in category_columns:
-                filled[j] = self._input_value(column, derived.get(column))
+                filled[j] = self.model.model.layout.encode(column, derived.get(column))
             returns = stored.get("category_returns_total")
             by_category[name] = (filled, math.nan if returns is None else float(returns))
         matrix = np.empty((len(names), len(row)), dtype=np.float64)
         returns_total = np.full(len(names), math.nan)
-        type_codes = self.model._codes.get("offer_type", {})
+        layout = self.model.model.layout
         type_j, discount_j = index.get("offer_type"), index.get("discount")
         for i, (name, kind, discount) in enumerate(zip(names, kinds, discounts, strict=True)):
             matrix[i], returns_total[i] = by_category[name]
             if type_j is not None:
-                matrix[i, type_j] = type_codes.get(kind, math.nan)
+                matrix[i, type_j] = layout.encode("offer_type", kind)
             if discount_j is not None:
                 matrix[i, discount_j] = discount
         return matrix, names, returns_total
 
     def recommend(self, order_id: str, k: int, as_of: pd.Timestamp) -> schemas.RecommendResponse:
         """At most k offers for the order's tracking page, best first: the served policy
-        (`nbo.ranked_offers`), so only allowed offers worth more than showing nothing; none
+        (`offer_policy.ranked_offers`), so only allowed offers worth more than showing nothing; none
         when showing nothing is best.
 
         Raises:
@@ -249,8 +245,8 @@ class OfferRecommender:
         expected = probability * value
         kinds = actions["offer_type"].tolist()
         none = np.array([kind == nbo.NONE for kind in kinds])
-        allowed = nbo.allowed_mask(returns_total, kinds)
-        ranked = nbo.ranked_offers(expected[None, :], allowed[None, :], none)[0]
+        allowed = offer_policy.allowed_mask(returns_total, kinds)
+        ranked = offer_policy.ranked_offers(expected[None, :], allowed[None, :], none)[0]
         order_by = ranked[ranked >= 0][: max(k, 0)]
         # The value of showing nothing, as `ranked_offers` counts it.
         no_offer = float(np.nan_to_num(expected[none][0], nan=0.0))
@@ -285,13 +281,6 @@ class OfferRecommender:
             actions["category"].tolist(),
             [float(d) for d in actions["discount"].tolist()],
         )
-
-    def _input_value(self, name: str, value) -> float:
-        """One model input as `ServedModel.matrix_from_records` encodes it."""
-        codes = self.model._codes.get(name)
-        if codes is not None:
-            return codes.get(MISSING_CATEGORY if value is None else str(value), math.nan)
-        return math.nan if value is None else float(value)
 
     @cached_property
     def _category_code(self) -> dict[str, int]:

@@ -8,78 +8,45 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 import numpy as np
 import pandas as pd
 
 from aftersale.settings import Settings
 from features.build.derived import derive_record
+from features.instants import utc_instant
+from models import churn, delay_risk, delivery_estimate
 from models.delay_risk import DELIVERED, LIKELY_LOST, parcel_states
+from models.served.registry import ModelUnavailableError
+from models.served.window import day_starts
 from serving import schemas
 from serving.online import ROW_TIME, FeatureReader
 from serving.queue import QueueCache
 from serving.recommend import OfferRecommender, load_recommender
 from serving.scoring import (
-    ModelUnavailableError,
     ServedModel,
     ServedWindow,
     band,
     day_words,
     driving_contact_reason,
+    load_champion,
+    load_window_champion,
     local_date,
     lost_words,
 )
 
 log = logging.getLogger(__name__)
 
-DELAY_MODEL = "delay_risk"
-CHURN_MODEL = "churn"
+DELAY_MODEL = delay_risk.NAME
+CHURN_MODEL = churn.NAME
 # Models the service answers with, and the feature service each reads.
-SERVED = {DELAY_MODEL: "delay_risk_v1", CHURN_MODEL: "churn_v1"}
+SERVED = {spec.name: spec.feature_service for spec in (delay_risk.SPEC, churn.SPEC)}
 # Optional: the delay answer carries a delivery window once a champion is registered.
-WINDOW_MODEL = "delivery_estimate"
+WINDOW_MODEL = delivery_estimate.NAME
 REASONS_PER_SCORE = 3
 UTC_ZONE = "UTC"
 WINDOW_KINDS = ("most_likely", "earliest", "latest")
-
-
-def load_champion(name: str, tracking_uri: str) -> ServedModel:
-    """The registry's `champion` version of a model.
-
-    Raises:
-        ModelUnavailableError: The model has no champion.
-    """
-    version, model = _champion(name, tracking_uri)
-    return ServedModel(name, str(version.version), sorted(version.aliases), model)
-
-
-def load_window_champion(tracking_uri: str) -> ServedWindow:
-    """The registry's `champion` version of the delivery-estimate model.
-
-    Raises:
-        ModelUnavailableError: The model has no champion.
-    """
-    version, model = _champion(WINDOW_MODEL, tracking_uri)
-    return ServedWindow(WINDOW_MODEL, str(version.version), sorted(version.aliases), model)
-
-
-def _champion(name: str, tracking_uri: str):
-    """The champion's registry version and the model its pyfunc wraps."""
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
-    from training.register import CHAMPION, tracking
-
-    with tracking(tracking_uri):
-        client = mlflow.MlflowClient()
-        try:
-            version = client.get_model_version_by_alias(name, CHAMPION)
-        except MlflowException as error:
-            raise ModelUnavailableError(f"no {CHAMPION} version of {name!r}: {error}") from error
-        loaded = mlflow.pyfunc.load_model(f"models:/{name}/{version.version}")
-        model = loaded.unwrap_python_model().model
-    return version, model
 
 
 @dataclass(frozen=True)
@@ -108,9 +75,8 @@ class Runtime:
     def start(cls, settings: Settings) -> Runtime:
         """Load every champion and open the online store."""
         from features.store.config import feature_store
-        from training.register import default_tracking_uri
 
-        uri = settings.mlflow_tracking_uri or default_tracking_uri(settings)
+        uri = settings.tracking_uri
         store = feature_store(settings)
         models = {name: load_champion(name, uri) for name in SERVED}
         offline = settings.features_dir / "current"
@@ -125,7 +91,7 @@ class Runtime:
             log.warning("tracking-page offers unavailable: %s", error)
             recommender = None
         try:
-            window = load_window_champion(uri)
+            window = load_window_champion(WINDOW_MODEL, uri)
         except ModelUnavailableError as error:
             # Delay scores serve without it; their delivery_window stays null until then.
             log.warning("delivery windows unavailable: %s", error)
@@ -137,8 +103,7 @@ class Runtime:
         """The decision instant: the configured one, else the wall clock."""
         if self.settings.as_of is None:
             return pd.Timestamp.now(tz="UTC")
-        instant = pd.Timestamp(self.settings.as_of)
-        return instant.tz_convert("UTC") if instant.tzinfo else instant.tz_localize("UTC")
+        return utc_instant(self.settings.as_of)
 
     def _rows(self, name: str, ids: list[str], as_of: pd.Timestamp) -> list[dict | None]:
         """Each id's feature row as of the decision instant (None when unknown then)."""
@@ -307,12 +272,12 @@ def delivery_window(
     """One row of `WindowModel.predict_window` as the answer carries it."""
     dates = [pd.Timestamp(getattr(row, f"{k}_date")).date() for k in WINDOW_KINDS]
     most_likely, earliest, latest = dates
-    # The window is calibrated on local calendar dates (`training.conformal`): its coverage
+    # The window is calibrated on local calendar dates (`models.served.window`): its coverage
     # holds for the dates, so its instants span those whole days (never before the decision).
-    start = pd.Timestamp(earliest).tz_localize(timezone).tz_convert("UTC")
+    days = np.array([earliest, latest + timedelta(days=1)], dtype="datetime64[D]")
+    start, after = day_starts(days, timezone)
     start = start if as_of is None else max(start, as_of)
-    end = (pd.Timestamp(latest) + pd.Timedelta(days=1)).tz_localize(timezone).tz_convert("UTC")
-    end = end - pd.Timedelta(microseconds=1)
+    end = after - pd.Timedelta(microseconds=1)
     return schemas.DeliveryWindow(
         most_likely=pd.Timestamp(row.most_likely_ts).floor("us").to_pydatetime(),
         earliest=start.floor("us").to_pydatetime(),

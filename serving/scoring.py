@@ -1,8 +1,8 @@
 """Scoring by id: champions from the MLflow registry, features from the Feast online store.
 
 `ServedModel` wraps a registry champion's `CalibratedModel` for fast use: the input matrix is
-built straight from feature values (categories to the training codes through a dict, as
-`FeatureLayout.frame` and LightGBM's pandas path would), so one id costs a dict walk and a
+the model's own encoding (`models.served.encoding.FeatureLayout`, the one training fitted
+on), built from a frame or straight from feature values, so one id costs a dict walk and a
 booster call instead of a pandas round trip. Decision-time features come from
 `features.build.derived`: `add_time_features`, the function training used, for frames and
 its one-row form `derive_record` per request.
@@ -10,23 +10,19 @@ its one-row form `derive_record` per request.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import date
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from features.contract.schema import CONTACT_REASONS
-from training.calibrate import _EPS
-from training.explain import Reason, _format, reason_codes
-from training.fit import MISSING_CATEGORY
-from training.model import CalibratedModel
-
-if TYPE_CHECKING:
-    from training.window import WindowModel
+from models.served import registry
+from models.served.calibration import fast_calibration
+from models.served.classifier import CalibratedModel
+from models.served.reasons import reason_codes, top_reasons
+from models.served.window import WindowModel
 
 # One OpenMP thread per call: a request scores a handful of rows, and on a shared 2-core
 # machine more threads busy-wait against each other (see training.fit.DEFAULT_PARAMS).
@@ -35,34 +31,9 @@ PREDICT_THREADS = 1
 BANDS = ((0.5, "high"), (0.2, "medium"), (0.0, "low"))
 
 
-class ModelUnavailableError(RuntimeError):
-    """No champion of a model is registered."""
-
-
 def band(probability: float) -> str:
     """The band a calibrated probability falls in."""
     return next(name for floor, name in BANDS if probability >= floor)
-
-
-def fast_calibration(calibrator) -> Callable[[np.ndarray], np.ndarray]:
-    """The calibrator as plain numpy: scikit-learn's input checks cost a few hundred
-    microseconds per call, more than the model itself for one row (a test holds the two
-    equal). Isotonic: linear interpolation between the fitted thresholds, clipped at both
-    ends; Platt: a logistic on the logit of the raw probability."""
-    if calibrator.method == "isotonic" and calibrator.isotonic is not None:
-        xs = np.asarray(calibrator.isotonic.X_thresholds_, dtype=np.float64)
-        ys = np.asarray(calibrator.isotonic.y_thresholds_, dtype=np.float64)
-        return lambda raw: np.clip(np.interp(np.asarray(raw, dtype=np.float64), xs, ys), 0, 1)
-    if calibrator.method == "platt" and calibrator.platt is not None:
-        slope = float(calibrator.platt.coef_.ravel()[0])
-        intercept = float(calibrator.platt.intercept_.ravel()[0])
-
-        def platt(raw: np.ndarray) -> np.ndarray:
-            p = np.clip(np.asarray(raw, dtype=np.float64), _EPS, 1 - _EPS)
-            return 1.0 / (1.0 + np.exp(-(slope * np.log(p / (1 - p)) + intercept)))
-
-        return platt
-    return lambda raw: np.asarray(calibrator(raw), dtype=np.float64)
 
 
 @dataclass
@@ -80,17 +51,8 @@ class ServedModel:
     version: str
     aliases: list[str]
     model: CalibratedModel
-    _codes: dict[str, dict[str, int]] = field(init=False, repr=False)
-    _category_index: dict[str, pd.Index] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self._codes = {
-            name: {value: i for i, value in enumerate(values)}
-            for name, values in self.model.layout.categories.items()
-        }
-        self._category_index = {
-            name: pd.Index(values) for name, values in self.model.layout.categories.items()
-        }
         self._calibrate = fast_calibration(self.model.calibrator)
 
     def ref(self):
@@ -105,44 +67,12 @@ class ServedModel:
         return self.model.layout.features
 
     def matrix(self, frame: pd.DataFrame) -> np.ndarray:
-        """Model input matrix of a frame (categories as training codes, NaN when unseen).
-
-        Column-major: each feature is written contiguously (a row-major fill of a million
-        rows took 1.4 s of strided writes, this 0.2 s), and LightGBM predicts from either
-        layout at the same speed.
-        """
-        out = np.empty((len(frame), len(self.features)), dtype=np.float64, order="F")
-        for j, name in enumerate(self.features):
-            column = frame[name]
-            index = self._category_index.get(name)
-            if index is None:
-                if pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column):
-                    out[:, j] = column.to_numpy(dtype=np.float64, na_value=np.nan)
-                else:
-                    out[:, j] = pd.to_numeric(column, errors="coerce").to_numpy(np.float64)
-                continue
-            # Factorise first: a few distinct strings to look up instead of a million.
-            codes, uniques = pd.factorize(column, use_na_sentinel=True)
-            found = index.get_indexer(pd.Index(uniques, dtype=object).astype(str))
-            lookup = np.where(found >= 0, found, np.nan)
-            missing = index.get_indexer([MISSING_CATEGORY])[0]
-            missing_code = float(missing) if missing >= 0 else np.nan
-            out[:, j] = np.where(codes >= 0, lookup[np.maximum(codes, 0)], missing_code)
-        return out
+        """Model input matrix of a frame (`FeatureLayout.matrix`)."""
+        return self.model.layout.matrix(frame)
 
     def matrix_from_records(self, records: Sequence[dict]) -> np.ndarray:
         """Model input matrix of a few rows given as dicts (the per-request path)."""
-        out = np.empty((len(records), len(self.features)), dtype=np.float64)
-        for i, record in enumerate(records):
-            for j, name in enumerate(self.features):
-                value = record.get(name)
-                codes = self._codes.get(name)
-                if codes is not None:
-                    key = MISSING_CATEGORY if value is None else str(value)
-                    out[i, j] = codes.get(key, math.nan)
-                else:
-                    out[i, j] = math.nan if value is None else float(value)
-        return out
+        return self.model.layout.records_matrix(records)
 
     def probability(self, x: np.ndarray) -> np.ndarray:
         """Calibrated probabilities of matrix rows."""
@@ -173,14 +103,14 @@ class ServedModel:
         ]
 
     def reasons_frame(self, contrib: np.ndarray, values: pd.DataFrame, k: int = 3) -> list:
-        """The same reasons for rows of a frame (`training.explain.reason_codes`)."""
+        """The same reasons for rows of a frame (`models.served.reasons.reason_codes`)."""
         frame = pd.DataFrame(contrib, columns=[*self.features, "bias"], index=values.index)
         return reason_codes(frame, values.reindex(columns=list(self.features)), self.model.words, k)
 
 
 @dataclass(frozen=True)
 class ServedWindow:
-    """A registry champion of a time-to-event model (`training.window.WindowModel`).
+    """A registry champion of a time-to-event model (`models.served.window.WindowModel`).
 
     Attributes:
         name: Registered model name.
@@ -199,6 +129,26 @@ class ServedWindow:
         from serving.schemas import ModelRef
 
         return ModelRef(name=self.name, version=self.version)
+
+
+def load_champion(name: str, tracking_uri: str) -> ServedModel:
+    """The registry's `champion` version of a classifier.
+
+    Raises:
+        ModelUnavailableError: The model has no champion.
+    """
+    version, model = registry.load_champion(name, tracking_uri)
+    return ServedModel(name, str(version.version), sorted(version.aliases), model)
+
+
+def load_window_champion(name: str, tracking_uri: str) -> ServedWindow:
+    """The registry's `champion` version of a window model.
+
+    Raises:
+        ModelUnavailableError: The model has no champion.
+    """
+    version, model = registry.load_champion(name, tracking_uri)
+    return ServedWindow(name, str(version.version), sorted(version.aliases), model)
 
 
 # What the churn answer names when the customer never contacted service.
@@ -265,23 +215,6 @@ def driving_contact_reason(
     return [
         CONTACT_REASONS[j] if held[i].any() else NO_CONTACT for i, j in enumerate(best.tolist())
     ]
-
-
-def top_reasons(
-    contrib: np.ndarray, record: dict, features: Sequence[str], words: dict, k: int
-) -> list[Reason]:
-    """The top-k features raising one row's score, as `training.explain.reason_codes`
-    words them with direction "up" (a test holds the two equal): `Reason.of` words both,
-    values formatted for people by the feature's kind (`training.explain._format`)."""
-    order = np.argsort(-contrib[: len(features)], kind="stable")[:k]
-    out = []
-    for j in order:
-        c = float(contrib[j])
-        if c <= 0:
-            break
-        name = features[j]
-        out.append(Reason.of(name, _format(record.get(name), name), c, words))
-    return out
 
 
 def local_date(instant: pd.Timestamp, timezone: str | None) -> date:

@@ -17,11 +17,11 @@ from fastapi import FastAPI
 from starlette.responses import JSONResponse
 
 from aftersale.settings import get_settings
+from models.served.registry import ModelUnavailableError
 from serving import schemas
 from serving.online import StoreUnavailableError
 from serving.outreach import QueueUnavailableError, select_actions
 from serving.runtime import Runtime
-from serving.scoring import ModelUnavailableError
 
 log = logging.getLogger(__name__)
 

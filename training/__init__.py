@@ -1,7 +1,11 @@
-"""The generic training loop, one module per stage.
+"""How any model is trained: one interface, a trainer per kind of model, one run logger.
 
-`split` (time windows) → `fit` (LightGBM) → `calibrate` (isotonic or Platt) → `evaluate`
-(metrics, per segment) → `explain` (SHAP, reason codes) → `register` (MLflow run, registry,
-champion gate); `loop.train(spec, store, settings)` runs them for a `spec.ModelSpec`, and
-`model.CalibratedModel` is the artefact serving loads.
+`trainers.train_model(spec, store, settings, options)` trains a declared model
+(`models.spec.ModelSpec`) with its kind's trainer (`trainers.TRAINERS`): `binary`
+(calibrated classifiers), `policy` (the offer policy, valued off-policy) and `delivery`
+(time-to-event windows). They share the stages: `data` (raw tables, label events,
+point-in-time features) → `split` (time windows) → `fit` (LightGBM) → `calibrate` or
+`conformal` → `evaluate` (metrics, per segment) → `explain` (SHAP) → `record` (one MLflow
+run, registry version and champion gate, through `register`). `oracle` holds the
+simulator's best achievable on a run's test rows, for benchmarks and the demo.
 """

@@ -17,38 +17,12 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import brier_score_loss, log_loss
 from sklearn.model_selection import StratifiedKFold
 
+from models.served.calibration import EPS, Calibrator, logit
+
 log = logging.getLogger(__name__)
 
 METHODS = ("isotonic", "platt")
 CRITERIA = ("brier", "log_loss")
-_EPS = 1e-6
-
-
-def _logit(p: np.ndarray) -> np.ndarray:
-    p = np.clip(np.asarray(p, dtype=np.float64), _EPS, 1 - _EPS)
-    return np.log(p / (1 - p))
-
-
-@dataclass
-class Calibrator:
-    """A fitted map from raw model probability to calibrated probability."""
-
-    method: str
-    isotonic: IsotonicRegression | None = None
-    platt: LogisticRegression | None = None
-
-    def __call__(self, raw: np.ndarray) -> np.ndarray:
-        """Calibrated probabilities of raw scores."""
-        raw = np.asarray(raw, dtype=np.float64)
-        if self.method == "isotonic" and self.isotonic is not None:
-            out = self.isotonic.predict(raw)
-        elif self.method == "platt" and self.platt is not None:
-            out = self.platt.predict_proba(_logit(raw).reshape(-1, 1))[:, 1]
-        elif self.method == "identity":
-            out = raw
-        else:
-            raise ValueError(f"calibrator {self.method!r} is not fitted")
-        return np.clip(out, 0.0, 1.0)
 
 
 def fit_calibrator(
@@ -70,7 +44,7 @@ def fit_calibrator(
         # where LightGBM's own errors are roughly linear. No regularisation: two parameters
         # need none.
         model = LogisticRegression(C=np.inf)
-        model.fit(_logit(raw).reshape(-1, 1), y.astype(int), sample_weight=weight)
+        model.fit(logit(raw).reshape(-1, 1), y.astype(int), sample_weight=weight)
         return Calibrator("platt", platt=model)
     if method == "identity":
         return Calibrator("identity")
@@ -81,7 +55,7 @@ def _loss(criterion: str, y: np.ndarray, p: np.ndarray, weight: np.ndarray | Non
     if criterion == "brier":
         return float(brier_score_loss(y, p, sample_weight=weight))
     if criterion == "log_loss":
-        clipped = np.clip(p, _EPS, 1 - _EPS)
+        clipped = np.clip(p, EPS, 1 - EPS)
         return float(log_loss(y, clipped, labels=[0, 1], sample_weight=weight))
     raise ValueError(f"unknown criterion {criterion!r}; choose from {CRITERIA}")
 

@@ -32,13 +32,12 @@ lines, written out below.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
-ALL_ROWS = "(all)"
+from models.served.window import ALL_ROWS, ConformalOffsets
+
 MIN_GROUP_ROWS = 200
 
 
@@ -82,47 +81,6 @@ def window_scores(
     return np.where(np.isposinf(y_low), np.inf, scores)
 
 
-@dataclass(frozen=True)
-class ConformalOffsets:
-    """Per-group offsets for windows of a stated coverage.
-
-    Attributes:
-        coverage: Stated coverage.
-        offsets: Group → offset; `ALL_ROWS` holds the offset of all calibration rows, used for
-            groups not listed.
-        rows: Group → calibration rows behind its offset.
-    """
-
-    coverage: float
-    offsets: dict[str, float]
-    rows: dict[str, int] = field(default_factory=dict)
-
-    def for_groups(self, groups: pd.Series | np.ndarray | None, n: int) -> np.ndarray:
-        """The offset of each of n rows (all rows' offset where no group is given)."""
-        fallback = self.offsets[ALL_ROWS]
-        if groups is None:
-            return np.full(n, fallback)
-        keys = pd.Series(np.asarray(groups, dtype=object)).astype("string").fillna("")
-        return keys.map(lambda k: self.offsets.get(k, fallback)).to_numpy(dtype=np.float64)
-
-    def to_dict(self) -> dict[str, object]:
-        """JSON-serialisable form (an infinite offset as the string "inf")."""
-        return {
-            "coverage": self.coverage,
-            "offsets": {k: (v if math.isfinite(v) else "inf") for k, v in self.offsets.items()},
-            "rows": dict(self.rows),
-        }
-
-    @staticmethod
-    def from_dict(data: Mapping) -> ConformalOffsets:
-        """Inverse of `to_dict`."""
-        return ConformalOffsets(
-            float(data["coverage"]),
-            {k: float(v) for k, v in data["offsets"].items()},
-            {k: int(v) for k, v in data.get("rows", {}).items()},
-        )
-
-
 def fit_offsets(
     scores: np.ndarray,
     coverage: float,
@@ -152,18 +110,3 @@ def fit_offsets(
                 offsets[str(key)] = conformal_quantile(scores[np.asarray(index)], coverage)
                 rows[str(key)] = len(index)
     return ConformalOffsets(coverage, offsets, rows)
-
-
-def conformalize(
-    lo: np.ndarray, mid: np.ndarray, hi: np.ndarray, offset: np.ndarray | float
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Ordered, calibrated windows: lo − c ≤ mid ≤ hi + c for every row.
-
-    Quantile models fitted apart may cross; the three values are sorted per row first. A
-    negative offset may not pull a bound past the middle, which only widens the window (so
-    never lowers coverage).
-    """
-    stacked = np.sort(np.column_stack([lo, mid, hi]).astype(np.float64), axis=1)
-    lo, mid, hi = stacked[:, 0], stacked[:, 1], stacked[:, 2]
-    offset = np.broadcast_to(np.asarray(offset, dtype=np.float64), lo.shape)
-    return np.minimum(lo - offset, mid), mid, np.maximum(hi + offset, mid)

@@ -1,126 +1,37 @@
 """Explanations: global SHAP summary, dependence plots, and per-row reason codes in words.
 
-Contributions are LightGBM's exact TreeSHAP values (`pred_contrib`), on the log-odds scale of
-the uncalibrated model: calibration is monotone, so it never changes which features push a
-score up. The same `reason_codes` function serves the API's `/explain`, so analysts and
-callers read the same words.
+What a training run logs about its model's explanations: contributions and reason codes
+come from `models.served.reasons`, the functions the service answers with, so analysts
+reading a run and callers reading an answer read the same words.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from features.describe import DESCRIPTIONS, describe, format_value
-from training.fit import FeatureLayout
+from features.describe import DESCRIPTIONS, describe
+from models.served.encoding import FeatureLayout
+from models.served.reasons import Reason, contributions, reason_codes
 
 log = logging.getLogger(__name__)
 
 # Words for the decision-time features of features.build.derived (and the decision's own
 # features), which no Feast view describes: they are computed at request time, not stored.
-# `training.loop.feature_words` starts from them (the Feast descriptions of stored features
+# `training.data.feature_words` starts from them (the Feast descriptions of stored features
 # then replace theirs); reason texts word every feature through `features.describe.describe`.
 TIME_FEATURE_WORDS = dict(DESCRIPTIONS)
 SUMMARY_ROWS = 2000
 DEPENDENCE_TOP = 3
 
 
-def contributions(
-    booster, layout: FeatureLayout, data: pd.DataFrame, num_iteration: int | None = None
-) -> pd.DataFrame:
-    """Per-row SHAP contributions (log-odds), one column per feature plus `bias`.
-
-    Args:
-        booster: The fitted LightGBM booster.
-        layout: Its feature layout.
-        data: Rows holding the feature columns.
-        num_iteration: Trees to use (the best iteration).
-    """
-    values = booster.predict(layout.frame(data), num_iteration=num_iteration, pred_contrib=True)
-    return pd.DataFrame(values, columns=[*layout.features, "bias"], index=data.index)
-
-
 def global_importance(contrib: pd.DataFrame) -> pd.Series:
     """Mean |contribution| per feature, largest first."""
     return contrib.drop(columns="bias").abs().mean().sort_values(ascending=False)
-
-
-def _format(value: object, name: str = "") -> str:
-    """A feature's value for people, formatted by the feature's kind
-    (`features.describe.format_value`: percentages, money, durations, counts, dates)."""
-    return format_value(name, value)
-
-
-@dataclass(frozen=True)
-class Reason:
-    """One reason code: which feature, its value, how much it moved the score, in words."""
-
-    feature: str
-    value: str
-    contribution: float
-    text: str
-
-    @classmethod
-    def of(cls, feature: str, shown: str, contribution: float, words: dict[str, str]) -> Reason:
-        """The reason "<description>: <value> (raises|lowers the score)", from the value as
-        `_format` shows it; the one wording of `reason_codes` and the service's reasons.
-
-        Args:
-            feature: The feature's name (kept raw: callers key on it).
-            shown: Its value as `_format(value, feature)` gives it.
-            contribution: Its contribution to the score.
-            words: The model's feature descriptions (`features.describe.describe` fills
-                and overrides them).
-        """
-        effect = "raises" if contribution > 0 else "lowers"
-        text = f"{describe(feature, words)}: {shown} ({effect} the score)"
-        return cls(feature, shown, contribution, text)
-
-
-def reason_codes(
-    contrib: pd.DataFrame,
-    data: pd.DataFrame,
-    words: dict[str, str],
-    k: int = 3,
-    direction: str = "up",
-) -> list[list[Reason]]:
-    """The top-k features behind each row's score.
-
-    Args:
-        contrib: Contributions from `contributions` (rows aligned with `data`).
-        data: The rows' feature values (as the caller knows them, before encoding).
-        words: Feature → description (`features.describe.describe` overrides and fills
-            it; never the raw name).
-        k: Reasons per row.
-        direction: "up" (features raising the score, largest first; a row may get fewer
-            than k) or "abs" (largest effect either way).
-
-    Returns:
-        For each row, its reasons.
-    """
-    if direction not in ("up", "abs"):
-        raise ValueError(f"direction must be 'up' or 'abs', got {direction!r}")
-    features = [c for c in contrib.columns if c != "bias"]
-    values = contrib[features].to_numpy()
-    keyed = np.abs(values) if direction == "abs" else values
-    order = np.argsort(-keyed, axis=1, kind="stable")[:, :k]
-    out = []
-    raw = data[features]
-    for i in range(len(values)):
-        row = []
-        for j in order[i]:
-            c = float(values[i, j])
-            if direction == "up" and c <= 0:
-                break
-            name = features[j]
-            row.append(Reason.of(name, _format(raw.iat[i, j], name), c, words))
-        out.append(row)
-    return out
 
 
 def reason_table(reasons: list[list[Reason]], index: pd.Index) -> pd.DataFrame:
@@ -135,14 +46,6 @@ def reason_table(reasons: list[list[Reason]], index: pd.Index) -> pd.DataFrame:
     )
 
 
-def _numeric(layout: FeatureLayout, data: pd.DataFrame) -> pd.DataFrame:
-    """Feature values as numbers for colouring plots (categoricals by code)."""
-    encoded = layout.frame(data)
-    for name in layout.categorical:
-        encoded[name] = encoded[name].cat.codes.replace(-1, np.nan).astype(np.float64)
-    return encoded
-
-
 def summary_plot(contrib: pd.DataFrame, layout: FeatureLayout, data: pd.DataFrame) -> Figure:
     """SHAP beeswarm of the rows: every feature's contribution, coloured by its value."""
     import shap
@@ -151,7 +54,7 @@ def summary_plot(contrib: pd.DataFrame, layout: FeatureLayout, data: pd.DataFram
     explanation = shap.Explanation(
         values=contrib[features].to_numpy(),
         base_values=contrib["bias"].to_numpy(),
-        data=_numeric(layout, data).to_numpy(),
+        data=layout.matrix(data),
         feature_names=features,
     )
     # Drawn on a Figure of our own, not pyplot's global state: nothing to close, any backend.
@@ -169,12 +72,12 @@ def dependence_plot(
     axes = figure.subplots()
     y = contrib[feature].to_numpy()
     if feature in layout.categories:
-        encoded = layout.frame(data)[feature]
-        codes = encoded.cat.codes.to_numpy()
+        codes = layout.column(feature, data[feature])
         jitter = np.random.default_rng(0).uniform(-0.2, 0.2, len(codes))
         axes.scatter(codes + jitter, y, s=4, alpha=0.4)
-        used = sorted(set(codes) - {-1})
-        axes.set_xticks(used, [encoded.cat.categories[c] for c in used], rotation=45, ha="right")
+        used = sorted({int(c) for c in codes[~np.isnan(codes)]})
+        labels = layout.category_labels(feature, np.array(used, dtype=np.float64))
+        axes.set_xticks(used, list(labels), rotation=45, ha="right")
     else:
         x = pd.to_numeric(data[feature], errors="coerce").to_numpy(dtype=np.float64)
         axes.scatter(x, y, s=4, alpha=0.4)

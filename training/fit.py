@@ -1,20 +1,21 @@
 """Fit LightGBM with early stopping on the validation window.
 
-Categorical features go to LightGBM natively as pandas `category` columns whose categories
-are fixed from the training window: the same string always maps to the same code at
-validation, test and serving time, and a value never seen in training becomes missing
-instead of silently taking another category's code.
+Categorical features go to LightGBM natively, as the codes of categories fixed from the
+training window (`models.served.encoding.FeatureLayout`): the model is fitted on the same
+matrix encoding that serving and batch scoring feed it.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
+
+from models.served.encoding import MISSING_CATEGORY, FeatureLayout
 
 log = logging.getLogger(__name__)
 
@@ -40,56 +41,6 @@ DEFAULT_PARAMS: dict[str, object] = {
 }
 DEFAULT_ROUNDS = 2000
 DEFAULT_EARLY_STOPPING = 50
-MISSING_CATEGORY = "(missing)"
-
-
-@dataclass(frozen=True)
-class FeatureLayout:
-    """The model's input columns, their order, and the categories of categorical ones."""
-
-    features: tuple[str, ...]
-    categories: dict[str, tuple[str, ...]] = field(default_factory=dict)
-
-    @property
-    def categorical(self) -> tuple[str, ...]:
-        """Categorical feature names, in feature order."""
-        return tuple(f for f in self.features if f in self.categories)
-
-    def frame(self, data: pd.DataFrame) -> pd.DataFrame:
-        """The model's input frame: numeric columns as float64, categoricals with the fixed
-        categories (unseen values become missing).
-
-        Raises:
-            KeyError: A feature column is absent from `data`.
-        """
-        missing = [f for f in self.features if f not in data.columns]
-        if missing:
-            raise KeyError(f"input lacks feature columns {missing}")
-        columns = {}
-        for name in self.features:
-            values = data[name]
-            if name in self.categories:
-                columns[name] = pd.Categorical(
-                    values.astype("string").fillna(MISSING_CATEGORY).astype(object),
-                    categories=list(self.categories[name]),
-                )
-            else:
-                columns[name] = pd.to_numeric(values, errors="coerce").astype(np.float64)
-        return pd.DataFrame(columns, index=data.index)
-
-    def to_dict(self) -> dict[str, object]:
-        """JSON-serialisable form."""
-        return {
-            "features": list(self.features),
-            "categories": {k: list(v) for k, v in self.categories.items()},
-        }
-
-    @staticmethod
-    def from_dict(data: dict) -> FeatureLayout:
-        """Inverse of `to_dict`."""
-        return FeatureLayout(
-            tuple(data["features"]), {k: tuple(v) for k, v in data["categories"].items()}
-        )
 
 
 def layout_from_train(
@@ -120,7 +71,7 @@ class FitResult:
 
     def raw_score(self, data: pd.DataFrame) -> np.ndarray:
         """Uncalibrated probability of each row."""
-        return self.booster.predict(self.layout.frame(data), num_iteration=self.best_iteration)
+        return self.booster.predict(self.layout.matrix(data), num_iteration=self.best_iteration)
 
 
 def fit_lightgbm(
@@ -151,20 +102,23 @@ def fit_lightgbm(
     merged = {**DEFAULT_PARAMS, **(params or {})}
     merged.setdefault("metric", "binary_logloss")
     started = time.perf_counter()
-    categorical = list(layout.categorical)
+    categorical = layout.categorical_indices
+    names = list(layout.features)
     train_set = lgb.Dataset(
-        layout.frame(train),
+        layout.matrix(train),
         label=train[label].to_numpy(dtype=np.float64),
         weight=train[weight].to_numpy(dtype=np.float64) if weight else None,
-        categorical_feature=categorical or "auto",
+        feature_name=names,
+        categorical_feature=categorical,
         free_raw_data=True,
     )
     valid_set = lgb.Dataset(
-        layout.frame(valid),
+        layout.matrix(valid),
         label=valid[label].to_numpy(dtype=np.float64),
         weight=valid[weight].to_numpy(dtype=np.float64) if weight else None,
         reference=train_set,
-        categorical_feature=categorical or "auto",
+        feature_name=names,
+        categorical_feature=categorical,
     )
     callbacks = [lgb.log_evaluation(period=0)]
     if early_stopping_rounds > 0:

@@ -7,9 +7,9 @@
     when its DR value beats the champion's on the same test decisions
 
 The model is a binary classifier (p(accept | customer, context, action)) and is stored like
-the others (`training.model.CalibratedModel`); the policy is "score every allowed candidate,
-take the highest p × value, showing nothing when no offer is worth more", which
-`models.next_best_offer.ranked_offers` defines for training and the service alike.
+the others (`models.served.classifier.CalibratedModel`); the policy is "score every allowed
+candidate, take the highest p × value, showing nothing when no offer is worth more", which
+`models.policies.offers.ranked_offers` defines for training and the service alike.
 """
 
 from __future__ import annotations
@@ -29,32 +29,19 @@ from feast import FeatureStore
 from aftersale.settings import Settings
 from features.store.retrieval import feature_names, historical_features
 from models import next_best_offer as nbo
+from models.policies import offers as offer_policy
+from models.served.classifier import CalibratedModel
+from models.spec import EVENT_TIME, LABEL, LABEL_KNOWN, ModelSpec
 from training.calibrate import choose_calibrator
-from training.entry import OracleComparison
+from training.data import feature_files, feature_words, load_raw_tables, sample_entities
 from training.evaluate import binary_metrics, reliability_plot
 from training.explain import write_explanations
 from training.fit import fit_lightgbm, layout_from_train
-from training.loop import (
-    TrainResult,
-    feature_files,
-    feature_words,
-    load_raw_tables,
-    sample_entities,
-)
-from training.model import CalibratedModel
 from training.offpolicy import PolicyValue, evaluate_policy, uniform
-from training.register import (
-    data_version,
-    default_artifact_root,
-    default_tracking_uri,
-    log_run,
-    promote,
-    record_promotion,
-    tag_version,
-    tracking,
-)
-from training.spec import EVENT_TIME, LABEL, LABEL_KNOWN
+from training.record import PromotionRule, RunRecord, log_and_register
+from training.register import data_version
 from training.split import time_split
+from training.trainer import TrainOptions, TrainResult
 
 log = logging.getLogger(__name__)
 
@@ -84,12 +71,14 @@ def returned_before(tables: Mapping[str, pa.Table], frame: pd.DataFrame) -> np.n
     return ~pd.isna(when) & (when < at)
 
 
-def _features(store: FeatureStore, frame: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
-    service = store.get_feature_service(nbo.SPEC.feature_service)
+def _features(
+    spec: ModelSpec, store: FeatureStore, frame: pd.DataFrame
+) -> tuple[pd.DataFrame, list[str]]:
+    service = store.get_feature_service(spec.feature_service)
     retrieved = historical_features(store, frame, service)
     out = nbo.decision_features(retrieved, retrieved[EVENT_TIME])
-    names = [n for n in feature_names(store, service) if n not in nbo.SPEC.exclude]
-    return out, [*nbo.DECISION_COLUMNS, *names, *nbo.SPEC.derived]
+    names = [n for n in feature_names(store, service) if n not in spec.exclude]
+    return out, [*nbo.DECISION_COLUMNS, *names, *spec.derived]
 
 
 def _policy_table(values: dict[str, PolicyValue], on_policy: tuple[float, float]) -> pd.DataFrame:
@@ -116,33 +105,30 @@ def _policy_table(values: dict[str, PolicyValue], on_policy: tuple[float, float]
 
 
 def train_policy(
+    spec: ModelSpec,
     store: FeatureStore,
     settings: Settings,
-    *,
-    tables: Mapping[str, pa.Table] | None = None,
-    tracking_uri: str | None = None,
-    register: bool = True,
-    explain_rows: int = 2000,
+    options: TrainOptions | None = None,
 ) -> TrainResult:
     """Train the next-best-offer acceptance model and value its policy off-policy.
 
     Args:
+        spec: The model (`models.next_best_offer.SPEC`).
         store: The Feast store to read point-in-time features from.
         settings: Data folder and the rest of the configuration.
-        tables: Raw tables; by default the current published raw version's.
-        tracking_uri: MLflow URI (default: the settings', else SQLite under the data folder).
-        register: Log to MLflow and register (False: train and evaluate only).
-        explain_rows: Test rows explained with SHAP.
+        options: Tables, tracking store, registration and test window of the run.
 
     Returns:
         Metrics (acceptance and policy values), the baseline's (popularity policy), the
         test candidates with each policy's choice in `scores`, and the model.
     """
-    spec = nbo.SPEC
+    options = options or TrainOptions()
+    spec = spec.with_test_fraction(options.test_fraction)
+    tables = options.tables
     seconds: dict[str, float] = {}
     started = time.perf_counter()
     if tables is None:
-        tables = load_raw_tables(settings, spec.raw_tables)
+        tables = load_raw_tables(settings, spec.raw_tables, spec.optional_tables)
     catalogue = nbo.Catalogue.of(tables)
     events = nbo.label_events(dict(tables))
     events = sample_entities(events, ["customer_id"], spec.max_events).reset_index(drop=True)
@@ -170,9 +156,9 @@ def train_policy(
     cand["value"] = catalogue.value(cand["category"], cand["discount"].to_numpy())
 
     clock = time.perf_counter()
-    logged_frame, features = _features(store, events.drop(index=test_idx))
-    logged_test, _ = _features(store, test)
-    cand, _ = _features(store, cand)
+    logged_frame, features = _features(spec, store, events.drop(index=test_idx))
+    logged_test, _ = _features(spec, store, test)
+    cand, _ = _features(spec, store, cand)
     seconds["retrieval"] = time.perf_counter() - clock
     seconds["features"] = time.perf_counter() - started
     # The logging policy shows each customer's favourite category most: weighting each
@@ -218,14 +204,14 @@ def train_policy(
     p_hat = model.predict_proba(cand).reshape(n, n_actions)
     values = cand["value"].to_numpy().reshape(n, n_actions)
     q_hat = p_hat * values
-    allowed = nbo.allowed_actions(cand, n, n_actions)
+    allowed = offer_policy.allowed_actions(cand, n, n_actions)
     offer = (cand["offer_type"].to_numpy() != nbo.NONE).reshape(n, n_actions)
-    ranking = nbo.best_sellers(tables, split.validation.start)
+    ranking = offer_policy.best_sellers(tables, split.validation.start)
     policies = {
-        # The served policy itself: the service answers `nbo.ranked_offers`, whose first
+        # The served policy itself: the service answers `offer_policy.ranked_offers`, whose first
         # choice this is.
-        "model": nbo.choose(q_hat, allowed, ~offer),
-        "popularity": nbo.popularity_policy(cand, allowed, ranking, n, n_actions),
+        "model": offer_policy.choose(q_hat, allowed, ~offer),
+        "popularity": offer_policy.popularity_policy(cand, allowed, ranking, n, n_actions),
         "random": uniform(allowed & offer),
     }
     reward = test["reward"].to_numpy(np.float64)
@@ -294,9 +280,6 @@ def train_policy(
     )
     result = TrainResult(
         name=spec.name,
-        run_id=None,
-        version=None,
-        promotion=None,
         primary_metric="policy_value_dr",
         metrics=metrics,
         baseline_metrics=baseline_metrics,
@@ -311,11 +294,12 @@ def train_policy(
         model=model,
         seconds=seconds,
     )
-    if register:
-        _log_and_register(
+    if options.register:
+        result = _log_and_register(
+            spec,
             result,
             settings,
-            tracking_uri,
+            options.tracking_uri,
             fitted,
             logged_test,
             valid_rows,
@@ -325,7 +309,7 @@ def train_policy(
             actions,
             catalogue,
             _policy_table(valued, on_policy),
-            explain_rows,
+            options.explain_rows,
             versions,
         )
     seconds["total"] = time.perf_counter() - started
@@ -334,6 +318,7 @@ def train_policy(
 
 
 def _log_and_register(
+    spec: ModelSpec,
     result: TrainResult,
     settings: Settings,
     tracking_uri: str | None,
@@ -348,15 +333,9 @@ def _log_and_register(
     policy_table: pd.DataFrame,
     explain_rows: int,
     versions: dict[str, str],
-) -> None:
-    spec = nbo.SPEC
+) -> TrainResult:
     model = result.model
     n, n_actions = len(test), len(actions)
-    configured = getattr(settings, "mlflow_tracking_uri", None)
-    uri = tracking_uri or configured or default_tracking_uri(settings)
-    artifact_root = default_artifact_root(settings) if uri.startswith("sqlite:") else None
-    if artifact_root is not None:
-        artifact_root.mkdir(parents=True, exist_ok=True)
     clock = time.perf_counter()
     with tempfile.TemporaryDirectory() as scratch:
         out = Path(scratch)
@@ -380,11 +359,7 @@ def _log_and_register(
             model.raw_score(logged_test),
             title=f"{spec.name} acceptance, test window",
         ).savefig(reliability, dpi=110)
-        described = [{"name": f, "description": model.words.get(f, "")} for f in result.features]
-        (out / "features.json").write_text(json.dumps(described, indent=2))
-        (out / "split.json").write_text(json.dumps(result.split, indent=2, default=str))
         files = {
-            "data": [out / "features.json", out / "split.json"],
             "evaluation": [out / "policy_values.csv", reliability],
             "policy": [out / "policy.json"],
             "explain": list(explained.values()),
@@ -393,95 +368,34 @@ def _log_and_register(
         metrics |= {f"test_baseline_{k}": v for k, v in result.baseline_metrics.items()}
         metrics |= {f"validation_{k}": v for k, v in result.validation_metrics.items()}
         metrics["best_iteration"] = float(model.best_iteration)
-        params = {
-            **{f"lgbm_{k}": v for k, v in fitted.params.items()},
-            "feature_service": spec.feature_service,
-            "features": ",".join(result.features),
-            "n_features": len(result.features),
-            "categorical": ",".join(spec.categorical),
-            "calibration": result.calibration["method"],
-            "actions": n_actions,
-            "primary_metric": "policy_value_dr",
-            **result.split,
-            "data_version": result.data_version,
-        }
-        tags = {
-            "model": spec.name,
-            "entity": ",".join(spec.entity),
-            "decision_time": spec.decision_time,
-            "data_version": result.data_version,
-        }
         reward = test["reward"].to_numpy(np.float64)
         propensity = test["propensity"].to_numpy(np.float64)
         values = cand["value"].to_numpy().reshape(n, n_actions)
-        allowed = nbo.allowed_actions(cand, n, n_actions)
+        allowed = offer_policy.allowed_actions(cand, n, n_actions)
         none = (cand["offer_type"].to_numpy() == nbo.NONE).reshape(n, n_actions)
 
         def champion_value(scores: np.ndarray) -> float:
             # The champion's own policy and outcome model, on the same decisions.
             q = np.asarray(scores, dtype=np.float64).reshape(n, n_actions) * values
-            target = nbo.choose(q, allowed, none)
+            target = offer_policy.choose(q, allowed, none)
             return evaluate_policy(target, logged, propensity, reward, q).dr
 
-        with tracking(uri):
-            run_id, info = log_run(
-                experiment=spec.name,
-                artifact_root=artifact_root,
-                run_name=f"{spec.name}-{result.data_version[:8]}",
-                params=params,
-                metrics=metrics,
-                tags=tags,
-                artifacts=files,
-                model=model,
-                input_example=logged_test.head(5),
-                signature_rows=pd.concat([valid_rows, logged_test]).head(2000),
-                registered_name=spec.name,
-            )
-            version = str(info.registered_model_version)
-            value = result.metrics["policy_value_dr"]
-            promotion = promote(
-                spec.name,
-                version,
-                "policy_value_dr",
-                value,
-                cand,
-                None,
-                spec.capacity,
-                champion_metric=champion_value,
-                higher_is_better=True,
-            )
-            tag_version(
-                spec.name,
-                version,
-                {
-                    "data_version": result.data_version,
-                    "test_policy_value_dr": f"{value:.6f}",
-                    "promotion": promotion.reason,
-                },
-            )
-            record_promotion(run_id, promotion)
-    result.run_id, result.version, result.promotion = run_id, version, promotion
+        record = RunRecord(
+            spec=spec,
+            result=result,
+            params={
+                **{f"lgbm_{k}": v for k, v in fitted.params.items()},
+                "calibration": result.calibration["method"],
+                "actions": n_actions,
+            },
+            metrics=metrics,
+            files=files,
+            words=model.words,
+            digests=versions,
+            input_example=logged_test,
+            signature_rows=pd.concat([valid_rows, logged_test]),
+            promotion=PromotionRule(cand, capacity=spec.capacity, champion_metric=champion_value),
+        )
+        result = log_and_register(record, settings, out, tracking_uri)
     result.seconds["log"] = time.perf_counter() - clock
-
-
-def oracle(result: TrainResult, truth_dir: Path) -> OracleComparison:
-    """True value per decision of the model's policy, the popularity policy and the best
-    allowed action (the oracle), from the simulator's acceptance mechanism."""
-    scores = result.scores
-    n = int(scores["decision"].max()) + 1
-    a = len(scores) // n
-    true_q = nbo.true_accept(scores, truth_dir) * scores["value"].to_numpy()
-    true_q = np.nan_to_num(true_q.reshape(n, a), nan=-np.inf)
-    allowed = scores["allowed"].to_numpy().reshape(n, a)
-    best = np.where(allowed, true_q, -np.inf).max(axis=1)
-    finite = np.where(np.isfinite(true_q), true_q, 0.0)
-
-    def value_of(column: str) -> float:
-        return float((scores[column].to_numpy().reshape(n, a) * finite).sum(axis=1).mean())
-
-    return OracleComparison(
-        rows=n,
-        model=value_of("model_policy"),
-        baseline=value_of("popularity_policy"),
-        oracle=float(best.mean()),
-    )
+    return result

@@ -6,19 +6,18 @@ one name per model: each new version gets the alias `challenger` and takes `cham
 when its primary test metric beats the current champion's, measured on the same test rows
 (the champion is loaded and scored here, not compared by numbers from another window).
 
-The tracking URI is passed in and set only for the duration of a call: nothing in this
-module touches MLflow's global state on import, and the previous URIs are restored after.
+Calls run inside `models.served.registry.tracking(uri)`, which points MLflow at a store for
+the block only: nothing here touches MLflow's global state on import.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
 import math
 import tempfile
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -29,15 +28,12 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from aftersale.settings import Settings
+from models.served.classifier import PYFUNC_CODE, CalibratedModel, PyfuncModel
+from models.served.registry import CHALLENGER, CHAMPION, MODEL_ARTIFACT
 from training.evaluate import binary_metrics
-from training.model import CalibratedModel
 
 log = logging.getLogger(__name__)
 
-CHAMPION = "champion"
-CHALLENGER = "challenger"
-MODEL_ARTIFACT = "model"
 HIGHER_IS_BETTER = {
     "roc_auc": True,
     "pr_auc": True,
@@ -51,32 +47,6 @@ HIGHER_IS_BETTER = {
 }
 # What the logged model needs at load time besides this project's own code.
 _REQUIREMENTS = ("lightgbm", "scikit-learn", "pandas", "numpy", "mlflow")
-
-
-def default_tracking_uri(settings: Settings) -> str:
-    """SQLite tracking and registry store under the data folder."""
-    path = (settings.data_dir / "mlflow" / "mlflow.db").resolve()
-    return f"sqlite:///{path}"
-
-
-def default_artifact_root(settings: Settings) -> Path:
-    """Local artifact folder under the data folder (used with the default SQLite store)."""
-    return (settings.data_dir / "mlflow" / "artifacts").resolve()
-
-
-@contextlib.contextmanager
-def tracking(uri: str) -> Iterator[None]:
-    """Point MLflow's fluent API at `uri` (tracking and registry) for the block only."""
-
-    before_tracking = mlflow.get_tracking_uri()
-    before_registry = mlflow.get_registry_uri()
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    try:
-        yield
-    finally:
-        mlflow.set_tracking_uri(before_tracking)
-        mlflow.set_registry_uri(before_registry)
 
 
 class _HashSink:
@@ -139,18 +109,6 @@ def data_version(tables: Mapping[str, pa.Table], files: Mapping[str, Path]) -> d
     return {"data_version": combined, **parts}
 
 
-class PyfuncModel(mlflow.pyfunc.PythonModel):
-    """MLflow pyfunc wrapper of a `CalibratedModel` saved as plain files."""
-
-    def load_context(self, context) -> None:
-        """Load booster, calibrator and layout from the logged artifacts."""
-        self.model = CalibratedModel.load(Path(context.artifacts["model_dir"]))
-
-    def predict(self, context, model_input: pd.DataFrame, params=None) -> np.ndarray:
-        """Calibrated probabilities of the rows."""
-        return self.model.predict_proba(model_input)
-
-
 def pip_requirements() -> list[str]:
     """Pinned versions of the libraries the logged model loads with."""
     return [f"{name}=={metadata.version(name)}" for name in _REQUIREMENTS]
@@ -195,7 +153,7 @@ def log_run(
     input_example: pd.DataFrame,
     signature_rows: pd.DataFrame,
     registered_name: str | None,
-    python_model: mlflow.pyfunc.PythonModel | None = None,
+    python_model: Path = PYFUNC_CODE,
 ):
     """Log one run and (optionally) register its model; call inside `tracking(uri)`.
 
@@ -212,9 +170,10 @@ def log_run(
         signature_rows: Input rows to infer the signature from (more rows: truer optional
             columns).
         registered_name: Register the model under this name; None to skip.
-        python_model: The pyfunc wrapper that loads `model` from its saved folder (default:
-            `PyfuncModel`, for a `CalibratedModel`). A model with a `signature_output(rows)`
-            method declares its output by it instead of `predict_proba`.
+        python_model: The code file that builds the pyfunc wrapper loading `model` from its
+            saved folder (MLflow's models from code; default: `PyfuncModel`'s, for a
+            `CalibratedModel`). A model with a `signature_output(rows)` method declares its
+            output by it instead of `predict_proba`.
 
     Returns:
         (run id, ModelInfo of the logged model).
@@ -236,14 +195,34 @@ def log_run(
             model_dir = model.save(Path(scratch) / "calibrated_model")
             info = mlflow.pyfunc.log_model(
                 name=MODEL_ARTIFACT,
-                python_model=python_model or PyfuncModel(),
+                python_model=str(python_model),
                 artifacts={"model_dir": str(model_dir)},
                 signature=signature,
                 input_example=model.input_frame(input_example),
                 pip_requirements=pip_requirements(),
-                registered_model_name=registered_name,
             )
+    if registered_name is not None:
+        info.registered_model_version = register_version(client, registered_name, info)
     return run.info.run_id, info
+
+
+def register_version(client, name: str, info) -> int:
+    """A new registry version of `name` (the registered model created when missing) for a
+    logged model. Through the client: the fluent `log_model(registered_model_name=...)`
+    prints its progress to the console, past any logging set-up."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import ALREADY_EXISTS, RESOURCE_ALREADY_EXISTS, ErrorCode
+
+    try:
+        client.create_registered_model(name)
+    except MlflowException as error:
+        exists = (ErrorCode.Name(RESOURCE_ALREADY_EXISTS), ErrorCode.Name(ALREADY_EXISTS))
+        if error.error_code not in exists:
+            raise
+    version = client.create_model_version(
+        name, info.model_uri, run_id=info.run_id, model_id=info.model_id
+    )
+    return int(version.version)
 
 
 def champion_version(client, name: str) -> str | None:

@@ -7,8 +7,9 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from training.entry import ModelEntry
-from training.loop import TrainResult
+from models.spec import ModelSpec
+from training.oracle import ORACLES
+from training.trainer import TrainResult
 
 TRUTH_FOLDER = "_truth"
 
@@ -58,19 +59,20 @@ def test_decisions(scores) -> int:
     return int(scores["decision"].nunique()) if "decision" in scores else len(scores)
 
 
-def summarize(entry: ModelEntry, result: TrainResult, raw_folder: Path | None) -> ModelSummary:
+def summarize(spec: ModelSpec, result: TrainResult, raw_folder: Path | None) -> ModelSummary:
     """Summarise a run; the oracle is scored when `raw_folder` holds the simulator's truth."""
     truth = raw_folder / TRUTH_FOLDER if raw_folder is not None else None
     comparison = None
-    if entry.oracle is not None and truth is not None and truth.is_dir():
-        comparison = entry.oracle(result, truth)
+    oracle = ORACLES.get(spec.name)
+    if oracle is not None and truth is not None and truth.is_dir():
+        comparison = oracle(result, truth)
     promotion = result.promotion
     champion = None
     if promotion is not None:
         champion = result.version if promotion.promoted else promotion.champion_version
     return ModelSummary(
         name=result.name,
-        metric=entry.metric,
+        metric=spec.metric_label,
         value=float(result.metrics[result.primary_metric]),
         baseline=float(result.baseline_metrics.get(result.primary_metric, math.nan)),
         oracle=comparison.oracle if comparison else None,

@@ -20,48 +20,12 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from features.instants import utc_instant
+from models.spec import SplitConfig, SplitError
+
 log = logging.getLogger(__name__)
 
 WINDOWS = ("train", "validation", "test")
-
-
-class SplitError(ValueError):
-    """The windows overlap, are out of order, or one of them holds no rows (or, for a
-    classifier, labels of one class only)."""
-
-
-@dataclass(frozen=True)
-class SplitConfig:
-    """How to cut the label events into windows.
-
-    Attributes:
-        fractions: Shares of rows for train, validation and test, in time order; they are
-            normalised, so (3, 1, 1) works as well as (0.6, 0.2, 0.2).
-        purge: Drop rows of train (validation) whose label is known only at or after the
-            validation (test) window starts; needs a label-known column.
-        boundaries: Explicit window starts (validation start, test start); overrides
-            `fractions` when given.
-    """
-
-    fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)
-    purge: bool = True
-    boundaries: tuple[pd.Timestamp, pd.Timestamp] | None = None
-
-    def with_test_fraction(self, test: float) -> SplitConfig:
-        """The same split with the last `test` share of rows as the test window; validation
-        keeps its share of what comes before.
-
-        Raises:
-            SplitError: `test` is not strictly between 0 and 1.
-        """
-        if not 0.0 < test < 1.0:
-            raise SplitError(f"the test fraction must lie strictly between 0 and 1, got {test}")
-        train, validation, _ = (float(f) for f in self.fractions)
-        earlier = 1.0 - test
-        share = validation / (train + validation)
-        return SplitConfig(
-            fractions=(earlier * (1.0 - share), earlier * share, test), purge=self.purge
-        )
 
 
 @dataclass(frozen=True)
@@ -177,8 +141,7 @@ def time_split(
         raise SplitError("no label events to split")
     times = pd.to_datetime(frame[time_col], utc=True)
     if config.boundaries is not None:
-        cuts = [pd.Timestamp(b) for b in config.boundaries]
-        cuts = [c.tz_localize("UTC") if c.tzinfo is None else c for c in cuts]
+        cuts = [utc_instant(b) for b in config.boundaries]
         if not cuts[0] < cuts[1]:
             raise SplitError(
                 f"the validation window must start before the test window: {cuts[0]} >= {cuts[1]}"

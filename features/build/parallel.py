@@ -27,7 +27,6 @@ from features.build import customers as customer_build
 from features.build.tables import (
     BUILDERS,
     ROW_GROUP_ROWS,
-    SCHEDULED_COLUMNS,
     conform,
     part_name,
     view_arrow_schema,
@@ -36,6 +35,7 @@ from features.build.tables import (
 )
 from features.contract.io import read_validated
 from features.contract.schema import CONTRACT
+from features.instants import SCHEDULED_COLUMNS, utc_instant
 from features.repo import feature_views
 
 log = logging.getLogger(__name__)
@@ -102,9 +102,7 @@ def watermark_of(raw: Path, *, happened: bool = False) -> pd.Timestamp:
             for group in range(meta.num_row_groups):
                 stats = meta.row_group(group).column(columns[column.name]).statistics
                 if stats is not None and stats.has_min_max:
-                    value = pd.Timestamp(stats.max)
-                    utc = value.tz_localize("UTC") if value.tzinfo is None else value
-                    latest.append(utc.tz_convert("UTC"))
+                    latest.append(utc_instant(stats.max))
     return max(latest)
 
 

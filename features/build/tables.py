@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from feast import FeatureView
 from feast.types import Bool, Float64, Int64, String
@@ -24,6 +23,7 @@ from features import versioned
 from features.build.customers import customer_feature_chunks
 from features.build.offers import customer_category_features, order_features
 from features.build.shipments import shipment_feature_chunks
+from features.instants import watermark
 from features.repo import feature_views, join_keys
 
 log = logging.getLogger(__name__)
@@ -85,31 +85,6 @@ def conform(built: pa.Table, view: FeatureView, created: pd.Timestamp) -> pa.Tab
         else:
             arrays.append(pa.nulls(n, field.type))
     return pa.Table.from_arrays(arrays, schema=schema)
-
-
-# Instants a row schedules rather than records: a promise or a due date lies ahead of the
-# data by nature, so it says nothing of how far the data reaches.
-SCHEDULED_COLUMNS = frozenset({("shipments", "promised_ts"), ("invoices", "due_date")})
-
-
-def watermark(tables: dict[str, pa.Table], *, happened: bool = False) -> pd.Timestamp:
-    """The latest instant in the raw tables: how far the data reaches.
-
-    Args:
-        tables: Raw contract tables.
-        happened: Only instants of things that happened (leave out `SCHEDULED_COLUMNS`):
-            the data's end, the instant decisions on the current data are made at.
-    """
-    latest = []
-    for name, table in tables.items():
-        for field in table.schema:
-            if happened and (name, field.name) in SCHEDULED_COLUMNS:
-                continue
-            if pa.types.is_timestamp(field.type):
-                value = pc.max(table.column(field.name)).as_py()
-                if value is not None:
-                    latest.append(pd.Timestamp(value))
-    return max(latest)
 
 
 def build_feature_tables(

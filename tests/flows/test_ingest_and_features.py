@@ -17,7 +17,7 @@ from features.store.config import feature_store
 from flows.build_features import build_features
 from flows.ingest import check_contract, ingest
 from flows.train import train
-from training.register import CHAMPION, default_tracking_uri, tracking
+from models.served.registry import CHAMPION, tracking
 
 pytestmark = pytest.mark.slow
 
@@ -133,7 +133,7 @@ def test_train_flow_registers_a_champion_in_the_default_store(first_build) -> No
     assert 0.5 < summary.value <= 1.0
     # A folder source carries no simulator truth: no oracle to report.
     assert summary.oracle is None
-    with tracking(default_tracking_uri(settings)):
+    with tracking(settings.tracking_uri):
         version = MlflowClient().get_model_version_by_alias("churn", CHAMPION)
     assert str(version.version) == "1"
     assert version.run_id == summary.run_id

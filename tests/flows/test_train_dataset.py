@@ -34,8 +34,9 @@ def test_train_data_uses_its_own_folder(data_dir: Path, sim_dir: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "delay_risk" in result.output
     assert "latest 30%" in result.output
-    # Everything went to datasets/<name>: no raw, features, Feast or MLflow of the default.
-    assert sorted(p.name for p in data_dir.iterdir()) == ["datasets", "keep.txt"]
+    # Everything went to datasets/<name>: no raw, features, Feast or MLflow of the default;
+    # only the command's log file.
+    assert sorted(p.name for p in data_dir.iterdir()) == ["datasets", "keep.txt", "logs"]
     own = data_dir / "datasets" / sim_dir.name
     assert {"raw", "features", "feast", "mlflow"} <= {p.name for p in own.iterdir()}
 

@@ -7,8 +7,9 @@ import pandas as pd
 import pyarrow as pa
 
 from features.contract.schema import ORDERS
-from models import REGISTRY
+from models import MODELS
 from models.churn import baseline, churn_by_contact_reason, label_events, snapshot_instants
+from models.spec import Kind
 
 
 def _ts(text: str) -> pd.Timestamp:
@@ -82,5 +83,6 @@ def test_churn_rate_by_contact_reason_table() -> None:
 
 
 def test_registry_holds_both_models() -> None:
-    assert set(REGISTRY) == {"delay_risk", "churn"}
-    assert REGISTRY["churn"].segments == ("last_contact_reason",)
+    binary = {name for name, spec in MODELS.items() if spec.kind is Kind.BINARY}
+    assert binary == {"delay_risk", "churn"}
+    assert MODELS["churn"].segments == ("last_contact_reason",)

@@ -9,8 +9,12 @@ import pyarrow as pa
 import pytest
 
 from models import delivery_estimate as de
-from training.spec import EVENT_TIME, LABEL, LABEL_KNOWN
-from training.window import day_starts, local_dates, outcome_bucket, window_metrics
+from models.served.window import day_starts, local_dates
+from models.spec import EVENT_TIME, LABEL, LABEL_KNOWN
+from training.delivery import train_window
+from training.oracle import ORACLES
+from training.trainer import TrainOptions
+from training.window import outcome_bucket, window_metrics
 
 UTC = pd.Timestamp("2024-03-01", tz="UTC")
 
@@ -174,10 +178,16 @@ def built(sim_tables, tmp_path_factory):
 def test_trains_a_well_formed_calibrated_window(built, sim_tables, sim_dir) -> None:
     import mlflow
 
-    from training.register import CHALLENGER, CHAMPION, score_version, tracking
+    from models.served.registry import CHALLENGER, CHAMPION, tracking
+    from training.register import score_version
 
     settings, store, uri = built
-    first = de.train(store, settings, tables=sim_tables, tracking_uri=uri, explain_rows=100)
+    first = train_window(
+        de.SPEC,
+        store,
+        settings,
+        TrainOptions(tables=sim_tables, tracking_uri=uri, explain_rows=100),
+    )
     assert first.promotion.promoted
     assert first.version == "1"
     m, promise = first.metrics, first.baseline_metrics
@@ -202,12 +212,17 @@ def test_trains_a_well_formed_calibrated_window(built, sim_tables, sim_dir) -> N
     assert window.index.equals(rows.index)
 
     # The oracle comparison on dispatch rows.
-    compared = de.ENTRY.oracle(first, sim_dir / "_truth")
+    compared = ORACLES[de.NAME](first, sim_dir / "_truth")
     assert compared.rows > 0
     assert compared.oracle <= compared.baseline
 
     # A second run is judged against the champion on the same rows, through the registry.
-    second = de.train(store, settings, tables=sim_tables, tracking_uri=uri, explain_rows=100)
+    second = train_window(
+        de.SPEC,
+        store,
+        settings,
+        TrainOptions(tables=sim_tables, tracking_uri=uri, explain_rows=100),
+    )
     assert second.promotion.champion_value == pytest.approx(first.metrics["mae_days"])
     assert not second.promotion.promoted  # the same data and seed: not strictly better
     client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
@@ -220,6 +235,6 @@ def test_trains_a_well_formed_calibrated_window(built, sim_tables, sim_dir) -> N
 
 def store_rows(store, tables) -> pd.DataFrame:
     """Decision rows with their point-in-time features, as serving would assemble them."""
-    from training.loop import training_data
+    from training.data import training_data
 
     return training_data(de.SPEC, store, tables).frame

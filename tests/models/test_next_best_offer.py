@@ -14,10 +14,13 @@ from features.build.tables import build_feature_tables, publish_tables
 from features.store.config import feature_store
 from features.store.sync import apply_definitions
 from models import next_best_offer as nbo
+from models.policies import offers as offer_policy
+from models.served.registry import CHAMPION, tracking
+from models.spec import EVENT_TIME, LABEL, LABEL_KNOWN
 from training.offpolicy import greedy
-from training.policy import oracle, train_policy
-from training.register import CHAMPION, tracking
-from training.spec import EVENT_TIME, LABEL, LABEL_KNOWN
+from training.oracle import policy_oracle as oracle
+from training.policy import train_policy
+from training.trainer import TrainOptions
 
 
 def test_value_pays_the_discount_out_of_the_margin() -> None:
@@ -78,12 +81,12 @@ def test_returned_categories_are_never_recommended() -> None:
             "category_returns_total": [1, 1, 0, 3],
         }
     )
-    allowed = nbo.allowed_actions(frame, 1, 4)
+    allowed = offer_policy.allowed_actions(frame, 1, 4)
     np.testing.assert_array_equal(allowed, [[False, False, True, True]])
     # The returned category has by far the highest expected value; it is still not chosen.
     expected = np.array([[9.0, 8.0, 1.0, 0.5]])
     assert greedy(expected, allowed).argmax() == 2
-    assert nbo.choose(expected, allowed, frame["offer_type"] == "none").argmax() == 2
+    assert offer_policy.choose(expected, allowed, frame["offer_type"] == "none").argmax() == 2
 
 
 def test_showing_nothing_is_one_of_the_options() -> None:
@@ -99,16 +102,16 @@ def test_showing_nothing_is_one_of_the_options() -> None:
     allowed = np.ones_like(expected, dtype=bool)
     allowed[2, 0] = False
     none = np.array([False, False, False, False, True])
-    ranked = nbo.ranked_offers(expected, allowed, none)
+    ranked = offer_policy.ranked_offers(expected, allowed, none)
     np.testing.assert_array_equal(
         ranked,
         [[1, 3, -1, -1, -1], [-1] * 5, [2, -1, -1, -1, -1], [0, 1, 2, 3, -1]],
     )
-    chosen = nbo.choose(expected, allowed, none)
+    chosen = offer_policy.choose(expected, allowed, none)
     np.testing.assert_array_equal(chosen.argmax(axis=1), [1, 4, 2, 0])
     np.testing.assert_array_equal(chosen.sum(axis=1), 1.0)
     with pytest.raises(ValueError, match="exactly one"):
-        nbo.ranked_offers(expected, allowed, np.zeros(5, dtype=bool))
+        offer_policy.ranked_offers(expected, allowed, np.zeros(5, dtype=bool))
 
 
 def test_the_policy_is_the_best_allowed_action_showing_nothing_included() -> None:
@@ -121,9 +124,9 @@ def test_the_policy_is_the_best_allowed_action_showing_nothing_included() -> Non
     none = np.zeros(a, dtype=bool)
     none[-1] = True
     allowed[:, -1] = True
-    chosen = nbo.choose(expected, allowed, none)
+    chosen = offer_policy.choose(expected, allowed, none)
     np.testing.assert_array_equal(chosen, greedy(expected, allowed))
-    ranked = nbo.ranked_offers(expected, allowed, none)
+    ranked = offer_policy.ranked_offers(expected, allowed, none)
     rows = np.arange(n)
     shown = ranked[:, 0] >= 0
     assert 0 < shown.sum() < n
@@ -194,7 +197,12 @@ def test_training_values_the_policy_registers_it_and_never_offers_a_returned_cat
     store = feature_store(settings)
     apply_definitions(store)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    result = train_policy(store, settings, tables=sim_tables, tracking_uri=uri, explain_rows=200)
+    result = train_policy(
+        nbo.SPEC,
+        store,
+        settings,
+        TrainOptions(tables=sim_tables, tracking_uri=uri, explain_rows=200),
+    )
 
     metrics = result.metrics
     for name in ("model", "popularity", "random"):

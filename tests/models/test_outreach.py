@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models.outreach import (
+from models.policies.outreach import (
     ACTION_CHANNELS,
     ACTIONS,
     NEEDS_MARKETING_CONSENT,

@@ -9,13 +9,16 @@ import pandas as pd
 import pytest
 
 from aftersale.settings import Settings
-from features.build.tables import build_feature_tables, publish_tables, watermark
+from features.build.tables import build_feature_tables, publish_tables
+from features.instants import watermark
 from features.store.config import feature_store
 from features.store.sync import apply_definitions, materialize
 from models import next_best_offer as nbo
+from models.policies import offers as offer_policy
 from serving.recommend import OfferRecommender, load_policy
-from serving.runtime import load_champion
+from serving.scoring import load_champion
 from training.policy import train_policy
+from training.trainer import TrainOptions
 
 pytestmark = pytest.mark.slow
 
@@ -29,7 +32,12 @@ def recommender(sim_tables, tmp_path_factory):
     end = watermark(sim_tables)
     materialize(store, end.to_pydatetime())
     uri = f"sqlite:///{settings.data_dir / 'mlflow.db'}"
-    result = train_policy(store, settings, tables=sim_tables, tracking_uri=uri, explain_rows=100)
+    result = train_policy(
+        nbo.SPEC,
+        store,
+        settings,
+        TrainOptions(tables=sim_tables, tracking_uri=uri, explain_rows=100),
+    )
     served = load_champion(nbo.NAME, uri)
     policy = load_policy(result.run_id, uri)
     return OfferRecommender.open(store, served, policy, settings.features_dir / "current"), end
@@ -114,7 +122,7 @@ def test_the_served_offer_is_the_policy_valued_off_policy(recommender, sim_table
         if answer.cold_start:
             continue
         expected, none, may_offer = candidate_values(rec, order_id, end)
-        valued = nbo.choose(expected[None, :], (may_offer | none)[None, :], none)[0]
+        valued = offer_policy.choose(expected[None, :], (may_offer | none)[None, :], none)[0]
         chosen = int(valued.argmax())
         if none[chosen]:
             assert answer.offers == [], order_id

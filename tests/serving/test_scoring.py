@@ -8,18 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from serving.scoring import (
-    NO_CONTACT,
-    ServedModel,
-    band,
-    driving_contact_reason,
-    fast_calibration,
-    top_reasons,
-)
+from models.served.calibration import fast_calibration
+from models.served.classifier import CalibratedModel
+from models.served.reasons import reason_codes, top_reasons
+from serving.scoring import NO_CONTACT, ServedModel, band, driving_contact_reason
 from training.calibrate import fit_calibrator
-from training.explain import reason_codes
 from training.fit import fit_lightgbm, layout_from_train
-from training.model import CalibratedModel
 
 AS_OF = pd.Timestamp("2025-06-01T12:00:00Z")
 

@@ -7,14 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from training.conformal import (
-    ALL_ROWS,
-    ConformalOffsets,
-    conformal_quantile,
-    conformalize,
-    fit_offsets,
-    window_scores,
-)
+from models.served.window import ALL_ROWS, ConformalOffsets, conformalize
+from training.conformal import conformal_quantile, fit_offsets, window_scores
 
 COVERAGE = 0.9
 

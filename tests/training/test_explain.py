@@ -12,10 +12,11 @@ import pytest
 
 from features.describe import DESCRIPTIONS, KINDS, describe, format_value, kind_of
 from features.repo import feature_views
+from models.served.classifier import CalibratedModel
+from models.served.reasons import reason_codes
 from training.calibrate import fit_calibrator
-from training.explain import reason_codes, write_explanations
+from training.explain import write_explanations
 from training.fit import fit_lightgbm, layout_from_train
-from training.model import CalibratedModel
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +48,10 @@ def test_categories_are_fixed_from_training(tiny) -> None:
     model, _ = tiny
     assert model.layout.categories["carrier"] == ("(missing)", "Swift", "Value")
     unseen = pd.DataFrame({"hours_to_promise": [5.0], "carrier": ["Brand new"], "noise": [0.0]})
-    assert model.layout.frame(unseen)["carrier"].isna().all()
+    carrier = model.layout.features.index("carrier")
+    assert np.isnan(model.layout.matrix(unseen)[:, carrier]).all()
+    missing = pd.DataFrame({"hours_to_promise": [5.0], "carrier": [None], "noise": [0.0]})
+    assert model.layout.matrix(missing)[0, carrier] == 0  # "(missing)" is a category
     assert 0.0 <= model.predict_proba(unseen)[0] <= 1.0
 
 
@@ -231,7 +235,7 @@ def _served_features() -> dict[str, tuple[list[str], dict[str, str]]]:
     from features.repo import services
     from features.store.retrieval import feature_names
     from models import churn, delay_risk, delivery_estimate, next_best_offer
-    from training.loop import feature_words
+    from training.data import feature_words
 
     out = {}
     for module in (delay_risk, churn, delivery_estimate, next_best_offer):

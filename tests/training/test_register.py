@@ -6,14 +6,8 @@ import mlflow
 import pyarrow as pa
 
 from aftersale.settings import Settings
-from training.register import (
-    data_version,
-    default_artifact_root,
-    default_tracking_uri,
-    file_digest,
-    table_digest,
-    tracking,
-)
+from models.served.registry import tracking
+from training.register import data_version, file_digest, table_digest
 
 
 def test_table_digest_ignores_chunking_and_metadata_but_not_content() -> None:
@@ -44,8 +38,11 @@ def test_data_version_combines_tables_and_files(tmp_path) -> None:
 
 def test_defaults_live_under_the_data_folder(tmp_path) -> None:
     settings = Settings(data_dir=tmp_path)
-    assert default_tracking_uri(settings) == f"sqlite:///{tmp_path.resolve()}/mlflow/mlflow.db"
-    assert default_artifact_root(settings) == tmp_path.resolve() / "mlflow" / "artifacts"
+    assert settings.tracking_uri == f"sqlite:///{tmp_path.resolve()}/mlflow/mlflow.db"
+    assert settings.artifact_root == tmp_path.resolve() / "mlflow" / "artifacts"
+    server = Settings(data_dir=tmp_path, mlflow_tracking_uri="http://tracking.example:5000")
+    assert server.tracking_uri == "http://tracking.example:5000"
+    assert server.artifact_root is None
 
 
 def test_tracking_uri_is_set_only_inside_the_block(tmp_path) -> None:

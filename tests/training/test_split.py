@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from training.split import SplitConfig, SplitError, Window, check_windows, time_split
+from models.spec import SplitConfig, SplitError
+from training.split import Window, check_windows, time_split
 
 
 def _events(days: list[int], horizon_days: int = 0) -> pd.DataFrame:
@@ -134,7 +135,7 @@ def test_test_fraction_outside_zero_and_one_is_refused(fraction: float) -> None:
 
 
 def test_sampling_keeps_whole_entities_and_is_repeatable() -> None:
-    from training.loop import sample_entities
+    from training.data import sample_entities
 
     events = pd.DataFrame(
         {"shipment_id": np.repeat([f"s{i}" for i in range(1000)], 5), "x": np.arange(5000)}

@@ -8,8 +8,9 @@ import pytest
 
 from features.build.parallel import build_parallel, plan, watermark_of
 from features.build.shipments import shipment_feature_chunks
-from features.build.tables import BUILDERS, conform, watermark, write_feature_tables
+from features.build.tables import BUILDERS, conform, write_feature_tables
 from features.contract.io import read_validated
+from features.instants import watermark
 from features.repo import feature_views
 
 pytestmark = pytest.mark.slow

@@ -352,12 +352,19 @@ def test_naive_parquet_timestamps_are_utc(tmp_path: Path) -> None:
     assert loaded["orders"].column("order_ts")[0].as_py().hour == 10
 
 
-def test_cli_reports_without_traceback(tmp_path: Path) -> None:
+@pytest.fixture
+def cli(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
+    """A runner whose data folder, where the command's log file goes, is a temporary one."""
+    monkeypatch.setenv("AFTERSALE_DATA_DIR", str(tmp_path_factory.mktemp("data")))
+    return CliRunner()
+
+
+def test_cli_reports_without_traceback(tmp_path: Path, cli: CliRunner) -> None:
     tables = small_business()
     tables["orders"].loc[0, "amount"] = "-1"
     tables["shipments"].loc[0, "delivered_ts"] = f"2024-01-31T08:00:00{UTC}"
     write(tmp_path, tables)
-    result = CliRunner().invoke(app, ["validate", str(tmp_path)])
+    result = cli.invoke(app, ["validate", str(tmp_path)])
     assert result.exit_code == 1
     assert "Traceback" not in result.output
     assert "orders.amount: 1 row is negative (order_id o1=-1.0)" in result.output
@@ -365,13 +372,13 @@ def test_cli_reports_without_traceback(tmp_path: Path) -> None:
     assert "2 violations" in result.output
 
 
-def test_cli_accepts_valid_folder(tmp_path: Path) -> None:
-    result = CliRunner().invoke(app, ["validate", str(write(tmp_path, small_business()))])
+def test_cli_accepts_valid_folder(tmp_path: Path, cli: CliRunner) -> None:
+    result = cli.invoke(app, ["validate", str(write(tmp_path, small_business()))])
     assert result.exit_code == 0, result.output
     assert "valid" in result.output
 
 
-def test_cli_on_missing_folder(tmp_path: Path) -> None:
-    result = CliRunner().invoke(app, ["validate", str(tmp_path / "nope")])
+def test_cli_on_missing_folder(tmp_path: Path, cli: CliRunner) -> None:
+    result = cli.invoke(app, ["validate", str(tmp_path / "nope")])
     assert result.exit_code == 1
     assert "is not a directory" in result.output

@@ -13,7 +13,8 @@ import pyarrow.compute as pc
 import pytest
 
 from aftersale.settings import Settings
-from features.build.tables import build_feature_tables, publish_tables, watermark
+from features.build.tables import build_feature_tables, publish_tables
+from features.instants import watermark
 from features.store.config import feature_store
 from features.store.local_redis import throwaway_redis
 from features.store.retrieval import historical_features

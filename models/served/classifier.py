@@ -1,7 +1,7 @@
-"""The trained artefact: booster, calibrator and feature layout as one object.
+"""The calibrated binary classifier: booster, calibrator and feature layout as one object.
 
-This is what the registry stores (wrapped as an MLflow pyfunc by `training.register`) and
-what serving loads: it takes rows as the feature store and `add_time_features` give them
+This is what the registry stores (wrapped as an MLflow pyfunc, `PyfuncModel`) and what
+serving loads: it takes rows as the feature store and `add_time_features` give them
 (strings for categories, numbers for the rest) and returns calibrated probabilities, the
 SHAP contributions behind them, and reason codes in words.
 """
@@ -14,12 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import lightgbm as lgb
+import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 
-from training.calibrate import Calibrator
-from training.explain import Reason, contributions, reason_codes
-from training.fit import FeatureLayout
+from models.served.calibration import Calibrator
+from models.served.encoding import FeatureLayout
+from models.served.reasons import Reason, contributions, reason_codes
 
 BOOSTER_FILE = "booster.txt"
 CALIBRATOR_FILE = "calibrator.pkl"
@@ -53,7 +54,7 @@ class CalibratedModel:
 
     def raw_score(self, data: pd.DataFrame) -> np.ndarray:
         """Uncalibrated probabilities."""
-        return self.booster.predict(self.layout.frame(data), num_iteration=self.best_iteration)
+        return self.booster.predict(self.layout.matrix(data), num_iteration=self.best_iteration)
 
     def predict_proba(self, data: pd.DataFrame) -> np.ndarray:
         """Calibrated probability of the positive class for each row."""
@@ -64,20 +65,12 @@ class CalibratedModel:
         return contributions(self.booster, self.layout, data, self.best_iteration)
 
     def reasons(self, data: pd.DataFrame, k: int = 3, direction: str = "up") -> list[list[Reason]]:
-        """Top-k reason codes per row, in words (see `training.explain.reason_codes`)."""
+        """Top-k reason codes per row, in words (see `models.served.reasons.reason_codes`)."""
         return reason_codes(self.contributions(data), data, self.words, k=k, direction=direction)
 
     def input_frame(self, data: pd.DataFrame) -> pd.DataFrame:
-        """The feature columns as the model's signature declares them: float64 numbers and
-        strings (None where missing) for categories."""
-        out = {}
-        for name in self.layout.features:
-            if name in self.layout.categories:
-                values = data[name].astype("string").astype(object)
-                out[name] = values.where(data[name].notna(), None)
-            else:
-                out[name] = pd.to_numeric(data[name], errors="coerce").astype(np.float64)
-        return pd.DataFrame(out, index=data.index)
+        """The feature columns as the model's signature declares them."""
+        return self.layout.input_frame(data)
 
     def save(self, folder: Path) -> Path:
         """Write the model as plain files: LightGBM text, pickled calibrator, JSON layout."""
@@ -110,3 +103,19 @@ class CalibratedModel:
             calibrator=calibrator,
             words=meta.get("words", {}),
         )
+
+
+# The file MLflow runs to build `PyfuncModel` when it loads a logged classifier.
+PYFUNC_CODE = Path(__file__).with_name("pyfunc_classifier.py")
+
+
+class PyfuncModel(mlflow.pyfunc.PythonModel):
+    """MLflow pyfunc wrapper of a `CalibratedModel` saved as plain files."""
+
+    def load_context(self, context) -> None:
+        """Load booster, calibrator and layout from the logged artifacts."""
+        self.model = CalibratedModel.load(Path(context.artifacts["model_dir"]))
+
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> np.ndarray:
+        """Calibrated probabilities of the rows."""
+        return self.model.predict_proba(model_input)

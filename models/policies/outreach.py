@@ -17,7 +17,9 @@
   the customer should hear the new date before it is missed) is queued ahead of the ranked
   rest, whatever its priority, under the same channel, consent, cap and capacity rules.
 
-Plain functions on frames: the batch flow and the tests call them alike.
+Plain functions on frames: `candidates` turns scores into every possible action, and
+`plan_outreach` ranks them into the day's queue under the rules; batch scoring and the
+tests call them alike.
 """
 
 from __future__ import annotations
@@ -330,3 +332,101 @@ def plan_outreach(
     start, end = send_windows(frame["timezone"], as_of, rules)
     frame = frame.assign(send_window_start=start, send_window_end=end)
     return frame.loc[:, list(QUEUE_COLUMNS)]
+
+
+def candidates(
+    customers: pd.DataFrame,
+    churn_p: np.ndarray,
+    shipments: pd.DataFrame,
+    delay_p: np.ndarray,
+    lost: np.ndarray,
+    due: np.ndarray,
+    invoices: pd.DataFrame,
+) -> pd.DataFrame:
+    """Every action the policy may queue, with its risk and value.
+
+    - a win-back offer for every scored customer (risk: churn);
+    - a service-recovery call for a customer with unresolved contacts (risk: churn);
+    - a delay notice for every open parcel not taken for lost (risk: late delivery; `due`
+      when its estimated date passed the promise);
+    - a service-recovery call about a parcel taken for lost (risk 1, due);
+    - a payment reminder for every overdue invoice (risk 1: it is already unpaid).
+
+    Args:
+        customers: Scored customers: customer_id, monetary_365d, unresolved_contacts_90d.
+        churn_p: Their churn probabilities.
+        shipments: Open shipments: shipment_id, customer_id.
+        delay_p: Their late-delivery probabilities.
+        lost: Whether each shipment is taken for lost.
+        due: Whether each shipment's delay notice is due.
+        invoices: Overdue invoices: invoice_id, customer_id, amount.
+
+    Returns:
+        `CANDIDATE_COLUMNS` plus `due`, `customer_row` (the customer's row in `customers`,
+        -1 when not scored) and `_row` (the row in the frame the candidate came from).
+    """
+    value = customer_value(customers["monetary_365d"])
+    unresolved = customers["unresolved_contacts_90d"].fillna(0).to_numpy() > 0
+    n = len(customers)
+    ids = customers["customer_id"].to_numpy()
+    index = pd.Index(customers["customer_id"])
+    shipment_owner = index.get_indexer(shipments["customer_id"])
+    invoice_owner = index.get_indexer(invoices["customer_id"])
+    owner_value = np.where(shipment_owner >= 0, value[np.maximum(shipment_owner, 0)], 0.0)
+    lost = np.asarray(lost, dtype=bool)
+    due = np.asarray(due, dtype=bool)
+    ship_ids = shipments["shipment_id"].to_numpy()
+    owners = shipments["customer_id"].to_numpy()
+    parts = [
+        {
+            "customer_id": ids,
+            "action": WINBACK_OFFER,
+            "subject_id": None,
+            "risk": churn_p,
+            "value": value,
+            "_row": np.arange(n),
+            "customer_row": np.arange(n),
+        },
+        {
+            "customer_id": ids[unresolved],
+            "action": SERVICE_RECOVERY_CALL,
+            "subject_id": None,
+            "risk": churn_p[unresolved],
+            "value": value[unresolved],
+            "_row": np.flatnonzero(unresolved),
+            "customer_row": np.flatnonzero(unresolved),
+        },
+        {
+            "customer_id": owners[~lost],
+            "action": DELAY_NOTICE,
+            "subject_id": ship_ids[~lost],
+            "risk": delay_p[~lost],
+            "value": owner_value[~lost],
+            "_row": np.flatnonzero(~lost),
+            "customer_row": shipment_owner[~lost],
+            "due": due[~lost],
+        },
+        {
+            "customer_id": owners[lost],
+            "action": SERVICE_RECOVERY_CALL,
+            "subject_id": ship_ids[lost],
+            # Past its promise undelivered: late for certain, and the customer should hear
+            # from us before they call.
+            "risk": 1.0,
+            "value": owner_value[lost],
+            "_row": np.flatnonzero(lost),
+            "customer_row": shipment_owner[lost],
+            "due": True,
+        },
+        {
+            "customer_id": invoices["customer_id"].to_numpy(),
+            "action": PAYMENT_REMINDER,
+            "subject_id": invoices["invoice_id"].to_numpy(),
+            "risk": 1.0,
+            "value": invoices["amount"].to_numpy(dtype=np.float64),
+            "_row": np.arange(len(invoices)),
+            "customer_row": invoice_owner,
+        },
+    ]
+    frames = [pd.DataFrame(part) for part in parts]
+    return pd.concat([f for f in frames if len(f)], ignore_index=True)

@@ -1,0 +1,306 @@
+"""Windows for a future instant: quantile boosters, conformal offsets and local dates.
+
+The artefact of a time-to-event model (the delivery estimate): three LightGBM quantile
+boosters on the log of the hours from the decision instant to the event, conformal offsets
+per group (fitted by `training.conformal`), and the conversion of instants into calendar
+dates in each customer's time zone. Working in log hours keeps every prediction after the
+decision instant and makes the spread proportional to the time left, as transit times are.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import lightgbm as lgb
+import mlflow.pyfunc
+import numpy as np
+import pandas as pd
+
+from features.instants import UTC, utc_series
+from models.served.encoding import FeatureLayout
+from models.served.reasons import Reason, contributions, reason_codes
+
+META_FILE = "window_model.json"
+BOOSTER_FILES = ("booster_lower.txt", "booster_middle.txt", "booster_upper.txt")
+HOUR = pd.Timedelta(hours=1)
+# What `predict_hours` returns (the pyfunc's output columns).
+HOUR_COLUMNS = ("most_likely_hours", "earliest_hours", "latest_hours")
+# The offset of groups without their own: all calibration rows'.
+ALL_ROWS = "(all)"
+
+
+def _zones(timezone: str | Sequence[str] | pd.Series | None, n: int) -> pd.Series:
+    if timezone is None or isinstance(timezone, str):
+        return pd.Series([timezone or UTC] * n, dtype=object)
+    zones = pd.Series(np.asarray(timezone, dtype=object)).reset_index(drop=True)
+    return zones.where(zones.notna(), UTC)
+
+
+def local_dates(instants, timezone: str | Sequence[str] | pd.Series | None) -> np.ndarray:
+    """Calendar date (datetime64[D]) of each UTC instant in its row's time zone (NaT stays)."""
+    utc = utc_series(instants)
+    zones = _zones(timezone, len(utc))
+    out = np.full(len(utc), np.datetime64("NaT"), dtype="datetime64[D]")
+    for zone, index in zones.groupby(zones, sort=False).groups.items():
+        rows = np.asarray(index)
+        local = utc.iloc[rows].dt.tz_convert(zone).dt.tz_localize(None)
+        out[rows] = local.to_numpy(dtype="datetime64[ns]").astype("datetime64[D]")
+    return out
+
+
+def day_starts(dates: np.ndarray, timezone: str | Sequence[str] | pd.Series | None) -> pd.Series:
+    """The first instant (UTC) of each local calendar date.
+
+    Where clocks skip local midnight the first instant is the one after the gap; where
+    midnight repeats, the earlier one.
+    """
+    dates = np.asarray(dates, dtype="datetime64[D]")
+    zones = _zones(timezone, len(dates))
+    out = pd.Series(pd.NaT, index=range(len(dates)), dtype="datetime64[ns, UTC]")
+    for zone, index in zones.groupby(zones, sort=False).groups.items():
+        rows = np.asarray(index)
+        naive = pd.DatetimeIndex(dates[rows].astype("datetime64[ns]"))
+        local = naive.tz_localize(
+            zone, ambiguous=np.ones(len(rows), dtype=bool), nonexistent="shift_forward"
+        )
+        out.iloc[rows] = local.tz_convert(UTC)
+    return out
+
+
+def group_keys(data: pd.DataFrame, columns: Sequence[str]) -> pd.Series | None:
+    """Each row's conformal group: the values of `columns` joined by "|" (None when no
+    columns are named or one is absent)."""
+    if not columns or any(c not in data for c in columns):
+        return None
+    parts = [data[c].astype("string").fillna("(missing)") for c in columns]
+    keys = parts[0]
+    for part in parts[1:]:
+        keys = keys + "|" + part
+    return keys.reset_index(drop=True)
+
+
+@dataclass(frozen=True)
+class ConformalOffsets:
+    """Per-group offsets for windows of a stated coverage.
+
+    Attributes:
+        coverage: Stated coverage.
+        offsets: Group → offset; `ALL_ROWS` holds the offset of all calibration rows, used for
+            groups not listed.
+        rows: Group → calibration rows behind its offset.
+    """
+
+    coverage: float
+    offsets: dict[str, float]
+    rows: dict[str, int] = field(default_factory=dict)
+
+    def for_groups(self, groups: pd.Series | np.ndarray | None, n: int) -> np.ndarray:
+        """The offset of each of n rows (all rows' offset where no group is given)."""
+        fallback = self.offsets[ALL_ROWS]
+        if groups is None:
+            return np.full(n, fallback)
+        keys = pd.Series(np.asarray(groups, dtype=object)).astype("string").fillna("")
+        return keys.map(lambda k: self.offsets.get(k, fallback)).to_numpy(dtype=np.float64)
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-serialisable form (an infinite offset as the string "inf")."""
+        return {
+            "coverage": self.coverage,
+            "offsets": {k: (v if math.isfinite(v) else "inf") for k, v in self.offsets.items()},
+            "rows": dict(self.rows),
+        }
+
+    @staticmethod
+    def from_dict(data: Mapping) -> ConformalOffsets:
+        """Inverse of `to_dict`."""
+        return ConformalOffsets(
+            float(data["coverage"]),
+            {k: float(v) for k, v in data["offsets"].items()},
+            {k: int(v) for k, v in data.get("rows", {}).items()},
+        )
+
+
+def conformalize(
+    lo: np.ndarray, mid: np.ndarray, hi: np.ndarray, offset: np.ndarray | float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Ordered, calibrated windows: lo − c ≤ mid ≤ hi + c for every row.
+
+    Quantile models fitted apart may cross; the three values are sorted per row first. A
+    negative offset may not pull a bound past the middle, which only widens the window (so
+    never lowers coverage).
+    """
+    stacked = np.sort(np.column_stack([lo, mid, hi]).astype(np.float64), axis=1)
+    lo, mid, hi = stacked[:, 0], stacked[:, 1], stacked[:, 2]
+    offset = np.broadcast_to(np.asarray(offset, dtype=np.float64), lo.shape)
+    return np.minimum(lo - offset, mid), mid, np.maximum(hi + offset, mid)
+
+
+@dataclass
+class WindowModel:
+    """Most likely instant and a calibrated window for an event after the decision instant.
+
+    Attributes:
+        name: Registry name.
+        boosters: Quantile boosters (lower, middle, upper) on log hours to the event.
+        best_iterations: Trees each booster uses.
+        levels: Their quantile levels.
+        layout: Input columns and fixed categories.
+        offsets: Conformal offsets (log hours) per group.
+        group: Columns whose values, joined by "|", name each row's group (empty: one
+            offset; rows lacking a column use the all-rows offset).
+        words: Feature → description, for reason codes.
+    """
+
+    name: str
+    boosters: tuple[lgb.Booster, lgb.Booster, lgb.Booster]
+    best_iterations: tuple[int, int, int]
+    levels: tuple[float, float, float]
+    layout: FeatureLayout
+    offsets: ConformalOffsets
+    group: tuple[str, ...] = ()
+    words: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def features(self) -> list[str]:
+        """Input columns the model reads."""
+        return list(self.layout.features)
+
+    @property
+    def coverage(self) -> float:
+        """Stated coverage of the window."""
+        return self.offsets.coverage
+
+    def raw_log_hours(self, data: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Uncalibrated quantiles of log hours to the event (may cross)."""
+        x = self.layout.matrix(data)
+        lower, middle, upper = (
+            b.predict(x, num_iteration=i)
+            for b, i in zip(self.boosters, self.best_iterations, strict=True)
+        )
+        return lower, middle, upper
+
+    def log_hours(self, data: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Calibrated, ordered (earliest, most likely, latest) in log hours from decision."""
+        lower, middle, upper = self.raw_log_hours(data)
+        groups = group_keys(data, self.group)
+        offset = self.offsets.for_groups(groups, len(data))
+        return conformalize(lower, middle, upper, offset)
+
+    def predict_hours(self, data: pd.DataFrame) -> pd.DataFrame:
+        """Hours from each row's decision instant to the most likely, earliest and latest
+        event instant (the registered pyfunc's output; no clock or time zone needed)."""
+        lower, middle, upper = self.log_hours(data)
+        values = np.exp(np.column_stack([middle, lower, upper]))
+        return pd.DataFrame(values, columns=list(HOUR_COLUMNS), index=data.index)
+
+    def predict_window(
+        self,
+        data: pd.DataFrame,
+        as_of,
+        timezone: str | Sequence[str] | pd.Series | None = None,
+    ) -> pd.DataFrame:
+        """The window each row's customer sees.
+
+        Args:
+            data: Feature rows as the feature store and `add_time_features(data, as_of)`
+                give them (the derived hours must be computed at `as_of`).
+            as_of: Decision instant of each row (a Series aligned with `data`) or one
+                instant for all; timezone-aware or UTC.
+            timezone: IANA zone of each row's customer (a column, or one name for all);
+                None for UTC.
+
+        Returns:
+            Indexed like `data`: `most_likely_ts`, `earliest_ts`, `latest_ts` (UTC instants)
+            and `most_likely_date`, `earliest_date`, `latest_date` (calendar dates in the
+            customer's zone, `datetime64[D]`), with earliest ≤ most likely ≤ latest for
+            both, and `coverage` (the stated share of windows that hold the delivery date).
+        """
+        n = len(data)
+        if isinstance(as_of, pd.Series | np.ndarray | list):
+            start = utc_series(as_of)
+        else:
+            start = pd.Series([pd.Timestamp(as_of)] * n).pipe(utc_series)
+        hours = self.predict_hours(data).reset_index(drop=True)
+        zones = timezone.reset_index(drop=True) if isinstance(timezone, pd.Series) else timezone
+        out = {}
+        for kind, column in zip(("most_likely", "earliest", "latest"), HOUR_COLUMNS, strict=True):
+            instants = start + pd.to_timedelta(hours[column].to_numpy(), unit="h")
+            out[f"{kind}_ts"] = instants.to_numpy()
+            out[f"{kind}_date"] = local_dates(instants, zones)
+        frame = pd.DataFrame(out, index=data.index)
+        for kind in ("most_likely", "earliest", "latest"):
+            frame[f"{kind}_ts"] = pd.to_datetime(frame[f"{kind}_ts"], utc=True)
+        frame["coverage"] = self.coverage
+        return frame
+
+    def contributions(self, data: pd.DataFrame) -> pd.DataFrame:
+        """SHAP contributions to the most likely log hours, per row and feature, plus `bias`."""
+        return contributions(self.boosters[1], self.layout, data, self.best_iterations[1])
+
+    def reasons(self, data: pd.DataFrame, k: int = 3, direction: str = "up") -> list[list[Reason]]:
+        """Top-k reasons per row, in words ("up": what pushes the delivery later)."""
+        return reason_codes(self.contributions(data), data, self.words, k=k, direction=direction)
+
+    def input_frame(self, data: pd.DataFrame) -> pd.DataFrame:
+        """The feature columns as the signature declares them (floats, strings or None)."""
+        return self.layout.input_frame(data)
+
+    def signature_output(self, data: pd.DataFrame) -> pd.DataFrame:
+        """What the registered pyfunc returns for `data`."""
+        return self.predict_hours(data)
+
+    def save(self, folder: Path) -> Path:
+        """Write the model as plain files: three LightGBM text files and one JSON."""
+        folder.mkdir(parents=True, exist_ok=True)
+        for booster, best, path in zip(
+            self.boosters, self.best_iterations, BOOSTER_FILES, strict=True
+        ):
+            booster.save_model(folder / path, num_iteration=best)
+        meta = {
+            "name": self.name,
+            "best_iterations": list(self.best_iterations),
+            "levels": list(self.levels),
+            "layout": self.layout.to_dict(),
+            "offsets": self.offsets.to_dict(),
+            "group": list(self.group),
+            "words": self.words,
+        }
+        (folder / META_FILE).write_text(json.dumps(meta, indent=2))
+        return folder
+
+    @staticmethod
+    def load(folder: Path) -> WindowModel:
+        """Read a model written by `save`."""
+        folder = Path(folder)
+        meta = json.loads((folder / META_FILE).read_text())
+        boosters = tuple(lgb.Booster(model_file=str(folder / p)) for p in BOOSTER_FILES)
+        return WindowModel(
+            name=meta["name"],
+            boosters=boosters,
+            best_iterations=tuple(int(i) for i in meta["best_iterations"]),
+            levels=tuple(float(v) for v in meta["levels"]),
+            layout=FeatureLayout.from_dict(meta["layout"]),
+            offsets=ConformalOffsets.from_dict(meta["offsets"]),
+            group=tuple(meta.get("group") or ()),
+            words=meta.get("words", {}),
+        )
+
+
+# The file MLflow runs to build `WindowPyfunc` when it loads a logged window model.
+PYFUNC_CODE = Path(__file__).with_name("pyfunc_window.py")
+
+
+class WindowPyfunc(mlflow.pyfunc.PythonModel):
+    """MLflow pyfunc wrapper of a `WindowModel`: rows in, hours to the window out."""
+
+    def load_context(self, context) -> None:
+        """Load the boosters and offsets from the logged artifacts."""
+        self.model = WindowModel.load(Path(context.artifacts["model_dir"]))
+
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+        """Hours from decision to the most likely, earliest and latest instant."""
+        return self.model.predict_hours(model_input)

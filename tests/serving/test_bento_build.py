@@ -1,0 +1,129 @@
+"""The service as a Bento: `bentoml build` from bentofile.yaml with uv.lock's versions, then
+`bentoml serve <tag>` on a data folder with champions answers `/readyz`."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from models import churn, delay_risk
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
+REQUIREMENTS = ROOT / "build" / "requirements.txt"
+BENTOML = [sys.executable, "-m", "bentoml"]
+TAG_PREFIX = "__tag__:"
+
+
+@pytest.fixture(scope="module")
+def served_folder(tmp_path_factory, prefect_harness, sim_dir) -> Path:
+    """A data folder with the champions the service needs and a materialised online store."""
+    from flows.build_features import build_features
+    from flows.ingest import ingest
+    from flows.train import train
+
+    folder = tmp_path_factory.mktemp("bento_data")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("AFTERSALE_DATA_DIR", str(folder))
+        ingest(source="folder", path=sim_dir)
+        build_features(materialize_to_online=True)
+        train(models=[delay_risk.NAME, churn.NAME])
+    return folder
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _export_requirements() -> None:
+    """The first step of `make bento`: uv.lock's runtime versions for bentofile.yaml."""
+    uv = os.environ.get("UV") or shutil.which("uv")
+    if uv is None:
+        pytest.skip("uv is not installed")
+    REQUIREMENTS.parent.mkdir(exist_ok=True)
+    subprocess.run(
+        [
+            *[uv, "export", "--frozen", "--no-dev", "--no-hashes", "--no-emit-project"],
+            *["--no-header", "--no-annotate", "--quiet", "--output-file", str(REQUIREMENTS)],
+        ],
+        cwd=ROOT,
+        check=True,
+        timeout=120,
+    )
+
+
+def _stop(process: subprocess.Popen) -> None:
+    """Terminate the server and its workers (its own process group), killing what lingers."""
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+    except ProcessLookupError:
+        pass
+
+
+def test_the_bento_builds_and_serves(served_folder, tmp_path) -> None:
+    env = {
+        **os.environ,
+        "BENTOML_HOME": str(tmp_path / "bentoml"),
+        "BENTOML_DO_NOT_TRACK": "True",
+    }
+    _export_requirements()
+    built = subprocess.run(
+        [*BENTOML, "build", "--output", "tag"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert built.returncode == 0, built.stderr
+    tags = [
+        line.removeprefix(TAG_PREFIX)
+        for line in built.stdout.splitlines()
+        if line.startswith(TAG_PREFIX)
+    ]
+    assert len(tags) == 1, built.stdout
+    tag = tags[0]
+    assert tag.startswith("aftersale:")
+
+    port = _free_port()
+    log_path = tmp_path / "serve.log"
+    with open(log_path, "w") as log:
+        # Outside the checkout: the Bento serves its own copy of the code.
+        process = subprocess.Popen(
+            [*BENTOML, "serve", tag, "--host", "127.0.0.1", "--port", str(port)],
+            cwd=tmp_path,
+            env=env | {"AFTERSALE_DATA_DIR": str(served_folder)},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            status = None
+            deadline = time.monotonic() + 180
+            while time.monotonic() < deadline and process.poll() is None:
+                try:
+                    status = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code
+                except httpx.HTTPError:
+                    status = None
+                if status == 200:
+                    break
+                time.sleep(0.5)
+            assert status == 200, log_path.read_text()[-4000:]
+        finally:
+            _stop(process)

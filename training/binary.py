@@ -1,0 +1,243 @@
+"""The binary-classifier trainer: one call trains, evaluates, explains, logs and registers.
+
+    label events (raw tables) → point-in-time features (Feast) → decision-time features →
+    time split → LightGBM → calibration → test metrics beside the baseline, per segment →
+    SHAP explanations → MLflow run → registry version, `challenger`, maybe `champion`
+
+What varies between models is declared in a `models.spec.ModelSpec` (see `models/`).
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from feast import FeatureStore
+
+from aftersale.settings import Settings
+from models.served.classifier import CalibratedModel
+from models.spec import EVENT_TIME, LABEL, LABEL_KNOWN, ModelSpec
+from training.calibrate import choose_calibrator
+from training.data import load_raw_tables, training_data
+from training.evaluate import binary_metrics, flatten_segments, reliability_plot, segment_metrics
+from training.explain import write_explanations
+from training.fit import fit_lightgbm, layout_from_train
+from training.record import PromotionRule, RunRecord, log_and_register
+from training.register import data_version
+from training.split import SplitError, time_split
+from training.trainer import TrainOptions, TrainResult
+
+log = logging.getLogger(__name__)
+
+SEGMENT_METRICS = ("rows", "positive_rate", "roc_auc", "pr_auc", "brier", "ece", "lift_top_decile")
+
+
+def train(
+    spec: ModelSpec,
+    store: FeatureStore,
+    settings: Settings,
+    options: TrainOptions | None = None,
+) -> TrainResult:
+    """Train, evaluate, explain, log and register one binary classifier.
+
+    Args:
+        spec: The model (see `models.MODELS`).
+        store: The Feast store to read point-in-time features from.
+        settings: Data folder and the rest of the configuration.
+        options: Tables, tracking store, registration and test window of the run.
+
+    Returns:
+        Metrics, scores, the model and where it was logged.
+    """
+    options = options or TrainOptions()
+    spec = spec.with_test_fraction(options.test_fraction)
+    tables = options.tables
+    seconds: dict[str, float] = {}
+    started = time.perf_counter()
+    if tables is None:
+        tables = load_raw_tables(settings, spec.raw_tables, spec.optional_tables)
+    data = training_data(spec, store, tables)
+    frame, features = data.frame, data.features
+    seconds["features"] = time.perf_counter() - started
+    seconds["retrieval"] = data.retrieval_s
+
+    split = time_split(frame, spec.split, EVENT_TIME, LABEL_KNOWN)
+    train_rows, valid_rows, test_rows = (frame.loc[w.index] for w in split.windows())
+    for window, rows in zip(split.windows(), (train_rows, valid_rows, test_rows), strict=True):
+        # One class cannot be learned, calibrated or ranked (e.g. churn where no customer
+        # ever orders twice): say so rather than report NaN.
+        if rows[LABEL].nunique() < 2:
+            raise SplitError(
+                f"{spec.name}: every label in the {window.name} window is "
+                f"{rows[LABEL].iloc[0]} ({window.rows} rows); these data cannot train it"
+            )
+
+    clock = time.perf_counter()
+    layout = layout_from_train(train_rows, features, list(spec.categorical))
+    params = dict(spec.params)
+    if spec.params_rule is not None:
+        params |= spec.params_rule(train_rows[LABEL])
+    fitted = fit_lightgbm(
+        train_rows,
+        valid_rows,
+        layout,
+        LABEL,
+        params,
+        spec.num_boost_round,
+        spec.early_stopping_rounds,
+    )
+    seconds["fit"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    raw_valid = fitted.raw_score(valid_rows)
+    choice = choose_calibrator(
+        raw_valid,
+        valid_rows[LABEL].to_numpy(),
+        criterion=spec.calibration_criterion,
+        min_isotonic_rows=spec.min_isotonic_rows,
+    )
+    model = CalibratedModel(
+        spec.name, fitted.booster, fitted.best_iteration, layout, choice.calibrator, data.words
+    )
+    seconds["calibrate"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    y_test = test_rows[LABEL].to_numpy()
+    # One pass of the trees per window: the model's score is the calibrated raw score.
+    raw_test = fitted.raw_score(test_rows)
+    score = choice.calibrator(raw_test)
+    baseline = np.asarray(spec.baseline(test_rows), dtype=np.float64)
+    metrics = binary_metrics(y_test, score, spec.capacity)
+    raw_metrics = binary_metrics(y_test, raw_test, spec.capacity)
+    baseline_metrics = binary_metrics(
+        y_test, baseline, spec.capacity, probabilities=spec.baseline_is_probability
+    )
+    validation_metrics = binary_metrics(
+        valid_rows[LABEL].to_numpy(), choice.calibrator(raw_valid), spec.capacity
+    )
+    scores = test_rows[[*spec.entity, EVENT_TIME, LABEL]].copy()
+    scores["score"] = score
+    scores["baseline"] = baseline
+    for column in spec.segments:
+        if column not in scores:
+            scores[column] = test_rows[column]
+    segments = segment_metrics(
+        scores,
+        list(spec.segments),
+        {"model": "score", "baseline": "baseline"},
+        capacity=spec.capacity,
+        probabilities={"baseline": spec.baseline_is_probability},
+    )
+    seconds["evaluate"] = time.perf_counter() - clock
+    log.info(
+        "%s test: %s %.4f (baseline %.4f), brier %.4f, ece %.4f on %d rows",
+        spec.name,
+        spec.primary_metric,
+        metrics[spec.primary_metric],
+        baseline_metrics[spec.primary_metric],
+        metrics["brier"],
+        metrics["ece"],
+        len(test_rows),
+    )
+
+    read = [n for n in spec.tables if n in tables]
+    versions = data_version({n: tables[n] for n in read}, data.feature_files)
+    calibration = {"method": choice.calibrator.method, "losses": choice.losses}
+    result = TrainResult(
+        name=spec.name,
+        primary_metric=spec.primary_metric,
+        metrics=metrics,
+        baseline_metrics=baseline_metrics,
+        validation_metrics=validation_metrics,
+        calibration=calibration,
+        data_version=versions["data_version"],
+        features=features,
+        split=split.summary(),
+        scores=scores.reset_index(drop=True),
+        model=model,
+        seconds=seconds,
+    )
+    if not options.register:
+        seconds["total"] = time.perf_counter() - started
+        return result
+
+    with tempfile.TemporaryDirectory() as scratch:
+        out = Path(scratch)
+        clock = time.perf_counter()
+        explained = write_explanations(
+            fitted.booster,
+            layout,
+            test_rows,
+            data.words,
+            out / "explain",
+            num_iteration=fitted.best_iteration,
+            rows=options.explain_rows,
+        )
+        seconds["explain"] = time.perf_counter() - clock
+        clock = time.perf_counter()
+        files = _reports(spec, segments, scores, frame, test_rows, out)
+        files["explain"] = list(explained.values())
+        reliability = out / "reliability.png"
+        reliability_plot(y_test, score, raw_test, title=f"{spec.name}, test window").savefig(
+            reliability, dpi=110
+        )
+        files["evaluation"].append(reliability)
+        metrics = {f"test_{k}": v for k, v in result.metrics.items()}
+        metrics |= {f"test_baseline_{k}": v for k, v in result.baseline_metrics.items()}
+        metrics |= {f"test_uncalibrated_{k}": v for k, v in raw_metrics.items()}
+        metrics |= {f"validation_{k}": v for k, v in result.validation_metrics.items()}
+        metrics |= {f"calibration_{k}": v for k, v in result.calibration["losses"].items()}
+        metrics |= flatten_segments(segments, "test_segment", SEGMENT_METRICS)
+        metrics["best_iteration"] = float(model.best_iteration)
+        record = RunRecord(
+            spec=spec,
+            result=result,
+            params={
+                **{f"lgbm_{k}": v for k, v in fitted.params.items()},
+                "num_boost_round": spec.num_boost_round,
+                "early_stopping_rounds": spec.early_stopping_rounds,
+                "calibration": choice.calibrator.method,
+                "calibration_criterion": spec.calibration_criterion,
+                "capacity": spec.capacity,
+            },
+            metrics=metrics,
+            files=files,
+            words=data.words,
+            digests=versions,
+            input_example=test_rows,
+            signature_rows=pd.concat([valid_rows, test_rows]),
+            promotion=PromotionRule(test_rows, y_test, spec.capacity),
+            version_tags={
+                "test_window": f"{split.test.start.isoformat()}/{split.test.end.isoformat()}"
+            },
+        )
+        result = log_and_register(record, settings, out, options.tracking_uri)
+        seconds["log"] = time.perf_counter() - clock
+    seconds["total"] = time.perf_counter() - started
+    log.info("%s: trained in %.1f s (%s)", spec.name, seconds["total"], seconds)
+    return result
+
+
+def _reports(
+    spec: ModelSpec,
+    segments: pd.DataFrame,
+    scores: pd.DataFrame,
+    frame: pd.DataFrame,
+    test_rows: pd.DataFrame,
+    out: Path,
+) -> dict[str, list[Path]]:
+    """Write the evaluation tables a run keeps: segment metrics and the model's reports."""
+    out.mkdir(parents=True, exist_ok=True)
+    paths: dict[str, list[Path]] = {"evaluation": [out / "segment_metrics.csv"]}
+    segments.to_csv(out / "segment_metrics.csv", index=False)
+    if spec.reports is not None:
+        scored = test_rows.assign(score=scores["score"].to_numpy())
+        for name, table in spec.reports(frame, scored).items():
+            path = out / f"{name}.csv"
+            table.to_csv(path, index=False)
+            paths["evaluation"].append(path)
+    return paths

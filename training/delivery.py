@@ -1,0 +1,354 @@
+"""The delivery-window trainer: quantile boosters on log hours, a conformal window, dates.
+
+    label events (settled shipments) → point-in-time features (Feast) → time split (the
+    validation window halved in time: the first half stops the boosting, the later half
+    calibrates the window) → LightGBM quantile boosters at (1 − coverage)/2, 1/2 and
+    (1 + coverage)/2 → conformal offsets per group at the level of local calendar days →
+    test measures beside the shop's promise and the uncalibrated quantiles, per segment →
+    SHAP on the middle booster → MLflow run → registry version, `champion` when its MAE in
+    days beats the champion's on the same test rows
+
+What the model is (label, features, coverage, groups) is declared in
+`models.delivery_estimate`; the trained object is `models.served.window.WindowModel`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from feast import FeatureStore
+
+from aftersale.settings import Settings
+from models.delivery_estimate import DELIVERED, PROMISED, SEGMENTS, TIMEZONE
+from models.served.window import HOUR_COLUMNS, WindowModel, group_keys, local_dates
+from models.served.window import PYFUNC_CODE as WINDOW_PYFUNC_CODE
+from models.spec import EVENT_TIME, LABEL, LABEL_KNOWN, ModelSpec
+from training.conformal import fit_offsets, window_scores
+from training.data import load_raw_tables, training_data, write_json
+from training.evaluate import metric_key
+from training.explain import write_explanations
+from training.fit import fit_lightgbm, layout_from_train
+from training.record import PromotionRule, RunRecord, log_and_register
+from training.register import data_version
+from training.split import time_split
+from training.trainer import TrainOptions, TrainResult
+from training.window import outcome_bucket, window_metrics
+
+log = logging.getLogger(__name__)
+
+WINDOW_METRICS = (
+    "rows",
+    "mae_days",
+    "exact_share",
+    "within_1d_share",
+    "coverage",
+    "median_width_days",
+)
+
+
+def window_dates(
+    model: WindowModel, rows: pd.DataFrame, *, raw: bool = False
+) -> dict[str, np.ndarray]:
+    """Local dates of the model's (or the uncalibrated quantiles') estimate and window."""
+    if raw:
+        lower, middle, upper = model.raw_log_hours(rows)
+        hours = {"most_likely": middle, "earliest": lower, "latest": upper}
+        hours = {k: np.exp(v) for k, v in hours.items()}
+    else:
+        predicted = model.predict_hours(rows)
+        hours = {k.removesuffix("_hours"): predicted[k].to_numpy() for k in HOUR_COLUMNS}
+    start = pd.Series(pd.to_datetime(rows[EVENT_TIME], utc=True).to_numpy())
+    start = pd.to_datetime(start, utc=True)
+    zones = rows[TIMEZONE].reset_index(drop=True)
+    return {k: local_dates(start + pd.to_timedelta(v, unit="h"), zones) for k, v in hours.items()}
+
+
+def promise_dates(rows: pd.DataFrame) -> dict[str, np.ndarray]:
+    """The promise as an estimate (its date) and a window (decision day to promised day)."""
+    zones = rows[TIMEZONE].reset_index(drop=True)
+    promised = local_dates(rows[PROMISED], zones)
+    decided = local_dates(rows[EVENT_TIME], zones)
+    return {
+        "most_likely": promised,
+        "earliest": np.minimum(decided, promised),
+        "latest": promised,
+    }
+
+
+def measure(actual: np.ndarray, dates: Mapping[str, np.ndarray]) -> dict[str, float]:
+    """`training.window.window_metrics` of one scorer's dates."""
+    return window_metrics(actual, dates["most_likely"], dates["earliest"], dates["latest"])
+
+
+def segment_table(scores: pd.DataFrame, scorers: tuple[str, ...]) -> pd.DataFrame:
+    """Window measures per value of each segment column, for every scorer."""
+    records = []
+    for segment in SEGMENTS:
+        values = scores[segment].astype("string").fillna("(missing)")
+        for value, part in scores.groupby(values, sort=True, observed=True):
+            actual = part["actual_date"].to_numpy()
+            for scorer in scorers:
+                dates = {k: part[f"{scorer}_{k}_date"].to_numpy() for k in KINDS}
+                records.append(
+                    {"segment": segment, "value": str(value), "scorer": scorer}
+                    | measure(actual, dates)
+                )
+    return pd.DataFrame(records)
+
+
+KINDS = ("most_likely", "earliest", "latest")
+
+
+def train_window(
+    spec: ModelSpec,
+    store: FeatureStore,
+    settings: Settings,
+    options: TrainOptions | None = None,
+) -> TrainResult:
+    """Train, calibrate, evaluate, explain, log and register a delivery window.
+
+    Args:
+        spec: The model (`models.delivery_estimate.SPEC`): its options hold the stated
+            `coverage`, the conformal `group` columns and `settled_after`.
+        store: The Feast store (definitions applied, offline tables published).
+        settings: Data folder and the rest of the configuration.
+        options: Tables, tracking store, registration and test window of the run.
+
+    Returns:
+        The run's result: `metrics` of the model and `baseline_metrics` of the promise on
+        the same test rows (primary: `mae_days`, lower is better); `scores` one row per test
+        decision with the dates of the model, the uncalibrated quantiles and the promise.
+    """
+    options = options or TrainOptions()
+    spec = spec.with_test_fraction(options.test_fraction)
+    coverage = float(spec.options["coverage"])
+    group = tuple(spec.options["group"])
+    seconds: dict[str, float] = {}
+    started = time.perf_counter()
+    tables = options.tables
+    if tables is None:
+        tables = load_raw_tables(settings, spec.raw_tables, spec.optional_tables)
+    data = training_data(spec, store, tables)
+    frame, features = data.frame, data.features
+    seconds["features"] = time.perf_counter() - started
+
+    windows = time_split(frame, spec.split, EVENT_TIME, LABEL_KNOWN)
+    train_rows, valid_rows, test_rows = (frame.loc[w.index] for w in windows.windows())
+    valid_times = valid_rows[EVENT_TIME]
+    cut = valid_times.sort_values().iloc[len(valid_times) // 2]
+    stop_rows = valid_rows[valid_times < cut]
+    calib_rows = valid_rows[valid_times >= cut]
+    delivered = train_rows[LABEL].notna()
+    stop_delivered = stop_rows[stop_rows[LABEL].notna()]
+
+    clock = time.perf_counter()
+    layout = layout_from_train(train_rows[delivered], features, list(spec.categorical))
+    levels = ((1.0 - coverage) / 2.0, 0.5, (1.0 + coverage) / 2.0)
+    fits = [
+        fit_lightgbm(
+            train_rows[delivered],
+            stop_delivered,
+            layout,
+            LABEL,
+            {**spec.params, "alpha": level},
+            spec.num_boost_round,
+            spec.early_stopping_rounds,
+        )
+        for level in levels
+    ]
+    seconds["fit"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    zones = calib_rows[TIMEZONE].reset_index(drop=True)
+    y_low, y_high = outcome_bucket(calib_rows[EVENT_TIME], calib_rows[DELIVERED], zones)
+    uncalibrated = WindowModel(
+        spec.name,
+        tuple(f.booster for f in fits),
+        tuple(f.best_iteration for f in fits),
+        levels,
+        layout,
+        fit_offsets(np.zeros(1), coverage),
+        group,
+        data.words,
+    )
+    lower, middle, upper = uncalibrated.raw_log_hours(calib_rows)
+    ordered = np.sort(np.column_stack([lower, middle, upper]), axis=1)
+    scores = window_scores(ordered[:, 0], ordered[:, 2], y_low, y_high)
+    offsets = fit_offsets(scores, coverage, group_keys(calib_rows, group))
+    model = WindowModel(
+        spec.name,
+        uncalibrated.boosters,
+        uncalibrated.best_iterations,
+        levels,
+        layout,
+        offsets,
+        group,
+        data.words,
+    )
+    seconds["calibrate"] = time.perf_counter() - clock
+    log.info("%s: conformal offsets (log hours) %s", spec.name, offsets.offsets)
+
+    clock = time.perf_counter()
+    scored = evaluation_rows(model, test_rows)
+    actual = scored["actual_date"].to_numpy()
+    by = {s: {k: scored[f"{s}_{k}_date"].to_numpy() for k in KINDS} for s in _SCORERS}
+    metrics = measure(actual, by["model"])
+    baseline_metrics = measure(actual, by["promise"])
+    raw_metrics = measure(actual, by["uncalibrated"])
+    valid_scored = evaluation_rows(model, calib_rows)
+    validation_metrics = measure(
+        valid_scored["actual_date"].to_numpy(),
+        {k: valid_scored[f"model_{k}_date"].to_numpy() for k in KINDS},
+    )
+    segments = segment_table(scored, _SCORERS)
+    seconds["evaluate"] = time.perf_counter() - clock
+    log.info(
+        "%s test: MAE %.2f d (promise %.2f), coverage %.3f (promise %.3f), width %.1f d",
+        spec.name,
+        metrics["mae_days"],
+        baseline_metrics["mae_days"],
+        metrics["coverage"],
+        baseline_metrics["coverage"],
+        metrics["median_width_days"],
+    )
+    versions = data_version({n: tables[n] for n in spec.tables if n in tables}, data.feature_files)
+    result = TrainResult(
+        name=spec.name,
+        primary_metric=spec.primary_metric,
+        metrics=metrics,
+        baseline_metrics=baseline_metrics,
+        validation_metrics=validation_metrics,
+        calibration={
+            "method": f"conformal quantile regression per {' and '.join(group)}",
+            "offsets": offsets.offsets,
+            "rows": offsets.rows,
+            "uncalibrated": raw_metrics,
+        },
+        data_version=versions["data_version"],
+        features=features,
+        split=windows.summary()
+        | {"split_calibration_start": cut.isoformat(), "split_calibration_rows": len(calib_rows)},
+        scores=scored,
+        model=model,
+        seconds=seconds,
+    )
+    if options.register:
+        clock = time.perf_counter()
+        result = _log_and_register(
+            spec, settings, options.tracking_uri, result, fits[1].params, segments, versions,
+            data, test_rows, valid_rows, raw_metrics, options.explain_rows,
+        )  # fmt: skip
+        seconds["log"] = time.perf_counter() - clock
+    seconds["total"] = time.perf_counter() - started
+    return result
+
+
+_SCORERS = ("model", "uncalibrated", "promise")
+
+
+def evaluation_rows(model: WindowModel, rows: pd.DataFrame) -> pd.DataFrame:
+    """Decisions with the actual delivery date and every scorer's dates (customer's zone)."""
+    keep = [
+        c
+        for c in ("shipment_id", EVENT_TIME, LABEL, DELIVERED, PROMISED, TIMEZONE, *SEGMENTS)
+        if c in rows
+    ]
+    out = rows[keep].reset_index(drop=True)
+    out["actual_date"] = local_dates(rows[DELIVERED], out[TIMEZONE])
+    for scorer, dates in (
+        ("model", window_dates(model, rows)),
+        ("uncalibrated", window_dates(model, rows, raw=True)),
+        ("promise", promise_dates(rows)),
+    ):
+        for kind in KINDS:
+            out[f"{scorer}_{kind}_date"] = dates[kind]
+    return out
+
+
+def champion_mae(rows: pd.DataFrame):
+    """The champion gate's metric: MAE in days of a registered version's estimates of the
+    test rows (`training.register.score_version` returns its pyfunc output flattened, one
+    row of `HOUR_COLUMNS` after another)."""
+    start = pd.to_datetime(pd.Series(rows[EVENT_TIME].to_numpy()), utc=True)
+    zones = rows[TIMEZONE].reset_index(drop=True)
+    actual = local_dates(rows[DELIVERED], zones)
+
+    def score(flat: np.ndarray) -> float:
+        hours = np.asarray(flat, dtype=np.float64).reshape(len(rows), len(HOUR_COLUMNS))
+        most_likely = hours[:, HOUR_COLUMNS.index("most_likely_hours")]
+        estimate = local_dates(start + pd.to_timedelta(most_likely, unit="h"), zones)
+        return window_metrics(actual, estimate, estimate, estimate)["mae_days"]
+
+    return score
+
+
+def _log_and_register(
+    spec, settings, tracking_uri, result, params, segments, versions, data, test_rows,
+    valid_rows, raw_metrics, explain_rows,
+) -> TrainResult:  # fmt: skip
+    """Log the run to MLflow, register the model and run the champion gate."""
+    metrics = {f"test_{k}": v for k, v in result.metrics.items()}
+    metrics |= {f"test_promise_{k}": v for k, v in result.baseline_metrics.items()}
+    metrics |= {f"test_uncalibrated_{k}": v for k, v in raw_metrics.items()}
+    metrics |= {f"validation_{k}": v for k, v in result.validation_metrics.items()}
+    metrics |= {
+        metric_key("conformal_offset", k): v for k, v in result.calibration["offsets"].items()
+    }
+    for record in segments.to_dict("records"):
+        for name in WINDOW_METRICS:
+            value = record.get(name)
+            if value is not None and math.isfinite(value):
+                key = metric_key(
+                    "test_segment", record["segment"], record["value"], record["scorer"], name
+                )
+                metrics[key] = float(value)
+    model: WindowModel = result.model
+    for level, best in zip(model.levels, model.best_iterations, strict=True):
+        metrics[f"best_iteration_{level:g}"] = float(best)
+    with tempfile.TemporaryDirectory() as scratch:
+        out = Path(scratch)
+        explained = write_explanations(
+            model.boosters[1],
+            model.layout,
+            test_rows,
+            data.words,
+            out / "explain",
+            num_iteration=model.best_iterations[1],
+            rows=explain_rows,
+        )
+        segments.to_csv(out / "segment_metrics.csv", index=False)
+        settled = test_rows[test_rows[DELIVERED].notna()]
+        record = RunRecord(
+            spec=spec,
+            result=result,
+            params={
+                **{f"lgbm_{k}": v for k, v in params.items() if k != "alpha"},
+                "quantile_levels": ",".join(f"{q:g}" for q in model.levels),
+                "coverage": model.coverage,
+                "conformal_group": ",".join(model.group),
+                "settled_after_days": pd.Timedelta(spec.options["settled_after"]).days,
+            },
+            metrics=metrics,
+            files={
+                "data": [write_json(out / "conformal.json", model.offsets.to_dict())],
+                "evaluation": [out / "segment_metrics.csv"],
+                "explain": list(explained.values()),
+            },
+            words=data.words,
+            digests=versions,
+            input_example=test_rows,
+            signature_rows=pd.concat([valid_rows, test_rows]),
+            promotion=PromotionRule(
+                model.input_frame(settled), champion_metric=champion_mae(settled)
+            ),
+            version_tags={"test_coverage": f"{result.metrics['coverage']:.6f}"},
+            python_model=WINDOW_PYFUNC_CODE,
+        )
+        return log_and_register(record, settings, out, tracking_uri)

@@ -1,0 +1,180 @@
+"""The simulator's oracle: the best achievable score on a run's own test rows.
+
+Simulated data come with their true probabilities (`_truth/`, which models never read); a
+benchmark or the demo holds each model against them on the rows it was tested on. Nothing
+a deployment imports reads `_truth/`: this module is evaluation only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.stats import norm
+from sklearn.metrics import roc_auc_score
+
+from models import churn, delay_risk
+from models import delivery_estimate as de
+from models import next_best_offer as nbo
+from models.served.window import local_dates
+from models.spec import EVENT_TIME, LABEL
+from training.delivery import KINDS, measure
+from training.trainer import TrainResult
+
+
+@dataclass(frozen=True)
+class OracleComparison:
+    """Model, baseline and oracle measured with one metric on the same test rows."""
+
+    rows: int
+    model: float
+    baseline: float
+    oracle: float
+
+
+# (the run's result, the simulator's `_truth/` folder) → the comparison
+OracleFunction = Callable[[TrainResult, Path], OracleComparison]
+
+
+def auc(y: np.ndarray, score: np.ndarray) -> float:
+    """ROC AUC, NaN when only one class is present."""
+    y = np.asarray(y)
+    return float(roc_auc_score(y, score)) if 0 < y.sum() < len(y) else float("nan")
+
+
+def auc_oracle(truth_scores: Callable[[pd.DataFrame, Path], pd.DataFrame]) -> OracleFunction:
+    """An oracle comparison by ROC AUC from a function that adds an `oracle` column to the
+    test rows the truth can score (and drops the others)."""
+
+    def compare(result: TrainResult, truth_dir: Path) -> OracleComparison:
+        rows = truth_scores(result.scores, truth_dir)
+        y = rows[LABEL].to_numpy()
+        return OracleComparison(
+            rows=len(rows),
+            model=auc(y, rows["score"].to_numpy()),
+            baseline=auc(y, rows["baseline"].to_numpy()),
+            oracle=auc(y, rows["oracle"].to_numpy()),
+        )
+
+    return compare
+
+
+def churn_truth(scores: pd.DataFrame, truth_dir: Path) -> pd.DataFrame:
+    """Test snapshots with the simulator's true churn probability, 1 − p_repurchase_90d."""
+    truth = pd.read_parquet(truth_dir / "customer_snapshots.parquet")
+    truth["snapshot_ts"] = pd.to_datetime(truth["snapshot_ts"], utc=True)
+    joined = scores.merge(
+        truth,
+        left_on=["customer_id", EVENT_TIME],
+        right_on=["customer_id", "snapshot_ts"],
+        how="inner",
+    )
+    return joined.assign(oracle=1.0 - joined["p_repurchase_90d"])
+
+
+def delay_truth(scores: pd.DataFrame, truth_dir: Path) -> pd.DataFrame:
+    """Dispatch rows of the test window with the simulator's true late probability.
+
+    `p_late` is the probability at dispatch; after a scan the truth would also have to
+    condition on the scans, so later decisions have no oracle and are left out.
+    """
+    truth = pd.read_parquet(truth_dir / "shipments.parquet", columns=["shipment_id", "p_late"])
+    rows = scores[scores["stage"] == "dispatch"]
+    joined = rows.merge(truth, on="shipment_id", how="inner")
+    return joined.assign(oracle=joined["p_late"])
+
+
+def true_accept(candidate_frame: pd.DataFrame, truth_dir: Path) -> np.ndarray:
+    """The simulator's true probability that each candidate would be accepted.
+
+    Uses the customer's latent traits (`_truth/customer_latent.parquet`), whether the parcel
+    was late at the decision and whether the customer returned the category before it.
+    """
+    from features.sources.simulator import true_accept_prob
+
+    latent = pd.read_parquet(truth_dir / "customer_latent.parquet")
+    latent = latent.set_index("customer_id").reindex(candidate_frame["customer_id"].to_numpy())
+    offer_type = candidate_frame["offer_type"].to_numpy(object)
+    p = true_accept_prob(
+        {c: latent[c].to_numpy() for c in latent.columns},
+        candidate_frame["category"].to_numpy(object).astype(str),
+        offer_type.astype(str),
+        candidate_frame["discount"].to_numpy(np.float64),
+        candidate_frame["parcel_late"].to_numpy(np.float64) > 0,
+        candidate_frame["returned_before"].to_numpy(bool),
+    )
+    return p
+
+
+def policy_oracle(result: TrainResult, truth_dir: Path) -> OracleComparison:
+    """True value per decision of the model's policy, the popularity policy and the best
+    allowed action (the oracle), from the simulator's acceptance mechanism."""
+    scores = result.scores
+    n = int(scores["decision"].max()) + 1
+    a = len(scores) // n
+    true_q = true_accept(scores, truth_dir) * scores["value"].to_numpy()
+    true_q = np.nan_to_num(true_q.reshape(n, a), nan=-np.inf)
+    allowed = scores["allowed"].to_numpy().reshape(n, a)
+    best = np.where(allowed, true_q, -np.inf).max(axis=1)
+    finite = np.where(np.isfinite(true_q), true_q, 0.0)
+
+    def value_of(column: str) -> float:
+        return float((scores[column].to_numpy().reshape(n, a) * finite).sum(axis=1).mean())
+
+    return OracleComparison(
+        rows=n,
+        model=value_of("model_policy"),
+        baseline=value_of("popularity_policy"),
+        oracle=float(best.mean()),
+    )
+
+
+def truth_rows(
+    scores: pd.DataFrame, truth_dir: Path, coverage: float = de.COVERAGE
+) -> pd.DataFrame:
+    """Dispatch rows of the test window with the simulator's best estimate and window.
+
+    Transit hours are lognormal(mu, sigma) at dispatch, so the median instant is dispatch +
+    e^mu hours and the central window e^(mu ± z·sigma); after a scan the truth would have to
+    condition on the scans, so later decisions have no oracle and are left out.
+    """
+    truth = pd.read_parquet(
+        truth_dir / "shipments.parquet",
+        columns=["shipment_id", "transit_log_mu", "transit_log_sigma"],
+    )
+    rows = scores[scores["stage"] == "dispatch"].merge(truth, on="shipment_id", how="inner")
+    start = pd.to_datetime(pd.Series(rows[EVENT_TIME].to_numpy()), utc=True)
+    zones = rows[de.TIMEZONE].reset_index(drop=True)
+    z = norm.ppf((1.0 + coverage) / 2.0)
+    mu, sigma = rows["transit_log_mu"].to_numpy(), rows["transit_log_sigma"].to_numpy()
+    for kind, log_h in (
+        ("most_likely", mu),
+        ("earliest", mu - z * sigma),
+        ("latest", mu + z * sigma),
+    ):
+        rows[f"oracle_{kind}_date"] = local_dates(
+            start + pd.to_timedelta(np.exp(log_h), unit="h"), zones
+        )
+    return rows
+
+
+def delivery_oracle(result: TrainResult, truth_dir: Path) -> OracleComparison:
+    """MAE in days of the model, the promise and the simulator's truth on dispatch rows."""
+    rows = truth_rows(result.scores, truth_dir, float(de.SPEC.options["coverage"]))
+    actual = rows["actual_date"].to_numpy()
+    mae = {
+        s: measure(actual, {k: rows[f"{s}_{k}_date"].to_numpy() for k in KINDS})["mae_days"]
+        for s in ("model", "promise", "oracle")
+    }
+    return OracleComparison(len(rows), mae["model"], mae["promise"], mae["oracle"])
+
+
+ORACLES: dict[str, OracleFunction] = {
+    churn.NAME: auc_oracle(churn_truth),
+    delay_risk.NAME: auc_oracle(delay_truth),
+    nbo.NAME: policy_oracle,
+    de.NAME: delivery_oracle,
+}
