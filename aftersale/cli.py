@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import sys
+from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -29,6 +30,26 @@ err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
 class FileFormat(StrEnum):
     parquet = "parquet"
     csv = "csv"
+
+
+class Source(StrEnum):
+    simulator = "simulator"
+    folder = "folder"
+    olist = "olist"
+
+
+def parse_instant(text: str) -> datetime:
+    """An ISO 8601 instant from the command line (naive: UTC), or a usage error naming it.
+
+    Raises:
+        typer.BadParameter: The text is not an ISO 8601 date or instant (exit code 2).
+    """
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        raise typer.BadParameter(
+            f"{text!r} is not an ISO 8601 instant, e.g. 2025-12-31T23:00:00+00:00 or 2025-12-31"
+        ) from None
 
 
 @app.callback()
@@ -106,7 +127,14 @@ def simulate(
 
 @app.command()
 def validate(
-    folder: Annotated[Path, typer.Argument(help="Folder of <table>.parquet or <table>.csv files.")],
+    folder: Annotated[
+        Path,
+        typer.Argument(
+            exists=True,
+            file_okay=False,
+            help="Folder of <table>.parquet or <table>.csv files.",
+        ),
+    ],
 ) -> None:
     """Check a folder of raw tables against the data contract; exit 1 on any violation."""
     import time
@@ -134,9 +162,10 @@ def validate(
 
 @app.command()
 def ingest(
-    source: Annotated[str, typer.Option(help="simulator, folder or olist.")] = "simulator",
+    source: Annotated[Source, typer.Option(help="Where the data come from.")] = Source.simulator,
     path: Annotated[
-        Path | None, typer.Option(help="Folder of contract tables, or the Olist CSV.")
+        Path | None,
+        typer.Option(exists=True, help="Folder of contract tables, or the Olist CSV."),
     ] = None,
     customers: Annotated[int | None, typer.Option(min=1, help="Simulated customers.")] = None,
     seed: Annotated[int | None, typer.Option(help="Simulator seed.")] = None,
@@ -148,7 +177,7 @@ def ingest(
         with stages(STARTING):
             from flows.ingest import ingest as ingest_flow
 
-            folder = ingest_flow(source=source, path=path, customers=customers, seed=seed)
+            folder = ingest_flow(source=source.value, path=path, customers=customers, seed=seed)
     except ContractError as exc:
         err_console.print(f"[red]rejected[/red] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(code=1) from None
@@ -202,6 +231,7 @@ def train(
     data: Annotated[
         Path | None,
         typer.Option(
+            exists=True,
             help="Train on this dataset instead, in <data_dir>/datasets/<name>: a folder of "
             "contract tables, or the Olist sample (its folder or CSV).",
         ),
@@ -252,8 +282,11 @@ def serve(
     ] = None,
     port: Annotated[int | None, typer.Option(help="Port (default: AFTERSALE_SERVE_PORT).")] = None,
 ) -> None:
-    """Serve scores, reasons and the outreach queue over HTTP (`bentoml serve`)."""
-    import subprocess
+    """Serve scores, reasons and the outreach queue over HTTP (`bentoml serve`).
+
+    This process becomes `bentoml serve` (exec, same process id), so a supervisor's signals
+    reach the server itself: SIGTERM stops it and frees the port, with no child left behind.
+    """
     import sys
 
     from aftersale.settings import get_settings
@@ -265,23 +298,28 @@ def serve(
         *["--host", host or settings.serve_host, "--port", str(port or settings.serve_port)],
         *["--working-dir", str(root)],
     ]
-    raise typer.Exit(code=subprocess.call(command))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, command)
 
 
 @app.command()
 def score(
     as_of: Annotated[
-        str | None, typer.Option(help="Decision instant, ISO 8601 (default: the data's end).")
+        datetime | None,
+        typer.Option(
+            parser=parse_instant,
+            metavar="INSTANT",
+            help="Decision instant, ISO 8601; naive is UTC (default: the data's end).",
+        ),
     ] = None,
     top: Annotated[int, typer.Option(min=0, help="Queue rows to print.")] = 10,
 ) -> None:
     """Score every active customer and open shipment; write the day's outreach queue."""
-    from datetime import datetime
-
     with stages(STARTING):
         from flows.score_batch import score_batch
 
-        path = score_batch(as_of=datetime.fromisoformat(as_of) if as_of else None)
+        path = score_batch(as_of=as_of)
     console.print(render_queue(path, top))
 
 

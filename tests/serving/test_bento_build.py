@@ -127,3 +127,50 @@ def test_the_bento_builds_and_serves(served_folder, tmp_path) -> None:
             assert status == 200, log_path.read_text()[-4000:]
         finally:
             _stop(process)
+
+
+def _ready(process: subprocess.Popen, port: int, timeout_s: float = 180) -> int | None:
+    """Poll `/readyz` until it answers 200, the process exits or the time is up."""
+    status = None
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            status = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code
+        except httpx.HTTPError:
+            status = None
+        if status == 200:
+            break
+        time.sleep(0.5)
+    return status
+
+
+def test_serve_stops_on_sigterm_and_frees_its_port(served_folder, tmp_path) -> None:
+    """A supervisor's SIGTERM to `aftersale serve` stops the server itself: nothing of it
+    is left running or holding the port (the command used to leave `bentoml serve` behind)."""
+    aftersale = Path(sys.executable).with_name("aftersale")
+    port = _free_port()
+    log_path = tmp_path / "serve.log"
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(
+            [str(aftersale), "serve", "--port", str(port)],
+            env=os.environ | {"AFTERSALE_DATA_DIR": str(served_folder)},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            assert _ready(process, port) == 200, log_path.read_text()[-4000:]
+            process.send_signal(signal.SIGTERM)  # to the command's process only
+            assert process.wait(timeout=10) is not None
+            deadline = time.monotonic() + 10
+            while True:
+                try:
+                    os.killpg(process.pid, 0)
+                except ProcessLookupError:
+                    break  # no process of the server's group is left
+                assert time.monotonic() < deadline, "server processes outlived SIGTERM"
+                time.sleep(0.2)
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", port))  # the port is free again
+        finally:
+            _stop(process)
