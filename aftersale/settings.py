@@ -51,6 +51,17 @@ class Settings(BaseSettings):
         1, ge=1, description="Most actions queued for one customer within the cap window."
     )
     frequency_cap_days: int = Field(7, ge=1, description="Length of the frequency-cap window.")
+    outreach_channel_capacity: dict[str, int] = Field(
+        default_factory=lambda: {"email": 1_000, "sms": 400, "voice": 60},
+        description="Most actions per channel in one day's queue (JSON, e.g. "
+        '\'{"voice": 60}\'): voice is bounded by agents\' hours, about 60 calls a day for '
+        "two agents at 6 minutes a call and time between.",
+    )
+    outreach_channel_cost: dict[str, float] = Field(
+        default_factory=lambda: {"email": 0.01, "sms": 0.06, "voice": 3.0},
+        description="Cost of one action per channel in the shop's currency (JSON): a message "
+        "costs its sending fee, a call about 6 agent minutes at 30 an hour.",
+    )
     lost_after_days: float = Field(
         14.0,
         gt=0,

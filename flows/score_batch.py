@@ -24,17 +24,28 @@ RAW_TABLES = ("customers", "orders", "shipments", "invoices")
 
 
 def rules_of(settings: Settings):
-    """The outreach rules the settings give."""
+    """The outreach rules the settings give.
+
+    Raises:
+        ValueError: A channel setting names an unknown channel or a negative figure (the
+            message names the environment variable).
+    """
     from models.policies.outreach import OutreachRules
 
-    return OutreachRules(
-        capacity=settings.outreach_capacity,
-        quiet_hours_start=settings.quiet_hours_start,
-        quiet_hours_end=settings.quiet_hours_end,
-        frequency_cap=settings.frequency_cap,
-        frequency_cap_days=settings.frequency_cap_days,
-        lost_after_days=settings.lost_after_days,
-    )
+    try:
+        return OutreachRules(
+            capacity=settings.outreach_capacity,
+            quiet_hours_start=settings.quiet_hours_start,
+            quiet_hours_end=settings.quiet_hours_end,
+            frequency_cap=settings.frequency_cap,
+            frequency_cap_days=settings.frequency_cap_days,
+            lost_after_days=settings.lost_after_days,
+            channel_capacity=settings.outreach_channel_capacity,
+            channel_cost=settings.outreach_channel_cost,
+        )
+    except ValueError as error:
+        field, _, problem = str(error).partition(":")
+        raise ValueError(f"AFTERSALE_OUTREACH_{field.upper()}:{problem}") from None
 
 
 @task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)

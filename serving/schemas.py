@@ -11,6 +11,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from features.contract.schema import OUTREACH_ACTIONS, OUTREACH_CHANNELS
+
 MAX_IDS_PER_REQUEST = 100
 MAX_QUEUE_LIMIT = 10_000
 
@@ -18,8 +20,9 @@ Band = Literal["low", "medium", "high"]
 ItemStatus = Literal["ok", "unknown_id"]
 # A parcel is scored only while it is in transit; delivered and likely lost parcels say so.
 DelayStatus = Literal["ok", "unknown_id", "delivered", "likely_lost"]
-Channel = Literal["email", "sms", "voice"]
-Action = Literal["delay_notice", "service_recovery_call", "winback_offer", "payment_reminder"]
+# The contract's outreach channels and actions: declared once, there.
+Channel = Literal[OUTREACH_CHANNELS]
+Action = Literal[OUTREACH_ACTIONS]
 
 _IdList = Field(
     min_length=1,
@@ -176,10 +179,13 @@ class OutreachAction(BaseModel):
     send_window_start: str = Field(description="Customer's local time, ISO 8601 with offset.")
     send_window_end: str
     timezone: str
-    priority: float = Field(description="Expected value saved: risk × value × uplift.")
+    priority: float = Field(
+        description="Expected value saved less the action's cost: risk × value × uplift − cost."
+    )
     risk: float
     value: float
     uplift: float
+    cost: float | None = Field(None, description="Cost of the action on its channel.")
     reason: str = Field(description="Why, in words.")
 
 

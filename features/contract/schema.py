@@ -32,6 +32,19 @@ CONTACT_REASONS = (
 CONTACT_CHANNELS = ("voice", "chat", "email")
 HANDLERS = ("ai_agent", "human")
 OUTREACH_CHANNELS = ("email", "sms", "voice")
+# Proactive outreach: the four reactive actions, then the moments post-purchase playbooks
+# name (after delivery, before a membership lapses, after a first order, after a resolved
+# contact).
+OUTREACH_ACTIONS = (
+    "delay_notice",
+    "service_recovery_call",
+    "winback_offer",
+    "payment_reminder",
+    "satisfaction_check",
+    "renewal_reminder",
+    "onboarding_followup",
+    "nps_survey",
+)
 OFFER_CHANNELS = ("web", "email", "sms", "voice")
 OFFER_PLACEMENTS = ("tracking_page", "outreach")
 # "none" is the control arm: the policy chose to show nothing, and acceptance then records

@@ -24,17 +24,25 @@ tests call them alike.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
-DELAY_NOTICE = "delay_notice"
-SERVICE_RECOVERY_CALL = "service_recovery_call"
-WINBACK_OFFER = "winback_offer"
-PAYMENT_REMINDER = "payment_reminder"
-ACTIONS = (DELAY_NOTICE, SERVICE_RECOVERY_CALL, WINBACK_OFFER, PAYMENT_REMINDER)
-CHANNELS = ("email", "sms", "voice")
+from features.contract.schema import OUTREACH_ACTIONS, OUTREACH_CHANNELS
+
+(
+    DELAY_NOTICE,
+    SERVICE_RECOVERY_CALL,
+    WINBACK_OFFER,
+    PAYMENT_REMINDER,
+    SATISFACTION_CHECK,
+    RENEWAL_REMINDER,
+    ONBOARDING_FOLLOWUP,
+    NPS_SURVEY,
+) = ACTIONS = OUTREACH_ACTIONS
+CHANNELS = OUTREACH_CHANNELS
 
 # Expected uplift: the share of the value at risk an action saves. These are planning
 # assumptions, not measurements (no action has been tested against a holdout yet); they are
@@ -42,7 +50,10 @@ CHANNELS = ("email", "sms", "voice")
 # cut "where is my order" contacts and post-delay churn by around a tenth; a recovery call on
 # an unresolved case keeps roughly one in five at-risk customers; broadcast win-back offers
 # convert a few percent; a reminder gets about a third of overdue invoices paid sooner.
-# Replace them with uplift measured on control groups once outreach is logged.
+# Replace them with uplift measured on control groups once outreach is logged. The proactive
+# moments (satisfaction check, renewal reminder, onboarding follow-up, NPS survey) have no
+# assumed uplift: they are ranked only once an uplift is measured for them, so until then
+# they are never queued.
 UPLIFT = {
     DELAY_NOTICE: 0.10,
     SERVICE_RECOVERY_CALL: 0.20,
@@ -55,6 +66,10 @@ ACTION_CHANNELS = {
     SERVICE_RECOVERY_CALL: ("voice",),
     WINBACK_OFFER: ("email", "sms"),
     PAYMENT_REMINDER: ("email", "sms"),
+    SATISFACTION_CHECK: ("email", "sms"),
+    RENEWAL_REMINDER: ("email", "sms"),
+    ONBOARDING_FOLLOWUP: ("email", "voice"),
+    NPS_SURVEY: ("email", "sms"),
 }
 # Offers are marketing: they also need marketing consent.
 NEEDS_MARKETING_CONSENT = frozenset({WINBACK_OFFER})
@@ -89,6 +104,7 @@ QUEUE_COLUMNS = (
     "risk",
     "value",
     "uplift",
+    "cost",
 )
 
 
@@ -104,6 +120,14 @@ class OutreachRules:
         frequency_cap_days: Length of that window.
         lost_after_days: Days without a scan, past the promise, after which a parcel is
             taken for lost (a service-recovery call about it instead of a delay notice).
+        channel_capacity: Channel → most actions on it in one queue (a channel not named:
+            only `capacity` bounds it). Voice is the scarce one: agents' hours.
+        channel_cost: Channel → the cost of one action on it, in the shop's currency (a
+            channel not named: free); subtracted from the value an action saves.
+
+    Raises:
+        ValueError: A channel of `channel_capacity` or `channel_cost` is not an outreach
+            channel, or a capacity or cost is negative.
     """
 
     capacity: int = 1_000
@@ -112,6 +136,24 @@ class OutreachRules:
     frequency_cap: int = 1
     frequency_cap_days: int = 7
     lost_after_days: float = 14.0
+    channel_capacity: Mapping[str, int] = field(default_factory=dict)
+    channel_cost: Mapping[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name, values in (
+            ("channel_capacity", self.channel_capacity),
+            ("channel_cost", self.channel_cost),
+        ):
+            unknown = sorted(set(values) - set(CHANNELS))
+            if unknown:
+                raise ValueError(f"{name}: unknown channels {unknown}; known {list(CHANNELS)}")
+            negative = sorted(c for c, v in values.items() if v < 0)
+            if negative:
+                raise ValueError(f"{name}: negative for {negative}")
+
+    def cost(self, channel: str | None) -> float:
+        """The cost of one action on a channel."""
+        return float(self.channel_cost.get(channel, 0.0)) if channel is not None else 0.0
 
     @property
     def open_hours(self) -> int:
@@ -222,6 +264,60 @@ def _flags(values: pd.Series) -> np.ndarray:
     return values.astype("boolean").fillna(False).to_numpy(dtype=bool)
 
 
+def _fill(
+    order: np.ndarray,
+    pos: np.ndarray,
+    room: np.ndarray,
+    action: np.ndarray,
+    channel: np.ndarray,
+    saved: np.ndarray,
+    due: np.ndarray,
+    consent: dict[str, np.ndarray],
+    marketing: np.ndarray,
+    rules: OutreachRules,
+) -> tuple[np.ndarray, list[str]]:
+    """Take candidates in `order` while the queue, each customer's cap and each channel's
+    capacity have room.
+
+    A candidate whose channel is full falls back to the next of its action's channels the
+    customer consented to, if that one has room and the action is still worth its cost there
+    (a due action is taken whatever its worth). Only the candidates near the top are walked,
+    so this loop is a few thousand steps however many customers there are.
+
+    Returns:
+        The chosen candidates, in queue order, and the channel each one goes out on.
+    """
+    left = {c: rules.channel_capacity.get(c, rules.capacity) for c in CHANNELS}
+    taken: dict[int, int] = {}
+    chosen: list[int] = []
+    channels: list[str] = []
+    for i in order.tolist():
+        if len(chosen) >= rules.capacity:
+            break
+        customer = int(pos[i])
+        if taken.get(customer, 0) >= room[i]:
+            continue
+        first = channel[i]
+        options = [first] + [
+            c
+            for c in ACTION_CHANNELS[action[i]]
+            if c != first
+            and consent[c][i]
+            and (action[i] not in NEEDS_MARKETING_CONSENT or marketing[i])
+        ]
+        for option in options:
+            if left[option] <= 0:
+                continue
+            if option != first and not due[i] and not saved[i] - rules.cost(option) > 0:
+                continue
+            left[option] -= 1
+            taken[customer] = taken.get(customer, 0) + 1
+            chosen.append(i)
+            channels.append(option)
+            break
+    return np.asarray(chosen, dtype=np.int64), channels
+
+
 def plan_outreach(
     candidates: pd.DataFrame,
     customers: pd.DataFrame,
@@ -231,10 +327,12 @@ def plan_outreach(
 ) -> pd.DataFrame:
     """The day's outreach queue, highest expected value saved first.
 
-    Equivalent to sorting every allowed candidate by priority (ties: input order), dropping
-    those beyond their customer's remaining frequency cap and keeping the first `capacity`;
-    only the candidates that can reach the queue are sorted, so a million customers cost
-    a pass over arrays, not a sort of the million.
+    Priority is the value an action saves (risk × value × uplift) less the cost of its
+    channel; only actions worth more than they cost are queued (due ones whatever their
+    worth). Equivalent to walking every allowed candidate by priority (ties: input order),
+    skipping those beyond their customer's remaining frequency cap or whose channels are full
+    (`_fill`), and keeping the first `capacity`; only the candidates that can reach the queue
+    are sorted, so a million customers cost a pass over arrays, not a sort of the million.
 
     Args:
         candidates: One row per possible action: customer_id, action, subject_id (the
@@ -263,20 +361,22 @@ def plan_outreach(
     known = pos >= 0
     at = np.where(known, pos, 0)
     action = cand["action"].to_numpy(dtype=object)
-    uplift = np.array([UPLIFT[a] for a in ACTION_CHANNELS] + [np.nan])[
+    uplift = np.array([UPLIFT.get(a, np.nan) for a in ACTION_CHANNELS] + [np.nan])[
         pd.Categorical(action, categories=list(ACTION_CHANNELS)).codes
     ]
     risk = cand["risk"].to_numpy(dtype=np.float64)
     value = cand["value"].to_numpy(dtype=np.float64)
     with np.errstate(invalid="ignore"):
-        priority = risk * value * uplift
+        saved = risk * value * uplift
     consent = {c: _flags(customers[f"consent_{c}"])[at] for c in CHANNELS}
+    marketing = _flags(customers["consent_marketing"])[at]
     channel = choose_channels(
-        action,
-        customers["preferred_channel"].astype(object).to_numpy()[at],
-        consent,
-        _flags(customers["consent_marketing"])[at],
+        action, customers["preferred_channel"].astype(object).to_numpy()[at], consent, marketing
     )
+    cost_of = np.array([rules.cost(c) for c in CHANNELS] + [0.0])
+    channel_code = pd.Categorical(channel, categories=list(CHANNELS)).codes
+    with np.errstate(invalid="ignore"):
+        priority = saved - cost_of[channel_code]
     counts = recent_counts(history, as_of, rules.frequency_cap_days)
     room_of_customer = rules.frequency_cap - counts.reindex(customers["customer_id"]).fillna(
         0
@@ -294,8 +394,8 @@ def plan_outreach(
     if due.any():
         key = np.where(due, key + (key[eligible].max(initial=0.0) + 1.0), key)
 
-    # The queue can only hold candidates among the top ones by key: take the top k
-    # (all ties at the cut included), apply the per-customer cap there, widen if too few.
+    # The queue can only hold candidates among the top ones by key: take the top k (all
+    # ties at the cut included), fill the queue from them, widen if too few were taken.
     chosen = np.zeros(0, dtype=np.int64)
     k = max(4 * rules.capacity, 1)
     while rules.capacity > 0 and len(eligible):
@@ -305,11 +405,19 @@ def plan_outreach(
         else:
             top = eligible
         top = top[np.lexsort((top, -key[top]))]
-        nth = pd.Series(pos[top]).groupby(pos[top], sort=False).cumcount().to_numpy()
-        chosen = top[nth < room[top]][: rules.capacity]
+        chosen, channel_taken = _fill(top, pos, room, action, channel, saved, due, consent,
+                                      marketing, rules)  # fmt: skip
         if len(chosen) >= rules.capacity or len(top) == len(eligible):
             break
         k *= 4
+    if len(chosen):
+        channel = channel.copy()
+        channel[chosen] = channel_taken
+        priority = priority.copy()
+        priority[chosen] = saved[chosen] - np.array([rules.cost(c) for c in channel_taken])
+        # Ranked by what each action is worth on the channel it goes out on (a fallback
+        # channel costs differently), due actions first.
+        chosen = chosen[np.lexsort((np.arange(len(chosen)), -priority[chosen], ~due[chosen]))]
 
     rows = pos[chosen]
     frame = pd.DataFrame(
@@ -326,6 +434,7 @@ def plan_outreach(
             "risk": risk[chosen],
             "value": value[chosen],
             "uplift": uplift[chosen],
+            "cost": [rules.cost(c) for c in channel[chosen]],
         },
         index=candidates.index[chosen],
     )

@@ -55,12 +55,17 @@ def business(draw):
         )
     )
     history = draw(st.lists(st.tuples(st.integers(0, n - 1), st.integers(0, 20)), max_size=10))
+    channels = ("email", "sms", "voice")
     rules = OutreachRules(
         capacity=draw(st.integers(0, 15)),
         quiet_hours_start=draw(st.integers(0, 23)),
         quiet_hours_end=draw(st.integers(0, 23)),
         frequency_cap=draw(st.integers(1, 3)),
         frequency_cap_days=draw(st.integers(1, 14)),
+        channel_capacity=draw(
+            st.dictionaries(st.sampled_from(channels), st.integers(0, 6), max_size=3)
+        ),
+        channel_cost=draw(st.dictionaries(st.sampled_from(channels), st.floats(0, 50), max_size=3)),
     )
     frame = pd.DataFrame(
         {
@@ -82,28 +87,40 @@ def business(draw):
     return frame, customers_frame(people), past, rules
 
 
-def reference_queue(candidates, customers, history, rules) -> list[str]:
-    """Subjects of the queue by the policy's plain definition, one candidate at a time."""
+def reference_queue(candidates, customers, history, rules) -> list[tuple[str, str]]:
+    """(subject, channel) of the queue by the policy's plain definition, one candidate at a
+    time: by priority on the first-choice channel (the preferred one when allowed and
+    consented), each taken on the first of its consented channels with room where it is
+    still worth its cost, within the customer's cap and the queue's capacity."""
     profile = customers.set_index("customer_id")
     window = history[history["queued_ts"] > AS_OF - pd.Timedelta(days=rules.frequency_cap_days)]
     used = window.groupby("customer_id").size().to_dict()
+    left = {c: rules.channel_capacity.get(c, rules.capacity) for c in ("email", "sms", "voice")}
     allowed = []
     for i, row in enumerate(candidates.itertuples()):
         who = profile.loc[row.customer_id]
         channels = [c for c in ACTION_CHANNELS[row.action] if who[f"consent_{c}"]]
         if row.action in NEEDS_MARKETING_CONSENT and not who["consent_marketing"]:
             channels = []
-        priority = row.risk * row.value * UPLIFT[row.action]
-        if channels and priority > 0:
-            allowed.append((-priority, i, row.customer_id, row.subject_id))
-    out = []
-    for _, _, who, subject in sorted(allowed):
-        if len(out) == rules.capacity:
+        if who["preferred_channel"] in channels:
+            channels.remove(who["preferred_channel"])
+            channels.insert(0, who["preferred_channel"])
+        saved = row.risk * row.value * UPLIFT.get(row.action, float("nan"))
+        if channels and saved - rules.cost(channels[0]) > 0:
+            allowed.append((-(saved - rules.cost(channels[0])), i, row, channels, saved))
+    taken = []
+    for *_, row, channels, saved in sorted(allowed, key=lambda t: t[:2]):
+        if len(taken) == rules.capacity:
             break
-        if used.get(who, 0) < rules.frequency_cap:
-            used[who] = used.get(who, 0) + 1
-            out.append(subject)
-    return out
+        if used.get(row.customer_id, 0) >= rules.frequency_cap:
+            continue
+        for k, channel in enumerate(channels):
+            if left[channel] > 0 and (k == 0 or saved - rules.cost(channel) > 0):
+                left[channel] -= 1
+                used[row.customer_id] = used.get(row.customer_id, 0) + 1
+                taken.append((-(saved - rules.cost(channel)), len(taken), row.subject_id, channel))
+                break
+    return [(subject, channel) for *_, subject, channel in sorted(taken)]
 
 
 @settings(max_examples=60, deadline=None)
@@ -123,11 +140,15 @@ def test_rules_hold_for_any_business(data) -> None:
         assert bool(who[f"consent_{row.channel}"])
         if row.action in NEEDS_MARKETING_CONSENT:
             assert bool(who["consent_marketing"])
-        # Preferred channel wins when it is allowed and consented.
-        if who["preferred_channel"] in ACTION_CHANNELS[row.action] and bool(
-            who[f"consent_{who['preferred_channel']}"]
+        # Preferred channel wins when it is allowed and consented (and has no capacity of
+        # its own that it may have run out of).
+        preferred = who["preferred_channel"]
+        if (
+            preferred in ACTION_CHANNELS[row.action]
+            and bool(who[f"consent_{preferred}"])
+            and preferred not in rules.channel_capacity
         ):
-            assert row.channel == who["preferred_channel"]
+            assert row.channel == preferred
         # Quiet hours: the window lies in open hours of the customer's own zone.
         start = pd.Timestamp(row.send_window_start)
         end = pd.Timestamp(row.send_window_end)
@@ -138,10 +159,17 @@ def test_rules_hold_for_any_business(data) -> None:
             local = start.tz_convert(row.timezone)
             since_open = (local.hour - rules.quiet_hours_end) % 24
             assert since_open < rules.open_hours
-        assert row.priority == pytest.approx(row.risk * row.value * UPLIFT[row.action])
-    # The same queue as the plain definition: sort everything allowed, cap, cut.
+        # Worth more than it costs, on the channel it goes out on.
+        assert row.cost == rules.cost(row.channel)
+        saved = row.risk * row.value * UPLIFT[row.action]
+        assert row.priority == pytest.approx(saved - row.cost)
+        assert row.priority > 0
+    # Each channel's capacity holds.
+    for channel, count in queue["channel"].value_counts().items():
+        assert count <= rules.channel_capacity.get(channel, rules.capacity)
+    # The same queue as the plain definition: sort everything allowed, walk, cap, cut.
     expected = reference_queue(candidates, customers, history, rules)
-    assert queue["subject_id"].tolist() == expected
+    assert list(zip(queue["subject_id"], queue["channel"], strict=True)) == expected
     # Frequency cap: earlier actions in the window plus new ones stay within the cap.
     window = history[history["queued_ts"] > AS_OF - pd.Timedelta(days=rules.frequency_cap_days)]
     before = window.groupby("customer_id").size()
@@ -264,3 +292,78 @@ def test_quiet_hours_push_the_window_to_the_morning() -> None:
     assert queue.loc[0, "send_window_start"] == "2025-06-03T08:00:00+09:00"
     assert queue.loc[0, "send_window_end"] == "2025-06-03T21:00:00+09:00"
     assert queue.loc[0, "channel"] == "sms"
+
+
+def test_a_full_channel_falls_back_and_costs_are_paid() -> None:
+    people = [
+        {
+            "customer_id": f"c{i}",
+            "timezone": "Europe/Berlin",
+            "preferred_channel": "sms",
+            "consent_email": True,
+            "consent_sms": True,
+            "consent_voice": True,
+            "consent_marketing": True,
+        }
+        for i in range(4)
+    ]
+    candidates = pd.DataFrame(
+        {
+            "customer_id": ["c0", "c1", "c2", "c3"],
+            "action": [WINBACK_OFFER] * 4,
+            "subject_id": [None] * 4,
+            "risk": [0.9, 0.8, 0.7, 0.01],
+            "value": [100.0] * 4,
+        }
+    )
+    rules = OutreachRules(
+        capacity=10, channel_capacity={"sms": 1}, channel_cost={"sms": 0.5, "email": 0.1}
+    )
+    empty = pd.DataFrame({"customer_id": [], "queued_ts": []})
+    queue = plan_outreach(candidates, customers_frame(people), empty, AS_OF, rules)
+    # sms holds one action; the next ones go by email; the last is worth less than it costs.
+    assert queue["customer_id"].tolist() == ["c0", "c1", "c2"]
+    assert queue["channel"].tolist() == ["sms", "email", "email"]
+    saved = 0.9 * 100.0 * UPLIFT[WINBACK_OFFER]
+    assert queue["priority"].iloc[0] == pytest.approx(saved - 0.5)
+    assert queue["cost"].tolist() == [0.5, 0.1, 0.1]
+
+
+def test_actions_without_a_measured_uplift_are_never_queued() -> None:
+    unmeasured = [a for a in ACTIONS if a not in UPLIFT]
+    assert unmeasured  # the proactive moments wait for a measured uplift
+    people = [
+        {
+            "customer_id": "c0",
+            "timezone": "Europe/Berlin",
+            "preferred_channel": "email",
+            "consent_email": True,
+            "consent_sms": True,
+            "consent_voice": True,
+            "consent_marketing": True,
+        }
+    ]
+    candidates = pd.DataFrame(
+        {
+            "customer_id": ["c0"] * len(unmeasured),
+            "action": unmeasured,
+            "subject_id": [None] * len(unmeasured),
+            "risk": [1.0] * len(unmeasured),
+            "value": [1_000.0] * len(unmeasured),
+        }
+    )
+    empty = pd.DataFrame({"customer_id": [], "queued_ts": []})
+    queue = plan_outreach(candidates, customers_frame(people), empty, AS_OF, OutreachRules())
+    assert queue.empty
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("channel_capacity", {"pigeon": 3}, "unknown channels ['pigeon']"),
+        ("channel_cost", {"sms": -1.0}, "negative for ['sms']"),
+    ],
+)
+def test_rules_name_a_bad_channel_setting(field, value, message) -> None:
+    with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        OutreachRules(**{field: value})
