@@ -54,7 +54,7 @@ class Settings(BaseSettings):
     outreach_channel_capacity: dict[str, int] = Field(
         default_factory=lambda: {"email": 1_000, "sms": 400, "voice": 60},
         description="Most actions per channel in one day's queue (JSON, e.g. "
-        '\'{"voice": 60}\'): voice is bounded by agents\' hours, about 60 calls a day for '
+        "'{\"voice\": 60}'): voice is bounded by agents' hours, about 60 calls a day for "
         "two agents at 6 minutes a call and time between.",
     )
     outreach_channel_cost: dict[str, float] = Field(
