@@ -3,6 +3,7 @@ rows and rule — and never a stack trace."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -380,5 +381,8 @@ def test_cli_accepts_valid_folder(tmp_path: Path, cli: CliRunner) -> None:
 
 def test_cli_on_missing_folder(tmp_path: Path, cli: CliRunner) -> None:
     result = cli.invoke(app, ["validate", str(tmp_path / "nope")])
-    assert result.exit_code == 1
-    assert "is not a directory" in result.output
+    # A usage error, named at the edge, like every malformed option.
+    assert result.exit_code == 2
+    words = " ".join(re.sub("[│╭╮╰╯─]", " ", result.output).split())  # the box unwrapped
+    assert "Invalid value for 'folder'" in words
+    assert "does not exist" in words
