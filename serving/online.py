@@ -11,6 +11,7 @@ t, the row as of t is read from the offline tables the online store was material
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,6 +21,7 @@ import pyarrow as pa
 
 from features.instants import utc_instant
 from features.store.latest import latest_rows
+from serving.metrics import domain_metrics
 
 # The instant of the row a record came from, stored in the record under this key.
 ROW_TIME = "feature_ts"
@@ -95,7 +97,13 @@ class FeatureReader:
         Raises:
             StoreUnavailableError: The store could not be read.
         """
-        as_of = utc_instant(as_of)
+        started = time.perf_counter()
+        try:
+            return self._read(keys, utc_instant(as_of))
+        finally:
+            domain_metrics().reads.labels(self.view.name).observe(time.perf_counter() - started)
+
+    def _read(self, keys: Sequence[Sequence[str]], as_of: pd.Timestamp) -> list[dict | None]:
         entity_keys = [
             self._entity_key(
                 join_keys=self.keys, entity_values=[self._value(string_val=v) for v in values]

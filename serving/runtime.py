@@ -21,6 +21,7 @@ from models.delay_risk import DELIVERED, LIKELY_LOST, parcel_states
 from models.served.registry import ModelUnavailableError
 from models.served.window import day_starts
 from serving import schemas
+from serving.metrics import domain_metrics
 from serving.online import ROW_TIME, FeatureReader
 from serving.queue import QueueCache
 from serving.recommend import OfferRecommender, load_recommender
@@ -156,6 +157,7 @@ class Runtime:
                 reasons=[_reason(r) for r in scored.reasons[k]],
                 delivery_window=windows[k],
             )
+        _report(DELAY_MODEL, results)
         return schemas.DelayResponse(
             model=scored.model.ref(), as_of=as_of.to_pydatetime(), results=results
         )
@@ -198,6 +200,7 @@ class Runtime:
                 contact_reason=contact[k],
                 reasons=[_reason(r) for r in scored.reasons[k]],
             )
+        _report(CHURN_MODEL, results)
         return schemas.ChurnResponse(
             model=scored.model.ref(), as_of=as_of.to_pydatetime(), results=results
         )
@@ -211,7 +214,15 @@ class Runtime:
         """
         if self.recommender is None:
             raise ModelUnavailableError("no champion of next_best_offer is registered")
-        return self.recommender.recommend(order_id, k, self.now())
+        answer = self.recommender.recommend(order_id, k, self.now())
+        domain_metrics().answered(
+            self.recommender.model.name, ["cold_start" if answer.cold_start else "ok"]
+        )
+        return answer
+
+    def versions(self) -> dict[str, str]:
+        """Model → the champion version loaded."""
+        return {m.name: m.version for m in self.models_info().models}
 
     def models_info(self) -> schemas.ModelsResponse:
         """Loaded versions and aliases, and the queue being served."""
@@ -229,6 +240,17 @@ class Runtime:
             ],
             outreach_queue=queue.meta.get("queue_date") if queue else None,
         )
+
+
+def _report(model: str, results: list) -> None:
+    """Count an answer's ids by status, and the scores and bands it served."""
+    scored = [r for r in results if r.probability is not None]
+    domain_metrics().answered(
+        model,
+        [r.status for r in results],
+        [r.probability for r in scored],
+        [r.band for r in scored],
+    )
 
 
 PARCEL_STATE_COLUMNS = ("stage", "promised_epoch", "last_scan_epoch")

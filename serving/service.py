@@ -3,7 +3,7 @@
 Start it with `aftersale serve` (or `bentoml serve serving.service:Aftersale`). Routes:
 `POST /v1/score/delay`, `POST /v1/score/churn`, `POST /v1/recommend`,
 `POST /v1/outreach/queue`, `GET /v1/models`, `POST /v1/admin/reload`; BentoML adds `/livez`,
-`/readyz` and `/metrics`.
+`/readyz` and `/metrics`, which also carries the service's own measures (`serving.metrics`).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from starlette.responses import JSONResponse
 from aftersale.settings import get_settings
 from models.served.registry import ModelUnavailableError
 from serving import schemas
+from serving.metrics import domain_metrics
 from serving.online import StoreUnavailableError
 from serving.outreach import QueueUnavailableError, select_actions
 from serving.runtime import Runtime
@@ -40,6 +41,7 @@ class Aftersale:
     def __init__(self) -> None:
         self.settings = get_settings()
         self.runtime = Runtime.start(self.settings)
+        domain_metrics().load(self.runtime.versions())
         self._reloading = threading.Lock()
         try:
             signal.signal(signal.SIGHUP, lambda *_: self.reload_in_background())
@@ -54,6 +56,7 @@ class Aftersale:
         with self._reloading:
             fresh = Runtime.start(self.settings)
             self.runtime = fresh  # one reference swap: requests see old or new, whole
+            domain_metrics().load(fresh.versions())
         return fresh.models_info()
 
     def reload_in_background(self) -> None:

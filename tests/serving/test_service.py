@@ -644,3 +644,55 @@ def test_only_unknown_ids_are_answered_as_unknown(client, unknown) -> None:
         response = client.post(path, json={field: unknown})
         assert response.status_code == 200, response.text
         assert [r["status"] for r in response.json()["results"]] == ["unknown_id"] * len(unknown)
+
+
+def _samples(text: str) -> dict[tuple[str, tuple], float]:
+    """Prometheus text → (sample name, sorted labels) → value."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def _delta(before: dict, after: dict, name: str, **labels) -> float:
+    """How much the samples named `name` whose labels include `labels` grew, summed."""
+
+    def total(samples: dict) -> float:
+        return sum(
+            v for (n, ls), v in samples.items() if n == name and labels.items() <= dict(ls).items()
+        )
+
+    return total(after) - total(before)
+
+
+def test_metrics_count_what_was_answered(server, ids) -> None:
+    with httpx.Client(base_url=server, timeout=30) as http:
+        before = _samples(http.get("/metrics").text)
+        churn = http.post("/v1/score/churn", json={"customer_ids": [*ids["customers"], "nobody"]})
+        delay = http.post("/v1/score/delay", json={"shipment_ids": [*ids["shipments"], "none"]})
+        offers = http.post("/v1/recommend", json={"order_id": ids["orders"][0]})
+        assert churn.status_code == delay.status_code == offers.status_code == 200
+        models = http.get("/v1/models").json()["models"]
+        after = _samples(http.get("/metrics").text)
+    for model, response in (("churn", churn), ("delay_risk", delay)):
+        results = response.json()["results"]
+        for status in {r["status"] for r in results}:
+            sent = sum(r["status"] == status for r in results)
+            assert _delta(before, after, "aftersale_ids_total", model=model, status=status) == sent
+        scored = [r for r in results if r["probability"] is not None]
+        for band in {r["band"] for r in scored}:
+            sent = sum(r["band"] == band for r in scored)
+            assert _delta(before, after, "aftersale_band_total", model=model, band=band) == sent
+        assert _delta(before, after, "aftersale_score_count", model=model) == len(scored)
+        total = sum(r["probability"] for r in scored)
+        assert _delta(before, after, "aftersale_score_sum", model=model) == pytest.approx(total)
+    status = "cold_start" if offers.json()["cold_start"] else "ok"
+    assert _delta(before, after, "aftersale_ids_total", model="next_best_offer", status=status) == 1
+    # Online reads were timed; every loaded champion version is marked.
+    assert _delta(before, after, "aftersale_online_read_seconds_count") >= 3
+    for m in models:
+        key = ("aftersale_model_loaded", (("model", m["name"]), ("version", m["version"])))
+        assert after[key] == 1
