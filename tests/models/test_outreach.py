@@ -27,6 +27,24 @@ def customers_frame(rows: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows).assign(region="DE", language="de")
 
 
+def consenting(n: int, preferred: str) -> pd.DataFrame:
+    """n customers in Berlin, c0 … c{n-1}, who consented to every channel and marketing."""
+    return customers_frame(
+        [
+            {
+                "customer_id": f"c{i}",
+                "timezone": "Europe/Berlin",
+                "preferred_channel": preferred,
+                "consent_email": True,
+                "consent_sms": True,
+                "consent_voice": True,
+                "consent_marketing": True,
+            }
+            for i in range(n)
+        ]
+    )
+
+
 customer = st.fixed_dictionaries(
     {
         "timezone": st.sampled_from(ZONES),
@@ -179,20 +197,7 @@ def test_rules_hold_for_any_business(data) -> None:
 
 
 def test_highest_expected_value_first_and_capacity_fills() -> None:
-    customers = customers_frame(
-        [
-            {
-                "customer_id": f"c{i}",
-                "timezone": "Europe/Berlin",
-                "preferred_channel": "email",
-                "consent_email": True,
-                "consent_sms": True,
-                "consent_voice": True,
-                "consent_marketing": True,
-            }
-            for i in range(3)
-        ]
-    )
+    customers = consenting(3, "email")
     candidates = pd.DataFrame(
         {
             "customer_id": ["c0", "c1", "c2"],
@@ -227,20 +232,7 @@ def test_delay_notice_triggers_when_the_estimate_passes_the_promise(
 
 
 def test_due_delay_notice_is_queued_first_whatever_its_priority() -> None:
-    customers = customers_frame(
-        [
-            {
-                "customer_id": f"c{i}",
-                "timezone": "Europe/Berlin",
-                "preferred_channel": "email",
-                "consent_email": True,
-                "consent_sms": True,
-                "consent_voice": True,
-                "consent_marketing": True,
-            }
-            for i in range(3)
-        ]
-    )
+    customers = consenting(3, "email")
     candidates = pd.DataFrame(
         {
             "customer_id": ["c0", "c1", "c2"],
@@ -295,18 +287,7 @@ def test_quiet_hours_push_the_window_to_the_morning() -> None:
 
 
 def test_a_full_channel_falls_back_and_costs_are_paid() -> None:
-    people = [
-        {
-            "customer_id": f"c{i}",
-            "timezone": "Europe/Berlin",
-            "preferred_channel": "sms",
-            "consent_email": True,
-            "consent_sms": True,
-            "consent_voice": True,
-            "consent_marketing": True,
-        }
-        for i in range(4)
-    ]
+    people = consenting(4, "sms")
     candidates = pd.DataFrame(
         {
             "customer_id": ["c0", "c1", "c2", "c3"],
@@ -320,7 +301,7 @@ def test_a_full_channel_falls_back_and_costs_are_paid() -> None:
         capacity=10, channel_capacity={"sms": 1}, channel_cost={"sms": 0.5, "email": 0.1}
     )
     empty = pd.DataFrame({"customer_id": [], "queued_ts": []})
-    queue = plan_outreach(candidates, customers_frame(people), empty, AS_OF, rules)
+    queue = plan_outreach(candidates, people, empty, AS_OF, rules)
     # sms holds one action; the next ones go by email; the last is worth less than it costs.
     assert queue["customer_id"].tolist() == ["c0", "c1", "c2"]
     assert queue["channel"].tolist() == ["sms", "email", "email"]
@@ -332,17 +313,7 @@ def test_a_full_channel_falls_back_and_costs_are_paid() -> None:
 def test_actions_without_a_measured_uplift_are_never_queued() -> None:
     unmeasured = [a for a in ACTIONS if a not in UPLIFT]
     assert unmeasured  # the proactive moments wait for a measured uplift
-    people = [
-        {
-            "customer_id": "c0",
-            "timezone": "Europe/Berlin",
-            "preferred_channel": "email",
-            "consent_email": True,
-            "consent_sms": True,
-            "consent_voice": True,
-            "consent_marketing": True,
-        }
-    ]
+    people = consenting(1, "email")
     candidates = pd.DataFrame(
         {
             "customer_id": ["c0"] * len(unmeasured),
@@ -353,7 +324,7 @@ def test_actions_without_a_measured_uplift_are_never_queued() -> None:
         }
     )
     empty = pd.DataFrame({"customer_id": [], "queued_ts": []})
-    queue = plan_outreach(candidates, customers_frame(people), empty, AS_OF, OutreachRules())
+    queue = plan_outreach(candidates, people, empty, AS_OF, OutreachRules())
     assert queue.empty
 
 

@@ -114,17 +114,7 @@ def test_the_bento_builds_and_serves(served_folder, tmp_path) -> None:
             start_new_session=True,
         )
         try:
-            status = None
-            deadline = time.monotonic() + 180
-            while time.monotonic() < deadline and process.poll() is None:
-                try:
-                    status = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code
-                except httpx.HTTPError:
-                    status = None
-                if status == 200:
-                    break
-                time.sleep(0.5)
-            assert status == 200, log_path.read_text()[-4000:]
+            assert _ready(process, port) == 200, log_path.read_text()[-4000:]
         finally:
             _stop(process)
 
