@@ -276,11 +276,12 @@ def test_service_loads_the_champion_from_the_server(
 def test_service_answers_with_the_servers_champions(
     champions, built, sim_tables, tracking_server
 ) -> None:
-    """The service, configured by the environment alone, loads its champions from the
-    tracking server and answers with them."""
-    from starlette.testclient import TestClient
-
-    from serving.service import Aftersale
+    """The service's runtime, configured by the environment alone, loads its champions from
+    the tracking server and answers with them. (The runtime the service holds, not its ASGI
+    app: BentoML registers its request metrics once per process, and the service tests
+    already built one app in this process.)"""
+    from aftersale.settings import get_settings
+    from serving.runtime import Runtime
 
     settings, _ = built
     as_of = pd.Timestamp(settings.as_of)
@@ -292,16 +293,13 @@ def test_service_answers_with_the_servers_champions(
         patch.setenv("AFTERSALE_DATA_DIR", str(settings.data_dir))
         patch.setenv("AFTERSALE_MLFLOW_TRACKING_URI", tracking_server.uri)
         patch.setenv("AFTERSALE_AS_OF", as_of.isoformat())
-        with TestClient(Aftersale.to_asgi()) as http:
-            models = http.get("/v1/models")
-            response = http.post("/v1/score/delay", json={"shipment_ids": asked})
-    assert models.status_code == 200, models.text
-    assert {(m["name"], m["version"]) for m in models.json()["models"]} >= {
+        runtime = Runtime.start(get_settings())
+        models = runtime.models_info().model_dump(mode="json")
+        body = runtime.score_delay(asked).model_dump(mode="json")
+    assert {(m["name"], m["version"]) for m in models["models"]} >= {
         (DELAY.name, "1"),
         (CHURN.name, "1"),
     }
-    assert response.status_code == 200, response.text
-    body = response.json()
     assert body["model"] == {"name": DELAY.name, "version": "1"}
     assert [r["shipment_id"] for r in body["results"]] == asked
     scored = [r for r in body["results"] if r["status"] == "ok"]
