@@ -59,9 +59,10 @@ class FeatureReader:
         store: The Feast store.
         view_name: The feature view.
         features: Feature names to read (default: all of the view's).
-        offline_folder: The view's published offline table, read for entities whose online
-            row is newer than the decision instant (None: such entities are answered as
-            unknown, never with the newer row).
+        offline_root: The published offline tables (`<features>/current`): the view's own
+            table there (its batch source's path, which need not be the view's name) is read
+            for entities whose online row is newer than the decision instant (None: such
+            entities are answered as unknown, never with the newer row).
     """
 
     def __init__(
@@ -69,7 +70,7 @@ class FeatureReader:
         store,
         view_name: str,
         features: Sequence[str] | None = None,
-        offline_folder: Path | None = None,
+        offline_root: Path | None = None,
     ) -> None:
         from feast.protos.feast.types.EntityKey_pb2 import EntityKey
         from feast.protos.feast.types.Value_pb2 import Value
@@ -78,7 +79,8 @@ class FeatureReader:
         self.view = store.get_feature_view(view_name)
         self.keys = [c.name for c in self.view.entity_columns]
         self.names = list(features) if features else [f.name for f in self.view.features]
-        self.offline_folder = offline_folder
+        source = getattr(self.view.batch_source, "path", None) or view_name
+        self.offline_folder = None if offline_root is None else Path(offline_root) / source
         self._entity_key, self._value = EntityKey, Value
 
     @classmethod
@@ -86,9 +88,8 @@ class FeatureReader:
         """The reader of a feature service over one view (the service's features only)."""
         service = store.get_feature_service(service_name)
         (projection,) = service.feature_view_projections
-        folder = None if offline_root is None else offline_root / projection.name
         names = [f.name for f in projection.features]
-        return cls(store, projection.name, names, folder)
+        return cls(store, projection.name, names, offline_root)
 
     def read(self, keys: Sequence[Sequence[str]], as_of: pd.Timestamp) -> list[dict | None]:
         """One dict per key tuple (in `self.keys` order), the row as of `as_of`; None where

@@ -109,8 +109,7 @@ class OfferRecommender:
         projected = {p.name: [f.name for f in p.features] for p in service.feature_view_projections}
 
         def reader(view: str) -> FeatureReader:
-            folder = None if offline_root is None else offline_root / view
-            return FeatureReader(store, view, projected.get(view), folder)
+            return FeatureReader(store, view, projected.get(view), offline_root)
 
         return cls(
             model=model,
