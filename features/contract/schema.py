@@ -45,6 +45,17 @@ OUTREACH_ACTIONS = (
     "onboarding_followup",
     "nps_survey",
 )
+# The table each action's subject_id names (none: the win-back offer is about the customer).
+OUTREACH_SUBJECTS: dict[str, tuple[str, ...]] = {
+    "delay_notice": ("shipments",),
+    "service_recovery_call": ("contacts", "shipments"),
+    "winback_offer": (),
+    "payment_reminder": ("invoices",),
+    "satisfaction_check": ("shipments", "orders"),
+    "renewal_reminder": ("invoices",),
+    "onboarding_followup": ("orders",),
+    "nps_survey": ("contacts",),
+}
 OFFER_CHANNELS = ("web", "email", "sms", "voice")
 OFFER_PLACEMENTS = ("tracking_page", "outreach")
 # "none" is the control arm: the policy chose to show nothing, and acceptance then records
@@ -123,6 +134,22 @@ class Reference:
 
 
 @dataclass(frozen=True)
+class SubjectReference:
+    """A key whose table depends on another column's value (a polymorphic foreign key).
+
+    Attributes:
+        column: Column of this table holding the key.
+        by: Column whose value decides the referenced table.
+        tables: For each value of `by`, the tables the key may name (each by its first key
+            column); an empty tuple means the key must be missing.
+    """
+
+    column: str
+    by: str
+    tables: dict[str, tuple[str, ...]]
+
+
+@dataclass(frozen=True)
 class Ordering:
     """Within one row, `later` must not be earlier than `earlier` (nulls are skipped)."""
 
@@ -139,6 +166,7 @@ class TableSchema:
     key: tuple[str, ...]
     references: tuple[Reference, ...] = ()
     orderings: tuple[Ordering, ...] = ()
+    subjects: tuple[SubjectReference, ...] = ()
     required: bool = False
     description: str = ""
     _by_name: dict[str, Column] = field(init=False, repr=False, compare=False)
@@ -379,6 +407,38 @@ OFFERS = TableSchema(
     ),
 )
 
+OUTREACH = TableSchema(
+    name="outreach",
+    key=("outreach_id",),
+    description=(
+        "Proactive outreach decisions of the logging policy, held-out ones included: what "
+        "was (or, for a holdout, would have been) sent, on which channel, about what."
+    ),
+    references=(
+        Reference("customer_id", "customers", "customer_id", not_before=("ts", "signup_ts")),
+    ),
+    subjects=(SubjectReference("subject_id", "action", OUTREACH_SUBJECTS),),
+    columns=(
+        _s("outreach_id", description="Outreach key."),
+        _s("customer_id", description="Who it is for."),
+        _ts("ts", description="When it was sent (or, held out, would have been)."),
+        _s("action", allowed=OUTREACH_ACTIONS, description="What the policy chose."),
+        _s("channel", allowed=OUTREACH_CHANNELS, description="Email, SMS or a call."),
+        _s(
+            "subject_id",
+            nullable=True,
+            description="The shipment, contact, invoice or order it is about (by action).",
+        ),
+        _f(
+            "propensity",
+            min=1e-9,
+            max=1.0,
+            description="Probability of this row's choice: the action and sent or held out.",
+        ),
+        _b("holdout", description="Chosen but held out at random: logged, not sent."),
+    ),
+)
+
 CONTRACT: dict[str, TableSchema] = {
     t.name: t
     for t in (
@@ -392,6 +452,7 @@ CONTRACT: dict[str, TableSchema] = {
         CONTACTS,
         INVOICES,
         OFFERS,
+        OUTREACH,
     )
 }
 """All tables, in dependency order (a table only references tables before it)."""

@@ -208,6 +208,52 @@ def check_references(
     return [v for v in found if v is not None], notes
 
 
+def check_subjects(
+    schema: TableSchema, table: pa.Table, tables: dict[str, pa.Table]
+) -> tuple[list[Violation], list[str]]:
+    """Polymorphic keys resolve in the table their row's kind names (outreach subjects).
+
+    Per value of the deciding column: the key is present when that value names tables and
+    exists in one of them, and missing when it names none. Values outside the declared set
+    are the column rules' business and are skipped here.
+    """
+    found: list[Violation | None] = []
+    notes = []
+    for ref in schema.subjects:
+        if ref.column not in table.column_names or ref.by not in table.column_names:
+            continue
+        values = table.column(ref.column)
+        kinds = table.column(ref.by)
+        for kind, names in ref.tables.items():
+            rows = pc.fill_null(pc.equal(kinds, kind), False)
+            if not pc.any(rows).as_py():
+                continue
+            if not names:
+                rule = f"have a subject although action {kind} takes none"
+                bad = pc.and_(rows, pc.is_valid(values))
+                found.append(
+                    violation(schema.name, table, schema.key, ref.column, rule, bad, values)
+                )
+                continue
+            absent = [n for n in names if n not in tables]
+            if absent:
+                notes.append(
+                    f"{schema.name}.{ref.column} of {kind}: not checked, {', '.join(absent)} absent"
+                )
+                continue
+            missing = pc.and_(rows, pc.is_null(values))
+            rule = f"are missing a subject for action {kind}"
+            found.append(violation(schema.name, table, schema.key, ref.column, rule, missing))
+            known = [tables[n].column(CONTRACT[n].key[0]).combine_chunks() for n in names]
+            exists = pc.is_in(values, value_set=pa.concat_arrays(known))
+            unknown = pc.and_(pc.and_(rows, pc.is_valid(values)), pc.invert(exists))
+            rule = f"reference unknown {' or '.join(names)} for action {kind}"
+            found.append(
+                violation(schema.name, table, schema.key, ref.column, rule, unknown, values)
+            )
+    return [v for v in found if v is not None], notes
+
+
 def load_folder(folder: Path) -> tuple[dict[str, pa.Table], ValidationReport]:
     """Read and check every contract table found in a folder.
 
@@ -257,6 +303,9 @@ def load_folder(folder: Path) -> tuple[dict[str, pa.Table], ValidationReport]:
                 report.violations.append(duplicate)
             report.violations.extend(check_orderings(schema, table))
             problems, notes = check_references(schema, table, tables, screen)
+            report.violations.extend(problems)
+            report.notes.extend(notes)
+            problems, notes = check_subjects(schema, table, tables)
             report.violations.extend(problems)
             report.notes.extend(notes)
     finally:

@@ -1,7 +1,8 @@
 """The built-in simulator: a seeded, scalable synthetic post-purchase business.
 
-`simulate` writes the ten contract tables and, beside them, `_truth/` with the true
-probabilities of its delay, churn and acceptance mechanisms. See docs/simulator.md.
+`simulate` writes the contract tables and, beside them, `_truth/` with the true probabilities
+of its delay, churn and acceptance mechanisms and the true effect of every logged outreach.
+See docs/simulator.md.
 """
 
 from features.sources.simulator.engine import SimulationResult, simulate

@@ -37,7 +37,13 @@ from features.sources.simulator.output import (
     globalise,
     string_ids,
 )
-from features.sources.simulator.params import DEFAULT_PARAMS, STREAM_CHUNK, SimulatorParams
+from features.sources.simulator.outreach import Outreach
+from features.sources.simulator.params import (
+    DEFAULT_PARAMS,
+    STREAM_CHUNK,
+    STREAM_OUTREACH,
+    SimulatorParams,
+)
 from features.sources.simulator.population import draw_population
 from features.sources.simulator.tables import assemble, products_table
 from features.sources.simulator.truth import repurchase_truth
@@ -70,7 +76,7 @@ def simulate(
     months: int = 24,
     workers: int = 1,
 ) -> SimulationResult:
-    """Simulate the business and write the ten contract tables plus `_truth/`.
+    """Simulate the business and write the eleven contract tables plus `_truth/`.
 
     Args:
         out_dir: Destination folder; replaced atomically if it exists.
@@ -148,7 +154,11 @@ def simulate_chunk(world: World, seed: int, index: int, size: int) -> dict[str, 
     """Simulate chunk `index` of `size` customers; tables carry chunk-local ids."""
     rng = np.random.default_rng(np.random.SeedSequence([seed, STREAM_CHUNK, index]))
     pop = draw_population(rng, size, world.timeline, world.params)
-    journeys = simulate_journeys(rng, world, pop)
+    outreach = None
+    if world.params.outreach.enabled:
+        outreach_rng = np.random.default_rng(np.random.SeedSequence([seed, STREAM_OUTREACH, index]))
+        outreach = Outreach(outreach_rng, world, pop)
+    journeys = simulate_journeys(rng, world, pop, outreach)
     orders = journeys.orders
     member_invoices, member_contacts = simulate_memberships(
         rng, world, pop, orders["customer"], orders["t"]
@@ -164,8 +174,12 @@ def simulate_chunk(world: World, seed: int, index: int, size: int) -> dict[str, 
         orders["r"],
         orders["q"],
         pop.order_rate,
+        journeys.resets,
     )
-    return assemble(world, pop, journeys, member_invoices, member_contacts, offers, snapshots)
+    delay_sensitivity = outreach.delay_sensitivity if outreach is not None else None
+    return assemble(
+        world, pop, journeys, member_invoices, member_contacts, offers, snapshots, delay_sensitivity
+    )
 
 
 def _consume_in_order(

@@ -6,6 +6,8 @@ k-th order of every customer still active. After order k its experience resolves
 latest of delivery, last contact and refund); the customer then churns for good with
 probability q_k = sigmoid(churn_base_i + tenure·ln(k+1) + w·experience_k), or else orders
 again at S⁻¹(S(r_k) + E/λ_i), the next event of a Poisson process with rate λ_i·season(t).
+With outreach (`outreach.Outreach`), logged actions shift q_k before the draw, or revive or
+lose a customer who has not ordered since r_k; without it the draws are exactly the same.
 """
 
 from __future__ import annotations
@@ -21,6 +23,14 @@ from features.sources.simulator.contacts import (
     empty_contacts,
     handle_contacts,
     repeat_contacts,
+)
+from features.sources.simulator.outreach import (
+    SUBJECT_ORDER,
+    SUBJECT_SHIPMENT,
+    Notices,
+    Outreach,
+    empty_outreach,
+    empty_resets,
 )
 from features.sources.simulator.params import PAYMENT_METHODS, RETURN_REASONS
 from features.sources.simulator.population import Population
@@ -69,6 +79,11 @@ class Journeys:
         returns: order, product, category, reason, requested, refunded (NaN), amount.
         invoices: order, issued, due, amount, paid (NaN while unpaid).
         contacts: Order-related contacts (order -1 for reason "other").
+        outreach: Logged outreach (see `Outreach.results`); subjects of kind shipment and
+            order hold journey numbers, contacts and invoices positions in `contacts` and
+            `invoices`.
+        resets: Where outreach after a decision reset a customer's alive probability: order,
+            t, q (the churned probability from t on), for the truth.
     """
 
     orders: dict[str, np.ndarray]
@@ -77,10 +92,21 @@ class Journeys:
     returns: dict[str, np.ndarray]
     invoices: dict[str, np.ndarray]
     contacts: ContactBatch
+    outreach: dict[str, np.ndarray]
+    resets: dict[str, np.ndarray]
 
 
-def simulate_journeys(rng: np.random.Generator, world: World, pop: Population) -> Journeys:
-    """Simulate every customer's orders until churn or the horizon."""
+def simulate_journeys(
+    rng: np.random.Generator, world: World, pop: Population, outreach: Outreach | None = None
+) -> Journeys:
+    """Simulate every customer's orders until churn or the horizon.
+
+    Args:
+        rng: Random stream of the chunk.
+        world: Shared context.
+        pop: The chunk's customers.
+        outreach: The chunk's outreach, or None to send nothing.
+    """
     p = world.params
     cp = p.customers
     horizon = world.timeline.days
@@ -102,7 +128,7 @@ def simulate_journeys(rng: np.random.Generator, world: World, pop: Population) -
         cust = active
         t = t_next[cust]
         g = first + np.arange(cust.size)
-        step = _one_order(rng, world, pop, cust, t, g, k, unresolved_before)
+        step = _one_order(rng, world, pop, cust, t, g, k, unresolved_before, outreach)
         for name, values in step.items():
             if name == "contacts":
                 contact_parts.append(values)
@@ -115,6 +141,8 @@ def simulate_journeys(rng: np.random.Generator, world: World, pop: Population) -
         )
         nxt = world.timeline.season_clock_inverse(clock)
         churned = rng.random(cust.size) < churn_prob
+        if outreach is not None:
+            churned, nxt = outreach.after_decision(cust, g, resolved, churn_prob, churned, nxt)
         keep = ~churned & (nxt < horizon)
         t_next[cust[keep]] = nxt[keep]
         active = cust[keep]
@@ -122,7 +150,15 @@ def simulate_journeys(rng: np.random.Generator, world: World, pop: Population) -
         k += 1
     if first == 0:
         return _empty_journeys()
-    return _renumber(*(acc[name].concat() for name in _TABLES), ContactBatch.concat(contact_parts))
+    logged, resets = (
+        outreach.results() if outreach is not None else (empty_outreach(), empty_resets())
+    )
+    return _renumber(
+        *(acc[name].concat() for name in _TABLES),
+        ContactBatch.concat(contact_parts),
+        logged,
+        resets,
+    )
 
 
 def _one_order(
@@ -134,6 +170,7 @@ def _one_order(
     g: np.ndarray,
     k: int,
     unresolved_before: np.ndarray,
+    outreach: Outreach | None = None,
 ) -> dict:
     """The k-th order of each customer in `cust`, placed at `t`, numbered `g`."""
     p = world.params
@@ -142,6 +179,7 @@ def _one_order(
     payment = draw_categorical(rng, world.payment_cum[pop.region[cust]])
     ship = _shipments(rng, world, pop, cust, t, amount, weight_kg)
     ship["events"] = _tracking(rng, world, ship)
+    notices = outreach.delay_notices(cust, g, amount, ship) if outreach is not None else None
 
     line = lines["line"]
     delivered_line = ~ship["lost"][line]
@@ -155,7 +193,7 @@ def _one_order(
     invoices, inv_agg = _invoices(rng, world, pop, cust, t, amount, payment, g)
 
     contacts, con_agg = _order_contacts(
-        rng, world, pop, cust, t, g, ship, damaged, ret_agg, inv_agg, unresolved_before
+        rng, world, pop, cust, t, g, ship, damaged, ret_agg, inv_agg, unresolved_before, notices
     )
     unresolved_before[cust] += con_agg["unresolved_count"]
 
@@ -176,7 +214,23 @@ def _one_order(
         + w.complaint * con_agg["complaint"]
         + w.billing_dispute * con_agg["dispute"]
     )
-    q = expit(pop.churn_base[cust] + w.tenure * np.log(k + 1.0) + x)
+    churn_logit = pop.churn_base[cust] + w.tenure * np.log(k + 1.0) + x
+    q = expit(churn_logit)
+    if outreach is not None:
+        q = outreach.after_experience(
+            cust,
+            g,
+            k,
+            amount,
+            ship,
+            damaged,
+            contacts,
+            con_agg,
+            invoices,
+            invoices["order"] - g[0],
+            r,
+            churn_logit,
+        )
     orders = {
         "customer": cust,
         "t": t,
@@ -499,8 +553,12 @@ def _order_contacts(
     ret_agg: dict[str, np.ndarray],
     inv_agg: dict[str, np.ndarray],
     unresolved_before: np.ndarray,
+    notices: Notices | None = None,
 ) -> tuple[ContactBatch, dict[str, np.ndarray]]:
-    """Contacts arising from the order's experience, a complaint if it went badly, repeats."""
+    """Contacts arising from the order's experience, a complaint if it went badly, repeats.
+
+    A delay notice sent before the "where is my order" moment cuts that contact's
+    probability (`notices`)."""
     cp = world.params.contacts
     m = cust.size
     lost = ship["lost"]
@@ -514,7 +572,12 @@ def _order_contacts(
     watch = np.where(lost, ship["promise_h"] + 48.0, ship["transit_h"]) * HOUR
     status_t = shipped + (0.35 + 0.6 * u[8]) * watch
     a, b = cp.status_logit
-    status = u[0] < expit(a + b * ratio)
+    status_p = expit(a + b * ratio)
+    if notices is None:
+        status = u[0] < status_p
+    else:
+        noticed = notices.sent & (status_t > notices.t)
+        status = u[0] < status_p * np.where(noticed, 1.0 - notices.reduction, 1.0)
     a, b = cp.delay_logit
     delay = ship["late"] & ~lost & (u[1] < expit(a + b * days_late))
     delay_t = promised + HOUR + 0.5 * ex[0]
@@ -605,6 +668,8 @@ def _order_contacts(
         )
         > 0,
         "last_end": last_end,
+        "status_p": status_p,
+        "status_t": status_t,
     }
     batch.order = np.where(batch.reason == REASON["other"], -1, g[local])
     return batch, agg
@@ -617,6 +682,8 @@ def _renumber(
     returns: dict[str, np.ndarray],
     invoices: dict[str, np.ndarray],
     contacts: ContactBatch,
+    outreach: dict[str, np.ndarray],
+    resets: dict[str, np.ndarray],
 ) -> Journeys:
     """Renumber orders from iteration order to (customer, order time) order."""
     perm = np.argsort(orders["customer"], kind="stable")
@@ -631,7 +698,10 @@ def _renumber(
     for table in (lines, returns, invoices):
         table["order"] = remap(table["order"])
     contacts.order = remap(contacts.order)
-    return Journeys(orders, lines, shipments, returns, invoices, contacts)
+    by_order = np.isin(outreach["subject_kind"], (SUBJECT_SHIPMENT, SUBJECT_ORDER))
+    outreach["subject"] = np.where(by_order, remap(outreach["subject"]), outreach["subject"])
+    resets["order"] = remap(resets["order"])
+    return Journeys(orders, lines, shipments, returns, invoices, contacts, outreach, resets)
 
 
 def _empty_journeys() -> Journeys:
@@ -655,4 +725,13 @@ def _empty_journeys() -> Journeys:
         "amount": f,
     }
     invoices = {"order": i, "issued": f, "due": f, "amount": f, "paid": f}
-    return Journeys(orders, lines, shipments, returns, invoices, empty_contacts())
+    return Journeys(
+        orders,
+        lines,
+        shipments,
+        returns,
+        invoices,
+        empty_contacts(),
+        empty_outreach(),
+        empty_resets(),
+    )

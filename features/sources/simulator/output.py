@@ -30,6 +30,7 @@ ID_PREFIX = {
     "contact": "ct",
     "invoice": "in",
     "offer": "of",
+    "outreach": "ou",
 }
 # The table whose rows define each entity's numbering (products are global, offset 0).
 ENTITY_TABLE = {
@@ -41,6 +42,7 @@ ENTITY_TABLE = {
     "contact": "contacts",
     "invoice": "invoices",
     "offer": "offers",
+    "outreach": "outreach",
 }
 # Which columns of each table hold ids of which entity.
 ID_COLUMNS: dict[str, dict[str, str]] = {
@@ -54,10 +56,18 @@ ID_COLUMNS: dict[str, dict[str, str]] = {
     "contacts": {"contact_id": "contact", "customer_id": "customer", "order_id": "order"},
     "invoices": {"invoice_id": "invoice", "customer_id": "customer", "order_id": "order"},
     "offers": {"offer_id": "offer", "customer_id": "customer", "order_id": "order"},
+    "outreach": {"outreach_id": "outreach", "customer_id": "customer"},
     "_truth/shipments": {"shipment_id": "shipment"},
     "_truth/offers": {"offer_id": "offer"},
+    "_truth/outreach": {"outreach_id": "outreach"},
     "_truth/customer_snapshots": {"customer_id": "customer"},
     "_truth/customer_latent": {"customer_id": "customer"},
+}
+
+# Polymorphic id columns: the chunk tables carry one chunk-local id column per entity the key
+# may name ("subject_id:shipment", ...), at most one of them set per row.
+SUBJECT_COLUMNS: dict[str, dict[str, tuple[str, ...]]] = {
+    "outreach": {"subject_id": ("shipment", "contact", "invoice", "order")},
 }
 
 _F = pa.float64()
@@ -75,6 +85,8 @@ def truth_schemas(category_names: tuple[str, ...]) -> dict[str, pa.Schema]:
         pa.field("payment_reliability", _F, nullable=False),
         pa.field("consent_openness", _F, nullable=False),
         pa.field("is_member", pa.bool_(), nullable=False),
+        # Drawn by the outreach stream; missing when outreach is switched off.
+        pa.field("delay_sensitivity", _F, nullable=True),
     ] + [pa.field(f"affinity_{name}", _F, nullable=False) for name in category_names]
     return {
         "_truth/shipments": pa.schema(
@@ -94,6 +106,19 @@ def truth_schemas(category_names: tuple[str, ...]) -> dict[str, pa.Schema]:
                 pa.field("reference_category", pa.string(), nullable=False),
             ]
         ),
+        "_truth/outreach": pa.schema(
+            [
+                pa.field("outreach_id", pa.string(), nullable=False),
+                pa.field("effect_repurchase_90d", _F, nullable=False),
+                pa.field("p_repurchase_90d_treated", _F, nullable=False),
+                pa.field("p_repurchase_90d_untreated", _F, nullable=False),
+                pa.field("retention_gain", _F, nullable=False),
+                pa.field("p_churn_untreated", _F, nullable=False),
+                pa.field("clock_from_ts", _TS, nullable=False),
+                pa.field("effect_order_status_contact", _F, nullable=True),
+                pa.field("effect_days_to_pay", _F, nullable=True),
+            ]
+        ),
         "_truth/customer_snapshots": pa.schema(
             [
                 pa.field("customer_id", pa.string(), nullable=False),
@@ -106,7 +131,7 @@ def truth_schemas(category_names: tuple[str, ...]) -> dict[str, pa.Schema]:
 
 
 def all_schemas(category_names: tuple[str, ...]) -> dict[str, pa.Schema]:
-    """Every table written: the ten contract tables, then the truth tables."""
+    """Every table written: the contract tables, then the truth tables."""
     schemas = {name: table.arrow_schema for name, table in CONTRACT.items()}
     schemas.update(truth_schemas(category_names))
     return schemas
@@ -135,7 +160,15 @@ def globalise(name: str, table: pa.Table, ids: dict[str, pa.Array], schema: pa.S
     them, several times cheaper than formatting every value.
     """
     columns = []
+    subjects = SUBJECT_COLUMNS.get(name, {})
     for field in schema:
+        if field.name in subjects:
+            parts = [
+                ids[entity].take(table.column(f"{field.name}:{entity}").combine_chunks())
+                for entity in subjects[field.name]
+            ]
+            columns.append(pc.coalesce(*parts))
+            continue
         column = table.column(field.name).combine_chunks()
         entity = ID_COLUMNS[name].get(field.name)
         if entity is not None:
@@ -172,10 +205,9 @@ class TableWriters:
             else:
                 # Dictionary-encode only the low-cardinality labels: trying it on ids, times
                 # and measurements costs more than half the write time and saves nothing.
+                ids = ID_COLUMNS[name].keys() | SUBJECT_COLUMNS.get(name, {}).keys()
                 labels = [
-                    f.name
-                    for f in schema
-                    if pa.types.is_string(f.type) and f.name not in ID_COLUMNS[name]
+                    f.name for f in schema if pa.types.is_string(f.type) and f.name not in ids
                 ]
                 self._writers[name] = pq.ParquetWriter(
                     path, schema, compression="snappy", use_dictionary=labels

@@ -33,6 +33,10 @@ CHUNK_CUSTOMERS = 50_000
 # catalogue and each chunk draw from independent streams.
 STREAM_PRODUCTS = 1
 STREAM_CHUNK = 2
+# Outreach draws (who is eligible is decided by the chunk's stream; which action, holdouts and
+# the customers' response to it come from `SeedSequence([seed, STREAM_OUTREACH, chunk])`), so
+# with outreach switched off the chunk's own draws are exactly those of a run without it.
+STREAM_OUTREACH = 3
 
 
 @dataclass(frozen=True)
@@ -653,6 +657,108 @@ class OfferParams:
 
 
 @dataclass(frozen=True)
+class OutreachParams:
+    """Proactive outreach: when each action is eligible, the exploring logging policy with its
+    holdouts, and the true, heterogeneous effect of each action.
+
+    Every action shifts the customer's churn logit by −gain (see `outreach.retention_gain`):
+    the pending churn decision of the order if it is sent before the order's experience
+    resolved, else the probability that a customer who has not ordered since is still alive.
+    Gains are multiplied by the customer's movability sigmoid((lost_cause_logit − churn
+    base) / lost_cause_width), so lost causes are moved by nothing, and clipped to
+    ±`max_gain`. Per-action tuples follow `OUTREACH_ACTIONS`.
+
+    Attributes:
+        enabled: Log outreach at all; off, every other table is byte-identical to a run of
+            the simulator without outreach and `outreach` is empty.
+        holdout_share: Share of each action's chosen customers held out (logged, not sent).
+        policy_score: Logging-policy score per action; the policy draws one eligible action
+            or nothing with softmax(score) probabilities, nothing scoring `none_score`.
+        none_score: Score of sending nothing (exploration: every eligible action keeps a
+            sizeable probability).
+        high_value_amount: Orders above this amount add `high_value_score` to every action's
+            score (the policy cares more about large orders; observable, so propensities
+            stay exact).
+        high_value_score: See above.
+        delay_notice_hours: A delay notice goes out this long after the carrier's exception
+            scan, while the parcel is still open.
+        recovery_hours: A service-recovery call follows the end of the first unresolved
+            contact (or the lost parcel's exception) after this many hours.
+        satisfaction_days: A satisfaction check follows delivery after this many days.
+        onboarding_days: An onboarding follow-up follows the first order's delivery (or its
+            promise, if lost) after this many days.
+        survey_hours: An NPS survey follows the end of a resolved contact after this long.
+        reminder_days: A payment reminder goes out this long after an invoice's due date if
+            it is unpaid by then.
+        winback_min_days: A customer whose experience resolved this long ago without a new
+            order is eligible for the next monthly win-back run.
+        winback_hour: UTC hour of the monthly win-back run (spread over `winback_spread_h`).
+        winback_spread_h: Hours over which the run sends.
+        lost_cause_logit: Churn base logit at which movability is one half.
+        lost_cause_width: Logit width of the movability transition.
+        max_gain: Bound on |gain| (logit units).
+        delay_sensitivity_shape: Gamma shape of the latent delay sensitivity (mean 1), drawn
+            from the outreach stream: how much a delay notice means to a customer.
+        delay_gain: (base, per unit of delay sensitivity) gain of a notice on a parcel that
+            ends up late.
+        delay_value: Extra gain per log of the order amount over 60 (high value cares more).
+        delay_on_time_gain: Gain of a notice on a parcel that ends up on time.
+        recovery_gain: (unresolved contact or lost parcel, complaint on the order) gain of a
+            recovery call.
+        winback_gain: (intercept, per unit of price sensitivity) gain of a win-back offer.
+        satisfied_harm: Harm (negative gain) of a win-back offer to a satisfied, loyal
+            customer; surveys and checks harm them by `survey_harm`.
+        survey_harm: Harm of an NPS survey or satisfaction check to a satisfied loyal customer.
+            "Satisfied loyal" = sigmoid(2·(loyalty − `loyal_center`)) when nothing went wrong
+            with the order (late, lost, damaged, unresolved contact, complaint), else 0.
+        satisfaction_gain: Gain of a satisfaction check after a bad experience (late, damaged,
+            unresolved contact).
+        onboarding_gain: (intercept, per unit of loyalty) gain of an onboarding follow-up.
+        reminder_gain: Gain (here a mild harm) of a payment reminder.
+        loyal_center: Loyalty at which a customer is half "loyal" (sigmoid(2·(loyalty − this)))
+            for the satisfied-loyal harm.
+        status_reduction: A sent delay notice cuts the probability of a "where is my order"
+            contact on that parcel that would come after it by this share × √(delay
+            sensitivity), at most 90 %.
+        reminder_speedup: A sent payment reminder to a late payer shortens the remaining days
+            to pay by this share × sigmoid(payment reliability); never-payers do not move.
+    """
+
+    enabled: bool = True
+    holdout_share: float = 0.10
+    policy_score: tuple[float, ...] = (0.8, 1.2, 0.0, 1.0, -0.2, 0.0, 0.6, -0.4)
+    none_score: float = 0.0
+    high_value_amount: float = 120.0
+    high_value_score: float = 0.5
+    delay_notice_hours: float = 1.0
+    recovery_hours: float = 4.0
+    satisfaction_days: float = 1.0
+    onboarding_days: float = 2.0
+    survey_hours: float = 2.0
+    reminder_days: float = 1.0
+    winback_min_days: float = 60.0
+    winback_hour: float = 9.0
+    winback_spread_h: float = 4.0
+    lost_cause_logit: float = -0.8
+    lost_cause_width: float = 0.15
+    max_gain: float = 1.5
+    delay_sensitivity_shape: float = 2.0
+    delay_gain: tuple[float, float] = (0.15, 0.45)
+    delay_value: float = 0.15
+    delay_on_time_gain: float = 0.05
+    recovery_gain: tuple[float, float] = (0.9, 0.4)
+    winback_gain: tuple[float, float] = (-0.2, 0.8)
+    satisfied_harm: float = 0.7
+    survey_harm: float = 0.3
+    satisfaction_gain: float = 0.4
+    onboarding_gain: tuple[float, float] = (0.45, -0.2)
+    reminder_gain: float = -0.1
+    loyal_center: float = 0.5
+    status_reduction: float = 0.6
+    reminder_speedup: float = 0.6
+
+
+@dataclass(frozen=True)
 class SimulatorParams:
     """The complete parameter set; `DEFAULT_PARAMS` is the embedded default business."""
 
@@ -671,6 +777,7 @@ class SimulatorParams:
     invoices: InvoiceParams = field(default_factory=InvoiceParams)
     churn: ChurnParams = field(default_factory=ChurnParams)
     offers: OfferParams = field(default_factory=OfferParams)
+    outreach: OutreachParams = field(default_factory=OutreachParams)
     chunk_customers: int = CHUNK_CUSTOMERS
 
     @property
@@ -686,5 +793,6 @@ __all__ = [
     "DEFAULT_PARAMS",
     "PAYMENT_METHODS",
     "RETURN_REASONS",
+    "OutreachParams",
     "SimulatorParams",
 ]

@@ -21,6 +21,7 @@ from features.contract.schema import (
     INVOICE_KINDS,
     OFFER_CHANNELS,
     OFFER_PLACEMENTS,
+    OUTREACH_ACTIONS,
     OUTREACH_CHANNELS,
     RETURN_REASONS,
     SERVICE_LEVELS,
@@ -28,6 +29,12 @@ from features.contract.schema import (
 )
 from features.sources.simulator.contacts import ContactBatch
 from features.sources.simulator.journeys import EVENT_COLUMNS, Journeys
+from features.sources.simulator.outreach import (
+    SUBJECT_CONTACT,
+    SUBJECT_INVOICE,
+    SUBJECT_ORDER,
+    SUBJECT_SHIPMENT,
+)
 from features.sources.simulator.params import PAYMENT_METHODS
 from features.sources.simulator.population import Population, languages
 from features.sources.simulator.world import World
@@ -99,6 +106,7 @@ def assemble(
     member_contacts: ContactBatch,
     offers: dict[str, np.ndarray],
     snapshots: dict[str, np.ndarray],
+    delay_sensitivity: np.ndarray | None = None,
 ) -> dict[str, pa.Table]:
     """All raw and truth tables of one chunk, censored at the horizon.
 
@@ -207,7 +215,8 @@ def assemble(
 
     con = ContactBatch.concat([journeys.contacts, member_contacts])
     keep = np.flatnonzero(con.t < horizon)
-    con = con.take(keep[np.lexsort((con.t[keep], con.customer[keep]))])
+    contact_rows = keep[np.lexsort((con.t[keep], con.customer[keep]))]
+    con = con.take(contact_rows)
     out["contacts"] = _table(
         {
             "contact_id": _local_id(np.arange(con.size)),
@@ -240,6 +249,7 @@ def assemble(
     paid = np.concatenate([inv["paid"], member_invoices["paid"]])
     keep = np.flatnonzero(issued < horizon)
     keep = keep[np.lexsort((issued[keep], customer[keep]))]
+    invoice_rows = keep
     out["invoices"] = _table(
         {
             "invoice_id": _local_id(np.arange(keep.size)),
@@ -281,6 +291,23 @@ def assemble(
         }
     )
 
+    shipment_of_order = np.full(n_orders, -1)
+    shipment_of_order[kept] = np.arange(kept.size)
+    out.update(
+        _outreach_tables(
+            world,
+            journeys.outreach,
+            {
+                SUBJECT_SHIPMENT: shipment_of_order,
+                SUBJECT_ORDER: np.arange(n_orders),
+                SUBJECT_CONTACT: _positions(
+                    contact_rows, len(journeys.contacts.t) + member_contacts.size
+                ),
+                SUBJECT_INVOICE: _positions(invoice_rows, customer.size),
+            },
+        )
+    )
+
     out["_truth/customer_snapshots"] = _table(
         {
             "customer_id": _local_id(snapshots["customer"]),
@@ -297,8 +324,67 @@ def assemble(
         "payment_reliability": _float(pop.payment_reliability),
         "consent_openness": _float(pop.openness),
         "is_member": _bool(pop.is_member),
+        "delay_sensitivity": _float(
+            delay_sensitivity if delay_sensitivity is not None else np.full(pop.size, np.nan)
+        ),
     }
     for c, name in enumerate(p.category_names):
         latent[f"affinity_{name}"] = _float(pop.affinity[:, c])
     out["_truth/customer_latent"] = _table(latent)
     return out
+
+
+def _positions(rows: np.ndarray, size: int) -> np.ndarray:
+    """Row number in the written table of each simulated entry, -1 where it was dropped."""
+    out = np.full(size, -1)
+    out[rows] = np.arange(rows.size)
+    return out
+
+
+def _outreach_tables(
+    world: World, logged: dict[str, np.ndarray], row_of: dict[int, np.ndarray]
+) -> dict[str, pa.Table]:
+    """`outreach` and its truth; subjects become chunk-local ids of their entity's table.
+
+    Args:
+        world: Shared context.
+        logged: The chunk's outreach rows (`Outreach.results`).
+        row_of: Per subject kind, the written row number of each simulated entry.
+    """
+    keep = np.flatnonzero(logged["t"] < world.timeline.days)
+    kind = logged["subject_kind"][keep]
+    subject = logged["subject"][keep]
+    columns = {
+        "outreach_id": _local_id(np.arange(keep.size)),
+        "customer_id": _local_id(logged["customer"][keep]),
+        "ts": _ts(world, logged["t"][keep]),
+        "action": _cat(logged["action"][keep], OUTREACH_ACTIONS),
+        "channel": _cat(logged["channel"][keep], OUTREACH_CHANNELS),
+    }
+    entities = {
+        "shipment": SUBJECT_SHIPMENT,
+        "contact": SUBJECT_CONTACT,
+        "invoice": SUBJECT_INVOICE,
+        "order": SUBJECT_ORDER,
+    }
+    for entity, code in entities.items():
+        mine = kind == code
+        # Index -1 reads the appended -1: rows of other kinds get no id of this entity.
+        rows = np.append(row_of[code], -1)[np.where(mine, subject, -1)]
+        columns[f"subject_id:{entity}"] = _local_id(rows)
+    columns["propensity"] = _float(logged["propensity"][keep])
+    columns["holdout"] = _bool(logged["holdout"][keep])
+    treated = logged["p_treated"][keep]
+    untreated = logged["p_untreated"][keep]
+    truth = {
+        "outreach_id": _local_id(np.arange(keep.size)),
+        "effect_repurchase_90d": _float(treated - untreated),
+        "p_repurchase_90d_treated": _float(treated),
+        "p_repurchase_90d_untreated": _float(untreated),
+        "retention_gain": _float(logged["gain"][keep]),
+        "p_churn_untreated": _float(logged["p_churn_untreated"][keep]),
+        "clock_from_ts": _ts(world, logged["clock_from"][keep]),
+        "effect_order_status_contact": _float(logged["effect_status"][keep]),
+        "effect_days_to_pay": _float(logged["effect_days_to_pay"][keep]),
+    }
+    return {"outreach": _table(columns), "_truth/outreach": _table(truth)}

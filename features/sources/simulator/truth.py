@@ -9,6 +9,10 @@ the seasonal clock between a and b:
   a = (1 − q_k)e^{−λΛ(r_k, t)} / ((1 − q_k)e^{−λΛ(r_k, t)} + q_k), and p = a·(1 − e^{−λΛ(t, t+90)}).
 
 This conditions on the latent rate and churn probability, so it is the best achievable score.
+Outreach sent after an order's experience resolved resets the clock: from its send time s on,
+(r_k, q_k) are replaced by (s, the churned probability right after it), see `outreach`. The
+snapshot conditions on the outreach sent by t (and, like q_k itself, on the order's pending
+outreach); it does not anticipate outreach still to come within the window.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ def repurchase_truth(
     order_r: np.ndarray,
     order_q: np.ndarray,
     order_rate: np.ndarray,
+    resets: dict[str, np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
     """p_repurchase_90d per (customer with an earlier order, month-start snapshot).
 
@@ -40,6 +45,7 @@ def repurchase_truth(
         order_r: When each order's experience resolved, days.
         order_q: Churn probability after each order.
         order_rate: λ per customer.
+        resets: Outreach after a decision: order, t, q (churned probability from t on).
 
     Returns:
         customer, snapshot (day offset), p; sorted by (customer, snapshot). Only snapshots
@@ -49,6 +55,13 @@ def repurchase_truth(
     everyone = np.arange(n_customers)
     out_c, out_s, out_p = [], [], []
     s_r_all = timeline.season_clock(order_r)
+    if resets is not None and resets["order"].size:
+        sort = np.lexsort((resets["t"], resets["order"]))
+        reset_order, reset_t, reset_q = (resets[name][sort] for name in ("order", "t", "q"))
+        reset_keys = reset_order * KEY_SCALE + reset_t
+        s_reset_all = timeline.season_clock(reset_t)
+    else:
+        reset_order = None
     for snapshot in timeline.month_starts:
         if snapshot + WINDOW_DAYS > timeline.days or order_customer.size == 0:
             break
@@ -62,6 +75,12 @@ def repurchase_truth(
         s_t = timeline.cum_season[snapshot]
         s_end = timeline.cum_season[snapshot + WINDOW_DAYS]
         running = snapshot < order_r[k]
+        if reset_order is not None:
+            latest = np.searchsorted(reset_keys, k * KEY_SCALE + snapshot, side="right") - 1
+            here = np.maximum(latest, 0)
+            applies = (latest >= 0) & (reset_order[here] == k) & (reset_t[here] <= snapshot)
+            q = np.where(applies, reset_q[here], q)
+            s_r = np.where(applies, s_reset_all[here], s_r)
         p_running = (1.0 - q) * -np.expm1(-lam * np.maximum(s_end - s_r, 0.0))
         survive = (1.0 - q) * np.exp(-lam * np.maximum(s_t - s_r, 0.0))
         alive = survive / (survive + q)

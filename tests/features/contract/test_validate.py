@@ -386,3 +386,153 @@ def test_cli_on_missing_folder(tmp_path: Path, cli: CliRunner) -> None:
     words = " ".join(re.sub("[│╭╮╰╯─]", " ", result.output).split())  # the box unwrapped
     assert "Invalid value for 'folder'" in words
     assert "does not exist" in words
+
+
+# --- outreach: a polymorphic subject, propensities, holdouts ------------------------------------
+
+
+def with_outreach(tables: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+    """The small business plus one logged outreach row per kind of subject."""
+    tables["outreach"] = pd.DataFrame(
+        {
+            "outreach_id": ["ou1", "ou2", "ou3", "ou4"],
+            "customer_id": ["c1", "c2", "c3", "c1"],
+            "ts": [
+                f"2024-02-02T09:00:00{UTC}",
+                f"2024-02-07T12:00:00{UTC}",
+                f"2024-05-01T09:30:00{UTC}",
+                f"2024-02-05T10:00:00{UTC}",
+            ],
+            "action": [
+                "delay_notice",
+                "service_recovery_call",
+                "winback_offer",
+                "onboarding_followup",
+            ],
+            "channel": ["email", "voice", "email", "sms"],
+            "subject_id": ["s1", "k1", None, "o1"],
+            "propensity": ["0.45", "0.3", "0.05", "0.2"],
+            "holdout": ["false", "false", "true", "false"],
+        }
+    )
+    return tables
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_valid_outreach_passes(tmp_path: Path, fmt: str) -> None:
+    tables, report = load_folder(write(tmp_path, with_outreach(small_business()), fmt))
+    assert report.ok, [str(v) for v in report.violations]
+    assert report.rows["outreach"] == 4
+    assert tables["outreach"].column("holdout").to_pylist() == [False, False, True, False]
+    assert tables["outreach"].column("subject_id").null_count == 1
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "expected"),
+    [
+        (
+            "action",
+            "discount_blast",
+            "outreach.action: 1 row has a value outside {delay_notice, service_recovery_call, "
+            "winback_offer, payment_reminder, satisfaction_check, renewal_reminder, "
+            "onboarding_followup, nps_survey} (outreach_id ou1='discount_blast')",
+        ),
+        ("propensity", "0", "outreach.propensity: 1 row is below 1e-09 (outreach_id ou1=0.0)"),
+        ("propensity", "1.5", "outreach.propensity: 1 row is above 1 (outreach_id ou1=1.5)"),
+        (
+            "customer_id",
+            "c404",
+            "outreach.customer_id: 1 row references unknown customers (outreach_id ou1)",
+        ),
+        (
+            "subject_id",
+            "k1",
+            "outreach.subject_id: 1 row references unknown shipments for action delay_notice "
+            "(outreach_id ou1='k1')",
+        ),
+        ("channel", "fax", "outreach.channel: 1 row has a value outside {email, sms, voice}"),
+        ("holdout", "perhaps", "outreach.holdout: 1 row is not true/false"),
+    ],
+)
+def test_outreach_violations_are_named(
+    tmp_path: Path, column: str, value: str, expected: str
+) -> None:
+    tables = with_outreach(small_business())
+    tables["outreach"].loc[0, column] = value
+    (found,) = messages(write(tmp_path, tables))
+    assert found.startswith(expected), found
+
+
+def test_outreach_before_signup(tmp_path: Path) -> None:
+    tables = with_outreach(small_business())
+    tables["outreach"].loc[1, "ts"] = f"2023-12-24T10:00:00{UTC}"
+    (found,) = messages(write(tmp_path, tables))
+    assert found.startswith(
+        "outreach.ts: 1 row is earlier than the customer's signup_ts (outreach_id ou2="
+    )
+
+
+@pytest.mark.parametrize(
+    ("row", "subject", "expected"),
+    [
+        (
+            2,
+            "o3",
+            "outreach.subject_id: 1 row has a subject although action winback_offer takes none "
+            "(outreach_id ou3='o3')",
+        ),
+        (0, None, "outreach.subject_id: 1 row is missing a subject for action delay_notice "),
+        # A recovery call may be about a contact or a shipment, but not an order.
+        (
+            1,
+            "o2",
+            "outreach.subject_id: 1 row references unknown contacts or shipments for action "
+            "service_recovery_call (outreach_id ou2='o2')",
+        ),
+        (
+            3,
+            "s1",
+            "outreach.subject_id: 1 row references unknown orders for action "
+            "onboarding_followup (outreach_id ou4='s1')",
+        ),
+    ],
+)
+def test_outreach_subject_must_be_of_its_actions_table(
+    tmp_path: Path, row: int, subject: str | None, expected: str
+) -> None:
+    tables = with_outreach(small_business())
+    tables["outreach"].loc[row, "subject_id"] = subject
+    (found,) = messages(write(tmp_path, tables))
+    assert found.startswith(expected), found
+
+
+def test_outreach_subject_in_absent_table_is_noted(tmp_path: Path) -> None:
+    tables = with_outreach(small_business())
+    tables["outreach"].loc[3, ["action", "subject_id"]] = ["payment_reminder", "in7"]
+    report = validate_folder(write(tmp_path, tables))
+    assert report.ok, [str(v) for v in report.violations]
+    assert "outreach.subject_id of payment_reminder: not checked, invoices absent" in report.notes
+
+
+def test_ingest_rejects_bad_outreach_and_keeps_current_data(tmp_path: Path) -> None:
+    from features import ingest, versioned
+    from features.sources.base import FolderSource
+
+    raw_root = tmp_path / "raw"
+    good = write(tmp_path / "good", with_outreach(small_business()), fmt="parquet")
+    first = versioned.publish(_staged_and_checked(ingest, FolderSource(good), raw_root))
+    tables = with_outreach(small_business())
+    tables["outreach"].loc[0, "subject_id"] = "k2"
+    bad = write(tmp_path / "bad", tables, fmt="parquet")
+    staging = ingest.stage(FolderSource(bad), raw_root)
+    with pytest.raises(ingest.ContractError, match=r"outreach.subject_id: 1 row references"):
+        ingest.check(staging)
+    assert versioned.current(raw_root) == first
+    assert pq.read_table(first / "outreach.parquet").num_rows == 4
+    assert not staging.exists()
+
+
+def _staged_and_checked(ingest, source, raw_root: Path) -> Path:
+    staging = ingest.stage(source, raw_root)
+    ingest.check(staging)
+    return staging

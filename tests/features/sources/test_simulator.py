@@ -27,7 +27,7 @@ from features.sources.simulator.world import policy_tables
 CUSTOMERS = 3_000
 SEED = 11
 END = pd.Timestamp("2026-01-01", tz="UTC")
-TRUTH = ("shipments", "offers", "customer_snapshots", "customer_latent")
+TRUTH = ("shipments", "offers", "outreach", "customer_snapshots", "customer_latent")
 
 
 @pytest.fixture(scope="session")
@@ -159,7 +159,7 @@ def test_nothing_happens_after_the_horizon(raw) -> None:
 
 def test_ids_are_prefixed_global_numbers(raw) -> None:
     assert raw["customers"].customer_id.tolist() == [f"c{i}" for i in range(1, CUSTOMERS + 1)]
-    prefixes = {"orders": "o", "shipments": "s", "contacts": "ct", "offers": "of"}
+    prefixes = {"orders": "o", "shipments": "s", "contacts": "ct", "offers": "of", "outreach": "ou"}
     for name, prefix in prefixes.items():
         ids = raw[name][CONTRACT[name].key[0]]
         numbers = ids.str.removeprefix(prefix).astype(int)
@@ -170,6 +170,7 @@ def test_ids_are_prefixed_global_numbers(raw) -> None:
 def test_truth_tables_line_up_with_the_raw_tables(raw, truth) -> None:
     assert set(truth["shipments"].shipment_id) == set(raw["shipments"].shipment_id)
     assert set(truth["offers"].offer_id) == set(raw["offers"].offer_id)
+    assert truth["outreach"].outreach_id.tolist() == raw["outreach"].outreach_id.tolist()
     latent = truth["customer_latent"]
     assert latent.customer_id.tolist() == raw["customers"].customer_id.tolist()
     affinity = latent.filter(like="affinity_")
