@@ -17,6 +17,7 @@ from aftersale.settings import Settings
 from features.build.derived import derive_record
 from features.instants import utc_instant
 from models import churn, delay_risk, delivery_estimate
+from models import next_best_offer as nbo
 from models.delay_risk import DELIVERED, LIKELY_LOST, parcel_states
 from models.served.registry import ModelUnavailableError
 from models.served.window import day_starts
@@ -45,6 +46,7 @@ CHURN_MODEL = churn.NAME
 SERVED = {spec.name: spec.feature_service for spec in (delay_risk.SPEC, churn.SPEC)}
 # Optional: the delay answer carries a delivery window once a champion is registered.
 WINDOW_MODEL = delivery_estimate.NAME
+OFFER_MODEL = nbo.NAME
 REASONS_PER_SCORE = 3
 UTC_ZONE = "UTC"
 WINDOW_KINDS = ("most_likely", "earliest", "latest")
@@ -70,6 +72,7 @@ class Runtime:
     queue: QueueCache
     recommender: OfferRecommender | None = None
     window: ServedWindow | None = None
+    unavailable: dict[str, str] = field(default_factory=dict)
     loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     @classmethod
@@ -85,20 +88,25 @@ class Runtime:
             name: FeatureReader.of_service(store, service, offline)
             for name, service in SERVED.items()
         }
+        unavailable: dict[str, str] = {}
+        # Optional champions: scores and the queue serve without them. Not registered yet,
+        # or registered but unloadable (a corrupted or incompatible artefact): either way
+        # the service starts, says why on /v1/models, and /v1/recommend answers 503 (delay
+        # scores carry no delivery window) until a reload loads them.
         try:
             recommender = load_recommender(store, uri, offline)
-        except ModelUnavailableError as error:
-            # Scores and the queue serve without it; /v1/recommend answers 503 until then.
-            log.warning("tracking-page offers unavailable: %s", error)
+        except Exception as error:
+            unavailable[OFFER_MODEL] = _why(error)
+            log.warning("tracking-page offers unavailable: %s", unavailable[OFFER_MODEL])
             recommender = None
         try:
             window = load_window_champion(WINDOW_MODEL, uri)
-        except ModelUnavailableError as error:
-            # Delay scores serve without it; their delivery_window stays null until then.
-            log.warning("delivery windows unavailable: %s", error)
+        except Exception as error:
+            unavailable[WINDOW_MODEL] = _why(error)
+            log.warning("delivery windows unavailable: %s", unavailable[WINDOW_MODEL])
             window = None
         queue = QueueCache(settings.serving_dir)
-        return cls(settings, models, readers, queue, recommender, window)
+        return cls(settings, models, readers, queue, recommender, window, unavailable)
 
     def now(self) -> pd.Timestamp:
         """The decision instant: the configured one, else the wall clock."""
@@ -213,7 +221,8 @@ class Runtime:
             StoreUnavailableError: The online store could not be read.
         """
         if self.recommender is None:
-            raise ModelUnavailableError("no champion of next_best_offer is registered")
+            why = self.unavailable.get(OFFER_MODEL, "no champion is registered")
+            raise ModelUnavailableError(f"tracking-page offers unavailable: {why}")
         answer = self.recommender.recommend(order_id, k, self.now())
         domain_metrics().answered(
             self.recommender.model.name, ["cold_start" if answer.cold_start else "ok"]
@@ -239,7 +248,15 @@ class Runtime:
                 ]
             ],
             outreach_queue=queue.meta.get("queue_date") if queue else None,
+            unavailable=self.unavailable,
         )
+
+
+def _why(error: Exception) -> str:
+    """Why a champion could not be loaded, in one line."""
+    if isinstance(error, ModelUnavailableError):
+        return str(error)
+    return f"champion could not be loaded: {type(error).__name__}: {error}"
 
 
 def _report(model: str, results: list) -> None:

@@ -237,3 +237,7 @@ class LoadedModel(BaseModel):
 class ModelsResponse(BaseModel):
     models: list[LoadedModel]
     outreach_queue: str | None = Field(None, description="Date of the queue being served.")
+    unavailable: dict[str, str] = Field(
+        default_factory=dict,
+        description="Optional models not loaded, and why (none registered, or unloadable).",
+    )

@@ -696,3 +696,38 @@ def test_metrics_count_what_was_answered(server, ids) -> None:
     for m in models:
         key = ("aftersale_model_loaded", (("model", m["name"]), ("version", m["version"])))
         assert after[key] == 1
+
+
+def test_an_unloadable_optional_champion_leaves_the_service_serving(served_data, ids) -> None:
+    """A corrupted artefact of an optional champion (here the offer model's files gone
+    from the artifact store) neither stops the service from starting nor hides why."""
+    import shutil
+    from urllib.parse import urlparse
+
+    import mlflow
+
+    from aftersale.settings import get_settings
+    from models.served.registry import CHAMPION, ModelUnavailableError, tracking
+
+    settings = get_settings()
+    with tracking(settings.tracking_uri):
+        client = mlflow.MlflowClient()
+        version = client.get_model_version_by_alias("next_best_offer", CHAMPION)
+        location = client.get_model_version_download_uri("next_best_offer", version.version)
+    files = Path(urlparse(location).path)
+    assert files.is_dir(), location
+    aside = files.with_name(files.name + ".aside")
+    shutil.move(files, aside)
+    try:
+        runtime = _runtime(served_data)
+        info = runtime.models_info()
+        assert "next_best_offer" in info.unavailable
+        assert "could not be loaded" in info.unavailable["next_best_offer"]
+        assert {m.name for m in info.models} >= {"delay_risk", "churn"}
+        # Scores still answer; the tracking page says why it cannot.
+        assert runtime.score_churn(ids["customers"]).results[0].status == "ok"
+        with pytest.raises(ModelUnavailableError, match="could not be loaded"):
+            runtime.recommend(ids["orders"][0], 3)
+    finally:
+        shutil.move(aside, files)
+    assert "next_best_offer" not in _runtime(served_data).models_info().unavailable
