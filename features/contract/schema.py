@@ -142,11 +142,14 @@ class SubjectReference:
         by: Column whose value decides the referenced table.
         tables: For each value of `by`, the tables the key may name (each by its first key
             column); an empty tuple means the key must be missing.
+        owner: Column of this table that the subject must belong to (the subject's own
+            `customer_id`, or its order's), or None for no such check.
     """
 
     column: str
     by: str
     tables: dict[str, tuple[str, ...]]
+    owner: str | None = None
 
 
 @dataclass(frozen=True)
@@ -417,7 +420,7 @@ OUTREACH = TableSchema(
     references=(
         Reference("customer_id", "customers", "customer_id", not_before=("ts", "signup_ts")),
     ),
-    subjects=(SubjectReference("subject_id", "action", OUTREACH_SUBJECTS),),
+    subjects=(SubjectReference("subject_id", "action", OUTREACH_SUBJECTS, owner="customer_id"),),
     columns=(
         _s("outreach_id", description="Outreach key."),
         _s("customer_id", description="Who it is for."),

@@ -251,7 +251,46 @@ def check_subjects(
             found.append(
                 violation(schema.name, table, schema.key, ref.column, rule, unknown, values)
             )
+            if ref.owner is not None and ref.owner in table.column_names:
+                owners = subject_owners(names, tables)
+                if owners is None:
+                    notes.append(
+                        f"{schema.name}.{ref.column} of {kind}: owner not checked, the "
+                        "subjects' customers are unknown"
+                    )
+                    continue
+                owned = pc.index_in(values, value_set=owners[0])
+                owner = pc.take(owners[1], pc.fill_null(owned, 0))
+                other = pc.and_(
+                    pc.and_(rows, pc.is_valid(owned)), pc.not_equal(owner, table.column(ref.owner))
+                )
+                rule = f"name a subject of another {ref.owner} for action {kind}"
+                found.append(
+                    violation(schema.name, table, schema.key, ref.column, rule, other, values)
+                )
     return [v for v in found if v is not None], notes
+
+
+def subject_owners(
+    names: tuple[str, ...], tables: dict[str, pa.Table]
+) -> tuple[pa.Array, pa.Array] | None:
+    """(subject keys, their customer ids) over the named tables: a table's own
+    `customer_id`, or that of its `order_id` in `orders`; None when a table has neither."""
+    keys, owners = [], []
+    for name in names:
+        subject = tables[name]
+        key = subject.column(CONTRACT[name].key[0]).combine_chunks()
+        if "customer_id" in subject.column_names:
+            owner = subject.column("customer_id").combine_chunks()
+        elif "order_id" in subject.column_names and "orders" in tables:
+            orders = tables["orders"]
+            at = pc.index_in(subject.column("order_id"), value_set=orders.column("order_id"))
+            owner = pc.take(orders.column("customer_id"), at).combine_chunks()
+        else:
+            return None
+        keys.append(key.cast(pa.string()))
+        owners.append(owner.cast(pa.string()))
+    return pa.concat_arrays(keys), pa.concat_arrays(owners)
 
 
 def load_folder(folder: Path) -> tuple[dict[str, pa.Table], ValidationReport]:

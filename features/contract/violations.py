@@ -42,7 +42,7 @@ class Violation:
         return f"{where}: {self.count} {noun} {rule}{suffix}"
 
 
-_SINGULAR = {"are": "is", "have": "has", "do": "does", "reference": "references"}
+_SINGULAR = {"are": "is", "have": "has", "do": "does", "reference": "references", "name": "names"}
 
 
 def _singular(rule: str) -> str:

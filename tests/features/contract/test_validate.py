@@ -459,8 +459,31 @@ def test_outreach_violations_are_named(
 ) -> None:
     tables = with_outreach(small_business())
     tables["outreach"].loc[0, column] = value
+    found = messages(write(tmp_path, tables))
+    assert found[0].startswith(expected), found
+    # An unknown customer also owns none of the subjects: said too, and nothing else.
+    also = ["outreach.subject_id: 1 row names a subject of another customer_id"]
+    rest = found[1:]
+    assert len(rest) == (1 if column == "customer_id" else 0), found
+    assert all(m.startswith(a) for m, a in zip(rest, also, strict=False)), found
+
+
+@pytest.mark.parametrize(
+    ("row", "subject", "owner"),
+    [
+        (0, "s2", "a shipment of another customer's order"),
+        (1, "k2", "another customer's contact"),
+        (3, "o2", "another customer's order"),
+    ],
+)
+def test_outreach_about_someone_elses_subject_is_named(
+    tmp_path: Path, row: int, subject: str, owner: str
+) -> None:
+    tables = with_outreach(small_business())
+    tables["outreach"].loc[row, "subject_id"] = subject
     (found,) = messages(write(tmp_path, tables))
-    assert found.startswith(expected), found
+    assert found.startswith("outreach.subject_id: 1 row names a subject of another customer_id")
+    assert f"='{subject}'" in found, owner
 
 
 def test_outreach_before_signup(tmp_path: Path) -> None:
