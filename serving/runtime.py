@@ -229,9 +229,17 @@ class Runtime:
         )
         return answer
 
+    def served(self) -> list[ServedModel | ServedWindow]:
+        """Every champion loaded: the scorers, the offer model and the window model."""
+        return [
+            *self.models.values(),
+            *([self.recommender.model] if self.recommender else []),
+            *([self.window] if self.window else []),
+        ]
+
     def versions(self) -> dict[str, str]:
         """Model → the champion version loaded."""
-        return {m.name: m.version for m in self.models_info().models}
+        return {m.name: m.version for m in self.served()}
 
     def models_info(self) -> schemas.ModelsResponse:
         """Loaded versions and aliases, and the queue being served."""
@@ -241,11 +249,7 @@ class Runtime:
                 schemas.LoadedModel(
                     name=m.name, version=m.version, aliases=m.aliases, loaded_at=self.loaded_at
                 )
-                for m in [
-                    *self.models.values(),
-                    *([self.recommender.model] if self.recommender else []),
-                    *([self.window] if self.window else []),
-                ]
+                for m in self.served()
             ],
             outreach_queue=queue.meta.get("queue_date") if queue else None,
             unavailable=self.unavailable,

@@ -22,7 +22,7 @@ from aftersale.settings import Settings
 from models.served.classifier import CalibratedModel
 from models.spec import EVENT_TIME, LABEL, LABEL_KNOWN, ModelSpec
 from training.calibrate import choose_calibrator
-from training.data import load_raw_tables, training_data
+from training.data import run_inputs, training_data
 from training.evaluate import binary_metrics, flatten_segments, reliability_plot, segment_metrics
 from training.explain import write_explanations
 from training.fit import fit_lightgbm, layout_from_train
@@ -53,13 +53,9 @@ def train(
     Returns:
         Metrics, scores, the model and where it was logged.
     """
-    options = options or TrainOptions()
-    spec = spec.with_test_fraction(options.test_fraction)
-    tables = options.tables
     seconds: dict[str, float] = {}
     started = time.perf_counter()
-    if tables is None:
-        tables = load_raw_tables(settings, spec.raw_tables, spec.optional_tables)
+    spec, options, tables = run_inputs(spec, settings, options)
     data = training_data(spec, store, tables)
     frame, features = data.frame, data.features
     seconds["features"] = time.perf_counter() - started

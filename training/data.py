@@ -25,6 +25,7 @@ from features.ingest import latest_raw
 from features.store.retrieval import feature_names, historical_features
 from models.spec import EVENT_TIME, LABEL, LABEL_KNOWN, ModelSpec
 from training.explain import TIME_FEATURE_WORDS
+from training.trainer import TrainOptions
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,20 @@ def load_raw_tables(
     if missing:
         raise FileNotFoundError(f"tables {missing} not found in {folder}")
     return tables
+
+
+def run_inputs(
+    spec: ModelSpec, settings: Settings, options: TrainOptions | None
+) -> tuple[ModelSpec, TrainOptions, Mapping[str, pa.Table]]:
+    """What every trainer starts from: the options (defaults when None), the model with
+    the run's test window, and the raw tables (the options' own, else the published
+    version's `spec.tables`)."""
+    options = options or TrainOptions()
+    spec = spec.with_test_fraction(options.test_fraction)
+    tables = options.tables
+    if tables is None:
+        tables = load_raw_tables(settings, spec.raw_tables, spec.optional_tables)
+    return spec, options, tables
 
 
 def feature_words(store: FeatureStore, service: FeatureService) -> dict[str, str]:

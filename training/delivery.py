@@ -31,7 +31,7 @@ from models.served.window import HOUR_COLUMNS, WindowModel, group_keys, local_da
 from models.served.window import PYFUNC_CODE as WINDOW_PYFUNC_CODE
 from models.spec import EVENT_TIME, LABEL, LABEL_KNOWN, ModelSpec
 from training.conformal import fit_offsets, window_scores
-from training.data import load_raw_tables, training_data, write_json
+from training.data import run_inputs, training_data, write_json
 from training.evaluate import metric_key
 from training.explain import write_explanations
 from training.fit import fit_lightgbm, layout_from_train
@@ -126,15 +126,11 @@ def train_window(
         the same test rows (primary: `mae_days`, lower is better); `scores` one row per test
         decision with the dates of the model, the uncalibrated quantiles and the promise.
     """
-    options = options or TrainOptions()
-    spec = spec.with_test_fraction(options.test_fraction)
-    coverage = float(spec.options["coverage"])
-    group = tuple(spec.options["group"])
     seconds: dict[str, float] = {}
     started = time.perf_counter()
-    tables = options.tables
-    if tables is None:
-        tables = load_raw_tables(settings, spec.raw_tables, spec.optional_tables)
+    spec, options, tables = run_inputs(spec, settings, options)
+    coverage = float(spec.options["coverage"])
+    group = tuple(spec.options["group"])
     data = training_data(spec, store, tables)
     frame, features = data.frame, data.features
     seconds["features"] = time.perf_counter() - started

@@ -33,7 +33,7 @@ from models.policies import offers as offer_policy
 from models.served.classifier import CalibratedModel
 from models.spec import EVENT_TIME, LABEL, LABEL_KNOWN, ModelSpec
 from training.calibrate import choose_calibrator
-from training.data import feature_files, feature_words, load_raw_tables, sample_entities
+from training.data import feature_files, feature_words, run_inputs, sample_entities
 from training.evaluate import binary_metrics, reliability_plot
 from training.explain import write_explanations
 from training.fit import fit_lightgbm, layout_from_train
@@ -122,13 +122,9 @@ def train_policy(
         Metrics (acceptance and policy values), the baseline's (popularity policy), the
         test candidates with each policy's choice in `scores`, and the model.
     """
-    options = options or TrainOptions()
-    spec = spec.with_test_fraction(options.test_fraction)
-    tables = options.tables
     seconds: dict[str, float] = {}
     started = time.perf_counter()
-    if tables is None:
-        tables = load_raw_tables(settings, spec.raw_tables, spec.optional_tables)
+    spec, options, tables = run_inputs(spec, settings, options)
     catalogue = nbo.Catalogue.of(tables)
     events = nbo.label_events(dict(tables))
     events = sample_entities(events, ["customer_id"], spec.max_events).reset_index(drop=True)
