@@ -1,0 +1,204 @@
+"""How well a ranking targets an effect: Qini and uplift curves, their areas, the uplift at a
+capacity, and bootstrap intervals from the randomised holdout.
+
+Rows are ranked by a score, highest first. With T the treatment (sent) and Y the outcome,
+over the top k rows (weights w: 1/e for a treated row and 1/(1 − e) for a held-out one, e
+its action's treated share, so actions held out at different rates count alike):
+
+    R_T(k) = Σ w·T·Y,  R_C(k) = Σ w·(1 − T)·Y,  N_T(k) = Σ w·T,  N_C(k) = Σ w·(1 − T)
+
+- Qini curve (Radcliffe 2007): Q(k) = R_T(k) − R_C(k)·N_T(k)/N_C(k), scaled by n/N_T(n) to the
+  whole population: the extra outcomes had the top k been treated (0 while N_C(k) is 0).
+- Qini coefficient: the mean over k = 1..n of (Q(k) − (k/n)·Q(n)) / n, the area between the
+  Qini curve and random targeting's straight line, per row: 0 for a random ranking, larger
+  the better the ranking puts the movable first.
+- Uplift curve: U(k) = (R_T(k)/N_T(k) − R_C(k)/N_C(k))·k; AUUC = mean over k of U(k)/n.
+- Uplift at a capacity: R_T/N_T − R_C/N_C among the top share of rows.
+
+Hand-written because the libraries that have these (causalml, scikit-uplift) disagree on
+the scaling and neither takes per-arm weights and a bootstrap in one pass; the definitions
+above are the standard ones and `tests/training/test_uplift_metrics.py` holds them to a
+hand-computed example.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+
+@dataclass(frozen=True)
+class Curves:
+    """Cumulative sums over the ranked rows (index k − 1 for the top k)."""
+
+    n: int
+    r_t: np.ndarray
+    r_c: np.ndarray
+    n_t: np.ndarray
+    n_c: np.ndarray
+
+    @property
+    def qini(self) -> np.ndarray:
+        """Q(k) for k = 1..n, scaled to the population."""
+        with np.errstate(divide="ignore", invalid="ignore"):
+            q = np.where(self.n_c > 0, self.r_t - self.r_c * self.n_t / self.n_c, 0.0)
+        scale = self.n / self.n_t[-1] if self.n and self.n_t[-1] > 0 else np.nan
+        return q * scale
+
+    @property
+    def uplift(self) -> np.ndarray:
+        """U(k) for k = 1..n."""
+        k = np.arange(1, self.n + 1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            u = np.where(
+                (self.n_t > 0) & (self.n_c > 0), self.r_t / self.n_t - self.r_c / self.n_c, 0.0
+            )
+        return u * k
+
+
+def arm_weights(treated: np.ndarray, actions: np.ndarray | None = None) -> np.ndarray:
+    """1/e for a treated row and 1/(1 − e) for a held-out one, e the treated share of its
+    action among the rows (one share for all rows without `actions`)."""
+    treated = np.asarray(treated, dtype=bool)
+    groups = np.zeros(len(treated), dtype=np.int64)
+    if actions is not None:
+        groups = pd.factorize(pd.Series(actions, dtype=object))[0]
+    share = pd.Series(treated.astype(np.float64)).groupby(groups).transform("mean").to_numpy()
+    with np.errstate(divide="ignore"):
+        return np.where(treated, 1.0 / share, 1.0 / (1.0 - share))
+
+
+def curves(score: np.ndarray, y: np.ndarray, treated: np.ndarray, weight=None) -> Curves:
+    """Cumulative sums of the rows ranked by `score`, highest first (NaN scores last, tied
+    as one run; ties spread evenly, `_tied`)."""
+    score = np.asarray(score, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    t = np.asarray(treated, dtype=bool)
+    w = np.ones(len(y)) if weight is None else np.asarray(weight, dtype=np.float64)
+    key = -np.nan_to_num(score, nan=-np.inf)
+    order = np.argsort(key, kind="stable")
+    y, t, w, key = y[order], t[order], w[order], key[order]
+    return Curves(
+        n=len(y),
+        r_t=_tied(np.cumsum(w * t * y), key),
+        r_c=_tied(np.cumsum(w * ~t * y), key),
+        n_t=_tied(np.cumsum(w * t), key),
+        n_c=_tied(np.cumsum(w * ~t), key),
+    )
+
+
+def _tied(cumulative: np.ndarray, key: np.ndarray) -> np.ndarray:
+    """Cumulative sums with tied scores spread evenly over their run: the expectation over
+    every order of the ties, so no input order favours one arm."""
+    n = len(key)
+    if n == 0:
+        return cumulative
+    # Last position of each run of equal keys, and of the run before.
+    ends = np.flatnonzero(np.append(key[1:] != key[:-1], True))
+    run = np.searchsorted(ends, np.arange(n))
+    end = ends[run]
+    start = np.where(run > 0, ends[np.maximum(run - 1, 0)], -1)
+    before = np.where(start >= 0, cumulative[np.maximum(start, 0)], 0.0)
+    share = (np.arange(n) - start) / (end - start)
+    return before + share * (cumulative[end] - before)
+
+
+def qini_coefficient(c: Curves) -> float:
+    """The area between the Qini curve and random targeting's line, per row."""
+    if c.n == 0:
+        return float("nan")
+    q = c.qini
+    k = np.arange(1, c.n + 1)
+    return float(np.mean(q - k / c.n * q[-1]) / c.n)
+
+
+def auuc(c: Curves) -> float:
+    """The area under the uplift curve, per row."""
+    return float(np.mean(c.uplift) / c.n) if c.n else float("nan")
+
+
+def uplift_at(c: Curves, share: float) -> float:
+    """The observed uplift among the top `share` of rows."""
+    if c.n == 0:
+        return float("nan")
+    # Rounded first: 0.07 × 100 is 7.000000000000001 in floating point, still 7 rows.
+    k = max(int(np.ceil(round(share * c.n, 9))), 1) - 1
+    if c.n_t[k] <= 0 or c.n_c[k] <= 0:
+        return float("nan")
+    return float(c.r_t[k] / c.n_t[k] - c.r_c[k] / c.n_c[k])
+
+
+def uplift_metrics(
+    score: np.ndarray, y: np.ndarray, treated: np.ndarray, weight=None, capacity: float = 0.2
+) -> dict[str, float]:
+    """Qini coefficient, AUUC and the uplift at `capacity` of one ranking."""
+    c = curves(score, y, treated, weight)
+    return {
+        "qini": qini_coefficient(c),
+        "auuc": auuc(c),
+        "uplift_at_capacity": uplift_at(c, capacity),
+        "observed_uplift": uplift_at(c, 1.0),
+    }
+
+
+def bootstrap_intervals(
+    scores: dict[str, np.ndarray],
+    y: np.ndarray,
+    treated: np.ndarray,
+    weight=None,
+    capacity: float = 0.2,
+    resamples: int = 200,
+    level: float = 0.9,
+    seed: int = 7,
+    ratio_to: str | None = None,
+) -> pd.DataFrame:
+    """Each ranking's metrics with percentile intervals from resampling the rows with
+    replacement within each arm (the holdout's randomness is what the interval measures).
+
+    Args:
+        scores: Ranking name → its score per row.
+        y, treated, weight: The rows' outcomes, treatments and weights.
+        capacity: Share for the uplift at capacity.
+        resamples: Bootstrap resamples.
+        level: Interval level.
+        seed: Seed of the resampling.
+        ratio_to: A ranking whose Qini each other's is divided by within each resample
+            (`qini_ratio` rows; e.g. the oracle's).
+
+    Returns:
+        One row per (ranking, metric): value, low, high.
+    """
+    y = np.asarray(y, dtype=np.float64)
+    treated = np.asarray(treated, dtype=bool)
+    weight = np.ones(len(y)) if weight is None else np.asarray(weight, dtype=np.float64)
+    point = {name: uplift_metrics(s, y, treated, weight, capacity) for name, s in scores.items()}
+    rng = np.random.default_rng(seed)
+    arms = [np.flatnonzero(treated), np.flatnonzero(~treated)]
+    draws: dict[tuple[str, str], list[float]] = {}
+    for _ in range(resamples):
+        rows = np.concatenate([rng.choice(a, size=len(a), replace=True) for a in arms if len(a)])
+        got = {
+            name: uplift_metrics(s[rows], y[rows], treated[rows], weight[rows], capacity)
+            for name, s in ((n, np.asarray(v)) for n, v in scores.items())
+        }
+        for name, metrics in got.items():
+            for metric, value in metrics.items():
+                draws.setdefault((name, metric), []).append(value)
+            if ratio_to is not None and name != ratio_to:
+                draws.setdefault((name, "qini_ratio"), []).append(
+                    metrics["qini"] / got[ratio_to]["qini"]
+                )
+    tail = (1.0 - level) / 2.0
+    rows = []
+    for (name, metric), values in draws.items():
+        if metric == "qini_ratio":
+            value = point[name]["qini"] / point[ratio_to]["qini"]
+        else:
+            value = point[name][metric]
+        finite = np.asarray(values, dtype=np.float64)
+        finite = finite[np.isfinite(finite)]
+        low, high = np.quantile(finite, [tail, 1.0 - tail]) if len(finite) else (np.nan, np.nan)
+        rows.append({"ranking": name, "metric": metric, "value": value, "low": low, "high": high})
+    return pd.DataFrame(rows, columns=["ranking", "metric", "value", "low", "high"])
