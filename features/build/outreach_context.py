@@ -1,0 +1,223 @@
+"""What an outreach action is about, as of the moment it is decided: the subject's order.
+
+An action is about an order's experience: a delay notice about a parcel, a recovery call
+about a contact or a lost parcel, a reminder about an invoice, a satisfaction check about a
+delivery. Whether it works depends on that experience (was the parcel late, the contact
+unresolved, an item damaged), not only on the customer's history, so the uplift model reads
+it beside the customer's features. The subject's order is the one its `subject_id` names
+(through the shipment, contact or invoice; an order id names itself); an action about the
+customer as a whole (a win-back offer) is about the customer's latest order before the
+decision.
+
+Every value counts only what happened strictly before the decision instant `ts`, from the
+raw contract tables, so training (at each logged row's ts) and the daily queue (at its
+as-of instant) compute it alike. A table a source lacks leaves its features missing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from features.contract.schema import OUTREACH_SUBJECTS
+
+HOUR_S = 3_600.0
+DAY_S = 86_400.0
+# Feature → description (the reason codes' words).
+CONTEXT_FEATURES = {
+    "subject_order_amount": "Amount of the order the action is about",
+    "subject_order_age_days": "Days since the order the action is about",
+    "subject_first_order": "The order the action is about is the customer's first",
+    "subject_delivered": "Its parcel was delivered",
+    "subject_hours_past_promise": "Hours its parcel is (or was) past the promised delivery",
+    "subject_exception_scans": "Exception scans of its parcel",
+    "subject_contacts": "Contacts about the order",
+    "subject_unresolved_contacts": "Contacts about the order not resolved at first contact",
+    "subject_complaints": "Complaints about the order",
+    "subject_returns": "Return requests on the order",
+    "subject_damaged_returns": "Items of the order returned damaged",
+}
+_ID_COLUMNS = {"shipments": "shipment_id", "contacts": "contact_id", "invoices": "invoice_id"}
+
+
+def _frame(tables: Mapping[str, pa.Table], name: str, columns: list[str]) -> pd.DataFrame | None:
+    table = tables.get(name)
+    if table is None or any(c not in table.column_names for c in columns):
+        return None
+    return table.select(columns).to_pandas()
+
+
+def _seconds(values) -> np.ndarray:
+    """Epoch seconds (float, NaN where missing) of instants."""
+    instants = pd.to_datetime(pd.Series(values), utc=True)
+    out = instants.to_numpy(dtype="datetime64[us]").astype(np.int64) / 1e6
+    return np.where(instants.isna().to_numpy(), np.nan, out)
+
+
+def subject_orders(rows: pd.DataFrame, tables: Mapping[str, pa.Table]) -> np.ndarray:
+    """The order each row's action is about (None where none is known).
+
+    Args:
+        rows: customer_id, action, subject_id, ts.
+        tables: Raw tables (orders, and shipments, contacts, invoices where present).
+    """
+    order = np.full(len(rows), None, dtype=object)
+    subject = rows["subject_id"].astype(object).to_numpy()
+    actions = rows["action"].astype(object).to_numpy()
+    orders = _frame(tables, "orders", ["order_id", "customer_id", "order_ts"])
+    for table, key in _ID_COLUMNS.items():
+        found = _frame(tables, table, [key, "order_id"])
+        if found is None:
+            continue
+        # An id counts only where the action may name that table.
+        allowed = np.array([table in OUTREACH_SUBJECTS.get(a, ()) for a in actions])
+        lookup = found.drop_duplicates(key).set_index(key)["order_id"]
+        hit = pd.Series(subject).map(lookup).to_numpy(dtype=object)
+        take = allowed & pd.isna(order) & ~pd.isna(hit)
+        order[take] = hit[take]
+    if orders is None:
+        return order
+    allowed = np.array(["orders" in OUTREACH_SUBJECTS.get(a, ()) for a in actions])
+    named = allowed & pd.isna(order) & pd.Series(subject).isin(orders["order_id"]).to_numpy()
+    order[named] = subject[named]
+    # Otherwise the customer's latest order strictly before ts.
+    rest = np.flatnonzero(pd.isna(order))
+    if len(rest):
+        left = pd.DataFrame(
+            {
+                "_row": rest,
+                "customer_id": rows["customer_id"].to_numpy(dtype=object)[rest],
+                "_t": _seconds(rows["ts"].to_numpy()[rest]),
+            }
+        ).sort_values("_t", kind="stable")
+        right = pd.DataFrame(
+            {
+                "customer_id": orders["customer_id"].astype(object),
+                "_t": _seconds(orders["order_ts"]),
+                "order_id": orders["order_id"].astype(object),
+            }
+        ).sort_values("_t", kind="stable")
+        left = left[np.isfinite(left["_t"])]
+        matched = pd.merge_asof(left, right, on="_t", by="customer_id", allow_exact_matches=False)
+        order[matched["_row"].to_numpy()] = matched["order_id"].to_numpy(dtype=object)
+    return order
+
+
+def _counts_before(
+    rows: pd.DataFrame, events: pd.DataFrame, key: str, time: str, flags: dict[str, pd.Series]
+) -> dict[str, np.ndarray]:
+    """Per row, events on the row's `key` strictly before its ts: the count of each flag."""
+    left = pd.DataFrame({"_row": np.arange(len(rows)), key: rows[key].to_numpy(dtype=object)})
+    right = events[[key]].assign(_t=_seconds(events[time]), **flags)
+    joined = left.dropna(subset=[key]).merge(right, on=key, how="inner")
+    ts = rows["_t"].to_numpy()[joined["_row"].to_numpy()]
+    joined = joined[joined["_t"].to_numpy() < ts]
+    sums = joined.groupby("_row")[list(flags)].sum()
+    return {
+        name: sums[name].reindex(np.arange(len(rows))).fillna(0).to_numpy(dtype=np.float64)
+        for name in flags
+    }
+
+
+def outreach_context(rows: pd.DataFrame, tables: Mapping[str, pa.Table]) -> pd.DataFrame:
+    """`CONTEXT_FEATURES` of each row's subject order as of its ts.
+
+    Args:
+        rows: customer_id, action, subject_id, ts (UTC instants).
+        tables: Raw contract tables; orders is needed, the others used where present.
+
+    Returns:
+        One row per input row (same index), one column per context feature.
+    """
+    n = len(rows)
+    out = pd.DataFrame(index=rows.index, columns=list(CONTEXT_FEATURES), dtype=np.float64)
+    if n == 0:
+        return out
+    work = pd.DataFrame(
+        {
+            "order_id": subject_orders(rows, tables),
+            "customer_id": rows["customer_id"].to_numpy(dtype=object),
+            "_t": _seconds(rows["ts"].to_numpy()),
+        }
+    )
+    orders = _frame(tables, "orders", ["order_id", "customer_id", "order_ts", "amount"])
+    if orders is None:
+        return out
+    orders = orders.assign(_ot=_seconds(orders["order_ts"]))
+    first = orders.groupby("customer_id")["_ot"].transform("min")
+    orders = orders.assign(_first=(orders["_ot"] == first).astype(np.float64))
+    at = orders.drop_duplicates("order_id").set_index("order_id")
+    known = work["order_id"].map(at["_ot"]).to_numpy(dtype=np.float64)
+    # An order placed at or after ts is not yet known then.
+    before = known < work["_t"].to_numpy()
+    work.loc[~before, "order_id"] = None
+
+    def of_order(column: str) -> np.ndarray:
+        return work["order_id"].map(at[column]).to_numpy(dtype=np.float64)
+
+    out["subject_order_amount"] = of_order("amount")
+    out["subject_order_age_days"] = (work["_t"].to_numpy() - of_order("_ot")) / DAY_S
+    out["subject_first_order"] = of_order("_first")
+
+    shipments = _frame(
+        tables, "shipments", ["shipment_id", "order_id", "promised_ts", "delivered_ts"]
+    )
+    if shipments is not None:
+        parcel = shipments.drop_duplicates("order_id").set_index("order_id")
+        t = work["_t"].to_numpy()
+        promised = _seconds(work["order_id"].map(parcel["promised_ts"]))
+        delivered = _seconds(work["order_id"].map(parcel["delivered_ts"]))
+        has_parcel = work["order_id"].isin(parcel.index).to_numpy()
+        is_delivered = np.isfinite(delivered) & (delivered < t)
+        until = np.where(is_delivered, delivered, t)
+        out["subject_delivered"] = np.where(has_parcel, is_delivered.astype(np.float64), np.nan)
+        out["subject_hours_past_promise"] = np.where(
+            has_parcel, (until - promised) / HOUR_S, np.nan
+        )
+        work["shipment_id"] = work["order_id"].map(parcel["shipment_id"]).astype(object)
+        scans = _frame(tables, "tracking_events", ["shipment_id", "event_type", "event_ts"])
+        if scans is not None:
+            counted = _counts_before(
+                work,
+                scans,
+                "shipment_id",
+                "event_ts",
+                {"exceptions": (scans["event_type"] == "exception").astype(np.int64)},
+            )
+            out["subject_exception_scans"] = np.where(has_parcel, counted["exceptions"], np.nan)
+    has_order = work["order_id"].notna().to_numpy()
+    contacts = _frame(tables, "contacts", ["order_id", "ts", "reason", "resolved_first_contact"])
+    if contacts is not None:
+        resolved = contacts["resolved_first_contact"].astype("boolean").fillna(True)
+        counted = _counts_before(
+            work,
+            contacts,
+            "order_id",
+            "ts",
+            {
+                "all": pd.Series(1, index=contacts.index),
+                "unresolved": (~resolved).astype(np.int64),
+                "complaints": (contacts["reason"] == "complaint").astype(np.int64),
+            },
+        )
+        out["subject_contacts"] = np.where(has_order, counted["all"], np.nan)
+        out["subject_unresolved_contacts"] = np.where(has_order, counted["unresolved"], np.nan)
+        out["subject_complaints"] = np.where(has_order, counted["complaints"], np.nan)
+    returns = _frame(tables, "returns", ["order_id", "requested_ts", "reason"])
+    if returns is not None:
+        counted = _counts_before(
+            work,
+            returns,
+            "order_id",
+            "requested_ts",
+            {
+                "all": pd.Series(1, index=returns.index),
+                "damaged": (returns["reason"] == "damaged").astype(np.int64),
+            },
+        )
+        out["subject_returns"] = np.where(has_order, counted["all"], np.nan)
+        out["subject_damaged_returns"] = np.where(has_order, counted["damaged"], np.nan)
+    return out
