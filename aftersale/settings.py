@@ -62,6 +62,13 @@ class Settings(BaseSettings):
         description="Cost of one action per channel in the shop's currency (JSON): a message "
         "costs its sending fee, a call about 6 agent minutes at 30 an hour.",
     )
+    outreach_holdout_share: float = Field(
+        0.1,
+        ge=0.0,
+        lt=1.0,
+        description="Share of each day's queued actions held out at random (recorded, not "
+        "sent), so the effect of every action stays measurable.",
+    )
     lost_after_days: float = Field(
         14.0,
         gt=0,

@@ -21,6 +21,8 @@ from features.instants import utc_instant
 log = logging.getLogger(__name__)
 
 RAW_TABLES = ("customers", "orders", "shipments", "invoices")
+# Read where present: the proactive moments and what each action is about.
+CONTEXT_TABLES = ("contacts", "returns", "tracking_events", "outreach")
 
 
 def rules_of(settings: Settings):
@@ -55,11 +57,12 @@ def load_inputs(settings: Settings, as_of: datetime | None) -> dict:
     from features.contract.io import read_validated
     from features.ingest import latest_raw
     from features.store.latest import latest_rows
+    from models.policies.outreach import contacted
     from serving.batch import open_shipments, overdue_invoices
     from serving.queue import read_history
 
     raw = latest_raw(settings.raw_root)
-    tables = read_validated(raw, tables=list(RAW_TABLES))
+    tables = read_validated(raw, tables=[*RAW_TABLES, *CONTEXT_TABLES])
     # By default the data's end: the latest thing that happened in any table (promises and
     # due dates lie ahead).
     instant = utc_instant(as_of if as_of is not None else watermark_of(raw, happened=True))
@@ -69,26 +72,33 @@ def load_inputs(settings: Settings, as_of: datetime | None) -> dict:
     ships = open_shipments(tables, instant)
     features = latest_rows(current / "shipment_events", "shipment_id", instant)
     history = read_history(settings.serving_dir)
+    # A rerun for the same day replaces that day's queue: its own earlier actions must not
+    # count against the frequency cap; every action the raw log shows as sent does.
+    today = history["queue_date"] == instant.strftime("%Y-%m-%d")
+    logged = tables["outreach"].to_pandas() if "outreach" in tables else None
+    if logged is not None:
+        logged = logged[~logged["outreach_id"].isin(history.loc[today, "outreach_id"])]
+    history = contacted(history[~today], logged)
     shipments = features.merge(ships[["shipment_id", "customer_id"]], on="shipment_id")
     return {
         "as_of": instant,
         "customers": customers,
         "shipments": shipments,
         "invoices": overdue_invoices(tables, instant),
-        # A rerun for the same day replaces that day's queue: its own earlier actions
-        # must not count against the frequency cap.
-        "history": history[history["queue_date"] != instant.strftime("%Y-%m-%d")],
+        "history": history,
         "regions": sorted(tables["customers"].column("region").unique().to_pylist()),
+        "tables": {n: t for n, t in tables.items() if n != "customers"},
     }
 
 
 @task(cache_policy=NO_CACHE)
 def load_models(settings: Settings) -> dict:
     """The registry's champions of the churn and delay-risk models, and of the delivery
-    estimate where one is registered."""
+    estimate and the outreach uplift where they are registered."""
     from models.served.registry import ModelUnavailableError
+    from serving.batch import UPLIFT_MODEL
     from serving.runtime import SERVED, WINDOW_MODEL
-    from serving.scoring import load_champion, load_window_champion
+    from serving.scoring import load_champion, load_uplift_champion, load_window_champion
 
     uri = settings.tracking_uri
     models = {name: load_champion(name, uri) for name in SERVED}
@@ -97,6 +107,11 @@ def load_models(settings: Settings) -> dict:
     except ModelUnavailableError as error:
         # Delay notices then follow the risk alone.
         log.warning("no delivery windows for the outreach: %s", error)
+    try:
+        models[UPLIFT_MODEL] = load_uplift_champion(UPLIFT_MODEL, uri)
+    except ModelUnavailableError as error:
+        # The queue then ranks by risk × the assumed uplift of each action.
+        log.warning("no measured uplift for the outreach: %s", error)
     return models
 
 
@@ -113,15 +128,24 @@ def build_queue(models: dict, inputs: dict, settings: Settings):
         inputs["history"],
         inputs["as_of"],
         rules_of(settings),
+        inputs["tables"],
     )
 
 
 @task(cache_policy=NO_CACHE)
 def publish_queue(result, inputs: dict, models: dict, settings: Settings) -> Path:
-    """Write the queue atomically and record its actions for the frequency cap."""
-    from serving.queue import record_queued, write_queue
+    """Draw the day's holdout, write the queue atomically and record its actions (sent and
+    held out) for the frequency cap and the next training."""
+    from models.policies.outreach import hold_out
+    from serving.queue import EFFECTS_FILE, record_queued, write_queue
 
     as_of = inputs["as_of"]
+    queue = result.queue
+    # One seed per business and day: rerunning a day draws the same holdout.
+    held, propensity = hold_out(
+        queue, settings.outreach_holdout_share, (settings.seed, int(as_of.strftime("%Y%m%d")))
+    )
+    queue = queue.assign(holdout=held, propensity=propensity)
     meta = {
         "as_of": as_of.isoformat(),
         "queue_date": as_of.strftime("%Y-%m-%d"),
@@ -129,9 +153,16 @@ def publish_queue(result, inputs: dict, models: dict, settings: Settings) -> Pat
         "models": {name: m.version for name, m in models.items()},
         "customers_scored": result.customers_scored,
         "shipments_scored": result.shipments_scored,
+        "holdout_share": settings.outreach_holdout_share,
+        "held_out": int(held.sum()),
     }
-    path = write_queue(result.queue, settings.serving_dir, meta)
-    record_queued(result.queue, settings.serving_dir, as_of)
+    if result.effects is not None:
+        write_queue(result.effects, settings.serving_dir, meta, EFFECTS_FILE)
+    else:
+        # No uplift champion: yesterday's effects would outlive the model that made them.
+        (settings.serving_dir / EFFECTS_FILE).unlink(missing_ok=True)
+    path = write_queue(queue, settings.serving_dir, meta)
+    record_queued(queue, settings.serving_dir, as_of)
     return path
 
 

@@ -5,10 +5,16 @@ How each kind of model is trained lives in `training/`; what is trained and then
 into decisions beside the model they use. `MODELS` lists every declared model by name.
 """
 
-from models import churn, delay_risk, delivery_estimate, next_best_offer
+from models import churn, delay_risk, delivery_estimate, next_best_offer, outreach_uplift
 from models.spec import ModelSpec
 
 MODELS: dict[str, ModelSpec] = {
     spec.name: spec
-    for spec in (delay_risk.SPEC, churn.SPEC, next_best_offer.SPEC, delivery_estimate.SPEC)
+    for spec in (
+        delay_risk.SPEC,
+        churn.SPEC,
+        next_best_offer.SPEC,
+        delivery_estimate.SPEC,
+        outreach_uplift.SPEC,
+    )
 }

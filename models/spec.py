@@ -41,6 +41,9 @@ class Kind(StrEnum):
     POLICY = "policy"
     # Quantiles of the time to an event with a conformal window (delivery estimate).
     WINDOW = "window"
+    # The effect of a treatment on a 0/1 outcome, learned from randomised holdouts
+    # (outreach uplift).
+    UPLIFT = "uplift"
 
 
 class SplitError(ValueError):

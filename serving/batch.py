@@ -17,7 +17,9 @@ import pandas as pd
 import pyarrow as pa
 
 from features.build.derived import add_time_features
+from features.build.outreach_context import outreach_context
 from models import delivery_estimate
+from models import outreach_uplift as uplift_spec
 from models.delay_risk import LIKELY_LOST, parcel_states
 from models.policies import outreach
 from models.served.window import local_dates
@@ -27,6 +29,13 @@ log = logging.getLogger(__name__)
 
 REASONS_PER_ACTION = 3
 WINDOW_MODEL = delivery_estimate.NAME
+UPLIFT_MODEL = uplift_spec.NAME
+# How long after its moment a proactive action is still timely, in days.
+MOMENT_DAYS = {
+    outreach.SATISFACTION_CHECK: 7,
+    outreach.ONBOARDING_FOLLOWUP: 14,
+    outreach.NPS_SURVEY: 7,
+}
 
 
 @dataclass
@@ -38,6 +47,16 @@ class BatchResult:
     shipments_scored: int
     candidates: int
     seconds: dict[str, float] = field(default_factory=dict)
+    effects: pd.DataFrame | None = None
+
+
+def best_effects(candidates: pd.DataFrame) -> pd.DataFrame:
+    """Per customer, the candidate action of highest predicted uplift above zero:
+    customer_id, action, subject_id, uplift, uplift_low, uplift_high."""
+    columns = ["customer_id", "action", "subject_id", "uplift", "uplift_low", "uplift_high"]
+    helps = candidates[candidates["uplift"].to_numpy(dtype=np.float64) > 0]
+    best = helps.sort_values("uplift", ascending=False, kind="stable")
+    return best.drop_duplicates("customer_id")[columns].reset_index(drop=True)
 
 
 def open_shipments(
@@ -77,6 +96,81 @@ def overdue_invoices(tables: dict[str, pa.Table], as_of: pd.Timestamp) -> pd.Dat
     return invoices.loc[overdue, ["invoice_id", "customer_id", "amount", "due_date"]]
 
 
+def moments(tables: dict[str, pa.Table], as_of: pd.Timestamp) -> dict[str, pd.DataFrame]:
+    """The proactive moments open at `as_of`: subject_id and customer_id per action.
+
+    - satisfaction check: a parcel delivered within `MOMENT_DAYS` (about its shipment);
+    - onboarding follow-up: a customer's first order placed within them (about the order);
+    - NPS survey: a contact resolved at first contact within them (about the contact).
+    """
+    columns = ["subject_id", "customer_id"]
+    out = {action: pd.DataFrame(columns=columns) for action in MOMENT_DAYS}
+
+    def recent(instants: pd.Series, action: str) -> np.ndarray:
+        at = pd.to_datetime(instants, utc=True)
+        since = as_of - pd.Timedelta(days=MOMENT_DAYS[action])
+        return ((at > since) & (at <= as_of)).to_numpy()
+
+    orders = tables["orders"].select(["order_id", "customer_id", "order_ts"]).to_pandas()
+    if "shipments" in tables:
+        ships = tables["shipments"].select(["shipment_id", "order_id", "delivered_ts"])
+        ships = ships.to_pandas().merge(orders[["order_id", "customer_id"]], on="order_id")
+        done = ships[recent(ships["delivered_ts"], outreach.SATISFACTION_CHECK)]
+        out[outreach.SATISFACTION_CHECK] = done.rename(columns={"shipment_id": "subject_id"})[
+            columns
+        ]
+    placed = pd.to_datetime(orders["order_ts"], utc=True)
+    known = orders[(placed <= as_of).to_numpy()]
+    first = known.sort_values("order_ts", kind="stable").drop_duplicates("customer_id")
+    first = first[recent(first["order_ts"], outreach.ONBOARDING_FOLLOWUP)]
+    out[outreach.ONBOARDING_FOLLOWUP] = first.rename(columns={"order_id": "subject_id"})[columns]
+    if "contacts" in tables:
+        contacts = (
+            tables["contacts"]
+            .select(["contact_id", "customer_id", "ts", "resolved_first_contact"])
+            .to_pandas()
+        )
+        resolved = contacts["resolved_first_contact"].astype("boolean").fillna(False).to_numpy()
+        done = contacts[resolved & recent(contacts["ts"], outreach.NPS_SURVEY)]
+        out[outreach.NPS_SURVEY] = done.rename(columns={"contact_id": "subject_id"})[columns]
+    return {action: frame.reset_index(drop=True) for action, frame in out.items()}
+
+
+def predict_uplift(
+    model, candidates: pd.DataFrame, customers: pd.DataFrame, tables, as_of: pd.Timestamp
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The uplift model's inputs and predicted effect (with its interval) per candidate.
+
+    Each candidate reads its customer's features (the churn features as of `as_of`) and
+    what it is about (`features.build.outreach_context`, from the raw tables as of
+    `as_of`); a candidate of an unscored customer or an action the model did not learn
+    gets NaN.
+
+    Returns:
+        The inputs (one row per candidate) and uplift, uplift_low, uplift_high.
+    """
+    row = candidates["customer_row"].to_numpy(dtype=np.int64)
+    known = row >= 0
+    inputs = customers.iloc[np.where(known, row, 0)].reset_index(drop=True)
+    events = pd.DataFrame(
+        {
+            "customer_id": candidates["customer_id"].to_numpy(dtype=object),
+            "action": candidates["action"].to_numpy(dtype=object),
+            "subject_id": candidates["subject_id"].to_numpy(dtype=object),
+            "ts": as_of,
+        }
+    )
+    context = outreach_context(events, tables) if tables is not None else None
+    inputs = inputs.assign(action=events["action"].to_numpy())
+    if context is not None:
+        inputs = pd.concat([inputs.drop(columns=context.columns, errors="ignore"), context], axis=1)
+    uplift = np.where(known, model.predict(inputs), np.nan)
+    low, high = model.interval(uplift)
+    return inputs, pd.DataFrame(
+        {"uplift": uplift, "uplift_low": low, "uplift_high": high}, index=candidates.index
+    )
+
+
 def _explain(model: ServedModel, values: pd.DataFrame, rows: np.ndarray):
     """Contributions and reasons of the chosen rows only."""
     chosen = values.iloc[rows]
@@ -97,6 +191,7 @@ def score_batch(
     history: pd.DataFrame,
     as_of: pd.Timestamp,
     rules: outreach.OutreachRules,
+    tables: dict[str, pa.Table] | None = None,
 ) -> BatchResult:
     """Score customers and open shipments and build the outreach queue with reasons.
 
@@ -112,6 +207,11 @@ def score_batch(
         history: Earlier queued actions (for the frequency cap).
         as_of: Decision instant.
         rules: Outreach rules.
+        tables: Raw tables as of `as_of` (orders, and shipments, contacts, returns, tracking
+            events where present): the proactive moments and what each action is about.
+            With an "outreach_uplift" champion in `models`, the queue ranks by its predicted
+            uplift (`outreach.plan_outreach`), and each action carries it with its
+            interval and the reasons of the effect.
     """
     seconds: dict[str, float] = {}
     clock = time.perf_counter()
@@ -133,8 +233,22 @@ def score_batch(
 
     clock = time.perf_counter()
     candidates = outreach.candidates(
-        customers, churn_p, shipments, delay_p, lost, windows["due"].to_numpy(dtype=bool), invoices
+        customers,
+        churn_p,
+        shipments,
+        delay_p,
+        lost,
+        windows["due"].to_numpy(dtype=bool),
+        invoices,
+        moments(tables, as_of) if tables is not None else None,
     )
+    effect = models.get(UPLIFT_MODEL)
+    inputs = None
+    if effect is not None:
+        inputs, predicted = predict_uplift(effect.model, candidates, customers, tables, as_of)
+        candidates = candidates.join(predicted)
+    seconds["predict_uplift"] = time.perf_counter() - clock
+    clock = time.perf_counter()
     profile = customers.loc[:, list(outreach.CUSTOMER_COLUMNS)]
     queue = outreach.plan_outreach(candidates.drop(columns="_row"), profile, history, as_of, rules)
     seconds["plan"] = time.perf_counter() - clock
@@ -153,9 +267,29 @@ def score_batch(
         as_of,
         windows,
     )
+    if effect is not None and len(queue):
+        queue["reason"] = _effect_words(effect.model, inputs, queue)
     queue = queue.reset_index(drop=True)
     seconds["explain"] = time.perf_counter() - clock
-    return BatchResult(queue, len(customers), len(shipments), len(candidates), seconds)
+    effects = best_effects(candidates) if effect is not None else None
+    return BatchResult(queue, len(customers), len(shipments), len(candidates), seconds, effects)
+
+
+def _effect_words(model, inputs: pd.DataFrame, queue: pd.DataFrame) -> list[str]:
+    """Each queued action's predicted effect, interval and its top reasons (SHAP of the
+    uplift model), before the reasons of the risk behind it."""
+    chosen = inputs.iloc[queue.index.to_numpy()]
+    reasons = model.reasons(chosen, k=REASONS_PER_ACTION)
+    out = []
+    for (_, row), why in zip(queue.iterrows(), reasons, strict=True):
+        head = f"Uplift {100 * row['uplift']:+.1f} pp on the chance of another order"
+        if np.isfinite(row["uplift_low"]):
+            head += f" ({100 * row['uplift_low']:+.1f} to {100 * row['uplift_high']:+.1f} pp"
+            head += " as precisely as held-out customers measure like predictions)"
+        because = f"; works better with {_words(why)}" if why else ""
+        risk = f". {row['reason']}" if row["reason"] else ""
+        out.append(f"{head}{because}{risk}")
+    return out
 
 
 def _windows(

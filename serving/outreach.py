@@ -25,13 +25,18 @@ _lock = threading.Lock()
 
 
 def actions_of(queue: LoadedQueue) -> list[schemas.OutreachAction]:
-    """The queue's rows as validated actions, built once per queue file."""
+    """The queue's actions to send, validated, built once per queue file. Held-out actions
+    (recorded so effects stay measurable) are not handed to schedulers; their ranks stay
+    gaps."""
     found = _built.get(queue.stamp)
     if found is not None:
         return found
     with _lock:
         if queue.stamp not in _built:
-            frame = queue.frame.astype(object).where(queue.frame.notna(), None)
+            frame = queue.frame
+            if "holdout" in frame:
+                frame = frame[~frame["holdout"].astype(bool)]
+            frame = frame.astype(object).where(frame.notna(), None)
             actions = [schemas.OutreachAction(**row) for row in frame.to_dict("records")]
             _built.clear()
             _built[queue.stamp] = actions

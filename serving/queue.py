@@ -15,12 +15,15 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 QUEUE_FILE = "outreach_queue.parquet"
 HISTORY_FILE = "outreach_history.parquet"
+# Per customer, the action of highest predicted uplift in the latest batch.
+EFFECTS_FILE = "outreach_effects.parquet"
 _META_KEY = b"aftersale"
 
 
@@ -38,40 +41,82 @@ def write_atomic(table: pa.Table, path: Path) -> Path:
     return path
 
 
-def write_queue(queue: pd.DataFrame, folder: Path, meta: dict) -> Path:
-    """Write the queue with its metadata (as_of, queue date, known regions, models)."""
+def write_queue(queue: pd.DataFrame, folder: Path, meta: dict, name: str = QUEUE_FILE) -> Path:
+    """Write the queue (or another batch table) with its metadata (as_of, queue date, known
+    regions, models)."""
     table = pa.Table.from_pandas(queue, preserve_index=False)
     table = table.replace_schema_metadata(
         {**(table.schema.metadata or {}), _META_KEY: json.dumps(meta).encode()}
     )
-    return write_atomic(table, folder / QUEUE_FILE)
+    return write_atomic(table, folder / name)
+
+
+# The history holds the `outreach` contract table's columns (sent and held-out actions, with
+# the propensity of their arm) and when each was queued.
+HISTORY_COLUMNS = {
+    "outreach_id": object,
+    "customer_id": object,
+    "ts": "datetime64[us, UTC]",
+    "action": object,
+    "channel": object,
+    "subject_id": object,
+    "propensity": np.float64,
+    "holdout": bool,
+    "queued_ts": "datetime64[us, UTC]",
+    "queue_date": object,
+}
 
 
 def read_history(folder: Path) -> pd.DataFrame:
-    """Actions queued so far: customer_id, action, queued_ts, queue_date."""
+    """Actions queued so far, sent and held out (`HISTORY_COLUMNS`)."""
     path = folder / HISTORY_FILE
     if not path.is_file():
-        return pd.DataFrame(
-            {
-                "customer_id": pd.Series(dtype=object),
-                "action": pd.Series(dtype=object),
-                "queued_ts": pd.Series(dtype="datetime64[us, UTC]"),
-                "queue_date": pd.Series(dtype=object),
-            }
-        )
+        return pd.DataFrame({c: pd.Series(dtype=t) for c, t in HISTORY_COLUMNS.items()})
     return pq.read_table(path).to_pandas()
+
+
+def outreach_log(history: pd.DataFrame) -> pd.DataFrame:
+    """The history as rows of the `outreach` contract table: what the next training learns
+    from, held-out actions included."""
+    from features.contract.schema import OUTREACH
+
+    return history.loc[:, [c.name for c in OUTREACH.columns]].reset_index(drop=True)
 
 
 def record_queued(queue: pd.DataFrame, folder: Path, as_of: pd.Timestamp) -> Path:
     """Add the queue's actions to the history, replacing an earlier queue of the same day
-    (scoring a day twice does not count its actions twice)."""
+    (scoring a day twice does not count its actions twice).
+
+    Args:
+        queue: The day's queue; `holdout` and `propensity` when a holdout was drawn (else
+            every action is sent, with propensity 1).
+        folder: The serving folder.
+        as_of: The queue's decision instant.
+    """
     day = as_of.strftime("%Y-%m-%d")
     history = read_history(folder)
     history = history[history["queue_date"] != day]
+    n = len(queue)
+    held = queue["holdout"] if "holdout" in queue else pd.Series(False, index=queue.index)
+    propensity = queue["propensity"] if "propensity" in queue else pd.Series(1.0, index=queue.index)
+    sent_at = pd.to_datetime(
+        queue["send_window_start"]
+        if "send_window_start" in queue
+        else pd.Series(as_of, index=queue.index),
+        utc=True,
+    )
     new = pd.DataFrame(
         {
+            "outreach_id": [f"q{as_of:%Y%m%d}-{int(r):06d}" for r in queue["rank"]]
+            if "rank" in queue
+            else [f"q{as_of:%Y%m%d}-{i + 1:06d}" for i in range(n)],
             "customer_id": queue["customer_id"].astype(object),
+            "ts": sent_at.astype("datetime64[us, UTC]"),
             "action": queue["action"].astype(object),
+            "channel": queue["channel"].astype(object) if "channel" in queue else None,
+            "subject_id": queue["subject_id"].astype(object) if "subject_id" in queue else None,
+            "propensity": propensity.astype(np.float64),
+            "holdout": held.astype(bool),
             "queued_ts": pd.Series(as_of, index=queue.index).astype("datetime64[us, UTC]"),
             "queue_date": day,
         }
@@ -92,10 +137,11 @@ class LoadedQueue:
 
 
 class QueueCache:
-    """The served queue, re-read when the file's modification time or size changes."""
+    """The served queue (or another batch table), re-read when the file's modification time
+    or size changes."""
 
-    def __init__(self, folder: Path) -> None:
-        self.path = folder / QUEUE_FILE
+    def __init__(self, folder: Path, name: str = QUEUE_FILE) -> None:
+        self.path = folder / name
         self._loaded: LoadedQueue | None = None
         self._lock = threading.Lock()
 

@@ -24,7 +24,7 @@ from models.served.window import day_starts
 from serving import schemas
 from serving.metrics import domain_metrics
 from serving.online import ROW_TIME, FeatureReader
-from serving.queue import QueueCache
+from serving.queue import EFFECTS_FILE, QueueCache
 from serving.recommend import OfferRecommender, load_recommender
 from serving.scoring import (
     ServedModel,
@@ -71,6 +71,7 @@ class Runtime:
     readers: dict[str, FeatureReader]
     queue: QueueCache
     recommender: OfferRecommender | None = None
+    effects: QueueCache | None = None
     window: ServedWindow | None = None
     unavailable: dict[str, str] = field(default_factory=dict)
     loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
@@ -106,7 +107,17 @@ class Runtime:
             log.warning("delivery windows unavailable: %s", unavailable[WINDOW_MODEL])
             window = None
         queue = QueueCache(settings.serving_dir)
-        return cls(settings, models, readers, queue, recommender, window, unavailable)
+        effects = QueueCache(settings.serving_dir, EFFECTS_FILE)
+        return cls(
+            settings,
+            models,
+            readers,
+            queue,
+            recommender=recommender,
+            effects=effects,
+            window=window,
+            unavailable=unavailable,
+        )
 
     def now(self) -> pd.Timestamp:
         """The decision instant: the configured one, else the wall clock."""
@@ -207,11 +218,27 @@ class Runtime:
                 band=band(p),
                 contact_reason=contact[k],
                 reasons=[_reason(r) for r in scored.reasons[k]],
+                **self._best_action(ids[i]),
             )
         _report(CHURN_MODEL, results)
         return schemas.ChurnResponse(
             model=scored.model.ref(), as_of=as_of.to_pydatetime(), results=results
         )
+
+    def _best_action(self, customer_id: str) -> dict[str, object]:
+        """The customer's action of highest predicted uplift in the latest batch."""
+        loaded = self.effects.get() if self.effects is not None else None
+        if loaded is None:
+            return {}
+        found = _effects_index(loaded).get(customer_id)
+        if found is None:
+            return {}
+        return {
+            "best_action": found["action"],
+            "best_action_uplift": found["uplift"],
+            "best_action_uplift_low": found["uplift_low"],
+            "best_action_uplift_high": found["uplift_high"],
+        }
 
     def recommend(self, order_id: str, k: int) -> schemas.RecommendResponse:
         """Top-k tracking-page offers for an order.
@@ -254,6 +281,20 @@ class Runtime:
             outreach_queue=queue.meta.get("queue_date") if queue else None,
             unavailable=self.unavailable,
         )
+
+
+_effects_by_stamp: dict[tuple[int, int], dict[str, dict]] = {}
+
+
+def _effects_index(loaded) -> dict[str, dict]:
+    """Customer id → its best action's row, built once per effects file."""
+    found = _effects_by_stamp.get(loaded.stamp)
+    if found is None:
+        frame = loaded.frame.astype(object).where(loaded.frame.notna(), None)
+        found = {row["customer_id"]: row for row in frame.to_dict("records")}
+        _effects_by_stamp.clear()
+        _effects_by_stamp[loaded.stamp] = found
+    return found
 
 
 def _why(error: Exception) -> str:

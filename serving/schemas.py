@@ -145,6 +145,16 @@ class ChurnScore(BaseModel):
         "risk; 'no_contact' for a customer who never contacted service.",
     )
     reasons: list[ReasonOut] = Field(default_factory=list)
+    best_action: str | None = Field(
+        None,
+        description="The outreach action the uplift model predicts helps this customer most, "
+        "as of the latest batch (None: no action is predicted to help, or no uplift model).",
+    )
+    best_action_uplift: float | None = Field(
+        None, description="Its predicted effect on the chance of another order within 90 days."
+    )
+    best_action_uplift_low: float | None = None
+    best_action_uplift_high: float | None = None
 
 
 class ModelRef(BaseModel):
@@ -180,11 +190,20 @@ class OutreachAction(BaseModel):
     send_window_end: str
     timezone: str
     priority: float = Field(
-        description="Expected value saved less the action's cost: risk × value × uplift − cost."
+        description="Expected value saved less the action's cost: predicted uplift × the "
+        "customer's value − cost (before an uplift model is trained: risk × value × the "
+        "action's assumed uplift − cost)."
     )
     risk: float
     value: float
-    uplift: float
+    uplift: float = Field(
+        description="The uplift model's predicted effect on the chance of another order "
+        "within 90 days (before one is trained: the action's assumed share of value saved)."
+    )
+    uplift_low: float | None = Field(
+        None, description="Low end of the interval of like predictions, measured on holdouts."
+    )
+    uplift_high: float | None = Field(None, description="High end of that interval.")
     cost: float | None = Field(None, description="Cost of the action on its channel.")
     reason: str = Field(description="Why, in words.")
 

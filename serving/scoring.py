@@ -22,6 +22,7 @@ from models.served import registry
 from models.served.calibration import fast_calibration
 from models.served.classifier import CalibratedModel
 from models.served.reasons import reason_codes, top_reasons
+from models.served.uplift import UpliftModel
 from models.served.window import WindowModel
 
 # One OpenMP thread per call: a request scores a handful of rows, and on a shared 2-core
@@ -149,6 +150,23 @@ def load_window_champion(name: str, tracking_uri: str) -> ServedWindow:
     """
     version, model = registry.load_champion(name, tracking_uri)
     return ServedWindow(name, str(version.version), sorted(version.aliases), model)
+
+
+@dataclass(frozen=True)
+class ServedUplift(ServedWindow):
+    """A registry champion of the uplift model (`models.served.uplift.UpliftModel`)."""
+
+    model: UpliftModel
+
+
+def load_uplift_champion(name: str, tracking_uri: str) -> ServedUplift:
+    """The registry's `champion` version of the uplift model.
+
+    Raises:
+        ModelUnavailableError: The model has no champion.
+    """
+    version, model = registry.load_champion(name, tracking_uri)
+    return ServedUplift(name, str(version.version), sorted(version.aliases), model)
 
 
 # What the churn answer names when the customer never contacted service.

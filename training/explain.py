@@ -8,6 +8,7 @@ reading a run and callers reading an answer read the same words.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -99,6 +100,7 @@ def write_explanations(
     top: int = DEPENDENCE_TOP,
     k: int = 3,
     seed: int = 7,
+    contributions_of: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
 ) -> dict[str, Path]:
     """Write the summary plot, dependence plots, importance and reason codes of a sample.
 
@@ -113,13 +115,18 @@ def write_explanations(
         top: Dependence plots for this many most important features.
         k: Reason codes per row.
         seed: Sampling seed.
+        contributions_of: Rows → their SHAP contributions, for a model that is not one
+            booster (an uplift model's weighted sum of boosters); `booster` is then unused.
 
     Returns:
         Artifact name → written path.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     sample = data.sample(n=min(rows, len(data)), random_state=seed) if len(data) else data
-    contrib = contributions(booster, layout, sample, num_iteration)
+    if contributions_of is not None:
+        contrib = contributions_of(sample)
+    else:
+        contrib = contributions(booster, layout, sample, num_iteration)
     importance = global_importance(contrib)
     paths: dict[str, Path] = {}
     figure = summary_plot(contrib, layout, sample)

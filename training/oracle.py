@@ -19,10 +19,12 @@ from sklearn.metrics import roc_auc_score
 from models import churn, delay_risk
 from models import delivery_estimate as de
 from models import next_best_offer as nbo
+from models import outreach_uplift as ou
 from models.served.window import local_dates
 from models.spec import EVENT_TIME, LABEL
 from training.delivery import KINDS, measure
 from training.trainer import TrainResult
+from training.uplift_metrics import bootstrap_intervals, uplift_metrics
 
 
 @dataclass(frozen=True)
@@ -172,9 +174,97 @@ def delivery_oracle(result: TrainResult, truth_dir: Path) -> OracleComparison:
     return OracleComparison(len(rows), mae["model"], mae["promise"], mae["oracle"])
 
 
+TRUE_EFFECT = "effect_repurchase_90d"
+# Rankings of the outreach rows compared at the same capacity: column of the scored test
+# rows → how it ranks (the oracle's is the simulator's true effect).
+UPLIFT_RANKINGS = {
+    "model": "score",
+    "todays_ranking": "baseline",
+    "random": "random",
+    "oracle": TRUE_EFFECT,
+}
+
+
+def uplift_truth(scores: pd.DataFrame, truth_dir: Path) -> pd.DataFrame:
+    """Test outreach rows with each row's true individual effect on the 90-day repurchase."""
+    truth = pd.read_parquet(truth_dir / "outreach.parquet", columns=["outreach_id", TRUE_EFFECT])
+    return scores.merge(truth, on="outreach_id", how="inner")
+
+
+def uplift_selections(rows: pd.DataFrame, capacity: float) -> pd.DataFrame:
+    """What each ranking's capacity-limited selection truly achieves.
+
+    Each ranking takes its top `capacity` share of the rows by priority, its effect ×
+    customer value − the channel's cost (random targeting: at random; an action worth less
+    than its cost is never taken, as in the queue).
+
+    Returns:
+        One row per ranking: selected, true incremental repurchases, true incremental
+        margin (effect × value − cost), share of selected actions whose true effect is
+        negative, and the rank correlation of the ranking with the true effects.
+    """
+    from scipy.stats import spearmanr
+
+    k = int(np.ceil(capacity * len(rows)))
+    effect = rows[TRUE_EFFECT].to_numpy(np.float64)
+    value = rows["value"].to_numpy(np.float64)
+    cost = rows["cost"].to_numpy(np.float64)
+    out = []
+    for name, column in UPLIFT_RANKINGS.items():
+        score = rows[column].to_numpy(np.float64)
+        if name == "random":
+            priority, allowed = score, np.ones(len(rows), dtype=bool)
+        else:
+            priority = score * value - cost
+            allowed = np.isfinite(priority) & (priority > 0)
+        order = np.flatnonzero(allowed)[np.argsort(-priority[allowed], kind="stable")][:k]
+        finite = np.isfinite(score)
+        rho = spearmanr(score[finite], effect[finite])[0] if finite.sum() > 2 else np.nan
+        out.append(
+            {
+                "ranking": name,
+                "selected": len(order),
+                "incremental_repurchases": float(effect[order].sum()),
+                "incremental_margin": float((effect[order] * value[order] - cost[order]).sum()),
+                "negative_share": float((effect[order] < 0).mean()) if len(order) else np.nan,
+                "spearman": float(rho),
+            }
+        )
+    return pd.DataFrame(out)
+
+
+def uplift_qini(rows: pd.DataFrame, capacity: float, resamples: int = 200) -> pd.DataFrame:
+    """Qini, AUUC and uplift at capacity of each ranking on the observed outcomes, with
+    bootstrap intervals and each one's Qini as a share of the oracle's."""
+    scores = {name: rows[column].to_numpy(np.float64) for name, column in UPLIFT_RANKINGS.items()}
+    return bootstrap_intervals(
+        scores,
+        rows[LABEL].to_numpy(),
+        rows[ou.TREATED].to_numpy(bool),
+        rows["_weight"].to_numpy(),
+        capacity,
+        resamples=resamples,
+        ratio_to="oracle",
+    )
+
+
+def uplift_oracle(result: TrainResult, truth_dir: Path) -> OracleComparison:
+    """Qini of the model, today's ranking and the true effects on the same test rows."""
+    rows = uplift_truth(result.scores, truth_dir)
+    y = rows[LABEL].to_numpy()
+    treated = rows[ou.TREATED].to_numpy(bool)
+    weight = rows["_weight"].to_numpy()
+
+    def qini(column: str) -> float:
+        return uplift_metrics(rows[column].to_numpy(), y, treated, weight)["qini"]
+
+    return OracleComparison(len(rows), qini("score"), qini("baseline"), qini(TRUE_EFFECT))
+
+
 ORACLES: dict[str, OracleFunction] = {
     churn.NAME: auc_oracle(churn_truth),
     delay_risk.NAME: auc_oracle(delay_truth),
     nbo.NAME: policy_oracle,
     de.NAME: delivery_oracle,
+    ou.NAME: uplift_oracle,
 }

@@ -15,11 +15,13 @@ from training.binary import train as train_binary
 from training.delivery import train_window
 from training.policy import train_policy
 from training.trainer import Trainer, TrainOptions, TrainResult
+from training.uplift import train_uplift
 
 TRAINERS: dict[Kind, Trainer] = {
     Kind.BINARY: train_binary,
     Kind.POLICY: train_policy,
     Kind.WINDOW: train_window,
+    Kind.UPLIFT: train_uplift,
 }
 
 

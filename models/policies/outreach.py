@@ -24,7 +24,7 @@ tests call them alike.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -104,6 +104,8 @@ QUEUE_COLUMNS = (
     "risk",
     "value",
     "uplift",
+    "uplift_low",
+    "uplift_high",
     "cost",
 )
 
@@ -200,6 +202,40 @@ def choose_channels(
             c = CHANNELS.index(channel)
             chosen_code[rows & (chosen_code < 0) & consent[channel]] = c
     return np.array([*CHANNELS, None], dtype=object)[chosen_code]
+
+
+def contacted(history: pd.DataFrame, outreach_log: pd.DataFrame | None) -> pd.DataFrame:
+    """Every earlier action the frequency cap counts: the queue's own history and each
+    action the raw `outreach` table shows as sent (not held out), whoever sent it.
+
+    A logged action that came from the queue (the same `outreach_id`) counts once.
+
+    Args:
+        history: The queue's history: customer_id, queued_ts, optionally outreach_id.
+        outreach_log: The raw `outreach` table (customer_id, ts, holdout, outreach_id), or
+            None where the source has none.
+
+    Returns:
+        customer_id and queued_ts (when the action was queued or sent), one row an action.
+    """
+    columns = ["customer_id", "queued_ts"]
+    own = history.loc[:, columns]
+    if outreach_log is None or outreach_log.empty:
+        return own.reset_index(drop=True)
+    sent = outreach_log[~outreach_log["holdout"].astype("boolean").fillna(False).to_numpy()]
+    if "outreach_id" in history:
+        sent = sent[~sent["outreach_id"].isin(history["outreach_id"])]
+    logged = pd.DataFrame(
+        {
+            "customer_id": sent["customer_id"].to_numpy(dtype=object),
+            "queued_ts": pd.to_datetime(sent["ts"], utc=True).to_numpy(),
+        }
+    )
+    logged["queued_ts"] = pd.to_datetime(logged["queued_ts"], utc=True)
+    frames = [f for f in (own, logged) if len(f)]
+    if not frames:
+        return own.reset_index(drop=True)
+    return pd.concat(frames, ignore_index=True)
 
 
 def recent_counts(history: pd.DataFrame, as_of: pd.Timestamp, days: int) -> pd.Series:
@@ -327,10 +363,13 @@ def plan_outreach(
 ) -> pd.DataFrame:
     """The day's outreach queue, highest expected value saved first.
 
-    Priority is the value an action saves (risk × value × uplift) less the cost of its
-    channel; only actions worth more than they cost are queued (due ones whatever their
-    worth). Equivalent to walking every allowed candidate by priority (ties: input order),
-    skipping those beyond their customer's remaining frequency cap or whose channels are full
+    Priority is the value an action saves less the cost of its channel: with a measured
+    `uplift` column (the uplift model's predicted effect on the customer's repurchase),
+    uplift × the customer's value, and an action whose predicted effect is not above zero
+    is never queued, due or not; without one, risk × value × the assumed `UPLIFT`. Only
+    actions worth more than they cost are queued (due ones whatever their worth).
+    Equivalent to walking every allowed candidate by priority (ties: input order), skipping
+    those beyond their customer's remaining frequency cap or whose channels are full
     (`_fill`), and keeping the first `capacity`; only the candidates that can reach the queue
     are sorted, so a million customers cost a pass over arrays, not a sort of the million.
 
@@ -340,7 +379,9 @@ def plan_outreach(
             optionally `customer_row`, the row of the customer in `customers` (-1: unknown),
             which saves looking the ids up; optionally `due` (bool), candidates a rule
             makes due: they come first, by priority among themselves, and need no
-            positive priority.
+            positive priority; optionally `uplift` (the predicted effect),
+            `uplift_low`/`uplift_high` (its interval) and `customer_value` (what the
+            customer's repurchase is worth; default `value`).
         customers: customer_id, region, timezone, language, preferred_channel and the
             consent flags.
         history: Actions queued before: customer_id, queued_ts.
@@ -361,13 +402,27 @@ def plan_outreach(
     known = pos >= 0
     at = np.where(known, pos, 0)
     action = cand["action"].to_numpy(dtype=object)
-    uplift = np.array([UPLIFT.get(a, np.nan) for a in ACTION_CHANNELS] + [np.nan])[
-        pd.Categorical(action, categories=list(ACTION_CHANNELS)).codes
-    ]
     risk = cand["risk"].to_numpy(dtype=np.float64)
     value = cand["value"].to_numpy(dtype=np.float64)
-    with np.errstate(invalid="ignore"):
-        saved = risk * value * uplift
+    measured = "uplift" in cand
+    if measured:
+        # The measured effect on the customer's repurchase, worth the customer's value.
+        uplift = cand["uplift"].to_numpy(dtype=np.float64)
+        worth = cand["customer_value"] if "customer_value" in cand else cand["value"]
+        with np.errstate(invalid="ignore"):
+            saved = uplift * worth.to_numpy(dtype=np.float64)
+    else:
+        uplift = np.array([UPLIFT.get(a, np.nan) for a in ACTION_CHANNELS] + [np.nan])[
+            pd.Categorical(action, categories=list(ACTION_CHANNELS)).codes
+        ]
+        with np.errstate(invalid="ignore"):
+            saved = risk * value * uplift
+    bounds = {
+        end: cand[f"uplift_{end}"].to_numpy(dtype=np.float64)
+        if f"uplift_{end}" in cand
+        else np.full(len(cand), np.nan)
+        for end in ("low", "high")
+    }
     consent = {c: _flags(customers[f"consent_{c}"])[at] for c in CHANNELS}
     marketing = _flags(customers["consent_marketing"])[at]
     channel = choose_channels(
@@ -386,6 +441,9 @@ def plan_outreach(
     with np.errstate(invalid="ignore"):
         ranked = np.isfinite(priority) & (priority > 0)
         allowed = known & (ranked | due) & (room > 0)
+        if measured:
+            # An action measured to harm (or not known to help) is never queued, due or not.
+            allowed &= np.isfinite(uplift) & (uplift > 0)
     allowed &= channel != None  # noqa: E711 (element-wise)
     eligible = np.flatnonzero(allowed)
 
@@ -434,6 +492,8 @@ def plan_outreach(
             "risk": risk[chosen],
             "value": value[chosen],
             "uplift": uplift[chosen],
+            "uplift_low": bounds["low"][chosen],
+            "uplift_high": bounds["high"][chosen],
             "cost": [rules.cost(c) for c in channel[chosen]],
         },
         index=candidates.index[chosen],
@@ -451,6 +511,7 @@ def candidates(
     lost: np.ndarray,
     due: np.ndarray,
     invoices: pd.DataFrame,
+    moments: Mapping[str, pd.DataFrame] | None = None,
 ) -> pd.DataFrame:
     """Every action the policy may queue, with its risk and value.
 
@@ -459,7 +520,10 @@ def candidates(
     - a delay notice for every open parcel not taken for lost (risk: late delivery; `due`
       when its estimated date passed the promise);
     - a service-recovery call about a parcel taken for lost (risk 1, due);
-    - a payment reminder for every overdue invoice (risk 1: it is already unpaid).
+    - a payment reminder for every overdue invoice (risk 1: it is already unpaid);
+    - the proactive moments of `moments` (risk: churn): a satisfaction check after a
+      delivery, an onboarding follow-up after a first order, an NPS survey after a
+      resolved contact.
 
     Args:
         customers: Scored customers: customer_id, monetary_365d, unresolved_contacts_90d.
@@ -469,10 +533,12 @@ def candidates(
         lost: Whether each shipment is taken for lost.
         due: Whether each shipment's delay notice is due.
         invoices: Overdue invoices: invoice_id, customer_id, amount.
+        moments: Action → its moments: subject_id, customer_id (`serving.batch.moments`).
 
     Returns:
         `CANDIDATE_COLUMNS` plus `due`, `customer_row` (the customer's row in `customers`,
-        -1 when not scored) and `_row` (the row in the frame the candidate came from).
+        -1 when not scored), `customer_value` (the customer's value, whatever the action's
+        own) and `_row` (the row in the frame the candidate came from).
     """
     value = customer_value(customers["monetary_365d"])
     unresolved = customers["unresolved_contacts_90d"].fillna(0).to_numpy() > 0
@@ -481,7 +547,11 @@ def candidates(
     index = pd.Index(customers["customer_id"])
     shipment_owner = index.get_indexer(shipments["customer_id"])
     invoice_owner = index.get_indexer(invoices["customer_id"])
-    owner_value = np.where(shipment_owner >= 0, value[np.maximum(shipment_owner, 0)], 0.0)
+
+    def of_owner(values: np.ndarray, owner: np.ndarray, missing: float) -> np.ndarray:
+        return np.where(owner >= 0, values[np.maximum(owner, 0)], missing)
+
+    owner_value = of_owner(value, shipment_owner, 0.0)
     lost = np.asarray(lost, dtype=bool)
     due = np.asarray(due, dtype=bool)
     ship_ids = shipments["shipment_id"].to_numpy()
@@ -537,5 +607,40 @@ def candidates(
             "customer_row": invoice_owner,
         },
     ]
+    for action, frame in (moments or {}).items():
+        owner = index.get_indexer(frame["customer_id"])
+        parts.append(
+            {
+                "customer_id": frame["customer_id"].to_numpy(),
+                "action": action,
+                "subject_id": frame["subject_id"].to_numpy(dtype=object),
+                "risk": of_owner(np.asarray(churn_p, dtype=np.float64), owner, np.nan),
+                "value": of_owner(value, owner, 0.0),
+                "_row": np.arange(len(frame)),
+                "customer_row": owner,
+            }
+        )
     frames = [pd.DataFrame(part) for part in parts]
-    return pd.concat([f for f in frames if len(f)], ignore_index=True)
+    out = pd.concat([f for f in frames if len(f)], ignore_index=True)
+    row = out["customer_row"].to_numpy(dtype=np.int64)
+    return out.assign(customer_value=of_owner(value, row, 0.0))
+
+
+def hold_out(
+    queue: pd.DataFrame, share: float, seed: int | Sequence[int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Draw the day's holdout among the queued actions.
+
+    Each queued action is held out (recorded, not sent) with probability `share`,
+    independently of everything else, so its effect stays measurable against the sent ones;
+    the same seed draws the same holdout.
+
+    Returns:
+        Whether each action is held out, and the probability of its arm (the propensity the
+        `outreach` table records: 1 − share for a sent action, share for a held-out one;
+        the queue itself is deterministic given the scores).
+    """
+    if not 0.0 <= share < 1.0:
+        raise ValueError(f"holdout share must lie in [0, 1), got {share}")
+    held = np.random.default_rng(seed).random(len(queue)) < share
+    return held, np.where(held, share, 1.0 - share)

@@ -15,6 +15,8 @@ from models.policies.outreach import (
     UPLIFT,
     WINBACK_OFFER,
     OutreachRules,
+    contacted,
+    hold_out,
     plan_outreach,
     window_past_promise,
 )
@@ -105,7 +107,22 @@ def business(draw):
     return frame, customers_frame(people), past, rules
 
 
-def reference_queue(candidates, customers, history, rules) -> list[tuple[str, str]]:
+def assumed_worth(row) -> float:
+    """What an action saves under the assumed uplift: risk × value × `UPLIFT`."""
+    return row.risk * row.value * UPLIFT.get(row.action, float("nan"))
+
+
+def measured_worth(row) -> float:
+    """What an action saves under a measured uplift: uplift × the customer's value; an
+    action not measured to help saves nothing worth sending."""
+    if not row.uplift > 0:
+        return float("nan")
+    return row.uplift * row.customer_value
+
+
+def reference_queue(
+    candidates, customers, history, rules, worth=assumed_worth
+) -> list[tuple[str, str]]:
     """(subject, channel) of the queue by the policy's plain definition, one candidate at a
     time: by priority on the first-choice channel (the preferred one when allowed and
     consented), each taken on the first of its consented channels with room where it is
@@ -123,7 +140,7 @@ def reference_queue(candidates, customers, history, rules) -> list[tuple[str, st
         if who["preferred_channel"] in channels:
             channels.remove(who["preferred_channel"])
             channels.insert(0, who["preferred_channel"])
-        saved = row.risk * row.value * UPLIFT.get(row.action, float("nan"))
+        saved = worth(row)
         if channels and saved - rules.cost(channels[0]) > 0:
             allowed.append((-(saved - rules.cost(channels[0])), i, row, channels, saved))
     taken = []
@@ -194,6 +211,100 @@ def test_rules_hold_for_any_business(data) -> None:
     now = queue.groupby("customer_id").size()
     total = now.add(before.reindex(now.index).fillna(0))
     assert (total <= rules.frequency_cap).all()
+
+
+@st.composite
+def measured_business(draw):
+    """A business whose candidates carry the uplift model's predicted effects: some
+    negative, some zero, some unknown (NaN), with an interval and the customer's value."""
+    candidates, customers, history, rules = draw(business())
+    n = len(candidates)
+    effect = st.one_of(st.floats(-0.3, 0.3), st.just(0.0), st.just(float("nan")))
+    uplift = np.array(draw(st.lists(effect, min_size=n, max_size=n)), dtype=np.float64)
+    worth = draw(st.lists(st.floats(0, 5_000), min_size=n, max_size=n))
+    candidates = candidates.assign(
+        uplift=uplift,
+        uplift_low=uplift - 0.05,
+        uplift_high=uplift + 0.05,
+        customer_value=np.asarray(worth, dtype=np.float64),
+    )
+    return candidates, customers, history, rules
+
+
+@settings(max_examples=60, deadline=None)
+@given(measured_business())
+def test_measured_uplift_rules_hold_for_any_business(data) -> None:
+    candidates, customers, history, rules = data
+    queue = plan_outreach(candidates, customers, history, AS_OF, rules)
+    assert len(queue) <= rules.capacity
+    assert (np.diff(queue["priority"].to_numpy()) <= 0).all()
+    # No queued action has a predicted effect at or below zero (or an unknown one).
+    assert (queue["uplift"] > 0).all()
+    source = candidates.loc[queue.index]
+    np.testing.assert_array_equal(queue["uplift"], source["uplift"])
+    np.testing.assert_array_equal(queue["uplift_low"], source["uplift_low"])
+    np.testing.assert_array_equal(queue["uplift_high"], source["uplift_high"])
+    # Priority = predicted uplift × customer value − the cost of the channel it goes on.
+    np.testing.assert_allclose(
+        queue["priority"], source["uplift"] * source["customer_value"] - queue["cost"]
+    )
+    profile = customers.set_index("customer_id")
+    for row in queue.itertuples():
+        who = profile.loc[row.customer_id]
+        assert row.channel in ACTION_CHANNELS[row.action]
+        assert bool(who[f"consent_{row.channel}"])
+        if row.action in NEEDS_MARKETING_CONSENT:
+            assert bool(who["consent_marketing"])
+        assert row.cost == rules.cost(row.channel)
+    for channel, count in queue["channel"].value_counts().items():
+        assert count <= rules.channel_capacity.get(channel, rules.capacity)
+    window = history[history["queued_ts"] > AS_OF - pd.Timedelta(days=rules.frequency_cap_days)]
+    before = window.groupby("customer_id").size()
+    now = queue.groupby("customer_id").size()
+    assert (now.add(before.reindex(now.index).fillna(0)) <= rules.frequency_cap).all()
+    # The same queue as the plain definition with the measured worth.
+    expected = reference_queue(candidates, customers, history, rules, worth=measured_worth)
+    assert list(zip(queue["subject_id"], queue["channel"], strict=True)) == expected
+
+
+def test_a_due_action_measured_to_harm_is_not_queued() -> None:
+    customers = consenting(2, "email")
+    candidates = pd.DataFrame(
+        {
+            "customer_id": ["c0", "c1"],
+            "action": ["delay_notice", "delay_notice"],
+            "subject_id": ["s0", "s1"],
+            "risk": [0.9, 0.9],
+            "value": [100.0, 100.0],
+            "due": [True, True],
+            "uplift": [-0.02, 0.01],
+        }
+    )
+    empty = pd.DataFrame({"customer_id": [], "queued_ts": []})
+    queue = plan_outreach(candidates, customers, empty, AS_OF, OutreachRules())
+    assert queue["subject_id"].tolist() == ["s1"]
+
+
+def test_holdout_is_random_recorded_and_reproducible_by_seed() -> None:
+    queue = pd.DataFrame({"rank": np.arange(1, 20_001)})
+    held, propensity = hold_out(queue, 0.1, (7, 20250601))
+    again, _ = hold_out(queue, 0.1, (7, 20250601))
+    other, _ = hold_out(queue, 0.1, (7, 20250602))
+    np.testing.assert_array_equal(held, again)
+    assert (held != other).any()
+    # About the share, within four binomial standard deviations.
+    assert abs(held.mean() - 0.1) < 4 * np.sqrt(0.1 * 0.9 / len(queue))
+    # Independent of rank: the top and bottom halves are held out alike.
+    top, bottom = held[: len(held) // 2].mean(), held[len(held) // 2 :].mean()
+    assert abs(top - bottom) < 4 * np.sqrt(2 * 0.1 * 0.9 / (len(queue) / 2))
+    # The propensity of the arm each action landed in.
+    np.testing.assert_allclose(propensity[held], 0.1)
+    np.testing.assert_allclose(propensity[~held], 0.9)
+    none, p = hold_out(queue, 0.0, 1)
+    assert not none.any()
+    assert (p == 1.0).all()
+    with pytest.raises(ValueError, match="holdout share"):
+        hold_out(queue, 1.0, 1)
 
 
 def test_highest_expected_value_first_and_capacity_fills() -> None:
@@ -338,3 +449,37 @@ def test_actions_without_a_measured_uplift_are_never_queued() -> None:
 def test_rules_name_a_bad_channel_setting(field, value, message) -> None:
     with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
         OutreachRules(**{field: value})
+
+
+def test_the_cap_counts_sent_logged_actions_once_and_not_held_out_ones() -> None:
+    """c0 was sent an action by another system yesterday: not queued today. c1's logged
+    action was held out: queued. c2's logged action came from the queue (same id): counted
+    once, so with a cap of 2 c2 is still queued."""
+    yesterday = AS_OF - pd.Timedelta(days=1)
+    history = pd.DataFrame({"outreach_id": ["q1"], "customer_id": ["c2"], "queued_ts": [yesterday]})
+    log = pd.DataFrame(
+        {
+            "outreach_id": ["o1", "o2", "q1"],
+            "customer_id": ["c0", "c1", "c2"],
+            "ts": [yesterday, yesterday, yesterday],
+            "holdout": [False, True, False],
+        }
+    )
+    counted = contacted(history, log)
+    assert sorted(counted["customer_id"]) == ["c0", "c2"]
+    candidates = pd.DataFrame(
+        {
+            "customer_id": ["c0", "c1", "c2"],
+            "action": WINBACK_OFFER,
+            "subject_id": None,
+            "risk": 0.9,
+            "value": 500.0,
+        }
+    )
+    rules = OutreachRules(capacity=10, frequency_cap=2)
+    queue = plan_outreach(candidates, consenting(3, "email"), counted, AS_OF, rules)
+    assert sorted(queue["customer_id"]) == ["c0", "c1", "c2"]
+    rules = OutreachRules(capacity=10, frequency_cap=1)
+    queue = plan_outreach(candidates, consenting(3, "email"), counted, AS_OF, rules)
+    assert sorted(queue["customer_id"]) == ["c1"]
+    assert contacted(history, None)["customer_id"].tolist() == ["c2"]

@@ -46,12 +46,20 @@ def served_data(tmp_path_factory, prefect_harness, sim_dir):
 
 @pytest.fixture(scope="module")
 def ids(served_data) -> dict[str, list[str]]:
-    folder, queue_path, _ = served_data
+    folder, _, as_of = served_data
     raw = folder / "raw" / "current"
-    queue = pq.read_table(queue_path).to_pandas()
-    shipments = queue.loc[queue["action"] == "delay_notice", "subject_id"].tolist()
-    if not shipments:
-        shipments = pq.read_table(raw / "shipments.parquet").column("shipment_id").to_pylist()
+    # Parcels in transit at the decision instant and not yet due, by the raw table: each is
+    # answered with a risk and a window (the queue may hold no delay notice for them, its
+    # customers having heard from outreach within the frequency cap).
+    ships = pq.read_table(raw / "shipments.parquet").to_pandas()
+    in_transit = (
+        (ships["shipped_ts"] <= as_of)
+        & (ships["delivered_ts"].isna() | (ships["delivered_ts"] > as_of))
+        & (ships["promised_ts"] > as_of)
+    )
+    shipments = ships[in_transit].sort_values("shipped_ts", ascending=False)["shipment_id"]
+    shipments = shipments.tolist()
+    assert len(shipments) >= 3
     customers = pq.read_table(raw / "customers.parquet").column("customer_id").to_pylist()
     orders = pq.read_table(raw / "orders.parquet").sort_by([("order_ts", "descending")])
     return {
