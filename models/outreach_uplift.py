@@ -91,6 +91,78 @@ def label_events(tables: dict[str, pa.Table]) -> pd.DataFrame:
     return pd.concat([events, context], axis=1)[columns]
 
 
+# Second outcomes, each where it fits: name → (the actions it is measured for, its window,
+# what it is). Both are measured as the difference between the sent and held-out rows of the
+# action (`training.uplift.second_effects`), not learned per customer.
+WISMO_REASONS = ("order_status", "delivery_delay")
+SECOND_OUTCOMES = {
+    "wismo_contacts_14d": (
+        ("delay_notice",),
+        pd.Timedelta(days=14),
+        "contacts asking where the order is (order status, delivery delay) in the 14 days "
+        "after the send",
+    ),
+    "days_to_pay_30d": (
+        ("payment_reminder", "renewal_reminder"),
+        pd.Timedelta(days=30),
+        "days from the send to the invoice's payment, 30 when unpaid by then",
+    ),
+}
+
+
+def second_outcomes(rows: pd.DataFrame, tables: dict[str, pa.Table]) -> pd.DataFrame:
+    """The second outcomes of outreach rows, from the raw tables.
+
+    A row gets a value only for an outcome that fits its action and whose window ended by the
+    data's end (else NaN); a source without the outcome's table leaves it NaN.
+
+    Args:
+        rows: customer_id, event_timestamp (the send), action and subject_id.
+        tables: Raw tables: `contacts` for the contacts, `invoices` for the payments.
+
+    Returns:
+        One column per `SECOND_OUTCOMES` entry, aligned with `rows`.
+    """
+    end = watermark(tables, happened=True)
+    ts = pd.to_datetime(rows[EVENT_TIME], utc=True).reset_index(drop=True)
+    action = rows[ACTION].astype(object).reset_index(drop=True)
+    out = pd.DataFrame({name: np.nan for name in SECOND_OUTCOMES}, index=ts.index)
+    wismo_actions, wismo_window, _ = SECOND_OUTCOMES["wismo_contacts_14d"]
+    fits = action.isin(wismo_actions) & (ts + wismo_window <= end)
+    if "contacts" in tables and fits.any():
+        contacts = tables["contacts"].select(["customer_id", "ts", "reason"]).to_pandas()
+        contacts = contacts[contacts["reason"].isin(WISMO_REASONS)]
+        contacts["ts"] = pd.to_datetime(contacts["ts"], utc=True)
+        asked = rows.loc[fits.to_numpy(), ["customer_id"]].reset_index(drop=True)
+        asked["sent"] = ts[fits].to_numpy()
+        asked["row"] = np.flatnonzero(fits.to_numpy())
+        pairs = asked.merge(contacts, on="customer_id", how="inner")
+        within = pairs[
+            (pairs["ts"] > pairs["sent"]) & (pairs["ts"] <= pairs["sent"] + wismo_window)
+        ]
+        counts = within.groupby("row").size()
+        rows_asked = asked["row"].to_numpy()
+        values = np.zeros(len(asked))
+        values[np.searchsorted(rows_asked, counts.index.to_numpy())] = counts.to_numpy()
+        out.loc[rows_asked, "wismo_contacts_14d"] = values
+    pay_actions, pay_window, _ = SECOND_OUTCOMES["days_to_pay_30d"]
+    fits = action.isin(pay_actions) & (ts + pay_window <= end)
+    if "invoices" in tables and fits.any():
+        invoices = tables["invoices"].select(["invoice_id", "paid_ts"]).to_pandas()
+        paid = pd.to_datetime(invoices.set_index("invoice_id")["paid_ts"], utc=True)
+        subject = rows["subject_id"].astype(object).reset_index(drop=True)[fits]
+        paid_at = pd.Series(paid.reindex(subject.to_numpy()).to_numpy(), index=subject.index)
+        known = subject.isin(paid.index)
+        days = (paid_at - ts[fits]).dt.total_seconds() / 86_400.0
+        cap = pay_window.total_seconds() / 86_400.0
+        # Paid before the send: no payment left to speed up (NaN); unpaid by the window's
+        # end: the cap.
+        days = days.where(days.isna() | (days >= 0), np.nan).where(paid_at.notna(), cap)
+        days = days.clip(upper=cap).where(known, np.nan)
+        out.loc[days.index, "days_to_pay_30d"] = days.to_numpy()
+    return out
+
+
 def _seconds(instants: pd.Series) -> np.ndarray:
     return instants.to_numpy(dtype="datetime64[s]").astype(np.int64)
 

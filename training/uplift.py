@@ -33,7 +33,13 @@ from feast import FeatureStore
 from scipy.stats import norm
 
 from aftersale.settings import Settings
-from models.outreach_uplift import ACTION, PROPENSITY, TREATED
+from models.outreach_uplift import (
+    ACTION,
+    PROPENSITY,
+    SECOND_OUTCOMES,
+    TREATED,
+    second_outcomes,
+)
 from models.policies.outreach import customer_value
 from models.served.encoding import FeatureLayout
 from models.served.registry import tracking
@@ -46,7 +52,12 @@ from training.record import PromotionRule, RunRecord, log_and_register
 from training.register import data_version
 from training.split import SplitError, time_split
 from training.trainer import TrainOptions, TrainResult
-from training.uplift_metrics import arm_weights, bootstrap_intervals, uplift_metrics
+from training.uplift_metrics import (
+    arm_difference,
+    arm_weights,
+    bootstrap_intervals,
+    uplift_metrics,
+)
 
 log = logging.getLogger(__name__)
 
@@ -295,6 +306,59 @@ def _risk_model(train, valid, layout, spec):
     )
 
 
+SECOND_COLUMNS = [
+    "outcome",
+    "action",
+    "rows",
+    "sent",
+    "held_out",
+    "sent_mean",
+    "held_out_mean",
+    "effect",
+    "low",
+    "high",
+]
+
+
+def second_effects(rows: pd.DataFrame, tables, level: float = 0.9) -> pd.DataFrame:
+    """The measured effect of each action on each second outcome that fits it
+    (`models.outreach_uplift.SECOND_OUTCOMES`): its sent rows' mean less its held-out rows',
+    with an interval, over the rows whose outcome window ended.
+
+    Args:
+        rows: Logged outreach rows: customer_id, event_timestamp, action, subject_id, treated.
+        tables: The raw tables the outcomes are read from.
+        level: The intervals' level.
+    """
+    outcomes = second_outcomes(rows, tables)
+    action = rows[ACTION].to_numpy(dtype=object)
+    treated = rows[TREATED].to_numpy(dtype=bool)
+    out = []
+    for name, (actions, _, _) in SECOND_OUTCOMES.items():
+        values = outcomes[name].to_numpy(dtype=np.float64)
+        for one in actions:
+            keep = (action == one) & np.isfinite(values)
+            if not keep.any():
+                continue
+            y, t = values[keep], treated[keep]
+            effect, low, high = arm_difference(y, t, level)
+            out.append(
+                {
+                    "outcome": name,
+                    "action": one,
+                    "rows": int(keep.sum()),
+                    "sent": int(t.sum()),
+                    "held_out": int((~t).sum()),
+                    "sent_mean": float(y[t].mean()) if t.any() else np.nan,
+                    "held_out_mean": float(y[~t].mean()) if (~t).any() else np.nan,
+                    "effect": effect,
+                    "low": low,
+                    "high": high,
+                }
+            )
+    return pd.DataFrame(out, columns=SECOND_COLUMNS)
+
+
 def _per_action(scores: pd.DataFrame, capacity: float) -> pd.DataFrame:
     """Test metrics per action: rows, arms, observed and mean predicted uplift, Qini."""
     rows = []
@@ -457,6 +521,19 @@ def train_uplift(
         if row.ranking == "model":
             metrics[f"{row.metric}_low"], metrics[f"{row.metric}_high"] = row.low, row.high
     per_action = _per_action(scores, capacity)
+    second = second_effects(frame, tables, level)
+    for row in second.itertuples():
+        log.info(
+            "%s: %s changes %s by %+.3f [%+.3f, %+.3f] (%d sent, %d held out)",
+            spec.name,
+            row.action,
+            row.outcome,
+            row.effect,
+            row.low,
+            row.high,
+            row.sent,
+            row.held_out,
+        )
     seconds["evaluate"] = time.perf_counter() - clock
     log.info(
         "%s test: Qini %.5f [%.5f, %.5f] (today's ranking %.5f, random %.5f) on %d rows",
@@ -508,6 +585,7 @@ def train_uplift(
             "candidates.csv": table,
             "test_intervals.csv": intervals,
             "per_action.csv": per_action,
+            "second_outcomes.csv": second,
         }
         files = {"evaluation": [], "explain": list(explained.values())}
         for name, frame_out in evaluation.items():
@@ -522,6 +600,9 @@ def train_uplift(
             logged[f"test_action_{r.action}_qini"] = r.qini
             logged[f"test_action_{r.action}_observed_uplift"] = r.observed_uplift
             logged[f"test_action_{r.action}_predicted_uplift"] = r.predicted_uplift_mean
+        for r in second.itertuples():
+            for key in ("effect", "low", "high"):
+                logged[f"second_{r.outcome}_{r.action}_{key}"] = getattr(r, key)
         record = RunRecord(
             spec=spec,
             result=result,

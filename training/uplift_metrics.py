@@ -202,3 +202,25 @@ def bootstrap_intervals(
         low, high = np.quantile(finite, [tail, 1.0 - tail]) if len(finite) else (np.nan, np.nan)
         rows.append({"ranking": name, "metric": metric, "value": value, "low": low, "high": high})
     return pd.DataFrame(rows, columns=["ranking", "metric", "value", "low", "high"])
+
+
+def arm_difference(
+    y: np.ndarray, treated: np.ndarray, level: float = 0.9
+) -> tuple[float, float, float]:
+    """The mean outcome of the treated rows less the held-out rows', with a normal interval
+    (Welch's standard error): the average effect of a randomised action on any outcome.
+
+    Returns:
+        effect, low, high (NaN when an arm has fewer than two rows).
+    """
+    from scipy.stats import norm
+
+    y = np.asarray(y, dtype=np.float64)
+    treated = np.asarray(treated, dtype=bool)
+    sent, held = y[treated], y[~treated]
+    if len(sent) < 2 or len(held) < 2:
+        return np.nan, np.nan, np.nan
+    effect = float(sent.mean() - held.mean())
+    se = float(np.sqrt(sent.var(ddof=1) / len(sent) + held.var(ddof=1) / len(held)))
+    z = float(norm.ppf(0.5 + level / 2.0))
+    return effect, effect - z * se, effect + z * se

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from training.uplift_metrics import (
+    arm_difference,
     arm_weights,
     auuc,
     bootstrap_intervals,
@@ -226,3 +227,16 @@ def test_bootstrap_intervals_hold_the_point_value_and_repeat_by_seed() -> None:
     other = run(4)
     pd.testing.assert_series_equal(other["value"], table["value"])
     assert not np.allclose(other["low"], table["low"])
+
+
+def test_arm_difference_by_hand() -> None:
+    """Sent 1, 0, 1, 1 (mean 0.75, variance 0.25); held out 0, 1, 0 (mean 1/3, variance
+    1/3): effect 5/12, standard error sqrt(0.25/4 + (1/3)/3)."""
+    y = np.array([1, 0, 1, 1, 0, 1, 0], dtype=float)
+    treated = np.array([1, 1, 1, 1, 0, 0, 0], dtype=bool)
+    effect, low, high = arm_difference(y, treated, level=0.9)
+    se = np.sqrt(0.25 / 4 + (1 / 3) / 3)
+    assert effect == pytest.approx(5 / 12)
+    assert low == pytest.approx(5 / 12 - 1.6448536 * se, rel=1e-6)
+    assert high == pytest.approx(5 / 12 + 1.6448536 * se, rel=1e-6)
+    assert all(np.isnan(arm_difference(y[:5], treated[:5])))
