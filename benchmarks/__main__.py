@@ -11,7 +11,7 @@ import logging
 import sys
 from pathlib import Path
 
-from benchmarks import delivery, features, foundation, serving, training
+from benchmarks import delivery, features, foundation, serving, training, uplift
 
 BENCHMARKS = {
     "simulate": foundation.bench_simulate,
@@ -22,6 +22,7 @@ BENCHMARKS = {
     "training": training.bench_training,
     "olist": training.bench_olist,
     "delivery": delivery.bench_delivery,
+    "uplift": uplift.bench_uplift,
     "serving": serving.bench_serving,
     "score_batch": serving.bench_score_batch,
 }

@@ -23,12 +23,13 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 from feast import FeatureStore
 from scipy.stats import norm
 
@@ -45,12 +46,12 @@ from models.served.encoding import FeatureLayout
 from models.served.registry import tracking
 from models.served.uplift import PYFUNC_CODE, Term, UpliftIntervals, UpliftModel
 from models.spec import EVENT_TIME, LABEL, LABEL_KNOWN, ModelSpec
-from training.data import run_inputs, training_data, write_json
+from training.data import TrainingData, run_inputs, training_data, write_json
 from training.explain import write_explanations
 from training.fit import fit_lightgbm, layout_from_train
 from training.record import PromotionRule, RunRecord, log_and_register
 from training.register import data_version
-from training.split import SplitError, time_split
+from training.split import SplitError, TimeSplit, time_split
 from training.trainer import TrainOptions, TrainResult
 from training.uplift_metrics import (
     arm_difference,
@@ -379,26 +380,57 @@ def _per_action(scores: pd.DataFrame, capacity: float) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def train_uplift(
+@dataclass
+class UpliftRows:
+    """The rows an uplift model is trained, stopped and tested on, as `train_uplift` uses
+    them.
+
+    Attributes:
+        spec: The model, with the run's test window.
+        options: The run's options (defaults filled).
+        tables: The raw tables read.
+        data: The label events with their features.
+        features: Input columns (the customer's features and `action`).
+        split: The time split.
+        train, valid, test: The windows' rows of the learned actions, with `_weight`.
+        share: Action → treated share e(a) in the training window.
+        layout: The features' layout.
+        learned: Actions with enough sent and held-out training rows to learn.
+        skipped: Actions left out.
+    """
+
+    spec: ModelSpec
+    options: TrainOptions
+    tables: Mapping[str, pa.Table]
+    data: TrainingData
+    features: list[str]
+    split: TimeSplit
+    train: pd.DataFrame
+    valid: pd.DataFrame
+    test: pd.DataFrame
+    share: dict[str, float]
+    layout: FeatureLayout
+    learned: tuple[str, ...]
+    skipped: list[str]
+
+
+def prepare_rows(
     spec: ModelSpec,
     store: FeatureStore,
     settings: Settings,
     options: TrainOptions | None = None,
-) -> TrainResult:
-    """Train, compare, evaluate, explain, log and register the uplift model.
+) -> UpliftRows:
+    """The training, validation and test rows of the uplift model, weighted by arm.
 
     Raises:
         SplitError: A window holds no held-out or no sent rows, or no action has enough of
             both to learn from.
     """
-    seconds: dict[str, float] = {}
-    started = time.perf_counter()
     spec, options, tables = run_inputs(spec, settings, options)
     data = training_data(spec, store, tables)
     frame = data.frame
     features = [*data.features, ACTION]
     frame[TREATED] = frame[TREATED].astype(bool)
-    seconds["features"] = time.perf_counter() - started
 
     split = time_split(frame, spec.split, EVENT_TIME, LABEL_KNOWN)
     train_rows, valid_rows, test_rows = (frame.loc[w.index] for w in split.windows())
@@ -437,6 +469,43 @@ def train_uplift(
         layout.features,
         {**layout.categories, ACTION: tuple(sorted(set(layout.categories[ACTION]) | set(learned)))},
     )
+    return UpliftRows(
+        spec,
+        options,
+        tables,
+        data,
+        features,
+        split,
+        train_rows,
+        valid_rows,
+        test_rows,
+        share,
+        layout,
+        learned,
+        skipped,
+    )
+
+
+def train_uplift(
+    spec: ModelSpec,
+    store: FeatureStore,
+    settings: Settings,
+    options: TrainOptions | None = None,
+) -> TrainResult:
+    """Train, compare, evaluate, explain, log and register the uplift model.
+
+    Raises:
+        SplitError: A window holds no held-out or no sent rows, or no action has enough of
+            both to learn from.
+    """
+    seconds: dict[str, float] = {}
+    started = time.perf_counter()
+    prepared = prepare_rows(spec, store, settings, options)
+    spec, options, tables, data = prepared.spec, prepared.options, prepared.tables, prepared.data
+    features, split, layout = prepared.features, prepared.split, prepared.layout
+    train_rows, valid_rows, test_rows = prepared.train, prepared.valid, prepared.test
+    share, learned, skipped = prepared.share, prepared.learned, prepared.skipped
+    seconds["features"] = time.perf_counter() - started
 
     candidates: dict[str, Fitted] = {}
     capacity = spec.capacity
