@@ -590,7 +590,7 @@ def train_uplift(
         if row.ranking == "model":
             metrics[f"{row.metric}_low"], metrics[f"{row.metric}_high"] = row.low, row.high
     per_action = _per_action(scores, capacity)
-    second = second_effects(frame, tables, level)
+    second = second_effects(data.frame, tables, level)
     for row in second.itertuples():
         log.info(
             "%s: %s changes %s by %+.3f [%+.3f, %+.3f] (%d sent, %d held out)",
