@@ -290,8 +290,20 @@ def serve(
     import sys
 
     from aftersale.settings import get_settings
+    from serving.access import KeyConfigError, load_keys
 
     settings = get_settings()
+    try:
+        keys = load_keys(settings)
+    except KeyConfigError as error:
+        err_console.print(f"[red]error[/red] {error}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    if not keys:
+        err_console.print(
+            "warning: no API keys configured (AFTERSALE_API_KEYS, AFTERSALE_API_KEYS_FILE or "
+            "`aftersale key NAME --scope …`): every route but the probes, the metrics and the "
+            "tracking page answers 401"
+        )
     root = Path(__file__).resolve().parent.parent
     command = [
         *[sys.executable, "-m", "bentoml", "serve", "serving.service:Aftersale"],
@@ -301,6 +313,33 @@ def serve(
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(sys.executable, command)
+
+
+@app.command()
+def key(
+    name: Annotated[str, typer.Argument(help="Who the key is for, e.g. scheduler or crm.")],
+    scope: Annotated[
+        list[str],
+        typer.Option(
+            "--scope", help="A scope the key holds (repeat): score:read, outreach:read, admin."
+        ),
+    ],
+) -> None:
+    """Create an API key for the service (or replace the key of that name) and print it once.
+
+    Only the key's digest is written, to AFTERSALE_API_KEYS_FILE or
+    <data_dir>/secrets/api_keys; the service reads that file when it starts.
+    """
+    from aftersale.settings import get_settings
+    from serving.access import KeyConfigError, add_key, default_keys_file
+
+    path = default_keys_file(get_settings())
+    try:
+        secret = add_key(path, name, scope)
+    except KeyConfigError as error:
+        raise typer.BadParameter(str(error), param_hint="'NAME' / '--scope'") from None
+    console.print(f"key {name} ({', '.join(dict.fromkeys(scope))}) written to {path}")
+    typer.echo(secret)
 
 
 @app.command()
@@ -413,6 +452,18 @@ def demo(
     console.print(render_models(outputs["models"]))
     console.print(render_queue(queue))
     console.print(render_recommendation(settings, outputs["raw"]))
+    from serving.access import SCOPES, add_key, default_keys_file
+
+    # The demo's own key, with every scope, replaced on each run; only its digest is stored.
+    path = default_keys_file(settings)
+    secret = add_key(path, "demo", SCOPES)
+    console.print(
+        f"API key 'demo' ({', '.join(SCOPES)}), shown once; its digest is in {path}:\n"
+        f"  export AFTERSALE_KEY={secret}\n"
+        "  curl -s -H \"Authorization: Bearer $AFTERSALE_KEY\" -H 'Content-Type: application/json' "
+        "-d '{\"limit\": 3}' http://127.0.0.1:3000/v1/outreach/queue",
+        soft_wrap=True,
+    )
 
 
 def render_features(version: Path) -> Table:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -37,6 +37,16 @@ class Settings(BaseSettings):
         None,
         description="Decision instant of the service and batch scoring (default: the wall "
         "clock for the service, the raw data's end for batch scoring).",
+    )
+    api_keys: SecretStr | None = Field(
+        None,
+        description="API keys of the service, comma-separated entries "
+        "`name:scope+scope:secret` (scopes: score:read, outreach:read, admin).",
+    )
+    api_keys_file: Path | None = Field(
+        None,
+        description="A secrets file of API key entries, one a line (the secret or its "
+        "`sha256=<hex>` digest); default `<data_dir>/secrets/api_keys` where it exists.",
     )
     serve_host: str = Field("127.0.0.1", description="Address `aftersale serve` binds.")
     serve_port: int = Field(3000, ge=1, le=65535, description="Port of `aftersale serve`.")

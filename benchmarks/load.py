@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import time
 
@@ -36,12 +37,16 @@ async def _connection(host: str, port: int, request: bytes, stop: float, out: li
         writer.close()
 
 
-async def run(url: str, path: str, body: bytes, connections: int, seconds: float) -> dict:
-    """Load `path` for `seconds` (after a one-second warm-up) on `connections` connections."""
+async def run(
+    url: str, path: str, body: bytes, connections: int, seconds: float, key: str | None = None
+) -> dict:
+    """Load `path` for `seconds` (after a one-second warm-up) on `connections` connections,
+    with the API key `key` where given."""
     host, port = url.removeprefix("http://").split(":")
+    authorization = f"Authorization: Bearer {key}\r\n" if key else ""
     request = (
         f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(body)}\r\n\r\n"
+        f"{authorization}Content-Length: {len(body)}\r\n\r\n"
     ).encode() + body
     await _connection(host, int(port), request, time.perf_counter() + 1.0, [])
     latencies: list[float] = []
@@ -70,8 +75,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=1)
     parser.add_argument("--seconds", type=float, default=10.0)
     args = parser.parse_args(argv)
+    # The key comes from the environment, not the command line, where others could read it.
+    key = os.environ.get("AFTERSALE_KEY")
     result = asyncio.run(
-        run(args.url, args.path, args.body.encode(), args.connections, args.seconds)
+        run(args.url, args.path, args.body.encode(), args.connections, args.seconds, key)
     )
     print(json.dumps(result))
     return 0

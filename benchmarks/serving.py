@@ -29,6 +29,8 @@ import httpx
 import numpy as np
 import pandas as pd
 
+from serving.access import SCOPES, new_secret
+
 ROOT = Path(__file__).resolve().parent.parent
 SERVE_CUSTOMERS = 3_000
 LOAD_SECONDS = 10.0
@@ -90,10 +92,15 @@ class _Server:
         self.process.wait(timeout=60)
 
 
+# The load's API key, with every scope, fresh for each run.
+KEY = new_secret()
+
+
 def _load(url: str, path: str, body: dict, connections: int) -> dict:
     command = [sys.executable, "-m", "benchmarks.load", url, path, json.dumps(body)]
     command += ["--connections", str(connections), "--seconds", str(LOAD_SECONDS)]
-    done = subprocess.run(command, capture_output=True, text=True, check=True, cwd=ROOT)
+    env = {**os.environ, "AFTERSALE_KEY": KEY}
+    done = subprocess.run(command, capture_output=True, text=True, check=True, cwd=ROOT, env=env)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -111,7 +118,12 @@ def bench_serving(customers: int, out: Path) -> None:
 
     queue = pq.read_table(folder / "serving" / "outreach_queue.parquet")
     as_of = json.loads(queue.schema.metadata[b"aftersale"])["as_of"]
-    env = {**os.environ, "AFTERSALE_DATA_DIR": str(folder), "AFTERSALE_AS_OF": as_of}
+    env = {
+        **os.environ,
+        "AFTERSALE_DATA_DIR": str(folder),
+        "AFTERSALE_AS_OF": as_of,
+        "AFTERSALE_API_KEYS": f"bench:{'+'.join(SCOPES)}:{KEY}",
+    }
     customer = pq.read_table(folder / "raw" / "current" / "customers.parquet")["customer_id"][0]
     orders = pq.read_table(folder / "raw" / "current" / "orders.parquet")
     order = orders.sort_by([("order_ts", "descending")])["order_id"][0].as_py()

@@ -4,6 +4,8 @@ Start it with `aftersale serve` (or `bentoml serve serving.service:Aftersale`). 
 `POST /v1/score/delay`, `POST /v1/score/churn`, `POST /v1/recommend`,
 `POST /v1/outreach/queue`, `GET /v1/models`, `POST /v1/admin/reload`; BentoML adds `/livez`,
 `/readyz` and `/metrics`, which also carries the service's own measures (`serving.metrics`).
+Every route but the probes, the metrics, the OpenAPI document and the tracking page needs an
+API key with its scope (`serving.access`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from starlette.responses import JSONResponse
 from aftersale.settings import get_settings
 from models.served.registry import ModelUnavailableError
 from serving import schemas
+from serving.access import ApiKeyMiddleware
 from serving.metrics import domain_metrics
 from serving.online import StoreUnavailableError
 from serving.outreach import QueueUnavailableError, select_actions
@@ -116,3 +119,7 @@ class Aftersale:
     def admin_reload(self) -> schemas.ModelsResponse:
         """Load the registry's current champions; the old ones serve until they are ready."""
         return self.reload()
+
+
+# Keys and scopes are checked before any route, BentoML's and the admin app's alike.
+Aftersale.add_asgi_middleware(ApiKeyMiddleware)

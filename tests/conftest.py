@@ -44,3 +44,16 @@ def prefect_harness():
         patch.setenv("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
         with prefect_test_harness(server_startup_timeout=120):
             yield
+
+
+@pytest.fixture(scope="session")
+def service_key() -> str:
+    """An API key with every scope for the tests that call the service; the tests put
+    `tests:score:read+outreach:read+admin:<key>` in AFTERSALE_API_KEYS."""
+    return "aftersale-tests-key-0123456789abcdef"
+
+
+@pytest.fixture(scope="session")
+def reader_key() -> str:
+    """An API key with the `score:read` scope only."""
+    return "aftersale-tests-reader-0123456789abcdef"

@@ -24,8 +24,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def served_data(tmp_path_factory, prefect_harness, sim_dir):
-    """A data folder with champions, a materialised online store and an outreach queue."""
+def served_data(tmp_path_factory, prefect_harness, sim_dir, service_key, reader_key):
+    """A data folder with champions, a materialised online store and an outreach queue; the
+    service's keys: `service_key` with every scope, `reader_key` with score:read alone."""
     from flows.build_features import build_features
     from flows.ingest import ingest
     from flows.score_batch import score_batch
@@ -34,6 +35,10 @@ def served_data(tmp_path_factory, prefect_harness, sim_dir):
     folder = tmp_path_factory.mktemp("served")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("AFTERSALE_DATA_DIR", str(folder))
+        patch.setenv(
+            "AFTERSALE_API_KEYS",
+            f"tests:score:read+outreach:read+admin:{service_key},reader:score:read:{reader_key}",
+        )
         ingest(source="folder", path=sim_dir)
         build_features(materialize_to_online=True)
         train(models=["delay_risk", "churn", "next_best_offer", "delivery_estimate"])
@@ -71,13 +76,56 @@ def ids(served_data) -> dict[str, list[str]]:
 
 
 @pytest.fixture(scope="module")
-def client(served_data):
+def client(served_data, service_key):
+    """The ASGI app, every request carrying the key with every scope."""
     from starlette.testclient import TestClient
 
     from serving.service import Aftersale
 
-    with TestClient(Aftersale.to_asgi()) as test_client:
+    headers = {"Authorization": f"Bearer {service_key}"}
+    with TestClient(Aftersale.to_asgi(), headers=headers) as test_client:
         yield test_client
+
+
+# Route, method and body of every route that needs a key, with its scope.
+PROTECTED = [
+    ("/v1/score/delay", "post", {"shipment_ids": ["s1"]}, "score:read"),
+    ("/v1/score/churn", "post", {"customer_ids": ["c1"]}, "score:read"),
+    ("/v1/outreach/queue", "post", {"limit": 1}, "outreach:read"),
+    ("/v1/models", "get", None, "admin"),
+    ("/v1/admin/reload", "post", None, "admin"),
+]
+
+
+@pytest.mark.parametrize(("route", "method", "body", "scope"), PROTECTED)
+def test_a_protected_route_needs_a_key_with_its_scope(
+    client, reader_key, service_key, route, method, body, scope
+) -> None:
+    """No key or a wrong one: 401 naming the scheme; a key without the scope: 403; the key
+    in either header: the route answers."""
+
+    def call(headers: dict[str, str]):
+        if method == "get":
+            return client.get(route, headers=headers)
+        return client.post(route, json=body, headers=headers)
+
+    missing = call({"Authorization": ""})
+    assert missing.status_code == 401, missing.text
+    assert missing.headers["www-authenticate"].startswith("Bearer")
+    assert "API key" in missing.json()["error"]
+    assert call({"Authorization": "Bearer not-a-key-of-this-service"}).status_code == 401
+    as_reader = call({"Authorization": f"Bearer {reader_key}"})
+    if scope == "score:read":
+        assert as_reader.status_code == 200, as_reader.text
+    else:
+        assert as_reader.status_code == 403, as_reader.text
+        assert scope in as_reader.json()["error"]
+    assert call({"Authorization": "", "X-API-Key": service_key}).status_code == 200
+
+
+@pytest.mark.parametrize("route", ["/livez", "/readyz", "/metrics", "/docs.json"])
+def test_probes_metrics_and_the_api_document_need_no_key(client, route) -> None:
+    assert client.get(route, headers={"Authorization": ""}).status_code == 200
 
 
 def test_batch_queue_is_ranked_with_reasons(served_data) -> None:
@@ -339,10 +387,12 @@ def server(served_data, tmp_path_factory):
         log.close()
 
 
-def test_over_real_http(server, served_data, ids) -> None:
+def test_over_real_http(server, served_data, ids, service_key) -> None:
     folder, _, _ = served_data
     stored = _digest(folder)
-    with httpx.Client(base_url=server, timeout=30) as http:
+    assert httpx.post(f"{server}/v1/outreach/queue", json={"limit": 5}).status_code == 401
+    headers = {"Authorization": f"Bearer {service_key}"}
+    with httpx.Client(base_url=server, timeout=30, headers=headers) as http:
         delay = http.post("/v1/score/delay", json={"shipment_ids": ids["shipments"]})
         assert delay.status_code == 200, delay.text
         churn = http.post("/v1/score/churn", json={"customer_ids": [*ids["customers"], "nobody"]})
@@ -676,8 +726,9 @@ def _delta(before: dict, after: dict, name: str, **labels) -> float:
     return total(after) - total(before)
 
 
-def test_metrics_count_what_was_answered(server, ids) -> None:
-    with httpx.Client(base_url=server, timeout=30) as http:
+def test_metrics_count_what_was_answered(server, ids, service_key) -> None:
+    headers = {"Authorization": f"Bearer {service_key}"}
+    with httpx.Client(base_url=server, timeout=30, headers=headers) as http:
         before = _samples(http.get("/metrics").text)
         churn = http.post("/v1/score/churn", json={"customer_ids": [*ids["customers"], "nobody"]})
         delay = http.post("/v1/score/delay", json={"shipment_ids": [*ids["shipments"], "none"]})
