@@ -36,6 +36,9 @@ MOMENT_DAYS = {
     outreach.ONBOARDING_FOLLOWUP: 14,
     outreach.NPS_SURVEY: 7,
 }
+# How long before a membership renewal falls due a renewal reminder is timely, in days (the
+# simulator's `renewal_reminder_days`).
+RENEWAL_REMINDER_DAYS = 7
 
 
 @dataclass
@@ -96,15 +99,45 @@ def overdue_invoices(tables: dict[str, pa.Table], as_of: pd.Timestamp) -> pd.Dat
     return invoices.loc[overdue, ["invoice_id", "customer_id", "amount", "due_date"]]
 
 
+def renewals_due(
+    tables: dict[str, pa.Table], as_of: pd.Timestamp, days: int = RENEWAL_REMINDER_DAYS
+) -> pd.DataFrame:
+    """Membership renewal invoices unpaid at `as_of` that fall due within the next `days`.
+
+    The invoices' `kind` tells membership invoices from pay-later order invoices; a renewal
+    is any membership invoice after the customer's first (which is billed with the first
+    order, not renewed).
+    """
+    columns = ["invoice_id", "customer_id", "amount", "due_date"]
+    if "invoices" not in tables:
+        return pd.DataFrame(columns=columns)
+    invoices = tables["invoices"].to_pandas()
+    invoices = invoices[(invoices["kind"] == "membership").to_numpy()]
+    issued = pd.to_datetime(invoices["issued_ts"], utc=True)
+    invoices = invoices[(issued <= as_of).to_numpy()]
+    later = invoices.sort_values("issued_ts", kind="stable").duplicated("customer_id")
+    renewal = later.reindex(invoices.index).to_numpy()
+    due = pd.to_datetime(invoices["due_date"], utc=True)
+    paid = pd.to_datetime(invoices["paid_ts"], utc=True)
+    soon = (due > as_of) & (due <= as_of + pd.Timedelta(days=days))
+    unpaid = paid.isna() | (paid > as_of)
+    return invoices.loc[renewal & (soon & unpaid).to_numpy(), columns]
+
+
 def moments(tables: dict[str, pa.Table], as_of: pd.Timestamp) -> dict[str, pd.DataFrame]:
     """The proactive moments open at `as_of`: subject_id and customer_id per action.
 
     - satisfaction check: a parcel delivered within `MOMENT_DAYS` (about its shipment);
     - onboarding follow-up: a customer's first order placed within them (about the order);
-    - NPS survey: a contact resolved at first contact within them (about the contact).
+    - NPS survey: a contact resolved at first contact within them (about the contact);
+    - renewal reminder: a membership renewal unpaid and due within `RENEWAL_REMINDER_DAYS`
+      (about the invoice).
     """
     columns = ["subject_id", "customer_id"]
-    out = {action: pd.DataFrame(columns=columns) for action in MOMENT_DAYS}
+    out = {
+        action: pd.DataFrame(columns=columns)
+        for action in (*MOMENT_DAYS, outreach.RENEWAL_REMINDER)
+    }
 
     def recent(instants: pd.Series, action: str) -> np.ndarray:
         at = pd.to_datetime(instants, utc=True)
@@ -133,6 +166,8 @@ def moments(tables: dict[str, pa.Table], as_of: pd.Timestamp) -> dict[str, pd.Da
         resolved = contacts["resolved_first_contact"].astype("boolean").fillna(False).to_numpy()
         done = contacts[resolved & recent(contacts["ts"], outreach.NPS_SURVEY)]
         out[outreach.NPS_SURVEY] = done.rename(columns={"contact_id": "subject_id"})[columns]
+    renewals = renewals_due(tables, as_of)
+    out[outreach.RENEWAL_REMINDER] = renewals.rename(columns={"invoice_id": "subject_id"})[columns]
     return {action: frame.reset_index(drop=True) for action, frame in out.items()}
 
 

@@ -523,7 +523,7 @@ def candidates(
     - a payment reminder for every overdue invoice (risk 1: it is already unpaid);
     - the proactive moments of `moments` (risk: churn): a satisfaction check after a
       delivery, an onboarding follow-up after a first order, an NPS survey after a
-      resolved contact.
+      resolved contact, a renewal reminder before an unpaid membership renewal falls due.
 
     Args:
         customers: Scored customers: customer_id, monetary_365d, unresolved_contacts_90d.

@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 
 from features.sources.simulator.journeys import simulate_journeys
-from features.sources.simulator.memberships import simulate_memberships
+from features.sources.simulator.memberships import membership_contacts
 from features.sources.simulator.offers import simulate_offers
 from features.sources.simulator.output import (
     ENTITY_TABLE,
@@ -41,6 +41,7 @@ from features.sources.simulator.outreach import Outreach
 from features.sources.simulator.params import (
     DEFAULT_PARAMS,
     STREAM_CHUNK,
+    STREAM_MEMBERSHIP,
     STREAM_OUTREACH,
     SimulatorParams,
 )
@@ -158,11 +159,11 @@ def simulate_chunk(world: World, seed: int, index: int, size: int) -> dict[str, 
     if world.params.outreach.enabled:
         outreach_rng = np.random.default_rng(np.random.SeedSequence([seed, STREAM_OUTREACH, index]))
         outreach = Outreach(outreach_rng, world, pop)
-    journeys = simulate_journeys(rng, world, pop, outreach)
+    membership_rng = np.random.default_rng(np.random.SeedSequence([seed, STREAM_MEMBERSHIP, index]))
+    journeys = simulate_journeys(rng, world, pop, membership_rng, outreach)
     orders = journeys.orders
-    member_invoices, member_contacts = simulate_memberships(
-        rng, world, pop, orders["customer"], orders["t"]
-    )
+    member_invoices = journeys.memberships
+    member_contacts = membership_contacts(rng, world, pop, member_invoices)
     offers = simulate_offers(
         rng, world, pop, orders, journeys.lines, journeys.shipments, journeys.returns
     )

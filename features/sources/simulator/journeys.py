@@ -24,6 +24,7 @@ from features.sources.simulator.contacts import (
     handle_contacts,
     repeat_contacts,
 )
+from features.sources.simulator.memberships import membership_invoices
 from features.sources.simulator.outreach import (
     SUBJECT_ORDER,
     SUBJECT_SHIPMENT,
@@ -84,6 +85,8 @@ class Journeys:
             `invoices`.
         resets: Where outreach after a decision reset a customer's alive probability: order,
             t, q (the churned probability from t on), for the truth.
+        memberships: Membership invoices (`memberships.membership_invoices`), paid times
+            after renewal reminders.
     """
 
     orders: dict[str, np.ndarray]
@@ -94,17 +97,26 @@ class Journeys:
     contacts: ContactBatch
     outreach: dict[str, np.ndarray]
     resets: dict[str, np.ndarray]
+    memberships: dict[str, np.ndarray]
 
 
 def simulate_journeys(
-    rng: np.random.Generator, world: World, pop: Population, outreach: Outreach | None = None
+    rng: np.random.Generator,
+    world: World,
+    pop: Population,
+    membership_rng: np.random.Generator,
+    outreach: Outreach | None = None,
 ) -> Journeys:
     """Simulate every customer's orders until churn or the horizon.
+
+    Membership invoices are billed from the first order on; they are drawn once the first
+    orders are known, so that renewal reminders can be sent during the journeys.
 
     Args:
         rng: Random stream of the chunk.
         world: Shared context.
         pop: The chunk's customers.
+        membership_rng: The chunk's membership stream.
         outreach: The chunk's outreach, or None to send nothing.
     """
     p = world.params
@@ -119,6 +131,10 @@ def simulate_journeys(
     )
     t_next = pop.signup_t + gap
     active = np.flatnonzero(t_next < horizon)
+    members = active[pop.is_member[active]]
+    memberships = membership_invoices(membership_rng, world, members, t_next[members])
+    if outreach is not None:
+        outreach.bill_memberships(memberships)
     unresolved_before = np.zeros(n, dtype=np.int64)
     acc = {name: _Accumulator() for name in _TABLES}
     contact_parts: list[ContactBatch] = []
@@ -149,7 +165,7 @@ def simulate_journeys(
         first += cust.size
         k += 1
     if first == 0:
-        return _empty_journeys()
+        return _empty_journeys(memberships)
     logged, resets = (
         outreach.results() if outreach is not None else (empty_outreach(), empty_resets())
     )
@@ -158,6 +174,7 @@ def simulate_journeys(
         ContactBatch.concat(contact_parts),
         logged,
         resets,
+        memberships,
     )
 
 
@@ -684,6 +701,7 @@ def _renumber(
     contacts: ContactBatch,
     outreach: dict[str, np.ndarray],
     resets: dict[str, np.ndarray],
+    memberships: dict[str, np.ndarray],
 ) -> Journeys:
     """Renumber orders from iteration order to (customer, order time) order."""
     perm = np.argsort(orders["customer"], kind="stable")
@@ -701,10 +719,12 @@ def _renumber(
     by_order = np.isin(outreach["subject_kind"], (SUBJECT_SHIPMENT, SUBJECT_ORDER))
     outreach["subject"] = np.where(by_order, remap(outreach["subject"]), outreach["subject"])
     resets["order"] = remap(resets["order"])
-    return Journeys(orders, lines, shipments, returns, invoices, contacts, outreach, resets)
+    return Journeys(
+        orders, lines, shipments, returns, invoices, contacts, outreach, resets, memberships
+    )
 
 
-def _empty_journeys() -> Journeys:
+def _empty_journeys(memberships: dict[str, np.ndarray]) -> Journeys:
     f, i, b = np.zeros(0), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=bool)
     orders = {"customer": i, "t": f, "k": i, "amount": f, "payment": i, "r": f, "q": f}
     lines = {"order": i, "product": i, "qty": i, "unit_price": f, "category": i}
@@ -734,4 +754,5 @@ def _empty_journeys() -> Journeys:
         empty_contacts(),
         empty_outreach(),
         empty_resets(),
+        memberships,
     )

@@ -11,8 +11,21 @@ Every order opens two outreach moments, both about the same order's churn decisi
   send time; a moment that comes after the customer's next order lapses.
 
 After the experience resolved, a customer who has not ordered again `winback_min_days` later
-is eligible for the next monthly win-back run (marketing consent). Renewal reminders are in
-the contract but not yet sent by the simulator.
+is eligible for the next monthly win-back run (marketing consent).
+
+A member's renewal invoice (every yearly membership invoice but the first) opens a renewal
+reminder moment `renewal_reminder_days` before its due date (not before it is issued), about
+that invoice, if it is unpaid then and the customer has not ordered since their last
+experience resolved; a reminder that would fall while an order is still open (between the
+order and its resolution) is not sent: that order's own moments speak to the customer then.
+Membership invoices are otherwise drawn independently of the journeys, so they are drawn
+before them (`memberships.membership_invoices`, their own stream): whether an invoice is
+unpaid at the send is then known, a sent reminder can move its payment, and the reminder acts
+through the same revival/loss mechanism as the win-back offer, applied within the decision's
+iteration in time order (reminders before the win-back run, the run, reminders after it), so
+no later decision has to be redrawn. Its choices, holdouts and responses come from a stream
+spawned from the outreach stream, so the other actions' draws are not shifted; they change only
+where a reminder revived or lost a customer (their later orders differ).
 
 Policy. At each moment the policy draws one eligible action, or nothing, with softmax
 probabilities π of observable scores (`OutreachParams.policy_score`, a bonus for large
@@ -51,6 +64,9 @@ ACTION = {name: i for i, name in enumerate(OUTREACH_ACTIONS)}
 EMAIL, SMS, VOICE = 0, 1, 2
 # What a row's subject_id names.
 SUBJECT_NONE, SUBJECT_SHIPMENT, SUBJECT_CONTACT, SUBJECT_INVOICE, SUBJECT_ORDER = range(-1, 4)
+# A membership invoice, by position among the chunk's membership invoices (the writer turns it
+# into an invoice).
+SUBJECT_MEMBERSHIP = 4
 # Actions competing in the after-experience moment, in a fixed order.
 _AFTER = (
     "service_recovery_call",
@@ -197,6 +213,13 @@ class Outreach:
             pop.preferred,
             np.where(consent[:, EMAIL], EMAIL, np.where(consent[:, SMS], SMS, -1)),
         )
+        # Renewal reminders draw from their own stream, so that the other actions' draws are
+        # those of a simulation without them (spawning does not advance `rng`).
+        self.renewal_rng = rng.spawn(1)[0]
+        self.memberships: dict[str, np.ndarray] = {}
+        self.renewal_t = np.zeros(0)
+        self.first_membership = np.zeros(pop.size, dtype=np.int64)
+        self.membership_count = np.zeros(pop.size, dtype=np.int64)
         self.rows: dict[str, list[np.ndarray]] = {}
         self.resets: dict[str, list[np.ndarray]] = {}
         self.contact_offset = 0
@@ -210,7 +233,11 @@ class Outreach:
     # --- the policy ---------------------------------------------------------------------------
 
     def _choose(
-        self, eligible: np.ndarray, actions: tuple[str, ...], amount: np.ndarray
+        self,
+        eligible: np.ndarray,
+        actions: tuple[str, ...],
+        amount: np.ndarray,
+        rng: np.random.Generator | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Draw one eligible action or nothing per row; then the holdout.
 
@@ -218,6 +245,7 @@ class Outreach:
             eligible: (rows, len(actions)) eligibility.
             actions: The competing actions.
             amount: The order amount (large orders raise every action's score).
+            rng: The stream to draw from; default the outreach stream.
 
         Returns:
             Position of the chosen action in `actions` (-1 for nothing), its probability π,
@@ -232,12 +260,13 @@ class Outreach:
         weight = np.where(eligible, np.exp(score - op.none_score), 0.0)
         total = 1.0 + weight.sum(axis=1)
         prob = weight / total[:, None]
-        u = self.rng.random(rows)
+        rng = self.rng if rng is None else rng
+        u = rng.random(rows)
         cum = np.cumsum(prob, axis=1)
         chosen = np.where(u < cum[:, -1], (cum < u[:, None]).sum(axis=1), -1)
         chosen = np.where(eligible.any(axis=1), chosen, -1)
         pi = np.where(chosen >= 0, prob[np.arange(rows), np.maximum(chosen, 0)], np.nan)
-        holdout = self.rng.random(rows) < op.holdout_share
+        holdout = rng.random(rows) < op.holdout_share
         return chosen, pi, holdout
 
     def _log(self, **columns: np.ndarray) -> None:
@@ -637,6 +666,8 @@ class Outreach:
         has_run = run < starts.size
         spread = op.winback_spread_h * HOUR * self.rng.random(m)
         send_t = np.where(has_run, starts[np.minimum(run, starts.size - 1)] + spread, np.inf)
+        renewal = (cust, g, r, post, lam, churned, nxt, state_t, state_q)
+        self._renewal_reminders(*renewal, -np.inf, send_t)
         channel = np.where(self.pop.consent[cust, 3], self.message_channel[cust], -1)
         quiet = churned | (nxt > send_t)
         eligible = has_run & (send_t < horizon) & quiet & (channel >= 0)
@@ -666,7 +697,98 @@ class Outreach:
             state_t,
             state_q,
         )
+        self._renewal_reminders(*renewal, send_t, np.inf)
         return churned, nxt
+
+    def bill_memberships(self, invoices: dict[str, np.ndarray]) -> None:
+        """Take the chunk's membership invoices: renewal reminders are about them, and a sent
+        one moves their paid times (in place)."""
+        op = self.world.params.outreach
+        self.memberships = invoices
+        self.renewal_t = np.maximum(invoices["due"] - op.renewal_reminder_days, invoices["issued"])
+        customers, first, count = np.unique(
+            invoices["customer"], return_index=True, return_counts=True
+        )
+        self.first_membership[customers] = first
+        self.membership_count[customers] = count
+
+    def _renewal_reminders(
+        self,
+        cust: np.ndarray,
+        g: np.ndarray,
+        r: np.ndarray,
+        post: dict,
+        lam: np.ndarray,
+        churned: np.ndarray,
+        nxt: np.ndarray,
+        state_t: np.ndarray,
+        state_q: np.ndarray,
+        start: np.ndarray | float,
+        end: np.ndarray | float,
+    ) -> None:
+        """Renewal reminders sent in [start, end) to customers quiet since r, in time order.
+
+        A customer's renewal invoices are consecutive (by year) among the memberships, so the
+        y-th renewal of every row is handled at once, year after year.
+        """
+        if not self.memberships:
+            return
+        op = self.world.params.outreach
+        horizon = self.world.timeline.days
+        m = cust.size
+        count = self.membership_count[cust]
+        paid = self.memberships["paid"]
+        channel = self.message_channel[cust]
+        speedup = op.reminder_speedup * expit(self.pop.payment_reliability[cust])
+        for year in range(1, int(count.max(initial=0))):
+            invoice = np.where(count > year, self.first_membership[cust] + year, -1)
+            send_t = _at(self.renewal_t, invoice)
+            unpaid = ~(_at(paid, invoice) <= send_t)
+            eligible = (
+                (invoice >= 0)
+                & (send_t > r)
+                & (send_t >= start)
+                & (send_t < end)
+                & (send_t < horizon)
+                & (churned | (nxt > send_t))
+                & unpaid
+                & (channel >= 0)
+            )
+            if not eligible.any():
+                continue
+            amount = _at(self.memberships["amount"], invoice)
+            chosen, pi, holdout = self._choose(
+                eligible[:, None], ("renewal_reminder",), amount, self.renewal_rng
+            )
+            index = np.flatnonzero(chosen >= 0)
+            # A reminder prompts an unpaid invoice's payment (never-payers do not move).
+            days_to_pay = -speedup * (_at(paid, invoice) - send_t)
+            moment = {
+                "t": send_t,
+                "channel": channel,
+                "subject_kind": np.full(m, SUBJECT_MEMBERSHIP),
+                "subject": invoice,
+                "pi": pi,
+                "holdout": holdout,
+                "gain": None,
+                "days_to_pay": days_to_pay,
+                "experience": post["experience"],
+                "amount": post["amount"],
+            }
+            self._resolved(
+                index,
+                cust,
+                g,
+                np.full(m, ACTION["renewal_reminder"]),
+                moment,
+                lam,
+                churned,
+                nxt,
+                state_t,
+                state_q,
+                self.renewal_rng,
+            )
+            _speed_up_payments(self.memberships, invoice, days_to_pay, index, ~holdout)
 
     def _resolved(
         self,
@@ -680,6 +802,7 @@ class Outreach:
         nxt: np.ndarray,
         state_t: np.ndarray,
         state_q: np.ndarray,
+        rng: np.random.Generator | None = None,
     ) -> None:
         """Log and apply actions sent after the decision, to customers quiet since then.
 
@@ -735,8 +858,9 @@ class Outreach:
         )
         sent = ~moment["holdout"][index]
         alive_after = expit(logit(np.clip(alive, _EPS, 1.0 - _EPS)) + gain)
-        u = self.rng.random(index.size)
-        e = self.rng.exponential(size=index.size)
+        rng = self.rng if rng is None else rng
+        u = rng.random(index.size)
+        e = rng.exponential(size=index.size)
         revive = sent & churned[index] & (gain > 0) & (u < (alive_after - alive) / (1.0 - alive))
         lose = sent & ~churned[index] & (gain < 0) & (u < (alive - alive_after) / alive)
         restart = tl.season_clock_inverse(tl.season_clock(send) + e / lam[index])

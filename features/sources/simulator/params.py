@@ -37,6 +37,9 @@ STREAM_CHUNK = 2
 # the customers' response to it come from `SeedSequence([seed, STREAM_OUTREACH, chunk])`), so
 # with outreach switched off the chunk's own draws are exactly those of a run without it.
 STREAM_OUTREACH = 3
+# Membership invoices and their payment, drawn before the journeys (renewal reminders during
+# them need to know which invoices are unpaid): `SeedSequence([seed, STREAM_MEMBERSHIP, chunk])`.
+STREAM_MEMBERSHIP = 4
 
 
 @dataclass(frozen=True)
@@ -690,6 +693,9 @@ class OutreachParams:
         survey_hours: An NPS survey follows the end of a resolved contact after this long.
         reminder_days: A payment reminder goes out this long after an invoice's due date if
             it is unpaid by then.
+        renewal_reminder_days: A renewal reminder about a membership renewal invoice goes
+            out this long before its due date (not before it is issued) if it is unpaid then
+            and the customer has not ordered since their last experience resolved.
         winback_min_days: A customer whose experience resolved this long ago without a new
             order is eligible for the next monthly win-back run.
         winback_hour: UTC hour of the monthly win-back run (spread over `winback_spread_h`).
@@ -736,6 +742,7 @@ class OutreachParams:
     onboarding_days: float = 2.0
     survey_hours: float = 2.0
     reminder_days: float = 1.0
+    renewal_reminder_days: float = 7.0
     winback_min_days: float = 60.0
     winback_hour: float = 9.0
     winback_spread_h: float = 4.0

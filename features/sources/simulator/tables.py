@@ -32,6 +32,7 @@ from features.sources.simulator.journeys import EVENT_COLUMNS, Journeys
 from features.sources.simulator.outreach import (
     SUBJECT_CONTACT,
     SUBJECT_INVOICE,
+    SUBJECT_MEMBERSHIP,
     SUBJECT_ORDER,
     SUBJECT_SHIPMENT,
 )
@@ -293,10 +294,15 @@ def assemble(
 
     shipment_of_order = np.full(n_orders, -1)
     shipment_of_order[kept] = np.arange(kept.size)
+    # Membership invoices follow the order invoices in the invoice positions above.
+    logged = dict(journeys.outreach)
+    membership = logged["subject_kind"] == SUBJECT_MEMBERSHIP
+    logged["subject"] = np.where(membership, n_order_inv + logged["subject"], logged["subject"])
+    logged["subject_kind"] = np.where(membership, SUBJECT_INVOICE, logged["subject_kind"])
     out.update(
         _outreach_tables(
             world,
-            journeys.outreach,
+            logged,
             {
                 SUBJECT_SHIPMENT: shipment_of_order,
                 SUBJECT_ORDER: np.arange(n_orders),

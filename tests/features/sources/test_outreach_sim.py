@@ -74,9 +74,7 @@ def _days(ts: pd.Series) -> np.ndarray:
 
 
 def test_every_simulated_action_is_logged_with_sent_and_held_out_rows(logged) -> None:
-    # Renewal reminders are declared in the contract but not sent by the simulator yet.
-    expected = set(OUTREACH_ACTIONS) - {"renewal_reminder"}
-    assert set(logged.action) == expected
+    assert set(logged.action) == set(OUTREACH_ACTIONS)
     both = logged.groupby("action").holdout.agg(["min", "max"])
     assert (~both["min"] & both["max"]).all()
     assert logged.propensity.gt(0).all()
@@ -179,7 +177,9 @@ def test_subjects_resolve_to_the_customers_own_rows_before_the_send(logged, raw)
             here = rows.subject_id.isin(table.index)
             mine = rows[here]
             assert (mine.subject_id.map(owner[name]) == mine.customer_id).all(), (action, name)
-            assert (mine.ts >= mine.subject_id.map(table[SUBJECT_TS[name]])).all(), (action, name)
+            # A renewal reminder goes out before its invoice's due date, once it is issued.
+            since = "issued_ts" if action == "renewal_reminder" else SUBJECT_TS[name]
+            assert (mine.ts >= mine.subject_id.map(table[since])).all(), (action, name)
             found |= here
         assert found.all(), action
     notices = logged[logged.action == "delay_notice"]
@@ -283,8 +283,34 @@ def test_second_outcomes_are_recorded_where_they_apply(logged) -> None:
     assert status[~notices].isna().all()
     assert status[notices].le(0).all()
     assert status[notices].mean() < -0.03
-    reminders = logged.action == "payment_reminder"
+    reminders = logged.action.isin(["payment_reminder", "renewal_reminder"])
     days = logged.effect_days_to_pay
     assert days[~reminders].isna().all()
     assert days[reminders].dropna().le(0).all()
     assert days[reminders].notna().any()
+
+
+def test_renewal_reminders_are_about_their_own_unpaid_membership_renewals(logged, raw) -> None:
+    reminders = logged[logged.action == "renewal_reminder"]
+    assert reminders.holdout.any()
+    assert (~reminders.holdout).any()
+    invoices = raw["invoices"]
+    first = invoices[invoices.kind == "membership"].groupby("customer_id").issued_ts.min()
+    about = reminders.merge(
+        invoices, left_on="subject_id", right_on="invoice_id", suffixes=("", "_invoice")
+    )
+    assert len(about) == len(reminders)
+    assert (about.kind == "membership").all()
+    assert (about.customer_id_invoice == about.customer_id).all()
+    assert (about.issued_ts > about.customer_id.map(first)).all()
+    before = (about.due_date - about.ts) / pd.Timedelta(days=1)
+    assert np.allclose(before, OP.renewal_reminder_days, atol=1e-4)
+    assert (about.paid_ts.isna() | (about.paid_ts > about.ts)).all()
+    # The policy draws a renewal reminder alone against nothing: π = sigmoid(score).
+    pi = expit(OP.policy_score[ACTION["renewal_reminder"]] - OP.none_score)
+    factor = np.where(about.holdout, OP.holdout_share, 1 - OP.holdout_share)
+    assert np.allclose(about.propensity, pi * factor, rtol=1e-12)
+    assert about.retention_gain.gt(0).all()
+    assert about.effect_repurchase_90d.notna().all()
+    assert about.effect_repurchase_90d.gt(0).all()
+    assert about.effect_repurchase_90d[about.holdout].notna().all()
