@@ -41,7 +41,13 @@ def stage(source: Source, raw_root: Path) -> Path:
 def check(staging: Path) -> dict[str, pa.Table]:
     """Validate a staged folder; rewrite CSV tables as typed Parquet. Raises ContractError
     (after discarding the staging folder) on any violation."""
-    tables, report = load_folder(staging)
+    try:
+        tables, report = load_folder(staging)
+    except BaseException:
+        # Validation reports bad content as violations; anything else it raises must still
+        # not leave a staging folder behind.
+        versioned.discard(staging)
+        raise
     if not report.ok:
         versioned.discard(staging)
         raise ContractError(report)

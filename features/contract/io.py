@@ -7,6 +7,7 @@ concerned is left out of the typed table so later checks skip it instead of fail
 
 from __future__ import annotations
 
+import csv
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +27,9 @@ _INT_RE = r"^\s*[+-]?\d+\s*$"
 _TRUE = ("true", "t", "1", "yes", "y")
 _FALSE = ("false", "f", "0", "no", "n")
 _DELIMITERS = (";", "\t", "|")
+_INT64_MAX = 2**63 - 1
+# How many microseconds one unit of a coarser timestamp holds.
+_US_PER_UNIT = {"s": 1_000_000, "ms": 1_000}
 
 
 @dataclass
@@ -53,6 +57,11 @@ def read_table(path: Path, schema: TableSchema) -> ReadResult:
     if problem is not None:
         return ReadResult(None, path, [problem])
     result = ReadResult(None, path)
+    repeated = sorted({c for c in raw.column_names if raw.column_names.count(c) > 1})
+    if repeated:
+        # Which of two same-named columns holds the data is unknowable; reject the file.
+        rule = f"has duplicated columns: {', '.join(repeated)} ({path.name})"
+        return ReadResult(None, path, [Violation(schema.name, None, rule)])
     missing = [c for c in schema.column_names if c not in raw.column_names]
     if missing:
         result.violations.append(
@@ -90,7 +99,14 @@ def _read_raw(path: Path, schema: TableSchema) -> tuple[pa.Table | None, Violati
 
 def _read_csv(path: Path, schema: TableSchema) -> tuple[pa.Table | None, Violation | None]:
     with path.open("rb") as fh:
-        header = fh.readline().decode("utf-8", errors="replace").rstrip("\r\n")
+        first_line = fh.readline()
+    try:
+        header = first_line.decode("utf-8").removeprefix("\ufeff").rstrip("\r\n")
+    except UnicodeDecodeError:
+        return None, _not_utf8(path, schema)
+    if "\x00" in header:
+        # UTF-16 and other wide encodings put NUL bytes between the characters.
+        return None, _not_utf8(path, schema)
     if not header:
         return None, Violation(schema.name, None, f"{path.name} is empty (no header row)")
     if "," not in header and len(schema.columns) > 1:
@@ -103,8 +119,9 @@ def _read_csv(path: Path, schema: TableSchema) -> tuple[pa.Table | None, Violati
                 f"{header[:60]!r} splits on {found[0]!r}; write it with ',' as the delimiter",
             )
     # Everything is read as text and parsed here, so a bad value is reported with its row key
-    # instead of failing the whole file.
-    names = [c.strip() for c in header.split(",")]
+    # instead of failing the whole file. The header is parsed as CSV so that quoted names,
+    # as most writers emit them, get the text type too.
+    names = [c.strip() for c in next(csv.reader([header]))]
     convert = pacsv.ConvertOptions(
         column_types={n: pa.string() for n in names},
         null_values=[""],
@@ -115,8 +132,14 @@ def _read_csv(path: Path, schema: TableSchema) -> tuple[pa.Table | None, Violati
         table = pacsv.read_csv(path, convert_options=convert)
     except pa.ArrowInvalid as exc:
         message = str(exc).strip().splitlines()[0]
+        if "UTF8" in message:
+            return None, _not_utf8(path, schema)
         return None, Violation(schema.name, None, f"cannot parse {path.name}: {message}")
     return table.rename_columns([c.strip() for c in table.column_names]), None
+
+
+def _not_utf8(path: Path, schema: TableSchema) -> Violation:
+    return Violation(schema.name, None, f"{path.name} is not UTF-8 text; write it encoded as UTF-8")
 
 
 def _coerce(
@@ -134,14 +157,20 @@ def _coerce(
     is_text = pa.types.is_string(values.type) or pa.types.is_large_string(values.type)
     if pa.types.is_dictionary(values.type):
         return _coerce(values.cast(values.type.value_type), column, table_name, naming, key)
+    if pa.types.is_null(values.type):
+        # A column without a single value has no type of its own (pandas writes an all-None
+        # column so); the not-null rule then names it where values are required.
+        return values.cast(target), []
     if kind == "string":
-        return values.cast(pa.string()), []
+        try:
+            return values.cast(pa.string()), []
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            # Nested values have no text form, and binary values may not be UTF-8.
+            rule = f"has type {values.type} that cannot be read as text"
+            return None, [Violation(table_name, column.name, rule)]
     if kind == "timestamp":
         if pa.types.is_timestamp(values.type):
-            # Naive Parquet timestamps are read as UTC, the contract's storage zone.
-            if values.type.tz is None:
-                values = pc.assume_timezone(values, "UTC")
-            return values.cast(target), []
+            return _cast_timestamps(values, column, table_name, naming, key)
         if is_text:
             return _parse_timestamps(values, column, table_name, naming, key)
     if kind == "bool":
@@ -164,14 +193,30 @@ def _coerce(
             )
             if problem:
                 return None, [problem]
+            # Through float first: digits beyond 64 bits are named, not a failed cast.
+            bad = pc.greater_equal(pc.abs(pc.cast(values, pa.float64())), 2.0**63)
+            problem = violation(table_name, naming, key, column.name, _OUT_OF_RANGE, bad, values)
+            if problem:
+                return None, [problem]
             return pc.cast(pc.utf8_trim_whitespace(values), pa.int64()), []
         if pa.types.is_integer(values.type):
+            if values.type == pa.uint64():
+                bad = pc.greater(values, pa.scalar(_INT64_MAX, pa.uint64()))
+                problem = violation(
+                    table_name, naming, key, column.name, _OUT_OF_RANGE, bad, values
+                )
+                if problem:
+                    return None, [problem]
             return values.cast(pa.int64()), []
         if pa.types.is_floating(values.type):
             bad = pc.not_equal(pc.floor(values), values)
             problem = violation(
                 table_name, naming, key, column.name, "are not whole numbers", bad, values
             )
+            if problem:
+                return None, [problem]
+            bad = pc.greater_equal(pc.abs(values), 2.0**63)
+            problem = violation(table_name, naming, key, column.name, _OUT_OF_RANGE, bad, values)
             if problem:
                 return None, [problem]
             return values.cast(pa.int64(), safe=False), []
@@ -190,6 +235,36 @@ def _coerce(
             return pc.if_else(pc.is_nan(numbers), pa.scalar(None, pa.float64()), numbers), []
     problem = Violation(table_name, column.name, f"has type {values.type}, expected {column.kind}")
     return None, [problem]
+
+
+_OUT_OF_RANGE = "are whole numbers beyond the 64-bit range"
+
+
+def _cast_timestamps(
+    values: pa.ChunkedArray,
+    column: Column,
+    table_name: str,
+    naming: pa.Table,
+    key: tuple[str, ...],
+) -> tuple[pa.ChunkedArray | None, list[Violation]]:
+    """Typed timestamps to microseconds in UTC.
+
+    Naive Parquet timestamps are read as UTC, the contract's storage zone. Nanoseconds are
+    truncated to the contract's microseconds; seconds and milliseconds so far from 1970 that
+    microseconds overflow are named.
+    """
+    if values.type.tz is None:
+        values = pc.assume_timezone(values, "UTC")
+    factor = _US_PER_UNIT.get(values.type.unit)
+    if factor is not None:
+        limit = _INT64_MAX // factor
+        bad = pc.greater(pc.abs(values.cast(pa.int64())), limit)
+        rule = "are timestamps beyond the representable range"
+        # Without values: such instants have no Python datetime to show.
+        problem = violation(table_name, naming, key, column.name, rule, bad)
+        if problem:
+            return None, [problem]
+    return values.cast(column.arrow_type, safe=values.type.unit != "ns"), []
 
 
 def _parse_timestamps(

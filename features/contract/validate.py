@@ -12,6 +12,7 @@ from pathlib import Path
 from zoneinfo import available_timezones
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -22,6 +23,29 @@ from features.contract.violations import ValidationReport, Violation, violation
 log = logging.getLogger(__name__)
 
 
+def usable(schema: TableSchema, table: pa.Table, name: str) -> bool:
+    """Whether a rule can read a column: declared, present once, and of its contract type.
+
+    Reading reports a column that is missing or does not parse and leaves it out of the
+    typed table; every rule asks here first and skips what it cannot read, so one rule's
+    missing input is never another rule's crash.
+    """
+    if name not in schema.column_names:
+        return False
+    indices = table.schema.get_all_field_indices(name)
+    return (
+        len(indices) == 1 and table.schema.field(indices[0]).type == schema.column(name).arrow_type
+    )
+
+
+def named_rows(schema: TableSchema, table: pa.Table) -> tuple[pa.Table, tuple[str, ...]]:
+    """The table and the columns that name its rows in messages: its key, or the row
+    number when a key column is unusable (reading has reported that already)."""
+    if all(usable(schema, table, k) for k in schema.key):
+        return table, schema.key
+    return table.append_column("row", pa.array(np.arange(table.num_rows))), ("row",)
+
+
 def _fmt(bound: float) -> str:
     return str(int(bound)) if float(bound).is_integer() else str(bound)
 
@@ -29,9 +53,9 @@ def _fmt(bound: float) -> str:
 def check_columns(schema: TableSchema, table: pa.Table) -> list[Violation]:
     """Per-column rules: required values, allowed values, ranges, patterns, time zones."""
     found: list[Violation | None] = []
-    key = schema.key
+    table, key = named_rows(schema, table)
     for column in schema.columns:
-        if column.name not in table.column_names:
+        if not usable(schema, table, column.name):
             continue
         values = table.column(column.name)
         name = column.name
@@ -90,7 +114,9 @@ class _Screen:
     def __init__(self, tables: dict[str, pa.Table]) -> None:
         self.con = duckdb.connect()
         for name, table in tables.items():
-            self.con.register(name, table)
+            # DuckDB refuses a table without columns; no rule reads one anyway.
+            if table.num_columns:
+                self.con.register(name, table)
 
     def _count(self, sql: str) -> int:
         return int(self.con.sql(sql).fetchall()[0][0])
@@ -123,7 +149,7 @@ def check_key(
     schema: TableSchema, table: pa.Table, screen: _Screen | None = None
 ) -> Violation | None:
     """The key columns identify each row once."""
-    if any(k not in table.column_names for k in schema.key):
+    if not all(usable(schema, table, k) for k in schema.key):
         return None
     if screen is not None and not screen.duplicated_keys(schema.name, schema.key):
         return None
@@ -145,15 +171,14 @@ def check_key(
 def check_orderings(schema: TableSchema, table: pa.Table) -> list[Violation]:
     """In-row time orders, e.g. delivered_ts not before shipped_ts."""
     found = []
+    table, key = named_rows(schema, table)
     for rule in schema.orderings:
-        if rule.later not in table.column_names or rule.earlier not in table.column_names:
+        if not (usable(schema, table, rule.later) and usable(schema, table, rule.earlier)):
             continue
         bad = pc.less(table.column(rule.later), table.column(rule.earlier))
         text = f"are earlier than {rule.earlier}"
         found.append(
-            violation(
-                schema.name, table, schema.key, rule.later, text, bad, table.column(rule.later)
-            )
+            violation(schema.name, table, key, rule.later, text, bad, table.column(rule.later))
         )
     return [v for v in found if v is not None]
 
@@ -167,21 +192,28 @@ def check_references(
     """Foreign keys resolve, and referenced rows are not later than the rows pointing at them."""
     found: list[Violation | None] = []
     notes = []
+    table, key = named_rows(schema, table)
     for ref in schema.references:
-        if ref.column not in table.column_names:
+        if not usable(schema, table, ref.column):
             continue
         target = tables.get(ref.table)
-        if target is None or ref.target not in target.column_names:
+        if target is None:
             notes.append(f"{schema.name}.{ref.column}: not checked, {ref.table} is absent")
             continue
+        target_schema = CONTRACT[ref.table]
+        if not usable(target_schema, target, ref.target):
+            notes.append(
+                f"{schema.name}.{ref.column}: not checked, {ref.table}.{ref.target} is unusable"
+            )
+            continue
+        timed = ref.not_before is not None and (
+            usable(schema, table, ref.not_before[0])
+            and usable(target_schema, target, ref.not_before[1])
+        )
         if screen is not None:
             unknown_n = screen.unknown_references(schema.name, ref.column, ref.table, ref.target)
             early_n = 0
-            if (
-                ref.not_before is not None
-                and ref.not_before[0] in table.column_names
-                and (ref.not_before[1] in target.column_names)
-            ):
+            if timed:
                 early_n = screen.earlier_than_referenced(
                     schema.name, ref.column, ref.table, ref.target, *ref.not_before
                 )
@@ -191,20 +223,16 @@ def check_references(
         position = pc.index_in(values, value_set=target.column(ref.target).combine_chunks())
         unknown = pc.and_(pc.is_valid(values), pc.is_null(position))
         rule = f"reference unknown {ref.table}"
-        found.append(violation(schema.name, table, schema.key, ref.column, rule, unknown))
-        if ref.not_before is None:
+        found.append(violation(schema.name, table, key, ref.column, rule, unknown))
+        if not timed:
             continue
         mine, theirs = ref.not_before
-        if mine not in table.column_names or theirs not in target.column_names:
-            continue
         # `take` with null positions yields nulls, which the comparison then skips.
         their_ts = pc.take(target.column(theirs), position)
         early = pc.less(table.column(mine), their_ts)
         singular = ref.table.removesuffix("s")
         rule = f"are earlier than the {singular}'s {theirs}"
-        found.append(
-            violation(schema.name, table, schema.key, mine, rule, early, table.column(mine))
-        )
+        found.append(violation(schema.name, table, key, mine, rule, early, table.column(mine)))
     return [v for v in found if v is not None], notes
 
 
@@ -215,12 +243,14 @@ def check_subjects(
 
     Per value of the deciding column: the key is present when that value names tables and
     exists in one of them, and missing when it names none. Values outside the declared set
-    are the column rules' business and are skipped here.
+    are the column rules' business and are skipped here, as are referenced tables whose key
+    column is unusable (reading has reported it).
     """
     found: list[Violation | None] = []
     notes = []
+    table, key = named_rows(schema, table)
     for ref in schema.subjects:
-        if ref.column not in table.column_names or ref.by not in table.column_names:
+        if not (usable(schema, table, ref.column) and usable(schema, table, ref.by)):
             continue
         values = table.column(ref.column)
         kinds = table.column(ref.by)
@@ -231,9 +261,7 @@ def check_subjects(
             if not names:
                 rule = f"have a subject although action {kind} takes none"
                 bad = pc.and_(rows, pc.is_valid(values))
-                found.append(
-                    violation(schema.name, table, schema.key, ref.column, rule, bad, values)
-                )
+                found.append(violation(schema.name, table, key, ref.column, rule, bad, values))
                 continue
             absent = [n for n in names if n not in tables]
             if absent:
@@ -243,31 +271,33 @@ def check_subjects(
                 continue
             missing = pc.and_(rows, pc.is_null(values))
             rule = f"are missing a subject for action {kind}"
-            found.append(violation(schema.name, table, schema.key, ref.column, rule, missing))
+            found.append(violation(schema.name, table, key, ref.column, rule, missing))
+            unkeyed = [n for n in names if not usable(CONTRACT[n], tables[n], CONTRACT[n].key[0])]
+            if unkeyed:
+                keys = ", ".join(f"{n}.{CONTRACT[n].key[0]}" for n in unkeyed)
+                notes.append(f"{schema.name}.{ref.column} of {kind}: not checked, {keys} unusable")
+                continue
             known = [tables[n].column(CONTRACT[n].key[0]).combine_chunks() for n in names]
             exists = pc.is_in(values, value_set=pa.concat_arrays(known))
             unknown = pc.and_(pc.and_(rows, pc.is_valid(values)), pc.invert(exists))
             rule = f"reference unknown {' or '.join(names)} for action {kind}"
-            found.append(
-                violation(schema.name, table, schema.key, ref.column, rule, unknown, values)
-            )
-            if ref.owner is not None and ref.owner in table.column_names:
-                owners = subject_owners(names, tables)
-                if owners is None:
-                    notes.append(
-                        f"{schema.name}.{ref.column} of {kind}: owner not checked, the "
-                        "subjects' customers are unknown"
-                    )
-                    continue
-                owned = pc.index_in(values, value_set=owners[0])
-                owner = pc.take(owners[1], pc.fill_null(owned, 0))
-                other = pc.and_(
-                    pc.and_(rows, pc.is_valid(owned)), pc.not_equal(owner, table.column(ref.owner))
+            found.append(violation(schema.name, table, key, ref.column, rule, unknown, values))
+            if ref.owner is None or not usable(schema, table, ref.owner):
+                continue
+            owners = subject_owners(names, tables)
+            if owners is None:
+                notes.append(
+                    f"{schema.name}.{ref.column} of {kind}: owner not checked, the "
+                    "subjects' customers are unknown"
                 )
-                rule = f"name a subject of another {ref.owner} for action {kind}"
-                found.append(
-                    violation(schema.name, table, schema.key, ref.column, rule, other, values)
-                )
+                continue
+            owned = pc.index_in(values, value_set=owners[0])
+            # `take` with null positions yields nulls, so rows without a known subject (and
+            # subject tables without rows) compare as null and are skipped.
+            owner = pc.take(owners[1], owned)
+            other = pc.and_(rows, pc.not_equal(owner, table.column(ref.owner)))
+            rule = f"name a subject of another {ref.owner} for action {kind}"
+            found.append(violation(schema.name, table, key, ref.column, rule, other, values))
     return [v for v in found if v is not None], notes
 
 
@@ -275,15 +305,25 @@ def subject_owners(
     names: tuple[str, ...], tables: dict[str, pa.Table]
 ) -> tuple[pa.Array, pa.Array] | None:
     """(subject keys, their customer ids) over the named tables: a table's own
-    `customer_id`, or that of its `order_id` in `orders`; None when a table has neither."""
+    `customer_id`, or that of its `order_id` in `orders`; None when a table has neither.
+
+    A missing or mistyped column is the reading step's violation; the owner check is then
+    skipped rather than failing on a column that is not there.
+    """
+    orders = tables.get("orders")
+    orders_usable = orders is not None and all(
+        usable(CONTRACT["orders"], orders, c) for c in ("order_id", "customer_id")
+    )
     keys, owners = [], []
     for name in names:
-        subject = tables[name]
-        key = subject.column(CONTRACT[name].key[0]).combine_chunks()
-        if "customer_id" in subject.column_names:
+        schema, subject = CONTRACT[name], tables[name]
+        key_name = schema.key[0]
+        if not usable(schema, subject, key_name):
+            return None
+        key = subject.column(key_name).combine_chunks()
+        if usable(schema, subject, "customer_id"):
             owner = subject.column("customer_id").combine_chunks()
-        elif "order_id" in subject.column_names and "orders" in tables:
-            orders = tables["orders"]
+        elif usable(schema, subject, "order_id") and orders_usable:
             at = pc.index_in(subject.column("order_id"), value_set=orders.column("order_id"))
             owner = pc.take(orders.column("customer_id"), at).combine_chunks()
         else:
@@ -291,6 +331,38 @@ def subject_owners(
         keys.append(key.cast(pa.string()))
         owners.append(owner.cast(pa.string()))
     return pa.concat_arrays(keys), pa.concat_arrays(owners)
+
+
+def check_tables(tables: dict[str, pa.Table]) -> tuple[list[Violation], list[str]]:
+    """Run every rule of the contract over typed tables.
+
+    Args:
+        tables: Contract tables by name, as reading left them: a column that was missing or
+            did not parse is absent, and the rules skip what they cannot read.
+
+    Returns:
+        The violations found and notes on what could not be checked.
+    """
+    found: list[Violation] = []
+    notes: list[str] = []
+    screen = _Screen(tables)
+    try:
+        for name, table in tables.items():
+            schema = CONTRACT[name]
+            found.extend(check_columns(schema, table))
+            duplicate = check_key(schema, table, screen)
+            if duplicate is not None:
+                found.append(duplicate)
+            found.extend(check_orderings(schema, table))
+            for problems, more_notes in (
+                check_references(schema, table, tables, screen),
+                check_subjects(schema, table, tables),
+            ):
+                found.extend(problems)
+                notes.extend(more_notes)
+    finally:
+        screen.close()
+    return found, notes
 
 
 def load_folder(folder: Path) -> tuple[dict[str, pa.Table], ValidationReport]:
@@ -332,23 +404,9 @@ def load_folder(folder: Path) -> tuple[dict[str, pa.Table], ValidationReport]:
             continue
         tables[name] = result.table
         report.rows[name] = result.table.num_rows
-    screen = _Screen(tables)
-    try:
-        for name, table in tables.items():
-            schema = CONTRACT[name]
-            report.violations.extend(check_columns(schema, table))
-            duplicate = check_key(schema, table, screen)
-            if duplicate is not None:
-                report.violations.append(duplicate)
-            report.violations.extend(check_orderings(schema, table))
-            problems, notes = check_references(schema, table, tables, screen)
-            report.violations.extend(problems)
-            report.notes.extend(notes)
-            problems, notes = check_subjects(schema, table, tables)
-            report.violations.extend(problems)
-            report.notes.extend(notes)
-    finally:
-        screen.close()
+    problems, notes = check_tables(tables)
+    report.violations.extend(problems)
+    report.notes.extend(notes)
     log.info(
         "validated %s: %d rows, %d violations", folder, report.total_rows, len(report.violations)
     )
