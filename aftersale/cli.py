@@ -343,6 +343,34 @@ def key(
 
 
 @app.command()
+def token(
+    order_id: Annotated[str, typer.Argument(help="The order whose tracking page it opens.")],
+    ttl: Annotated[
+        int, typer.Option(min=1, help="Seconds the token stays valid (default: a day).")
+    ] = 86_400,
+) -> None:
+    """Print a signed token for an order's tracking page (what the shop's backend mints)."""
+    from aftersale.settings import get_settings
+    from serving.tokens import TokenConfigError, load_secrets, mint, token_secrets_file
+
+    settings = get_settings()
+    try:
+        keys = load_secrets(settings)
+    except TokenConfigError as error:
+        err_console.print(f"[red]error[/red] {error}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    if not keys:
+        err_console.print(
+            "[red]error[/red] no tracking-token secret: set AFTERSALE_TOKEN_SECRET or write one "
+            f"to {token_secrets_file(settings)} (`make demo` creates one)",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(2)
+    typer.echo(mint(order_id, keys[0], ttl))
+
+
+@app.command()
 def score(
     as_of: Annotated[
         datetime | None,
@@ -387,14 +415,12 @@ def render_queue(path: Path, top: int = 10) -> Table:
     return table
 
 
-def render_recommendation(settings, raw: Path) -> Table:
-    """What a tracking page shows for the latest parcel in transit at the data's end."""
+def demo_order(raw: Path) -> str:
+    """The order of the latest parcel in transit at the data's end."""
     import pandas as pd
 
     from features.contract.io import read_validated
     from features.instants import watermark
-    from features.store.config import feature_store
-    from serving.recommend import load_recommender
 
     as_of = watermark(read_validated(raw), happened=True)
     tables = read_validated(raw, tables=["orders", "shipments"])
@@ -402,7 +428,18 @@ def render_recommendation(settings, raw: Path) -> Table:
     shipped = pd.to_datetime(ships["shipped_ts"], utc=True)
     delivered = pd.to_datetime(ships["delivered_ts"], utc=True)
     moving = ships[(shipped <= as_of) & (delivered.isna() | (delivered > as_of))]
-    order_id = moving.sort_values("shipped_ts")["order_id"].iloc[-1]
+    return str(moving.sort_values("shipped_ts")["order_id"].iloc[-1])
+
+
+def render_recommendation(settings, raw: Path) -> Table:
+    """What a tracking page shows for the latest parcel in transit at the data's end."""
+    from features.contract.io import read_validated
+    from features.instants import watermark
+    from features.store.config import feature_store
+    from serving.recommend import load_recommender
+
+    as_of = watermark(read_validated(raw), happened=True)
+    order_id = demo_order(raw)
     uri = settings.tracking_uri
     recommender = load_recommender(feature_store(settings), uri, settings.features_dir / "current")
     answer = recommender.recommend(order_id, 3, as_of)
@@ -453,16 +490,27 @@ def demo(
     console.print(render_queue(queue))
     console.print(render_recommendation(settings, outputs["raw"]))
     from serving.access import SCOPES, add_key, default_keys_file
+    from serving.tokens import ensure_secret, load_secrets, mint, token_secrets_file
 
     # The demo's own key, with every scope, replaced on each run; only its digest is stored.
     path = default_keys_file(settings)
     secret = add_key(path, "demo", SCOPES)
+    # And a tracking-token secret, made once, so the tracking page can be tried.
+    ensure_secret(settings)
+    order = demo_order(outputs["raw"])
+    page_token = mint(order, load_secrets(settings)[0])
     console.print(
         f"API key 'demo' ({', '.join(SCOPES)}), shown once; its digest is in {path}:\n"
         f"  export AFTERSALE_KEY={secret}\n"
         "  curl -s -H \"Authorization: Bearer $AFTERSALE_KEY\" -H 'Content-Type: application/json' "
-        "-d '{\"limit\": 3}' http://127.0.0.1:3000/v1/outreach/queue",
+        "-d '{\"limit\": 3}' http://127.0.0.1:3000/v1/outreach/queue\n"
+        f"Tracking page of {order} (token signed with {token_secrets_file(settings)}, valid a day; "
+        "`aftersale token ORDER_ID` mints others):\n"
+        "  curl -s -H 'Content-Type: application/json' "
+        f'-d \'{{"order_id": "{order}", "token": "{page_token}"}}\' '
+        "http://127.0.0.1:3000/v1/recommend",
         soft_wrap=True,
+        highlight=False,
     )
 
 

@@ -48,6 +48,21 @@ class Settings(BaseSettings):
         description="A secrets file of API key entries, one a line (the secret or its "
         "`sha256=<hex>` digest); default `<data_dir>/secrets/api_keys` where it exists.",
     )
+    token_secret: SecretStr | None = Field(
+        None,
+        description="Secrets signing tracking-page tokens, comma-separated: the first signs, "
+        "every one verifies (rotation).",
+    )
+    token_secret_file: Path | None = Field(
+        None,
+        description="A secrets file of tracking-token secrets, one a line; default "
+        "`<data_dir>/secrets/token_secret`.",
+    )
+    tracking_rate_limit: str = Field(
+        "120/minute",
+        description="Calls of the public tracking-page route one client may make, in the "
+        "`limits` notation (e.g. '120/minute' or '10/second;600/hour').",
+    )
     serve_host: str = Field("127.0.0.1", description="Address `aftersale serve` binds.")
     serve_port: int = Field(3000, ge=1, le=65535, description="Port of `aftersale serve`.")
     outreach_capacity: int = Field(

@@ -63,6 +63,11 @@ class RecommendRequest(_Request):
 
     order_id: str = Field(min_length=1)
     k: int = Field(3, ge=1, le=20, description="Offers returned.")
+    token: str | None = Field(
+        None,
+        description="The shop's signed token for this order (`aftersale token ORDER_ID`); "
+        "without a valid one the answer is 401.",
+    )
 
 
 class ReasonOut(BaseModel):

@@ -25,7 +25,9 @@ from serving.access import ApiKeyMiddleware
 from serving.metrics import domain_metrics
 from serving.online import StoreUnavailableError
 from serving.outreach import QueueUnavailableError, select_actions
+from serving.ratelimit import RateLimitMiddleware
 from serving.runtime import Runtime
+from serving.tokens import load_secrets, verify
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +46,9 @@ class Aftersale:
     def __init__(self) -> None:
         self.settings = get_settings()
         self.runtime = Runtime.start(self.settings)
+        self.token_keys = load_secrets(self.settings)
+        if not self.token_keys:
+            log.warning("no tracking-token secret configured: /v1/recommend answers 401")
         domain_metrics().load(self.runtime.versions())
         self._reloading = threading.Lock()
         try:
@@ -59,6 +64,8 @@ class Aftersale:
         with self._reloading:
             fresh = Runtime.start(self.settings)
             self.runtime = fresh  # one reference swap: requests see old or new, whole
+            # Tracking-token secrets are re-read too: a rotated secret takes effect here.
+            self.token_keys = load_secrets(self.settings)
             domain_metrics().load(fresh.versions())
         return fresh.models_info()
 
@@ -91,8 +98,14 @@ class Aftersale:
             return _error(503, str(error))
 
     @bentoml.api(route="/v1/recommend", input_spec=schemas.RecommendRequest)
-    async def recommend(self, order_id: str, k: int = 3) -> schemas.RecommendResponse:
-        """Top-k offers for the order on a tracking page, with expected value."""
+    async def recommend(
+        self, order_id: str, k: int = 3, token: str | None = None
+    ) -> schemas.RecommendResponse:
+        """Top-k offers for the order on a tracking page, with expected value; only with the
+        shop's signed token for the order."""
+        check = verify(token, order_id, self.token_keys)
+        if not check.ok:
+            return _error(401, check.reason)
         try:
             return self.runtime.recommend(order_id, k)
         except (StoreUnavailableError, ModelUnavailableError) as error:
@@ -121,5 +134,7 @@ class Aftersale:
         return self.reload()
 
 
-# Keys and scopes are checked before any route, BentoML's and the admin app's alike.
+# Keys and scopes are checked before any route, BentoML's and the admin app's alike; the
+# public tracking page is rate-limited per client before its handler runs.
 Aftersale.add_asgi_middleware(ApiKeyMiddleware)
+Aftersale.add_asgi_middleware(RateLimitMiddleware)

@@ -21,6 +21,16 @@ import pytest
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
+TOKEN_SECRET = "tracking-token-secret-for-tests-0123456789"
+# The served process's tracking-page limit per client (`server`).
+SERVED_RATE_LIMIT = 30
+
+
+def page(order_id: str, **fields) -> dict:
+    """A tracking-page request for the order, with the shop's token for it."""
+    from serving.tokens import mint
+
+    return {"order_id": order_id, "token": mint(order_id, TOKEN_SECRET.encode()), **fields}
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +49,10 @@ def served_data(tmp_path_factory, prefect_harness, sim_dir, service_key, reader_
             "AFTERSALE_API_KEYS",
             f"tests:score:read+outreach:read+admin:{service_key},reader:score:read:{reader_key}",
         )
+        patch.setenv("AFTERSALE_TOKEN_SECRET", TOKEN_SECRET)
+        # The in-process app's tracking-page limit stays out of the tests' way; the served
+        # process gets a small one (`server`).
+        patch.setenv("AFTERSALE_TRACKING_RATE_LIMIT", "100000/minute")
         ingest(source="folder", path=sim_dir)
         build_features(materialize_to_online=True)
         train(models=["delay_risk", "churn", "next_best_offer", "delivery_estimate"])
@@ -128,6 +142,30 @@ def test_probes_metrics_and_the_api_document_need_no_key(client, route) -> None:
     assert client.get(route, headers={"Authorization": ""}).status_code == 200
 
 
+def test_the_tracking_page_needs_the_shops_token_for_that_order(client, ids) -> None:
+    """No token, a token for another order, an altered or expired one: 401 naming no order
+    and no customer; the order's own token: 200."""
+    from serving.tokens import mint
+
+    order, other = ids["orders"][0], ids["orders"][1]
+    secret = TOKEN_SECRET.encode()
+    expired = mint(order, secret, ttl_s=60, now=time.time() - 3_600)
+    valid = mint(order, secret)
+    altered = valid[:-2] + ("AA" if not valid.endswith("AA") else "BB")
+    for token in (None, mint(other, secret), altered, expired, "v1.1.x"):
+        body = {"order_id": order} if token is None else {"order_id": order, "token": token}
+        denied = client.post("/v1/recommend", json=body)
+        assert denied.status_code == 401, (token, denied.text)
+        assert order not in denied.text
+        assert ids["order_customers"][0] not in denied.text
+    # An unknown order's page is refused alike without its token: ids cannot be probed.
+    probe = client.post("/v1/recommend", json={"order_id": "no-such-order", "token": valid})
+    wrong = client.post("/v1/recommend", json={"order_id": order, "token": mint(other, secret)})
+    assert probe.status_code == wrong.status_code == 401
+    assert probe.json() == wrong.json()
+    assert client.post("/v1/recommend", json=page(order)).status_code == 200
+
+
 def test_batch_queue_is_ranked_with_reasons(served_data) -> None:
     _, queue_path, _ = served_data
     queue = pq.read_table(queue_path).to_pandas()
@@ -184,7 +222,7 @@ def test_score_churn_names_the_contact_reason(client, ids) -> None:
 
 def test_recommend_answers_offers_without_personal_data(client, ids) -> None:
     for order_id, customer_id in zip(ids["orders"], ids["order_customers"], strict=True):
-        response = client.post("/v1/recommend", json={"order_id": order_id, "k": 2})
+        response = client.post("/v1/recommend", json=page(order_id, k=2))
         assert response.status_code == 200, response.text
         body = response.json()
         assert body["order_id"] == order_id
@@ -201,7 +239,7 @@ def test_recommend_answers_offers_without_personal_data(client, ids) -> None:
 
 
 def test_recommend_flags_a_cold_start_for_an_unknown_order(client) -> None:
-    response = client.post("/v1/recommend", json={"order_id": "no-such-order"})
+    response = client.post("/v1/recommend", json=page("no-such-order"))
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["cold_start"] is True
@@ -364,7 +402,7 @@ def server(served_data, tmp_path_factory):
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
-        env=dict(os.environ),
+        env={**os.environ, "AFTERSALE_TRACKING_RATE_LIMIT": f"{SERVED_RATE_LIMIT}/minute"},
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 240
@@ -398,7 +436,7 @@ def test_over_real_http(server, served_data, ids, service_key) -> None:
         churn = http.post("/v1/score/churn", json={"customer_ids": [*ids["customers"], "nobody"]})
         assert churn.status_code == 200
         assert churn.json()["results"][-1]["status"] == "unknown_id"
-        offers = http.post("/v1/recommend", json={"order_id": ids["orders"][0]})
+        offers = http.post("/v1/recommend", json=page(ids["orders"][0]))
         assert offers.status_code == 200, offers.text
         assert offers.json()["order_id"] == ids["orders"][0]
         queue = http.post("/v1/outreach/queue", json={"limit": 5})
@@ -732,7 +770,7 @@ def test_metrics_count_what_was_answered(server, ids, service_key) -> None:
         before = _samples(http.get("/metrics").text)
         churn = http.post("/v1/score/churn", json={"customer_ids": [*ids["customers"], "nobody"]})
         delay = http.post("/v1/score/delay", json={"shipment_ids": [*ids["shipments"], "none"]})
-        offers = http.post("/v1/recommend", json={"order_id": ids["orders"][0]})
+        offers = http.post("/v1/recommend", json=page(ids["orders"][0]))
         assert churn.status_code == delay.status_code == offers.status_code == 200
         models = http.get("/v1/models").json()["models"]
         after = _samples(http.get("/metrics").text)
@@ -790,3 +828,18 @@ def test_an_unloadable_optional_champion_leaves_the_service_serving(served_data,
     finally:
         shutil.move(aside, files)
     assert "next_best_offer" not in _runtime(served_data).models_info().unavailable
+
+
+def test_the_tracking_page_is_rate_limited_per_client_over_real_http(server, ids) -> None:
+    """Past the served limit a client gets 429 with Retry-After, and the service still answers
+    the other routes. (Last in the module: the limit holds for a minute.)"""
+    answers = [
+        httpx.post(f"{server}/v1/recommend", json=page(ids["orders"][0]), timeout=30)
+        for _ in range(SERVED_RATE_LIMIT + 1)
+    ]
+    statuses = [a.status_code for a in answers]
+    assert 429 in statuses, statuses
+    limited = answers[statuses.index(429)]
+    assert 1 <= int(limited.headers["retry-after"]) <= 60
+    assert set(statuses[: statuses.index(429)]) == {200}
+    assert httpx.get(f"{server}/livez", timeout=30).status_code == 200
