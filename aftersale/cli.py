@@ -390,6 +390,40 @@ def score(
     console.print(render_queue(path, top))
 
 
+@app.command()
+def report(
+    out: Annotated[
+        Path | None,
+        typer.Option(file_okay=False, help="Folder to write report.html to."),
+    ] = None,
+) -> None:
+    """Write the analysts' HTML report on the current raw data (default folder:
+    <data_dir>/reports): contact-centre measures by reason and customer outcomes."""
+    from aftersale.console import report_stage
+    from aftersale.settings import get_settings
+    from features.build.parallel import watermark_of
+    from features.contract.io import read_validated
+    from features.ingest import latest_raw
+    from features.report.page import REPORT_TABLES, build_report, render_report
+
+    settings = get_settings()
+    try:
+        raw = latest_raw(settings.raw_root)
+    except FileNotFoundError as error:
+        err_console.print(f"[red]error[/red] {error}", highlight=False, soft_wrap=True)
+        raise typer.Exit(code=1) from None
+    with stages(), report_stage("report") as stage:
+        tables = read_validated(raw, tables=list(REPORT_TABLES))
+        figures = build_report(tables, watermark_of(raw, happened=True))
+        page = render_report(figures)
+        stage.rows = sum(table.num_rows for table in tables.values())
+    folder = out if out is not None else settings.data_dir / "reports"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "report.html"
+    path.write_text(page, encoding="utf-8")
+    console.print(f"report: {path}", highlight=False, soft_wrap=True)
+
+
 def render_queue(path: Path, top: int = 10) -> Table:
     """The head of an outreach queue file."""
     import pyarrow.parquet as pq

@@ -1,0 +1,305 @@
+"""The analysts' report as one self-contained HTML page.
+
+The page travels by e-mail and sits in shared folders, often opened offline: plots are PNG
+images embedded as `data:` URIs, the style sheet is inline, and nothing is loaded from the
+network.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+from matplotlib.figure import Figure
+
+from features.contract.schema import CONTRACT
+from features.instants import watermark
+from features.report.contact_centre import ALL, contact_measures
+from features.report.outcomes import (
+    CHURN_DAYS,
+    COHORT_DAYS,
+    REPEAT_DAYS,
+    churn_by_reason,
+    first_order_cohorts,
+    repeat_purchase,
+)
+
+CONTACT_CENTRE = "Contact-centre measures by contact reason"
+OUTCOMES = "Customer outcomes after service"
+MODEL_CARDS = "Model cards"
+HANDLER_NAMES = {"ai_agent": "AI agent", "human": "human"}
+LABELS = {
+    "reason": "contact reason",
+    "handled_by": "handled by",
+    "group": "orders",
+    "cohort": "customers",
+    "contacts": "contacts",
+    "orders": "orders",
+    "customers": "customers",
+    "first_contact_resolution": "first-contact resolution",
+    "mean_handle_s": "mean handle time",
+    "mean_wait_s": "mean wait",
+    "mean_transfers": "mean transfers",
+    "mean_csat": "mean CSAT (1-5)",
+    "mean_ces": "mean CES (1-7)",
+    "nps": "NPS (points)",
+    "surveys": "NPS answers",
+    "repeat_rate": "repeat-purchase rate",
+    "churn_rate": "churn rate",
+    "mean_revenue": "mean revenue",
+    "late_delivery": "late delivery",
+    "transferred": "transferred",
+    "unresolved": "unresolved",
+}
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 72em; color: #222; }
+h1 { font-size: 1.6em; } h2 { margin-top: 2em; border-bottom: 1px solid #ccc; }
+table { border-collapse: collapse; margin: 0.8em 0; font-size: 0.9em; }
+th, td { padding: 0.25em 0.7em; border-bottom: 1px solid #e4e4e4; }
+th { text-align: left; background: #f4f4f4; } td.number { text-align: right; }
+p.window, p.definition { color: #555; font-size: 0.9em; }
+img { max-width: 100%; }
+"""
+
+
+@dataclass(frozen=True)
+class Report:
+    """The report's figures, each frame with `first_ts` and `last_ts` per row.
+
+    Attributes:
+        data_end: The data's end: the latest instant of anything that happened.
+        by_reason: Contact-centre measures per reason, then `all`.
+        by_handler: The same per reason and handler, then `all` per handler.
+        repeat: Repeat-purchase rate of contacted and not contacted orders.
+        churn: Churn rate after contacts, per reason.
+        cohorts: Revenue after a smooth or a frictional first order.
+    """
+
+    data_end: pd.Timestamp
+    by_reason: pd.DataFrame
+    by_handler: pd.DataFrame
+    repeat: pd.DataFrame
+    churn: pd.DataFrame
+    cohorts: pd.DataFrame
+
+
+def _frame(tables: dict[str, pa.Table], name: str) -> pd.DataFrame:
+    """A raw table as a frame; an absent optional table as an empty one of its schema."""
+    table = tables.get(name)
+    if table is None:
+        table = CONTRACT[name].arrow_schema.empty_table()
+    return table.to_pandas()
+
+
+# The tables the figures read; the others only move the data's end.
+REPORT_TABLES = ("orders", "contacts", "shipments")
+
+
+def build_report(tables: dict[str, pa.Table], data_end: pd.Timestamp | None = None) -> Report:
+    """Compute every figure of the report from raw contract tables.
+
+    Args:
+        tables: Raw contract tables: orders, and contacts and shipments where present.
+        data_end: The data's end (default: the latest instant of anything that happened in
+            `tables`); pass the whole folder's when only `REPORT_TABLES` were read.
+    """
+    if data_end is None:
+        data_end = watermark(tables, happened=True)
+    orders = _frame(tables, "orders")
+    contacts = _frame(tables, "contacts")
+    shipments = _frame(tables, "shipments")
+    return Report(
+        data_end=data_end,
+        by_reason=contact_measures(contacts, ("reason",)),
+        by_handler=contact_measures(contacts, ("reason", "handled_by")),
+        repeat=repeat_purchase(orders, contacts, data_end),
+        churn=churn_by_reason(orders, contacts, data_end),
+        cohorts=first_order_cohorts(orders, shipments, contacts, data_end),
+    )
+
+
+def _instant(value: pd.Timestamp) -> str:
+    return "—" if pd.isna(value) else f"{value:%Y-%m-%d %H:%M} UTC"
+
+
+def _window(frame: pd.DataFrame) -> str:
+    """The sentence stating which instants a frame's rows cover."""
+    if frame.empty or frame["first_ts"].isna().all():
+        return '<p class="window">No rows in this window.</p>'
+    first, last = frame["first_ts"].min(), frame["last_ts"].max()
+    return f'<p class="window">Data from {_instant(first)} to {_instant(last)}.</p>'
+
+
+def _cell(column: str, value) -> str:
+    """One value as people read it: shares in per cent, durations in seconds."""
+    if isinstance(value, str):
+        return html.escape(HANDLER_NAMES.get(value, value))
+    if value is None or pd.isna(value):
+        return "—"
+    if column.endswith("_rate") or column == "first_contact_resolution":
+        return f"{value:.1%}"
+    if column.endswith("_s"):
+        return f"{value:,.0f} s"
+    if column == "nps":
+        return f"{value:+.1f}"
+    if column in ("mean_revenue", "test", "baseline") or column.startswith("mean_"):
+        return f"{value:,.2f}"
+    if isinstance(value, int | np.integer):
+        return f"{value:,}"
+    return f"{value:,.3f}"
+
+
+def _table(frame: pd.DataFrame) -> str:
+    """A frame as an HTML table; the window columns are stated above the table instead."""
+    columns = [c for c in frame.columns if not c.endswith("_ts")]
+    head = "".join(f"<th>{html.escape(LABELS.get(c, c))}</th>" for c in columns)
+    body = []
+    for row in frame[columns].itertuples(index=False):
+        cells = []
+        for column, value in zip(columns, row, strict=True):
+            kind = "" if isinstance(value, str) else ' class="number"'
+            cells.append(f"<td{kind}>{_cell(column, value)}</td>")
+        body.append(f"<tr>{''.join(cells)}</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _image(figure: Figure, description: str) -> str:
+    """A figure as an embedded PNG (no software or network reference in its metadata)."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110, metadata={"Software": None})
+    encoded = base64.b64encode(buffer.getvalue()).decode("ascii")
+    alt = html.escape(description, quote=True)
+    return f'<img alt="{alt}" src="data:image/png;base64,{encoded}">'
+
+
+def _bars(frame: pd.DataFrame, value: str, series: str | None, title: str) -> str:
+    """A horizontal bar chart of a share per contact reason, one bar per series value."""
+    rows = frame[frame["reason"] != ALL]
+    reasons = sorted(rows["reason"].unique())
+    figure = Figure(figsize=(7, 0.45 * max(len(reasons), 2) + 1.2), layout="constrained")
+    axes = figure.subplots()
+    groups = [(None, rows)] if series is None else list(rows.groupby(series, sort=True))
+    height = 0.8 / len(groups)
+    for index, (name, group) in enumerate(groups):
+        shares = group.set_index("reason")[value].reindex(reasons)
+        positions = np.arange(len(reasons)) + index * height
+        label = None if name is None else HANDLER_NAMES.get(name, name)
+        axes.barh(positions, shares.to_numpy() * 100, height=height, label=label)
+    axes.set_yticks(np.arange(len(reasons)) + height * (len(groups) - 1) / 2, reasons)
+    axes.invert_yaxis()
+    axes.set_xlabel("per cent")
+    axes.set_xlim(0, 100)
+    axes.set_title(title)
+    if series is not None:
+        axes.legend(loc="lower right")
+    return _image(figure, title)
+
+
+def _contact_centre(report: Report) -> str:
+    if report.by_reason.empty:
+        return f"<h2>{CONTACT_CENTRE}</h2><p>No contacts in the data.</p>"
+    return "\n".join(
+        [
+            f"<h2>{CONTACT_CENTRE}</h2>",
+            _window(report.by_reason),
+            '<p class="definition">First-contact resolution: the share of contacts resolved '
+            "without a repeat contact. Handle time and wait are in seconds. CSAT, CES and NPS "
+            "average the answered surveys only; NPS is the share of promoters (9-10) minus "
+            "the share of detractors (0-6), in points.</p>",
+            _table(report.by_reason),
+            "<h3>AI agent and human agents</h3>",
+            _window(report.by_handler),
+            _table(report.by_handler),
+            _bars(
+                report.by_handler,
+                "first_contact_resolution",
+                "handled_by",
+                "First-contact resolution by contact reason",
+            ),
+        ]
+    )
+
+
+def _outcomes(report: Report) -> str:
+    parts = [
+        f"<h2>{OUTCOMES}</h2>",
+        f'<p class="definition">Outcomes are counted only where their window ended by the '
+        f"data's end ({_instant(report.data_end)}). They are associations, not effects: "
+        "customers who contact service differ from those who do not in more than the "
+        "contact.</p>",
+        f"<h3>{REPEAT_DAYS}-day repeat purchase</h3>",
+        _window(report.repeat),
+        f'<p class="definition">Every order whose {REPEAT_DAYS} days ended by the data\'s '
+        f"end counts once. It repeats when the same customer placed another order within "
+        f"{REPEAT_DAYS} days after it. It counts as contacted when the customer contacted "
+        f"service about that order, or contacted service without naming an order within "
+        f"those {REPEAT_DAYS} days.</p>",
+        _table(report.repeat),
+        "<h3>Churn by contact reason</h3>",
+        _window(report.churn),
+        f'<p class="definition">Every contact whose {CHURN_DAYS} days ended by the data\'s '
+        f"end counts once; churn is no order by that customer within {CHURN_DAYS} days "
+        "after the contact.</p>",
+    ]
+    if report.churn.empty:
+        parts.append("<p>No contacts in the window.</p>")
+    else:
+        parts.append(_table(report.churn))
+        parts.append(
+            _bars(report.churn, "churn_rate", None, f"Churn within {CHURN_DAYS} days after contact")
+        )
+    parts += [
+        "<h3>First-order experience and later revenue</h3>",
+        _window(report.cohorts),
+        f'<p class="definition">Customers whose first order was at least {COHORT_DAYS} days '
+        f"before the data's end. A first order had friction when one of its parcels was "
+        f"late (delivered after its promise, or undelivered once the promise passed), or a "
+        f"contact about it within {COHORT_DAYS} days was transferred or not resolved at "
+        f"first contact. Revenue is the amount of the customer's later orders within "
+        f"{COHORT_DAYS} days after the first (the first order left out; refunds not "
+        "deducted). The friction columns count customers with each kind; one customer can "
+        "have several.</p>",
+        _table(report.cohorts),
+    ]
+    return "\n".join(parts)
+
+
+def _model_cards(cards: pd.DataFrame | None) -> str:
+    if cards is None:
+        return ""
+    if cards.empty:
+        return f"<h2>{MODEL_CARDS}</h2><p>No champion model is registered.</p>"
+    parts = [f"<h2>{MODEL_CARDS}</h2>"]
+    for (model, version), metrics in cards.groupby(["model", "version"], sort=True):
+        parts.append(f"<h3>{html.escape(str(model))}, version {html.escape(str(version))}</h3>")
+        parts.append(_table(metrics[["metric", "test", "baseline"]]))
+    return "\n".join(parts)
+
+
+def render_report(report: Report, model_cards: pd.DataFrame | None = None) -> str:
+    """The report as one HTML page.
+
+    Args:
+        report: The figures (`build_report`).
+        model_cards: One row per (model, version, metric) with test and baseline values;
+            None leaves the section out, an empty frame says no champion exists.
+    """
+    return "\n".join(
+        [
+            "<!DOCTYPE html>",
+            '<html lang="en"><head><meta charset="utf-8">',
+            "<title>Aftersale report</title>",
+            f"<style>{STYLE}</style></head><body>",
+            "<h1>Aftersale report</h1>",
+            f"<p>Computed from the raw data up to {_instant(report.data_end)}.</p>",
+            _contact_centre(report),
+            _outcomes(report),
+            _model_cards(model_cards),
+            "</body></html>",
+        ]
+    )

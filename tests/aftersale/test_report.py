@@ -1,0 +1,61 @@
+"""`aftersale report` on a small simulated business, published the way ingest publishes."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from aftersale.cli import app
+from aftersale.settings import get_settings
+from features import versioned
+from features.ingest import check, stage
+from features.report.page import CONTACT_CENTRE, OUTCOMES
+from features.sources.base import FolderSource
+from features.sources.simulator import simulate
+
+
+@pytest.fixture
+def data_dir(tmp_path, monkeypatch) -> Path:
+    folder = tmp_path / "data"
+    monkeypatch.setenv("AFTERSALE_DATA_DIR", str(folder))
+    return folder
+
+
+@pytest.fixture
+def published(data_dir, tmp_path) -> Path:
+    simulate(tmp_path / "sim", customers=300, seed=5)
+    staging = stage(FolderSource(tmp_path / "sim"), get_settings().raw_root)
+    check(staging)
+    return versioned.publish(staging)
+
+
+def test_report_writes_one_self_contained_page(published, tmp_path) -> None:
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["report", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    path = out / "report.html"
+    assert str(path) in result.output.replace("\n", "")
+    page = path.read_text(encoding="utf-8")
+    for heading in (CONTACT_CENTRE, OUTCOMES, "repeat purchase", "Churn by contact reason"):
+        assert heading in page
+    assert "First-order experience and later revenue" in page
+    assert re.search(r"<td class=\"number\">\d+\.\d%</td>", page)
+    assert re.search(r"<td class=\"number\">[+-]\d+\.\d</td>", page)
+    assert "data:image/png;base64," in page
+    assert not re.search(r"https?://", page)
+    assert page.count("Data from 20") >= 5
+
+
+def test_report_defaults_to_the_data_folder(published, data_dir) -> None:
+    result = CliRunner().invoke(app, ["report"])
+    assert result.exit_code == 0, result.output
+    assert (data_dir / "reports" / "report.html").is_file()
+
+
+def test_report_without_raw_data_is_an_error(data_dir) -> None:
+    result = CliRunner().invoke(app, ["report"])
+    assert result.exit_code == 1
+    assert "aftersale ingest" in result.output
