@@ -217,6 +217,9 @@ SPEC = ModelSpec(
         # Fewer treated or held-out rows than this for an action: it is not learned (its
         # effect is unknown and the queue never ranks it by one).
         "min_arm_rows": 30,
+        # A per-customer learner serves only when its validation Qini beats each action's
+        # mean effect in this share of paired bootstrap resamples.
+        "beat_simplest": 0.9,
         # Bootstrap resamples of the test rows for the metrics' intervals, and their level.
         "bootstrap": 200,
         "interval": 0.9,

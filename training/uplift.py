@@ -67,6 +67,8 @@ TARGET = "_target"
 R_WEIGHT = "_r_weight"
 REGRESSION = {"objective": "regression", "metric": "l2"}
 LEARNERS = ("action_means", "t_learner", "s_learner", "x_learner", "dr_learner", "r_learner")
+# The learner a per-customer one must clearly beat to serve: each action's mean effect.
+SIMPLEST = "action_means"
 RANDOM_SEED = 11
 
 
@@ -360,6 +362,33 @@ def second_effects(rows: pd.DataFrame, tables, level: float = 0.9) -> pd.DataFra
     return pd.DataFrame(out, columns=SECOND_COLUMNS)
 
 
+def paired_wins(
+    better: np.ndarray,
+    base: np.ndarray,
+    rows: pd.DataFrame,
+    capacity: float,
+    resamples: int = 200,
+    seed: int = RANDOM_SEED,
+) -> float:
+    """The share of bootstrap resamples of `rows` (within each arm, the same rows for both
+    rankings) in which `better`'s Qini exceeds `base`'s."""
+    y = rows[LABEL].to_numpy(np.float64)
+    treated = rows[TREATED].to_numpy(bool)
+    weight = rows[WEIGHT].to_numpy(np.float64)
+    better, base = np.asarray(better, np.float64), np.asarray(base, np.float64)
+    rng = np.random.default_rng(seed)
+    arms = [np.flatnonzero(treated), np.flatnonzero(~treated)]
+    wins = 0
+    for _ in range(resamples):
+        picked = np.concatenate([rng.choice(a, size=len(a), replace=True) for a in arms if len(a)])
+        args = (y[picked], treated[picked], weight[picked], capacity)
+        wins += (
+            uplift_metrics(better[picked], *args)["qini"]
+            > uplift_metrics(base[picked], *args)["qini"]
+        )
+    return wins / max(resamples, 1)
+
+
 def _per_action(scores: pd.DataFrame, capacity: float) -> pd.DataFrame:
     """Test metrics per action: rows, arms, observed and mean predicted uplift, Qini."""
     rows = []
@@ -549,6 +578,28 @@ def train_uplift(
     why = f"{winner.learner} has the highest validation Qini, {winner_row['validation_qini']:.5f}"
     if against:
         why += f", against {against}"
+    # A learner of per-customer effects must beat each action's mean effect clearly: on a
+    # few thousand held-out rows a higher validation Qini is often noise, and noise in
+    # per-customer effects, multiplied by the customer's value, fills the queue with actions
+    # that do nothing (measured on the simulated default against its true effects).
+    simplest = candidates.get(SIMPLEST)
+    if simplest is not None and winner.learner != SIMPLEST and np.ptp(simplest.valid) > 0:
+        share = paired_wins(
+            winner.valid,
+            simplest.valid,
+            valid_rows,
+            capacity,
+            resamples=int(spec.options.get("bootstrap", 200)),
+        )
+        required = float(spec.options.get("beat_simplest", 0.9))
+        if share < required:
+            why = (
+                f"{SIMPLEST}: {winner.learner} had the highest validation Qini but beat "
+                f"{SIMPLEST} in only {share:.0%} of paired resamples (needs {required:.0%}); " + why
+            )
+            winner = simplest
+        else:
+            why += f"; it beat {SIMPLEST} in {share:.0%} of paired resamples"
     log.info("%s: %s", spec.name, why)
 
     bins = int(spec.options.get("interval_bins", 5))

@@ -402,7 +402,13 @@ def server(served_data, tmp_path_factory):
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
-        env={**os.environ, "AFTERSALE_TRACKING_RATE_LIMIT": f"{SERVED_RATE_LIMIT}/minute"},
+        env={
+            **os.environ,
+            "AFTERSALE_TRACKING_RATE_LIMIT": f"{SERVED_RATE_LIMIT}/minute",
+            # BentoML keeps its workers' metrics under its home folder: a home of its own, so
+            # another server on the machine cannot reset the counts this module reads.
+            "BENTOML_HOME": str(tmp_path_factory.mktemp("bentoml-home")),
+        },
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 240
