@@ -19,6 +19,7 @@ from features.instants import utc_instant
 from models import churn, delay_risk, delivery_estimate
 from models import next_best_offer as nbo
 from models.delay_risk import DELIVERED, LIKELY_LOST, parcel_states
+from models.served.reasons import Reason, shown_value
 from models.served.registry import ModelUnavailableError
 from models.served.window import day_starts
 from serving import schemas
@@ -222,6 +223,60 @@ class Runtime:
             )
         _report(CHURN_MODEL, results)
         return schemas.ChurnResponse(
+            model=scored.model.ref(), as_of=as_of.to_pydatetime(), results=results
+        )
+
+    def explain(self, model: str, ids: list[str]) -> schemas.ExplainResponse:
+        """Every feature's SHAP contribution to each id's score with `model` (delay risk:
+        shipments in transit; churn: customers), with the base value, the margin they add up
+        to and the served score; delivered, likely lost and unknown ids are answered as such,
+        without contributions."""
+        as_of = self.now()
+        rows = self._rows(model, ids, as_of)
+        statuses = ["unknown_id" if row is None else "ok" for row in rows]
+        if model == DELAY_MODEL:
+            present = [k for k, row in enumerate(rows) if row is not None]
+            states = parcel_states(
+                pd.DataFrame([rows[k] for k in present], columns=PARCEL_STATE_COLUMNS),
+                as_of.timestamp(),
+                self.settings.lost_after_days,
+            )
+            for k, state in zip(present, states, strict=True):
+                if state in (DELIVERED, LIKELY_LOST):
+                    statuses[k] = state
+        scoring = [
+            row if status == "ok" else None for row, status in zip(rows, statuses, strict=True)
+        ]
+        scored = self._score(model, scoring, as_of)
+        results = [schemas.Explanation(id=i, status=s) for i, s in zip(ids, statuses, strict=True)]
+        features = scored.model.features
+        words = scored.model.model.words
+        for k, i in enumerate(scored.known):
+            contrib, record = scored.contrib[k], scored.records[k]
+            order = np.argsort(-np.abs(contrib[: len(features)]), kind="stable")
+            parts = []
+            for j in order:
+                feature = features[j]
+                shown = shown_value(record.get(feature), feature)
+                reason = Reason.of(feature, shown, float(contrib[j]), words)
+                parts.append(
+                    schemas.Contribution(
+                        feature=feature,
+                        value=shown,
+                        contribution=reason.contribution,
+                        text=reason.text,
+                    )
+                )
+            results[i] = schemas.Explanation(
+                id=ids[i],
+                status="ok",
+                features_as_of=_instant(rows[i][ROW_TIME]),
+                base_value=float(contrib[-1]),
+                output=float(contrib.sum()),
+                score=float(scored.probability[k]),
+                contributions=parts,
+            )
+        return schemas.ExplainResponse(
             model=scored.model.ref(), as_of=as_of.to_pydatetime(), results=results
         )
 

@@ -47,6 +47,17 @@ class ChurnRequest(_Request):
     customer_ids: list[str] = _IdList
 
 
+# The served models /v1/explain explains.
+ExplainedModel = Literal["delay_risk", "churn"]
+
+
+class ExplainRequest(_Request):
+    """Ids to explain with one served model: shipments for delay risk, customers for churn."""
+
+    model: ExplainedModel
+    ids: list[str] = _IdList
+
+
 class OutreachRequest(_Request):
     """Which part of the day's outreach queue to return."""
 
@@ -167,6 +178,37 @@ class ModelRef(BaseModel):
 
     name: str
     version: str
+
+
+class Contribution(BaseModel):
+    """One feature's part in a score: its value and its SHAP contribution."""
+
+    feature: str
+    value: str = Field(description="The feature's value, formatted for people.")
+    contribution: float = Field(description="SHAP contribution to the model's margin.")
+    text: str = Field(description="The feature and its value in words.")
+
+
+class Explanation(BaseModel):
+    """Every feature's contribution to one id's score; `base_value` plus the contributions
+    equals `output`, the model's margin (log-odds), and `score` is the served probability
+    (the margin calibrated), as the scoring route answers it at the same instant."""
+
+    id: str
+    status: DelayStatus
+    features_as_of: datetime | None = None
+    base_value: float | None = None
+    output: float | None = None
+    score: float | None = None
+    contributions: list[Contribution] = Field(
+        default_factory=list, description="Every feature, largest absolute contribution first."
+    )
+
+
+class ExplainResponse(BaseModel):
+    model: ModelRef
+    as_of: datetime
+    results: list[Explanation]
 
 
 class DelayResponse(BaseModel):

@@ -1,7 +1,7 @@
 """The BentoML service: scores, reasons and outreach actions from ids alone.
 
 Start it with `aftersale serve` (or `bentoml serve serving.service:Aftersale`). Routes:
-`POST /v1/score/delay`, `POST /v1/score/churn`, `POST /v1/recommend`,
+`POST /v1/score/delay`, `POST /v1/score/churn`, `POST /v1/explain`, `POST /v1/recommend`,
 `POST /v1/outreach/queue`, `GET /v1/models`, `POST /v1/admin/reload`; BentoML adds `/livez`,
 `/readyz` and `/metrics`, which also carries the service's own measures (`serving.metrics`).
 Every route but the probes, the metrics, the OpenAPI document and the tracking page needs an
@@ -94,6 +94,14 @@ class Aftersale:
         """Churn risk, driving contact reason and reasons per customer."""
         try:
             return self.runtime.score_churn(customer_ids)
+        except StoreUnavailableError as error:
+            return _error(503, str(error))
+
+    @bentoml.api(route="/v1/explain", input_spec=schemas.ExplainRequest)
+    async def explain(self, model: str, ids: list[str]) -> schemas.ExplainResponse:
+        """Every feature's SHAP contribution to each id's delay risk or churn score."""
+        try:
+            return self.runtime.explain(model, ids)
         except StoreUnavailableError as error:
             return _error(503, str(error))
 

@@ -105,6 +105,7 @@ def client(served_data, service_key):
 PROTECTED = [
     ("/v1/score/delay", "post", {"shipment_ids": ["s1"]}, "score:read"),
     ("/v1/score/churn", "post", {"customer_ids": ["c1"]}, "score:read"),
+    ("/v1/explain", "post", {"model": "churn", "ids": ["c1"]}, "score:read"),
     ("/v1/outreach/queue", "post", {"limit": 1}, "outreach:read"),
     ("/v1/models", "get", None, "admin"),
     ("/v1/admin/reload", "post", None, "admin"),
@@ -164,6 +165,56 @@ def test_the_tracking_page_needs_the_shops_token_for_that_order(client, ids) -> 
     assert probe.status_code == wrong.status_code == 401
     assert probe.json() == wrong.json()
     assert client.post("/v1/recommend", json=page(order)).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("model", "route", "field"),
+    [
+        ("churn", "/v1/score/churn", "customer_ids"),
+        ("delay_risk", "/v1/score/delay", "shipment_ids"),
+    ],
+)
+def test_explain_adds_up_to_the_served_score(client, ids, model, route, field) -> None:
+    """Every feature's contribution, largest first, plus the base value is the model's
+    margin, and the score is what the scoring route answers for the id at the same instant;
+    an unknown id is answered as such."""
+    asked = [*(ids["customers"] if model == "churn" else ids["shipments"]), "no-such-id"]
+    explained = client.post("/v1/explain", json={"model": model, "ids": asked})
+    assert explained.status_code == 200, explained.text
+    scored = client.post(route, json={field: asked}).json()["results"]
+    body = explained.json()
+    assert body["model"]["name"] == model
+    results = body["results"]
+    assert [r["id"] for r in results] == asked
+    assert results[-1]["status"] == "unknown_id"
+    assert results[-1]["contributions"] == []
+    known = [r for r in results if r["status"] == "ok"]
+    assert known
+    for result, score in zip(results, scored, strict=True):
+        assert result["status"] == score["status"]
+        if result["status"] != "ok":
+            continue
+        contributions = [c["contribution"] for c in result["contributions"]]
+        assert result["base_value"] + sum(contributions) == pytest.approx(result["output"])
+        assert result["score"] == pytest.approx(score["probability"], rel=1e-9)
+        magnitudes = [abs(c) for c in contributions]
+        assert magnitudes == sorted(magnitudes, reverse=True)
+        assert len({c["feature"] for c in result["contributions"]}) == len(contributions) > 5
+        assert all(c["text"] for c in result["contributions"])
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"model": "next_best_offer", "ids": ["c1"]},
+        {"model": "churn", "ids": []},
+        {"model": "churn"},
+        {"model": "churn", "ids": ["c1"], "extra": 1},
+    ],
+)
+def test_explain_rejects_bad_requests_with_400(client, body) -> None:
+    response = client.post("/v1/explain", json=body)
+    assert response.status_code == 400, response.text
 
 
 def test_batch_queue_is_ranked_with_reasons(served_data) -> None:
@@ -445,6 +496,14 @@ def test_over_real_http(server, served_data, ids, service_key) -> None:
         offers = http.post("/v1/recommend", json=page(ids["orders"][0]))
         assert offers.status_code == 200, offers.text
         assert offers.json()["order_id"] == ids["orders"][0]
+        explained = http.post("/v1/explain", json={"model": "churn", "ids": ids["customers"]})
+        assert explained.status_code == 200, explained.text
+        for result in explained.json()["results"]:
+            total = result["base_value"] + sum(c["contribution"] for c in result["contributions"])
+            assert total == pytest.approx(result["output"])
+        churned = {r["customer_id"]: r["probability"] for r in churn.json()["results"]}
+        for result in explained.json()["results"]:
+            assert result["score"] == pytest.approx(churned[result["id"]], rel=1e-9)
         queue = http.post("/v1/outreach/queue", json={"limit": 5})
         assert queue.status_code == 200
         assert len(queue.json()["actions"]) <= 5
