@@ -398,13 +398,15 @@ def report(
     ] = None,
 ) -> None:
     """Write the analysts' HTML report on the current raw data (default folder:
-    <data_dir>/reports): contact-centre measures by reason and customer outcomes."""
+    <data_dir>/reports): contact-centre measures by reason, customer outcomes, and a card
+    for each registered champion model with the drivers of delay risk and churn."""
     from aftersale.console import report_stage
     from aftersale.settings import get_settings
     from features.build.parallel import watermark_of
     from features.contract.io import read_validated
     from features.ingest import latest_raw
     from features.report.page import REPORT_TABLES, build_report, render_report
+    from training.model_cards import model_cards, model_drivers
 
     settings = get_settings()
     try:
@@ -415,7 +417,9 @@ def report(
     with stages(), report_stage("report") as stage:
         tables = read_validated(raw, tables=list(REPORT_TABLES))
         figures = build_report(tables, watermark_of(raw, happened=True))
-        page = render_report(figures)
+        cards = model_cards(settings.tracking_uri)
+        drivers = model_drivers(settings.tracking_uri)
+        page = render_report(figures, cards, drivers)
         stage.rows = sum(table.num_rows for table in tables.values())
     folder = out if out is not None else settings.data_dir / "reports"
     folder.mkdir(parents=True, exist_ok=True)

@@ -7,5 +7,6 @@
 point-in-time features) → `split` (time windows) → `fit` (LightGBM) → `calibrate` or
 `conformal` → `evaluate` (metrics, per segment) → `explain` (SHAP) → `record` (one MLflow
 run, registry version and champion gate, through `register`). `oracle` holds the
-simulator's best achievable on a run's test rows, for benchmarks and the demo.
+simulator's best achievable on a run's test rows, for benchmarks and the demo;
+`model_cards` reads the serving champions' runs back for the analysts' report.
 """

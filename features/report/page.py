@@ -55,6 +55,14 @@ LABELS = {
     "late_delivery": "late delivery",
     "transferred": "transferred",
     "unresolved": "unresolved",
+    "metric": "metric",
+    "test": "model",
+    "baseline": "baseline",
+    "oracle": "oracle",
+    "rank": "rank",
+    "feature": "feature",
+    "description": "description",
+    "mean_abs_shap": "mean |SHAP|",
 }
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 72em; color: #222; }
@@ -147,7 +155,9 @@ def _cell(column: str, value) -> str:
         return f"{value:,.0f} s"
     if column == "nps":
         return f"{value:+.1f}"
-    if column in ("mean_revenue", "test", "baseline") or column.startswith("mean_"):
+    if column == "mean_abs_shap":
+        return f"{value:.3g}"
+    if column == "mean_revenue" or column.startswith("mean_"):
         return f"{value:,.2f}"
     if isinstance(value, int | np.integer):
         return f"{value:,}"
@@ -269,25 +279,106 @@ def _outcomes(report: Report) -> str:
     return "\n".join(parts)
 
 
-def _model_cards(cards: pd.DataFrame | None) -> str:
+def _png(data: bytes, description: str) -> str:
+    """A PNG file's bytes as an embedded image."""
+    encoded = base64.b64encode(data).decode("ascii")
+    alt = html.escape(description, quote=True)
+    return f'<img alt="{alt}" src="data:image/png;base64,{encoded}">'
+
+
+def _windows(card) -> str:
+    """The sentence stating which events a model was trained and tested on."""
+
+    def rows(count) -> str:
+        return "" if count is None or pd.isna(count) else f" ({int(count):,} events)"
+
+    parts = []
+    for name in ("train", "test"):
+        first, last = (
+            getattr(card, f"{name}_first_ts", None),
+            getattr(card, f"{name}_last_ts", None),
+        )
+        if first is not None and not pd.isna(first):
+            verb = "Trained" if name == "train" else "tested"
+            count = rows(getattr(card, f"{name}_rows", None))
+            parts.append(f"{verb} on events from {_instant(first)} to {_instant(last)}{count}")
+    if not parts:
+        return ""
+    version = getattr(card, "data_version", "")
+    data = f"; data version {html.escape(str(version)[:12])}" if version else ""
+    return f'<p class="window">{"; ".join(parts)}{data}.</p>'
+
+
+def _model_card(card, drivers: pd.DataFrame | None) -> str:
+    model, version = str(card.model), str(card.version)
+    parts = [f"<h3>{html.escape(model)}, version {html.escape(version)}</h3>", _windows(card)]
+    measures = pd.DataFrame(
+        [
+            {
+                column: getattr(card, column, None)
+                for column in ("metric", "test", "baseline", "oracle")
+            }
+        ]
+    )
+    if measures["oracle"].isna().all():
+        measures = measures.drop(columns="oracle")
+    parts.append(_table(measures))
+    calibration = getattr(card, "calibration_png", None)
+    if isinstance(calibration, bytes):
+        parts.append(
+            '<p class="definition">Reliability on the test window: predicted probability '
+            "against the observed rate; a calibrated model lies on the diagonal.</p>"
+        )
+        parts.append(_png(calibration, f"{model}: reliability on the test window"))
+    if drivers is not None and not drivers.empty:
+        own = drivers[(drivers["model"] == model) & (drivers["version"].astype(str) == version)]
+        if not own.empty:
+            parts += [
+                "<h4>Drivers</h4>",
+                f'<p class="definition">The {len(own)} features that move the score most on '
+                "the test window: mean absolute SHAP contribution, in the model's raw score "
+                "units (log-odds for a probability).</p>",
+                _table(own[["rank", "description", "feature", "mean_abs_shap"]]),
+            ]
+    summary = getattr(card, "shap_summary_png", None)
+    if isinstance(summary, bytes):
+        parts.append(_png(summary, f"{model}: SHAP summary on the test window"))
+    return "\n".join(part for part in parts if part)
+
+
+def _model_cards(cards: pd.DataFrame | None, drivers: pd.DataFrame | None) -> str:
     if cards is None:
         return ""
     if cards.empty:
         return f"<h2>{MODEL_CARDS}</h2><p>No champion model is registered.</p>"
-    parts = [f"<h2>{MODEL_CARDS}</h2>"]
-    for (model, version), metrics in cards.groupby(["model", "version"], sort=True):
-        parts.append(f"<h3>{html.escape(str(model))}, version {html.escape(str(version))}</h3>")
-        parts.append(_table(metrics[["metric", "test", "baseline"]]))
+    parts = [
+        f"<h2>{MODEL_CARDS}</h2>",
+        '<p class="definition">The version of each model that serves (its registry '
+        "champion), measured on its own test window beside the baseline it must beat; the "
+        "oracle, where shown, is the best achievable on simulated data.</p>",
+    ]
+    for card in cards.sort_values(["model", "version"], kind="stable").itertuples(index=False):
+        parts.append(_model_card(card, drivers))
     return "\n".join(parts)
 
 
-def render_report(report: Report, model_cards: pd.DataFrame | None = None) -> str:
+def render_report(
+    report: Report,
+    model_cards: pd.DataFrame | None = None,
+    drivers: pd.DataFrame | None = None,
+) -> str:
     """The report as one HTML page.
 
     Args:
         report: The figures (`build_report`).
-        model_cards: One row per (model, version, metric) with test and baseline values;
-            None leaves the section out, an empty frame says no champion exists.
+        model_cards: One row per champion: `model`, `version`, `metric` (in words),
+            `test`, `baseline` and optionally `oracle` values, the windows
+            (`train_first_ts`... `test_last_ts`, `train_rows`, `test_rows`),
+            `data_version`, and PNG bytes `calibration_png` and `shap_summary_png` (see
+            `training.model_cards`); only the first five are required. None leaves the
+            section out, an empty frame says no champion exists.
+        drivers: Features by model and version: `rank`, `description`, `feature`,
+            `mean_abs_shap`, shown under the card of the same version.
     """
     return "\n".join(
         [
@@ -299,7 +390,7 @@ def render_report(report: Report, model_cards: pd.DataFrame | None = None) -> st
             f"<p>Computed from the raw data up to {_instant(report.data_end)}.</p>",
             _contact_centre(report),
             _outcomes(report),
-            _model_cards(model_cards),
+            _model_cards(model_cards, drivers),
             "</body></html>",
         ]
     )

@@ -12,7 +12,7 @@ from aftersale.cli import app
 from aftersale.settings import get_settings
 from features import versioned
 from features.ingest import check, stage
-from features.report.page import CONTACT_CENTRE, OUTCOMES
+from features.report.page import CONTACT_CENTRE, MODEL_CARDS, OUTCOMES
 from features.sources.base import FolderSource
 from features.sources.simulator import simulate
 
@@ -47,6 +47,23 @@ def test_report_writes_one_self_contained_page(published, tmp_path) -> None:
     assert "data:image/png;base64," in page
     assert not re.search(r"https?://", page)
     assert page.count("Data from 20") >= 5
+
+
+def test_report_without_a_tracking_store_says_no_model_is_registered(
+    published, data_dir, tmp_path, monkeypatch
+) -> None:
+    monkeypatch.delenv("AFTERSALE_MLFLOW_TRACKING_URI", raising=False)
+    before = {path for path in tmp_path.rglob("*") if path.is_file()}
+    result = CliRunner().invoke(app, ["report", "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    page = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
+    assert MODEL_CARDS in page
+    assert "No champion model is registered." in page
+    assert not list(tmp_path.rglob("*.db"))
+    assert not (data_dir / "mlflow").exists()
+    # Besides the page, only the console's log of third-party messages is written.
+    created = {path for path in tmp_path.rglob("*") if path.is_file()} - before
+    assert created - {data_dir / "logs" / "aftersale.log"} == {tmp_path / "out" / "report.html"}
 
 
 def test_report_defaults_to_the_data_folder(published, data_dir) -> None:
