@@ -73,6 +73,41 @@ def offer_figures(result, truth_dir: Path) -> dict[str, float]:
     return figures
 
 
+def simulated_store(customers: int, out: Path, purpose: str):
+    """The seeded simulation of `customers` (`<out>/sim-<N>`, reused when present), validated,
+    with its features built the production way into a fresh `<out>/<purpose>-<N>` and
+    applied to Feast; prints how long each took.
+
+    Returns:
+        The simulation folder, the data folder's settings, the raw tables and the store.
+    """
+    from aftersale.settings import Settings
+    from features.build.parallel import publish_features
+    from features.contract.validate import load_folder
+    from features.sources.simulator import simulate
+    from features.store.config import feature_store
+    from features.store.sync import apply_definitions
+
+    sim = out / f"sim-{customers}"
+    if not (sim / "_truth").is_dir():
+        started = time.perf_counter()
+        simulate(sim, customers=customers, seed=SEED)
+        print(f"  simulated in {time.perf_counter() - started:.1f} s")
+    data_dir = out / f"{purpose}-{customers}"
+    shutil.rmtree(data_dir, ignore_errors=True)
+    settings = Settings(data_dir=data_dir)
+    started = time.perf_counter()
+    tables, report = load_folder(sim)
+    if not report.ok:
+        raise ValueError(f"{sim} breaks the contract: {report.violations[:5]}")
+    # The production build: chunked, in worker processes at scale.
+    publish_features(sim, settings.features_dir, settings.feature_workers)
+    store = feature_store(settings)
+    apply_definitions(store)
+    print(f"  features built, published and applied in {time.perf_counter() - started:.1f} s")
+    return sim, settings, tables, store
+
+
 def bench_training(
     customers: int,
     out: Path,
@@ -89,12 +124,6 @@ def bench_training(
     Returns:
         Figures per model (also printed).
     """
-    from aftersale.settings import Settings
-    from features.build.parallel import publish_features
-    from features.contract.validate import load_folder
-    from features.sources.simulator import simulate
-    from features.store.config import feature_store
-    from features.store.sync import apply_definitions
     from models import MODELS, churn, delay_risk
     from training.oracle import churn_truth, delay_truth
     from training.trainer import TrainOptions
@@ -103,24 +132,7 @@ def bench_training(
     truth_scores = {delay_risk.NAME: delay_truth, churn.NAME: churn_truth}
 
     print(f"\n## training --customers {customers:,}")
-    sim = out / f"sim-{customers}"
-    if not (sim / "_truth").is_dir():
-        started = time.perf_counter()
-        simulate(sim, customers=customers, seed=SEED)
-        print(f"  simulated in {time.perf_counter() - started:.1f} s")
-    data_dir = out / f"training-{customers}"
-    shutil.rmtree(data_dir, ignore_errors=True)
-    settings = Settings(data_dir=data_dir)
-
-    started = time.perf_counter()
-    tables, report = load_folder(sim)
-    if not report.ok:
-        raise ValueError(f"{sim} breaks the contract: {report.violations[:5]}")
-    # The production build: chunked, in worker processes at scale.
-    publish_features(sim, settings.features_dir, settings.feature_workers)
-    store = feature_store(settings)
-    apply_definitions(store)
-    print(f"  features built, published and applied in {time.perf_counter() - started:.1f} s")
+    sim, settings, tables, store = simulated_store(customers, out, "training")
 
     figures: dict[str, dict[str, float]] = {}
     header = (

@@ -20,14 +20,12 @@ Run: `python -m benchmarks uplift --customers 20000`.
 
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-SEED = 7
 # Hillstrom: the seed of the test and validation splits, the shares held out, the share
 # targeted for the uplift among the top, and the actions' single name.
 HILLSTROM_SEED = 20080301
@@ -91,12 +89,7 @@ def bench_simulated(customers: int, out: Path) -> dict[str, float]:
         Qini figures, selection ratios, negative shares, the per-action comparison and the
         training seconds (also printed).
     """
-    from aftersale.settings import Settings
-    from features.build.parallel import publish_features
-    from features.contract.validate import load_folder
-    from features.sources.simulator import simulate
-    from features.store.config import feature_store
-    from features.store.sync import apply_definitions
+    from benchmarks.training import simulated_store
     from models import MODELS
     from models import outreach_uplift as ou
     from training.oracle import uplift_qini, uplift_selections, uplift_truth
@@ -105,22 +98,7 @@ def bench_simulated(customers: int, out: Path) -> dict[str, float]:
 
     spec = MODELS[ou.NAME]
     print(f"\n## uplift --customers {customers:,}")
-    sim = out / f"sim-{customers}"
-    if not (sim / "_truth").is_dir():
-        started = time.perf_counter()
-        simulate(sim, customers=customers, seed=SEED)
-        print(f"  simulated in {time.perf_counter() - started:.1f} s")
-    data_dir = out / f"uplift-{customers}"
-    shutil.rmtree(data_dir, ignore_errors=True)
-    settings = Settings(data_dir=data_dir)
-    started = time.perf_counter()
-    tables, report = load_folder(sim)
-    if not report.ok:
-        raise ValueError(f"{sim} breaks the contract: {report.violations[:5]}")
-    publish_features(sim, settings.features_dir, settings.feature_workers)
-    store = feature_store(settings)
-    apply_definitions(store)
-    print(f"  features built, published and applied in {time.perf_counter() - started:.1f} s")
+    sim, settings, tables, store = simulated_store(customers, out, "uplift")
 
     options = TrainOptions(tables=tables)
     started = time.perf_counter()
