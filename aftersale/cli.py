@@ -406,7 +406,7 @@ def report(
     from features.contract.io import read_validated
     from features.ingest import latest_raw
     from features.report.page import REPORT_TABLES, build_report, render_report
-    from training.model_cards import model_cards, model_drivers
+    from training.model_cards import decisions, model_cards, model_drivers
 
     settings = get_settings()
     try:
@@ -419,7 +419,8 @@ def report(
         figures = build_report(tables, watermark_of(raw, happened=True))
         cards = model_cards(settings.tracking_uri)
         drivers = model_drivers(settings.tracking_uri)
-        page = render_report(figures, cards, drivers)
+        worth = decisions(settings.tracking_uri)
+        page = render_report(figures, cards, drivers, worth)
         stage.rows = sum(table.num_rows for table in tables.values())
     folder = out if out is not None else settings.data_dir / "reports"
     folder.mkdir(parents=True, exist_ok=True)

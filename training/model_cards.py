@@ -241,3 +241,60 @@ def model_drivers(
     if not frames:
         return pd.DataFrame(columns=DRIVER_COLUMNS)
     return pd.concat(frames, ignore_index=True)
+
+
+POLICIES = ("model", "popularity", "random")
+DECISION_COLUMNS = ["model", "version", "kind", "name", "value", "low", "high", "note"]
+
+
+def _decision(champion: Champion, kind: str, name: str, key: str, note: str = "") -> dict | None:
+    """One logged figure of a champion with its interval (`<key less _effect>_low`/`_high`,
+    where logged); None when the run has no such metric."""
+    metrics = champion.metrics
+    if key not in metrics:
+        return None
+    stem = key.removesuffix("_effect")
+    return {
+        "model": champion.spec.name,
+        "version": champion.version,
+        "kind": kind,
+        "name": name,
+        "value": metrics[key],
+        "low": metrics.get(f"{stem}_low"),
+        "high": metrics.get(f"{stem}_high"),
+        "note": note,
+    }
+
+
+def decisions(tracking_uri: str) -> pd.DataFrame:
+    """What the decision champions are worth, from their runs' logged test metrics.
+
+    - The offer policy's value per decision (doubly robust off-policy estimate, with its
+      95% interval) beside the popularity and random policies (`kind` "policy value").
+    - Each outreach action's observed uplift on the test window (sent less held out), with
+      the model's mean predicted uplift as a note (`kind` "outreach effect"), and each
+      second outcome's measured effect with its 90% interval (`kind` "second outcome").
+
+    Returns:
+        A frame of `DECISION_COLUMNS`; empty without such champions.
+    """
+    from features.contract.schema import OUTREACH_ACTIONS
+    from models import next_best_offer, outreach_uplift
+
+    rows = []
+    for champion in champions(tracking_uri, (next_best_offer.NAME, outreach_uplift.NAME)):
+        metrics = champion.metrics
+        if champion.spec.name == next_best_offer.NAME:
+            for policy in POLICIES:
+                rows.append(_decision(champion, "policy value", policy, f"test_policy_{policy}_dr"))
+            continue
+        for action in OUTREACH_ACTIONS:
+            predicted = metrics.get(f"test_action_{action}_predicted_uplift")
+            note = "" if predicted is None else f"predicted {predicted:+.3f}"
+            key = f"test_action_{action}_observed_uplift"
+            rows.append(_decision(champion, "outreach effect", action, key, note))
+        for outcome, (actions, _, words) in outreach_uplift.SECOND_OUTCOMES.items():
+            for action in actions:
+                key = f"second_{outcome}_{action}_effect"
+                rows.append(_decision(champion, "second outcome", f"{action}: {words}", key))
+    return pd.DataFrame([r for r in rows if r is not None], columns=DECISION_COLUMNS)

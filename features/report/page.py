@@ -32,6 +32,7 @@ from features.report.outcomes import (
 CONTACT_CENTRE = "Contact-centre measures by contact reason"
 OUTCOMES = "Customer outcomes after service"
 MODEL_CARDS = "Model cards"
+DECISIONS = "What the decisions are worth"
 HANDLER_NAMES = {"ai_agent": "AI agent", "human": "human"}
 LABELS = {
     "reason": "contact reason",
@@ -63,6 +64,10 @@ LABELS = {
     "feature": "feature",
     "description": "description",
     "mean_abs_shap": "mean |SHAP|",
+    "value": "value",
+    "low": "low",
+    "high": "high",
+    "note": "model's prediction",
 }
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 72em; color: #222; }
@@ -362,10 +367,41 @@ def _model_cards(cards: pd.DataFrame | None, drivers: pd.DataFrame | None) -> st
     return "\n".join(parts)
 
 
+def _decisions(decisions: pd.DataFrame | None) -> str:
+    if decisions is None or decisions.empty:
+        return ""
+    parts = [
+        f"<h2>{DECISIONS}</h2>",
+        '<p class="definition">From each decision champion\'s test window. Offer policy: the '
+        "value per tracking-page decision (margin less discounts), a doubly robust estimate "
+        "from the logged offers' propensities, with its 95% interval, beside the popularity "
+        "and random policies. Outreach: each action's observed uplift on the chance of an "
+        "order within 90 days (sent less held out) beside the model's mean prediction, and "
+        "the second outcomes measured the same way, with 90% intervals.</p>",
+    ]
+    titles = {
+        "policy value": "Offer policy value per decision",
+        "outreach effect": "Outreach effect by action",
+        "second outcome": "Outreach second outcomes",
+    }
+    for kind, part in decisions.groupby("kind", sort=False):
+        version = ", ".join(sorted(set(part["model"] + " v" + part["version"].astype(str))))
+        shown = part[["name", "value", "low", "high", "note"]].rename(
+            columns={"name": kind.split()[0]}
+        )
+        shown = shown.dropna(axis=1, how="all")
+        if "note" in shown and (shown["note"] == "").all():
+            shown = shown.drop(columns="note")
+        parts.append(f"<h3>{html.escape(titles[kind])} ({html.escape(version)})</h3>")
+        parts.append(_table(shown))
+    return "\n".join(parts)
+
+
 def render_report(
     report: Report,
     model_cards: pd.DataFrame | None = None,
     drivers: pd.DataFrame | None = None,
+    decisions: pd.DataFrame | None = None,
 ) -> str:
     """The report as one HTML page.
 
@@ -379,6 +415,8 @@ def render_report(
             section out, an empty frame says no champion exists.
         drivers: Features by model and version: `rank`, `description`, `feature`,
             `mean_abs_shap`, shown under the card of the same version.
+        decisions: The offer policy's value and the outreach effects
+            (`training.model_cards.decisions`); None or empty leaves the section out.
     """
     return "\n".join(
         [
@@ -391,6 +429,7 @@ def render_report(
             _contact_centre(report),
             _outcomes(report),
             _model_cards(model_cards, drivers),
+            _decisions(decisions),
             "</body></html>",
         ]
     )
