@@ -11,7 +11,7 @@ import logging
 import sys
 from pathlib import Path
 
-from benchmarks import delivery, features, foundation, serving, training, uplift
+from benchmarks import contract, delivery, features, foundation, serving, training, uplift
 
 BENCHMARKS = {
     "simulate": foundation.bench_simulate,
@@ -25,6 +25,7 @@ BENCHMARKS = {
     "uplift": uplift.bench_uplift,
     "serving": serving.bench_serving,
     "score_batch": serving.bench_score_batch,
+    "contract": contract.bench_contract,
 }
 
 

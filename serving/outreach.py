@@ -54,7 +54,7 @@ def select_actions(
 
     Raises:
         QueueUnavailableError: No queue yet (503), none for `as_of`'s day (404), or a region
-            no customer has (400).
+            no customer has (404: the request is well formed, the region is not found).
     """
     if queue is None:
         raise QueueUnavailableError(503, "no outreach queue yet: run `aftersale score` first")
@@ -69,7 +69,7 @@ def select_actions(
     known_regions = queue.meta.get("regions", [])
     if region is not None and region not in known_regions:
         raise QueueUnavailableError(
-            400, f"region: unknown region {region!r}; known: {known_regions}"
+            404, f"region: unknown region {region!r}; known: {known_regions}"
         )
     chosen = [
         a

@@ -64,7 +64,10 @@ class OutreachRequest(_Request):
     as_of: datetime | None = Field(
         None, description="Decision instant; its day must be the queue's (default: the queue's)."
     )
-    limit: int = Field(100, ge=1, le=MAX_QUEUE_LIMIT, description="Most actions returned.")
+    # Strict: lax parsing would take `true` or `2.0` for a number the document calls integer.
+    limit: int = Field(
+        100, ge=1, le=MAX_QUEUE_LIMIT, strict=True, description="Most actions returned."
+    )
     channel: Channel | None = Field(None, description="Only actions on this channel.")
     region: str | None = Field(None, min_length=1, description="Only customers of this region.")
 
@@ -73,7 +76,7 @@ class RecommendRequest(_Request):
     """The order shown on a tracking page."""
 
     order_id: str = Field(min_length=1)
-    k: int = Field(3, ge=1, le=20, description="Offers returned.")
+    k: int = Field(3, ge=1, le=20, strict=True, description="Offers returned.")
     token: str | None = Field(
         None,
         description="The shop's signed token for this order (`aftersale token ORDER_ID`); "
@@ -306,4 +309,22 @@ class ModelsResponse(BaseModel):
     unavailable: dict[str, str] = Field(
         default_factory=dict,
         description="Optional models not loaded, and why (none registered, or unloadable).",
+    )
+
+
+class ErrorDetail(BaseModel):
+    """One part of a request that failed validation, as pydantic reports it."""
+
+    type: str = Field(description="What kind of error, e.g. 'missing', 'json_invalid'.")
+    loc: list[str | int] = Field(description="Where in the body: field names and list indexes.")
+    msg: str = Field(description="The error in words.")
+
+
+class ErrorResponse(BaseModel):
+    """Every error answer of the service, whichever layer gives it: what went wrong in words
+    and, for a body that fails validation, each invalid part."""
+
+    error: str
+    detail: list[ErrorDetail] | None = Field(
+        None, description="The invalid parts of a request body (400 answers of validation)."
     )

@@ -22,6 +22,8 @@ from aftersale.settings import get_settings
 from models.served.registry import ModelUnavailableError
 from serving import schemas
 from serving.access import ApiKeyMiddleware
+from serving.apidoc import ApiDocumentMiddleware
+from serving.bodylimit import BodyLimitMiddleware
 from serving.metrics import domain_metrics
 from serving.online import StoreUnavailableError
 from serving.outreach import QueueUnavailableError, select_actions
@@ -143,6 +145,11 @@ class Aftersale:
 
 
 # Keys and scopes are checked before any route, BentoML's and the admin app's alike; the
-# public tracking page is rate-limited per client before its handler runs.
+# public tracking page is rate-limited per client before its handler runs; a body is bounded
+# before anything reads it; the API document says what all of them answer.
 Aftersale.add_asgi_middleware(ApiKeyMiddleware)
 Aftersale.add_asgi_middleware(RateLimitMiddleware)
+Aftersale.add_asgi_middleware(BodyLimitMiddleware)
+Aftersale.add_asgi_middleware(
+    ApiDocumentMiddleware, generate=lambda: Aftersale.openapi_spec.asdict()
+)
