@@ -47,7 +47,9 @@ ROUTE_SCOPES = {
 }
 # Reachable without a key: probes, the metrics scrape, the OpenAPI document and its page, and
 # the tracking page (which its own per-order token guards).
-PUBLIC = frozenset({"/livez", "/readyz", "/metrics", "/docs.json", "/", "/v1/recommend"})
+PUBLIC = frozenset(
+    {"/livez", "/readyz", "/healthz", "/metrics", "/docs.json", "/", "/v1/recommend"}
+)
 PUBLIC_PREFIXES = ("/static_content/",)
 DIGEST_PREFIX = "sha256="
 MIN_SECRET_CHARS = 16

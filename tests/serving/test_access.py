@@ -98,7 +98,7 @@ def test_routes_need_their_scope_and_unknown_ones_admin() -> None:
     assert required_scope("/v1/outreach/queue") == OUTREACH_READ
     assert required_scope("/v1/admin/reload") == ADMIN
     assert required_scope("/v1/anything/else") == ADMIN
-    for public in ("/livez", "/readyz", "/metrics", "/docs.json", "/v1/recommend"):
+    for public in ("/livez", "/readyz", "/healthz", "/metrics", "/docs.json", "/v1/recommend"):
         assert required_scope(public) is None
 
 
