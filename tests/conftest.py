@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -57,3 +62,52 @@ def service_key() -> str:
 def reader_key() -> str:
     """An API key with the `score:read` scope only."""
     return "aftersale-tests-reader-0123456789abcdef"
+
+
+@contextlib.contextmanager
+def _served(env: dict[str, str], log_path: Path, ready_s: float = 240):
+    """`bentoml serve serving.service:Aftersale` in its own process on a free loopback port,
+    with `env` and a BentoML home of its own (its workers' metrics live there, so another
+    server on the machine cannot reset them); yields its URL once `/readyz` answers 200 and
+    stops it on exit."""
+    import httpx
+
+    root = Path(__file__).resolve().parents[1]
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    home = log_path.parent / "bentoml-home"
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(
+            [
+                *[sys.executable, "-m", "bentoml", "serve", "serving.service:Aftersale"],
+                *["--host", "127.0.0.1", "--port", str(port), "--working-dir", str(root)],
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**env, "BENTOML_HOME": str(home)},
+        )
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + ready_s
+        try:
+            while time.monotonic() < deadline:
+                if process.poll() is not None:
+                    pytest.fail(f"bentoml serve exited: {log_path.read_text()}")
+                try:
+                    if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                time.sleep(1)
+            else:
+                pytest.fail("bentoml serve was not ready in time")
+            yield url
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def serve_service():
+    """Run the service in its own process: `with serve_service(env, log_path) as url: …`."""
+    return _served

@@ -11,11 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import httpx
 import pandas as pd
@@ -24,15 +20,8 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[2]
 TOKEN_SECRET = "tracking-token-secret-for-tests-0123456789"
 EXAMPLES_PER_ROUTE = 25
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -64,39 +53,11 @@ def served_env(tmp_path_factory, prefect_harness, sim_dir, service_key) -> dict[
 
 
 @pytest.fixture(scope="module")
-def server(served_env, tmp_path_factory):
+def server(served_env, tmp_path_factory, serve_service):
     """`bentoml serve` in its own process, on a free loopback port."""
     log_path = tmp_path_factory.mktemp("bentoml") / "serve.log"
-    port = _free_port()
-    log = open(log_path, "w")  # noqa: SIM115 (closed below)
-    process = subprocess.Popen(
-        [
-            *[sys.executable, "-m", "bentoml", "serve", "serving.service:Aftersale"],
-            *["--host", "127.0.0.1", "--port", str(port), "--working-dir", str(ROOT)],
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=served_env,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 240
-    try:
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                pytest.fail(f"bentoml serve exited: {log_path.read_text()}")
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(1)
-        else:
-            pytest.fail("bentoml serve was not ready in time")
+    with serve_service(served_env, log_path) as url:
         yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-        log.close()
 
 
 def test_every_route_keeps_its_documented_contract(server, service_key) -> None:

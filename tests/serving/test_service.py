@@ -6,9 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -20,7 +17,6 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[2]
 TOKEN_SECRET = "tracking-token-secret-for-tests-0123456789"
 # The served process's tracking-page limit per client (`server`).
 SERVED_RATE_LIMIT = 30
@@ -434,52 +430,14 @@ def _digest(folder: Path) -> dict[str, str]:
     }
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def server(served_data, tmp_path_factory):
-    """`bentoml serve` in its own process, on a free loopback port."""
+def server(served_data, tmp_path_factory, serve_service):
+    """`bentoml serve` in its own process, on a free loopback port, with a small
+    tracking-page limit (`test_the_tracking_page_is_rate_limited_per_client_over_real_http`)."""
     log_path = tmp_path_factory.mktemp("bentoml") / "serve.log"
-    port = _free_port()
-    log = open(log_path, "w")  # noqa: SIM115 (closed below)
-    process = subprocess.Popen(
-        [
-            *[sys.executable, "-m", "bentoml", "serve", "serving.service:Aftersale"],
-            *["--host", "127.0.0.1", "--port", str(port), "--working-dir", str(ROOT)],
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env={
-            **os.environ,
-            "AFTERSALE_TRACKING_RATE_LIMIT": f"{SERVED_RATE_LIMIT}/minute",
-            # BentoML keeps its workers' metrics under its home folder: a home of its own, so
-            # another server on the machine cannot reset the counts this module reads.
-            "BENTOML_HOME": str(tmp_path_factory.mktemp("bentoml-home")),
-        },
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 240
-    try:
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                pytest.fail(f"bentoml serve exited: {log_path.read_text()}")
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(1)
-        else:
-            pytest.fail("bentoml serve was not ready in time")
+    env = {**os.environ, "AFTERSALE_TRACKING_RATE_LIMIT": f"{SERVED_RATE_LIMIT}/minute"}
+    with serve_service(env, log_path) as url:
         yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-        log.close()
 
 
 def test_over_real_http(server, served_data, ids, service_key) -> None:
