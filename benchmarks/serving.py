@@ -46,7 +46,8 @@ def _free_port() -> int:
 def _served_data(out: Path) -> Path:
     """A data folder with champions, online features and a queue (built once)."""
     folder = out / "serving" / "data"
-    built = folder / ".built"
+    # The marker names what was trained: a folder built before the uplift model is rebuilt.
+    built = folder / ".built-with-uplift"
     if built.exists():
         return folder
     shutil.rmtree(folder, ignore_errors=True)
@@ -55,6 +56,7 @@ def _served_data(out: Path) -> Path:
         ["ingest", "--customers", str(SERVE_CUSTOMERS)],
         ["features", "build"],
         ["train", "-m", "delay_risk", "-m", "churn", "-m", "next_best_offer"],
+        ["train", "-m", "outreach_uplift"],
         ["score", "--top", "0"],
     ]
     for step in steps:
@@ -197,7 +199,7 @@ def bench_score_batch(customers: int, out: Path) -> None:
     history = inputs["history"].iloc[0:0]
     print(
         f"  {len(people):,} customers, {len(shipments):,} open shipments, "
-        f"{len(invoices):,} overdue invoices"
+        f"{len(invoices):,} overdue invoices; models: {', '.join(sorted(models))}"
     )
 
     from features.build.derived import add_time_features

@@ -195,10 +195,11 @@ def predict_uplift(
             "ts": as_of,
         }
     )
-    context = outreach_context(events, tables) if tables is not None else None
+    # Without raw tables nothing is known of what an action is about: its features are
+    # missing, as for a source that lacks the tables they come from.
+    context = outreach_context(events, tables if tables is not None else {})
     inputs = inputs.assign(action=events["action"].to_numpy())
-    if context is not None:
-        inputs = pd.concat([inputs.drop(columns=context.columns, errors="ignore"), context], axis=1)
+    inputs = pd.concat([inputs.drop(columns=context.columns, errors="ignore"), context], axis=1)
     uplift = np.where(known, model.predict(inputs), np.nan)
     low, high = model.interval(uplift)
     return inputs, pd.DataFrame(

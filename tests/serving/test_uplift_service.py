@@ -228,3 +228,28 @@ def test_the_outreach_log_is_a_valid_contract_table(uplift_data, tmp_path) -> No
     tables, report = load_folder(target)
     assert report.ok, [str(v) for v in report.violations][:5]
     assert tables["outreach"].num_rows == len(earlier) + len(log)
+
+
+def test_without_raw_tables_the_queue_ranks_with_the_context_missing(uplift_data) -> None:
+    """Batch scoring given no raw tables (no proactive moments, nothing known of what an
+    action is about) still ranks by the uplift model, its context features missing."""
+    from aftersale.settings import get_settings
+    from flows.score_batch import load_inputs, load_models, rules_of
+    from serving.batch import score_batch
+
+    settings = get_settings()
+    inputs = load_inputs.fn(settings, None)
+    models = load_models.fn(settings)
+    assert "outreach_uplift" in models
+    result = score_batch(
+        models,
+        inputs["customers"],
+        inputs["shipments"],
+        inputs["invoices"],
+        inputs["history"],
+        inputs["as_of"],
+        rules_of(settings),
+    )
+    assert len(result.queue) > 0
+    assert (result.queue["uplift"] > 0).all()
+    assert result.effects is not None
