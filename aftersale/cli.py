@@ -10,7 +10,7 @@ import sys
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
@@ -74,6 +74,12 @@ def main(
 # The opening line of a job that runs flows: importing the libraries and starting Prefect's
 # temporary API take seconds before the first stage.
 STARTING = "start (libraries, Prefect)"
+
+
+def fail(message: object, code: int = 2) -> NoReturn:
+    """End the command with a named error on standard error, never a traceback."""
+    err_console.print(f"[red]error[/red] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
 
 
 def stages(opening: str | None = None):
@@ -296,8 +302,7 @@ def serve(
     try:
         keys = load_keys(settings)
     except KeyConfigError as error:
-        err_console.print(f"[red]error[/red] {error}", highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
+        fail(error)
     if not keys:
         err_console.print(
             "warning: no API keys configured (AFTERSALE_API_KEYS, AFTERSALE_API_KEYS_FILE or "
@@ -357,16 +362,12 @@ def token(
     try:
         keys = load_secrets(settings)
     except TokenConfigError as error:
-        err_console.print(f"[red]error[/red] {error}", highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
+        fail(error)
     if not keys:
-        err_console.print(
-            "[red]error[/red] no tracking-token secret: set AFTERSALE_TOKEN_SECRET or write one "
-            f"to {token_secrets_file(settings)} (`make demo` creates one)",
-            highlight=False,
-            soft_wrap=True,
+        fail(
+            "no tracking-token secret: set AFTERSALE_TOKEN_SECRET or write one "
+            f"to {token_secrets_file(settings)} (`make demo` creates one)"
         )
-        raise typer.Exit(2)
     typer.echo(mint(order_id, keys[0], ttl))
 
 
@@ -412,8 +413,7 @@ def report(
     try:
         raw = latest_raw(settings.raw_root)
     except FileNotFoundError as error:
-        err_console.print(f"[red]error[/red] {error}", highlight=False, soft_wrap=True)
-        raise typer.Exit(code=1) from None
+        fail(error, code=1)
     with stages(), report_stage("report") as stage:
         tables = read_validated(raw, tables=list(REPORT_TABLES))
         figures = build_report(tables, watermark_of(raw, happened=True))

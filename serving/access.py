@@ -127,8 +127,7 @@ def add_key(path: Path, name: str, scopes: Iterable[str]) -> str:
     """Create a key: write its entry (the digest only) to the secrets file, replacing an
     earlier key of the same name, and return the secret, which is stored nowhere else.
 
-    The file is written whole to a temporary file beside it, readable by its owner only,
-    then moved over the old one: a reader sees the old keys or the new, never half a file.
+    The file is written as `write_private` writes: a reader sees the old keys or the new.
 
     Raises:
         KeyConfigError: The name is empty or holds ':' or ',', or a scope is unknown.
@@ -145,13 +144,19 @@ def add_key(path: Path, name: str, scopes: Iterable[str]) -> str:
         for line in path.read_text().splitlines():
             if line.split("#", 1)[0].strip().split(":", 1)[0] != name:
                 kept.append(line)
+    write_private(path, "\n".join([*kept, entry(name, scopes, secret)]) + "\n")
+    return secret
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write a secrets file readable by its owner only: whole, to a temporary file beside
+    it, then moved over the old one, so a reader sees the old text or the new."""
     path.parent.mkdir(parents=True, exist_ok=True)
     scratch = path.with_name(f".{path.name}.tmp")
     scratch.touch(mode=0o600)
     scratch.chmod(0o600)
-    scratch.write_text("\n".join([*kept, entry(name, scopes, secret)]) + "\n")
+    scratch.write_text(text)
     scratch.replace(path)
-    return secret
 
 
 def default_keys_file(settings: Settings) -> Path:

@@ -208,6 +208,7 @@ class Runtime:
         contact = driving_contact_reason(
             scored.contrib, scored.model.features, pd.DataFrame(scored.records)
         )
+        best = self._best_actions()
         for k, i in enumerate(scored.known):
             p = float(scored.probability[k])
             results[i] = schemas.ChurnScore(
@@ -219,7 +220,7 @@ class Runtime:
                 band=band(p),
                 contact_reason=contact[k],
                 reasons=[_reason(r) for r in scored.reasons[k]],
-                **self._best_action(ids[i]),
+                **_best_action(best, ids[i]),
             )
         _report(CHURN_MODEL, results)
         return schemas.ChurnResponse(
@@ -280,20 +281,11 @@ class Runtime:
             model=scored.model.ref(), as_of=as_of.to_pydatetime(), results=results
         )
 
-    def _best_action(self, customer_id: str) -> dict[str, object]:
-        """The customer's action of highest predicted uplift in the latest batch."""
+    def _best_actions(self) -> dict[str, dict]:
+        """Customer id → its action of highest predicted uplift in the latest batch (empty
+        without one): read once per request, so one answer reads one batch."""
         loaded = self.effects.get() if self.effects is not None else None
-        if loaded is None:
-            return {}
-        found = _effects_index(loaded).get(customer_id)
-        if found is None:
-            return {}
-        return {
-            "best_action": found["action"],
-            "best_action_uplift": found["uplift"],
-            "best_action_uplift_low": found["uplift_low"],
-            "best_action_uplift_high": found["uplift_high"],
-        }
+        return {} if loaded is None else _effects_index(loaded)
 
     def recommend(self, order_id: str, k: int) -> schemas.RecommendResponse:
         """Top-k tracking-page offers for an order.
@@ -350,6 +342,19 @@ def _effects_index(loaded) -> dict[str, dict]:
         _effects_by_stamp.clear()
         _effects_by_stamp[loaded.stamp] = found
     return found
+
+
+def _best_action(best: dict[str, dict], customer_id: str) -> dict[str, object]:
+    """The answer's best-action fields for the customer (none without one)."""
+    found = best.get(customer_id)
+    if found is None:
+        return {}
+    return {
+        "best_action": found["action"],
+        "best_action_uplift": found["uplift"],
+        "best_action_uplift_low": found["uplift_low"],
+        "best_action_uplift_high": found["uplift_high"],
+    }
 
 
 def _why(error: Exception) -> str:

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from aftersale.settings import Settings
+from serving.access import write_private
 
 VERSION = "v1"
 DEFAULT_TTL_S = 24 * 3_600
@@ -70,12 +71,7 @@ def ensure_secret(settings: Settings) -> Path | None:
     if load_secrets(settings):
         return None
     path = token_secrets_file(settings)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    scratch = path.with_name(f".{path.name}.tmp")
-    scratch.touch(mode=0o600)
-    scratch.chmod(0o600)
-    scratch.write_text(secrets.token_urlsafe(48) + "\n")
-    scratch.replace(path)
+    write_private(path, secrets.token_urlsafe(48) + "\n")
     return path
 
 

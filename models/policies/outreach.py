@@ -228,10 +228,9 @@ def contacted(history: pd.DataFrame, outreach_log: pd.DataFrame | None) -> pd.Da
     logged = pd.DataFrame(
         {
             "customer_id": sent["customer_id"].to_numpy(dtype=object),
-            "queued_ts": pd.to_datetime(sent["ts"], utc=True).to_numpy(),
+            "queued_ts": pd.to_datetime(sent["ts"], utc=True).reset_index(drop=True),
         }
     )
-    logged["queued_ts"] = pd.to_datetime(logged["queued_ts"], utc=True)
     frames = [f for f in (own, logged) if len(f)]
     if not frames:
         return own.reset_index(drop=True)
