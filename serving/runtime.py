@@ -149,19 +149,13 @@ class Runtime:
         as_of = self.now()
         rows = self._rows(DELAY_MODEL, ids, as_of)
         results = [schemas.DelayScore(shipment_id=i, status="unknown_id") for i in ids]
-        present = [k for k, row in enumerate(rows) if row is not None]
-        states = parcel_states(
-            pd.DataFrame([rows[k] for k in present], columns=PARCEL_STATE_COLUMNS),
-            as_of.timestamp(),
-            self.settings.lost_after_days,
-        )
         moving: list[dict | None] = [None] * len(ids)
-        for k, state in zip(present, states, strict=True):
+        for k, state in enumerate(self._parcel_states(rows, as_of)):
             if state == DELIVERED:
                 results[k] = delivered_answer(ids[k], rows[k])
             elif state == LIKELY_LOST:
                 results[k] = lost_answer(ids[k], rows[k], as_of)
-            else:
+            elif state is not None:
                 moving[k] = rows[k]
         scored = self._score(DELAY_MODEL, moving, as_of)
         windows = self._windows(scored.records, as_of)
@@ -181,6 +175,20 @@ class Runtime:
         return schemas.DelayResponse(
             model=scored.model.ref(), as_of=as_of.to_pydatetime(), results=results
         )
+
+    def _parcel_states(self, rows: list[dict | None], as_of: pd.Timestamp) -> list[str | None]:
+        """Each shipment row's state at the decision instant (`parcel_states`: in transit,
+        delivered or likely lost); None for an unknown id."""
+        present = [k for k, row in enumerate(rows) if row is not None]
+        states = parcel_states(
+            pd.DataFrame([rows[k] for k in present], columns=PARCEL_STATE_COLUMNS),
+            as_of.timestamp(),
+            self.settings.lost_after_days,
+        )
+        out: list[str | None] = [None] * len(rows)
+        for k, state in zip(present, states, strict=True):
+            out[k] = str(state)
+        return out
 
     def _windows(
         self, records: list[dict], as_of: pd.Timestamp
@@ -236,13 +244,7 @@ class Runtime:
         rows = self._rows(model, ids, as_of)
         statuses = ["unknown_id" if row is None else "ok" for row in rows]
         if model == DELAY_MODEL:
-            present = [k for k, row in enumerate(rows) if row is not None]
-            states = parcel_states(
-                pd.DataFrame([rows[k] for k in present], columns=PARCEL_STATE_COLUMNS),
-                as_of.timestamp(),
-                self.settings.lost_after_days,
-            )
-            for k, state in zip(present, states, strict=True):
+            for k, state in enumerate(self._parcel_states(rows, as_of)):
                 if state in (DELIVERED, LIKELY_LOST):
                     statuses[k] = state
         scoring = [
