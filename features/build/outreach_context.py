@@ -29,10 +29,10 @@ DAY_S = 86_400.0
 # Feature → description (the reason codes' words).
 CONTEXT_FEATURES = {
     "subject_order_amount": "Amount of the order the action is about",
-    "subject_order_age_days": "Days since the order the action is about",
+    "subject_order_age_days": "Time since the order the action is about",
     "subject_first_order": "The order the action is about is the customer's first",
     "subject_delivered": "Its parcel was delivered",
-    "subject_hours_past_promise": "Hours its parcel is (or was) past the promised delivery",
+    "subject_hours_past_promise": "How long its parcel is (or was) past the promised delivery",
     "subject_exception_scans": "Exception scans of its parcel",
     "subject_contacts": "Contacts about the order",
     "subject_unresolved_contacts": "Contacts about the order not resolved at first contact",
