@@ -259,8 +259,13 @@ def train(
             raise typer.Exit(code=2)
         if data is None:
             from flows.train import train as train_flow
+            from models.spec import SplitError
 
-            summaries = train_flow(models=model or None, test_fraction=test_fraction)
+            try:
+                summaries = train_flow(models=model or None, test_fraction=test_fraction)
+            except SplitError as exc:
+                err_console.print(f"[red]rejected[/red] {exc}", highlight=False, soft_wrap=True)
+                raise typer.Exit(code=1) from None
         else:
             from flows.train_dataset import DatasetError, train_dataset
 
@@ -513,12 +518,18 @@ def demo(
     settings = get_settings()
     n = customers or settings.customers
     console.print(f"Running the pipeline on {n:,} simulated customers (seed {settings.seed}) …")
-    with stages(STARTING):
-        from flows.pipeline import pipeline
-        from flows.score_batch import score_batch
+    from models.spec import SplitError
 
-        outputs = pipeline(source="simulator", customers=n, seed=settings.seed)
-        queue = score_batch()
+    try:
+        with stages(STARTING):
+            from flows.pipeline import pipeline
+            from flows.score_batch import score_batch
+
+            outputs = pipeline(source="simulator", customers=n, seed=settings.seed)
+            queue = score_batch()
+    except SplitError as exc:
+        err_console.print(f"[red]--customers[/red]: {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(code=1) from None
     from features.contract.io import read_validated
     from features.summary import summarize
 

@@ -144,16 +144,18 @@ class Stage:
         name: What the stage does ("ingest", "train churn").
         rows: How many rows it handled, where known.
         unit: What `rows` counts.
+        note: What is shown instead where no rows are counted ("skipped: …").
     """
 
     name: str
     rows: int | None = None
     unit: str = "rows"
+    note: str = ""
 
     @property
     def count(self) -> str:
-        """The rows with their unit, or nothing when unknown."""
-        return "" if self.rows is None else f"{self.rows:,} {self.unit}"
+        """The rows with their unit, else the note (nothing when neither is known)."""
+        return self.note if self.rows is None else f"{self.rows:,} {self.unit}"
 
 
 class StatusColumn(SpinnerColumn):

@@ -7,6 +7,8 @@ whether it serves.
 
 from __future__ import annotations
 
+import logging
+
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
@@ -14,9 +16,12 @@ from aftersale.console import report_stage
 from aftersale.settings import get_settings
 from features.ingest import latest_raw
 from features.store.config import feature_store
+from models.spec import SplitError
 from training.data import load_raw_tables
 from training.report import ModelSummary, summarize
 from training.trainer import TrainOptions
+
+log = logging.getLogger(__name__)
 
 
 @task(cache_policy=NO_CACHE)
@@ -52,8 +57,10 @@ def train(
 
     Raises:
         ValueError: A name is not a known model.
+        SplitError: The data cannot train a model named in `models`, or a required one
+            (`models.REQUIRED_MODELS`); without `models`, optional ones are skipped.
     """
-    from models import MODELS
+    from models import MODELS, REQUIRED_MODELS
 
     names = list(models or MODELS)
     unknown = [n for n in names if n not in MODELS]
@@ -62,7 +69,16 @@ def train(
     summaries = []
     for name in names:
         with report_stage(f"train {name}") as stage:
-            summary = train_model(name, tracking_uri, test_fraction)
+            try:
+                summary = train_model(name, tracking_uri, test_fraction)
+            except SplitError as exc:
+                # Training everything, an optional model the data cannot train (too little
+                # logged outreach, say) is left out: the service serves without it.
+                if models is not None or name in REQUIRED_MODELS:
+                    raise
+                log.warning("%s not trained: %s", name, exc)
+                stage.note = "skipped: too little data"
+                continue
             stage.rows, stage.unit = summary.test_rows, "test rows"
         summaries.append(summary)
     return summaries

@@ -18,3 +18,5 @@ MODELS: dict[str, ModelSpec] = {
         outreach_uplift.SPEC,
     )
 }
+# The service cannot start without their champions; the others are optional.
+REQUIRED_MODELS = (delay_risk.SPEC.name, churn.SPEC.name)

@@ -3,7 +3,8 @@
 Features are the latest offline rows at or before `as_of` (the same tables the online store
 is materialised from), scored by the registry's champions with plain LightGBM prediction.
 SHAP contributions, the costly part, are computed only for the actions the queue selects:
-the reasons explain what is acted on, not everything.
+the reasons explain what is acted on, not everything. The queue is an export: its words name
+a personal feature (`features.personal.PERSONAL_FEATURES`) without its value.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import pyarrow as pa
 
 from features.build.derived import add_time_features
 from features.build.outreach_context import outreach_context
+from features.personal import PERSONAL_FEATURES
 from models import delivery_estimate
 from models import outreach_uplift as uplift_spec
 from models.delay_risk import LIKELY_LOST, parcel_states
@@ -212,7 +214,9 @@ def _explain(model: ServedModel, values: pd.DataFrame, rows: np.ndarray):
     chosen = values.iloc[rows]
     x = model.matrix(chosen)
     contrib = model.contributions(x)
-    return contrib, model.reasons_frame(contrib, chosen, k=REASONS_PER_ACTION)
+    return contrib, model.reasons_frame(
+        contrib, chosen, k=REASONS_PER_ACTION, withheld=PERSONAL_FEATURES
+    )
 
 
 def _words(reasons) -> str:
@@ -315,7 +319,7 @@ def _effect_words(model, inputs: pd.DataFrame, queue: pd.DataFrame) -> list[str]
     """Each queued action's predicted effect, interval and its top reasons (SHAP of the
     uplift model), before the reasons of the risk behind it."""
     chosen = inputs.iloc[queue.index.to_numpy()]
-    reasons = model.reasons(chosen, k=REASONS_PER_ACTION)
+    reasons = model.reasons(chosen, k=REASONS_PER_ACTION, withheld=PERSONAL_FEATURES)
     out = []
     for (_, row), why in zip(queue.iterrows(), reasons, strict=True):
         head = f"Uplift {100 * row['uplift']:+.1f} pp on the chance of another order"

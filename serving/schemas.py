@@ -236,9 +236,11 @@ class OutreachAction(BaseModel):
     channel: Channel
     language: str
     region: str
-    send_window_start: str = Field(description="Customer's local time, ISO 8601 with offset.")
+    send_window_start: str = Field(
+        description="Customer's local time, ISO 8601 with its offset (the zone's name is "
+        "personal data and not exported)."
+    )
     send_window_end: str
-    timezone: str
     priority: float = Field(
         description="Expected value saved less the action's cost: predicted uplift × the "
         "customer's value − cost (before an uplift model is trained: risk × value × the "

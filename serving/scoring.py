@@ -10,7 +10,7 @@ its one-row form `derive_record` per request.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 
@@ -103,10 +103,14 @@ class ServedModel:
             top_reasons(c, r, features, words, k) for c, r in zip(contrib, records, strict=True)
         ]
 
-    def reasons_frame(self, contrib: np.ndarray, values: pd.DataFrame, k: int = 3) -> list:
-        """The same reasons for rows of a frame (`models.served.reasons.reason_codes`)."""
+    def reasons_frame(
+        self, contrib: np.ndarray, values: pd.DataFrame, k: int = 3, withheld: Collection[str] = ()
+    ) -> list:
+        """The same reasons for rows of a frame (`models.served.reasons.reason_codes`;
+        `withheld` features are named without their value)."""
         frame = pd.DataFrame(contrib, columns=[*self.features, "bias"], index=values.index)
-        return reason_codes(frame, values.reindex(columns=list(self.features)), self.model.words, k)
+        values = values.reindex(columns=list(self.features))
+        return reason_codes(frame, values, self.model.words, k, withheld=withheld)
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from starlette.responses import JSONResponse
 
 from aftersale.settings import get_settings
 from models.served.registry import ModelUnavailableError
-from serving import schemas
+from serving import redact, schemas
 from serving.access import ApiKeyMiddleware
 from serving.apidoc import ApiDocumentMiddleware
 from serving.bodylimit import BodyLimitMiddleware
@@ -46,6 +46,7 @@ class Aftersale:
     """Scores, reasons and outreach actions for schedulers, tracking pages and the CRM."""
 
     def __init__(self) -> None:
+        redact.install()
         self.settings = get_settings()
         self.runtime = Runtime.start(self.settings)
         self.token_keys = load_secrets(self.settings)

@@ -134,8 +134,20 @@ def _read_csv(path: Path, schema: TableSchema) -> tuple[pa.Table | None, Violati
         message = str(exc).strip().splitlines()[0]
         if "UTF8" in message:
             return None, _not_utf8(path, schema)
-        return None, Violation(schema.name, None, f"cannot parse {path.name}: {message}")
+        return None, Violation(schema.name, None, f"cannot parse {path.name}: {_row_free(path)}")
     return table.rename_columns([c.strip() for c in table.column_names]), None
+
+
+def _row_free(path: Path) -> str:
+    """What is wrong with a CSV file that does not parse, without quoting its rows: Arrow's
+    message repeats the offending row, and rows hold personal values."""
+    with path.open(newline="", encoding="utf-8", errors="replace") as fh:
+        rows = csv.reader(fh)
+        width = len(next(rows, []))
+        for row in rows:
+            if row and len(row) != width:
+                return f"line {rows.line_num} has {len(row)} fields where the header has {width}"
+    return "its rows do not split into the header's columns"
 
 
 def _not_utf8(path: Path, schema: TableSchema) -> Violation:
@@ -151,6 +163,8 @@ def _coerce(
 ) -> tuple[pa.ChunkedArray | None, list[Violation]]:
     """Cast one column to its contract type; unparseable values become violations."""
     target = column.arrow_type
+    # A personal column's values stay out of messages, which end up in logs.
+    shown = None if column.personal else values
     if values.type == target:
         return values, []
     kind = column.kind
@@ -178,7 +192,7 @@ def _coerce(
             lowered = pc.utf8_lower(pc.utf8_trim_whitespace(values))
             bad = pc.invert(pc.is_in(lowered, pa.array(_TRUE + _FALSE)))
             problem = violation(
-                table_name, naming, key, column.name, "are not true/false", bad, values
+                table_name, naming, key, column.name, "are not true/false", bad, shown
             )
             if problem:
                 return None, [problem]
@@ -189,34 +203,32 @@ def _coerce(
         if is_text:
             bad = pc.invert(pc.match_substring_regex(values, _INT_RE))
             problem = violation(
-                table_name, naming, key, column.name, "are not whole numbers", bad, values
+                table_name, naming, key, column.name, "are not whole numbers", bad, shown
             )
             if problem:
                 return None, [problem]
             # Through float first: digits beyond 64 bits are named, not a failed cast.
             bad = pc.greater_equal(pc.abs(pc.cast(values, pa.float64())), 2.0**63)
-            problem = violation(table_name, naming, key, column.name, _OUT_OF_RANGE, bad, values)
+            problem = violation(table_name, naming, key, column.name, _OUT_OF_RANGE, bad, shown)
             if problem:
                 return None, [problem]
             return pc.cast(pc.utf8_trim_whitespace(values), pa.int64()), []
         if pa.types.is_integer(values.type):
             if values.type == pa.uint64():
                 bad = pc.greater(values, pa.scalar(_INT64_MAX, pa.uint64()))
-                problem = violation(
-                    table_name, naming, key, column.name, _OUT_OF_RANGE, bad, values
-                )
+                problem = violation(table_name, naming, key, column.name, _OUT_OF_RANGE, bad, shown)
                 if problem:
                     return None, [problem]
             return values.cast(pa.int64()), []
         if pa.types.is_floating(values.type):
             bad = pc.not_equal(pc.floor(values), values)
             problem = violation(
-                table_name, naming, key, column.name, "are not whole numbers", bad, values
+                table_name, naming, key, column.name, "are not whole numbers", bad, shown
             )
             if problem:
                 return None, [problem]
             bad = pc.greater_equal(pc.abs(values), 2.0**63)
-            problem = violation(table_name, naming, key, column.name, _OUT_OF_RANGE, bad, values)
+            problem = violation(table_name, naming, key, column.name, _OUT_OF_RANGE, bad, shown)
             if problem:
                 return None, [problem]
             return values.cast(pa.int64(), safe=False), []
@@ -227,9 +239,7 @@ def _coerce(
             parsed = pd.to_numeric(values.to_pandas(), errors="coerce")
             numbers = pa.chunked_array([pa.array(parsed.to_numpy(), type=pa.float64())])
             bad = pc.and_(pc.is_valid(values), pc.is_nan(numbers))
-            problem = violation(
-                table_name, naming, key, column.name, "are not numbers", bad, values
-            )
+            problem = violation(table_name, naming, key, column.name, "are not numbers", bad, shown)
             if problem:
                 return None, [problem]
             return pc.if_else(pc.is_nan(numbers), pa.scalar(None, pa.float64()), numbers), []
@@ -290,7 +300,7 @@ def _parse_timestamps(
         column.name,
         "have unparseable timestamps",
         pa.array(bad_np),
-        values,
+        None if column.personal else values,
     )
     if problem:
         return None, [problem]
@@ -302,7 +312,8 @@ def _parse_timestamps(
         naive = pc.invert(aware)
         minority, label = (naive, "naive") if n_aware * 2 >= n_valid else (aware, "aware")
         rule = f"are timezone-{label} while the rest of the column is not"
-        problem = violation(table_name, naming, key, column.name, rule, minority, values)
+        shown = None if column.personal else values
+        problem = violation(table_name, naming, key, column.name, rule, minority, shown)
         return None, [problem] if problem else []
     typed = pa.array(parsed.dt.as_unit("us"), type=column.arrow_type)
     return pa.chunked_array([typed]), []

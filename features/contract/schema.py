@@ -97,6 +97,9 @@ class Column:
         max: Largest allowed value (inclusive), for numbers.
         pattern: Regular expression every non-null string must match.
         timezone: The values must be IANA time-zone names.
+        personal: The values describe a person beyond their pseudonymous key (where they
+            live, how they speak and may be reached, what they told us). Keys may appear in
+            logs and exports; personal values never do (`PERSONAL_COLUMNS`).
         description: What the column means.
     """
 
@@ -108,6 +111,7 @@ class Column:
     max: float | None = None
     pattern: str | None = None
     timezone: bool = False
+    personal: bool = False
     description: str = ""
 
     @property
@@ -219,14 +223,33 @@ CUSTOMERS = TableSchema(
     columns=(
         _s("customer_id", description="Customer key."),
         _ts("signup_ts", description="When the account was created."),
-        _s("region", description="Home region; the destination of the customer's parcels."),
-        _s("timezone", timezone=True, description="IANA time zone, for quiet hours."),
-        _s("language", pattern=r"^[a-z]{2}$", description="ISO 639-1 language code."),
-        _s("preferred_channel", allowed=OUTREACH_CHANNELS, description="Preferred outreach."),
-        _b("consent_email", description="May be contacted by email."),
-        _b("consent_sms", description="May be contacted by SMS."),
-        _b("consent_voice", description="May be called."),
-        _b("consent_marketing", description="May receive offers."),
+        _s(
+            "region",
+            personal=True,
+            description="Home region; the destination of the customer's parcels.",
+        ),
+        _s(
+            "timezone",
+            timezone=True,
+            personal=True,
+            description="IANA time zone, for quiet hours.",
+        ),
+        _s(
+            "language",
+            pattern=r"^[a-z]{2}$",
+            personal=True,
+            description="ISO 639-1 language code.",
+        ),
+        _s(
+            "preferred_channel",
+            allowed=OUTREACH_CHANNELS,
+            personal=True,
+            description="Preferred outreach.",
+        ),
+        _b("consent_email", personal=True, description="May be contacted by email."),
+        _b("consent_sms", personal=True, description="May be contacted by SMS."),
+        _b("consent_voice", personal=True, description="May be called."),
+        _b("consent_marketing", personal=True, description="May receive offers."),
     ),
 )
 
@@ -290,7 +313,7 @@ SHIPMENTS = TableSchema(
         _s("carrier", description="Carrier name."),
         _s("service_level", allowed=SERVICE_LEVELS, description="Booked service level."),
         _s("origin_region", description="Warehouse region."),
-        _s("destination_region", description="Delivery region."),
+        _s("destination_region", personal=True, description="Delivery region."),
         _f("distance_km", min=0.0, description="Route distance."),
         _ts("shipped_ts", description="Handed to the carrier (dispatch)."),
         _ts("promised_ts", description="Delivery promised to the customer."),
@@ -347,16 +370,42 @@ CONTACTS = TableSchema(
         _s("order_id", nullable=True, description="The order concerned, if any."),
         _ts("ts", description="When the contact started."),
         _s("channel", allowed=CONTACT_CHANNELS, description="Voice, chat or email."),
-        _s("language", pattern=r"^[a-z]{2}$", description="Language of the contact."),
+        _s(
+            "language",
+            pattern=r"^[a-z]{2}$",
+            personal=True,
+            description="Language of the contact.",
+        ),
         _s("reason", allowed=CONTACT_REASONS, description="Why the customer got in touch."),
         _s("handled_by", allowed=HANDLERS, description="AI agent or human."),
         _f("wait_s", min=0.0, description="Seconds waiting before handling."),
         _f("handle_s", min=0.0, description="Seconds of handling."),
         _i("transfers", min=0, description="Times the contact was transferred."),
         _b("resolved_first_contact", description="Resolved without a repeat contact."),
-        _i("csat", nullable=True, min=1, max=5, description="Satisfaction survey, 1-5."),
-        _i("ces", nullable=True, min=1, max=7, description="Customer effort score, 1-7."),
-        _i("nps", nullable=True, min=0, max=10, description="Likelihood to recommend, 0-10."),
+        _i(
+            "csat",
+            nullable=True,
+            min=1,
+            max=5,
+            personal=True,
+            description="Satisfaction survey, 1-5.",
+        ),
+        _i(
+            "ces",
+            nullable=True,
+            min=1,
+            max=7,
+            personal=True,
+            description="Customer effort score, 1-7.",
+        ),
+        _i(
+            "nps",
+            nullable=True,
+            min=0,
+            max=10,
+            personal=True,
+            description="Likelihood to recommend, 0-10.",
+        ),
     ),
 )
 
@@ -459,3 +508,9 @@ CONTRACT: dict[str, TableSchema] = {
     )
 }
 """All tables, in dependency order (a table only references tables before it)."""
+
+PERSONAL_COLUMNS: frozenset[str] = frozenset(
+    c.name for t in CONTRACT.values() for c in t.columns if c.personal
+)
+"""Names of the personal columns (`Column.personal`): features of the same name carry the
+same values, so logs, messages and the outreach export show them by name only."""

@@ -59,6 +59,8 @@ def check_columns(schema: TableSchema, table: pa.Table) -> list[Violation]:
             continue
         values = table.column(column.name)
         name = column.name
+        # A personal column's values stay out of messages, which end up in logs.
+        shown = None if column.personal else values
         if not column.nullable and values.null_count:
             found.append(
                 violation(schema.name, table, key, name, "are missing a value", pc.is_null(values))
@@ -67,16 +69,16 @@ def check_columns(schema: TableSchema, table: pa.Table) -> list[Violation]:
             bad = pc.invert(pc.is_in(values, value_set=pa.array(column.allowed)))
             bad = pc.and_(bad, pc.is_valid(values))
             rule = f"have a value outside {{{', '.join(column.allowed)}}}"
-            found.append(violation(schema.name, table, key, name, rule, bad, values))
+            found.append(violation(schema.name, table, key, name, rule, bad, shown))
         if column.min is not None:
             bad = pc.less(values, pa.scalar(column.min).cast(values.type))
             rule = "are negative" if column.min == 0 else f"are below {_fmt(column.min)}"
-            found.append(violation(schema.name, table, key, name, rule, bad, values))
+            found.append(violation(schema.name, table, key, name, rule, bad, shown))
         if column.max is not None:
             bad = pc.greater(values, pa.scalar(column.max).cast(values.type))
             found.append(
                 violation(
-                    schema.name, table, key, name, f"are above {_fmt(column.max)}", bad, values
+                    schema.name, table, key, name, f"are above {_fmt(column.max)}", bad, shown
                 )
             )
         if column.kind == "float":
@@ -88,20 +90,20 @@ def check_columns(schema: TableSchema, table: pa.Table) -> list[Violation]:
                     name,
                     "are not a number (NaN)",
                     pc.is_nan(values),
-                    values,
+                    shown,
                 )
             )
         if column.pattern is not None:
             bad = pc.invert(pc.match_substring_regex(values, column.pattern))
             rule = f"do not match the pattern {column.pattern}"
-            found.append(violation(schema.name, table, key, name, rule, bad, values))
+            found.append(violation(schema.name, table, key, name, rule, bad, shown))
         if column.timezone:
             distinct = pc.unique(values).drop_null().to_pylist()
             unknown = sorted(set(distinct) - available_timezones())
             if unknown:
                 bad = pc.is_in(values, value_set=pa.array(unknown, pa.string()))
                 found.append(
-                    violation(schema.name, table, key, name, "are not IANA time zones", bad, values)
+                    violation(schema.name, table, key, name, "are not IANA time zones", bad, shown)
                 )
     return [v for v in found if v is not None]
 

@@ -89,6 +89,9 @@ CUSTOMER_COLUMNS = (
     "consent_voice",
     "consent_marketing",
 )
+# What a scheduler needs: who, what, about what, on which channel and in which language,
+# when (the send window, in local time with its offset) and why. The customer's time zone
+# and consents are used to plan and are not exported.
 QUEUE_COLUMNS = (
     "rank",
     "customer_id",
@@ -97,7 +100,6 @@ QUEUE_COLUMNS = (
     "channel",
     "language",
     "region",
-    "timezone",
     "send_window_start",
     "send_window_end",
     "priority",

@@ -8,7 +8,7 @@ tables logged with every training run and by the service's answers alike.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -51,8 +51,16 @@ class Reason:
     text: str
 
     @classmethod
-    def of(cls, feature: str, shown: str, contribution: float, words: Mapping[str, str]) -> Reason:
-        """The reason "<description>: <value> (raises|lowers the score)".
+    def of(
+        cls,
+        feature: str,
+        shown: str,
+        contribution: float,
+        words: Mapping[str, str],
+        withheld: Collection[str] = (),
+    ) -> Reason:
+        """The reason "<description>: <value> (raises|lowers the score)", or, for a feature in
+        `withheld`, "<description> (raises|lowers the score)" with an empty value.
 
         Args:
             feature: The feature's name (kept raw: callers key on it).
@@ -60,8 +68,13 @@ class Reason:
             contribution: Its contribution to the score.
             words: The model's feature descriptions (`features.describe.describe` fills
                 and overrides them).
+            withheld: Features named without their value: personal ones, in words bound
+                for exports and logs (`features.contract.schema.PERSONAL_COLUMNS`).
         """
         effect = "raises" if contribution > 0 else "lowers"
+        if feature in withheld:
+            text = f"{describe(feature, dict(words))} ({effect} the score)"
+            return cls(feature, "", contribution, text)
         text = f"{describe(feature, dict(words))}: {shown} ({effect} the score)"
         return cls(feature, shown, contribution, text)
 
@@ -72,6 +85,7 @@ def reason_codes(
     words: Mapping[str, str],
     k: int = 3,
     direction: str = "up",
+    withheld: Collection[str] = (),
 ) -> list[list[Reason]]:
     """The top-k features behind each row's score.
 
@@ -83,6 +97,7 @@ def reason_codes(
         k: Reasons per row.
         direction: "up" (features raising the score, largest first; a row may get fewer
             than k) or "abs" (largest effect either way).
+        withheld: Features named without their value (`Reason.of`).
 
     Returns:
         For each row, its reasons.
@@ -102,7 +117,7 @@ def reason_codes(
             if direction == "up" and c <= 0:
                 break
             name = features[j]
-            row.append(Reason.of(name, shown_value(raw.iat[i, j], name), c, words))
+            row.append(Reason.of(name, shown_value(raw.iat[i, j], name), c, words, withheld))
         out.append(row)
     return out
 

@@ -30,7 +30,7 @@ single customer's effect, never observed, cannot say.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -227,9 +227,17 @@ class UpliftModel:
             total["bias"] += total.pop(TREATED)
         return total
 
-    def reasons(self, data: pd.DataFrame, k: int = 3, direction: str = "up") -> list[list[Reason]]:
-        """Top-k reasons per row, in words ("up": what makes the action work better)."""
-        return reason_codes(self.contributions(data), data, self.words, k=k, direction=direction)
+    def reasons(
+        self,
+        data: pd.DataFrame,
+        k: int = 3,
+        direction: str = "up",
+        withheld: Collection[str] = (),
+    ) -> list[list[Reason]]:
+        """Top-k reasons per row, in words ("up": what makes the action work better;
+        `withheld` features are named without their value)."""
+        contrib = self.contributions(data)
+        return reason_codes(contrib, data, self.words, k=k, direction=direction, withheld=withheld)
 
     def input_frame(self, data: pd.DataFrame) -> pd.DataFrame:
         """The input columns as the signature declares them."""

@@ -189,9 +189,9 @@ def test_rules_hold_for_any_business(data) -> None:
         end = pd.Timestamp(row.send_window_end)
         assert start >= AS_OF.floor("s")
         assert end > start
-        assert str(start.tz_convert(row.timezone).utcoffset()) == str(start.utcoffset())
+        assert str(start.tz_convert(who["timezone"]).utcoffset()) == str(start.utcoffset())
         if rules.open_hours < 24:
-            local = start.tz_convert(row.timezone)
+            local = start.tz_convert(who["timezone"])
             since_open = (local.hour - rules.quiet_hours_end) % 24
             assert since_open < rules.open_hours
         # Worth more than it costs, on the channel it goes out on.
