@@ -37,6 +37,39 @@ def sim_tables(sim_dir: Path) -> dict[str, pa.Table]:
 
 
 @pytest.fixture(scope="session")
+def trained_registry(sim_dir: Path, sim_tables: dict[str, pa.Table], tmp_path_factory):
+    """A data folder holding the small business as published raw data and feature tables,
+    with champions of delay risk and churn in its default SQLite registry; its settings."""
+    from aftersale.settings import get_settings
+    from features import versioned
+    from features.build.tables import build_feature_tables, publish_tables
+    from features.ingest import check, stage
+    from features.sources.base import FolderSource
+    from features.store.config import feature_store
+    from features.store.sync import apply_definitions
+    from models.churn import SPEC as CHURN
+    from models.delay_risk import SPEC as DELAY
+    from training.trainer import TrainOptions
+    from training.trainers import train_model
+
+    folder = tmp_path_factory.mktemp("registry") / "data"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("AFTERSALE_DATA_DIR", str(folder))
+        patch.delenv("AFTERSALE_MLFLOW_TRACKING_URI", raising=False)
+        settings = get_settings()
+    staging = stage(FolderSource(sim_dir), settings.raw_root)
+    check(staging)
+    versioned.publish(staging)
+    publish_tables(build_feature_tables(sim_tables), settings.features_dir)
+    store = feature_store(settings)
+    apply_definitions(store)
+    options = TrainOptions(tables=sim_tables, explain_rows=200)
+    for spec in (DELAY, CHURN):
+        train_model(spec, store, settings, options)
+    return settings
+
+
+@pytest.fixture(scope="session")
 def prefect_harness():
     """One temporary Prefect API for every flow run of the session (starting one costs
     tens of seconds)."""

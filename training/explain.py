@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 
 from features.describe import DESCRIPTIONS, describe
 from models.served.encoding import FeatureLayout
-from models.served.reasons import Reason, contributions, reason_codes
+from models.served.reasons import Reason, contributions, reason_codes, shown_value
 
 log = logging.getLogger(__name__)
 
@@ -47,17 +47,50 @@ def reason_table(reasons: list[list[Reason]], index: pd.Index) -> pd.DataFrame:
     )
 
 
+def shap_explanation(
+    contrib: pd.DataFrame, layout: FeatureLayout, data: pd.DataFrame, *, shown: bool = True
+):
+    """Rows' contributions as a `shap.Explanation`, for shap's plots.
+
+    Values and base values are on the raw model's scale (log-odds for a classifier); `data`
+    holds the encoded inputs (categories as codes, so the beeswarm can colour them) and
+    `display_data` the values as reason codes show them, so a waterfall reads "42 days",
+    not 42.0.
+
+    Args:
+        contrib: Contributions from `models.served.reasons.contributions` (with `bias`).
+        layout: The model's feature layout.
+        data: The rows' feature values, aligned with `contrib`.
+        shown: Add `display_data` (the beeswarm never reads it; wording thousands of rows
+            costs time).
+    """
+    import shap
+
+    features = list(layout.features)
+    display = None
+    if shown:
+        raw = data.reindex(columns=features)
+        display = np.array(
+            [
+                [shown_value(raw.iat[i, j], name) for j, name in enumerate(features)]
+                for i in range(len(raw))
+            ],
+            dtype=object,
+        ).reshape(len(raw), len(features))
+    return shap.Explanation(
+        values=contrib[features].to_numpy(),
+        base_values=contrib["bias"].to_numpy(),
+        data=layout.matrix(data),
+        display_data=display,
+        feature_names=features,
+    )
+
+
 def summary_plot(contrib: pd.DataFrame, layout: FeatureLayout, data: pd.DataFrame) -> Figure:
     """SHAP beeswarm of the rows: every feature's contribution, coloured by its value."""
     import shap
 
-    features = list(layout.features)
-    explanation = shap.Explanation(
-        values=contrib[features].to_numpy(),
-        base_values=contrib["bias"].to_numpy(),
-        data=layout.matrix(data),
-        feature_names=features,
-    )
+    explanation = shap_explanation(contrib, layout, data, shown=False)
     # Drawn on a Figure of our own, not pyplot's global state: nothing to close, any backend.
     figure = Figure(figsize=(8, 7))
     axes = figure.subplots()

@@ -12,14 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from aftersale.cli import app
-from aftersale.settings import get_settings
-from features import versioned
-from features.build.tables import build_feature_tables, publish_tables
-from features.ingest import check, stage
 from features.report.page import MODEL_CARDS
-from features.sources.base import FolderSource
-from features.store.config import feature_store
-from features.store.sync import apply_definitions
 from models import MODELS
 from models.churn import SPEC as CHURN
 from models.delay_risk import SPEC as DELAY
@@ -31,31 +24,15 @@ from training.model_cards import (
     model_cards,
     model_drivers,
 )
-from training.trainer import TrainOptions
-from training.trainers import train_model
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def registry(sim_dir, sim_tables, tmp_path_factory):
+def registry(trained_registry):
     """A data folder with published raw data and champions of delay risk and churn; its
-    settings."""
-    folder = tmp_path_factory.mktemp("cards") / "data"
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("AFTERSALE_DATA_DIR", str(folder))
-        patch.delenv("AFTERSALE_MLFLOW_TRACKING_URI", raising=False)
-        settings = get_settings()
-    staging = stage(FolderSource(sim_dir), settings.raw_root)
-    check(staging)
-    versioned.publish(staging)
-    publish_tables(build_feature_tables(sim_tables), settings.features_dir)
-    store = feature_store(settings)
-    apply_definitions(store)
-    options = TrainOptions(tables=sim_tables, explain_rows=200)
-    for spec in (DELAY, CHURN):
-        train_model(spec, store, settings, options)
-    return settings
+    settings (the session's `trained_registry`)."""
+    return trained_registry
 
 
 @pytest.fixture
