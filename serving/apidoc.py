@@ -34,7 +34,10 @@ KEY_SCHEMES = {
 HANDLER_ERRORS: dict[str, dict[int, str]] = {
     "/v1/score/delay": {503: "The online feature store cannot be read."},
     "/v1/score/churn": {503: "The online feature store cannot be read."},
-    "/v1/explain": {503: "The online feature store cannot be read."},
+    "/v1/explain": {
+        503: "The online feature store cannot be read; or, for the offer and uplift models, "
+        "no champion is loaded, or the latest batch's effects came from another uplift model."
+    },
     "/v1/recommend": {
         401: "No valid token of the shop's for this order (the same answer whether the "
         "order exists or not).",

@@ -55,13 +55,23 @@ class BatchResult:
     effects: pd.DataFrame | None = None
 
 
-def best_effects(candidates: pd.DataFrame) -> pd.DataFrame:
+def best_effects(
+    candidates: pd.DataFrame, inputs: pd.DataFrame | None = None, features: list[str] = ()
+) -> pd.DataFrame:
     """Per customer, the candidate action of highest predicted uplift above zero:
-    customer_id, action, subject_id, uplift, uplift_low, uplift_high."""
+    customer_id, action, subject_id, uplift, uplift_low, uplift_high; then, given the uplift
+    model's inputs (one row per candidate, positional), that action's `features`, from which
+    the service explains its predicted effect (`/v1/explain`)."""
     columns = ["customer_id", "action", "subject_id", "uplift", "uplift_low", "uplift_high"]
     helps = candidates[candidates["uplift"].to_numpy(dtype=np.float64) > 0]
     best = helps.sort_values("uplift", ascending=False, kind="stable")
-    return best.drop_duplicates("customer_id")[columns].reset_index(drop=True)
+    best = best.drop_duplicates("customer_id")
+    out = best[columns].reset_index(drop=True)
+    if inputs is None:
+        return out
+    # `action` is an input too: the same value, kept once.
+    chosen = inputs.iloc[best.index.to_numpy()][[f for f in features if f not in columns]]
+    return pd.concat([out, chosen.reset_index(drop=True)], axis=1)
 
 
 def open_shipments(
@@ -311,7 +321,9 @@ def score_batch(
         queue["reason"] = _effect_words(effect.model, inputs, queue)
     queue = queue.reset_index(drop=True)
     seconds["explain"] = time.perf_counter() - clock
-    effects = best_effects(candidates) if effect is not None else None
+    effects = (
+        best_effects(candidates, inputs, effect.model.features) if effect is not None else None
+    )
     return BatchResult(queue, len(customers), len(shipments), len(candidates), seconds, effects)
 
 

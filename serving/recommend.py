@@ -49,6 +49,9 @@ CATEGORY_COLUMNS = (
 )
 PLACEMENT = "tracking_page"
 CHANNEL = "web"
+# Why an answer is a cold start: the best sellers stand in for the model.
+UNKNOWN_ORDER = "unknown order"
+NO_HISTORY = "no history for the customer yet"
 
 
 def load_policy(run_id: str, tracking_uri: str) -> nbo.Policy:
@@ -80,6 +83,38 @@ def load_recommender(
             raise ModelUnavailableError(f"no {CHAMPION} version of {nbo.NAME!r}") from error
     policy = load_policy(version.run_id, tracking_uri)
     return OfferRecommender.open(store, served, policy, offline_root)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One order's candidate actions, weighed as the served policy weighs them.
+
+    Attributes:
+        order, customer, categories: The feature rows read for the order, its customer and
+            the customer's history with each category.
+        now_s: The decision instant, in seconds.
+        matrix: The model's input, one row per candidate action (policy order).
+        names, kinds: Each candidate's category and offer type.
+        discount, probability, value, expected: Each candidate's discount, calibrated
+            acceptance probability, value if accepted and expected value.
+        ranked: The candidates the page offers, best first (allowed, and worth more than
+            showing nothing).
+        no_offer: The expected value of showing nothing.
+    """
+
+    order: dict
+    customer: dict
+    categories: dict[str, dict | None]
+    now_s: float
+    matrix: np.ndarray
+    names: list[str]
+    kinds: list[str]
+    discount: np.ndarray
+    probability: np.ndarray
+    value: np.ndarray
+    expected: np.ndarray
+    ranked: np.ndarray
+    no_offer: float
 
 
 @dataclass
@@ -214,21 +249,20 @@ class OfferRecommender:
                 matrix[i, discount_j] = discount
         return matrix, names, returns_total
 
-    def recommend(self, order_id: str, k: int, as_of: pd.Timestamp) -> schemas.RecommendResponse:
-        """At most k offers for the order's tracking page, best first: the served policy
-        (`offer_policy.ranked_offers`), so only allowed offers worth more than showing nothing; none
-        when showing nothing is best.
+    def decide(self, order_id: str, as_of: pd.Timestamp) -> Decision | str:
+        """Every candidate action for the order weighed as the served policy weighs them, or
+        why the order is a cold start (`UNKNOWN_ORDER`, `NO_HISTORY`).
 
         Raises:
             StoreUnavailableError: The online store could not be read.
         """
         (order,) = self.orders.read([[order_id]], as_of)
         if order is None or order.get("order_customer_id") is None:
-            return self._cold_start(order_id, as_of, k, "unknown order")
+            return UNKNOWN_ORDER
         customer_id = str(order["order_customer_id"])
         (customer,) = self.customers.read([[customer_id]], as_of)
         if customer is None:
-            return self._cold_start(order_id, as_of, k, "no history for the customer yet")
+            return NO_HISTORY
         catalogue = self.policy.catalogue
         rows = self.categories.read(
             [_ordered(self.categories.keys, customer_id, c) for c in catalogue.categories], as_of
@@ -246,22 +280,48 @@ class OfferRecommender:
         none = np.array([kind == nbo.NONE for kind in kinds])
         allowed = offer_policy.allowed_mask(returns_total, kinds)
         ranked = offer_policy.ranked_offers(expected[None, :], allowed[None, :], none)[0]
-        order_by = ranked[ranked >= 0][: max(k, 0)]
-        # The value of showing nothing, as `ranked_offers` counts it.
-        no_offer = float(np.nan_to_num(expected[none][0], nan=0.0))
+        return Decision(
+            order=order,
+            customer=customer,
+            categories=by_category,
+            now_s=now_s,
+            matrix=matrix,
+            names=names,
+            kinds=kinds,
+            discount=discount,
+            probability=probability,
+            value=value,
+            expected=expected,
+            ranked=ranked[ranked >= 0],
+            # The value of showing nothing, as `ranked_offers` counts it.
+            no_offer=float(np.nan_to_num(expected[none][0], nan=0.0)),
+        )
+
+    def recommend(self, order_id: str, k: int, as_of: pd.Timestamp) -> schemas.RecommendResponse:
+        """At most k offers for the order's tracking page, best first: the served policy
+        (`offer_policy.ranked_offers`), so only allowed offers worth more than showing nothing; none
+        when showing nothing is best.
+
+        Raises:
+            StoreUnavailableError: The online store could not be read.
+        """
+        decision = self.decide(order_id, as_of)
+        if isinstance(decision, str):
+            return self._cold_start(order_id, as_of, k, decision)
         offers = [
             schemas.Offer(
                 rank=rank + 1,
-                category=names[i],
-                offer_type=kinds[i],
-                discount=float(discount[i]),
-                acceptance_probability=float(probability[i]),
-                expected_value=float(expected[i]),
-                uplift_over_no_offer=float(expected[i] - no_offer),
-                value_if_accepted=float(value[i]),
+                category=decision.names[i],
+                offer_type=decision.kinds[i],
+                discount=float(decision.discount[i]),
+                acceptance_probability=float(decision.probability[i]),
+                expected_value=float(decision.expected[i]),
+                uplift_over_no_offer=float(decision.expected[i] - decision.no_offer),
+                value_if_accepted=float(decision.value[i]),
             )
-            for rank, i in enumerate(order_by)
+            for rank, i in enumerate(decision.ranked[: max(k, 0)])
         ]
+        order, now_s = decision.order, decision.now_s
         promised, delivered = order.get("order_promised_epoch"), order.get("order_delivered_epoch")
         return schemas.RecommendResponse(
             model=self.model.ref(),
@@ -271,6 +331,13 @@ class OfferRecommender:
             parcel_late=promised is not None and now_s > promised and delivered is None,
             offers=offers,
         )
+
+    def candidate_record(self, decision: Decision, i: int) -> dict:
+        """The decision-time feature record of candidate `i` (the values its row encodes)."""
+        records = self.candidate_records(
+            decision.order, decision.customer, decision.categories, decision.now_s
+        )
+        return records[i]
 
     @cached_property
     def _actions(self) -> tuple[list[str], list[str | None], list[float]]:

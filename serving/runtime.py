@@ -18,6 +18,7 @@ from features.build.derived import derive_record
 from features.instants import utc_instant
 from models import churn, delay_risk, delivery_estimate
 from models import next_best_offer as nbo
+from models import outreach_uplift as uplift_spec
 from models.delay_risk import DELIVERED, LIKELY_LOST, parcel_states
 from models.served.reasons import Reason, shown_value
 from models.served.registry import ModelUnavailableError
@@ -26,14 +27,16 @@ from serving import schemas
 from serving.metrics import domain_metrics
 from serving.online import ROW_TIME, FeatureReader
 from serving.queue import EFFECTS_FILE, QueueCache
-from serving.recommend import OfferRecommender, load_recommender
+from serving.recommend import NO_HISTORY, OfferRecommender, load_recommender
 from serving.scoring import (
     ServedModel,
+    ServedUplift,
     ServedWindow,
     band,
     day_words,
     driving_contact_reason,
     load_champion,
+    load_uplift_champion,
     load_window_champion,
     local_date,
     lost_words,
@@ -48,6 +51,8 @@ SERVED = {spec.name: spec.feature_service for spec in (delay_risk.SPEC, churn.SP
 # Optional: the delay answer carries a delivery window once a champion is registered.
 WINDOW_MODEL = delivery_estimate.NAME
 OFFER_MODEL = nbo.NAME
+# Optional: /v1/explain explains the latest batch's best actions once a champion is loaded.
+UPLIFT_MODEL = uplift_spec.NAME
 REASONS_PER_SCORE = 3
 UTC_ZONE = "UTC"
 WINDOW_KINDS = ("most_likely", "earliest", "latest")
@@ -74,6 +79,7 @@ class Runtime:
     recommender: OfferRecommender | None = None
     effects: QueueCache | None = None
     window: ServedWindow | None = None
+    uplift: ServedUplift | None = None
     unavailable: dict[str, str] = field(default_factory=dict)
     loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
@@ -107,6 +113,12 @@ class Runtime:
             unavailable[WINDOW_MODEL] = _why(error)
             log.warning("delivery windows unavailable: %s", unavailable[WINDOW_MODEL])
             window = None
+        try:
+            uplift = load_uplift_champion(UPLIFT_MODEL, uri)
+        except Exception as error:
+            unavailable[UPLIFT_MODEL] = _why(error)
+            log.warning("uplift explanations unavailable: %s", unavailable[UPLIFT_MODEL])
+            uplift = None
         queue = QueueCache(settings.serving_dir)
         effects = QueueCache(settings.serving_dir, EFFECTS_FILE)
         return cls(
@@ -117,6 +129,7 @@ class Runtime:
             recommender=recommender,
             effects=effects,
             window=window,
+            uplift=uplift,
             unavailable=unavailable,
         )
 
@@ -236,10 +249,24 @@ class Runtime:
         )
 
     def explain(self, model: str, ids: list[str]) -> schemas.ExplainResponse:
-        """Every feature's SHAP contribution to each id's score with `model` (delay risk:
-        shipments in transit; churn: customers), with the base value, the margin they add up
-        to and the served score; delivered, likely lost and unknown ids are answered as such,
-        without contributions."""
+        """Every feature's SHAP contribution to each id's served score with `model`, with
+        the base value, the output they add up to and the served score (what each model
+        explains, and for which ids: `schemas.ExplainRequest`).
+
+        Raises:
+            ModelUnavailableError: The offer or uplift model is not loaded, or the latest
+                batch's effects came from another uplift model than the one loaded.
+            StoreUnavailableError: The online store could not be read.
+        """
+        if model == OFFER_MODEL:
+            return self._explain_offers(ids)
+        if model == UPLIFT_MODEL:
+            return self._explain_effects(ids)
+        return self._explain_scores(model, ids)
+
+    def _explain_scores(self, model: str, ids: list[str]) -> schemas.ExplainResponse:
+        """Delay risk (shipments in transit) or churn (customers): delivered, likely lost
+        and unknown ids are answered as such, without contributions."""
         as_of = self.now()
         rows = self._rows(model, ids, as_of)
         statuses = ["unknown_id" if row is None else "ok" for row in rows]
@@ -252,24 +279,9 @@ class Runtime:
         ]
         scored = self._score(model, scoring, as_of)
         results = [schemas.Explanation(id=i, status=s) for i, s in zip(ids, statuses, strict=True)]
-        features = scored.model.features
         words = scored.model.model.words
         for k, i in enumerate(scored.known):
-            contrib, record = scored.contrib[k], scored.records[k]
-            order = np.argsort(-np.abs(contrib[: len(features)]), kind="stable")
-            parts = []
-            for j in order:
-                feature = features[j]
-                shown = shown_value(record.get(feature), feature)
-                reason = Reason.of(feature, shown, float(contrib[j]), words)
-                parts.append(
-                    schemas.Contribution(
-                        feature=feature,
-                        value=shown,
-                        contribution=reason.contribution,
-                        text=reason.text,
-                    )
-                )
+            contrib = scored.contrib[k]
             results[i] = schemas.Explanation(
                 id=ids[i],
                 status="ok",
@@ -277,10 +289,108 @@ class Runtime:
                 base_value=float(contrib[-1]),
                 output=float(contrib.sum()),
                 score=float(scored.probability[k]),
-                contributions=parts,
+                contributions=contribution_parts(
+                    contrib, scored.records[k], scored.model.features, words
+                ),
             )
         return schemas.ExplainResponse(
             model=scored.model.ref(), as_of=as_of.to_pydatetime(), results=results
+        )
+
+    def _explain_offers(self, order_ids: list[str]) -> schemas.ExplainResponse:
+        """The top offer of each order's tracking page (`OfferRecommender.decide`, as
+        `recommend` ranks it): its acceptance margin's contributions and the acceptance
+        probability the page answers for it."""
+        if self.recommender is None:
+            why = self.unavailable.get(OFFER_MODEL, "no champion is registered")
+            raise ModelUnavailableError(f"offer explanations unavailable: {why}")
+        as_of = self.now()
+        model = self.recommender.model
+        results = []
+        for order_id in order_ids:
+            decision = self.recommender.decide(order_id, as_of)
+            if isinstance(decision, str):
+                status = "cold_start" if decision == NO_HISTORY else "unknown_id"
+                results.append(schemas.Explanation(id=order_id, status=status))
+                continue
+            if not len(decision.ranked):
+                results.append(schemas.Explanation(id=order_id, status="no_offer"))
+                continue
+            top = int(decision.ranked[0])
+            contrib = model.contributions(decision.matrix[top : top + 1])[0]
+            record = self.recommender.candidate_record(decision, top)
+            results.append(
+                schemas.Explanation(
+                    id=order_id,
+                    status="ok",
+                    category=decision.names[top],
+                    offer_type=decision.kinds[top],
+                    discount=float(decision.discount[top]),
+                    base_value=float(contrib[-1]),
+                    output=float(contrib.sum()),
+                    score=float(decision.probability[top]),
+                    contributions=contribution_parts(
+                        contrib, record, model.features, model.model.words
+                    ),
+                )
+            )
+        return schemas.ExplainResponse(
+            model=model.ref(), as_of=as_of.to_pydatetime(), results=results
+        )
+
+    def _explain_effects(self, customer_ids: list[str]) -> schemas.ExplainResponse:
+        """Each customer's best action in the latest batch (as the churn answer names it):
+        the contributions to its predicted uplift, from the inputs the batch predicted it
+        from. A customer the store does not know is `unknown_id`; one without an action
+        predicted to help, `no_action`."""
+        if self.uplift is None:
+            why = self.unavailable.get(UPLIFT_MODEL, "no champion is registered")
+            raise ModelUnavailableError(f"uplift explanations unavailable: {why}")
+        loaded = self.effects.get() if self.effects is not None else None
+        batch = None if loaded is None else loaded.meta.get("models", {}).get(UPLIFT_MODEL)
+        if batch is not None and str(batch) != self.uplift.version:
+            raise ModelUnavailableError(
+                f"uplift explanations unavailable: the latest batch's effects came from "
+                f"version {batch}, version {self.uplift.version} is loaded"
+            )
+        effects = loaded.frame if loaded is not None else pd.DataFrame({"customer_id": []})
+        absent = [f for f in self.uplift.model.features if f not in effects.columns]
+        if loaded is not None and absent:
+            raise ModelUnavailableError(
+                "uplift explanations unavailable: the latest batch's effects carry no model "
+                f"inputs ({absent[:3]}); score the batch again"
+            )
+        as_of = self.now()
+        rows = self._rows(CHURN_MODEL, customer_ids, as_of)
+        batch_as_of = None if loaded is None else loaded.meta.get("as_of")
+        at = pd.Index(effects["customer_id"]).get_indexer(customer_ids)
+        results = [
+            schemas.Explanation(id=i, status="unknown_id" if row is None else "no_action")
+            for i, row in zip(customer_ids, rows, strict=True)
+        ]
+        found = [k for k, row in enumerate(rows) if row is not None and at[k] >= 0]
+        if found:
+            model = self.uplift.model
+            chosen = effects.iloc[at[found]].reset_index(drop=True)
+            contrib = model.contributions(chosen)
+            features = list(contrib.columns[:-1])
+            values = contrib.to_numpy()
+            for n, k in enumerate(found):
+                row = chosen.iloc[n]
+                results[k] = schemas.Explanation(
+                    id=customer_ids[k],
+                    status="ok",
+                    features_as_of=None if batch_as_of is None else _instant(batch_as_of),
+                    action=row["action"],
+                    base_value=float(values[n, -1]),
+                    output=float(values[n].sum()),
+                    score=float(row["uplift"]),
+                    contributions=contribution_parts(
+                        values[n], row.to_dict(), features, model.words
+                    ),
+                )
+        return schemas.ExplainResponse(
+            model=self.uplift.ref(), as_of=as_of.to_pydatetime(), results=results
         )
 
     def _best_actions(self) -> dict[str, dict]:
@@ -306,11 +416,12 @@ class Runtime:
         return answer
 
     def served(self) -> list[ServedModel | ServedWindow]:
-        """Every champion loaded: the scorers, the offer model and the window model."""
+        """Every champion loaded: the scorers, the offer, window and uplift models."""
         return [
             *self.models.values(),
             *([self.recommender.model] if self.recommender else []),
             *([self.window] if self.window else []),
+            *([self.uplift] if self.uplift else []),
         ]
 
     def versions(self) -> dict[str, str]:
@@ -357,6 +468,25 @@ def _best_action(best: dict[str, dict], customer_id: str) -> dict[str, object]:
         "best_action_uplift_low": found["uplift_low"],
         "best_action_uplift_high": found["uplift_high"],
     }
+
+
+def contribution_parts(
+    contrib: np.ndarray, record: dict, features, words: dict[str, str]
+) -> list[schemas.Contribution]:
+    """Every feature's contribution (then the bias, left out) with its value and the reason
+    in words, largest absolute contribution first."""
+    order = np.argsort(-np.abs(contrib[: len(features)]), kind="stable")
+    parts = []
+    for j in order:
+        feature = features[j]
+        shown = shown_value(record.get(feature), feature)
+        reason = Reason.of(feature, shown, float(contrib[j]), words)
+        parts.append(
+            schemas.Contribution(
+                feature=feature, value=shown, contribution=reason.contribution, text=reason.text
+            )
+        )
+    return parts
 
 
 def _why(error: Exception) -> str:

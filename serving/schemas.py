@@ -48,11 +48,28 @@ class ChurnRequest(_Request):
 
 
 # The served models /v1/explain explains.
-ExplainedModel = Literal["delay_risk", "churn"]
+ExplainedModel = Literal["delay_risk", "churn", "next_best_offer", "outreach_uplift"]
+# Besides the delay answer's statuses: an order whose customer has no history yet (the page
+# shows best sellers, no model score), an order whose page shows no offer (showing nothing
+# is worth most), a customer without an action predicted to help in the latest batch.
+ExplainStatus = Literal[
+    "ok", "unknown_id", "delivered", "likely_lost", "cold_start", "no_offer", "no_action"
+]
 
 
 class ExplainRequest(_Request):
-    """Ids to explain with one served model: shipments for delay risk, customers for churn."""
+    """Ids to explain with one served model, and what each id's explanation explains.
+
+    - `delay_risk`: shipment ids; the delay risk of a parcel in transit.
+    - `churn`: customer ids; the churn risk.
+    - `next_best_offer`: order ids; the acceptance probability of the top offer the order's
+      tracking page shows (rank 1 of `/v1/recommend`). One explanation per order keeps the
+      answer one result per id, as for every model; the other offers differ from the top one
+      only in their category's history and the offer's own columns.
+    - `outreach_uplift`: customer ids; the predicted uplift of the customer's best action in
+      the latest batch (the `best_action` of the churn answer), from the inputs the batch
+      predicted it from.
+    """
 
     model: ExplainedModel
     ids: list[str] = _IdList
@@ -188,21 +205,44 @@ class Contribution(BaseModel):
 
     feature: str
     value: str = Field(description="The feature's value, formatted for people.")
-    contribution: float = Field(description="SHAP contribution to the model's margin.")
+    contribution: float = Field(description="SHAP contribution to the model's raw output.")
     text: str = Field(description="The feature and its value in words.")
 
 
 class Explanation(BaseModel):
-    """Every feature's contribution to one id's score; `base_value` plus the contributions
-    equals `output`, the model's margin (log-odds), and `score` is the served probability
-    (the margin calibrated), as the scoring route answers it at the same instant."""
+    """Every feature's contribution to one id's served score: `base_value` plus the
+    contributions equals `output`, the model's raw output.
+
+    For delay risk, churn and the offer `output` is the margin (log-odds) and `score` the
+    served probability: the margin through the sigmoid, then calibrated (a monotone map, so
+    `score` is not `output` itself), as `/v1/score/*` answers it, or the top offer's
+    `acceptance_probability` in `/v1/recommend`, at the same instant. For the uplift model
+    the effect is a weighted sum of regression trees with no link: `output` is the
+    predicted uplift itself and `score` the `best_action_uplift` the churn answer reports.
+    """
 
     id: str
-    status: DelayStatus
-    features_as_of: datetime | None = None
+    status: ExplainStatus
+    features_as_of: datetime | None = Field(
+        None,
+        description="Instant of the state explained (the uplift: the latest batch's decision "
+        "instant, whose inputs it explains).",
+    )
+    category: str | None = Field(None, description="The offer: the top offer's category.")
+    offer_type: Literal["recommendation", "discount"] | None = Field(
+        None, description="The offer: how the top offer is made."
+    )
+    discount: float | None = Field(None, description="The offer: the top offer's discount.")
+    action: Action | None = Field(
+        None, description="The uplift: the customer's best action in the latest batch."
+    )
     base_value: float | None = None
-    output: float | None = None
-    score: float | None = None
+    output: float | None = Field(
+        None, description="The model's raw output: the margin (log-odds), or the uplift."
+    )
+    score: float | None = Field(
+        None, description="The served score: a calibrated probability, or the uplift."
+    )
     contributions: list[Contribution] = Field(
         default_factory=list, description="Every feature, largest absolute contribution first."
     )

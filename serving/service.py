@@ -102,10 +102,11 @@ class Aftersale:
 
     @bentoml.api(route="/v1/explain", input_spec=schemas.ExplainRequest)
     async def explain(self, model: str, ids: list[str]) -> schemas.ExplainResponse:
-        """Every feature's SHAP contribution to each id's delay risk or churn score."""
+        """Every feature's SHAP contribution to each id's delay risk, churn, top offer or
+        best action's uplift."""
         try:
             return self.runtime.explain(model, ids)
-        except StoreUnavailableError as error:
+        except (StoreUnavailableError, ModelUnavailableError) as error:
             return _error(503, str(error))
 
     @bentoml.api(route="/v1/recommend", input_spec=schemas.RecommendRequest)

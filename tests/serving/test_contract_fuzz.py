@@ -22,23 +22,39 @@ pytestmark = pytest.mark.slow
 
 TOKEN_SECRET = "tracking-token-secret-for-tests-0123456789"
 EXAMPLES_PER_ROUTE = 25
+# As `test_uplift_service`: enough customers for the uplift model's learners.
+CUSTOMERS = 2_500
 
 
 @pytest.fixture(scope="module")
-def served_env(tmp_path_factory, prefect_harness, sim_dir, service_key) -> dict[str, str]:
-    """The environment of a service over a data folder with champions, a materialised online
-    store and an outreach queue; `service_key` holds every scope."""
+def served_env(tmp_path_factory, prefect_harness, service_key) -> dict[str, str]:
+    """The environment of a service over a data folder with every champion, a materialised
+    online store and an outreach queue; `service_key` holds every scope. The business is
+    large enough for the uplift model to train, so that every model answers `/v1/explain`
+    (without its champion the uplift's explanation is a 503, which no generated request may
+    get)."""
+    from features.sources.simulator import simulate
     from flows.build_features import build_features
     from flows.ingest import ingest
     from flows.score_batch import score_batch
     from flows.train import train
 
+    sim_dir = tmp_path_factory.mktemp("contract-sim") / "raw"
+    simulate(sim_dir, customers=CUSTOMERS, seed=11)
     folder = tmp_path_factory.mktemp("contract")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("AFTERSALE_DATA_DIR", str(folder))
         ingest(source="folder", path=sim_dir)
         build_features(materialize_to_online=True)
-        train(models=["delay_risk", "churn", "next_best_offer", "delivery_estimate"])
+        train(
+            models=[
+                "delay_risk",
+                "churn",
+                "next_best_offer",
+                "delivery_estimate",
+                "outreach_uplift",
+            ]
+        )
         queue_path = score_batch()
     meta = json.loads(pq.read_schema(queue_path).metadata[b"aftersale"])
     return {

@@ -170,7 +170,9 @@ def test_the_tracking_page_needs_the_shops_token_for_that_order(client, ids) -> 
         ("delay_risk", "/v1/score/delay", "shipment_ids"),
     ],
 )
-def test_explain_adds_up_to_the_served_score(client, ids, model, route, field) -> None:
+def test_explain_adds_up_to_the_served_score(
+    client, ids, served_runtime, model, route, field
+) -> None:
     """Every feature's contribution, largest first, plus the base value is the model's
     margin, and the score is what the scoring route answers for the id at the same instant;
     an unknown id is answered as such."""
@@ -197,13 +199,81 @@ def test_explain_adds_up_to_the_served_score(client, ids, model, route, field) -
         assert magnitudes == sorted(magnitudes, reverse=True)
         assert len({c["feature"] for c in result["contributions"]}) == len(contributions) > 5
         assert all(c["text"] for c in result["contributions"])
+        # The margin through the sigmoid and the calibration is the score.
+        assert _through_link(served_runtime, model, result["output"]) == pytest.approx(
+            result["score"], rel=1e-9
+        )
+
+
+@pytest.fixture(scope="module")
+def served_runtime(served_data):
+    """A runtime over the served folder, for the champions' own calibration."""
+    return _runtime(served_data)
+
+
+def _through_link(runtime, model: str, margin: float) -> float:
+    """The served probability of a margin: the sigmoid, then the champion's calibration."""
+    import numpy as np
+
+    served = runtime.recommender.model if model == "next_best_offer" else runtime.models[model]
+    return float(served.probability_from_contributions(np.array([[margin]]))[0])
+
+
+def test_explain_adds_up_to_the_top_offer_the_page_answers(
+    client, served_data, served_runtime
+) -> None:
+    """For an order, the top offer of its tracking page: its category and offer, every
+    feature's contribution adding up to the acceptance margin, and the acceptance
+    probability `/v1/recommend` answers for it at the same instant; an unknown order is
+    answered as such."""
+    orders = _raw(served_data, "orders").sort_values("order_ts", ascending=False)
+    asked = [*orders["order_id"].head(20), "no-such-order"]
+    explained = client.post("/v1/explain", json={"model": "next_best_offer", "ids": asked})
+    assert explained.status_code == 200, explained.text
+    body = explained.json()
+    assert body["model"]["name"] == "next_best_offer"
+    results = body["results"]
+    assert [r["id"] for r in results] == asked
+    assert results[-1]["status"] == "unknown_id"
+    explained_ok = 0
+    for result in results[:-1]:
+        page_answer = client.post("/v1/recommend", json=page(result["id"], k=1)).json()
+        offers = page_answer["offers"]
+        if page_answer["cold_start"]:
+            assert result["status"] == "cold_start", result
+            continue
+        if not offers:
+            assert result["status"] == "no_offer", result
+            continue
+        top = offers[0]
+        assert result["status"] == "ok", result
+        assert (result["category"], result["offer_type"]) == (top["category"], top["offer_type"])
+        assert result["discount"] == pytest.approx(top["discount"])
+        contributions = [c["contribution"] for c in result["contributions"]]
+        assert result["base_value"] + sum(contributions) == pytest.approx(result["output"])
+        assert result["score"] == pytest.approx(top["acceptance_probability"], rel=1e-9)
+        assert _through_link(served_runtime, "next_best_offer", result["output"]) == pytest.approx(
+            result["score"], rel=1e-9
+        )
+        magnitudes = [abs(c) for c in contributions]
+        assert magnitudes == sorted(magnitudes, reverse=True)
+        assert all(c["text"] for c in result["contributions"])
+        explained_ok += 1
+    assert explained_ok > 0
+
+
+def test_explain_of_the_uplift_without_its_champion_is_a_503(client) -> None:
+    response = client.post("/v1/explain", json={"model": "outreach_uplift", "ids": ["c1"]})
+    assert response.status_code == 503, response.text
+    assert "uplift explanations unavailable" in response.json()["error"]
 
 
 @pytest.mark.parametrize(
     "body",
     [
-        {"model": "next_best_offer", "ids": ["c1"]},
+        {"model": "no_such_model", "ids": ["c1"]},
         {"model": "churn", "ids": []},
+        {"model": "next_best_offer", "ids": [f"o{i}" for i in range(101)]},
         {"model": "churn"},
         {"model": "churn", "ids": ["c1"], "extra": 1},
     ],

@@ -253,3 +253,42 @@ def test_without_raw_tables_the_queue_ranks_with_the_context_missing(uplift_data
     assert len(result.queue) > 0
     assert (result.queue["uplift"] > 0).all()
     assert result.effects is not None
+
+
+def test_explain_adds_up_to_the_best_actions_uplift(uplift_data, runtime) -> None:
+    """`/v1/explain` of the uplift model: for each customer, the best action the churn answer
+    names, every feature's contribution adding up to its predicted uplift (no link: the
+    effect is a sum of regression trees), and the uplift the churn answer reports at the
+    same instant; a customer without a helping action is `no_action`, an unknown one
+    `unknown_id`."""
+    effects = _effects(uplift_data)
+    with_action = effects["customer_id"].head(40).tolist()
+    customers = _raw(uplift_data, "customers")["customer_id"]
+    without = customers[~customers.isin(effects["customer_id"])].head(5).tolist()
+    asked = [*with_action, *without, "no-such-customer"]
+    body = runtime.explain("outreach_uplift", asked).model_dump(mode="json")
+    churn = runtime.score_churn(asked).model_dump(mode="json")["results"]
+    assert body["model"]["name"] == "outreach_uplift"
+    results = body["results"]
+    assert [r["id"] for r in results] == asked
+    assert results[-1]["status"] == "unknown_id"
+    assert results[-1]["contributions"] == []
+    explained = 0
+    for result, answer in zip(results[:-1], churn[:-1], strict=True):
+        if answer["best_action"] is None:
+            assert result["status"] == "no_action", result
+            assert result["contributions"] == []
+            continue
+        assert result["status"] == "ok", result
+        assert result["action"] == answer["best_action"]
+        contributions = [c["contribution"] for c in result["contributions"]]
+        assert result["base_value"] + sum(contributions) == pytest.approx(result["output"])
+        assert result["output"] == pytest.approx(result["score"], abs=1e-9)
+        assert result["score"] == pytest.approx(answer["best_action_uplift"], rel=1e-12)
+        magnitudes = [abs(c) for c in contributions]
+        assert magnitudes == sorted(magnitudes, reverse=True)
+        assert len({c["feature"] for c in result["contributions"]}) == len(contributions) > 5
+        assert all(c["text"] for c in result["contributions"])
+        explained += 1
+    assert explained == len(with_action)
+    assert sum(r["status"] == "no_action" for r in results) == len(without) > 0
