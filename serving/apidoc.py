@@ -48,6 +48,10 @@ HANDLER_ERRORS: dict[str, dict[int, str]] = {
         503: "No outreach queue has been written yet.",
     },
     "/readyz": {503: "The models are still loading."},
+    "/v1/admin/reload": {
+        503: "The new champions cannot be loaded and have no local copy to serve; the loaded "
+        "ones keep serving."
+    },
 }
 
 

@@ -29,10 +29,11 @@ import pandas as pd
 
 from models import next_best_offer as nbo
 from models.policies import offers as offer_policy
-from models.served.registry import CHAMPION, ModelUnavailableError, tracking
+from models.served import registry
+from models.served.registry import tracking
 from serving import schemas
 from serving.online import FeatureReader
-from serving.scoring import ServedModel, load_champion
+from serving.scoring import ServedModel
 
 POLICY_ARTIFACT = "policy/policy.json"
 # Model inputs that differ between candidates of one decision: the category's history and
@@ -64,24 +65,23 @@ def load_policy(run_id: str, tracking_uri: str) -> nbo.Policy:
 
 
 def load_recommender(
-    store, tracking_uri: str, offline_root: Path | None = None
+    store, tracking_uri: str, offline_root: Path | None = None, copies: Path | None = None
 ) -> OfferRecommender:
     """The next-best-offer champion with its policy, over the online store (and the offline
-    tables under `offline_root` for point-in-time reads, see `OfferRecommender.open`).
+    tables under `offline_root` for point-in-time reads, see `OfferRecommender.open`); with
+    `copies`, both come from the champion's local copy (`registry.load_champion`).
 
     Raises:
-        ModelUnavailableError: No champion is registered.
+        ModelUnavailableError: No champion is registered, and no local copy serves.
     """
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
-    served = load_champion(nbo.NAME, tracking_uri)
-    with tracking(tracking_uri):
-        try:
-            version = mlflow.MlflowClient().get_model_version(nbo.NAME, served.version)
-        except MlflowException as error:
-            raise ModelUnavailableError(f"no {CHAMPION} version of {nbo.NAME!r}") from error
-    policy = load_policy(version.run_id, tracking_uri)
+    champion, model = registry.load_champion(
+        nbo.NAME, tracking_uri, copies, run_artifacts=(POLICY_ARTIFACT,)
+    )
+    served = ServedModel(nbo.NAME, champion.version, sorted(champion.aliases), model, champion)
+    if champion.folder is not None:
+        policy = nbo.Policy.from_dict(json.loads((champion.folder / POLICY_ARTIFACT).read_text()))
+    else:
+        policy = load_policy(champion.run_id, tracking_uri)
     return OfferRecommender.open(store, served, policy, offline_root)
 
 

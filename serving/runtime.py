@@ -54,6 +54,8 @@ OFFER_MODEL = nbo.NAME
 # Optional: /v1/explain explains the latest batch's best actions once a champion is loaded.
 UPLIFT_MODEL = uplift_spec.NAME
 REASONS_PER_SCORE = 3
+# Under the serving folder: the local copies of the champions (`registry.load_champion`).
+CHAMPION_COPIES = "champions"
 UTC_ZONE = "UTC"
 WINDOW_KINDS = ("most_likely", "earliest", "latest")
 
@@ -90,7 +92,10 @@ class Runtime:
 
         uri = settings.tracking_uri
         store = feature_store(settings)
-        models = {name: load_champion(name, uri) for name in SERVED}
+        # Each champion loads from its local copy; the last good copy serves where the
+        # registry is unreachable or its champion does not load (reported on /v1/models).
+        copies = settings.serving_dir / CHAMPION_COPIES
+        models = {name: load_champion(name, uri, copies) for name in SERVED}
         offline = settings.features_dir / "current"
         readers = {
             name: FeatureReader.of_service(store, service, offline)
@@ -102,19 +107,19 @@ class Runtime:
         # the service starts, says why on /v1/models, and /v1/recommend answers 503 (delay
         # scores carry no delivery window) until a reload loads them.
         try:
-            recommender = load_recommender(store, uri, offline)
+            recommender = load_recommender(store, uri, offline, copies)
         except Exception as error:
             unavailable[OFFER_MODEL] = _why(error)
             log.warning("tracking-page offers unavailable: %s", unavailable[OFFER_MODEL])
             recommender = None
         try:
-            window = load_window_champion(WINDOW_MODEL, uri)
+            window = load_window_champion(WINDOW_MODEL, uri, copies)
         except Exception as error:
             unavailable[WINDOW_MODEL] = _why(error)
             log.warning("delivery windows unavailable: %s", unavailable[WINDOW_MODEL])
             window = None
         try:
-            uplift = load_uplift_champion(UPLIFT_MODEL, uri)
+            uplift = load_uplift_champion(UPLIFT_MODEL, uri, copies)
         except Exception as error:
             unavailable[UPLIFT_MODEL] = _why(error)
             log.warning("uplift explanations unavailable: %s", unavailable[UPLIFT_MODEL])
@@ -440,6 +445,11 @@ class Runtime:
             ],
             outreach_queue=queue.meta.get("queue_date") if queue else None,
             unavailable=self.unavailable,
+            fallbacks={
+                m.name: m.champion.fallback
+                for m in self.served()
+                if m.champion is not None and m.champion.fallback
+            },
         )
 
 

@@ -352,6 +352,14 @@ class ModelsResponse(BaseModel):
         default_factory=dict,
         description="Optional models not loaded, and why (none registered, or unloadable).",
     )
+    fallbacks: dict[str, str] = Field(
+        default_factory=dict,
+        description="Models served from the local copy of their last good champion, and why "
+        "(the registry unreachable, or its champion unloadable).",
+    )
+    reload_error: str | None = Field(
+        None, description="Why the latest reload failed; the loaded champions keep serving."
+    )
 
 
 class ErrorDetail(BaseModel):

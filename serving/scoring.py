@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -46,12 +47,15 @@ class ServedModel:
         version: Registry version.
         aliases: The version's aliases.
         model: The calibrated model.
+        champion: How it was loaded: its run, its local copy, and why the copy serves
+            where the registry's champion could not (`models.served.registry.Champion`).
     """
 
     name: str
     version: str
     aliases: list[str]
     model: CalibratedModel
+    champion: registry.Champion | None = None
 
     def __post_init__(self) -> None:
         self._calibrate = fast_calibration(self.model.calibrator)
@@ -122,12 +126,14 @@ class ServedWindow:
         version: Registry version.
         aliases: The version's aliases.
         model: The window model.
+        champion: How it was loaded (see `ServedModel`).
     """
 
     name: str
     version: str
     aliases: list[str]
     model: WindowModel
+    champion: registry.Champion | None = None
 
     def ref(self):
         """The version as answers name it."""
@@ -136,24 +142,25 @@ class ServedWindow:
         return ModelRef(name=self.name, version=self.version)
 
 
-def load_champion(name: str, tracking_uri: str) -> ServedModel:
-    """The registry's `champion` version of a classifier.
+def load_champion(name: str, tracking_uri: str, copies: Path | None = None) -> ServedModel:
+    """The registry's `champion` version of a classifier (with `copies`, through its local
+    copy, or the last good copy where the registry's cannot load: `registry.load_champion`).
 
     Raises:
-        ModelUnavailableError: The model has no champion.
+        ModelUnavailableError: The model has no champion, and no local copy serves.
     """
-    version, model = registry.load_champion(name, tracking_uri)
-    return ServedModel(name, str(version.version), sorted(version.aliases), model)
+    champion, model = registry.load_champion(name, tracking_uri, copies)
+    return ServedModel(name, champion.version, sorted(champion.aliases), model, champion)
 
 
-def load_window_champion(name: str, tracking_uri: str) -> ServedWindow:
-    """The registry's `champion` version of a window model.
+def load_window_champion(name: str, tracking_uri: str, copies: Path | None = None) -> ServedWindow:
+    """The registry's `champion` version of a window model (see `load_champion`).
 
     Raises:
-        ModelUnavailableError: The model has no champion.
+        ModelUnavailableError: The model has no champion, and no local copy serves.
     """
-    version, model = registry.load_champion(name, tracking_uri)
-    return ServedWindow(name, str(version.version), sorted(version.aliases), model)
+    champion, model = registry.load_champion(name, tracking_uri, copies)
+    return ServedWindow(name, champion.version, sorted(champion.aliases), model, champion)
 
 
 @dataclass(frozen=True)
@@ -163,14 +170,14 @@ class ServedUplift(ServedWindow):
     model: UpliftModel
 
 
-def load_uplift_champion(name: str, tracking_uri: str) -> ServedUplift:
-    """The registry's `champion` version of the uplift model.
+def load_uplift_champion(name: str, tracking_uri: str, copies: Path | None = None) -> ServedUplift:
+    """The registry's `champion` version of the uplift model (see `load_champion`).
 
     Raises:
-        ModelUnavailableError: The model has no champion.
+        ModelUnavailableError: The model has no champion, and no local copy serves.
     """
-    version, model = registry.load_champion(name, tracking_uri)
-    return ServedUplift(name, str(version.version), sorted(version.aliases), model)
+    champion, model = registry.load_champion(name, tracking_uri, copies)
+    return ServedUplift(name, champion.version, sorted(champion.aliases), model, champion)
 
 
 # What the churn answer names when the customer never contacted service.

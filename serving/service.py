@@ -11,6 +11,7 @@ API key with its scope (`serving.access`).
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 
@@ -47,6 +48,10 @@ class Aftersale:
 
     def __init__(self) -> None:
         redact.install()
+        # A registry that is down should cost seconds, not MLflow's minutes of retries: the
+        # champions' local copies then serve (`models.served.registry`).
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
         self.settings = get_settings()
         self.runtime = Runtime.start(self.settings)
         self.token_keys = load_secrets(self.settings)
@@ -54,6 +59,8 @@ class Aftersale:
             log.warning("no tracking-token secret configured: /v1/recommend answers 401")
         domain_metrics().load(self.runtime.versions())
         self._reloading = threading.Lock()
+        # Why the latest reload failed (None once one succeeds), for /v1/models.
+        self.reload_error: str | None = None
         try:
             signal.signal(signal.SIGHUP, lambda *_: self.reload_in_background())
         except ValueError:  # not the main thread (e.g. under a test client): admin call only
@@ -65,7 +72,12 @@ class Aftersale:
     def reload(self) -> schemas.ModelsResponse:
         """Load the current champions beside the serving ones, then swap them in."""
         with self._reloading:
-            fresh = Runtime.start(self.settings)
+            try:
+                fresh = Runtime.start(self.settings)
+            except Exception as error:
+                self.reload_error = f"{type(error).__name__}: {error}"
+                raise
+            self.reload_error = None
             self.runtime = fresh  # one reference swap: requests see old or new, whole
             # Tracking-token secrets are re-read too: a rotated secret takes effect here.
             self.token_keys = load_secrets(self.settings)
@@ -138,12 +150,17 @@ class Aftersale:
     @admin.get("/v1/models")
     def models(self) -> schemas.ModelsResponse:
         """Loaded model versions and aliases."""
-        return self.runtime.models_info()
+        return self.runtime.models_info().model_copy(update={"reload_error": self.reload_error})
 
     @admin.post("/v1/admin/reload")
-    def admin_reload(self) -> schemas.ModelsResponse:
-        """Load the registry's current champions; the old ones serve until they are ready."""
-        return self.reload()
+    def admin_reload(self):
+        """Load the registry's current champions; the old ones serve until they are ready,
+        and keep serving when the new ones cannot load (503 with the reason)."""
+        try:
+            return self.reload()
+        except Exception as error:
+            log.exception("reload failed; the loaded champions keep serving")
+            return _error(503, f"reload failed; the loaded champions keep serving: {error}")
 
 
 # Keys and scopes are checked before any route, BentoML's and the admin app's alike; the

@@ -890,7 +890,8 @@ def test_metrics_count_what_was_answered(server, ids, service_key) -> None:
 
 def test_an_unloadable_optional_champion_leaves_the_service_serving(served_data, ids) -> None:
     """A corrupted artefact of an optional champion (here the offer model's files gone
-    from the artifact store) neither stops the service from starting nor hides why."""
+    from the artifact store) neither stops the service from starting nor hides why; its
+    local copy serves it while there is one."""
     import shutil
     from urllib.parse import urlparse
 
@@ -898,6 +899,7 @@ def test_an_unloadable_optional_champion_leaves_the_service_serving(served_data,
 
     from aftersale.settings import get_settings
     from models.served.registry import CHAMPION, ModelUnavailableError, tracking
+    from serving.runtime import CHAMPION_COPIES
 
     settings = get_settings()
     with tracking(settings.tracking_uri):
@@ -907,16 +909,26 @@ def test_an_unloadable_optional_champion_leaves_the_service_serving(served_data,
     files = Path(urlparse(location).path)
     assert files.is_dir(), location
     aside = files.with_name(files.name + ".aside")
+    copies = settings.serving_dir / CHAMPION_COPIES / "next_best_offer"
+    _runtime(served_data)  # a start with the artefact in place keeps a local copy
+    assert (copies / str(version.version)).is_dir()
     shutil.move(files, aside)
     try:
+        # The registry's files are gone; the copy of the same version serves.
+        kept = _runtime(served_data)
+        assert "next_best_offer" not in kept.models_info().unavailable
+        assert kept.recommend(ids["orders"][0], 3).offers
+        # Without the copy there is nothing left to load it from.
+        shutil.rmtree(copies)
         runtime = _runtime(served_data)
         info = runtime.models_info()
         assert "next_best_offer" in info.unavailable
-        assert "could not be loaded" in info.unavailable["next_best_offer"]
+        assert "cannot be loaded" in info.unavailable["next_best_offer"]
+        assert "no local copy" in info.unavailable["next_best_offer"]
         assert {m.name for m in info.models} >= {"delay_risk", "churn"}
         # Scores still answer; the tracking page says why it cannot.
         assert runtime.score_churn(ids["customers"]).results[0].status == "ok"
-        with pytest.raises(ModelUnavailableError, match="could not be loaded"):
+        with pytest.raises(ModelUnavailableError, match="cannot be loaded"):
             runtime.recommend(ids["orders"][0], 3)
     finally:
         shutil.move(aside, files)
