@@ -402,6 +402,13 @@ def report(
         Path | None,
         typer.Option(file_okay=False, help="Folder to write report.html to."),
     ] = None,
+    png: Annotated[
+        Path | None,
+        typer.Option(
+            dir_okay=False,
+            help="Also draw the top of the page with headless Chromium into this PNG file.",
+        ),
+    ] = None,
 ) -> None:
     """Write the analysts' HTML report on the current raw data (default folder:
     <data_dir>/reports): contact-centre measures by reason, customer outcomes, and a card
@@ -436,6 +443,14 @@ def report(
     path = folder / "report.html"
     path.write_text(page, encoding="utf-8")
     console.print(f"report: {path}", highlight=False, soft_wrap=True)
+    if png is not None:
+        from features.report.picture import ChromiumError, screenshot
+
+        try:
+            screenshot(path, png)
+        except ChromiumError as error:
+            fail(error, code=1)
+        console.print(f"picture: {png}", highlight=False, soft_wrap=True)
 
 
 def render_queue(path: Path, top: int = 10) -> Table:
