@@ -4,7 +4,7 @@ SHELL := /bin/bash
 UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 RUN := $(UV) run --frozen
 
-.PHONY: env demo test lint format bench bento clean
+.PHONY: env demo report-picture test lint format bench bento clean
 
 env: .venv/.synced
 
@@ -15,6 +15,13 @@ env: .venv/.synced
 
 demo: env
 	$(RUN) aftersale demo
+
+# The README's picture of the report (docs/report.png): `aftersale report` on the demo's
+# data folder, drawn by headless Chromium (Debian's `chromium`); runs the demo first when
+# the folder holds no raw data.
+report-picture: env
+	@test -d "$${AFTERSALE_DATA_DIR:-data}/raw" || $(MAKE) demo
+	$(RUN) aftersale report --png docs/report.png
 
 test: env
 	$(RUN) pytest

@@ -402,10 +402,18 @@ def report(
         Path | None,
         typer.Option(file_okay=False, help="Folder to write report.html to."),
     ] = None,
+    png: Annotated[
+        Path | None,
+        typer.Option(
+            dir_okay=False,
+            help="Also draw the top of the page with headless Chromium into this PNG file.",
+        ),
+    ] = None,
 ) -> None:
     """Write the analysts' HTML report on the current raw data (default folder:
     <data_dir>/reports): contact-centre measures by reason, customer outcomes, and a card
-    for each registered champion model with the drivers of delay risk and churn."""
+    for each registered champion model with the drivers of delay risk and churn, and the
+    churn drivers within each contact reason."""
     from aftersale.console import report_stage
     from aftersale.settings import get_settings
     from features.build.parallel import watermark_of
@@ -413,6 +421,7 @@ def report(
     from features.ingest import latest_raw
     from features.report.page import REPORT_TABLES, build_report, render_report
     from training.model_cards import decisions, model_cards, model_drivers
+    from training.reason_drivers import churn_drivers_by_reason
 
     settings = get_settings()
     try:
@@ -421,17 +430,27 @@ def report(
         fail(error, code=1)
     with stages(), report_stage("report") as stage:
         tables = read_validated(raw, tables=list(REPORT_TABLES))
-        figures = build_report(tables, watermark_of(raw, happened=True))
+        data_end = watermark_of(raw, happened=True)
+        figures = build_report(tables, data_end)
         cards = model_cards(settings.tracking_uri)
         drivers = model_drivers(settings.tracking_uri)
         worth = decisions(settings.tracking_uri)
-        page = render_report(figures, cards, drivers, worth)
+        by_reason = churn_drivers_by_reason(settings.tracking_uri, settings.features_dir, data_end)
+        page = render_report(figures, cards, drivers, worth, by_reason)
         stage.rows = sum(table.num_rows for table in tables.values())
     folder = out if out is not None else settings.data_dir / "reports"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "report.html"
     path.write_text(page, encoding="utf-8")
     console.print(f"report: {path}", highlight=False, soft_wrap=True)
+    if png is not None:
+        from features.report.picture import ChromiumError, screenshot
+
+        try:
+            screenshot(path, png)
+        except ChromiumError as error:
+            fail(error, code=1)
+        console.print(f"picture: {png}", highlight=False, soft_wrap=True)
 
 
 def render_queue(path: Path, top: int = 10) -> Table:

@@ -26,25 +26,16 @@
 
 # %%
 import matplotlib.pyplot as plt
-import pandas as pd
 
 from aftersale.settings import get_settings
-from features.build.derived import add_time_features
 from features.build.parallel import watermark_of
 from features.contract.io import read_validated
-from features.describe import describe
 from features.ingest import latest_raw
-from features.repo.customer_views import customer_snapshots
-from features.report.outcomes import CHURN_DAYS, NOT_CONTACTED
+from features.report.outcomes import CHURN_DAYS
 from features.report.page import REPORT_TABLES, build_report
-from features.store.latest import latest_rows
 from models import churn
-from models.served.registry import load_champion
-from training.explain import global_importance
 from training.model_cards import model_drivers
-
-# Drivers shown per contact reason.
-TOP_DRIVERS = 5
+from training.reason_drivers import churn_drivers_by_reason
 
 settings = get_settings()
 raw = latest_raw(settings.raw_root)
@@ -99,41 +90,20 @@ report.by_handler
 # The churn champion scores every customer who has ordered, with their features as of the
 # data's end (`features.store.latest.latest_rows`, the rows batch scoring reads). Customers
 # are grouped by the reason of their latest contact (those who never contacted service
-# form a group of their own); within each group, the features with
-# the largest mean |SHAP| contribution (log-odds) are its drivers. The model's overall
-# drivers, logged by the training run on its test window, come first.
+# form a group of their own); within each group, the features with the largest mean |SHAP|
+# contribution (log-odds) are its drivers (`training.reason_drivers`, the table of
+# `aftersale report`). The model's overall drivers, logged by the training run on its test
+# window, come first.
 
 # %%
 model_drivers(settings.tracking_uri, [churn.NAME])
 
 # %%
-version, model = load_champion(churn.NAME, settings.tracking_uri)
-snapshots = latest_rows(
-    settings.features_dir / "current" / customer_snapshots.name, "customer_id", data_end
-)
-customers = add_time_features(
-    snapshots[snapshots["orders_total"].fillna(0) > 0].reset_index(drop=True), data_end
-)
-contrib = model.contributions(customers)
-customers["churn_score"] = model.predict_proba(customers)
-print(f"{churn.NAME} version {version.version}: {len(customers):,} customers scored")
-
-# %%
-drivers = []
-latest_reason = customers["last_contact_reason"].fillna(NOT_CONTACTED)
-for reason, group in customers.groupby(latest_reason, sort=True):
-    importance = global_importance(contrib.loc[group.index]).head(TOP_DRIVERS)
-    for rank, (feature, mean_abs_shap) in enumerate(importance.items(), start=1):
-        drivers.append(
-            {
-                "reason": reason,
-                "customers": len(group),
-                "mean_churn_score": group["churn_score"].mean(),
-                "rank": rank,
-                "feature": feature,
-                "description": describe(feature, model.words),
-                "mean_abs_shap": mean_abs_shap,
-            }
-        )
-drivers_by_reason = pd.DataFrame(drivers)
+drivers_by_reason = churn_drivers_by_reason(settings.tracking_uri, settings.features_dir, data_end)
+if not drivers_by_reason.empty:
+    scored = drivers_by_reason.drop_duplicates("reason")
+    print(
+        f"{churn.NAME} version {drivers_by_reason['version'].iloc[0]}: "
+        f"{scored['customers'].sum():,} customers scored"
+    )
 drivers_by_reason

@@ -31,6 +31,7 @@ from features.report.outcomes import (
 
 CONTACT_CENTRE = "Contact-centre measures by contact reason"
 OUTCOMES = "Customer outcomes after service"
+REASON_DRIVERS = "Churn drivers within each contact reason"
 MODEL_CARDS = "Model cards"
 DECISIONS = "What the decisions are worth"
 HANDLER_NAMES = {"ai_agent": "AI agent", "human": "human"}
@@ -68,6 +69,7 @@ LABELS = {
     "low": "low",
     "high": "high",
     "note": "model's prediction",
+    "mean_churn_score": "mean churn score",
 }
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 72em; color: #222; }
@@ -284,6 +286,31 @@ def _outcomes(report: Report) -> str:
     return "\n".join(parts)
 
 
+def _reason_drivers(drivers: pd.DataFrame | None) -> str:
+    if drivers is None or drivers.empty:
+        return ""
+    first = drivers.iloc[0]
+    parts = [
+        f"<h2>{REASON_DRIVERS}</h2>",
+        f'<p class="window">Customers who had ordered by {_instant(first["as_of_ts"])}, '
+        f"scored with their features as of that instant by {html.escape(first['model'])} "
+        f"version {html.escape(str(first['version']))}.</p>",
+        '<p class="definition">Customers are grouped by the reason of their latest contact; '
+        "those who never contacted service form a group of their own. Within each group, "
+        "the features with the largest mean absolute SHAP contribution (log-odds of the "
+        "raw model) are its drivers: what moves the churn score of that group's customers, "
+        "not what would change their behaviour.</p>",
+    ]
+    for reason, rows in drivers.groupby("reason", sort=True):
+        head = rows.iloc[0]
+        parts.append(
+            f"<h3>{html.escape(str(reason))}: {head['customers']:,} customers, mean churn "
+            f"score {head['mean_churn_score']:.1%}</h3>"
+        )
+        parts.append(_table(rows[["rank", "description", "feature", "mean_abs_shap"]]))
+    return "\n".join(parts)
+
+
 def _png(data: bytes, description: str) -> str:
     """A PNG file's bytes as an embedded image."""
     encoded = base64.b64encode(data).decode("ascii")
@@ -402,6 +429,7 @@ def render_report(
     model_cards: pd.DataFrame | None = None,
     drivers: pd.DataFrame | None = None,
     decisions: pd.DataFrame | None = None,
+    reason_drivers: pd.DataFrame | None = None,
 ) -> str:
     """The report as one HTML page.
 
@@ -417,6 +445,10 @@ def render_report(
             `mean_abs_shap`, shown under the card of the same version.
         decisions: The offer policy's value and the outreach effects
             (`training.model_cards.decisions`); None or empty leaves the section out.
+        reason_drivers: The churn champion's drivers per latest contact reason
+            (`training.reason_drivers.churn_drivers_by_reason`): `model`, `version`,
+            `as_of_ts`, `reason`, `customers`, `mean_churn_score`, `rank`, `feature`,
+            `description`, `mean_abs_shap`; None or empty leaves the section out.
     """
     return "\n".join(
         [
@@ -428,6 +460,7 @@ def render_report(
             f"<p>Computed from the raw data up to {_instant(report.data_end)}.</p>",
             _contact_centre(report),
             _outcomes(report),
+            _reason_drivers(reason_drivers),
             _model_cards(model_cards, drivers),
             _decisions(decisions),
             "</body></html>",

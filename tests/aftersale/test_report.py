@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import struct
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from aftersale.cli import app
 from aftersale.settings import get_settings
 from features import versioned
 from features.ingest import check, stage
+from features.report import picture
 from features.report.page import CONTACT_CENTRE, MODEL_CARDS, OUTCOMES
 from features.sources.base import FolderSource
 from features.sources.simulator import simulate
@@ -76,3 +78,37 @@ def test_report_without_raw_data_is_an_error(data_dir) -> None:
     result = CliRunner().invoke(app, ["report"])
     assert result.exit_code == 1
     assert "aftersale ingest" in result.output
+
+
+@pytest.mark.skipif(
+    picture.find_chromium() is None,
+    reason="no Chromium on PATH (Debian's `chromium` package; .ci/run installs it)",
+)
+def test_report_draws_its_picture_with_chromium(published, tmp_path) -> None:
+    # The command `make report-picture` runs, on the small business.
+    png_path = tmp_path / "docs" / "report.png"
+    result = CliRunner().invoke(
+        app, ["report", "--out", str(tmp_path / "out"), "--png", str(png_path)]
+    )
+    assert result.exit_code == 0, result.output
+    assert str(png_path) in result.output.replace("\n", "")
+    data = png_path.read_bytes()
+    assert data.startswith(b"\x89PNG\r\n\x1a\n")
+    assert data[12:16] == b"IHDR"
+    width, height = struct.unpack(">II", data[16:24])
+    assert (width, height) == (picture.WINDOW_WIDTH, picture.WINDOW_HEIGHT)
+    # Tables and charts, not a blank window: a blank 1280 x 2000 PNG is a few kilobytes.
+    assert 50_000 < len(data) < 10_000_000
+
+
+def test_report_picture_without_chromium_is_an_error(published, tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(picture, "CHROMIUM_NAMES", ("no-such-chromium-binary",))
+    png_path = tmp_path / "report.png"
+    result = CliRunner().invoke(
+        app, ["report", "--out", str(tmp_path / "out"), "--png", str(png_path)]
+    )
+    assert result.exit_code == 1
+    assert "no Chromium on PATH" in result.output
+    # The page itself is still written.
+    assert (tmp_path / "out" / "report.html").is_file()
+    assert not png_path.exists()

@@ -17,6 +17,7 @@ from nbclient import NotebookClient
 
 from features.contract.schema import CONTACT_REASONS
 from features.report.outcomes import NOT_CONTACTED
+from training.reason_drivers import TOP_REASON_DRIVERS
 
 pytestmark = pytest.mark.slow
 
@@ -103,7 +104,7 @@ def test_churn_by_contact_reason(trained_registry, sim_tables, monkeypatch) -> N
     state = (
         'json.dumps({"data_end": data_end.isoformat(), '
         '"churn": churn_rates[["reason", "contacts", "churn_rate"]].to_dict("records"), '
-        '"drivers": drivers_by_reason.to_dict("records"), "top": TOP_DRIVERS})'
+        '"drivers": drivers_by_reason.drop(columns="as_of_ts").to_dict("records")})'
     )
     notebook = execute("churn_by_contact_reason.py", trained_registry, monkeypatch, state)
     result = printed_state(notebook)
@@ -133,7 +134,7 @@ def test_churn_by_contact_reason(trained_registry, sim_tables, monkeypatch) -> N
     assert groups["mean_churn_score"].between(0, 1).all()
     for _, rows in drivers.groupby("reason"):
         assert rows["rank"].tolist() == list(range(1, len(rows) + 1))
-        assert len(rows) == result["top"]
+        assert len(rows) == TOP_REASON_DRIVERS
         assert rows["mean_abs_shap"].is_monotonic_decreasing
         assert (rows["mean_abs_shap"] >= 0).all()
         assert rows["description"].str.len().gt(0).all()

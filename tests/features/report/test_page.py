@@ -13,6 +13,7 @@ from features.report.page import (
     CONTACT_CENTRE,
     MODEL_CARDS,
     OUTCOMES,
+    REASON_DRIVERS,
     build_report,
     render_report,
 )
@@ -105,6 +106,38 @@ def test_model_card_states_its_windows_and_embeds_its_plots(shop) -> None:
     assert page.index("days_since_last_order") < page.index("late_rate_28d")
     assert len(re.findall(r'src="data:image/png;base64,[A-Za-z0-9+/=]+"', page)) == 2 + 2
     assert not re.search(r"https?://", page)
+
+
+def test_reason_drivers_section_states_its_instant_and_a_table_per_reason(shop) -> None:
+    figures = build_report(shop)
+    assert REASON_DRIVERS not in render_report(figures)
+    as_of = pd.Timestamp("2025-06-30 12:00", tz="UTC")
+    drivers = pd.DataFrame(
+        {
+            "model": "churn",
+            "version": "4",
+            "as_of_ts": as_of,
+            "reason": ["delivery_delay", "delivery_delay", "no contact"],
+            "customers": [1200, 1200, 35],
+            "mean_churn_score": [0.25, 0.25, 0.125],
+            "rank": [1, 2, 1],
+            "feature": ["days_since_last_order", "late_rate_28d", "orders_total"],
+            "description": ["Time since the latest order", "Late parcels, 28 days", "Orders"],
+            "mean_abs_shap": [0.4321, 0.0123, 0.25],
+        }
+    )
+    page = render_report(figures, reason_drivers=drivers)
+    assert page.index(OUTCOMES) < page.index(REASON_DRIVERS)
+    assert (
+        "Customers who had ordered by 2025-06-30 12:00 UTC, scored with their features as of "
+        "that instant by churn version 4." in page
+    )
+    assert "<h3>delivery_delay: 1,200 customers, mean churn score 25.0%</h3>" in page
+    assert "<h3>no contact: 35 customers, mean churn score 12.5%</h3>" in page
+    assert page.index("Time since the latest order") < page.index("Late parcels, 28 days")
+    assert page.index("Late parcels, 28 days") < page.index("no contact: 35")
+    assert "0.432" in page
+    assert "0.0123" in page
 
 
 def _figure_png() -> bytes:

@@ -1,0 +1,17 @@
+"""The README's claims about files in the repository."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_readme_shows_the_committed_picture_of_the_report() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    reports = readme.split("## Reports", 1)[1].split("\n## ", 1)[0]
+    images = re.findall(r"!\[[^\]]+\]\(([^)\s]+)\)", reports)
+    assert "docs/report.png" in images
+    data = (ROOT / "docs" / "report.png").read_bytes()
+    assert data.startswith(b"\x89PNG\r\n\x1a\n")
