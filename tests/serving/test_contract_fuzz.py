@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from pathlib import Path
 
 import httpx
 import pandas as pd
@@ -144,3 +145,56 @@ def test_a_body_that_is_not_json_is_a_415(server, service_key) -> None:
     answer = httpx.post(f"{server}/v1/score/churn", content=b"--x--", headers=headers)
     assert answer.status_code == 415
     assert "JSON" in answer.json()["error"]
+
+
+def test_every_model_explains_its_served_score_over_http(server, served_env, service_key) -> None:
+    """`/v1/explain` for each of the four models, over real HTTP: the base value and the
+    contributions add up to the output, and the score is what the scoring route (or the
+    tracking page) answers for the same id at the same instant."""
+    import math
+
+    from serving.tokens import mint
+
+    folder = Path(served_env["AFTERSALE_DATA_DIR"])
+    effects = pq.read_table(folder / "serving" / "outreach_effects.parquet").to_pandas()
+    customers = effects["customer_id"].head(5).tolist()
+    raw = next(p for p in sorted((folder / "raw").iterdir()) if p.is_dir())
+    shipments = pq.read_table(raw / "shipments.parquet").to_pandas()
+    as_of = pd.Timestamp(served_env["AFTERSALE_AS_OF"])
+    moving = shipments[
+        (shipments["shipped_ts"] <= as_of)
+        & (shipments["delivered_ts"].isna() | (shipments["delivered_ts"] > as_of))
+    ]
+    parcels = moving["shipment_id"].head(5).tolist()
+    orders = moving["order_id"].head(5).tolist()
+    headers = {"Authorization": f"Bearer {service_key}"}
+    with httpx.Client(base_url=server, timeout=30, headers=headers) as http:
+
+        def explained(model: str, ids: list[str]) -> dict[str, dict]:
+            answer = http.post("/v1/explain", json={"model": model, "ids": ids})
+            assert answer.status_code == 200, answer.text
+            results = {r["id"]: r for r in answer.json()["results"] if r["status"] == "ok"}
+            assert results, answer.text
+            for r in results.values():
+                total = r["base_value"] + sum(c["contribution"] for c in r["contributions"])
+                assert total == pytest.approx(r["output"], abs=1e-6)
+            return results
+
+        churn = http.post("/v1/score/churn", json={"customer_ids": customers}).json()["results"]
+        by_customer = {r["customer_id"]: r for r in churn}
+        for i, r in explained("churn", customers).items():
+            assert r["score"] == pytest.approx(by_customer[i]["probability"], rel=1e-9)
+        for i, r in explained("outreach_uplift", customers).items():
+            assert r["score"] == pytest.approx(by_customer[i]["best_action_uplift"], rel=1e-9)
+            assert r["output"] == pytest.approx(r["score"], rel=1e-9)
+        delay = http.post("/v1/score/delay", json={"shipment_ids": parcels}).json()["results"]
+        by_parcel = {r["shipment_id"]: r for r in delay}
+        for i, r in explained("delay_risk", parcels).items():
+            assert r["score"] == pytest.approx(by_parcel[i]["probability"], rel=1e-9)
+        secret = TOKEN_SECRET.encode()
+        for i, r in explained("next_best_offer", orders).items():
+            page = {"order_id": i, "k": 1, "token": mint(i, secret)}
+            offers = http.post("/v1/recommend", json=page).json()["offers"]
+            assert r["score"] == pytest.approx(offers[0]["acceptance_probability"], rel=1e-9)
+            assert 0 < r["score"] < 1
+            assert not math.isnan(r["output"])
