@@ -289,3 +289,39 @@ def test_rejected_ingest_keeps_the_current_raw_data(
             versioned.discard(staging)
     assert versioned.current(published) == current
     assert snapshot(current) == before
+
+
+@pytest.fixture(scope="module")
+def ingested(valid_dir: Path, tmp_path_factory: pytest.TempPathFactory, prefect_harness):
+    """A data folder whose current raw data the `aftersale ingest` command published from
+    the valid folder; the command's runner is pointed at it."""
+    folder = tmp_path_factory.mktemp("ingested")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("AFTERSALE_DATA_DIR", str(folder))
+        runner = CliRunner()
+        result = runner.invoke(app, ["ingest", "--source", "folder", "--path", str(valid_dir)])
+        assert result.exit_code == 0, result.output
+        yield folder / "raw", runner
+
+
+@settings(max_examples=8, deadline=None, derandomize=True)
+@given(data=st.data())
+def test_the_ingest_command_names_a_malformed_folder_and_keeps_the_current_data(
+    valid_dir: Path, ingested, data: st.DataObject
+) -> None:
+    """The same malformations through `aftersale ingest` itself (its flow, its exit):
+    a named rejection with exit 1, never a traceback, and the published data untouched."""
+    raw_root, runner = ingested
+    current = versioned.current(raw_root)
+    before = snapshot(current)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "raw"
+        expected = malformed_copy(valid_dir, folder, data)
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("AFTERSALE_DATA_DIR", str(raw_root.parent))
+            result = runner.invoke(app, ["ingest", "--source", "folder", "--path", str(folder)])
+    assert_named(result, expected)
+    if result.exit_code == 1:
+        assert "rejected" in result.output, result.output
+        assert versioned.current(raw_root) == current
+        assert snapshot(current) == before
