@@ -397,6 +397,63 @@ def score(
 
 
 @app.command()
+def monitor(
+    model: Annotated[
+        list[str] | None,
+        typer.Option("--model", "-m", help="Model to monitor (repeatable; default: all)."),
+    ] = None,
+    days: Annotated[
+        int, typer.Option(min=1, help="Newest days compared with the training window.")
+    ] = 28,
+) -> None:
+    """Drift of each champion's newest days against its training window (flow `monitor`)."""
+    from models.served.registry import ModelUnavailableError
+
+    try:
+        with stages(STARTING):
+            from flows.monitor import monitor as monitor_flow
+
+            results = monitor_flow(models=model or None, window_days=days)
+    except (ModelUnavailableError, ValueError) as exc:
+        err_console.print(f"[red]rejected[/red] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(code=1) from None
+    for result in results:
+        console.print(render_drift(result))
+
+
+def render_drift(result) -> Table:
+    """One model's drift: every column on the whole windows, then the segments that drifted."""
+    table = Table(
+        title=f"Drift of {result.model} v{result.version}: "
+        f"{result.current_span[0]:%Y-%m-%d}..{result.current_span[1]:%Y-%m-%d} against its "
+        f"training window {result.reference_span[0]:%Y-%m-%d}..{result.reference_span[1]:%Y-%m-%d}"
+    )
+    for column in ("segment", "column", "method", "value", "threshold", "drifted"):
+        table.add_column(column, justify="right" if column in ("value", "threshold") else "left")
+    frame = result.table
+    whole = frame[frame["segment"] == "all"].sort_values(
+        ["drifted", "kind", "column"], ascending=[False, True, True]
+    )
+    parts = frame[(frame["segment"] != "all") & frame["drifted"]]
+    for row in [*whole.itertuples(), *parts.itertuples()]:
+        table.add_row(
+            row.segment,
+            row.column,
+            row.method,
+            f"{row.value:.3g}",
+            f"{row.threshold:.3g}",
+            "[red]yes[/red]" if row.drifted else "no",
+        )
+    crossed = int(whole[whole["kind"] == "feature"]["drifted"].sum())
+    total = int((whole["kind"] == "feature").sum())
+    table.caption = (
+        f"{crossed} of {total} features drifted; {parts['segment'].nunique()} segments "
+        f"drifted. Report: {result.report} (MLflow run {result.run_id})"
+    )
+    return table
+
+
+@app.command()
 def report(
     out: Annotated[
         Path | None,

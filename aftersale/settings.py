@@ -117,6 +117,11 @@ class Settings(BaseSettings):
         return self.data_dir / "serving"
 
     @property
+    def monitoring_dir(self) -> Path:
+        """The monitor's tables (drift by model, segment and column) and its HTML reports."""
+        return self.data_dir / "monitoring"
+
+    @property
     def feast_dir(self) -> Path:
         """Feast registry and SQLite online store."""
         return self.data_dir / "feast"

@@ -1,0 +1,171 @@
+"""Flow `monitor`: how the newest days drift from what each champion was trained on.
+
+One task per monitored model (`training.monitor`): its drift table is appended to
+`<data_dir>/monitoring/drift.parquet` (one row per model, segment and column, with the
+instant of the run and the champion's version) and logged to MLflow, in the experiment
+`monitor`, with the Evidently HTML report as an artefact.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+
+from aftersale.console import report_stage
+from aftersale.settings import get_settings
+
+log = logging.getLogger(__name__)
+
+EXPERIMENT = "monitor"
+DRIFT_FILE = "drift.parquet"
+DEFAULT_WINDOW_DAYS = 28
+
+
+@dataclass(frozen=True)
+class MonitorResult:
+    """One model's drift, where it was recorded, and the windows compared."""
+
+    model: str
+    version: str
+    table: pd.DataFrame
+    report: Path
+    run_id: str
+    reference_span: tuple[pd.Timestamp, pd.Timestamp]
+    current_span: tuple[pd.Timestamp, pd.Timestamp]
+
+
+def _append(table: pd.DataFrame, path: Path) -> Path:
+    """Add rows to the monitoring table, written whole beside it and renamed."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_file():
+        table = pd.concat([pq.read_table(path).to_pandas(), table], ignore_index=True)
+    handle, scratch = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.close(handle)
+    try:
+        pq.write_table(pa.Table.from_pandas(table, preserve_index=False), scratch)
+        os.replace(scratch, path)
+    finally:
+        Path(scratch).unlink(missing_ok=True)
+    return path
+
+
+@task(cache_policy=NO_CACHE)
+def monitor_model(name: str, window_days: int) -> MonitorResult:
+    """Drift of one champion's newest days against its training window, recorded."""
+    import mlflow
+
+    from features.store.config import feature_store
+    from models import MODELS
+    from models.served.registry import ModelUnavailableError, load_champion, tracking
+    from training.data import load_raw_tables
+    from training.model_cards import champions
+    from training.monitor import SEGMENTS, drift, monitored_frame, save_html, windows
+
+    settings = get_settings()
+    spec = MODELS[name]
+    uri = settings.tracking_uri
+    found = champions(uri, [name])
+    if not found:
+        raise ModelUnavailableError(f"{name}: no champion to monitor")
+    champion = found[0]
+    params = champion.params
+    _, model = load_champion(name, uri)
+    tables = load_raw_tables(settings, spec.raw_tables, spec.optional_tables)
+    frame, features = monitored_frame(spec, feature_store(settings), tables, model)
+    spans = windows(
+        frame,
+        pd.Timestamp(params["split_train_start"]),
+        pd.Timestamp(params["split_train_end"]),
+        window_days,
+    )
+    result = drift(name, spans, features, spec.categorical, SEGMENTS.get(name, ()))
+    report = save_html(result, settings.monitoring_dir / "reports", name)
+    table = result.table.assign(
+        version=champion.version,
+        monitored_ts=pd.Timestamp.now(tz="UTC"),
+        current_start=spans.current_span[0],
+        current_end=spans.current_span[1],
+    )
+    overall = table[table["segment"] == "all"]
+    features_only = overall[overall["kind"] == "feature"]
+    prediction = overall[overall["kind"] == "prediction"]
+    with tracking(uri):
+        mlflow.set_experiment(EXPERIMENT)
+        with mlflow.start_run(run_name=f"{name} v{champion.version} drift") as run:
+            mlflow.set_tags({"model": name, "version": champion.version})
+            mlflow.log_params(
+                {
+                    "model": name,
+                    "version": champion.version,
+                    "reference_start": spans.reference_span[0].isoformat(),
+                    "reference_end": spans.reference_span[1].isoformat(),
+                    "current_start": spans.current_span[0].isoformat(),
+                    "current_end": spans.current_span[1].isoformat(),
+                    "window_days": window_days,
+                }
+            )
+            mlflow.log_metrics(
+                {
+                    "drifted_feature_share": float(features_only["drifted"].mean()),
+                    "prediction_drift": float(prediction["value"].iloc[0]),
+                    "drifted_segments": int(
+                        table[(table["segment"] != "all") & table["drifted"]]["segment"].nunique()
+                    ),
+                }
+            )
+            mlflow.log_artifact(str(report), "monitor")
+            run_id = run.info.run_id
+    _append(table, settings.monitoring_dir / DRIFT_FILE)
+    log.info(
+        "%s v%s: %d of %d features drifted; prediction drift %s",
+        name,
+        champion.version,
+        int(features_only["drifted"].sum()),
+        len(features_only),
+        "crossed" if bool(prediction["drifted"].iloc[0]) else "within",
+    )
+    return MonitorResult(
+        name,
+        champion.version,
+        result.table,
+        report,
+        run_id,
+        spans.reference_span,
+        spans.current_span,
+    )
+
+
+@flow(name="monitor")
+def monitor(
+    models: list[str] | None = None, window_days: int = DEFAULT_WINDOW_DAYS
+) -> list[MonitorResult]:
+    """Drift of each monitored champion (default: delay risk and churn).
+
+    Raises:
+        ValueError: A name is not a monitored model, or `window_days` is not positive.
+    """
+    from training.monitor import SEGMENTS
+
+    names = list(models or SEGMENTS)
+    unknown = [n for n in names if n not in SEGMENTS]
+    if unknown:
+        raise ValueError(f"models: {unknown} are not monitored; monitored: {sorted(SEGMENTS)}")
+    if window_days < 1:
+        raise ValueError(f"window_days: must be at least 1, got {window_days}")
+    results = []
+    for name in names:
+        with report_stage(f"monitor {name}") as stage:
+            result = monitor_model(name, window_days)
+            stage.rows, stage.unit = len(result.table), "drift rows"
+        results.append(result)
+    return results

@@ -1,0 +1,58 @@
+"""`aftersale monitor` on the session's trained registry: one drift table per champion,
+recorded in MLflow with its HTML report and appended to the monitoring table."""
+
+from __future__ import annotations
+
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from aftersale.cli import app
+
+pytestmark = pytest.mark.slow
+
+
+def test_monitor_records_each_champions_drift(trained_registry, prefect_harness) -> None:
+    import mlflow
+
+    from flows.monitor import DRIFT_FILE, EXPERIMENT
+    from models.served.registry import tracking
+
+    settings = trained_registry
+    table_path = settings.monitoring_dir / DRIFT_FILE
+    before = len(pq.read_table(table_path)) if table_path.exists() else 0
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("AFTERSALE_DATA_DIR", str(settings.data_dir))
+        result = CliRunner().invoke(app, ["monitor", "--days", "28"])
+    assert result.exit_code == 0, result.output
+    for name in ("delay_risk", "churn"):
+        assert f"Drift of {name} v" in result.output
+    table = pq.read_table(table_path).to_pandas()
+    added = table.iloc[before:]
+    assert set(added["model"]) == {"delay_risk", "churn"}
+    for name, rows in added.groupby("model"):
+        whole = rows[rows["segment"] == "all"]
+        assert (whole["kind"] == "prediction").sum() == 1, name
+        assert (whole["kind"] == "feature").sum() >= 10, name
+        assert whole["value"].notna().all()
+        assert (rows["current_rows"] > 0).all()
+    with tracking(settings.tracking_uri):
+        experiment = mlflow.get_experiment_by_name(EXPERIMENT)
+        runs = mlflow.search_runs([experiment.experiment_id], output_format="list")
+        latest = {r.data.tags["model"]: r for r in sorted(runs, key=lambda r: r.info.start_time)}
+        for name, run in latest.items():
+            assert 0 <= run.data.metrics["drifted_feature_share"] <= 1
+            files = [
+                a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "monitor")
+            ]
+            assert files == [f"monitor/drift_{name}.html"], files
+    assert set(latest) == {"delay_risk", "churn"}
+
+
+def test_monitor_names_an_unknown_model(trained_registry, prefect_harness) -> None:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("AFTERSALE_DATA_DIR", str(trained_registry.data_dir))
+        result = CliRunner().invoke(app, ["monitor", "--model", "nobody"])
+    assert result.exit_code == 1
+    assert "not monitored" in result.output
+    assert "Traceback" not in result.output

@@ -1,0 +1,109 @@
+"""Drift as `training.monitor` measures it, held to the figures computed independently, on
+windows with a planted shift: the shifted feature and segment are flagged, the rest not."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.spatial.distance import jensenshannon
+from scipy.stats import wasserstein_distance
+
+from models.spec import EVENT_TIME
+from training.monitor import ALL, SCORE, drift, windows
+
+TRAIN_START = pd.Timestamp("2025-01-01", tz="UTC")
+TRAIN_END = pd.Timestamp("2025-06-30", tz="UTC")
+
+
+def _frame(rng, n: int, start: str, days: int, shift: float = 0.0, slow: str = "") -> pd.DataFrame:
+    carrier = rng.choice(["fast", "slow", "mid"], n)
+    late = rng.normal(0.0, 1.0, n) + shift
+    # A carrier that slows down: its parcels' hours in transit and scores move.
+    hours = rng.gamma(4.0, 12.0, n) + np.where(carrier == slow, 30.0, 0.0)
+    return pd.DataFrame(
+        {
+            EVENT_TIME: pd.Timestamp(start, tz="UTC")
+            + pd.to_timedelta(rng.uniform(0, days, n), unit="D"),
+            "lane_late_rate": late,
+            "hours_in_transit": hours,
+            "express": rng.random(n) < 0.3,
+            "carrier": carrier,
+            "service_level": rng.choice(["economy", "standard", "express"], n, p=[0.2, 0.5, 0.3]),
+            SCORE: 1 / (1 + np.exp(-(hours - 48) / 20)),
+        }
+    )
+
+
+@pytest.fixture
+def spans():
+    rng = np.random.default_rng(3)
+    reference = _frame(rng, 4000, "2025-01-01", 180)
+    current = _frame(rng, 1500, "2025-11-03", 28, shift=0.0, slow="slow")
+    # The service level mix changes too.
+    current["service_level"] = rng.choice(
+        ["economy", "standard", "express"], 1500, p=[0.6, 0.3, 0.1]
+    )
+    return windows(pd.concat([reference, current], ignore_index=True), TRAIN_START, TRAIN_END, 28)
+
+
+FEATURES = ["lane_late_rate", "hours_in_transit", "express", "carrier", "service_level"]
+CATEGORICAL = ["carrier", "service_level"]
+
+
+def test_windows_are_the_training_window_and_the_newest_days(spans) -> None:
+    times = pd.to_datetime(spans.reference[EVENT_TIME], utc=True)
+    assert times.min() >= TRAIN_START
+    assert times.max() <= TRAIN_END
+    newest = pd.to_datetime(spans.current[EVENT_TIME], utc=True)
+    assert newest.min() > spans.current_span[1] - pd.Timedelta(days=28)
+    assert len(spans.current) == 1500
+
+
+def test_drift_flags_the_shift_and_agrees_with_its_definition(spans) -> None:
+    result = drift("delay_risk", spans, FEATURES, CATEGORICAL, segments=("carrier",))
+    table = result.table
+    whole = table[table["segment"] == ALL].set_index("column")
+    assert set(whole.index) == {*FEATURES, SCORE}
+    assert bool(whole.loc["hours_in_transit", "drifted"])
+    assert bool(whole.loc["service_level", "drifted"])
+    assert not bool(whole.loc["lane_late_rate", "drifted"])
+    assert whole.loc[SCORE, "kind"] == "prediction"
+    # Wasserstein distance normed by the reference's spread, as the method says.
+    row = whole.loc["hours_in_transit"]
+    assert row["method"].startswith("Wasserstein")
+    ref = spans.reference["hours_in_transit"].to_numpy()
+    cur = spans.current["hours_in_transit"].to_numpy()
+    expected = wasserstein_distance(ref, cur) / np.std(ref)
+    assert row["value"] == pytest.approx(expected, rel=1e-6)
+    # Jensen-Shannon distance of the category shares.
+    row = whole.loc["service_level"]
+    assert row["method"].startswith("Jensen-Shannon")
+    levels = sorted(set(spans.reference["service_level"]) | set(spans.current["service_level"]))
+    shares = [
+        spans.reference["service_level"].value_counts(normalize=True).reindex(levels, fill_value=0),
+        spans.current["service_level"].value_counts(normalize=True).reindex(levels, fill_value=0),
+    ]
+    assert row["value"] == pytest.approx(jensenshannon(*shares), rel=1e-3)
+    # Every verdict follows its figure and threshold.
+    for r in table.itertuples():
+        crossed = r.value < r.threshold if "p_value" in r.method else r.value >= r.threshold
+        if r.kind != "share":
+            assert r.drifted == crossed, r
+
+
+def test_drift_names_the_segment_that_moved(spans) -> None:
+    table = drift("delay_risk", spans, FEATURES, CATEGORICAL, segments=("carrier",)).table
+    scores = table[(table["kind"] == "prediction") & (table["segment"] != ALL)]
+    scores = scores.set_index("segment")
+    assert bool(scores.loc["carrier=slow", "drifted"])
+    assert not bool(scores.loc["carrier=fast", "drifted"])
+    assert not bool(scores.loc["carrier=mid", "drifted"])
+    assert (scores["reference_rows"] >= 50).all()
+
+
+def test_empty_windows_are_a_named_error() -> None:
+    rng = np.random.default_rng(1)
+    frame = _frame(rng, 100, "2025-01-01", 30)
+    with pytest.raises(ValueError, match="no decisions to compare"):
+        windows(frame, TRAIN_START + pd.Timedelta(days=400), TRAIN_END + pd.Timedelta(days=500), 28)

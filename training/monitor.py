@@ -1,0 +1,232 @@
+"""Drift: how the newest days differ from what a champion was trained on.
+
+For each monitored classifier (delay risk, churn) the reference window is the champion's
+training window (its run's `split_train_start`..`split_train_end`), the current window the
+newest `window_days` days of its decisions up to the data's end; both get their
+point-in-time features the way training does, and the champion's score. Evidently
+(`DataDriftPreset`) measures each feature's drift and the score's (prediction drift), with
+its default test for each column's type and size and that test's threshold; the same runs
+on each segment (carrier and delivery region for parcels, home region and latest contact
+reason for customers) with enough rows in both windows. Evidently is used as it is: its
+column tests and thresholds are documented and its HTML report is what a data scientist
+opens from the MLflow run.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from models import churn, delay_risk
+from models.spec import EVENT_TIME, ModelSpec
+
+log = logging.getLogger(__name__)
+
+SCORE = "score"
+ALL = "all"
+# Segments each monitored model is watched by.
+SEGMENTS: dict[str, tuple[str, ...]] = {
+    delay_risk.NAME: ("carrier", "destination_region"),
+    churn.NAME: ("region", "last_contact_reason"),
+}
+# A segment is compared only with this many rows in each window.
+MIN_SEGMENT_ROWS = 50
+DRIFT_COLUMNS = (
+    "model",
+    "segment",
+    "column",
+    "kind",
+    "method",
+    "value",
+    "threshold",
+    "drifted",
+    "reference_rows",
+    "current_rows",
+)
+
+
+@dataclass(frozen=True)
+class Windows:
+    """The two windows compared: `reference` (training) and `current` (newest days)."""
+
+    reference: pd.DataFrame
+    current: pd.DataFrame
+    reference_span: tuple[pd.Timestamp, pd.Timestamp]
+    current_span: tuple[pd.Timestamp, pd.Timestamp]
+
+
+def windows(
+    frame: pd.DataFrame,
+    train_start: pd.Timestamp,
+    train_end: pd.Timestamp,
+    window_days: int,
+    end: pd.Timestamp | None = None,
+) -> Windows:
+    """Split decisions into the training window and the newest `window_days` days.
+
+    Raises:
+        ValueError: Either window holds no decision.
+    """
+    times = pd.to_datetime(frame[EVENT_TIME], utc=True)
+    end = times.max() if end is None else end
+    start = end - pd.Timedelta(days=window_days)
+    reference = frame[(times >= train_start) & (times <= train_end)]
+    current = frame[(times > start) & (times <= end)]
+    if reference.empty or current.empty:
+        raise ValueError(
+            f"no decisions to compare: {len(reference)} in the training window "
+            f"{train_start:%Y-%m-%d}..{train_end:%Y-%m-%d}, {len(current)} in the "
+            f"{window_days} days to {end:%Y-%m-%d}"
+        )
+    return Windows(reference, current, (train_start, train_end), (start, end))
+
+
+def _is_p_value(method: str) -> bool:
+    return "p_value" in method
+
+
+def _column_drift(snapshot) -> list[dict]:
+    """Each column's drift figure from an Evidently snapshot of `DataDriftPreset`."""
+    rows = []
+    for metric in snapshot.dict()["metrics"]:
+        config = metric.get("config", {})
+        if config.get("type", "").split(":")[-1] != "ValueDrift":
+            continue
+        method, threshold = str(config["method"]), float(config["threshold"])
+        value = float(metric["value"])
+        drifted = value < threshold if _is_p_value(method) else value >= threshold
+        rows.append(
+            {
+                "column": config["column"],
+                "method": method,
+                "value": value,
+                "threshold": threshold,
+                "drifted": bool(drifted),
+            }
+        )
+    return rows
+
+
+def _prepared(frame: pd.DataFrame, numeric, categorical) -> pd.DataFrame:
+    """Numbers as floats (flags as 0/1) and categories as text, as Evidently's tests read them."""
+    out = {c: pd.to_numeric(frame[c], errors="coerce").astype(np.float64) for c in numeric}
+    for c in categorical:
+        values = frame[c]
+        out[c] = (
+            values.astype(object)
+            .where(values.notna(), None)
+            .map(lambda v: v if v is None else str(v))
+        )
+    return pd.DataFrame(out, index=frame.index)
+
+
+def _run(reference: pd.DataFrame, current: pd.DataFrame, numeric, categorical):
+    from evidently import DataDefinition, Dataset, Report
+    from evidently.presets import DataDriftPreset
+
+    definition = DataDefinition(
+        numerical_columns=list(numeric), categorical_columns=list(categorical)
+    )
+    return Report([DataDriftPreset()]).run(
+        current_data=Dataset.from_pandas(
+            _prepared(current, numeric, categorical), data_definition=definition
+        ),
+        reference_data=Dataset.from_pandas(
+            _prepared(reference, numeric, categorical), data_definition=definition
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class Drift:
+    """One model's drift: the table (`DRIFT_COLUMNS`) and the whole-window Evidently
+    snapshot (its HTML report is `snapshot.save_html`)."""
+
+    table: pd.DataFrame
+    snapshot: object
+    spans: Windows
+
+
+def drift(
+    name: str,
+    spans: Windows,
+    features: Sequence[str],
+    categorical: Sequence[str],
+    segments: Sequence[str] = (),
+) -> Drift:
+    """Feature and prediction drift of `spans.current` against `spans.reference`, on the
+    whole windows and on each segment value with `MIN_SEGMENT_ROWS` rows in both.
+
+    Both frames hold the features and the champion's `SCORE`. A segment's rows are its
+    score's drift and the share of features that drifted within it (kind `share`, against
+    Evidently's default drift share of one half).
+    """
+    categorical = [c for c in features if c in set(categorical)]
+    numeric = [c for c in features if c not in set(categorical)] + [SCORE]
+    reference, current = spans.reference, spans.current
+    snapshot = _run(reference, current, numeric, categorical)
+    rows = [
+        {
+            **row,
+            "model": name,
+            "segment": ALL,
+            "kind": "prediction" if row["column"] == SCORE else "feature",
+            "reference_rows": len(reference),
+            "current_rows": len(current),
+        }
+        for row in _column_drift(snapshot)
+    ]
+    for column in segments:
+        values = sorted(set(reference[column].dropna()) & set(current[column].dropna()))
+        for value in values:
+            ref = reference[reference[column] == value]
+            cur = current[current[column] == value]
+            if min(len(ref), len(cur)) < MIN_SEGMENT_ROWS:
+                continue
+            found = _column_drift(_run(ref, cur, numeric, categorical))
+            sizes = {"reference_rows": len(ref), "current_rows": len(cur)}
+            segment = f"{column}={value}"
+            for row in found:
+                if row["column"] == SCORE:
+                    rows.append({**row, "model": name, "segment": segment, **sizes})
+                    rows[-1]["kind"] = "prediction"
+            shared = [r for r in found if r["column"] != SCORE]
+            share = float(np.mean([r["drifted"] for r in shared])) if shared else 0.0
+            rows.append(
+                {
+                    "model": name,
+                    "segment": segment,
+                    "column": "features",
+                    "kind": "share",
+                    "method": "share of drifted features",
+                    "value": share,
+                    "threshold": 0.5,
+                    "drifted": share >= 0.5,
+                    **sizes,
+                }
+            )
+    table = pd.DataFrame(rows, columns=list(DRIFT_COLUMNS))
+    return Drift(table, snapshot, spans)
+
+
+def monitored_frame(spec: ModelSpec, store, tables, model) -> tuple[pd.DataFrame, list[str]]:
+    """Every decision of `spec` with its point-in-time features and `model`'s score."""
+    from training.data import training_data
+
+    data = training_data(spec, store, tables)
+    frame = data.frame
+    frame[SCORE] = model.predict_proba(frame)
+    return frame, list(data.features)
+
+
+def save_html(result: Drift, folder: Path, name: str) -> Path:
+    """The whole-window Evidently report as one HTML file."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"drift_{name}.html"
+    result.snapshot.save_html(str(path))
+    return path
