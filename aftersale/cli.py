@@ -419,6 +419,22 @@ def monitor(
         raise typer.Exit(code=1) from None
     for result in results:
         console.print(render_drift(result))
+    console.print(render_quality([r.quality for r in results if r.quality is not None]))
+
+
+def render_quality(rows: list[dict]) -> Table:
+    """Each champion's AUC and ECE on its newest labelled window, beside its test window's."""
+    table = Table(title="Realised quality on the newest labelled window")
+    for column in ("model", "window", "rows", "AUC", "test AUC", "ECE", "test ECE"):
+        table.add_column(column, justify="left" if column in ("model", "window") else "right")
+    for row in rows:
+        table.add_row(
+            row["model"],
+            f"{row['window_start']:%Y-%m-%d}..{row['window_end']:%Y-%m-%d}",
+            f"{row['rows']:,}",
+            *(f"{row[k]:.3f}" for k in ("roc_auc", "test_roc_auc", "ece", "test_ece")),
+        )
+    return table
 
 
 def render_drift(result) -> Table:

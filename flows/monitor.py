@@ -2,8 +2,9 @@
 
 One task per monitored model (`training.monitor`): its drift table is appended to
 `<data_dir>/monitoring/drift.parquet` (one row per model, segment and column, with the
-instant of the run and the champion's version) and logged to MLflow, in the experiment
-`monitor`, with the Evidently HTML report as an artefact.
+instant of the run and the champion's version), its realised quality on the newest labelled
+window to `quality.parquet`, and both are logged to MLflow, in the experiment `monitor`,
+with the Evidently HTML report as an artefact.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ log = logging.getLogger(__name__)
 
 EXPERIMENT = "monitor"
 DRIFT_FILE = "drift.parquet"
+QUALITY_FILE = "quality.parquet"
 DEFAULT_WINDOW_DAYS = 28
 
 
@@ -39,6 +41,7 @@ class MonitorResult:
     run_id: str
     reference_span: tuple[pd.Timestamp, pd.Timestamp]
     current_span: tuple[pd.Timestamp, pd.Timestamp]
+    quality: dict | None = None
 
 
 def _append(table: pd.DataFrame, path: Path) -> Path:
@@ -64,12 +67,20 @@ def monitor_model(name: str, window_days: int) -> MonitorResult:
     """Drift of one champion's newest days against its training window, recorded."""
     import mlflow
 
+    from features.instants import watermark
     from features.store.config import feature_store
     from models import MODELS
     from models.served.registry import ModelUnavailableError, load_champion, tracking
     from training.data import load_raw_tables
     from training.model_cards import champions
-    from training.monitor import SEGMENTS, drift, monitored_frame, save_html, windows
+    from training.monitor import (
+        SEGMENTS,
+        drift,
+        monitored_frame,
+        realised_quality,
+        save_html,
+        windows,
+    )
 
     settings = get_settings()
     spec = MODELS[name]
@@ -89,6 +100,13 @@ def monitor_model(name: str, window_days: int) -> MonitorResult:
         window_days,
     )
     result = drift(name, spans, features, spec.categorical, SEGMENTS.get(name, ()))
+    try:
+        # The data's end: a label counts once it was known by then.
+        end = watermark(dict(tables), happened=True)
+        quality = realised_quality(name, frame, end, window_days, spec.capacity, champion.metrics)
+    except ValueError as error:
+        log.warning("%s: no realised quality yet: %s", name, error)
+        quality = None
     report = save_html(result, settings.monitoring_dir / "reports", name)
     table = result.table.assign(
         version=champion.version,
@@ -114,8 +132,14 @@ def monitor_model(name: str, window_days: int) -> MonitorResult:
                     "window_days": window_days,
                 }
             )
+            realised = (
+                {}
+                if quality is None
+                else {f"realised_{k}": float(quality[k]) for k in ("roc_auc", "ece", "rows")}
+            )
             mlflow.log_metrics(
                 {
+                    **realised,
                     "drifted_feature_share": float(features_only["drifted"].mean()),
                     "prediction_drift": float(prediction["value"].iloc[0]),
                     "drifted_segments": int(
@@ -126,6 +150,17 @@ def monitor_model(name: str, window_days: int) -> MonitorResult:
             mlflow.log_artifact(str(report), "monitor")
             run_id = run.info.run_id
     _append(table, settings.monitoring_dir / DRIFT_FILE)
+    if quality is not None:
+        row = pd.DataFrame(
+            [
+                {
+                    **quality,
+                    "version": champion.version,
+                    "monitored_ts": table["monitored_ts"].iloc[0],
+                }
+            ]
+        )
+        _append(row, settings.monitoring_dir / QUALITY_FILE)
     log.info(
         "%s v%s: %d of %d features drifted; prediction drift %s",
         name,
@@ -142,6 +177,7 @@ def monitor_model(name: str, window_days: int) -> MonitorResult:
         run_id,
         spans.reference_span,
         spans.current_span,
+        quality,
     )
 
 

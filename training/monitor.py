@@ -230,3 +230,57 @@ def save_html(result: Drift, folder: Path, name: str) -> Path:
     path = folder / f"drift_{name}.html"
     result.snapshot.save_html(str(path))
     return path
+
+
+QUALITY_COLUMNS = (
+    "model",
+    "window_start",
+    "window_end",
+    "rows",
+    "positive_rate",
+    "roc_auc",
+    "ece",
+    "test_roc_auc",
+    "test_ece",
+)
+
+
+def realised_quality(
+    name: str,
+    frame: pd.DataFrame,
+    end: pd.Timestamp,
+    window_days: int,
+    capacity: float,
+    tested: dict[str, float] | None = None,
+) -> dict[str, object]:
+    """The champion's AUC and calibration error (ECE) on its newest labelled window: the
+    decisions of the `window_days` days up to the latest one whose label was known by `end`,
+    beside the figures of its own test window (`tested`: its run's metrics).
+
+    Raises:
+        ValueError: No decision has a label known by `end`.
+    """
+    from models.spec import LABEL, LABEL_KNOWN
+    from training.evaluate import binary_metrics
+
+    known = pd.to_datetime(frame[LABEL_KNOWN], utc=True)
+    labelled = frame[frame[LABEL].notna() & (known <= end)]
+    if labelled.empty:
+        raise ValueError(f"{name}: no decision has a label known by {end:%Y-%m-%d}")
+    times = pd.to_datetime(labelled[EVENT_TIME], utc=True)
+    last = times.max()
+    start = last - pd.Timedelta(days=window_days)
+    window = labelled[times > start]
+    metrics = binary_metrics(window[LABEL].to_numpy(), window[SCORE].to_numpy(), capacity)
+    tested = tested or {}
+    return {
+        "model": name,
+        "window_start": start,
+        "window_end": last,
+        "rows": int(metrics["rows"]),
+        "positive_rate": metrics["positive_rate"],
+        "roc_auc": metrics["roc_auc"],
+        "ece": metrics["ece"],
+        "test_roc_auc": tested.get("test_roc_auc", float("nan")),
+        "test_ece": tested.get("test_ece", float("nan")),
+    }

@@ -36,6 +36,11 @@ def test_monitor_records_each_champions_drift(trained_registry, prefect_harness)
         assert (whole["kind"] == "feature").sum() >= 10, name
         assert whole["value"].notna().all()
         assert (rows["current_rows"] > 0).all()
+    assert "Realised quality on the newest labelled window" in result.output
+    quality = pq.read_table(settings.monitoring_dir / "quality.parquet").to_pandas()
+    assert {"delay_risk", "churn"} <= set(quality["model"])
+    assert quality["roc_auc"].between(0, 1).all()
+    assert (quality["rows"] > 0).all()
     with tracking(settings.tracking_uri):
         experiment = mlflow.get_experiment_by_name(EXPERIMENT)
         runs = mlflow.search_runs([experiment.experiment_id], output_format="list")

@@ -107,3 +107,38 @@ def test_empty_windows_are_a_named_error() -> None:
     frame = _frame(rng, 100, "2025-01-01", 30)
     with pytest.raises(ValueError, match="no decisions to compare"):
         windows(frame, TRAIN_START + pd.Timedelta(days=400), TRAIN_END + pd.Timedelta(days=500), 28)
+
+
+def test_realised_quality_is_measured_on_the_newest_labelled_window() -> None:
+    from sklearn.metrics import roc_auc_score
+
+    from models.spec import LABEL, LABEL_KNOWN
+    from training.monitor import realised_quality
+
+    rng = np.random.default_rng(5)
+    n = 3000
+    times = pd.Timestamp("2025-01-01", tz="UTC") + pd.to_timedelta(rng.uniform(0, 300, n), "D")
+    score = rng.uniform(0, 1, n)
+    label = (rng.uniform(0, 1, n) < score).astype(float)
+    frame = pd.DataFrame(
+        {
+            EVENT_TIME: times,
+            SCORE: score,
+            LABEL: label,
+            # Labels become known 30 days after the decision.
+            LABEL_KNOWN: times + pd.Timedelta(days=30),
+        }
+    )
+    end = pd.Timestamp("2025-09-01", tz="UTC")
+    quality = realised_quality("churn", frame, end, 28, 0.1, {"test_roc_auc": 0.7})
+    # Independently: labels known by the end, then the 28 days up to the latest of them.
+    known = frame[frame[LABEL_KNOWN] <= end]
+    last = known[EVENT_TIME].max()
+    window = known[known[EVENT_TIME] > last - pd.Timedelta(days=28)]
+    assert quality["window_end"] == last
+    assert quality["rows"] == len(window)
+    assert quality["roc_auc"] == pytest.approx(roc_auc_score(window[LABEL], window[SCORE]))
+    assert quality["test_roc_auc"] == 0.7
+    assert 0 <= quality["ece"] < 0.1
+    with pytest.raises(ValueError, match="no decision has a label known"):
+        realised_quality("churn", frame, pd.Timestamp("2024-01-01", tz="UTC"), 28, 0.1)
