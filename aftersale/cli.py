@@ -219,18 +219,32 @@ def ingest(
     customers: Annotated[int | None, typer.Option(min=1, help="Simulated customers.")] = None,
     seed: Annotated[int | None, typer.Option(help="Simulator seed.")] = None,
 ) -> None:
-    """Validate a source and publish it as the current raw data (flow `ingest`)."""
-    from features.ingest import ContractError
+    """Validate a source and publish it as the current raw data (flow `ingest`).
 
+    A folder whose `_batch.json` names a day (`aftersale simulate --day`) is that day's
+    batch: it is appended to the current raw data, and ingesting it again changes nothing.
+    """
+    from aftersale.settings import get_settings
+    from features import versioned
+    from features.ingest import BatchError, ContractError, day_manifest
+
+    raw_root = get_settings().raw_root
+    before = versioned.current(raw_root)
     try:
+        day = day_manifest(path) if source == Source.folder and path is not None else None
         with stages(STARTING):
             from flows.ingest import ingest as ingest_flow
 
             folder = ingest_flow(source=source.value, path=path, customers=customers, seed=seed)
-    except ContractError as exc:
+    except (ContractError, BatchError) as exc:
         err_console.print(f"[red]rejected[/red] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(code=1) from None
-    console.print(f"published raw data: {folder}")
+    if day is None:
+        console.print(f"published raw data: {folder}")
+    elif folder == before:
+        console.print(f"unchanged: day {day.day} was already ingested; current raw data: {folder}")
+    else:
+        console.print(f"appended day {day.day}: {folder}")
 
 
 features_app = typer.Typer(help="Feature tables and the Feast store.", no_args_is_help=True)
