@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 import sys
-from datetime import datetime
+from datetime import date, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, NoReturn
@@ -49,6 +49,20 @@ def parse_instant(text: str) -> datetime:
     except ValueError:
         raise typer.BadParameter(
             f"{text!r} is not an ISO 8601 instant, e.g. 2025-12-31T23:00:00+00:00 or 2025-12-31"
+        ) from None
+
+
+def parse_day(text: str, option: str) -> date:
+    """A calendar day from the command line, or a usage error naming the option.
+
+    Raises:
+        typer.BadParameter: The text is not an ISO 8601 date (exit code 2).
+    """
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise typer.BadParameter(
+            f"{text!r} is not a day, e.g. 2025-06-30", param_hint=option
         ) from None
 
 
@@ -103,31 +117,60 @@ def simulate(
         FileFormat.parquet
     ),
     workers: Annotated[int, typer.Option(min=1, help="Processes generating chunks.")] = 1,
+    until: Annotated[
+        str | None,
+        typer.Option(help="Write the history as known at the end of this day (YYYY-MM-DD)."),
+    ] = None,
+    day: Annotated[
+        str | None,
+        typer.Option(
+            help="Write this day's batch (YYYY-MM-DD): its new rows and the updates of "
+            "earlier rows, for `aftersale ingest --source folder` to append."
+        ),
+    ] = None,
 ) -> None:
     """Simulate a post-purchase business into a folder of contract tables."""
     from aftersale.console import report_stage
-    from features.sources.simulator import simulate as run_simulation
+    from features.sources import simulator
 
+    if until is not None and day is not None:
+        fail("--until and --day exclude each other: a history or one day's batch")
+    until_day = parse_day(until, "--until") if until is not None else None
+    batch_day = parse_day(day, "--day") if day is not None else None
+    kwargs = {
+        "customers": customers,
+        "seed": seed,
+        "fmt": file_format.value,
+        "months": months,
+        "workers": workers,
+    }
     with stages(), report_stage("simulate") as stage:
-        result = run_simulation(
-            out,
-            customers=customers,
-            seed=seed,
-            fmt=file_format.value,
-            months=months,
-            workers=workers,
-        )
+        try:
+            if until_day is not None:
+                result = simulator.simulate_until(out, until_day, **kwargs)
+            elif batch_day is not None:
+                result = simulator.simulate_day(out, batch_day, **kwargs)
+            else:
+                result = simulator.simulate(out, **kwargs)
+        except ValueError as exc:
+            fail(exc)
         raw_rows = sum(n for name, n in result.rows.items() if not name.startswith("_truth/"))
         stage.rows = raw_rows
-    table = Table(title=f"Simulated {customers:,} customers into {out}")
+    what = "" if until_day is None else f" up to {until_day}"
+    what = what if batch_day is None else f", the batch of {batch_day},"
+    table = Table(title=f"Simulated {customers:,} customers{what} into {out}")
     table.add_column("table")
     table.add_column("rows", justify="right")
     for name, rows in result.rows.items():
         table.add_row(name, f"{rows:,}")
     console.print(table)
+    rate = f"{raw_rows:,} contract rows in {result.seconds:.1f} s"
+    if until is not None or day is not None:
+        console.print(f"{rate}; _batch.json names the day")
+        return
     console.print(
-        f"{raw_rows:,} contract rows in {result.seconds:.1f} s ({raw_rows / result.seconds:,.0f} "
-        "rows/s); _truth/ holds the true probabilities, which models never read"
+        f"{rate} ({raw_rows / result.seconds:,.0f} rows/s); _truth/ holds the true "
+        "probabilities, which models never read"
     )
 
 
@@ -176,18 +219,32 @@ def ingest(
     customers: Annotated[int | None, typer.Option(min=1, help="Simulated customers.")] = None,
     seed: Annotated[int | None, typer.Option(help="Simulator seed.")] = None,
 ) -> None:
-    """Validate a source and publish it as the current raw data (flow `ingest`)."""
-    from features.ingest import ContractError
+    """Validate a source and publish it as the current raw data (flow `ingest`).
 
+    A folder whose `_batch.json` names a day (`aftersale simulate --day`) is that day's
+    batch: it is appended to the current raw data, and ingesting it again changes nothing.
+    """
+    from aftersale.settings import get_settings
+    from features import versioned
+    from features.ingest import BatchError, ContractError, day_manifest
+
+    raw_root = get_settings().raw_root
+    before = versioned.current(raw_root)
     try:
+        day = day_manifest(path) if source == Source.folder and path is not None else None
         with stages(STARTING):
             from flows.ingest import ingest as ingest_flow
 
             folder = ingest_flow(source=source.value, path=path, customers=customers, seed=seed)
-    except ContractError as exc:
+    except (ContractError, BatchError) as exc:
         err_console.print(f"[red]rejected[/red] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(code=1) from None
-    console.print(f"published raw data: {folder}")
+    if day is None:
+        console.print(f"published raw data: {folder}")
+    elif folder == before:
+        console.print(f"unchanged: day {day.day} was already ingested; current raw data: {folder}")
+    else:
+        console.print(f"appended day {day.day}: {folder}")
 
 
 features_app = typer.Typer(help="Feature tables and the Feast store.", no_args_is_help=True)

@@ -8,6 +8,7 @@ only a staging folder that the next publish removes.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -16,6 +17,8 @@ from pathlib import Path
 
 CURRENT = "current"
 KEEP_VERSIONS = 2
+# A version's own record, written into it before it is published.
+METADATA = "_version.json"
 
 
 def staging_dir(root: Path) -> Path:
@@ -65,3 +68,14 @@ def prune(root: Path, keep: Path) -> None:
         # A young staging folder may belong to a writer still running.
         if age_s > 3600:
             shutil.rmtree(partial, ignore_errors=True)
+
+
+def write_metadata(staging: Path, record: dict) -> None:
+    """Record facts about a version (JSON) in its staging folder, before `publish`."""
+    (staging / METADATA).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+
+
+def metadata(version: Path) -> dict:
+    """What `write_metadata` recorded in a version; empty when nothing was."""
+    path = version / METADATA
+    return json.loads(path.read_text()) if path.is_file() else {}

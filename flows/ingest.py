@@ -1,4 +1,4 @@
-"""Flow `ingest`: validate and load a source into the data folder."""
+"""Flow `ingest`: validate and load a source into the data folder, or append a day to it."""
 
 from __future__ import annotations
 
@@ -30,7 +30,14 @@ def check_contract(staging: Path) -> dict[str, int]:
 @task
 def publish_raw(staging: Path) -> Path:
     """Make the staged folder the current raw data."""
+    steps.record_history(staging)
     return versioned.publish(staging)
+
+
+@task
+def append_day(batch_dir: Path, raw_root: Path) -> steps.Appended:
+    """Check a day's batch against the current raw data and publish the two together."""
+    return steps.append_day(batch_dir, raw_root)
 
 
 def make_source(
@@ -53,8 +60,14 @@ def ingest(
     customers: int | None = None,
     seed: int | None = None,
 ) -> Path:
-    """Validate and load a source; returns the published raw folder."""
+    """Validate and load a source, or append a folder holding one day's batch; returns
+    the current raw folder."""
     settings = get_settings()
+    if source == "folder" and path is not None and steps.day_manifest(path) is not None:
+        with report_stage("append day") as stage:
+            appended = append_day(path, settings.raw_root)
+            stage.rows = appended.rows
+            return appended.version
     chosen = make_source(source, path, customers or settings.customers, seed or settings.seed)
     with report_stage("ingest") as stage:
         staging = stage_source(chosen, settings.raw_root)

@@ -6,6 +6,18 @@ required; every other table is optional and later stages use what is present.
 
 Timestamps are instants: timezone-aware, stored in UTC. Money is in the shop's currency.
 Identifiers are strings so that real sources keep their own keys.
+
+Data arrive as a history (every table as known at the end of a day) and then as day batches.
+A row comes into being at its table's `created` instant (an order at `order_ts`, a scan at
+`event_ts`); a table without one comes with the row it references first (an order line with
+its order) or, like the catalogue, belongs to the history. A few columns are filled after the
+row exists (`updates`: a delivery, a refund, a payment, an acceptance). Day D's batch holds
+the rows that came into being on D and every earlier row whose `updates` columns changed on
+D, each re-sent whole as known at the end of D. An update is an upsert by the table's key:
+the re-sent row replaces the earlier one, and only its `updates` columns may differ. Rows
+rather than appended event rows or versions with an `updated_ts`, because every reader then
+sees one row per key, exactly as in a history written at once, and the instant of each
+update is already the filled column itself.
 """
 
 from __future__ import annotations
@@ -166,7 +178,16 @@ class Ordering:
 
 @dataclass(frozen=True)
 class TableSchema:
-    """The declared schema of one raw table."""
+    """The declared schema of one raw table.
+
+    Attributes:
+        created: The instant column at which a row comes into being, or None when the row
+            comes with the row its first reference names (or, without references, with the
+            history).
+        updates: Columns filled after the row came into being, the first being the instant
+            of that update (offers: `accepted_ts`, then the `revenue` known with it); an
+            update re-sends the row with only these changed.
+    """
 
     name: str
     columns: tuple[Column, ...]
@@ -175,6 +196,8 @@ class TableSchema:
     orderings: tuple[Ordering, ...] = ()
     subjects: tuple[SubjectReference, ...] = ()
     required: bool = False
+    created: str | None = None
+    updates: tuple[str, ...] = ()
     description: str = ""
     _by_name: dict[str, Column] = field(init=False, repr=False, compare=False)
 
@@ -220,6 +243,7 @@ CUSTOMERS = TableSchema(
     required=True,
     key=("customer_id",),
     description="One row per customer; consent flags gate every outreach channel.",
+    created="signup_ts",
     columns=(
         _s("customer_id", description="Customer key."),
         _ts("signup_ts", description="When the account was created."),
@@ -271,6 +295,7 @@ ORDERS = TableSchema(
     required=True,
     key=("order_id",),
     description="One row per order.",
+    created="order_ts",
     references=(
         Reference("customer_id", "customers", "customer_id", not_before=("order_ts", "signup_ts")),
     ),
@@ -303,6 +328,8 @@ SHIPMENTS = TableSchema(
     name="shipments",
     key=("shipment_id",),
     description="One parcel; delivered_ts is missing while undelivered (or lost).",
+    created="shipped_ts",
+    updates=("delivered_ts",),
     references=(
         Reference("order_id", "orders", "order_id", not_before=("shipped_ts", "order_ts")),
     ),
@@ -325,6 +352,7 @@ TRACKING_EVENTS = TableSchema(
     name="tracking_events",
     key=("event_id",),
     description="Carrier scans of a shipment, exceptions included.",
+    created="event_ts",
     references=(
         Reference("shipment_id", "shipments", "shipment_id", not_before=("event_ts", "shipped_ts")),
     ),
@@ -340,6 +368,8 @@ RETURNS = TableSchema(
     name="returns",
     key=("return_id",),
     description="Return requests and their refunds.",
+    created="requested_ts",
+    updates=("refunded_ts",),
     references=(
         Reference("order_id", "orders", "order_id", not_before=("requested_ts", "order_ts")),
         Reference("product_id", "products", "product_id"),
@@ -360,6 +390,7 @@ CONTACTS = TableSchema(
     name="contacts",
     key=("contact_id",),
     description="Contact-center interactions with their handling and survey scores.",
+    created="ts",
     references=(
         Reference("customer_id", "customers", "customer_id", not_before=("ts", "signup_ts")),
         Reference("order_id", "orders", "order_id", not_before=("ts", "order_ts")),
@@ -413,6 +444,8 @@ INVOICES = TableSchema(
     name="invoices",
     key=("invoice_id",),
     description="Invoices to be paid (pay-later orders and membership renewals).",
+    created="issued_ts",
+    updates=("paid_ts",),
     references=(
         Reference("customer_id", "customers", "customer_id", not_before=("issued_ts", "signup_ts")),
         Reference("order_id", "orders", "order_id", not_before=("issued_ts", "order_ts")),
@@ -434,6 +467,8 @@ OFFERS = TableSchema(
     name="offers",
     key=("offer_id",),
     description="Every offer decision logged with the propensity of the logging policy.",
+    created="ts",
+    updates=("accepted_ts", "revenue"),
     references=(
         Reference("customer_id", "customers", "customer_id", not_before=("ts", "signup_ts")),
         Reference("order_id", "orders", "order_id", not_before=("ts", "order_ts")),
@@ -462,6 +497,7 @@ OFFERS = TableSchema(
 OUTREACH = TableSchema(
     name="outreach",
     key=("outreach_id",),
+    created="ts",
     description=(
         "Proactive outreach decisions of the logging policy, held-out ones included: what "
         "was (or, for a holdout, would have been) sent, on which channel, about what."

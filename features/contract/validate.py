@@ -384,7 +384,8 @@ def load_folder(folder: Path) -> tuple[dict[str, pa.Table], ValidationReport]:
         return tables, report
     known = {f"{name}{suffix}" for name in CONTRACT for suffix in (".parquet", ".csv")}
     for path in sorted(folder.iterdir()):
-        if path.is_file() and path.name not in known and not path.name.startswith("."):
+        # "_" marks the folder's own records (a batch manifest, version metadata).
+        if path.is_file() and path.name not in known and not path.name.startswith((".", "_")):
             report.notes.append(f"ignored {path.name}: not a contract table")
     for name, schema in CONTRACT.items():
         path, problem = find_table_file(folder, name)

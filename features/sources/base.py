@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from features.contract.batches import BATCH_FILE
 from features.contract.io import SUFFIXES
 from features.contract.schema import CONTRACT
 
@@ -42,13 +43,17 @@ class SimulatorSource:
 
 @dataclass(frozen=True)
 class FolderSource:
-    """A folder of `<table>.csv` or `<table>.parquet` files in the contract's shape."""
+    """A folder of `<table>.csv` or `<table>.parquet` files in the contract's shape, with
+    the `_batch.json` of a history when it has one."""
 
     path: Path
     name: str = "folder"
 
     def write(self, out_dir: Path) -> None:
         # Copied byte for byte: the contract check then reads the copy, not the original.
+        manifest = self.path / BATCH_FILE
+        if manifest.is_file():
+            shutil.copyfile(manifest, out_dir / BATCH_FILE)
         for table_name in CONTRACT:
             for suffix in SUFFIXES:
                 path = self.path / f"{table_name}{suffix}"

@@ -2,9 +2,11 @@
 
 `simulate` writes the contract tables and, beside them, `_truth/` with the true probabilities
 of its delay, churn and acceptance mechanisms and the true effect of every logged outreach.
-See docs/simulator.md.
+`simulate_until` and `simulate_day` write the same business as a history up to a day and as
+one day's batch. See docs/simulator.md.
 """
 
+from features.sources.simulator.days import simulate_day, simulate_until
 from features.sources.simulator.engine import SimulationResult, simulate
 from features.sources.simulator.offers import true_accept_prob, true_anyway_prob
 from features.sources.simulator.params import DEFAULT_PARAMS, SimulatorParams
@@ -14,6 +16,8 @@ __all__ = [
     "SimulationResult",
     "SimulatorParams",
     "simulate",
+    "simulate_day",
+    "simulate_until",
     "true_accept_prob",
     "true_anyway_prob",
 ]

@@ -97,7 +97,8 @@ def _black_fridays(years: range) -> list[date]:
     return out
 
 
-def _add_months(start: date, months: int) -> date:
+def add_months(start: date, months: int) -> date:
+    """The first day of the month `months` months after `start`'s month."""
     index = start.month - 1 + months
     return date(start.year + index // 12, index % 12 + 1, 1)
 
@@ -120,7 +121,7 @@ def build_timeline(start: date, months: int, params: SeasonalityParams) -> Timel
         raise ValueError(f"start must be the first day of a month, got {start}")
     if months < 1:
         raise ValueError(f"months must be at least 1, got {months}")
-    end = _add_months(start, months)
+    end = add_months(start, months)
     days = (end - start).days
     total = days + PAD_DAYS
     epoch_day = (start - date(1970, 1, 1)).days
@@ -165,7 +166,7 @@ def build_timeline(start: date, months: int, params: SeasonalityParams) -> Timel
     hourly = np.asarray(params.hourly, dtype=np.float64)
     hourly = hourly / hourly.sum()
     month_starts = np.array(
-        [(_add_months(start, m) - start).days for m in range(months)], dtype=np.int64
+        [(add_months(start, m) - start).days for m in range(months)], dtype=np.int64
     )
     return Timeline(
         start=start,
