@@ -477,6 +477,12 @@ def monitor(
     for result in results:
         console.print(render_drift(result))
     console.print(render_quality([r.quality for r in results if r.quality is not None]))
+    for result in results:
+        if result.retrain:
+            console.print(
+                f"[yellow]retrain due[/yellow] {result.model}: {'; '.join(result.retrain)}",
+                highlight=False,
+            )
 
 
 def render_quality(rows: list[dict]) -> Table:

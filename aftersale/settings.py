@@ -87,6 +87,19 @@ class Settings(BaseSettings):
         description="Cost of one action per channel in the shop's currency (JSON): a message "
         "costs its sending fee, a call about 6 agent minutes at 30 an hour.",
     )
+    retrain_drift_share: float = Field(
+        0.5,
+        gt=0.0,
+        le=1.0,
+        description="Share of a champion's features drifting (on the monitor's whole "
+        "window) at which it is marked for retraining.",
+    )
+    retrain_auc_drop: float = Field(
+        0.05,
+        gt=0.0,
+        description="Fall of a champion's realised AUC below its test AUC at which it is "
+        "marked for retraining.",
+    )
     outreach_holdout_share: float = Field(
         0.1,
         ge=0.0,

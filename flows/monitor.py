@@ -42,6 +42,7 @@ class MonitorResult:
     reference_span: tuple[pd.Timestamp, pd.Timestamp]
     current_span: tuple[pd.Timestamp, pd.Timestamp]
     quality: dict | None = None
+    retrain: list[str] | None = None
 
 
 def _append(table: pd.DataFrame, path: Path) -> Path:
@@ -71,6 +72,7 @@ def monitor_model(name: str, window_days: int) -> MonitorResult:
     from features.store.config import feature_store
     from models import MODELS
     from models.served.registry import ModelUnavailableError, load_champion, tracking
+    from models.served.retrain import mark
     from training.data import load_raw_tables
     from training.model_cards import champions
     from training.monitor import (
@@ -78,6 +80,7 @@ def monitor_model(name: str, window_days: int) -> MonitorResult:
         drift,
         monitored_frame,
         realised_quality,
+        retrain_reasons,
         save_html,
         windows,
     )
@@ -150,6 +153,14 @@ def monitor_model(name: str, window_days: int) -> MonitorResult:
             mlflow.log_artifact(str(report), "monitor")
             run_id = run.info.run_id
     _append(table, settings.monitoring_dir / DRIFT_FILE)
+    reasons = retrain_reasons(
+        result.table, quality, settings.retrain_drift_share, settings.retrain_auc_drop
+    )
+    if reasons:
+        why = "; ".join(reasons)
+        since = pd.Timestamp.now(tz="UTC").isoformat()
+        mark(settings.monitoring_dir, name, why, since)
+        log.warning("%s v%s marked for retraining: %s", name, champion.version, why)
     if quality is not None:
         row = pd.DataFrame(
             [
@@ -178,6 +189,7 @@ def monitor_model(name: str, window_days: int) -> MonitorResult:
         spans.reference_span,
         spans.current_span,
         quality,
+        reasons,
     )
 
 

@@ -12,7 +12,9 @@ only the service knows:
 - `aftersale_model_loaded{model, version}`: 1 for each champion version loaded, 0 once a
   reload replaced it;
 - `aftersale_online_read_seconds{view}`: online-store reads, point-in-time fallback
-  included.
+  included;
+- `aftersale_model_retrain_due{model}`: 1 while the monitor has marked the model for
+  retraining, else 0.
 
 prometheus-client is imported when the service first reports, not when this module is: the
 BentoML worker names its multiprocess folder (`PROMETHEUS_MULTIPROC_DIR`) at start-up, after
@@ -57,6 +59,12 @@ class DomainMetrics:
             ["view"],
             buckets=READ_BUCKETS,
         )
+        self.retrain_due = prom.Gauge(
+            "aftersale_model_retrain_due",
+            "1 while the monitor has marked the model for retraining, else 0.",
+            ["model"],
+            multiprocess_mode="livemax",
+        )
         self._versions: dict[str, str] = {}
         self._lock = threading.Lock()
 
@@ -84,6 +92,12 @@ class DomainMetrics:
             for model, version in versions.items():
                 self.loaded.labels(model, version).set(1)
             self._versions = dict(versions)
+
+    def marked(self, models: Iterable[str], due: Iterable[str]) -> None:
+        """Set each model's retrain-due gauge: 1 for those in `due`, else 0."""
+        due = set(due)
+        for model in models:
+            self.retrain_due.labels(model).set(1 if model in due else 0)
 
 
 @cache

@@ -22,6 +22,7 @@ from models import outreach_uplift as uplift_spec
 from models.delay_risk import DELIVERED, LIKELY_LOST, parcel_states
 from models.served.reasons import Reason, shown_value
 from models.served.registry import ModelUnavailableError
+from models.served.retrain import read_marks
 from models.served.window import day_starts
 from serving import schemas
 from serving.metrics import domain_metrics
@@ -450,7 +451,16 @@ class Runtime:
                 for m in self.served()
                 if m.champion is not None and m.champion.fallback
             },
+            retrain_due=self.retrain_due(),
         )
+
+    def retrain_due(self) -> dict[str, str]:
+        """Model → why the monitor marked it for retraining; the gauge on `/metrics` follows
+        (read from the marks file at each call: the monitor writes it after the service
+        started)."""
+        marks = {m: mark["reason"] for m, mark in read_marks(self.settings.monitoring_dir).items()}
+        domain_metrics().marked({*self.versions(), *marks}, marks)
+        return marks
 
 
 _effects_by_stamp: dict[tuple[int, int], dict[str, dict]] = {}

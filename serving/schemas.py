@@ -357,6 +357,11 @@ class ModelsResponse(BaseModel):
         description="Models served from the local copy of their last good champion, and why "
         "(the registry unreachable, or its champion unloadable).",
     )
+    retrain_due: dict[str, str] = Field(
+        default_factory=dict,
+        description="Champions the monitor marked for retraining, and why; the next "
+        "pipeline run retrains them.",
+    )
     reload_error: str | None = Field(
         None, description="Why the latest reload failed; the loaded champions keep serving."
     )

@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import threading
+import time
 
 import bentoml
 from fastapi import FastAPI
@@ -58,6 +59,8 @@ class Aftersale:
         if not self.token_keys:
             log.warning("no tracking-token secret configured: /v1/recommend answers 401")
         domain_metrics().load(self.runtime.versions())
+        # The retrain-due gauge follows the monitor's marks, written while the service runs.
+        threading.Thread(target=self._watch_marks, daemon=True).start()
         self._reloading = threading.Lock()
         # Why the latest reload failed (None once one succeeds), for /v1/models.
         self.reload_error: str | None = None
@@ -65,6 +68,14 @@ class Aftersale:
             signal.signal(signal.SIGHUP, lambda *_: self.reload_in_background())
         except ValueError:  # not the main thread (e.g. under a test client): admin call only
             log.info("SIGHUP reload not installed outside the main thread")
+
+    def _watch_marks(self, every_s: float = 30.0) -> None:
+        while True:
+            try:
+                self.runtime.retrain_due()
+            except Exception:
+                log.exception("could not read the retrain marks")
+            time.sleep(every_s)
 
     def __is_ready__(self) -> bool:
         return self.runtime is not None

@@ -284,3 +284,35 @@ def realised_quality(
         "test_roc_auc": tested.get("test_roc_auc", float("nan")),
         "test_ece": tested.get("test_ece", float("nan")),
     }
+
+
+def retrain_reasons(
+    table: pd.DataFrame,
+    quality: dict[str, object] | None,
+    drift_share: float,
+    auc_drop: float,
+) -> list[str]:
+    """Why a champion should be retrained, from its drift table and realised quality (none:
+    keep it): the score drifted on the whole window, the share of drifted features reached
+    `drift_share`, or the realised AUC fell `auc_drop` or more below the test AUC."""
+    reasons = []
+    whole = table[table["segment"] == ALL]
+    prediction = whole[whole["kind"] == "prediction"]
+    if len(prediction) and bool(prediction["drifted"].iloc[0]):
+        row = prediction.iloc[0]
+        reasons.append(
+            f"its score drifted ({row['method']} {row['value']:.3g}, threshold "
+            f"{row['threshold']:.3g})"
+        )
+    features = whole[whole["kind"] == "feature"]
+    share = float(features["drifted"].mean()) if len(features) else 0.0
+    if share >= drift_share:
+        reasons.append(f"{share:.0%} of its features drifted (threshold {drift_share:.0%})")
+    if quality is not None:
+        realised, tested = float(quality["roc_auc"]), float(quality["test_roc_auc"])
+        if np.isfinite(realised) and np.isfinite(tested) and tested - realised >= auc_drop:
+            reasons.append(
+                f"its realised AUC {realised:.3f} fell below its test AUC {tested:.3f} by "
+                f"{auc_drop} or more"
+            )
+    return reasons

@@ -61,3 +61,50 @@ def test_monitor_names_an_unknown_model(trained_registry, prefect_harness) -> No
     assert result.exit_code == 1
     assert "not monitored" in result.output
     assert "Traceback" not in result.output
+
+
+def test_a_crossed_threshold_marks_the_model_in_the_log_models_and_metrics(
+    trained_registry, prefect_harness
+) -> None:
+    import logging
+
+    from models.served.retrain import clear, read_marks
+    from serving.metrics import domain_metrics
+    from serving.runtime import Runtime
+
+    settings = trained_registry
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("AFTERSALE_DATA_DIR", str(settings.data_dir))
+        # Any drift at all marks the model.
+        patch.setenv("AFTERSALE_RETRAIN_DRIFT_SHARE", "0.0001")
+        from aftersale.settings import get_settings
+        from flows.monitor import monitor_model
+
+        marked_settings = get_settings()
+        for name in read_marks(marked_settings.monitoring_dir):
+            clear(marked_settings.monitoring_dir, name)
+        logger = logging.getLogger("flows.monitor")
+        records: list[logging.LogRecord] = []
+        handler = logging.Handler(logging.WARNING)
+        handler.emit = records.append
+        logger.addHandler(handler)
+        try:
+            result = monitor_model.fn("churn", 28)
+        finally:
+            logger.removeHandler(handler)
+    try:
+        assert any("features drifted" in reason for reason in result.retrain)
+        assert any(
+            "churn v" in r.getMessage() and "marked for retraining" in r.getMessage()
+            for r in records
+        )
+        marks = read_marks(marked_settings.monitoring_dir)
+        assert "features drifted" in marks["churn"]["reason"]
+        info = Runtime.start(marked_settings).models_info()
+        assert "features drifted" in info.retrain_due["churn"]
+        assert "delay_risk" not in info.retrain_due
+        gauge = domain_metrics().retrain_due
+        assert gauge.labels("churn")._value.get() == 1
+        assert gauge.labels("delay_risk")._value.get() == 0
+    finally:
+        clear(marked_settings.monitoring_dir, "churn")

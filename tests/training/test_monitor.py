@@ -142,3 +142,69 @@ def test_realised_quality_is_measured_on_the_newest_labelled_window() -> None:
     assert 0 <= quality["ece"] < 0.1
     with pytest.raises(ValueError, match="no decision has a label known"):
         realised_quality("churn", frame, pd.Timestamp("2024-01-01", tz="UTC"), 28, 0.1)
+
+
+def _table(prediction_drifted: bool, drifted_features: int, features: int = 10) -> pd.DataFrame:
+    rows = [
+        {
+            "segment": ALL,
+            "column": SCORE,
+            "kind": "prediction",
+            "method": "K-S p_value",
+            "value": 0.01 if prediction_drifted else 0.4,
+            "threshold": 0.05,
+            "drifted": prediction_drifted,
+        }
+    ]
+    rows += [
+        {
+            "segment": ALL,
+            "column": f"f{i}",
+            "kind": "feature",
+            "method": "Wasserstein distance (normed)",
+            "value": 0.2 if i < drifted_features else 0.01,
+            "threshold": 0.1,
+            "drifted": i < drifted_features,
+        }
+        for i in range(features)
+    ]
+    # A drifting segment alone marks nothing.
+    rows.append({**rows[0], "segment": "carrier=x", "drifted": True})
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize(
+    ("prediction", "drifted", "realised", "expected"),
+    [
+        (False, 2, 0.80, []),
+        (True, 2, 0.80, ["its score drifted"]),
+        (False, 5, 0.80, ["50% of its features drifted"]),
+        (False, 0, 0.74, ["its realised AUC 0.740 fell below its test AUC 0.800"]),
+        (True, 6, 0.70, ["its score drifted", "60% of its features", "its realised AUC"]),
+    ],
+)
+def test_retrain_is_due_past_a_threshold(prediction, drifted, realised, expected) -> None:
+    from training.monitor import retrain_reasons
+
+    quality = {"roc_auc": realised, "test_roc_auc": 0.80}
+    reasons = retrain_reasons(_table(prediction, drifted), quality, 0.5, 0.05)
+    assert len(reasons) == len(expected)
+    for reason, start in zip(reasons, expected, strict=True):
+        assert reason.startswith(start), reason
+
+
+def test_marks_keep_their_first_instant_and_clear(tmp_path) -> None:
+    from models.served.retrain import clear, mark, read_marks
+
+    assert read_marks(tmp_path) == {}
+    mark(tmp_path, "churn", "its score drifted", "2025-01-01T00:00:00+00:00")
+    mark(tmp_path, "churn", "its realised AUC fell", "2025-01-02T00:00:00+00:00")
+    mark(tmp_path, "delay_risk", "its score drifted", "2025-01-02T00:00:00+00:00")
+    marks = read_marks(tmp_path)
+    assert marks["churn"] == {
+        "since": "2025-01-01T00:00:00+00:00",
+        "reason": "its realised AUC fell",
+    }
+    assert clear(tmp_path, "churn") is not None
+    assert set(read_marks(tmp_path)) == {"delay_risk"}
+    assert clear(tmp_path, "churn") is None

@@ -1,0 +1,50 @@
+"""Which champions are marked for retraining, and why.
+
+The monitor marks a champion when its newest days cross a threshold (`training.monitor`);
+the pipeline's train stage retrains the marked models and clears their marks; the service
+shows them on `/v1/models` and as a gauge on `/metrics`. One small JSON file under the
+monitoring folder holds them, `{"<model>": {"since": "<ISO instant>", "reason": "..."}}`,
+written whole beside itself and renamed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+MARKS_FILE = "retrain_due.json"
+
+
+def read_marks(folder: Path) -> dict[str, dict[str, str]]:
+    """Model → its mark (`since`, `reason`); empty without a marks file."""
+    path = folder / MARKS_FILE
+    if not path.is_file():
+        return {}
+    return json.loads(path.read_text())
+
+
+def _write(folder: Path, marks: dict[str, dict[str, str]]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / MARKS_FILE
+    handle, scratch = tempfile.mkstemp(dir=folder, prefix=f".{MARKS_FILE}.")
+    with os.fdopen(handle, "w") as out:
+        json.dump(marks, out, indent=2, sort_keys=True)
+    os.replace(scratch, path)
+    return path
+
+
+def mark(folder: Path, model: str, reason: str, since: str) -> Path:
+    """Mark `model` for retraining; an existing mark keeps its `since`, takes the new reason."""
+    marks = read_marks(folder)
+    marks[model] = {"since": marks.get(model, {}).get("since", since), "reason": reason}
+    return _write(folder, marks)
+
+
+def clear(folder: Path, model: str) -> Path | None:
+    """Remove `model`'s mark (after it was retrained); None when it had none."""
+    marks = read_marks(folder)
+    if marks.pop(model, None) is None:
+        return None
+    return _write(folder, marks)
