@@ -488,15 +488,22 @@ def monitor(
 def render_quality(rows: list[dict]) -> Table:
     """Each champion's AUC and ECE on its newest labelled window, beside its test window's."""
     table = Table(title="Realised quality on the newest labelled window")
-    for column in ("model", "window", "rows", "AUC", "test AUC", "ECE", "test ECE"):
+    columns = ("model", "window", "rows", "AUC", "estimated", "test AUC", "ECE", "test ECE")
+    for column in (*columns, "estimated AUC, newest days"):
         table.add_column(column, justify="left" if column in ("model", "window") else "right")
+    keys = ("roc_auc", "estimated_roc_auc", "test_roc_auc", "ece", "test_ece")
     for row in rows:
         table.add_row(
             row["model"],
             f"{row['window_start']:%Y-%m-%d}..{row['window_end']:%Y-%m-%d}",
             f"{row['rows']:,}",
-            *(f"{row[k]:.3f}" for k in ("roc_auc", "test_roc_auc", "ece", "test_ece")),
+            *(f"{row[k]:.3f}" for k in keys),
+            f"{row.get('estimated_current_roc_auc', float('nan')):.3f}",
         )
+    table.caption = (
+        "estimated: AUC from the calibrated scores alone (CBPE), as it would be read before "
+        "the labels arrive"
+    )
     return table
 
 

@@ -73,11 +73,15 @@ def monitor_model(name: str, window_days: int) -> MonitorResult:
     from models import MODELS
     from models.served.registry import ModelUnavailableError, load_champion, tracking
     from models.served.retrain import mark
+    from models.spec import EVENT_TIME
     from training.data import load_raw_tables
     from training.model_cards import champions
     from training.monitor import (
+        SCORE,
         SEGMENTS,
+        customers_as_of,
         drift,
+        estimated_auc,
         monitored_frame,
         realised_quality,
         retrain_reasons,
@@ -96,20 +100,30 @@ def monitor_model(name: str, window_days: int) -> MonitorResult:
     _, model = load_champion(name, uri)
     tables = load_raw_tables(settings, spec.raw_tables, spec.optional_tables)
     frame, features = monitored_frame(spec, feature_store(settings), tables, model)
+    # The data's end: decisions of the newest days, and labels known by then.
+    end = watermark(dict(tables), happened=True)
+    current = None
+    if tuple(spec.entity) == ("customer_id",):
+        # Customer labels take months: the newest decisions are those at the data's end.
+        current = customers_as_of(settings.features_dir, end).assign(**{EVENT_TIME: end})
+        current[SCORE] = model.predict_proba(current)
     spans = windows(
         frame,
         pd.Timestamp(params["split_train_start"]),
         pd.Timestamp(params["split_train_end"]),
         window_days,
+        current=current,
     )
     result = drift(name, spans, features, spec.categorical, SEGMENTS.get(name, ()))
     try:
-        # The data's end: a label counts once it was known by then.
-        end = watermark(dict(tables), happened=True)
         quality = realised_quality(name, frame, end, window_days, spec.capacity, champion.metrics)
     except ValueError as error:
         log.warning("%s: no realised quality yet: %s", name, error)
         quality = None
+    # The newest days have no labels yet: their AUC estimated from the calibrated scores.
+    estimate = estimated_auc(spans.current[SCORE].to_numpy())
+    if quality is not None:
+        quality["estimated_current_roc_auc"] = estimate
     report = save_html(result, settings.monitoring_dir / "reports", name)
     table = result.table.assign(
         version=champion.version,
@@ -140,6 +154,7 @@ def monitor_model(name: str, window_days: int) -> MonitorResult:
                 if quality is None
                 else {f"realised_{k}": float(quality[k]) for k in ("roc_auc", "ece", "rows")}
             )
+            realised["estimated_roc_auc_newest_days"] = estimate
             mlflow.log_metrics(
                 {
                     **realised,

@@ -66,17 +66,24 @@ def windows(
     train_end: pd.Timestamp,
     window_days: int,
     end: pd.Timestamp | None = None,
+    current: pd.DataFrame | None = None,
 ) -> Windows:
-    """Split decisions into the training window and the newest `window_days` days.
+    """Split decisions into the training window and the newest `window_days` days (or take
+    `current` as the newest decisions: a model whose labels take months has no labelled
+    decision in its newest days, and is watched on the decisions made at the data's end).
 
     Raises:
         ValueError: Either window holds no decision.
     """
     times = pd.to_datetime(frame[EVENT_TIME], utc=True)
-    end = times.max() if end is None else end
-    start = end - pd.Timedelta(days=window_days)
     reference = frame[(times >= train_start) & (times <= train_end)]
-    current = frame[(times > start) & (times <= end)]
+    if current is None:
+        end = times.max() if end is None else end
+        start = end - pd.Timedelta(days=window_days)
+        current = frame[(times > start) & (times <= end)]
+    else:
+        newest = pd.to_datetime(current[EVENT_TIME], utc=True)
+        start, end = newest.min(), newest.max()
     if reference.empty or current.empty:
         raise ValueError(
             f"no decisions to compare: {len(reference)} in the training window "
@@ -214,6 +221,19 @@ def drift(
     return Drift(table, snapshot, spans)
 
 
+def customers_as_of(features_dir: Path, as_of: pd.Timestamp) -> pd.DataFrame:
+    """Every customer who has ordered, with their latest customer features at or before
+    `as_of` (the rows batch scoring reads) and the decision-time features of that instant."""
+    from features.build.derived import add_time_features
+    from features.repo.customer_views import customer_snapshots
+    from features.store.latest import latest_rows
+
+    table = features_dir / "current" / customer_snapshots.name
+    snapshots = latest_rows(table, "customer_id", as_of)
+    ordered = snapshots[snapshots["orders_total"].fillna(0) > 0].reset_index(drop=True)
+    return add_time_features(ordered, as_of)
+
+
 def monitored_frame(spec: ModelSpec, store, tables, model) -> tuple[pd.DataFrame, list[str]]:
     """Every decision of `spec` with its point-in-time features and `model`'s score."""
     from training.data import training_data
@@ -239,6 +259,7 @@ QUALITY_COLUMNS = (
     "rows",
     "positive_rate",
     "roc_auc",
+    "estimated_roc_auc",
     "ece",
     "test_roc_auc",
     "test_ece",
@@ -280,6 +301,8 @@ def realised_quality(
         "rows": int(metrics["rows"]),
         "positive_rate": metrics["positive_rate"],
         "roc_auc": metrics["roc_auc"],
+        # What the labels' absence would have let us say of the same window.
+        "estimated_roc_auc": estimated_auc(window[SCORE].to_numpy()),
         "ece": metrics["ece"],
         "test_roc_auc": tested.get("test_roc_auc", float("nan")),
         "test_ece": tested.get("test_ece", float("nan")),
@@ -316,3 +339,31 @@ def retrain_reasons(
                 f"{auc_drop} or more"
             )
     return reasons
+
+
+def estimated_auc(probabilities: np.ndarray) -> float:
+    """ROC AUC estimated without labels from calibrated probabilities (confidence-based
+    performance estimation, CBPE: Kivimäki et al., as NannyML implements it).
+
+    Each row counts as a positive with weight p and as a negative with weight 1 - p; the
+    expected true- and false-positive rates at each threshold trace the expected ROC curve.
+    NannyML itself does not resolve beside this project's pinned libraries, and the method
+    is these few lines. It holds while the model stays calibrated on the new rows: it
+    estimates how well the scores rank under their own probabilities, not a shift in the
+    relation between features and labels.
+    """
+    p = np.clip(np.asarray(probabilities, dtype=np.float64), 0.0, 1.0)
+    if len(p) == 0:
+        return float("nan")
+    order = np.argsort(-p, kind="stable")
+    sorted_p = p[order]
+    # Rows of equal score cross the threshold together.
+    last_of_tie = np.r_[sorted_p[1:] != sorted_p[:-1], True]
+    tp = np.cumsum(sorted_p)[last_of_tie]
+    fp = np.cumsum(1.0 - sorted_p)[last_of_tie]
+    positives, negatives = tp[-1], fp[-1]
+    if positives <= 0 or negatives <= 0:
+        return float("nan")
+    tpr = np.r_[0.0, tp / positives]
+    fpr = np.r_[0.0, fp / negatives]
+    return float(np.trapezoid(tpr, fpr))

@@ -17,15 +17,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from features.build.derived import add_time_features
 from features.describe import describe
 from features.repo.customer_views import customer_snapshots
 from features.report.outcomes import NOT_CONTACTED
-from features.store.latest import latest_rows
 from models import churn
 from models.served.registry import load_champion
 from training.explain import global_importance
 from training.model_cards import champions
+from training.monitor import customers_as_of
 
 # Drivers shown per contact reason.
 TOP_REASON_DRIVERS = 5
@@ -68,11 +67,9 @@ def churn_drivers_by_reason(
     if not champions(tracking_uri, [churn.NAME]) or not any(table.glob("*.parquet")):
         return empty
     version, model = load_champion(churn.NAME, tracking_uri)
-    snapshots = latest_rows(table, "customer_id", as_of)
-    ordered = snapshots[snapshots["orders_total"].fillna(0) > 0].reset_index(drop=True)
-    if ordered.empty:
+    customers = customers_as_of(features_dir, as_of)
+    if customers.empty:
         return empty
-    customers = add_time_features(ordered, as_of)
     contributions = model.contributions(customers)
     scores = pd.Series(model.predict_proba(customers), index=customers.index)
     latest_reason = customers["last_contact_reason"].fillna(NOT_CONTACTED)

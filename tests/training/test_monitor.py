@@ -208,3 +208,22 @@ def test_marks_keep_their_first_instant_and_clear(tmp_path) -> None:
     assert clear(tmp_path, "churn") is not None
     assert set(read_marks(tmp_path)) == {"delay_risk"}
     assert clear(tmp_path, "churn") is None
+
+
+def test_the_estimate_without_labels_is_the_expected_roc_auc() -> None:
+    from sklearn.metrics import roc_auc_score
+
+    from training.monitor import estimated_auc
+
+    rng = np.random.default_rng(11)
+    p = np.round(rng.beta(2, 5, 400), 2)  # ties included
+    # Independently: every row once as a positive weighted p, once as a negative weighted 1-p.
+    y = np.r_[np.ones_like(p), np.zeros_like(p)]
+    weights = np.r_[p, 1 - p]
+    expected = roc_auc_score(y, np.r_[p, p], sample_weight=weights)
+    assert estimated_auc(p) == pytest.approx(expected, abs=1e-12)
+    # Calibrated scores: the estimate lands near the AUC the labels then give.
+    scores = rng.beta(2, 5, 20_000)
+    labels = rng.uniform(size=scores.size) < scores
+    assert estimated_auc(scores) == pytest.approx(roc_auc_score(labels, scores), abs=0.01)
+    assert np.isnan(estimated_auc(np.zeros(10)))
