@@ -8,10 +8,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from features.contract.schema import CONTACT_REASONS
 from models.served.calibration import fast_calibration
 from models.served.classifier import CalibratedModel
 from models.served.reasons import reason_codes, top_reasons
-from serving.scoring import NO_CONTACT, ServedModel, band, driving_contact_reason
+from serving.scoring import (
+    NO_CONTACT,
+    ServedModel,
+    band,
+    driving_contact_reason,
+    own_contact_reasons,
+)
 from training.calibrate import fit_calibrator
 from training.fit import fit_lightgbm, layout_from_train
 
@@ -203,3 +210,23 @@ def test_top_reasons_word_values_for_people_as_reason_codes_do() -> None:
     frame_contrib = pd.DataFrame([contrib], columns=[*features, "bias"])
     expected = reason_codes(frame_contrib, frame, words, k=len(features))[0]
     assert got == expected
+
+
+def test_own_contact_reasons_read_missing_and_non_numeric_counts_as_none() -> None:
+    # Records read from the online store hold None for a count never materialised.
+    values = pd.DataFrame(
+        [
+            {"contacts_complaint_30d": None, "contacts_complaint_90d": 2, "contacts_other_30d": 0},
+            {
+                "contacts_complaint_30d": None,
+                "contacts_complaint_90d": None,
+                "contacts_other_30d": "x",
+            },
+        ]
+    )
+    held = own_contact_reasons(values)
+    complaint, other = CONTACT_REASONS.index("complaint"), CONTACT_REASONS.index("other")
+    assert held[0, complaint]
+    assert not held[0, other]
+    assert not held[1].any()
+    assert own_contact_reasons(values.iloc[0:0]).shape == (0, len(CONTACT_REASONS))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import stat
 
 import pytest
+from limits import parse_many
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse
 from starlette.routing import Route
@@ -15,7 +16,7 @@ from typer.testing import CliRunner
 
 from aftersale.cli import app as cli
 from aftersale.settings import Settings
-from serving.ratelimit import RateLimitMiddleware
+from serving.ratelimit import SWEEP_EVERY, MovingWindows, RateLimitMiddleware
 from serving.tokens import (
     TokenConfigError,
     ensure_secret,
@@ -128,3 +129,25 @@ def test_a_client_over_the_limit_gets_429_with_retry_after() -> None:
     assert len(ran) == 3
     # Other routes are not counted.
     assert client.post("/v1/other").status_code == 200
+
+
+def test_a_moving_window_frees_a_hit_as_it_leaves_the_window() -> None:
+    windows = MovingWindows(parse_many("2/second;3/minute"))
+    assert windows.hit("a", now=0.0) is None
+    assert windows.hit("a", now=0.5) is None
+    # The second-long window is full until the first hit leaves it.
+    assert windows.hit("a", now=0.9) == pytest.approx(0.1)
+    assert windows.hit("b", now=0.9) is None
+    assert windows.hit("a", now=1.0) is None
+    # A refused hit was not counted: the minute-long window holds three, now full.
+    assert windows.hit("a", now=2.0) == pytest.approx(58.0)
+    assert windows.hit("a", now=60.0) is None
+
+
+def test_a_moving_window_forgets_silent_clients() -> None:
+    windows = MovingWindows(parse_many("5/second"))
+    for n in range(SWEEP_EVERY - 1):
+        windows.hit(f"c{n}", now=0.0)
+    # The sweeping hit comes after every earlier client's window has passed.
+    windows.hit("late", now=2.0)
+    assert list(windows.hits) == ["late"]
