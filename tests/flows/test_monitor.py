@@ -12,19 +12,56 @@ from aftersale.cli import app
 pytestmark = pytest.mark.slow
 
 
-def test_monitor_records_each_champions_drift(trained_registry, prefect_harness) -> None:
+def test_monitor_records_each_champions_drift_and_marks(trained_registry, prefect_harness) -> None:
+    """One run of the command: the drift tables, the realised quality, the MLflow runs, and,
+    with a threshold any drift crosses, the retrain marks in the log, on the service's
+    `/v1/models` answer and on its gauge."""
+    import logging
+
     import mlflow
 
     from flows.monitor import DRIFT_FILE, EXPERIMENT
     from models.served.registry import tracking
+    from models.served.retrain import clear, read_marks
+    from serving.metrics import domain_metrics
+    from serving.runtime import Runtime
 
     settings = trained_registry
+    for name in read_marks(settings.monitoring_dir):
+        clear(settings.monitoring_dir, name)
     table_path = settings.monitoring_dir / DRIFT_FILE
     before = len(pq.read_table(table_path)) if table_path.exists() else 0
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("AFTERSALE_DATA_DIR", str(settings.data_dir))
-        result = CliRunner().invoke(app, ["monitor", "--days", "28"])
+    logger = logging.getLogger("flows.monitor")
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = records.append
+    logger.addHandler(handler)
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("AFTERSALE_DATA_DIR", str(settings.data_dir))
+            # Any drift at all marks a model.
+            patch.setenv("AFTERSALE_RETRAIN_DRIFT_SHARE", "0.0001")
+            result = CliRunner().invoke(app, ["monitor", "--days", "28"])
+    finally:
+        logger.removeHandler(handler)
     assert result.exit_code == 0, result.output
+    try:
+        marks = read_marks(settings.monitoring_dir)
+        assert set(marks) == {"delay_risk", "churn"}
+        assert all("features drifted" in mark["reason"] for mark in marks.values())
+        assert "retrain due churn:" in result.output
+        warned = [r.getMessage() for r in records]
+        assert any("churn v" in m and "marked for retraining" in m for m in warned), warned
+        info = Runtime.start(settings).models_info()
+        assert set(info.retrain_due) == {"delay_risk", "churn"}
+        gauge = domain_metrics().retrain_due
+        assert gauge.labels("churn")._value.get() == 1
+        clear(settings.monitoring_dir, "churn")
+        assert set(Runtime.start(settings).models_info().retrain_due) == {"delay_risk"}
+        assert gauge.labels("churn")._value.get() == 0
+    finally:
+        for name in read_marks(settings.monitoring_dir):
+            clear(settings.monitoring_dir, name)
     for name in ("delay_risk", "churn"):
         assert f"Drift of {name} v" in result.output
     table = pq.read_table(table_path).to_pandas()
@@ -61,50 +98,3 @@ def test_monitor_names_an_unknown_model(trained_registry, prefect_harness) -> No
     assert result.exit_code == 1
     assert "not monitored" in result.output
     assert "Traceback" not in result.output
-
-
-def test_a_crossed_threshold_marks_the_model_in_the_log_models_and_metrics(
-    trained_registry, prefect_harness
-) -> None:
-    import logging
-
-    from models.served.retrain import clear, read_marks
-    from serving.metrics import domain_metrics
-    from serving.runtime import Runtime
-
-    settings = trained_registry
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("AFTERSALE_DATA_DIR", str(settings.data_dir))
-        # Any drift at all marks the model.
-        patch.setenv("AFTERSALE_RETRAIN_DRIFT_SHARE", "0.0001")
-        from aftersale.settings import get_settings
-        from flows.monitor import monitor_model
-
-        marked_settings = get_settings()
-        for name in read_marks(marked_settings.monitoring_dir):
-            clear(marked_settings.monitoring_dir, name)
-        logger = logging.getLogger("flows.monitor")
-        records: list[logging.LogRecord] = []
-        handler = logging.Handler(logging.WARNING)
-        handler.emit = records.append
-        logger.addHandler(handler)
-        try:
-            result = monitor_model.fn("churn", 28)
-        finally:
-            logger.removeHandler(handler)
-    try:
-        assert any("features drifted" in reason for reason in result.retrain)
-        assert any(
-            "churn v" in r.getMessage() and "marked for retraining" in r.getMessage()
-            for r in records
-        )
-        marks = read_marks(marked_settings.monitoring_dir)
-        assert "features drifted" in marks["churn"]["reason"]
-        info = Runtime.start(marked_settings).models_info()
-        assert "features drifted" in info.retrain_due["churn"]
-        assert "delay_risk" not in info.retrain_due
-        gauge = domain_metrics().retrain_due
-        assert gauge.labels("churn")._value.get() == 1
-        assert gauge.labels("delay_risk")._value.get() == 0
-    finally:
-        clear(marked_settings.monitoring_dir, "churn")
