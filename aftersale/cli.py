@@ -474,9 +474,23 @@ def monitor(
     except (ModelUnavailableError, ValueError) as exc:
         err_console.print(f"[red]rejected[/red] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(code=1) from None
+    from flows.monitor import MonitorResult
+
+    windows = [r for r in results if not isinstance(r, MonitorResult)]
+    results = [r for r in results if isinstance(r, MonitorResult)]
     for result in results:
         console.print(render_drift(result))
     console.print(render_quality([r.quality for r in results if r.quality is not None]))
+    for quality in windows:
+        if quality is not None:
+            console.print(
+                f"Delivery windows on {quality['window_start']:%Y-%m-%d}.."
+                f"{quality['window_end']:%Y-%m-%d} ({quality['rows']:,} parcel decisions): "
+                f"MAE {quality['mae_days']:.2f} days (test {quality['test_mae_days']:.2f}), "
+                f"coverage {quality['coverage']:.1%} (test {quality['test_coverage']:.1%}), "
+                f"median width {quality['median_width_days']:.0f} days",
+                highlight=False,
+            )
     for result in results:
         if result.retrain:
             console.print(

@@ -208,11 +208,49 @@ def monitor_model(name: str, window_days: int) -> MonitorResult:
     )
 
 
+@task(cache_policy=NO_CACHE)
+def monitor_windows(window_days: int) -> dict | None:
+    """The delivery-window champion's MAE and coverage on its newest settled parcels,
+    recorded beside the classifiers' quality (None without a champion)."""
+    import mlflow
+
+    from features.instants import watermark
+    from features.store.config import feature_store
+    from models import delivery_estimate
+    from models.served.registry import load_champion, tracking
+    from training.data import load_raw_tables, training_data
+    from training.model_cards import champions
+    from training.monitor import window_quality
+
+    settings = get_settings()
+    spec, uri = delivery_estimate.SPEC, settings.tracking_uri
+    found = champions(uri, [spec.name])
+    if not found:
+        log.info("%s: no champion to monitor", spec.name)
+        return None
+    champion = found[0]
+    _, model = load_champion(spec.name, uri)
+    tables = load_raw_tables(settings, spec.raw_tables, spec.optional_tables)
+    frame = training_data(spec, feature_store(settings), tables).frame
+    end = watermark(dict(tables), happened=True)
+    quality = window_quality(model, frame, end, window_days, champion.metrics)
+    with tracking(uri):
+        mlflow.set_experiment(EXPERIMENT)
+        with mlflow.start_run(run_name=f"{spec.name} v{champion.version} quality"):
+            mlflow.set_tags({"model": spec.name, "version": champion.version})
+            mlflow.log_metrics(
+                {f"realised_{k}": float(quality[k]) for k in ("mae_days", "coverage", "rows")}
+            )
+    row = {**quality, "version": champion.version, "monitored_ts": pd.Timestamp.now(tz="UTC")}
+    _append(pd.DataFrame([row]), settings.monitoring_dir / QUALITY_FILE)
+    return quality
+
+
 @flow(name="monitor")
-def monitor(
-    models: list[str] | None = None, window_days: int = DEFAULT_WINDOW_DAYS
-) -> list[MonitorResult]:
-    """Drift of each monitored champion (default: delay risk and churn).
+def monitor(models: list[str] | None = None, window_days: int = DEFAULT_WINDOW_DAYS) -> list:
+    """Drift and quality of each monitored champion (default: delay risk and churn), and,
+    monitoring them all, the delivery window's quality (last: a dict, or None without a
+    champion or settled parcels).
 
     Raises:
         ValueError: A name is not a monitored model, or `window_days` is not positive.
@@ -231,4 +269,13 @@ def monitor(
             result = monitor_model(name, window_days)
             stage.rows, stage.unit = len(result.table), "drift rows"
         results.append(result)
+    if models is None:
+        with report_stage("monitor delivery windows") as stage:
+            try:
+                windows = monitor_windows(window_days)
+            except ValueError as error:
+                log.warning("delivery windows: no realised quality yet: %s", error)
+                windows = None
+            stage.rows, stage.unit = (windows or {}).get("rows"), "parcel decisions"
+        results.append(windows)
     return results

@@ -367,3 +367,47 @@ def estimated_auc(probabilities: np.ndarray) -> float:
     tpr = np.r_[0.0, tp / positives]
     fpr = np.r_[0.0, fp / negatives]
     return float(np.trapezoid(tpr, fpr))
+
+
+def window_quality(
+    model,
+    frame: pd.DataFrame,
+    end: pd.Timestamp,
+    window_days: int,
+    tested: dict[str, float] | None = None,
+) -> dict[str, object]:
+    """The delivery-window champion on its newest labelled window (parcel decisions whose
+    outcome was settled by `end`, in the `window_days` days up to the latest of them): its
+    MAE in days, the coverage of its window and the window's median width, in the
+    customer's local dates as training measures them, beside its own test figures.
+
+    Raises:
+        ValueError: No decision's outcome was settled by `end`.
+    """
+    from models.delivery_estimate import DELIVERED, TIMEZONE
+    from models.served.window import local_dates
+    from models.spec import LABEL_KNOWN
+    from training.delivery import measure, window_dates
+
+    known = pd.to_datetime(frame[LABEL_KNOWN], utc=True)
+    settled = frame[known <= end]
+    if settled.empty:
+        raise ValueError(f"delivery_estimate: no parcel's outcome settled by {end:%Y-%m-%d}")
+    times = pd.to_datetime(settled[EVENT_TIME], utc=True)
+    last = times.max()
+    start = last - pd.Timedelta(days=window_days)
+    rows = settled[times > start].reset_index(drop=True)
+    actual = local_dates(rows[DELIVERED], rows[TIMEZONE])
+    measured = measure(actual, window_dates(model, rows))
+    tested = tested or {}
+    return {
+        "model": "delivery_estimate",
+        "window_start": start,
+        "window_end": last,
+        "rows": int(measured["rows"]),
+        "mae_days": measured["mae_days"],
+        "coverage": measured["coverage"],
+        "median_width_days": measured["median_width_days"],
+        "test_mae_days": tested.get("test_mae_days", float("nan")),
+        "test_coverage": tested.get("test_coverage", float("nan")),
+    }
