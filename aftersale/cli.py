@@ -128,15 +128,37 @@ def simulate(
             "earlier rows, for `aftersale ingest --source folder` to append."
         ),
     ] = None,
+    shock: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A carrier slowdown from a day, CARRIER:YYYY-MM-DD[:FACTOR] (its median "
+            "transit times FACTOR, default 1.6); repeatable."
+        ),
+    ] = None,
 ) -> None:
     """Simulate a post-purchase business into a folder of contract tables."""
+    from dataclasses import replace
+
     from aftersale.console import report_stage
     from features.sources import simulator
+    from features.sources.simulator.params import DEFAULT_PARAMS, CarrierSlowdown
 
     if until is not None and day is not None:
         fail("--until and --day exclude each other: a history or one day's batch")
     until_day = parse_day(until, "--until") if until is not None else None
     batch_day = parse_day(day, "--day") if day is not None else None
+    shocks = []
+    for text in shock or []:
+        carrier, _, rest = text.partition(":")
+        when, _, factor = rest.partition(":")
+        try:
+            value = float(factor) if factor else 1.6
+        except ValueError:
+            fail(f"--shock: {text!r}: the factor {factor!r} is not a number")
+        if not carrier or value <= 0:
+            fail(f"--shock: {text!r}: write CARRIER:YYYY-MM-DD[:FACTOR] with a positive factor")
+        shocks.append(CarrierSlowdown(carrier, parse_day(when, "--shock"), value))
+    params = replace(DEFAULT_PARAMS, shocks=tuple(shocks))
     kwargs = {
         "customers": customers,
         "seed": seed,
@@ -147,11 +169,11 @@ def simulate(
     with stages(), report_stage("simulate") as stage:
         try:
             if until_day is not None:
-                result = simulator.simulate_until(out, until_day, **kwargs)
+                result = simulator.simulate_until(out, until_day, **kwargs, params=params)
             elif batch_day is not None:
-                result = simulator.simulate_day(out, batch_day, **kwargs)
+                result = simulator.simulate_day(out, batch_day, **kwargs, params=params)
             else:
-                result = simulator.simulate(out, **kwargs)
+                result = simulator.simulate(out, **kwargs, shocks=tuple(shocks))
         except ValueError as exc:
             fail(exc)
         raw_rows = sum(n for name, n in result.rows.items() if not name.startswith("_truth/"))

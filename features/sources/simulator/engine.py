@@ -16,7 +16,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
 from pathlib import Path
 
@@ -76,6 +76,7 @@ def simulate(
     start: date = date(2024, 1, 1),
     months: int = 24,
     workers: int = 1,
+    shocks: tuple = (),
 ) -> SimulationResult:
     """Simulate the business and write the eleven contract tables plus `_truth/`.
 
@@ -87,6 +88,8 @@ def simulate(
         start: First simulated day; must be the first day of a month.
         months: Number of months simulated.
         workers: Processes computing chunks in parallel; does not change the output.
+        shocks: Regime changes from a date (`params.CarrierSlowdown`): the default
+            business with them.
 
     Returns:
         Where the files are, rows per table and the seconds it took.
@@ -95,9 +98,8 @@ def simulate(
         ValueError: On a non-positive customer count or worker count, an unknown format, or a
             start that is not the first day of a month.
     """
-    return run_simulation(
-        Path(out_dir), customers, seed, fmt, start, months, workers, DEFAULT_PARAMS
-    )
+    params = replace(DEFAULT_PARAMS, shocks=tuple(shocks)) if shocks else DEFAULT_PARAMS
+    return run_simulation(Path(out_dir), customers, seed, fmt, start, months, workers, params)
 
 
 def run_simulation(

@@ -384,6 +384,8 @@ def _shipments(
     congestion = tl.congestion_at(shipped)
     base_h = np.array([lv.base_hours for lv in levels])[level]
     speed = np.array([c.speed for c in p.carriers])[carrier]
+    shocked = _slowdowns(p, tl, carrier, shipped)
+    speed = speed * shocked[0]
     weekend_h = np.asarray(sp.weekend_hours)[tl.weekday[ship_day]]
     median_h = (
         base_h
@@ -396,6 +398,7 @@ def _shipments(
     )
     mu = np.log(median_h) + sp.congestion_effect * congestion
     sigma = np.array([c.sigma for c in p.carriers])[carrier] + sp.congestion_sigma * congestion
+    sigma = sigma + shocked[1]
     p_lost = np.array([c.lost_prob for c in p.carriers])[carrier] * (
         1.0 + sp.lost_congestion * congestion
     )
@@ -756,3 +759,23 @@ def _empty_journeys(memberships: dict[str, np.ndarray]) -> Journeys:
         empty_resets(),
         memberships,
     )
+
+
+def _slowdowns(p, tl, carrier: np.ndarray, shipped: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per parcel, the factor on its median transit and the spread added by the carrier
+    slowdowns (`params.CarrierSlowdown`) in force on its dispatch day (1 and 0 otherwise).
+
+    Raises:
+        ValueError: A slowdown names no carrier of the business.
+    """
+    factor = np.ones(len(carrier))
+    spread = np.zeros(len(carrier))
+    names = [c.name for c in p.carriers]
+    for shock in p.shocks:
+        if shock.carrier not in names:
+            raise ValueError(f"shock: unknown carrier {shock.carrier!r}; carriers: {names}")
+        first_day = (shock.start - tl.start).days
+        hit = (carrier == names.index(shock.carrier)) & (shipped >= first_day)
+        factor[hit] *= shock.factor
+        spread[hit] += shock.sigma_add
+    return factor, spread

@@ -14,6 +14,7 @@ changes under a running simulation.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import date
 
 # Vocabularies come from the contract so that the codes the simulator draws index into
 # exactly the labels the contract allows.
@@ -766,6 +767,24 @@ class OutreachParams:
 
 
 @dataclass(frozen=True)
+class CarrierSlowdown:
+    """A shock: from `start`, a carrier's service degrades (a strike, a lost contract, a
+    depot closed), so that a delay model trained before it ranks its parcels too kindly.
+
+    Attributes:
+        carrier: The carrier's name (`Carrier.name`).
+        start: First dispatch day the slowdown applies to.
+        factor: Multiplier on its median transit hours.
+        sigma_add: Added to the spread of its log transit hours.
+    """
+
+    carrier: str
+    start: date
+    factor: float = 1.6
+    sigma_add: float = 0.1
+
+
+@dataclass(frozen=True)
 class SimulatorParams:
     """The complete parameter set; `DEFAULT_PARAMS` is the embedded default business."""
 
@@ -785,6 +804,8 @@ class SimulatorParams:
     churn: ChurnParams = field(default_factory=ChurnParams)
     offers: OfferParams = field(default_factory=OfferParams)
     outreach: OutreachParams = field(default_factory=OutreachParams)
+    # Regime changes from a date (`CarrierSlowdown`); none in the default business.
+    shocks: tuple[CarrierSlowdown, ...] = ()
     chunk_customers: int = CHUNK_CUSTOMERS
 
     @property
