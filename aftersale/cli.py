@@ -710,7 +710,8 @@ def demo(
         int | None, typer.Option(min=1, help="Customers (default: AFTERSALE_CUSTOMERS).")
     ] = None,
 ) -> None:
-    """Run the main job end to end on the embedded default and summarise it."""
+    """Run the main job (flow `pipeline`) end to end on the embedded default and summarise
+    it: ingest, features, training of the due models, the day's queue, the monitor."""
     from aftersale.settings import get_settings
 
     settings = get_settings()
@@ -718,25 +719,35 @@ def demo(
     console.print(f"Running the pipeline on {n:,} simulated customers (seed {settings.seed}) …")
     from models.spec import SplitError
 
-    try:
-        with stages(STARTING):
-            from flows.pipeline import pipeline
-            from flows.score_batch import score_batch
+    with stages(STARTING):
+        from flows.pipeline import PipelineError, pipeline
 
-            outputs = pipeline(source="simulator", customers=n, seed=settings.seed)
-            queue = score_batch()
-    except SplitError as exc:
-        err_console.print(f"[red]--customers[/red]: {exc}", highlight=False, soft_wrap=True)
-        raise typer.Exit(code=1) from None
+        try:
+            night = pipeline(source="simulator", customers=n, seed=settings.seed)
+        except PipelineError as exc:
+            if isinstance(exc.__cause__, SplitError):
+                err_console.print(
+                    f"[red]--customers[/red]: {exc.__cause__}", highlight=False, soft_wrap=True
+                )
+            else:
+                err_console.print(f"[red]failed[/red] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(code=1) from None
     from features.contract.io import read_validated
     from features.summary import summarize
 
     # Ingest validated the raw data before publishing it; read it back without a second check.
-    console.print(render_summary(summarize(read_validated(outputs["raw"]))))
-    console.print(render_features(outputs["features"]))
-    console.print(render_models(outputs["models"]))
-    console.print(render_queue(queue))
-    console.print(render_recommendation(settings, outputs["raw"]))
+    console.print(render_summary(summarize(read_validated(night.raw))))
+    console.print(render_features(night.features))
+    console.print(render_models(night.models))
+    if not night.due:
+        console.print(
+            f"no model due for training: every champion is younger than "
+            f"{settings.retrain_days} days of data (AFTERSALE_RETRAIN_DAYS) and none is marked"
+        )
+    console.print(render_queue(night.queue))
+    if night.monitor_error is not None:
+        console.print(f"[yellow]monitor did not run[/yellow]: {night.monitor_error}")
+    console.print(render_recommendation(settings, night.raw))
     from serving.access import SCOPES, add_key, default_keys_file
     from serving.tokens import ensure_secret, load_secrets, mint, token_secrets_file
 
@@ -745,7 +756,7 @@ def demo(
     secret = add_key(path, "demo", SCOPES)
     # And a tracking-token secret, made once, so the tracking page can be tried.
     ensure_secret(settings)
-    order = demo_order(outputs["raw"])
+    order = demo_order(night.raw)
     page_token = mint(order, load_secrets(settings)[0])
     console.print(
         f"API key 'demo' ({', '.join(SCOPES)}), shown once; its digest is in {path}:\n"

@@ -107,6 +107,13 @@ class Settings(BaseSettings):
         description="Share of each day's queued actions held out at random (recorded, not "
         "sent), so the effect of every action stays measurable.",
     )
+    retrain_days: int = Field(
+        7,
+        ge=1,
+        description="Days of data after which a champion is retrained: the pipeline trains a "
+        "model when its champion was trained on data ending this many days or more before "
+        "the current data's end (or when it has no champion, or the monitor marked it).",
+    )
     lost_after_days: float = Field(
         14.0,
         gt=0,

@@ -36,14 +36,35 @@ def publish(staging: Path) -> Path:
         The version folder now pointed to by `<root>/current`.
     """
     root = staging.parent
+    previous = current(root)
     version = root / staging.name.removeprefix(".").removesuffix(".partial")
     staging.rename(version)
+    _point(root, version)
+    # The version that was current stays, so that a failed night can return to it.
+    prune(root, keep=[version] if previous is None else [version, previous])
+    return version
+
+
+def restore(root: Path, version: Path | None) -> None:
+    """Make `version` (one published under `root`) current again, atomically; with None,
+    leave `root` with no current version, as before its first publish.
+
+    Raises:
+        FileNotFoundError: The version folder no longer exists.
+    """
+    if version is None:
+        (root / CURRENT).unlink(missing_ok=True)
+        return
+    if not version.is_dir():
+        raise FileNotFoundError(f"{version}: no such version to restore")
+    _point(root, version)
+
+
+def _point(root: Path, version: Path) -> None:
     temporary = root / f".{CURRENT}-{uuid.uuid4().hex[:8]}"
     temporary.symlink_to(version.name)
     # Renaming over an existing link is atomic on POSIX file systems.
     os.replace(temporary, root / CURRENT)
-    prune(root, keep=version)
-    return version
 
 
 def discard(staging: Path) -> None:
@@ -57,11 +78,14 @@ def current(root: Path) -> Path | None:
     return link.resolve() if link.exists() else None
 
 
-def prune(root: Path, keep: Path) -> None:
-    """Delete versions beyond the newest few, and leftovers of interrupted writers."""
+def prune(root: Path, keep: Path | list[Path]) -> None:
+    """Delete versions beyond the newest few, but those in `keep`, and leftovers of
+    interrupted writers."""
+    # By name: `current` gives resolved paths, the root may be relative.
+    kept = {keep.name} if isinstance(keep, Path) else {path.name for path in keep}
     versions = sorted(p for p in root.glob("v-*") if p.is_dir())
     for old in versions[:-KEEP_VERSIONS]:
-        if old != keep:
+        if old.name not in kept:
             shutil.rmtree(old, ignore_errors=True)
     for partial in root.glob(".v-*.partial"):
         age_s = time.time() - partial.stat().st_mtime

@@ -14,10 +14,12 @@ from prefect.cache_policies import NO_CACHE
 
 from aftersale.console import report_stage
 from aftersale.settings import get_settings
+from features.build.parallel import watermark_of
 from features.ingest import latest_raw
 from features.store.config import feature_store
 from models.spec import SplitError
 from training.data import load_raw_tables
+from training.due import record_data_end
 from training.report import ModelSummary, summarize
 from training.trainer import TrainOptions
 
@@ -38,6 +40,11 @@ def train_model(
     tables = load_raw_tables(settings, spec.raw_tables, spec.optional_tables)
     options = TrainOptions(tables=tables, tracking_uri=tracking_uri, test_fraction=test_fraction)
     result = train_one(spec, feature_store(settings), settings, options)
+    if result.run_id is not None:
+        # The pipeline measures a champion's age in the data's days (`training.due`).
+        record_data_end(
+            tracking_uri or settings.tracking_uri, result.run_id, watermark_of(raw, happened=True)
+        )
     return summarize(spec, result, raw)
 
 
@@ -46,6 +53,7 @@ def train(
     models: list[str] | None = None,
     tracking_uri: str | None = None,
     test_fraction: float | None = None,
+    skip_untrainable: bool = False,
 ) -> list[ModelSummary]:
     """Train the named models (default: all) one after another.
 
@@ -54,11 +62,14 @@ def train(
         tracking_uri: MLflow URI (default: the settings').
         test_fraction: Share of label events, the latest, in the test window (default:
             each model's split).
+        skip_untrainable: Skip optional models the data cannot train even when `models`
+            names them (as the pipeline's due models do).
 
     Raises:
         ValueError: A name is not a known model.
-        SplitError: The data cannot train a model named in `models`, or a required one
-            (`models.REQUIRED_MODELS`); without `models`, optional ones are skipped.
+        SplitError: The data cannot train a model named in `models` (unless
+            `skip_untrainable`), or a required one (`models.REQUIRED_MODELS`); without
+            `models`, optional ones are skipped.
     """
     from models import MODELS, REQUIRED_MODELS
 
@@ -74,7 +85,7 @@ def train(
             except SplitError as exc:
                 # Training everything, an optional model the data cannot train (too little
                 # logged outreach, say) is left out: the service serves without it.
-                if models is not None or name in REQUIRED_MODELS:
+                if (models is not None and not skip_untrainable) or name in REQUIRED_MODELS:
                     raise
                 log.warning("%s not trained: %s", name, exc)
                 stage.note = "skipped: too little data"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 import threading
 from dataclasses import dataclass
@@ -39,6 +40,38 @@ def write_atomic(table: pa.Table, path: Path) -> Path:
         Path(scratch).unlink(missing_ok=True)
         raise
     return path
+
+
+# The files one batch writes together: kept before a night scores, put back if it fails.
+BATCH_FILES = (QUEUE_FILE, EFFECTS_FILE, HISTORY_FILE)
+KEPT_FOLDER = ".kept"
+
+
+def keep_batch(folder: Path) -> Path:
+    """Keep the current batch files (hard links: every writer replaces a file by renaming,
+    so a link holds the old content) for `restore_batch`; returns where they are kept."""
+    kept = folder / KEPT_FOLDER
+    shutil.rmtree(kept, ignore_errors=True)
+    kept.mkdir(parents=True)
+    for name in BATCH_FILES:
+        if (folder / name).is_file():
+            os.link(folder / name, kept / name)
+    return kept
+
+
+def restore_batch(folder: Path, kept: Path) -> None:
+    """Put back the batch files `keep_batch` kept; a file that did not exist then is removed."""
+    for name in BATCH_FILES:
+        if (kept / name).is_file():
+            os.replace(kept / name, folder / name)
+        else:
+            (folder / name).unlink(missing_ok=True)
+    shutil.rmtree(kept, ignore_errors=True)
+
+
+def drop_kept(kept: Path) -> None:
+    """Forget the files `keep_batch` kept, once the new batch stands."""
+    shutil.rmtree(kept, ignore_errors=True)
 
 
 def write_queue(queue: pd.DataFrame, folder: Path, meta: dict, name: str = QUEUE_FILE) -> Path:

@@ -17,7 +17,7 @@ import json
 import logging
 import math
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -29,7 +29,7 @@ import pandas as pd
 import pyarrow as pa
 
 from models.served.classifier import PYFUNC_CODE, CalibratedModel, PyfuncModel
-from models.served.registry import CHALLENGER, CHAMPION, MODEL_ARTIFACT
+from models.served.registry import CHALLENGER, CHAMPION, MODEL_ARTIFACT, tracking
 from training.evaluate import binary_metrics
 
 log = logging.getLogger(__name__)
@@ -354,3 +354,33 @@ def record_promotion(run_id: str, promotion: Promotion) -> None:
     client.set_tag(run_id, "promoted", str(promotion.promoted).lower())
     if promotion.champion_value is not None:
         client.log_metric(run_id, f"test_champion_{promotion.metric}", promotion.champion_value)
+
+
+def champion_versions(tracking_uri: str, names: Iterable[str]) -> dict[str, str | None]:
+    """Each named model's champion version (None: none), to `restore_champions` later."""
+    from training.model_cards import store_exists
+
+    names = list(names)
+    if not store_exists(tracking_uri):
+        # A fresh data folder: asking would create the store.
+        return dict.fromkeys(names)
+    with tracking(tracking_uri):
+        client = mlflow.MlflowClient()
+        return {name: champion_version(client, name) for name in names}
+
+
+def restore_champions(tracking_uri: str, versions: Mapping[str, str | None]) -> list[str]:
+    """Point each model's `champion` alias back at its version in `versions` (removing it
+    where that is None); returns the models whose champion changed back."""
+    changed = []
+    with tracking(tracking_uri):
+        client = mlflow.MlflowClient()
+        for name, version in versions.items():
+            if champion_version(client, name) == version:
+                continue
+            if version is None:
+                client.delete_registered_model_alias(name, CHAMPION)
+            else:
+                client.set_registered_model_alias(name, CHAMPION, version)
+            changed.append(name)
+    return changed

@@ -1,0 +1,97 @@
+"""Which models the nightly pipeline retrains: the rule, the marks file, the registry's record."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from training.due import (
+    DATA_END_TAG,
+    clear_marks,
+    due_reasons,
+    models_due,
+    read_marks,
+    record_data_end,
+)
+
+END = pd.Timestamp("2025-06-30T23:00:00Z")
+
+
+@pytest.mark.parametrize(
+    ("trained_through", "marks", "expected"),
+    [
+        ({}, {}, {"churn": "no champion"}),
+        ({"churn": END - pd.Timedelta(days=6, hours=23)}, {}, {}),
+        ({"churn": END - pd.Timedelta(days=7)}, {}, {"churn": "champion's data is 7 days old"}),
+        (
+            {"churn": END},
+            {"churn": {"since": "2025-06-30", "reason": "drift"}},
+            {"churn": "marked: drift"},
+        ),
+        ({"churn": None}, {}, {"churn": "champion's data end not recorded"}),
+    ],
+    ids=["no-champion", "six-days", "seven-days", "marked", "unrecorded"],
+)
+def test_due_reasons(trained_through, marks, expected) -> None:
+    assert due_reasons(["churn"], trained_through, marks, END, period_days=7) == expected
+
+
+def test_due_reasons_keep_the_order_given_and_leave_fresh_models_out() -> None:
+    fresh = {"delay_risk": END, "churn": END - pd.Timedelta(days=30)}
+    due = due_reasons(["next_best_offer", "delay_risk", "churn"], fresh, {}, END, 7)
+    assert list(due) == ["next_best_offer", "churn"]
+
+
+def test_marks_are_read_and_cleared_by_model(tmp_path) -> None:
+    path = tmp_path / "retrain_due.json"
+    assert read_marks(path) == {}
+    marks = {
+        "churn": {"since": "2025-06-30T00:00:00+00:00", "reason": "prediction drift"},
+        "delay_risk": {"since": "2025-06-29T00:00:00+00:00", "reason": "AUC fell"},
+    }
+    path.write_text(json.dumps(marks))
+    assert read_marks(path) == marks
+    clear_marks(path, ["churn", "next_best_offer"])
+    assert read_marks(path) == {"delay_risk": marks["delay_risk"]}
+    assert [p.name for p in tmp_path.iterdir()] == ["retrain_due.json"]
+
+
+@pytest.mark.parametrize("text", ["not json", '["churn"]', '{"churn": "drift"}'])
+def test_a_malformed_marks_file_is_named(tmp_path, text) -> None:
+    path = tmp_path / "retrain_due.json"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=r"retrain_due\.json"):
+        read_marks(path)
+
+
+def test_models_due_reads_the_registry_and_the_marks(tmp_path, monkeypatch) -> None:
+    import mlflow
+
+    from aftersale.settings import get_settings
+    from models.served.registry import CHAMPION, tracking
+
+    monkeypatch.setenv("AFTERSALE_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("AFTERSALE_RETRAIN_DAYS", "3")
+    monkeypatch.delenv("AFTERSALE_MLFLOW_TRACKING_URI", raising=False)
+    settings = get_settings()
+    names = ["delay_risk", "churn"]
+    assert models_due(settings, names, END) == {n: "no champion" for n in names}
+
+    (tmp_path / "mlflow").mkdir()
+    with tracking(settings.tracking_uri):
+        client = mlflow.MlflowClient()
+        for name, days in (("delay_risk", 2), ("churn", 3)):
+            run = client.create_run(client.create_experiment(name))
+            client.create_registered_model(name)
+            version = client.create_model_version(name, str(tmp_path), run_id=run.info.run_id)
+            client.set_registered_model_alias(name, CHAMPION, version.version)
+            record_data_end(settings.tracking_uri, run.info.run_id, END - pd.Timedelta(days=days))
+            assert client.get_run(run.info.run_id).data.tags[DATA_END_TAG]
+    assert models_due(settings, names, END) == {"churn": "champion's data is 3 days old"}
+    settings.monitoring_dir.mkdir()
+    (settings.monitoring_dir / "retrain_due.json").write_text(
+        json.dumps({"delay_risk": {"since": END.isoformat(), "reason": "drift"}})
+    )
+    assert list(models_due(settings, names, END)) == names

@@ -1,0 +1,137 @@
+"""Which models the nightly pipeline retrains.
+
+A model is due when it has no champion, when its champion was trained on data that ended
+`AFTERSALE_RETRAIN_DAYS` (default 7) or more days before the current data's end, or when
+it is marked for retraining. The monitor writes the marks to
+`<data_dir>/monitoring/retrain_due.json` as `{"<model>": {"since": "<ISO instant>",
+"reason": "<words>"}}`; a mark is cleared once its model was retrained, whether or not the
+new version became champion.
+
+Each training run is tagged with the data's end it saw (`DATA_END_TAG`), so the age of a
+champion is measured in the data's time, not the wall clock: a replayed or simulated
+history ages its champions as its days pass.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import pandas as pd
+
+from aftersale.settings import Settings
+
+MARKS_FILE = "retrain_due.json"
+DATA_END_TAG = "data_end"
+
+
+def marks_path(settings: Settings) -> Path:
+    """Where the monitor marks models for retraining."""
+    return settings.monitoring_dir / MARKS_FILE
+
+
+def read_marks(path: Path) -> dict[str, dict]:
+    """The models marked for retraining, with when and why; empty when there is no file.
+
+    Raises:
+        ValueError: The file is not a JSON object of marks (the message names it).
+    """
+    if not path.is_file():
+        return {}
+    try:
+        marks = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: not JSON ({error})") from None
+    if not isinstance(marks, dict) or not all(isinstance(m, dict) for m in marks.values()):
+        raise ValueError(f'{path}: expected {{"<model>": {{"since": ..., "reason": ...}}}}')
+    return marks
+
+
+def clear_marks(path: Path, names: Iterable[str]) -> None:
+    """Remove the marks of retrained models; the file is rewritten whole and renamed."""
+    marks = read_marks(path)
+    left = {name: mark for name, mark in marks.items() if name not in set(names)}
+    if left == marks:
+        return
+    handle, scratch = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(handle, "w") as out:
+            json.dump(left, out, indent=2, sort_keys=True)
+        os.replace(scratch, path)
+    finally:
+        Path(scratch).unlink(missing_ok=True)
+
+
+def due_reasons(
+    names: Iterable[str],
+    trained_through: Mapping[str, pd.Timestamp | None],
+    marks: Mapping[str, dict],
+    data_end: pd.Timestamp,
+    period_days: int,
+) -> dict[str, str]:
+    """Why each due model is due; models not due are left out.
+
+    Args:
+        names: The models considered, in training order.
+        trained_through: Each champion's data end at training (None: not recorded); a
+            model missing here has no champion.
+        marks: The monitor's marks (`read_marks`).
+        data_end: The current data's end.
+        period_days: Days of newer data after which a champion is retrained.
+    """
+    due = {}
+    for name in names:
+        if name in marks:
+            due[name] = f"marked: {marks[name].get('reason', 'no reason given')}"
+        elif name not in trained_through:
+            due[name] = "no champion"
+        elif trained_through[name] is None:
+            due[name] = "champion's data end not recorded"
+        else:
+            age = data_end - trained_through[name]
+            if age >= pd.Timedelta(days=period_days):
+                due[name] = f"champion's data is {age.days} days old"
+    return due
+
+
+def champions_trained_through(
+    tracking_uri: str, names: Iterable[str]
+) -> dict[str, pd.Timestamp | None]:
+    """The data end each champion was trained on (None where its run has no record)."""
+    from training.model_cards import champions
+
+    found = {}
+    for champion in champions(tracking_uri, names):
+        tagged = _run_tags(tracking_uri, champion.run_id).get(DATA_END_TAG)
+        found[champion.spec.name] = None if tagged is None else pd.Timestamp(tagged)
+    return found
+
+
+def models_due(settings: Settings, names: Iterable[str], data_end: pd.Timestamp) -> dict[str, str]:
+    """The models to retrain on data ending at `data_end`, each with why, in `names` order."""
+    names = list(names)
+    trained_through = champions_trained_through(settings.tracking_uri, names)
+    marks = read_marks(marks_path(settings))
+    return due_reasons(names, trained_through, marks, data_end, settings.retrain_days)
+
+
+def record_data_end(tracking_uri: str, run_id: str, data_end: pd.Timestamp) -> None:
+    """Tag a training run with the data's end it was trained on."""
+    import mlflow
+
+    from models.served.registry import tracking
+
+    with tracking(tracking_uri):
+        mlflow.MlflowClient().set_tag(run_id, DATA_END_TAG, data_end.isoformat())
+
+
+def _run_tags(tracking_uri: str, run_id: str) -> dict[str, str]:
+    import mlflow
+
+    from models.served.registry import tracking
+
+    with tracking(tracking_uri):
+        return dict(mlflow.MlflowClient().get_run(run_id).data.tags)
