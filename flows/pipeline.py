@@ -92,9 +92,9 @@ def due_models(raw: Path) -> dict[str, str]:
 @task(cache_policy=NO_CACHE)
 def clear_retrained(names: list[str]) -> None:
     """Clear the retraining marks of the models trained tonight."""
-    from training.due import clear_marks, marks_path
+    from models.served.retrain import clear
 
-    clear_marks(marks_path(get_settings()), names)
+    clear(get_settings().monitoring_dir, *names)
 
 
 def remember(settings: Settings) -> Before:

@@ -14,55 +14,14 @@ history ages its champions as its days pass.
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 
 import pandas as pd
 
 from aftersale.settings import Settings
+from models.served.retrain import read_marks
 
-MARKS_FILE = "retrain_due.json"
 DATA_END_TAG = "data_end"
-
-
-def marks_path(settings: Settings) -> Path:
-    """Where the monitor marks models for retraining."""
-    return settings.monitoring_dir / MARKS_FILE
-
-
-def read_marks(path: Path) -> dict[str, dict]:
-    """The models marked for retraining, with when and why; empty when there is no file.
-
-    Raises:
-        ValueError: The file is not a JSON object of marks (the message names it).
-    """
-    if not path.is_file():
-        return {}
-    try:
-        marks = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path}: not JSON ({error})") from None
-    if not isinstance(marks, dict) or not all(isinstance(m, dict) for m in marks.values()):
-        raise ValueError(f'{path}: expected {{"<model>": {{"since": ..., "reason": ...}}}}')
-    return marks
-
-
-def clear_marks(path: Path, names: Iterable[str]) -> None:
-    """Remove the marks of retrained models; the file is rewritten whole and renamed."""
-    marks = read_marks(path)
-    left = {name: mark for name, mark in marks.items() if name not in set(names)}
-    if left == marks:
-        return
-    handle, scratch = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(handle, "w") as out:
-            json.dump(left, out, indent=2, sort_keys=True)
-        os.replace(scratch, path)
-    finally:
-        Path(scratch).unlink(missing_ok=True)
 
 
 def due_reasons(
@@ -78,7 +37,7 @@ def due_reasons(
         names: The models considered, in training order.
         trained_through: Each champion's data end at training (None: not recorded); a
             model missing here has no champion.
-        marks: The monitor's marks (`read_marks`).
+        marks: The monitor's marks (`models.served.retrain.read_marks`).
         data_end: The current data's end.
         period_days: Days of newer data after which a champion is retrained.
     """
@@ -114,7 +73,7 @@ def models_due(settings: Settings, names: Iterable[str], data_end: pd.Timestamp)
     """The models to retrain on data ending at `data_end`, each with why, in `names` order."""
     names = list(names)
     trained_through = champions_trained_through(settings.tracking_uri, names)
-    marks = read_marks(marks_path(settings))
+    marks = read_marks(settings.monitoring_dir)
     return due_reasons(names, trained_through, marks, data_end, settings.retrain_days)
 
 

@@ -18,11 +18,21 @@ MARKS_FILE = "retrain_due.json"
 
 
 def read_marks(folder: Path) -> dict[str, dict[str, str]]:
-    """Model → its mark (`since`, `reason`); empty without a marks file."""
+    """Model → its mark (`since`, `reason`); empty without a marks file.
+
+    Raises:
+        ValueError: The file is not a JSON object of marks (the message names it).
+    """
     path = folder / MARKS_FILE
     if not path.is_file():
         return {}
-    return json.loads(path.read_text())
+    try:
+        marks = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: not JSON ({error})") from None
+    if not isinstance(marks, dict) or not all(isinstance(m, dict) for m in marks.values()):
+        raise ValueError(f'{path}: expected {{"<model>": {{"since": ..., "reason": ...}}}}')
+    return marks
 
 
 def _write(folder: Path, marks: dict[str, dict[str, str]]) -> Path:
@@ -42,9 +52,10 @@ def mark(folder: Path, model: str, reason: str, since: str) -> Path:
     return _write(folder, marks)
 
 
-def clear(folder: Path, model: str) -> Path | None:
-    """Remove `model`'s mark (after it was retrained); None when it had none."""
+def clear(folder: Path, *models: str) -> Path | None:
+    """Remove the marks of `models` (after they were retrained); None when none had one."""
     marks = read_marks(folder)
-    if marks.pop(model, None) is None:
+    left = {name: mark for name, mark in marks.items() if name not in models}
+    if left == marks:
         return None
-    return _write(folder, marks)
+    return _write(folder, left)

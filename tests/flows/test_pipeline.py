@@ -19,8 +19,9 @@ from aftersale.settings import get_settings
 from features import versioned
 from flows.pipeline import Night, PipelineError, pipeline
 from models import MODELS
+from models.served.retrain import MARKS_FILE, read_marks
 from serving.queue import HISTORY_FILE, QUEUE_FILE
-from training.due import DATA_END_TAG, marks_path, read_marks
+from training.due import DATA_END_TAG
 from training.register import champion_versions
 
 pytestmark = pytest.mark.slow
@@ -59,7 +60,7 @@ def batch_frames() -> dict[str, pd.DataFrame]:
 
 
 def mark(names: list[str]) -> Path:
-    path = marks_path(get_settings())
+    path = get_settings().monitoring_dir / MARKS_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     marks = {n: {"since": "2025-01-01T00:00:00+00:00", "reason": "test"} for n in names}
     path.write_text(json.dumps(marks))
@@ -115,7 +116,7 @@ def test_a_marked_model_is_retrained_and_its_mark_cleared(
     night = pipeline(source="folder", path=sim_dir)
     assert night.due["churn"] == "marked: test"
     assert [summary.name for summary in night.models] == ["churn"]
-    assert read_marks(path) == {}
+    assert read_marks(path.parent) == {}
 
 
 def fail_features(monkeypatch) -> None:
@@ -167,7 +168,7 @@ def test_a_failed_stage_leaves_yesterdays_outputs_serving(
     first_night, sim_dir, monkeypatch, stage, inject
 ) -> None:
     before = serving_now()
-    marks = read_marks(marks_path(get_settings()))
+    marks = read_marks(get_settings().monitoring_dir)
     inject(monkeypatch)
     with pytest.raises(PipelineError, match=f"stage {stage} failed") as failed:
         pipeline(source="folder", path=sim_dir)
@@ -176,10 +177,10 @@ def test_a_failed_stage_leaves_yesterdays_outputs_serving(
     assert serving_now() == before
     if stage == "train":
         # Not retrained: the mark stays for the next night.
-        assert "churn" in read_marks(marks_path(get_settings()))
+        assert "churn" in read_marks(get_settings().monitoring_dir)
         mark([])
     else:
-        assert read_marks(marks_path(get_settings())) == marks
+        assert read_marks(get_settings().monitoring_dir) == marks
     assert not (get_settings().serving_dir / ".kept").exists()
 
 
@@ -247,7 +248,7 @@ def test_a_night_killed_while_training_and_rerun_gives_the_same_result(
     assert alive, "the night ended by itself before it could be killed"
     night = pipeline(source="folder", path=sim_dir)
     assert {"delay_risk", "churn"} <= set(night.due)
-    assert read_marks(path) == {}
+    assert read_marks(path.parent) == {}
     after = batch_frames()
     for name, frame in expected.items():
         pd.testing.assert_frame_equal(after[name], frame, obj=name)

@@ -7,14 +7,8 @@ import json
 import pandas as pd
 import pytest
 
-from training.due import (
-    DATA_END_TAG,
-    clear_marks,
-    due_reasons,
-    models_due,
-    read_marks,
-    record_data_end,
-)
+from models.served.retrain import clear, read_marks
+from training.due import DATA_END_TAG, due_reasons, models_due, record_data_end
 
 END = pd.Timestamp("2025-06-30T23:00:00Z")
 
@@ -46,15 +40,15 @@ def test_due_reasons_keep_the_order_given_and_leave_fresh_models_out() -> None:
 
 def test_marks_are_read_and_cleared_by_model(tmp_path) -> None:
     path = tmp_path / "retrain_due.json"
-    assert read_marks(path) == {}
+    assert read_marks(tmp_path) == {}
     marks = {
         "churn": {"since": "2025-06-30T00:00:00+00:00", "reason": "prediction drift"},
         "delay_risk": {"since": "2025-06-29T00:00:00+00:00", "reason": "AUC fell"},
     }
     path.write_text(json.dumps(marks))
-    assert read_marks(path) == marks
-    clear_marks(path, ["churn", "next_best_offer"])
-    assert read_marks(path) == {"delay_risk": marks["delay_risk"]}
+    assert read_marks(tmp_path) == marks
+    clear(tmp_path, "churn", "next_best_offer")
+    assert read_marks(tmp_path) == {"delay_risk": marks["delay_risk"]}
     assert [p.name for p in tmp_path.iterdir()] == ["retrain_due.json"]
 
 
@@ -63,7 +57,7 @@ def test_a_malformed_marks_file_is_named(tmp_path, text) -> None:
     path = tmp_path / "retrain_due.json"
     path.write_text(text)
     with pytest.raises(ValueError, match=r"retrain_due\.json"):
-        read_marks(path)
+        read_marks(tmp_path)
 
 
 def test_models_due_reads_the_registry_and_the_marks(tmp_path, monkeypatch) -> None:
