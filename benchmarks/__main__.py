@@ -11,7 +11,16 @@ import logging
 import sys
 from pathlib import Path
 
-from benchmarks import contract, delivery, features, foundation, serving, training, uplift
+from benchmarks import (
+    contract,
+    delivery,
+    features,
+    foundation,
+    serving,
+    shock,
+    training,
+    uplift,
+)
 
 BENCHMARKS = {
     "simulate": foundation.bench_simulate,
@@ -26,6 +35,7 @@ BENCHMARKS = {
     "serving": serving.bench_serving,
     "score_batch": serving.bench_score_batch,
     "contract": contract.bench_contract,
+    "shock": shock.bench_shock,
 }
 
 
