@@ -600,6 +600,7 @@ def report(
     from features.ingest import latest_raw
     from features.report.page import REPORT_TABLES, build_report, render_report
     from training.model_cards import decisions, model_cards, model_drivers
+    from training.monitor import latest_status
     from training.reason_drivers import churn_drivers_by_reason
 
     settings = get_settings()
@@ -615,7 +616,8 @@ def report(
         drivers = model_drivers(settings.tracking_uri)
         worth = decisions(settings.tracking_uri)
         by_reason = churn_drivers_by_reason(settings.tracking_uri, settings.features_dir, data_end)
-        page = render_report(figures, cards, drivers, worth, by_reason)
+        status = latest_status(settings.monitoring_dir)
+        page = render_report(figures, cards, drivers, worth, by_reason, status)
         stage.rows = sum(table.num_rows for table in tables.values())
     folder = out if out is not None else settings.data_dir / "reports"
     folder.mkdir(parents=True, exist_ok=True)

@@ -411,3 +411,34 @@ def window_quality(
         "test_mae_days": tested.get("test_mae_days", float("nan")),
         "test_coverage": tested.get("test_coverage", float("nan")),
     }
+
+
+def latest_status(folder: Path) -> pd.DataFrame:
+    """Each model's latest monitor run, for the report's model cards: its version, when it
+    ran, the realised quality (AUC, estimated AUC; for the delivery window MAE and coverage),
+    the share of drifted features, and the retrain mark's reason ("" without one). Empty
+    when the monitor never ran."""
+    import pyarrow.parquet as pq
+
+    from models.served.retrain import read_marks
+
+    quality_path, drift_path = folder / "quality.parquet", folder / "drift.parquet"
+    if not quality_path.is_file() and not drift_path.is_file():
+        return pd.DataFrame()
+    rows: dict[str, dict] = {}
+    if quality_path.is_file():
+        quality = pq.read_table(quality_path).to_pandas().sort_values("monitored_ts")
+        for model, last in quality.groupby("model").tail(1).set_index("model").iterrows():
+            rows[model] = last.to_dict()
+    if drift_path.is_file():
+        drift = pq.read_table(drift_path).to_pandas()
+        for model, runs in drift.groupby("model"):
+            newest = runs[runs["monitored_ts"] == runs["monitored_ts"].max()]
+            features = newest[(newest["segment"] == ALL) & (newest["kind"] == "feature")]
+            entry = rows.setdefault(model, {"version": newest["version"].iloc[0]})
+            entry.setdefault("monitored_ts", newest["monitored_ts"].iloc[0])
+            entry["drifted_feature_share"] = float(features["drifted"].mean())
+    marks = read_marks(folder)
+    out = pd.DataFrame.from_dict(rows, orient="index").rename_axis("model").reset_index()
+    out["retrain_due"] = out["model"].map(lambda m: marks.get(m, {}).get("reason", ""))
+    return out

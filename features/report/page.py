@@ -156,6 +156,8 @@ def _cell(column: str, value) -> str:
         return html.escape(HANDLER_NAMES.get(value, value))
     if value is None or pd.isna(value):
         return "—"
+    if isinstance(value, pd.Timestamp):
+        return _instant(value)
     if column.endswith("_rate") or column == "first_contact_resolution":
         return f"{value:.1%}"
     if column.endswith("_s"):
@@ -341,7 +343,39 @@ def _windows(card) -> str:
     return f'<p class="window">{"; ".join(parts)}{data}.</p>'
 
 
-def _model_card(card, drivers: pd.DataFrame | None) -> str:
+_MONITOR_SHOWN = {
+    "monitored_ts": "monitored",
+    "window_start": "newest labelled window from",
+    "window_end": "to",
+    "roc_auc": "realised AUC",
+    "estimated_roc_auc": "estimated AUC (no labels)",
+    "test_roc_auc": "test AUC",
+    "mae_days": "realised MAE (days)",
+    "coverage": "realised coverage",
+    "drifted_feature_share": "share of features drifted",
+    "retrain_due": "retrain due",
+}
+
+
+def _monitor(model: str, version: str, status: pd.DataFrame | None) -> str:
+    """The monitor's latest run on this champion, where it ran on this version."""
+    if status is None or status.empty:
+        return ""
+    own = status[(status["model"] == model) & (status["version"].astype(str) == version)]
+    if own.empty:
+        return ""
+    shown = own[[c for c in _MONITOR_SHOWN if c in own]].dropna(axis=1, how="all")
+    shown = shown.rename(columns=_MONITOR_SHOWN)
+    return (
+        "<h4>Monitor</h4>"
+        '<p class="definition">The latest `aftersale monitor` run on this version: its '
+        "quality on the newest labelled window, the AUC estimated without labels, the drift "
+        "of its features against its training window, and whether it is marked for "
+        "retraining.</p>" + _table(shown)
+    )
+
+
+def _model_card(card, drivers: pd.DataFrame | None, status: pd.DataFrame | None = None) -> str:
     model, version = str(card.model), str(card.version)
     parts = [f"<h3>{html.escape(model)}, version {html.escape(version)}</h3>", _windows(card)]
     measures = pd.DataFrame(
@@ -375,10 +409,15 @@ def _model_card(card, drivers: pd.DataFrame | None) -> str:
     summary = getattr(card, "shap_summary_png", None)
     if isinstance(summary, bytes):
         parts.append(_png(summary, f"{model}: SHAP summary on the test window"))
+    parts.append(_monitor(model, version, status))
     return "\n".join(part for part in parts if part)
 
 
-def _model_cards(cards: pd.DataFrame | None, drivers: pd.DataFrame | None) -> str:
+def _model_cards(
+    cards: pd.DataFrame | None,
+    drivers: pd.DataFrame | None,
+    status: pd.DataFrame | None = None,
+) -> str:
     if cards is None:
         return ""
     if cards.empty:
@@ -390,7 +429,7 @@ def _model_cards(cards: pd.DataFrame | None, drivers: pd.DataFrame | None) -> st
         "oracle, where shown, is the best achievable on simulated data.</p>",
     ]
     for card in cards.sort_values(["model", "version"], kind="stable").itertuples(index=False):
-        parts.append(_model_card(card, drivers))
+        parts.append(_model_card(card, drivers, status))
     return "\n".join(parts)
 
 
@@ -430,6 +469,7 @@ def render_report(
     drivers: pd.DataFrame | None = None,
     decisions: pd.DataFrame | None = None,
     reason_drivers: pd.DataFrame | None = None,
+    monitor_status: pd.DataFrame | None = None,
 ) -> str:
     """The report as one HTML page.
 
@@ -449,6 +489,8 @@ def render_report(
             (`training.reason_drivers.churn_drivers_by_reason`): `model`, `version`,
             `as_of_ts`, `reason`, `customers`, `mean_churn_score`, `rank`, `feature`,
             `description`, `mean_abs_shap`; None or empty leaves the section out.
+        monitor_status: Each model's latest monitor run (`training.monitor.latest_status`),
+            shown in the card of the version it ran on; None or empty shows none.
     """
     return "\n".join(
         [
@@ -461,7 +503,7 @@ def render_report(
             _contact_centre(report),
             _outcomes(report),
             _reason_drivers(reason_drivers),
-            _model_cards(model_cards, drivers),
+            _model_cards(model_cards, drivers, monitor_status),
             _decisions(decisions),
             "</body></html>",
         ]

@@ -146,3 +146,44 @@ def _figure_png() -> bytes:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")
     return buffer.getvalue()
+
+
+def test_model_card_shows_the_monitors_latest_run_on_its_version(shop, tmp_path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from models.served.retrain import mark
+    from training.monitor import latest_status
+
+    figures = build_report(shop)
+    cards = pd.DataFrame(
+        {
+            "model": ["churn"],
+            "version": ["3"],
+            "metric": ["test AUC"],
+            "test": [0.81],
+            "baseline": [0.7],
+        }
+    )
+    ran = pd.Timestamp("2025-07-01T02:00:00Z")
+    quality = pd.DataFrame(
+        {
+            "model": ["churn", "churn"],
+            "version": ["2", "3"],
+            "monitored_ts": [ran - pd.Timedelta(days=1), ran],
+            "roc_auc": [0.5, 0.7634],
+            "estimated_roc_auc": [0.5, 0.7412],
+            "test_roc_auc": [0.8, 0.81],
+        }
+    )
+    pq.write_table(pa.Table.from_pandas(quality), tmp_path / "quality.parquet")
+    mark(tmp_path, "churn", "its score drifted", ran.isoformat())
+    status = latest_status(tmp_path)
+    assert status.set_index("model").loc["churn", "roc_auc"] == 0.7634
+    page = render_report(figures, cards, monitor_status=status)
+    monitor = page[page.index("<h4>Monitor</h4>") :]
+    for shown in ("0.763", "0.741", "its score drifted", "2025-07-01 02:00 UTC"):
+        assert shown in monitor, shown
+    # A run on another version is not this card's.
+    other = status.assign(version="2")
+    assert "<h4>Monitor</h4>" not in render_report(figures, cards, monitor_status=other)
