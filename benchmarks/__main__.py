@@ -1,4 +1,4 @@
-"""Run the benchmarks: `python -m benchmarks [NAME ...] [--customers N]`.
+"""Run the benchmarks: `python -m benchmarks [NAME ...] [--customers N] [--soak-seconds S]`.
 
 Each benchmark prints its figures and, where one exists, the ratio to a baseline measured in
 the same run. Outputs go under benchmarks/out/ (ignored by git).
@@ -18,6 +18,7 @@ from benchmarks import (
     foundation,
     serving,
     shock,
+    soak,
     training,
     uplift,
 )
@@ -36,6 +37,7 @@ BENCHMARKS = {
     "score_batch": serving.bench_score_batch,
     "contract": contract.bench_contract,
     "shock": shock.bench_shock,
+    "soak": soak.bench_soak,
 }
 
 
@@ -44,6 +46,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("names", nargs="*", help=f"any of {', '.join(BENCHMARKS)} (default: all)")
     parser.add_argument("--customers", type=int, default=1_000_000)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/out"))
+    parser.add_argument(
+        "--soak-seconds",
+        type=float,
+        default=soak.SOAK_SECONDS,
+        help="how long the soak holds its load (default %(default).0f)",
+    )
     args = parser.parse_args(argv)
     unknown = sorted(set(args.names) - set(BENCHMARKS))
     if unknown:
@@ -51,8 +59,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
     args.out = args.out.resolve()
     args.out.mkdir(parents=True, exist_ok=True)
+    # Options that only one benchmark takes, by its name.
+    options = {"soak": {"seconds": args.soak_seconds}}
     for name in args.names or list(BENCHMARKS):
-        BENCHMARKS[name](customers=args.customers, out=args.out)
+        BENCHMARKS[name](customers=args.customers, out=args.out, **options.get(name, {}))
     return 0
 
 

@@ -10,8 +10,6 @@ benchmark runs many more on the serving benchmark's data folder and prints the c
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,23 +78,12 @@ def fuzz(url: str, key: str, examples: int, seed: int = 0) -> ContractRun:
 
 def bench_contract(customers: int, out: Path) -> None:
     """Many generated requests per route against a served process; counts and failures."""
-    import pyarrow.parquet as pq
 
-    from benchmarks.serving import KEY, TOKEN_SECRET, _served_data, _Server
-    from serving.access import SCOPES
+    from benchmarks.serving import KEY, Server, served_data, served_env
 
     print(f"\n## contract under generated requests ({EXAMPLES_PER_ROUTE} per route and kind)")
-    folder = _served_data(out)
-    queue = pq.read_table(folder / "serving" / "outreach_queue.parquet")
-    env = {
-        **os.environ,
-        "AFTERSALE_DATA_DIR": str(folder),
-        "AFTERSALE_AS_OF": json.loads(queue.schema.metadata[b"aftersale"])["as_of"],
-        "AFTERSALE_API_KEYS": f"bench:{'+'.join(SCOPES)}:{KEY}",
-        "AFTERSALE_TOKEN_SECRET": TOKEN_SECRET,
-        "AFTERSALE_TRACKING_RATE_LIMIT": "1000000/second",
-    }
-    with _Server("serving.service:Aftersale", env) as served:
+    env, _ = served_env(served_data(out))
+    with Server("serving.service:Aftersale", "aftersale", env) as served:
         started = time.perf_counter()
         run = fuzz(served.url, KEY, EXAMPLES_PER_ROUTE)
         seconds = time.perf_counter() - started

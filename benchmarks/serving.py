@@ -57,7 +57,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _served_data(out: Path) -> Path:
+def served_data(out: Path) -> Path:
     """A data folder with champions, online features and a queue (built once)."""
     folder = out / "serving" / "data"
     # The marker names what was trained: a folder built before the uplift model is rebuilt.
@@ -79,10 +79,10 @@ def _served_data(out: Path) -> Path:
     return folder
 
 
-class _Server:
+class Server:
     """`bentoml serve` of one service in a child process, with `workers` worker processes."""
 
-    def __init__(self, target: str, name: str, workers: int, env: dict[str, str]) -> None:
+    def __init__(self, target: str, name: str, env: dict[str, str], workers: int = 1) -> None:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         command = [sys.executable, "-m", "bentoml", "serve", target, "--host", "127.0.0.1"]
@@ -93,7 +93,7 @@ class _Server:
             command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
 
-    def __enter__(self) -> _Server:
+    def __enter__(self) -> Server:
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -116,14 +116,31 @@ KEY = new_secret()
 TOKEN_SECRET = new_secret()
 
 
-def _load(url: str, requests: list[tuple[str, dict]], connections: int) -> dict:
+def start_load(url: str, requests: list[tuple[str, dict]], *options: str) -> subprocess.Popen:
+    """`benchmarks.load` against `url` with `requests` (a mix where several) and `options`."""
     command = [sys.executable, "-m", "benchmarks.load", url]
     for path, body in requests:
         command += ["--request", path, json.dumps(body)]
-    command += ["--connections", str(connections), "--seconds", str(LOAD_SECONDS)]
     env = {**os.environ, "AFTERSALE_KEY": KEY}
-    done = subprocess.run(command, capture_output=True, text=True, check=True, cwd=ROOT, env=env)
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return subprocess.Popen(command + list(options), stdout=subprocess.PIPE, cwd=ROOT, env=env)
+
+
+def load_result(load: subprocess.Popen) -> dict:
+    """The figures a load process printed, once it has finished."""
+    stdout, _ = load.communicate()
+    if load.returncode:
+        raise subprocess.CalledProcessError(load.returncode, load.args)
+    return json.loads(stdout.decode().strip().splitlines()[-1])
+
+
+def _load(url: str, requests: list[tuple[str, dict]], connections: int) -> dict:
+    options = ("--connections", str(connections), "--seconds", str(LOAD_SECONDS))
+    return load_result(start_load(url, requests, *options))
+
+
+def highest_mixed(url: str, mix: list[tuple[str, dict]]) -> dict:
+    """The mixed traffic's highest sustained throughput, closed-loop at 8 or 16 connections."""
+    return max((_load(url, mix, n) for n in (8, 16)), key=lambda r: r["rps"])
 
 
 def _mark(ok: bool) -> str:
@@ -157,20 +174,18 @@ def _bench_workers(workers: int, env: dict[str, str], ask: dict) -> None:
     bare_request = [("/v1/constant", {"ids": ["c1"]})]
     results = {}
     with (
-        _Server("benchmarks.bare_service:Bare", "bare", workers, env) as bare,
-        _Server("serving.service:Aftersale", "aftersale", workers, env) as served,
+        Server("benchmarks.bare_service:Bare", "bare", env, workers) as bare,
+        Server("serving.service:Aftersale", "aftersale", env, workers) as served,
     ):
         # The bare endpoint is measured before the routes and after them, beside them: on a
         # shared machine the better of the two is the stricter yardstick.
         bare_runs = [(_load(bare.url, bare_request, 1), _load(bare.url, bare_request, 8))]
-        if "delay" not in ask:
-            ask["delay"] = ("/v1/score/delay", {"shipment_ids": [ask["shipment"](served.url)]})
+        mix = mixed_requests(ask, served.url)
         routes = {name: ask[name] for name in ("churn", "delay", "recommend", "queue")}
         for name, request in routes.items():
             results[name] = (_load(served.url, [request], 1), _load(served.url, [request], 8))
         queue_1000 = _load(served.url, [("/v1/outreach/queue", {"limit": 1000})], 1)
-        mix = [ask[name] for name in MIX]
-        mixed = max((_load(served.url, mix, n) for n in (8, 16)), key=lambda r: r["rps"])
+        mixed = highest_mixed(served.url, mix)
         bare_runs.append((_load(bare.url, bare_request, 1), _load(bare.url, bare_request, 8)))
     bare_one = min((one for one, _ in bare_runs), key=lambda r: r["p50_ms"])
     bare_eight = max((eight for _, eight in bare_runs), key=lambda r: r["rps"])
@@ -213,9 +228,9 @@ def _bench_workers(workers: int, env: dict[str, str], ask: dict) -> None:
     )
 
 
-def bench_serving(customers: int, out: Path) -> None:
-    print("\n## serving over HTTP (load from a second process on loopback)")
-    folder = _served_data(out)
+def served_env(folder: Path) -> tuple[dict[str, str], str]:
+    """The service's environment on the served business in `folder`, and its decision
+    instant (the queue's)."""
     import pyarrow.parquet as pq
 
     queue = pq.read_table(folder / "serving" / "outreach_queue.parquet")
@@ -229,6 +244,14 @@ def bench_serving(customers: int, out: Path) -> None:
         # One load client is far past a tracking page's per-client limit: lift it here.
         "AFTERSALE_TRACKING_RATE_LIMIT": "1000000/second",
     }
+    return env, as_of
+
+
+def route_requests(folder: Path, as_of: str) -> dict:
+    """One request per route, by name: `churn`, `recommend` and `queue`, and `shipment`, a
+    function of the service's URL for a shipment its delay route scores (see `mixed_requests`)."""
+    import pyarrow.parquet as pq
+
     raw = folder / "raw" / "current"
     customer = pq.read_table(raw / "customers.parquet")["customer_id"][0].as_py()
     orders = pq.read_table(raw / "orders.parquet")
@@ -236,7 +259,7 @@ def bench_serving(customers: int, out: Path) -> None:
     shipments = pq.read_table(
         raw / "shipments.parquet", columns=["shipment_id", "shipped_ts", "delivered_ts"]
     ).to_pandas()
-    ask = {
+    return {
         "churn": ("/v1/score/churn", {"customer_ids": [customer]}),
         "recommend": (
             "/v1/recommend",
@@ -245,6 +268,21 @@ def bench_serving(customers: int, out: Path) -> None:
         "queue": ("/v1/outreach/queue", {}),
         "shipment": lambda url: _in_transit(url, shipments, as_of),
     }
+
+
+def mixed_requests(ask: dict, url: str) -> list[tuple[str, dict]]:
+    """The mixed traffic's requests in `MIX`'s proportions, asking the service at `url` for
+    the delay route's shipment the first time."""
+    if "delay" not in ask:
+        ask["delay"] = ("/v1/score/delay", {"shipment_ids": [ask["shipment"](url)]})
+    return [ask[name] for name in MIX]
+
+
+def bench_serving(customers: int, out: Path) -> None:
+    print("\n## serving over HTTP (load from a second process on loopback)")
+    folder = served_data(out)
+    env, as_of = served_env(folder)
+    ask = route_requests(folder, as_of)
     print(f"  {SERVE_CUSTOMERS:,} customers served, decision instant {as_of}")
     for workers in WORKERS:
         _bench_workers(workers, env, ask)
@@ -263,7 +301,7 @@ def bench_score_batch(customers: int, out: Path) -> None:
     from serving.batch import score_batch
 
     print(f"\n## score_batch ({customers:,} customers and their open shipments)")
-    folder = _served_data(out)
+    folder = served_data(out)
     settings = Settings(data_dir=folder)
     inputs = load_inputs.fn(settings, None)
     models = load_models.fn(settings)
