@@ -4,8 +4,9 @@ A model is due when it has no champion, when its champion was trained on data th
 `AFTERSALE_RETRAIN_DAYS` (default 7) or more days before the current data's end, or when
 it is marked for retraining. The monitor writes the marks to
 `<data_dir>/monitoring/retrain_due.json` as `{"<model>": {"since": "<ISO instant>",
-"reason": "<words>"}}`; a mark is cleared once its model was retrained, whether or not the
-new version became champion.
+"reason": "<words>"}}`, and counts once there is data newer than the champion's (rerunning
+the day a champion was trained on leaves it be); a mark is cleared once its model was
+retrained, whether or not the new version became champion.
 
 Each training run is tagged with the data's end it saw (`DATA_END_TAG`), so the age of a
 champion is measured in the data's time, not the wall clock: a replayed or simulated
@@ -43,7 +44,10 @@ def due_reasons(
     """
     due = {}
     for name in names:
-        if name in marks:
+        trained = trained_through.get(name)
+        # A mark calls for a retrain on newer data: a rerun of the day its champion was
+        # trained on would learn the same model again.
+        if name in marks and (trained is None or data_end > trained):
             due[name] = f"marked: {marks[name].get('reason', 'no reason given')}"
         elif name not in trained_through:
             due[name] = "no champion"

@@ -59,6 +59,21 @@ def batch_frames() -> dict[str, pd.DataFrame]:
     return {name: pq.read_table(serving / name).to_pandas() for name in (QUEUE_FILE, HISTORY_FILE)}
 
 
+def age_champions(names: list[str]) -> None:
+    """Record the champions as trained on data a day older than the current: a mark counts
+    only on data newer than the champion's (a rerun of its own day would learn it again)."""
+    import mlflow
+
+    from models.served.registry import CHAMPION, tracking
+    from training.due import champions_trained_through, record_data_end
+
+    uri = get_settings().tracking_uri
+    for name, trained in champions_trained_through(uri, names).items():
+        with tracking(uri):
+            run_id = mlflow.MlflowClient().get_model_version_by_alias(name, CHAMPION).run_id
+        record_data_end(uri, run_id, trained - pd.Timedelta(days=1))
+
+
 def mark(names: list[str]) -> Path:
     path = get_settings().monitoring_dir / MARKS_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -113,6 +128,7 @@ def test_a_marked_model_is_retrained_and_its_mark_cleared(
 ) -> None:
     skip_monitor(monkeypatch)
     path = mark(["churn"])
+    age_champions(["churn"])
     night = pipeline(source="folder", path=sim_dir)
     assert night.due["churn"] == "marked: test"
     assert [summary.name for summary in night.models] == ["churn"]
@@ -210,6 +226,7 @@ def test_a_night_killed_while_training_and_rerun_gives_the_same_result(
     settings = get_settings()
     expected = batch_frames()
     path = mark(["delay_risk", "churn"])
+    age_champions(["delay_risk", "churn"])
     log_file = settings.data_dir / "logs" / "aftersale.log"
     logged = log_file.stat().st_size if log_file.exists() else 0
     code = (

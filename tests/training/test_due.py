@@ -20,13 +20,15 @@ END = pd.Timestamp("2025-06-30T23:00:00Z")
         ({"churn": END - pd.Timedelta(days=6, hours=23)}, {}, {}),
         ({"churn": END - pd.Timedelta(days=7)}, {}, {"churn": "champion's data is 7 days old"}),
         (
-            {"churn": END},
+            {"churn": END - pd.Timedelta(days=1)},
             {"churn": {"since": "2025-06-30", "reason": "drift"}},
             {"churn": "marked: drift"},
         ),
+        # Rerunning the day the champion was trained on: the same data, the same model.
+        ({"churn": END}, {"churn": {"since": "2025-06-30", "reason": "drift"}}, {}),
         ({"churn": None}, {}, {"churn": "champion's data end not recorded"}),
     ],
-    ids=["no-champion", "six-days", "seven-days", "marked", "unrecorded"],
+    ids=["no-champion", "six-days", "seven-days", "marked", "marked-same-day", "unrecorded"],
 )
 def test_due_reasons(trained_through, marks, expected) -> None:
     assert due_reasons(["churn"], trained_through, marks, END, period_days=7) == expected
