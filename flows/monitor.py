@@ -45,14 +45,25 @@ class MonitorResult:
     retrain: list[str] | None = None
 
 
-def _append(table: pd.DataFrame, path: Path) -> Path:
-    """Add rows to the monitoring table, written whole beside it and renamed."""
+# A monitor run is one model version on one window: rerunning it replaces its rows.
+DRIFT_RUN = ("model", "version", "current_end")
+QUALITY_RUN = ("model", "version", "window_end")
+
+
+def _append(table: pd.DataFrame, path: Path, run: tuple[str, ...]) -> Path:
+    """Add rows to the monitoring table, replacing those of the same run (`run` columns), so
+    that monitoring a day twice leaves one set of rows; written whole beside it and renamed."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.is_file():
-        table = pd.concat([pq.read_table(path).to_pandas(), table], ignore_index=True)
+        kept = pq.read_table(path).to_pandas()
+        if len(kept) and all(c in kept for c in run):
+            ran = pd.MultiIndex.from_frame(table[list(run)].astype(str))
+            same = pd.MultiIndex.from_frame(kept[list(run)].astype(str)).isin(ran)
+            kept = kept[~same]
+        table = pd.concat([kept, table], ignore_index=True)
     handle, scratch = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     os.close(handle)
     try:
@@ -167,7 +178,7 @@ def monitor_model(name: str, window_days: int) -> MonitorResult:
             )
             mlflow.log_artifact(str(report), "monitor")
             run_id = run.info.run_id
-    _append(table, settings.monitoring_dir / DRIFT_FILE)
+    _append(table, settings.monitoring_dir / DRIFT_FILE, DRIFT_RUN)
     reasons = retrain_reasons(
         result.table, quality, settings.retrain_drift_share, settings.retrain_auc_drop
     )
@@ -186,7 +197,7 @@ def monitor_model(name: str, window_days: int) -> MonitorResult:
                 }
             ]
         )
-        _append(row, settings.monitoring_dir / QUALITY_FILE)
+        _append(row, settings.monitoring_dir / QUALITY_FILE, QUALITY_RUN)
     log.info(
         "%s v%s: %d of %d features drifted; prediction drift %s",
         name,
@@ -242,7 +253,7 @@ def monitor_windows(window_days: int) -> dict | None:
                 {f"realised_{k}": float(quality[k]) for k in ("mae_days", "coverage", "rows")}
             )
     row = {**quality, "version": champion.version, "monitored_ts": pd.Timestamp.now(tz="UTC")}
-    _append(pd.DataFrame([row]), settings.monitoring_dir / QUALITY_FILE)
+    _append(pd.DataFrame([row]), settings.monitoring_dir / QUALITY_FILE, QUALITY_RUN)
     return quality
 
 

@@ -227,3 +227,27 @@ def test_the_estimate_without_labels_is_the_expected_roc_auc() -> None:
     labels = rng.uniform(size=scores.size) < scores
     assert estimated_auc(scores) == pytest.approx(roc_auc_score(labels, scores), abs=0.01)
     assert np.isnan(estimated_auc(np.zeros(10)))
+
+
+def test_monitoring_a_run_again_replaces_its_rows(tmp_path) -> None:
+    import pyarrow.parquet as pq
+
+    from flows.monitor import DRIFT_RUN, _append
+
+    end = pd.Timestamp("2025-07-01", tz="UTC")
+    first = pd.DataFrame(
+        {
+            "model": ["churn"] * 2,
+            "version": ["1"] * 2,
+            "current_end": [end] * 2,
+            "value": [1.0, 2.0],
+        }
+    )
+    path = _append(first, tmp_path / "drift.parquet", DRIFT_RUN)
+    _append(first.assign(value=[3.0, 4.0]), path, DRIFT_RUN)
+    table = pq.read_table(path).to_pandas()
+    assert table["value"].tolist() == [3.0, 4.0]
+    # Another day (or version) adds its own rows.
+    _append(first.assign(current_end=end + pd.Timedelta(days=1)), path, DRIFT_RUN)
+    _append(first.assign(version="2"), path, DRIFT_RUN)
+    assert len(pq.read_table(path)) == 6
