@@ -10,8 +10,6 @@ with the Evidently HTML report as an artefact.
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,7 +54,8 @@ def _append(table: pd.DataFrame, path: Path, run: tuple[str, ...]) -> Path:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    path.parent.mkdir(parents=True, exist_ok=True)
+    from serving.queue import write_atomic
+
     if path.is_file():
         kept = pq.read_table(path).to_pandas()
         if len(kept) and all(c in kept for c in run):
@@ -64,14 +63,7 @@ def _append(table: pd.DataFrame, path: Path, run: tuple[str, ...]) -> Path:
             same = pd.MultiIndex.from_frame(kept[list(run)].astype(str)).isin(ran)
             kept = kept[~same]
         table = pd.concat([kept, table], ignore_index=True)
-    handle, scratch = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(handle)
-    try:
-        pq.write_table(pa.Table.from_pandas(table, preserve_index=False), scratch)
-        os.replace(scratch, path)
-    finally:
-        Path(scratch).unlink(missing_ok=True)
-    return path
+    return write_atomic(pa.Table.from_pandas(table, preserve_index=False), path)
 
 
 @task(cache_policy=NO_CACHE)

@@ -107,24 +107,24 @@ class Runtime:
         # or registered but unloadable (a corrupted or incompatible artefact): either way
         # the service starts, says why on /v1/models, and /v1/recommend answers 503 (delay
         # scores carry no delivery window) until a reload loads them.
-        try:
-            recommender = load_recommender(store, uri, offline, copies)
-        except Exception as error:
-            unavailable[OFFER_MODEL] = _why(error)
-            log.warning("tracking-page offers unavailable: %s", unavailable[OFFER_MODEL])
-            recommender = None
-        try:
-            window = load_window_champion(WINDOW_MODEL, uri, copies)
-        except Exception as error:
-            unavailable[WINDOW_MODEL] = _why(error)
-            log.warning("delivery windows unavailable: %s", unavailable[WINDOW_MODEL])
-            window = None
-        try:
-            uplift = load_uplift_champion(UPLIFT_MODEL, uri, copies)
-        except Exception as error:
-            unavailable[UPLIFT_MODEL] = _why(error)
-            log.warning("uplift explanations unavailable: %s", unavailable[UPLIFT_MODEL])
-            uplift = None
+        recommender = _optional(
+            OFFER_MODEL,
+            "tracking-page offers",
+            unavailable,
+            lambda: load_recommender(store, uri, offline, copies),
+        )
+        window = _optional(
+            WINDOW_MODEL,
+            "delivery windows",
+            unavailable,
+            lambda: load_window_champion(WINDOW_MODEL, uri, copies),
+        )
+        uplift = _optional(
+            UPLIFT_MODEL,
+            "uplift explanations",
+            unavailable,
+            lambda: load_uplift_champion(UPLIFT_MODEL, uri, copies),
+        )
         queue = QueueCache(settings.serving_dir)
         effects = QueueCache(settings.serving_dir, EFFECTS_FILE)
         return cls(
@@ -517,6 +517,16 @@ def contribution_parts(
             )
         )
     return parts
+
+
+def _optional(name: str, what: str, unavailable: dict[str, str], load):
+    """An optional champion from `load()`, or None with why recorded under `name`."""
+    try:
+        return load()
+    except Exception as error:
+        unavailable[name] = _why(error)
+        log.warning("%s unavailable: %s", what, unavailable[name])
+        return None
 
 
 def _why(error: Exception) -> str:
