@@ -73,10 +73,14 @@ def main(
     ] = False,
 ) -> None:
     from aftersale.console import log_path, route_logs
-    from aftersale.settings import get_settings
+    from aftersale.settings import SettingsError, get_settings
 
+    try:
+        settings = get_settings()
+    except SettingsError as exc:
+        fail(exc)
     # Before any command imports MLflow or Prefect, which read their logging set-up then.
-    route_logs(log_path(get_settings()), verbose=verbose, console=err_console)
+    route_logs(log_path(settings), verbose=verbose, console=err_console)
     # The temporary Prefect API would otherwise try to send usage telemetry; Prefect's client
     # too, announcing it on a terminal the first time.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -453,6 +457,82 @@ def token(
             f"to {token_secrets_file(settings)} (`make demo` creates one)"
         )
     typer.echo(mint(order_id, keys[0], ttl))
+
+
+@app.command()
+def nightly(
+    inbox: Annotated[
+        Path | None,
+        typer.Option(
+            file_okay=False, help="Where day batches arrive (default: AFTERSALE_INBOX_DIR)."
+        ),
+    ] = None,
+    through: Annotated[
+        str | None, typer.Option(help="Run no day after this one (YYYY-MM-DD).")
+    ] = None,
+) -> None:
+    """Run the night (flow `nightly`): the pipeline on every day batch waiting in the inbox
+    after the current data's last day, one night per day in day order."""
+    from aftersale.settings import get_settings
+
+    last = parse_day(through, "--through") if through is not None else None
+    folder = inbox if inbox is not None else get_settings().inbox
+    with stages(STARTING):
+        from features.ingest import BatchError, ContractError
+        from flows.nightly import nightly as nightly_flow
+        from flows.pipeline import PipelineError
+
+        try:
+            done = nightly_flow(inbox=folder, through=last)
+        except (FileNotFoundError, BatchError, ContractError, PipelineError) as exc:
+            err_console.print(f"[red]failed[/red] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(code=1) from None
+    if not done.days:
+        console.print(
+            f"nothing to run: the data end on {done.through_before} and no later day waits "
+            f"in {folder}"
+        )
+        return
+    for day, night in zip(done.days, done.nights, strict=True):
+        trained = ", ".join(summary.name for summary in night.models) or "none"
+        console.print(f"night of {day}: trained {trained}; queue {night.queue}")
+
+
+@app.command()
+def schedule(
+    work_pool: Annotated[
+        str | None,
+        typer.Option(
+            help="Register the deployments with this Prefect work pool, for its workers to "
+            "run, instead of serving them from this process."
+        ),
+    ] = None,
+) -> None:
+    """Put the nightly run and the weekly retrain on the Prefect server of PREFECT_API_URL at
+    AFTERSALE_NIGHTLY_AT and AFTERSALE_RETRAIN_AT (local times in
+    AFTERSALE_SCHEDULE_TIMEZONE), and serve them until stopped, or register them with a work
+    pool."""
+    from aftersale.settings import get_settings
+
+    settings = get_settings()
+    from flows.schedule import NoServerError, api_url, register, schedules, serve
+
+    try:
+        url = api_url()
+    except NoServerError as exc:
+        fail(exc)
+    for name, cron in schedules(settings).items():
+        console.print(
+            f"{name}: cron '{cron.cron}' in {cron.timezone}", highlight=False, soft_wrap=True
+        )
+    console.print(f"day batches are read from {settings.inbox}; server {url}", highlight=False)
+    if work_pool is not None:
+        for name, deployment in register(settings, work_pool).items():
+            console.print(f"registered {name} ({deployment}) with work pool {work_pool}")
+        console.print(f"start a worker: prefect worker start --pool {work_pool}")
+        return
+    console.print("serving; stop with Ctrl-C or SIGTERM")
+    serve(settings)
 
 
 @app.command()

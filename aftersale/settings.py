@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -121,6 +122,40 @@ class Settings(BaseSettings):
         "answered as likely lost (no arrival window) and outreach calls instead of notifying.",
     )
 
+    inbox_dir: Path | None = Field(
+        None,
+        description="Where day batches arrive, one folder per day with its `_batch.json` "
+        "(default `<data_dir>/inbox`): the nightly run ingests every day waiting there "
+        "after the current data's last day.",
+    )
+    nightly_at: str = Field(
+        "02:00",
+        pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$",
+        description="Local time (HH:MM, in `schedule_timezone`) of the scheduled night.",
+    )
+    retrain_at: str = Field(
+        "sun 04:00",
+        pattern=r"^(mon|tue|wed|thu|fri|sat|sun) ([01][0-9]|2[0-3]):[0-5][0-9]$",
+        description="Weekday and local time of the scheduled weekly retrain, e.g. 'sun 04:00'.",
+    )
+    schedule_timezone: str = Field(
+        "UTC", description="IANA time zone of the schedules' local times, e.g. Europe/Berlin."
+    )
+
+    @field_validator("schedule_timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{value!r} is not an IANA time zone, e.g. Europe/Berlin") from None
+        return value
+
+    @property
+    def inbox(self) -> Path:
+        """Where day batches arrive (`inbox_dir`, default `<data_dir>/inbox`)."""
+        return self.inbox_dir if self.inbox_dir is not None else self.data_dir / "inbox"
+
     @property
     def raw_root(self) -> Path:
         """Published raw contract tables (versions and the `current` link)."""
@@ -163,6 +198,22 @@ class Settings(BaseSettings):
         return (self.data_dir / "mlflow" / "artifacts").resolve()
 
 
+class SettingsError(ValueError):
+    """A setting in the environment is not valid; the message names each variable."""
+
+
 def get_settings() -> Settings:
-    """Build the settings from the current environment."""
-    return Settings()
+    """Build the settings from the current environment.
+
+    Raises:
+        SettingsError: A variable's value is not valid, named with the problem.
+    """
+    try:
+        return Settings()
+    except ValidationError as error:
+        prefix = Settings.model_config["env_prefix"]
+        problems = "; ".join(
+            f"{prefix}{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
+            for e in error.errors()
+        )
+        raise SettingsError(problems) from None

@@ -152,11 +152,7 @@ def append_day(batch_dir: Path, raw_root: Path) -> Appended:
     days: dict[str, str] = record.get("days", {})
     digest = fingerprint(batch)
     current_tables = read_validated(current)
-    through = (
-        date.fromisoformat(record["through"])
-        if "through" in record
-        else watermark(current_tables, happened=True).date()
-    )
+    through = _through(record, current_tables)
     if day <= through:
         if days.get(day.isoformat()) == digest:
             return Appended(current, day, _rows(batch), changed=False)
@@ -183,6 +179,24 @@ def append_day(batch_dir: Path, raw_root: Path) -> Appended:
         versioned.discard(staging)
         raise
     return Appended(version, day, _rows(batch), changed=True)
+
+
+def ingested_through(raw_root: Path) -> date | None:
+    """The last day the current raw data hold (a day batch after it appends); None before
+    anything was ingested."""
+    current = versioned.current(raw_root)
+    if current is None:
+        return None
+    record = versioned.metadata(current)
+    return _through(record, None if "through" in record else read_validated(current))
+
+
+def _through(record: dict, tables: dict[str, pa.Table] | None) -> date:
+    """The day a version's metadata says its data end on, else the day of the latest thing
+    that happened in its tables (a whole source ingested without a manifest)."""
+    if "through" in record:
+        return date.fromisoformat(record["through"])
+    return watermark(tables, happened=True).date()
 
 
 def _read_batch(folder: Path) -> dict[str, pa.Table]:

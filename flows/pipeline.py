@@ -24,6 +24,7 @@ from aftersale.settings import Settings, get_settings
 from features import versioned
 from flows.build_features import build_features
 from flows.ingest import ingest
+from flows.lock import data_lock
 from flows.monitor import monitor
 from flows.score_batch import score_batch
 from flows.train import train
@@ -138,9 +139,21 @@ def pipeline(
         PipelineError: A stage up to scoring failed; the raw data, features, champions
             and queue of before the night were put back.
     """
+    settings = get_settings()
+    with data_lock(settings.data_dir):
+        return _night(settings, source, path, customers, seed)
+
+
+def _night(
+    settings: Settings,
+    source: Literal["simulator", "folder", "olist"],
+    path: Path | None,
+    customers: int | None,
+    seed: int | None,
+) -> Night:
+    """The pipeline's stages, under the data folder's lock."""
     from serving.queue import drop_kept
 
-    settings = get_settings()
     before = remember(settings)
     stage = "ingest"
     try:

@@ -29,6 +29,7 @@ def runner(tmp_path, monkeypatch) -> CliRunner:
         (["ingest", "--source", "folder", "--path", "/no/such/folder"], "--path"),
         (["train", "--data", "/no/such/dataset"], "--data"),
         (["train", "--test-fraction", "1.5"], "--test-fraction"),
+        (["nightly", "--through", "someday"], "--through"),
     ],
 )
 def test_a_malformed_option_is_a_named_usage_error(runner, args, named) -> None:
@@ -43,3 +44,24 @@ def test_instants_read_naive_as_given_and_keep_their_offset() -> None:
     assert parse_instant("2025-12-31").isoformat() == "2025-12-31T00:00:00"
     assert parse_instant("2025-12-31T23:00:00Z").utcoffset().total_seconds() == 0
     assert parse_instant("2025-12-31T23:00:00+02:00").utcoffset().total_seconds() == 7200
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "named"),
+    [
+        ("AFTERSALE_CUSTOMERS", "many", "AFTERSALE_CUSTOMERS: Input should be a valid integer"),
+        ("AFTERSALE_NIGHTLY_AT", "25:00", "AFTERSALE_NIGHTLY_AT: String should match"),
+        ("AFTERSALE_RETRAIN_AT", "sunday", "AFTERSALE_RETRAIN_AT: String should match"),
+        ("AFTERSALE_SCHEDULE_TIMEZONE", "Mars/Olympus", "'Mars/Olympus' is not an IANA"),
+        ("AFTERSALE_OUTREACH_CAPACITY", "-1", "AFTERSALE_OUTREACH_CAPACITY"),
+    ],
+)
+def test_a_bad_setting_is_named_before_any_command_runs(
+    runner, monkeypatch, variable, value, named
+) -> None:
+    monkeypatch.setenv(variable, value)
+    result = runner.invoke(app, ["nightly", "--through", "2025-01-01"])
+    assert result.exit_code == 2, result.output
+    assert named in result.output
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)

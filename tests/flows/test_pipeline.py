@@ -1,22 +1,31 @@
 """The nightly pipeline on a small business: a first night, a rerun of the same day, a
-failure injected into each stage, and a run killed in the middle of training."""
+failure injected into each stage, a run killed in the middle of training; then its schedule
+on a real Prefect server: a night triggered through the server's API that catches up two
+late days, a run for days already done that does nothing, and the weekly retrain."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
+import httpx
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
 from aftersale.settings import get_settings
 from features import versioned
+from features.contract.io import read_validated
+from features.ingest import ingested_through
+from features.sources.simulator import simulate_day, simulate_until
 from flows.pipeline import Night, PipelineError, pipeline
 from models import MODELS
 from models.served.retrain import MARKS_FILE, read_marks
@@ -37,9 +46,25 @@ def data_dir(tmp_path_factory, prefect_harness):
         yield folder
 
 
+# The business of the module: a history up to HISTORY_END, then two days' batches.
+SIMULATION = {"customers": 400, "seed": 11}
+HISTORY_END = date(2025, 12, 29)
+DAYS = (HISTORY_END + timedelta(days=1), HISTORY_END + timedelta(days=2))
+
+
 @pytest.fixture(scope="module")
-def first_night(data_dir, sim_dir) -> Night:
-    return pipeline(source="folder", path=sim_dir)
+def history(tmp_path_factory) -> Path:
+    """The history up to HISTORY_END and, beside it, the batches of DAYS (`day-<n>`)."""
+    root = tmp_path_factory.mktemp("business")
+    simulate_until(root / "history", HISTORY_END, **SIMULATION)
+    for n, day in enumerate(DAYS, start=1):
+        simulate_day(root / f"day-{n}", day, **SIMULATION)
+    return root / "history"
+
+
+@pytest.fixture(scope="module")
+def first_night(data_dir, history) -> Night:
+    return pipeline(source="folder", path=history)
 
 
 def serving_now() -> dict[str, object]:
@@ -102,9 +127,9 @@ def test_a_first_night_trains_every_model_and_queues_the_day(first_night) -> Non
     assert not (settings.serving_dir / ".kept").exists()
 
 
-def test_rerunning_the_day_gives_the_same_queue_and_history(first_night, sim_dir) -> None:
+def test_rerunning_the_day_gives_the_same_queue_and_history(first_night, history) -> None:
     before = batch_frames()
-    again = pipeline(source="folder", path=sim_dir)
+    again = pipeline(source="folder", path=history)
     # The champions were trained on this very data: none is due (an optional model the
     # data cannot train has none, and is tried again).
     assert not set(again.due) & {summary.name for summary in first_night.models}
@@ -124,12 +149,12 @@ def skip_monitor(monkeypatch) -> None:
 
 
 def test_a_marked_model_is_retrained_and_its_mark_cleared(
-    first_night, sim_dir, monkeypatch
+    first_night, history, monkeypatch
 ) -> None:
     skip_monitor(monkeypatch)
     path = mark(["churn"])
     age_champions(["churn"])
-    night = pipeline(source="folder", path=sim_dir)
+    night = pipeline(source="folder", path=history)
     assert night.due["churn"] == "marked: test"
     assert [summary.name for summary in night.models] == ["churn"]
     assert read_marks(path.parent) == {}
@@ -181,13 +206,13 @@ def fail_score(monkeypatch) -> None:
     [("features", fail_features), ("train", fail_train), ("score", fail_score)],
 )
 def test_a_failed_stage_leaves_yesterdays_outputs_serving(
-    first_night, sim_dir, monkeypatch, stage, inject
+    first_night, history, monkeypatch, stage, inject
 ) -> None:
     before = serving_now()
     marks = read_marks(get_settings().monitoring_dir)
     inject(monkeypatch)
     with pytest.raises(PipelineError, match=f"stage {stage} failed") as failed:
-        pipeline(source="folder", path=sim_dir)
+        pipeline(source="folder", path=history)
     assert failed.value.stage == stage
     monkeypatch.undo()
     assert serving_now() == before
@@ -200,7 +225,7 @@ def test_a_failed_stage_leaves_yesterdays_outputs_serving(
     assert not (get_settings().serving_dir / ".kept").exists()
 
 
-def test_a_failed_monitor_does_not_fail_the_night(first_night, sim_dir, monkeypatch) -> None:
+def test_a_failed_monitor_does_not_fail_the_night(first_night, history, monkeypatch) -> None:
     import flows.pipeline as flow
 
     before = batch_frames()
@@ -209,7 +234,7 @@ def test_a_failed_monitor_does_not_fail_the_night(first_night, sim_dir, monkeypa
         raise ValueError("too little data")
 
     monkeypatch.setattr(flow, "monitor", broken)
-    night = pipeline(source="folder", path=sim_dir)
+    night = pipeline(source="folder", path=history)
     assert night.monitor_error == "ValueError: too little data"
     assert night.monitored == []
     after = batch_frames()
@@ -218,7 +243,7 @@ def test_a_failed_monitor_does_not_fail_the_night(first_night, sim_dir, monkeypa
 
 
 def test_a_night_killed_while_training_and_rerun_gives_the_same_result(
-    first_night, sim_dir, monkeypatch
+    first_night, history, monkeypatch
 ) -> None:
     from prefect.settings import PREFECT_API_URL
 
@@ -238,7 +263,7 @@ def test_a_night_killed_while_training_and_rerun_gives_the_same_result(
         "route_logs(logs, verbose=False, console=Console(stderr=True))\n"
         "from flows.pipeline import pipeline\n"
         "with StageDisplay(Console(), logs):\n"
-        f"    pipeline(source='folder', path=Path({str(sim_dir)!r}))\n"
+        f"    pipeline(source='folder', path=Path({str(history)!r}))\n"
     )
     env = {
         **os.environ,
@@ -263,10 +288,262 @@ def test_a_night_killed_while_training_and_rerun_gives_the_same_result(
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=30)
     assert alive, "the night ended by itself before it could be killed"
-    night = pipeline(source="folder", path=sim_dir)
+    night = pipeline(source="folder", path=history)
     assert {"delay_risk", "churn"} <= set(night.due)
     assert read_marks(path.parent) == {}
     after = batch_frames()
     for name, frame in expected.items():
         pd.testing.assert_frame_equal(after[name], frame, obj=name)
     assert not after[HISTORY_FILE]["outreach_id"].duplicated().any()
+
+
+# --- The schedule on a real Prefect server ---------------------------------------------------
+
+PROJECT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def stop(process: subprocess.Popen) -> None:
+    """SIGTERM the process group, then SIGKILL what is left after 30 s."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=30)
+
+
+def wait_until(check, what: str, seconds: float, process: subprocess.Popen, log: Path):
+    deadline = time.monotonic() + seconds
+    while True:
+        found = check()
+        if found:
+            return found
+        assert process.poll() is None, f"{what}: the process ended\n{log.read_text()[-3000:]}"
+        assert time.monotonic() < deadline, f"{what}: not within {seconds} s"
+        time.sleep(0.5)
+
+
+@pytest.fixture(scope="module")
+def prefect_server(tmp_path_factory):
+    """A Prefect server on a free loopback port (`prefect server start`), stopped
+    afterwards: its API URL and the environment that points a process at it."""
+    home = tmp_path_factory.mktemp("prefect_home")
+    url = f"http://127.0.0.1:{free_port()}/api"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env |= {
+        "PREFECT_HOME": str(home),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_UI_ENABLED": "false",
+    }
+    log = home / "server.log"
+    port = url.rsplit(":", 1)[1].split("/")[0]
+    with open(log, "w") as out:
+        process = subprocess.Popen(
+            [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", port],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def healthy() -> bool:
+        try:
+            return httpx.get(f"{url}/health", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        wait_until(healthy, "the Prefect server", 180, process, log)
+        yield url, env | {"PREFECT_API_URL": url}
+    finally:
+        stop(process)
+
+
+@pytest.fixture(scope="module")
+def scheduled(first_night, prefect_server, data_dir, history, tmp_path_factory):
+    """`aftersale schedule` serving the deployments on the server, the inbox holding both
+    late days; the schedules' times are half a day away, so only triggered runs run."""
+    url, env = prefect_server
+    inbox = tmp_path_factory.mktemp("inbox")
+    for n in (1, 2):
+        shutil.copytree(history.parent / f"day-{n}", inbox / f"day-{n}")
+    later = datetime.now(UTC) + timedelta(hours=12)
+    env = env | {
+        "AFTERSALE_DATA_DIR": str(data_dir),
+        "AFTERSALE_INBOX_DIR": str(inbox),
+        "AFTERSALE_NIGHTLY_AT": f"{later:%H:%M}",
+        "AFTERSALE_RETRAIN_AT": f"{later:%a %H:%M}".lower(),
+        "AFTERSALE_SCHEDULE_TIMEZONE": "Europe/Berlin",
+        "PREFECT_RUNNER_POLL_FREQUENCY": "1",
+    }
+    log = data_dir.parent / "schedule.log"
+    with open(log, "w") as out:
+        process = subprocess.Popen(
+            [str(BIN / "aftersale"), "schedule"],
+            cwd=PROJECT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def deployed() -> dict | None:
+        answer = httpx.get(f"{url}/deployments/name/nightly/nightly", timeout=5)
+        return answer.json() if answer.status_code == 200 else None
+
+    try:
+        wait_until(deployed, "the nightly deployment", 180, process, log)
+        yield {"url": url, "env": env, "inbox": inbox, "log": log, "process": process}
+    finally:
+        stop(process)
+
+
+def trigger(url: str, deployment: str, process: subprocess.Popen, log: Path) -> dict:
+    """Create a run of `deployment` through the server's API and wait for its end."""
+    found = httpx.get(f"{url}/deployments/name/{deployment}", timeout=5).raise_for_status()
+    run = httpx.post(
+        f"{url}/deployments/{found.json()['id']}/create_flow_run", json={}, timeout=10
+    ).raise_for_status()
+
+    def ended() -> dict | None:
+        state = httpx.get(f"{url}/flow_runs/{run.json()['id']}", timeout=5).json()
+        return state if state["state_type"] in {"COMPLETED", "FAILED", "CRASHED"} else None
+
+    return wait_until(ended, f"the run of {deployment}", 600, process, log)
+
+
+def pipeline_runs(url: str) -> list[dict]:
+    """The server's runs of the flow `pipeline`, oldest first."""
+    answer = httpx.post(
+        f"{url}/flow_runs/filter",
+        json={"flows": {"name": {"any_": ["pipeline"]}}, "sort": "START_TIME_ASC"},
+        timeout=10,
+    ).raise_for_status()
+    return answer.json()
+
+
+def test_the_schedules_are_on_the_server_in_their_time_zone(scheduled) -> None:
+    url, env = scheduled["url"], scheduled["env"]
+    hour, minute = (int(x) for x in env["AFTERSALE_NIGHTLY_AT"].split(":"))
+    nightly = httpx.get(f"{url}/deployments/name/nightly/nightly", timeout=5).json()
+    (entry,) = nightly["schedules"]
+    assert entry["schedule"]["cron"] == f"{minute} {hour} * * *"
+    assert entry["schedule"]["timezone"] == "Europe/Berlin"
+    weekly = httpx.get(f"{url}/deployments/name/retrain/weekly-retrain", timeout=5).json()
+    day = weekly["schedules"][0]["schedule"]["cron"].split()[-1]
+    assert day == str(
+        ["sun", "mon", "tue", "wed", "thu", "fri", "sat"].index(env["AFTERSALE_RETRAIN_AT"][:3])
+    )
+
+
+def test_a_triggered_night_two_days_late_catches_up_both_days_in_order(scheduled) -> None:
+    url = scheduled["url"]
+    settings = get_settings()
+    assert ingested_through(settings.raw_root) == HISTORY_END
+    run = trigger(url, "nightly/nightly", scheduled["process"], scheduled["log"])
+    assert run["state_type"] == "COMPLETED", scheduled["log"].read_text()[-3000:]
+    nights = pipeline_runs(url)
+    assert [Path(r["parameters"]["path"]).name for r in nights] == ["day-1", "day-2"]
+    assert all(r["state_type"] == "COMPLETED" for r in nights)
+    raw = versioned.current(settings.raw_root)
+    assert list(versioned.metadata(raw)["days"]) == [d.isoformat() for d in DAYS]
+    assert ingested_through(settings.raw_root) == DAYS[-1]
+    # The data now equal the history written at once up to the last day.
+    whole = get_settings().data_dir.parent / "through_last_day"
+    simulate_until(whole, DAYS[-1], **SIMULATION)
+    expected = read_validated(whole)
+    current = read_validated(raw)
+    for name, table in expected.items():
+        assert current[name].num_rows == table.num_rows, name
+    frames = batch_frames()
+    assert not frames[HISTORY_FILE]["outreach_id"].duplicated().any()
+    queue = frames[QUEUE_FILE]
+    assert not queue["rank"].duplicated().any()
+    meta = json.loads(
+        pq.read_schema(get_settings().serving_dir / QUEUE_FILE).metadata[b"aftersale"]
+    )
+    assert pd.Timestamp(meta["as_of"]).date() == DAYS[-1]
+
+
+def test_a_run_for_days_already_done_does_nothing(scheduled) -> None:
+    url = scheduled["url"]
+    before = serving_now()
+    nights = len(pipeline_runs(url))
+    run = trigger(url, "nightly/nightly", scheduled["process"], scheduled["log"])
+    assert run["state_type"] == "COMPLETED"
+    assert len(pipeline_runs(url)) == nights
+    assert serving_now() == before
+
+
+def test_the_command_line_uses_the_configured_server_and_starts_none(scheduled) -> None:
+    url, env = scheduled["url"], scheduled["env"]
+
+    def nightly_runs() -> int:
+        answer = httpx.post(
+            f"{url}/flow_runs/count",
+            json={"flows": {"name": {"any_": ["nightly"]}}},
+            timeout=10,
+        )
+        return answer.raise_for_status().json()
+
+    runs = nightly_runs()
+    done = subprocess.run(
+        [str(BIN / "aftersale"), "nightly"],
+        cwd=PROJECT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "nothing to run: the data end on" in done.stdout
+    assert "temporary server" not in done.stdout + done.stderr
+    assert nightly_runs() == runs + 1
+
+
+def test_schedule_without_a_server_says_what_to_set(tmp_path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env["AFTERSALE_DATA_DIR"] = str(tmp_path)
+    done = subprocess.run(
+        [str(BIN / "aftersale"), "schedule"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 2
+    assert "PREFECT_API_URL" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_the_weekly_retrain_trains_every_model_and_scores_again(scheduled) -> None:
+    import mlflow
+
+    from models.served.registry import tracking
+
+    url = scheduled["url"]
+    settings = get_settings()
+    champions = champion_versions(settings.tracking_uri, MODELS)
+    run = trigger(url, "retrain/weekly-retrain", scheduled["process"], scheduled["log"])
+    assert run["state_type"] == "COMPLETED", scheduled["log"].read_text()[-3000:]
+    with tracking(settings.tracking_uri):
+        client = mlflow.MlflowClient()
+        for name in ("delay_risk", "churn"):
+            versions = client.search_model_versions(f"name='{name}'")
+            # A new version of each required model went through the gate.
+            assert max(int(v.version) for v in versions) > int(champions[name])
+    answer = httpx.post(
+        f"{url}/flow_runs/filter",
+        json={"flow_runs": {"parent_flow_run_id": {"any_": [run["id"]]}}},
+        timeout=10,
+    ).raise_for_status()
+    children = {child["name"]: child for child in answer.json()}
+    flows = httpx.post(f"{url}/flows/filter", json={}, timeout=10).raise_for_status().json()
+    names = {f["id"]: f["name"] for f in flows}
+    ran = sorted(names[child["flow_id"]] for child in children.values())
+    assert ran == ["score_batch", "train"]
+    assert all(child["state_type"] == "COMPLETED" for child in children.values())
