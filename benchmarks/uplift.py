@@ -142,6 +142,13 @@ def bench_simulated(customers: int, out: Path) -> dict[str, float]:
         f"(target ≥ 2: {_verdict(over_today >= 2)}), model / random = {over_random:.2f} "
         f"(target ≥ 3: {_verdict(over_random >= 3)})"
     )
+    # What ranking by the true effects itself reaches: no learner can do better on these rows.
+    ceiling_today = float(incremental["oracle"] / incremental["todays_ranking"])
+    ceiling_random = float(incremental["oracle"] / incremental["random"])
+    print(
+        f"  the oracle's selection reaches {ceiling_today:.2f} × today's and "
+        f"{ceiling_random:.2f} × random's: the most any learner can reach on these rows"
+    )
     print(
         f"  selected with a negative true effect: model {negative:.1%} "
         f"(target ≤ 5%: {_verdict(negative <= 0.05)}), today's ranking {negative_today:.1%}"
@@ -168,6 +175,8 @@ def bench_simulated(customers: int, out: Path) -> dict[str, float]:
         "model_over_oracle": share_of_oracle,
         "model_over_today_incremental": over_today,
         "model_over_random_incremental": over_random,
+        "oracle_over_today_incremental": ceiling_today,
+        "oracle_over_random_incremental": ceiling_random,
         "model_negative_share": negative,
         "today_negative_share": negative_today,
         "per_action_qini": per_action["per_action_qini"],
