@@ -10,11 +10,14 @@ import sys
 from datetime import date, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from rich.console import Console
 from rich.table import Table
+
+if TYPE_CHECKING:
+    from features.sources.simulator.params import Shock
 
 app = typer.Typer(
     name="aftersale",
@@ -94,6 +97,63 @@ def main(
 STARTING = "start (libraries, Prefect)"
 
 
+def parse_shock(text: str) -> Shock:
+    """A simulator shock from its `--shock` form, or a usage error naming the option.
+
+    Forms: `CARRIER:YYYY-MM-DD[:FACTOR]` (a carrier slowdown), `region:CODE:YYYY-MM-DD[:SHARE]`
+    (a region opening) and `price:YYYY-MM-DD:FACTOR` (a price change).
+
+    Raises:
+        typer.BadParameter: A malformed form, day or number (exit code 2).
+    """
+    from features.sources.simulator.params import (
+        OPENABLE_REGIONS,
+        CarrierSlowdown,
+        PriceChange,
+        RegionOpening,
+    )
+
+    forms = "CARRIER:YYYY-MM-DD[:FACTOR], region:CODE:YYYY-MM-DD[:SHARE] or price:YYYY-MM-DD:FACTOR"
+
+    def bad(why: str) -> typer.BadParameter:
+        return typer.BadParameter(f"{text!r}: {why}; write {forms}", param_hint="--shock")
+
+    def number(value: str, what: str, default: float | None) -> float:
+        if not value and default is not None:
+            return default
+        try:
+            return float(value)
+        except ValueError:
+            raise bad(f"the {what} {value!r} is not a number") from None
+
+    parts = text.split(":")
+    kind = parts[0].lower()
+    if kind == "region":
+        if len(parts) not in (3, 4) or not parts[1]:
+            raise bad("a region opening names its region and day")
+        region = parts[1].upper()
+        openable = [r.code for r in OPENABLE_REGIONS]
+        if region not in openable:
+            raise bad(f"unknown region {parts[1]!r}, regions that can open: {', '.join(openable)}")
+        share = number(parts[3] if len(parts) == 4 else "", "share", 0.15)
+        if not 0 < share <= 1:
+            raise bad(f"the share {share} is not in (0, 1]")
+        return RegionOpening(region, parse_day(parts[2], "--shock"), share)
+    if kind == "price":
+        if len(parts) != 3:
+            raise bad("a price change names its day and factor")
+        factor = number(parts[2], "factor", None)
+        if not factor > 0:
+            raise bad(f"the factor {factor} is not positive")
+        return PriceChange(parse_day(parts[1], "--shock"), factor)
+    if len(parts) not in (2, 3) or not parts[0]:
+        raise bad("a carrier slowdown names its carrier and day")
+    factor = number(parts[2] if len(parts) == 3 else "", "factor", 1.6)
+    if not factor > 0:
+        raise bad(f"the factor {factor} is not positive")
+    return CarrierSlowdown(parts[0], parse_day(parts[1], "--shock"), factor)
+
+
 def fail(message: object, code: int = 2) -> NoReturn:
     """End the command with a named error on standard error, never a traceback."""
     err_console.print(f"[red]error[/red] {message}", highlight=False, soft_wrap=True)
@@ -135,8 +195,11 @@ def simulate(
     shock: Annotated[
         list[str] | None,
         typer.Option(
-            help="A carrier slowdown from a day, CARRIER:YYYY-MM-DD[:FACTOR] (its median "
-            "transit times FACTOR, default 1.6); repeatable."
+            help="A regime change from a day; repeatable. CARRIER:YYYY-MM-DD[:FACTOR]: the "
+            "carrier's median transit times FACTOR (default 1.6). region:CODE:YYYY-MM-DD"
+            "[:SHARE]: a new region (SE, FI, PT or GR) receives SHARE of the new customers "
+            "(default 0.15) on new, slower lanes. price:YYYY-MM-DD:FACTOR: offered items cost "
+            "FACTOR times their price."
         ),
     ] = None,
 ) -> None:
@@ -145,23 +208,13 @@ def simulate(
 
     from aftersale.console import report_stage
     from features.sources import simulator
-    from features.sources.simulator.params import DEFAULT_PARAMS, CarrierSlowdown
+    from features.sources.simulator.params import DEFAULT_PARAMS
 
     if until is not None and day is not None:
         fail("--until and --day exclude each other: a history or one day's batch")
     until_day = parse_day(until, "--until") if until is not None else None
     batch_day = parse_day(day, "--day") if day is not None else None
-    shocks = []
-    for text in shock or []:
-        carrier, _, rest = text.partition(":")
-        when, _, factor = rest.partition(":")
-        try:
-            value = float(factor) if factor else 1.6
-        except ValueError:
-            fail(f"--shock: {text!r}: the factor {factor!r} is not a number")
-        if not carrier or value <= 0:
-            fail(f"--shock: {text!r}: write CARRIER:YYYY-MM-DD[:FACTOR] with a positive factor")
-        shocks.append(CarrierSlowdown(carrier, parse_day(when, "--shock"), value))
+    shocks = [parse_shock(text) for text in shock or []]
     params = replace(DEFAULT_PARAMS, shocks=tuple(shocks))
     kwargs = {
         "customers": customers,

@@ -43,9 +43,10 @@ from features.sources.simulator.params import (
     STREAM_CHUNK,
     STREAM_MEMBERSHIP,
     STREAM_OUTREACH,
+    STREAM_SHOCKS,
     SimulatorParams,
 )
-from features.sources.simulator.population import draw_population
+from features.sources.simulator.population import draw_population, open_regions
 from features.sources.simulator.tables import assemble, products_table
 from features.sources.simulator.truth import repurchase_truth
 from features.sources.simulator.world import World, build_world
@@ -88,15 +89,15 @@ def simulate(
         start: First simulated day; must be the first day of a month.
         months: Number of months simulated.
         workers: Processes computing chunks in parallel; does not change the output.
-        shocks: Regime changes from a date (`params.CarrierSlowdown`): the default
-            business with them.
+        shocks: Regime changes from a date (`params.CarrierSlowdown`,
+            `params.RegionOpening`, `params.PriceChange`): the default business with them.
 
     Returns:
         Where the files are, rows per table and the seconds it took.
 
     Raises:
-        ValueError: On a non-positive customer count or worker count, an unknown format, or a
-            start that is not the first day of a month.
+        ValueError: On a non-positive customer count or worker count, an unknown format, a
+            start that is not the first day of a month, or a shock that cannot apply.
     """
     params = replace(DEFAULT_PARAMS, shocks=tuple(shocks)) if shocks else DEFAULT_PARAMS
     return run_simulation(Path(out_dir), customers, seed, fmt, start, months, workers, params)
@@ -157,6 +158,8 @@ def simulate_chunk(world: World, seed: int, index: int, size: int) -> dict[str, 
     """Simulate chunk `index` of `size` customers; tables carry chunk-local ids."""
     rng = np.random.default_rng(np.random.SeedSequence([seed, STREAM_CHUNK, index]))
     pop = draw_population(rng, size, world.timeline, world.params)
+    shock_rng = np.random.default_rng(np.random.SeedSequence([seed, STREAM_SHOCKS, index]))
+    pop = open_regions(shock_rng, pop, world.timeline, world.params)
     outreach = None
     if world.params.outreach.enabled:
         outreach_rng = np.random.default_rng(np.random.SeedSequence([seed, STREAM_OUTREACH, index]))

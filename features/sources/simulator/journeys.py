@@ -33,7 +33,12 @@ from features.sources.simulator.outreach import (
     empty_outreach,
     empty_resets,
 )
-from features.sources.simulator.params import PAYMENT_METHODS, RETURN_REASONS
+from features.sources.simulator.params import (
+    PAYMENT_METHODS,
+    RETURN_REASONS,
+    CarrierSlowdown,
+    RegionOpening,
+)
 from features.sources.simulator.population import Population
 from features.sources.simulator.world import World, cumulative, draw_categorical
 
@@ -384,7 +389,7 @@ def _shipments(
     congestion = tl.congestion_at(shipped)
     base_h = np.array([lv.base_hours for lv in levels])[level]
     speed = np.array([c.speed for c in p.carriers])[carrier]
-    shocked = _slowdowns(p, tl, carrier, shipped)
+    shocked = _slowdowns(p, tl, carrier, dest, shipped)
     speed = speed * shocked[0]
     weekend_h = np.asarray(sp.weekend_hours)[tl.weekday[ship_day]]
     median_h = (
@@ -761,9 +766,12 @@ def _empty_journeys(memberships: dict[str, np.ndarray]) -> Journeys:
     )
 
 
-def _slowdowns(p, tl, carrier: np.ndarray, shipped: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _slowdowns(
+    p, tl, carrier: np.ndarray, dest: np.ndarray, shipped: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Per parcel, the factor on its median transit and the spread added by the carrier
-    slowdowns (`params.CarrierSlowdown`) in force on its dispatch day (1 and 0 otherwise).
+    slowdowns (`params.CarrierSlowdown`) in force on its dispatch day and by the lanes of an
+    opened region (`params.RegionOpening`) it travels to (1 and 0 otherwise).
 
     Raises:
         ValueError: A slowdown names no carrier of the business.
@@ -771,11 +779,18 @@ def _slowdowns(p, tl, carrier: np.ndarray, shipped: np.ndarray) -> tuple[np.ndar
     factor = np.ones(len(carrier))
     spread = np.zeros(len(carrier))
     names = [c.name for c in p.carriers]
+    codes = [r.code for r in p.regions]
     for shock in p.shocks:
-        if shock.carrier not in names:
-            raise ValueError(f"shock: unknown carrier {shock.carrier!r}; carriers: {names}")
-        first_day = (shock.start - tl.start).days
-        hit = (carrier == names.index(shock.carrier)) & (shipped >= first_day)
+        if isinstance(shock, RegionOpening):
+            # Only customers who signed up from its start live there: its lanes are new.
+            hit = dest == codes.index(shock.region)
+        elif isinstance(shock, CarrierSlowdown):
+            if shock.carrier not in names:
+                raise ValueError(f"shock: unknown carrier {shock.carrier!r}; carriers: {names}")
+            first_day = (shock.start - tl.start).days
+            hit = (carrier == names.index(shock.carrier)) & (shipped >= first_day)
+        else:
+            continue
         factor[hit] *= shock.factor
         spread[hit] += shock.sigma_add
     return factor, spread

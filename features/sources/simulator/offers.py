@@ -9,17 +9,20 @@ parcel is late and when the customer has returned that category before. The cont
 ("none") records whether the customer bought anyway, for the category the policy would have
 favoured: the customer's most-ordered category at decision time (written to
 `_truth/offers.parquet` as `reference_category`). Accepted offers are add-on purchases
-recorded in `offers` only: they are not orders and do not move the churn clock.
+recorded in `offers` only: they are not orders and do not move the churn clock. A price change
+(`params.PriceChange`) moves the offered price, and with it the effective discount customers
+weigh and the revenue.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import date
 from typing import Any
 
 import numpy as np
 
-from features.sources.simulator.params import DEFAULT_PARAMS, SimulatorParams
+from features.sources.simulator.params import DEFAULT_PARAMS, PriceChange, SimulatorParams
 from features.sources.simulator.population import Population
 from features.sources.simulator.world import World, draw_categorical
 
@@ -74,6 +77,7 @@ def accept_probs(
     shipment_late: np.ndarray,
     returned: np.ndarray,
     params: SimulatorParams = DEFAULT_PARAMS,
+    price_factor: np.ndarray | float = 1.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The acceptance mechanism on plain arrays: (p_accept, p_anyway).
 
@@ -87,6 +91,7 @@ def accept_probs(
         shipment_late: The tracked parcel is past its promise at the offer time.
         returned: The customer returned this category before the offer.
         params: Parameters the data were simulated with.
+        price_factor: The offered items' price over their usual price (`price_factors`).
     """
     op = params.offers
     hazard = (
@@ -100,7 +105,9 @@ def accept_probs(
     logit = (
         op.inc_base
         + op.inc_affinity * affinity
-        + op.inc_discount * discount * price_sensitivity
+        # The effective discount against the usual price, 1 − factor·(1 − discount), written
+        # so that it is the discount itself, bit for bit, where the price did not move.
+        + op.inc_discount * (discount + (1.0 - price_factor) * (1.0 - discount)) * price_sensitivity
         - op.inc_late * shipment_late
         - op.inc_returned * returned
     )
@@ -134,6 +141,7 @@ def true_accept_prob(
     shipment_late: Any,
     returned_categories: Any = None,
     params: SimulatorParams = DEFAULT_PARAMS,
+    price_factor: Any = 1.0,
 ) -> np.ndarray:
     """True probability that an offer is accepted (the category bought within the window).
 
@@ -155,6 +163,8 @@ def true_accept_prob(
             a boolean per row, or a boolean matrix (rows, categories) from which the row's
             category is taken. None means never.
         params: Parameters the data were simulated with.
+        price_factor: The offered price over the usual price at the decision: 1 unless a
+            `params.PriceChange` was in force (`price_factors`).
 
     Returns:
         Probabilities; NaN where the category is missing or unknown.
@@ -171,8 +181,19 @@ def true_accept_prob(
         np.asarray(shipment_late, dtype=bool),
         _returned(returned_categories, code),
         params,
+        np.asarray(price_factor, dtype=np.float64),
     )
     return np.where(code >= 0, p_accept, np.nan)
+
+
+def price_factors(params: SimulatorParams, start: date, t: np.ndarray) -> np.ndarray:
+    """The offered items' price over their usual price at times `t` (days since `start`):
+    the product of the factors of the price changes (`params.PriceChange`) begun by then."""
+    factor = np.ones(np.shape(t))
+    for shock in params.shocks:
+        if isinstance(shock, PriceChange):
+            factor = np.where(t >= (shock.start - start).days, factor * shock.factor, factor)
+    return factor
 
 
 def _returned(returned_categories: Any, code: np.ndarray) -> np.ndarray:
@@ -307,6 +328,7 @@ def simulate_offers(
     np.minimum.at(first_return, (ret_customer, returns["category"]), returns["requested"])
     returned = first_return[customer, reference] < t
 
+    price_factor = price_factors(p, world.timeline.start, t)
     p_accept, p_anyway = accept_probs(
         pop.affinity[customer, reference],
         pop.order_rate[customer],
@@ -317,11 +339,12 @@ def simulate_offers(
         late_now,
         returned,
         p,
+        price_factor,
     )
     accepted = rng.random(customer.size) < p_accept
     accepted_t = np.where(accepted, t + op.window_days * rng.random(customer.size), np.nan)
     price = np.array([c.price_median for c in p.categories])[reference]
-    revenue = np.where(accepted, np.round(price * (1.0 - discount), 2), np.nan)
+    revenue = np.where(accepted, np.round(price * price_factor * (1.0 - discount), 2), np.nan)
 
     return {
         "customer": customer,

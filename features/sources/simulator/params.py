@@ -41,6 +41,9 @@ STREAM_OUTREACH = 3
 # Membership invoices and their payment, drawn before the journeys (renewal reminders during
 # them need to know which invoices are unpaid): `SeedSequence([seed, STREAM_MEMBERSHIP, chunk])`.
 STREAM_MEMBERSHIP = 4
+# Who moves to a newly opened region (`RegionOpening`): `SeedSequence([seed, STREAM_SHOCKS,
+# chunk])`, so the chunk's own draws of its customers stay those of a run without the shock.
+STREAM_SHOCKS = 5
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,16 @@ REGIONS: tuple[Region, ...] = (
     Region("IT", "Europe/Rome", "it", 42.8, 12.6, 0.13, (0.60, 0.33, 0.02, 0.02, 0.02, 0.01)),
     Region("PL", "Europe/Warsaw", "pl", 52.1, 19.4, 0.09, (0.50, 0.30, 0.08, 0.08, 0.02, 0.02)),
     Region("IE", "Europe/Dublin", "en", 53.2, -7.9, 0.06, (0.72, 0.22, 0.01, 0.02, 0.02, 0.01)),
+)
+
+# Regions the shop does not serve by default (weight 0), for a `RegionOpening`: far from the
+# warehouses or across the sea, so their lanes are long, and with their own languages and
+# payment habits (Swedes and Finns pay by invoice almost as often as Germans).
+OPENABLE_REGIONS: tuple[Region, ...] = (
+    Region("SE", "Europe/Stockholm", "sv", 59.3, 18.1, 0.0, (0.45, 0.15, 0.30, 0.05, 0.03, 0.02)),
+    Region("FI", "Europe/Helsinki", "fi", 61.9, 25.7, 0.0, (0.45, 0.15, 0.28, 0.07, 0.03, 0.02)),
+    Region("PT", "Europe/Lisbon", "pt", 39.6, -8.0, 0.0, (0.62, 0.25, 0.02, 0.07, 0.02, 0.02)),
+    Region("GR", "Europe/Athens", "el", 39.1, 22.0, 0.0, (0.60, 0.25, 0.02, 0.08, 0.03, 0.02)),
 )
 
 
@@ -785,6 +798,55 @@ class CarrierSlowdown:
 
 
 @dataclass(frozen=True)
+class RegionOpening:
+    """A shock: from `start`, the shop opens a region it did not serve, so that a delay model
+    trained before it meets lanes it has never seen (and a churn model customers it has not).
+
+    A share of the customers who sign up from `start` on live there instead of in the region
+    they were drawn in; they speak its language (those who use English anywhere keep it) and
+    pay as its customers do. Its parcels travel its long lanes from the warehouses, with a
+    young partner network's slower, more erratic last leg.
+
+    Attributes:
+        region: The region's code: one of `OPENABLE_REGIONS`, or a region of the parameter set
+            with weight 0.
+        start: First signup day that can live there.
+        share: Share of the customers signing up from `start` who live there.
+        factor: Multiplier on the median transit hours of its parcels.
+        sigma_add: Added to the spread of their log transit hours.
+    """
+
+    region: str
+    start: date
+    share: float = 0.15
+    factor: float = 1.3
+    sigma_add: float = 0.15
+
+
+@dataclass(frozen=True)
+class PriceChange:
+    """A shock: from `start`, the items the shop offers cost `factor` times their usual price
+    (a price rise above 1, a price cut below), so that offer acceptance moves away from what
+    an offer model learned before it.
+
+    Customers judge an offer by its price against the price they knew: the offered price is
+    factor × (1 − discount) of it, and the acceptance logit counts the effective discount
+    1 − factor × (1 − discount) where it counted the discount. Revenue is the moved price.
+    Orders keep their prices, and buying a category anyway does not move.
+
+    Attributes:
+        start: First day whose offers carry the new prices.
+        factor: Multiplier on the offered items' prices.
+    """
+
+    start: date
+    factor: float
+
+
+Shock = CarrierSlowdown | RegionOpening | PriceChange
+
+
+@dataclass(frozen=True)
 class SimulatorParams:
     """The complete parameter set; `DEFAULT_PARAMS` is the embedded default business."""
 
@@ -804,8 +866,9 @@ class SimulatorParams:
     churn: ChurnParams = field(default_factory=ChurnParams)
     offers: OfferParams = field(default_factory=OfferParams)
     outreach: OutreachParams = field(default_factory=OutreachParams)
-    # Regime changes from a date (`CarrierSlowdown`); none in the default business.
-    shocks: tuple[CarrierSlowdown, ...] = ()
+    # Regime changes from a date (`CarrierSlowdown`, `RegionOpening`, `PriceChange`); none in
+    # the default business.
+    shocks: tuple[Shock, ...] = ()
     chunk_customers: int = CHUNK_CUSTOMERS
 
     @property
@@ -819,6 +882,7 @@ __all__ = [
     "CONTACT_CHANNELS",
     "CONTACT_REASONS",
     "DEFAULT_PARAMS",
+    "OPENABLE_REGIONS",
     "PAYMENT_METHODS",
     "RETURN_REASONS",
     "OutreachParams",

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from features.sources.simulator.params import SimulatorParams
+from features.sources.simulator.params import RegionOpening, SimulatorParams
 from features.sources.simulator.timeline import Timeline
 
 
@@ -120,3 +120,36 @@ def draw_population(
         openness=openness,
         is_member=is_member,
     )
+
+
+def open_regions(
+    rng: np.random.Generator, pop: Population, timeline: Timeline, params: SimulatorParams
+) -> Population:
+    """Move customers to the regions that open (`params.RegionOpening`) from their start.
+
+    Of the customers signing up on or after an opening's first day, a share `share` lives in
+    the new region; they take its language unless they use English in a region that speaks
+    another. `rng` is a stream of its own, so every other draw of the chunk is unchanged.
+
+    Args:
+        rng: The chunk's shock stream.
+        pop: The chunk's customers, drawn over the regions of `params` (opened ones with
+            weight 0, see `world.with_opened_regions`).
+        timeline: The simulated calendar.
+        params: The parameter set with the opened regions among its regions.
+    """
+    openings = [s for s in params.shocks if isinstance(s, RegionOpening)]
+    if not openings:
+        return pop
+    codes = [r.code for r in params.regions]
+    langs = languages(params)
+    region_lang = np.array([langs.index(r.language) for r in params.regions])
+    region, language = pop.region.copy(), pop.language.copy()
+    for opening in openings:
+        first_day = (opening.start - timeline.start).days
+        moved = (pop.signup_t >= first_day) & (rng.random(pop.size) < opening.share)
+        index = codes.index(opening.region)
+        expat = language != region_lang[region]
+        language = np.where(moved & ~expat, region_lang[index], language)
+        region = np.where(moved, index, region)
+    return replace(pop, region=region, language=language)

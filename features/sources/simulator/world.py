@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
 
 import numpy as np
 
 from features.sources.simulator.catalog import Catalog, build_catalog
-from features.sources.simulator.params import OFFER_ACTIONS_PER_CATEGORY, SimulatorParams
+from features.sources.simulator.params import (
+    OFFER_ACTIONS_PER_CATEGORY,
+    OPENABLE_REGIONS,
+    PriceChange,
+    RegionOpening,
+    SimulatorParams,
+)
 from features.sources.simulator.timeline import Timeline, build_timeline
 
 EARTH_RADIUS_KM = 6371.0
@@ -101,8 +107,52 @@ def policy_tables(params: SimulatorParams) -> tuple[np.ndarray, ...]:
     return action_type, action_category, action_discount, prob
 
 
+def with_opened_regions(params: SimulatorParams) -> SimulatorParams:
+    """The parameter set with every region a `RegionOpening` opens among its regions.
+
+    An opened region is appended with weight 0: nobody is drawn there, and the draws of the
+    regions before it are unchanged (customers move there in `population.open_regions`).
+
+    Raises:
+        ValueError: A region opening names a region that already has customers or that the
+            shop cannot open, or has a share outside (0, 1] or a non-positive factor; a price
+            change has a non-positive factor.
+    """
+    regions = list(params.regions)
+    openable = {r.code: r for r in OPENABLE_REGIONS}
+    for shock in params.shocks:
+        if isinstance(shock, PriceChange) and not shock.factor > 0:
+            raise ValueError(f"shock: a price factor must be positive, got {shock.factor}")
+        if not isinstance(shock, RegionOpening):
+            continue
+        if not 0 < shock.share <= 1 or not shock.factor > 0:
+            raise ValueError(
+                f"shock: opening {shock.region!r} needs a share in (0, 1] and a positive "
+                f"factor, got share {shock.share} and factor {shock.factor}"
+            )
+        served = {r.code: r for r in regions}
+        if shock.region in served:
+            if served[shock.region].weight > 0:
+                raise ValueError(f"shock: region {shock.region!r} already has customers")
+            continue
+        if shock.region not in openable:
+            raise ValueError(
+                f"shock: unknown region {shock.region!r}; regions that can open: "
+                f"{', '.join(openable)}"
+            )
+        regions.append(openable[shock.region])
+    if len(regions) == len(params.regions):
+        return params
+    return replace(params, regions=tuple(regions))
+
+
 def build_world(seed: int, start: date, months: int, params: SimulatorParams) -> World:
-    """Build the shared context; deterministic in (seed, start, months, params)."""
+    """Build the shared context; deterministic in (seed, start, months, params).
+
+    Raises:
+        ValueError: A shock that cannot apply (`with_opened_regions`).
+    """
+    params = with_opened_regions(params)
     timeline = build_timeline(start, months, params.seasonality)
     catalog = build_catalog(seed, params)
 
