@@ -213,6 +213,8 @@ class StageDisplay:
         self.progress: Progress | None = None
         self._opening: _Running | None = None
         self._previous: StageDisplay | None = None
+        # Every finished stage, in order: (name, seconds, failed).
+        self.finished: list[tuple[str, float, bool]] = []
 
     def __enter__(self) -> StageDisplay:
         global _open_display
@@ -285,6 +287,7 @@ class StageDisplay:
     def _end(self, running: _Running, *, failed: bool) -> None:
         stage, seconds = running.stage, time.perf_counter() - running.started
         outcome = "failed" if failed else "done"
+        self.finished.append((stage.name, seconds, failed))
         count = f" ({stage.count})" if stage.count else ""
         log.info("%s: %s in %.1f s%s", stage.name, outcome, seconds, count)
         if self.progress is not None:

@@ -16,6 +16,7 @@ from benchmarks import (
     delivery,
     features,
     foundation,
+    night,
     serving,
     shock,
     soak,
@@ -38,6 +39,7 @@ BENCHMARKS = {
     "contract": contract.bench_contract,
     "shock": shock.bench_shock,
     "soak": soak.bench_soak,
+    "night": night.bench_night,
 }
 
 
