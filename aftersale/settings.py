@@ -95,6 +95,13 @@ class Settings(BaseSettings):
         description="Share of a champion's features drifting (on the monitor's whole "
         "window) at which it is marked for retraining.",
     )
+    monitor_reference_rows: int = Field(
+        20_000,
+        ge=1,
+        description="Decisions of a champion's training window the monitor compares its "
+        "newest days with at most: a seeded random sample beyond it, so a run's cost does "
+        "not grow with the model's history.",
+    )
     retrain_auc_drop: float = Field(
         0.05,
         gt=0.0,

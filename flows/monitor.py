@@ -85,6 +85,7 @@ def monitor_model(name: str, window_days: int) -> MonitorResult:
         customers_as_of,
         drift,
         estimated_auc,
+        monitored_events,
         monitored_frame,
         realised_quality,
         retrain_reasons,
@@ -102,9 +103,22 @@ def monitor_model(name: str, window_days: int) -> MonitorResult:
     params = champion.params
     _, model = load_champion(name, uri)
     tables = load_raw_tables(settings, spec.raw_tables, spec.optional_tables)
-    frame, features = monitored_frame(spec, feature_store(settings), tables, model)
     # The data's end: decisions of the newest days, and labels known by then.
     end = watermark(dict(tables), happened=True)
+    train_start = pd.Timestamp(params["split_train_start"])
+    train_end = pd.Timestamp(params["split_train_end"])
+    reference_rows = settings.monitor_reference_rows
+    # Only the decisions compared get their features retrieved and scored.
+    events = monitored_events(
+        spec.label_events(dict(tables)),
+        spec.entity,
+        train_start,
+        train_end,
+        window_days,
+        end,
+        reference_rows,
+    )
+    frame, features = monitored_frame(spec, feature_store(settings), tables, model, events)
     current = None
     if tuple(spec.entity) == ("customer_id",):
         # Customer labels take months: the newest decisions are those at the data's end.
@@ -112,10 +126,12 @@ def monitor_model(name: str, window_days: int) -> MonitorResult:
         current[SCORE] = model.predict_proba(current)
     spans = windows(
         frame,
-        pd.Timestamp(params["split_train_start"]),
-        pd.Timestamp(params["split_train_end"]),
+        train_start,
+        train_end,
         window_days,
         current=current,
+        reference_rows=reference_rows,
+        keys=spec.entity,
     )
     result = drift(name, spans, features, spec.categorical, SEGMENTS.get(name, ()))
     try:

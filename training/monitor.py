@@ -3,7 +3,10 @@
 For each monitored classifier (delay risk, churn) the reference window is the champion's
 training window (its run's `split_train_start`..`split_train_end`), the current window the
 newest `window_days` days of its decisions up to the data's end; both get their
-point-in-time features the way training does, and the champion's score. Evidently
+point-in-time features the way training does, and the champion's score. Only the decisions
+compared are retrieved and scored: a seeded sample of at most `reference_rows` decisions of
+the training window (`AFTERSALE_MONITOR_REFERENCE_ROWS`), the newest days and the newest
+labelled window, so a run's cost does not grow with the model's history. Evidently
 (`DataDriftPreset`) measures each feature's drift and the score's (prediction drift), with
 its default test for each column's type and size and that test's threshold; the same runs
 on each segment (carrier and delivery region for parcels, home region and latest contact
@@ -36,6 +39,8 @@ SEGMENTS: dict[str, tuple[str, ...]] = {
 }
 # A segment is compared only with this many rows in each window.
 MIN_SEGMENT_ROWS = 50
+# Seed of the reference sample: the same decisions stand for a training window in every run.
+REFERENCE_SEED = 0
 DRIFT_COLUMNS = (
     "model",
     "segment",
@@ -60,6 +65,69 @@ class Windows:
     current_span: tuple[pd.Timestamp, pd.Timestamp]
 
 
+def reference_sample(
+    frame: pd.DataFrame,
+    keys: Sequence[str],
+    train_start: pd.Timestamp,
+    train_end: pd.Timestamp,
+    rows: int | None,
+    seed: int = REFERENCE_SEED,
+) -> pd.DataFrame:
+    """The decisions of the training window, at most `rows` of them (None: all), chosen at
+    random by `seed`.
+
+    Each decision (its `keys` and instant) draws a seeded hash and the `rows` smallest are
+    kept, so a decision's draw does not depend on the others: sampling the label events
+    before retrieval and the retrieved frame after it keeps the same decisions, and any
+    window rows beside the sample are left out again.
+    """
+    times = pd.to_datetime(frame[EVENT_TIME], utc=True)
+    inside = frame[(times >= train_start) & (times <= train_end)]
+    if rows is None or len(inside) <= rows:
+        return inside
+    # Keys as text and instants in nanoseconds: the draw is the same whatever dtypes the
+    # label events or the retrieved frame carry.
+    identity = pd.DataFrame({k: inside[k].astype(str).to_numpy() for k in keys})
+    identity[EVENT_TIME] = (
+        pd.to_datetime(inside[EVENT_TIME], utc=True).astype("datetime64[ns, UTC]").astype("int64")
+    ).to_numpy()
+    draws = pd.util.hash_pandas_object(
+        identity, index=False, hash_key=format(seed % 16**16, "016x")
+    ).to_numpy()
+    chosen = np.sort(np.argsort(draws, kind="stable")[:rows])
+    return inside.iloc[chosen]
+
+
+def monitored_events(
+    events: pd.DataFrame,
+    keys: Sequence[str],
+    train_start: pd.Timestamp,
+    train_end: pd.Timestamp,
+    window_days: int,
+    end: pd.Timestamp,
+    reference_rows: int | None,
+    seed: int = REFERENCE_SEED,
+) -> pd.DataFrame:
+    """The label events a monitor run compares, before their features are retrieved: the
+    reference sample of the training window (`reference_sample`), the newest `window_days`
+    days of decisions, and the `window_days` days up to the newest decision whose label was
+    known by `end` (what `realised_quality` measures)."""
+    from models.spec import LABEL, LABEL_KNOWN
+
+    times = pd.to_datetime(events[EVENT_TIME], utc=True)
+    span = pd.Timedelta(days=window_days)
+    keep = events.index.isin(
+        reference_sample(events, keys, train_start, train_end, reference_rows, seed).index
+    )
+    if len(events):
+        keep |= (times > times.max() - span).to_numpy()
+    known = events[LABEL].notna() & (pd.to_datetime(events[LABEL_KNOWN], utc=True) <= end)
+    if known.any():
+        last = times[known].max()
+        keep |= ((times > last - span) & (times <= last)).to_numpy()
+    return events[keep]
+
+
 def windows(
     frame: pd.DataFrame,
     train_start: pd.Timestamp,
@@ -67,16 +135,22 @@ def windows(
     window_days: int,
     end: pd.Timestamp | None = None,
     current: pd.DataFrame | None = None,
+    reference_rows: int | None = None,
+    keys: Sequence[str] = (),
+    seed: int = REFERENCE_SEED,
 ) -> Windows:
     """Split decisions into the training window and the newest `window_days` days (or take
     `current` as the newest decisions: a model whose labels take months has no labelled
     decision in its newest days, and is watched on the decisions made at the data's end).
 
+    The training window is `reference_sample` of it: at most `reference_rows` decisions
+    (None: all), drawn by `seed` from their `keys` and instants.
+
     Raises:
         ValueError: Either window holds no decision.
     """
     times = pd.to_datetime(frame[EVENT_TIME], utc=True)
-    reference = frame[(times >= train_start) & (times <= train_end)]
+    reference = reference_sample(frame, keys, train_start, train_end, reference_rows, seed)
     if current is None:
         end = times.max() if end is None else end
         start = end - pd.Timedelta(days=window_days)
@@ -149,6 +223,66 @@ def _run(reference: pd.DataFrame, current: pd.DataFrame, numeric, categorical):
     )
 
 
+def _values_drift(
+    reference: pd.DataFrame, current: pd.DataFrame, numeric, categorical
+) -> list[dict]:
+    """Each column's drift as `_column_drift` reads it from a report, computed by the call
+    Evidently's `ValueDrift` makes (its default test and threshold for the column's type and
+    size) without building the report's plots, which cost seconds a run: a segment needs
+    its figures, not its HTML. A column with no value in either window has none."""
+    from evidently.legacy.calculations.data_drift import get_one_column_drift
+    from evidently.legacy.core import ColumnType
+    from evidently.legacy.metric_results import DatasetColumns, DatasetUtilityColumns
+    from evidently.legacy.options.data_drift import DataDriftOptions
+
+    prepared = (
+        _prepared(reference, numeric, categorical),
+        _prepared(current, numeric, categorical),
+    )
+    options = DataDriftOptions(all_features_stattest=None, all_features_threshold=None)
+    utility = DatasetUtilityColumns(date=None, id=None, target=None, prediction=None)
+    rows = []
+    for column, column_type in [
+        *((c, ColumnType.Numerical) for c in numeric),
+        *((c, ColumnType.Categorical) for c in categorical),
+    ]:
+        ref, cur = (frame[[column]] for frame in prepared)
+        if ref[column].isna().all() or cur[column].isna().all():
+            continue
+        numerical = column_type == ColumnType.Numerical
+        found = get_one_column_drift(
+            current_data=cur,
+            reference_data=ref,
+            column_name=column,
+            options=options,
+            dataset_columns=DatasetColumns(
+                utility_columns=utility,
+                target_type=None,
+                task=None,
+                num_feature_names=[column] if numerical else [],
+                cat_feature_names=[] if numerical else [column],
+                text_feature_names=[],
+                datetime_feature_names=[],
+                target_names=None,
+            ),
+            column_type=column_type,
+            agg_data=True,
+        )
+        method, threshold = str(found.stattest_name), float(found.stattest_threshold)
+        value = float(found.drift_score)
+        drifted = value < threshold if _is_p_value(method) else value >= threshold
+        rows.append(
+            {
+                "column": column,
+                "method": method,
+                "value": value,
+                "threshold": threshold,
+                "drifted": bool(drifted),
+            }
+        )
+    return rows
+
+
 @dataclass(frozen=True)
 class Drift:
     """One model's drift: the table (`DRIFT_COLUMNS`) and the whole-window Evidently
@@ -195,7 +329,7 @@ def drift(
             cur = current[current[column] == value]
             if min(len(ref), len(cur)) < MIN_SEGMENT_ROWS:
                 continue
-            found = _column_drift(_run(ref, cur, numeric, categorical))
+            found = _values_drift(ref, cur, numeric, categorical)
             sizes = {"reference_rows": len(ref), "current_rows": len(cur)}
             segment = f"{column}={value}"
             for row in found:
@@ -234,11 +368,14 @@ def customers_as_of(features_dir: Path, as_of: pd.Timestamp) -> pd.DataFrame:
     return add_time_features(ordered, as_of)
 
 
-def monitored_frame(spec: ModelSpec, store, tables, model) -> tuple[pd.DataFrame, list[str]]:
-    """Every decision of `spec` with its point-in-time features and `model`'s score."""
+def monitored_frame(
+    spec: ModelSpec, store, tables, model, events: pd.DataFrame | None = None
+) -> tuple[pd.DataFrame, list[str]]:
+    """The decisions of `spec` (`events`, e.g. `monitored_events`; None: every one) with
+    their point-in-time features and `model`'s score."""
     from training.data import training_data
 
-    data = training_data(spec, store, tables)
+    data = training_data(spec, store, tables, events)
     frame = data.frame
     frame[SCORE] = model.predict_proba(frame)
     return frame, list(data.features)

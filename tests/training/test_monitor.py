@@ -102,6 +102,91 @@ def test_drift_names_the_segment_that_moved(spans) -> None:
     assert (scores["reference_rows"] >= 50).all()
 
 
+def test_segment_drift_is_what_the_report_measures(spans) -> None:
+    """Segments are measured without building a report: the same test, figure and verdict
+    per column as Evidently's `DataDriftPreset` gives on the same rows."""
+    from training.monitor import _column_drift, _run, _values_drift
+
+    numeric = ["lane_late_rate", "hours_in_transit", "express", SCORE]
+    reference = spans.reference[spans.reference["carrier"] == "slow"]
+    current = spans.current[spans.current["carrier"] == "slow"]
+    reported = _column_drift(_run(reference, current, numeric, CATEGORICAL))
+    measured = _values_drift(reference, current, numeric, CATEGORICAL)
+    by_column = {row["column"]: row for row in reported}
+    assert set(by_column) == {row["column"] for row in measured} == {*numeric, *CATEGORICAL}
+    for row in measured:
+        expected = by_column[row["column"]]
+        assert row["method"] == expected["method"]
+        assert row["threshold"] == expected["threshold"]
+        assert row["value"] == pytest.approx(expected["value"], rel=1e-9, abs=1e-12)
+        assert row["drifted"] == expected["drifted"]
+
+
+def _events(rng, n: int) -> pd.DataFrame:
+    from models.spec import LABEL, LABEL_KNOWN
+
+    times = pd.Timestamp("2024-10-01", tz="UTC") + pd.to_timedelta(rng.uniform(0, 420, n), "D")
+    return pd.DataFrame(
+        {
+            "customer_id": [f"c{i % 900}" for i in range(n)],
+            EVENT_TIME: times,
+            LABEL: rng.integers(0, 2, n).astype(float),
+            LABEL_KNOWN: times + pd.Timedelta(days=30),
+        }
+    )
+
+
+def test_the_reference_is_a_bounded_seeded_sample_of_the_training_window() -> None:
+    from training.monitor import reference_sample
+
+    events = _events(np.random.default_rng(2), 6000)
+    keys = ["customer_id"]
+    inside = events[events[EVENT_TIME].between(TRAIN_START, TRAIN_END)]
+    sample = reference_sample(events, keys, TRAIN_START, TRAIN_END, 500, seed=1)
+    assert len(sample) == 500 < len(inside)
+    assert sample.index.isin(inside.index).all()
+    assert not sample.index.duplicated().any()
+    again = reference_sample(events, keys, TRAIN_START, TRAIN_END, 500, seed=1)
+    pd.testing.assert_frame_equal(sample, again)
+    other = reference_sample(events, keys, TRAIN_START, TRAIN_END, 500, seed=2)
+    assert len(other) == 500
+    assert not sample.index.equals(other.index)
+    # Drawn again from the retrieved frame (the sample beside other rows of the window,
+    # instants in another resolution, in another order), the same decisions are kept.
+    retrieved = pd.concat([sample, inside.drop(sample.index)[:300]]).sample(frac=1, random_state=0)
+    retrieved[EVENT_TIME] = retrieved[EVENT_TIME].astype("datetime64[ns, UTC]")
+    redrawn = reference_sample(retrieved, keys, TRAIN_START, TRAIN_END, 500, seed=1)
+    assert sorted(redrawn.index) == sorted(sample.index)
+    # A window within the bound is kept whole.
+    whole = reference_sample(events, keys, TRAIN_START, TRAIN_END, len(inside), seed=1)
+    pd.testing.assert_frame_equal(whole, inside)
+
+
+def test_only_the_compared_decisions_are_retrieved() -> None:
+    """The reference sample, the newest days and the newest labelled window: the windows
+    and the realised quality come out as they do from every decision."""
+    from models.spec import LABEL_KNOWN
+    from training.monitor import monitored_events, realised_quality
+
+    rng = np.random.default_rng(4)
+    events = _events(rng, 6000)
+    events[SCORE] = rng.uniform(0, 1, len(events))
+    end = pd.Timestamp("2025-11-01", tz="UTC")
+    kept = monitored_events(events, ["customer_id"], TRAIN_START, TRAIN_END, 28, end, 500)
+    assert len(kept) < len(events)
+    full = windows(events, TRAIN_START, TRAIN_END, 28, reference_rows=500, keys=["customer_id"])
+    cut = windows(kept, TRAIN_START, TRAIN_END, 28, reference_rows=500, keys=["customer_id"])
+    pd.testing.assert_frame_equal(cut.reference, full.reference)
+    pd.testing.assert_frame_equal(cut.current, full.current)
+    assert cut.current_span == full.current_span
+    assert len(cut.reference) == 500
+    assert (pd.to_datetime(events[LABEL_KNOWN]) > end).any()
+    tested = {"test_roc_auc": 0.7, "test_ece": 0.02}
+    assert realised_quality("churn", kept, end, 28, 0.1, tested) == realised_quality(
+        "churn", events, end, 28, 0.1, tested
+    )
+
+
 def test_empty_windows_are_a_named_error() -> None:
     rng = np.random.default_rng(1)
     frame = _frame(rng, 100, "2025-01-01", 30)
