@@ -108,6 +108,12 @@ class Settings(BaseSettings):
         description="Fall of a champion's realised AUC below its test AUC at which it is "
         "marked for retraining.",
     )
+    retrain_ece_rise: float = Field(
+        0.03,
+        gt=0.0,
+        description="Rise of a champion's realised calibration error (ECE) above its test "
+        "ECE at which it is marked for retraining.",
+    )
     outreach_holdout_share: float = Field(
         0.1,
         ge=0.0,

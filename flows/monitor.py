@@ -188,7 +188,11 @@ def monitor_model(name: str, window_days: int) -> MonitorResult:
             run_id = run.info.run_id
     _append(table, settings.monitoring_dir / DRIFT_FILE, DRIFT_RUN)
     reasons = retrain_reasons(
-        result.table, quality, settings.retrain_drift_share, settings.retrain_auc_drop
+        result.table,
+        quality,
+        settings.retrain_drift_share,
+        settings.retrain_auc_drop,
+        settings.retrain_ece_rise,
     )
     if reasons:
         why = "; ".join(reasons)
@@ -282,10 +286,21 @@ def monitor(models: list[str] | None = None, window_days: int = DEFAULT_WINDOW_D
         raise ValueError(f"models: {unknown} are not monitored; monitored: {sorted(SEGMENTS)}")
     if window_days < 1:
         raise ValueError(f"window_days: must be at least 1, got {window_days}")
+    from models import REQUIRED_MODELS
+    from models.served.registry import ModelUnavailableError
+
     results = []
     for name in names:
         with report_stage(f"monitor {name}") as stage:
-            result = monitor_model(name, window_days)
+            try:
+                result = monitor_model(name, window_days)
+            except ModelUnavailableError as error:
+                # Monitoring them all, an optional model not trained yet is left out.
+                if models is not None or name in REQUIRED_MODELS:
+                    raise
+                log.info("%s: %s", name, error)
+                stage.note = "no champion"
+                continue
             stage.rows, stage.unit = len(result.table), "drift rows"
         results.append(result)
     if models is None:

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from models import churn, delay_risk
+from models import churn, delay_risk, next_best_offer
 from models.spec import EVENT_TIME, ModelSpec
 
 log = logging.getLogger(__name__)
@@ -36,6 +36,7 @@ ALL = "all"
 SEGMENTS: dict[str, tuple[str, ...]] = {
     delay_risk.NAME: ("carrier", "destination_region"),
     churn.NAME: ("region", "last_contact_reason"),
+    next_best_offer.NAME: ("category", "offer_type"),
 }
 # A segment is compared only with this many rows in each window.
 MIN_SEGMENT_ROWS = 50
@@ -373,8 +374,17 @@ def monitored_frame(
 ) -> tuple[pd.DataFrame, list[str]]:
     """The decisions of `spec` (`events`, e.g. `monitored_events`; None: every one) with
     their point-in-time features and `model`'s score."""
+    from models.spec import Kind
     from training.data import training_data
 
+    if spec.kind == Kind.POLICY:
+        # Offers: the logged offer of each decision, with the features its policy reads.
+        from training.policy import offer_features
+
+        logged = spec.label_events(dict(tables)) if events is None else events
+        frame, features = offer_features(spec, store, logged.reset_index(drop=True))
+        frame[SCORE] = model.predict_proba(frame)
+        return frame, [f for f in features if f in frame.columns]
     data = training_data(spec, store, tables, events)
     frame = data.frame
     frame[SCORE] = model.predict_proba(frame)
@@ -451,10 +461,13 @@ def retrain_reasons(
     quality: dict[str, object] | None,
     drift_share: float,
     auc_drop: float,
+    ece_rise: float = float("inf"),
 ) -> list[str]:
     """Why a champion should be retrained, from its drift table and realised quality (none:
     keep it): the score drifted on the whole window, the share of drifted features reached
-    `drift_share`, or the realised AUC fell `auc_drop` or more below the test AUC."""
+    `drift_share`, the realised AUC fell `auc_drop` or more below the test AUC, or the
+    realised calibration error (ECE) rose `ece_rise` or more above the test ECE (the scores
+    still rank, but no longer mean what they say: acceptance moved after a price change)."""
     reasons = []
     whole = table[table["segment"] == ALL]
     prediction = whole[whole["kind"] == "prediction"]
@@ -474,6 +487,12 @@ def retrain_reasons(
             reasons.append(
                 f"its realised AUC {realised:.3f} fell below its test AUC {tested:.3f} by "
                 f"{auc_drop} or more"
+            )
+        realised, tested = float(quality["ece"]), float(quality.get("test_ece", float("nan")))
+        if np.isfinite(realised) and np.isfinite(tested) and realised - tested >= ece_rise:
+            reasons.append(
+                f"its realised calibration error {realised:.3f} rose above its test "
+                f"calibration error {tested:.3f} by {ece_rise} or more"
             )
     return reasons
 

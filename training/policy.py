@@ -71,9 +71,11 @@ def returned_before(tables: Mapping[str, pa.Table], frame: pd.DataFrame) -> np.n
     return ~pd.isna(when) & (when < at)
 
 
-def _features(
+def offer_features(
     spec: ModelSpec, store: FeatureStore, frame: pd.DataFrame
 ) -> tuple[pd.DataFrame, list[str]]:
+    """Offer decisions (customer, category, order, instant and the offer's own columns) with
+    their point-in-time features and decision features, and the model's input names."""
     service = store.get_feature_service(spec.feature_service)
     retrieved = historical_features(store, frame, service)
     out = nbo.decision_features(retrieved, retrieved[EVENT_TIME])
@@ -152,9 +154,9 @@ def train_policy(
     cand["value"] = catalogue.value(cand["category"], cand["discount"].to_numpy())
 
     clock = time.perf_counter()
-    logged_frame, features = _features(spec, store, events.drop(index=test_idx))
-    logged_test, _ = _features(spec, store, test)
-    cand, _ = _features(spec, store, cand)
+    logged_frame, features = offer_features(spec, store, events.drop(index=test_idx))
+    logged_test, _ = offer_features(spec, store, test)
+    cand, _ = offer_features(spec, store, cand)
     seconds["retrieval"] = time.perf_counter() - clock
     seconds["features"] = time.perf_counter() - started
     # The logging policy shows each customer's favourite category most: weighting each

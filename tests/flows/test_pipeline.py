@@ -127,6 +127,31 @@ def test_a_first_night_trains_every_model_and_queues_the_day(first_night) -> Non
     assert not (settings.serving_dir / ".kept").exists()
 
 
+def test_the_first_night_monitors_the_offer_model_on_its_newest_offers(first_night) -> None:
+    """The offer champion's realised quality counts the logged offers of its newest labelled
+    window and their acceptances as the raw `offers` table shows them."""
+    from features.instants import watermark
+
+    (result,) = [r for r in first_night.monitored if getattr(r, "model", None) == "next_best_offer"]
+    quality = result.quality
+    raw = read_validated(first_night.raw)
+    offers = raw["offers"].to_pandas()
+    ts = pd.to_datetime(offers["ts"], utc=True)
+    accepted = pd.to_datetime(offers["accepted_ts"], utc=True)
+    week = pd.Timedelta(days=7)
+    # Labelled: the offer's week closed within the offers table and by the data's end.
+    known = (ts + week <= max(ts.max(), accepted.max())) & (
+        ts + week <= watermark(raw, happened=True)
+    )
+    last = ts[known].max()
+    window = known & (ts > last - pd.Timedelta(days=28)) & (ts <= last)
+    assert quality["rows"] == int(window.sum())
+    took = accepted.notna() & (accepted < ts + week)
+    assert quality["positive_rate"] == pytest.approx(float(took[window].mean()))
+    assert 0.5 < quality["roc_auc"] <= 1
+    assert {"category", "offer_type"} <= set(result.table["segment"].str.split("=").str[0])
+
+
 def test_rerunning_the_day_gives_the_same_queue_and_history(first_night, history) -> None:
     before = batch_frames()
     again = pipeline(source="folder", path=history)
@@ -395,12 +420,15 @@ def scheduled(first_night, prefect_server, data_dir, history, tmp_path_factory):
             start_new_session=True,
         )
 
-    def deployed() -> dict | None:
-        answer = httpx.get(f"{url}/deployments/name/nightly/nightly", timeout=5)
-        return answer.json() if answer.status_code == 200 else None
+    def deployed() -> bool:
+        names = ("nightly/nightly", "retrain/weekly-retrain")
+        return all(
+            httpx.get(f"{url}/deployments/name/{name}", timeout=5).status_code == 200
+            for name in names
+        )
 
     try:
-        wait_until(deployed, "the nightly deployment", 180, process, log)
+        wait_until(deployed, "the deployments", 180, process, log)
         yield {"url": url, "env": env, "inbox": inbox, "log": log, "process": process}
     finally:
         stop(process)

@@ -259,20 +259,22 @@ def _table(prediction_drifted: bool, drifted_features: int, features: int = 10) 
 
 
 @pytest.mark.parametrize(
-    ("prediction", "drifted", "realised", "expected"),
+    ("prediction", "drifted", "realised", "ece", "expected"),
     [
-        (False, 2, 0.80, []),
-        (True, 2, 0.80, ["its score drifted"]),
-        (False, 5, 0.80, ["50% of its features drifted"]),
-        (False, 0, 0.74, ["its realised AUC 0.740 fell below its test AUC 0.800"]),
-        (True, 6, 0.70, ["its score drifted", "60% of its features", "its realised AUC"]),
+        (False, 2, 0.80, 0.03, []),
+        (True, 2, 0.80, 0.03, ["its score drifted"]),
+        (False, 5, 0.80, 0.03, ["50% of its features drifted"]),
+        (False, 0, 0.74, 0.03, ["its realised AUC 0.740 fell below its test AUC 0.800"]),
+        (False, 0, 0.80, 0.049, []),
+        (False, 0, 0.80, 0.05, ["its realised calibration error 0.050 rose above its test"]),
+        (True, 6, 0.70, 0.03, ["its score drifted", "60% of its features", "its realised AUC"]),
     ],
 )
-def test_retrain_is_due_past_a_threshold(prediction, drifted, realised, expected) -> None:
+def test_retrain_is_due_past_a_threshold(prediction, drifted, realised, ece, expected) -> None:
     from training.monitor import retrain_reasons
 
-    quality = {"roc_auc": realised, "test_roc_auc": 0.80}
-    reasons = retrain_reasons(_table(prediction, drifted), quality, 0.5, 0.05)
+    quality = {"roc_auc": realised, "test_roc_auc": 0.80, "ece": ece, "test_ece": 0.02}
+    reasons = retrain_reasons(_table(prediction, drifted), quality, 0.5, 0.05, 0.03)
     assert len(reasons) == len(expected)
     for reason, start in zip(reasons, expected, strict=True):
         assert reason.startswith(start), reason
