@@ -6,9 +6,9 @@
   are close to lognormal, and a log target keeps every estimate after the decision).
 - Estimator: LightGBM quantile boosters at (1 − coverage)/2, 1/2 and (1 + coverage)/2 on
   the `delivery_estimate_v1` features plus the decision-time hours; the window is then
-  conformally calibrated on the latest labelled rows before the test
-  window, per carrier and decision stage, at the level of calendar days in the customer's
-  time zone.
+  conformally calibrated per carrier and decision stage, at the level of calendar days in
+  the customer's time zone: adaptively (ACI on the latest outcomes, `CALIBRATION`), the
+  latest labelled rows before the test window warming it up, or once on those rows.
 - The most likely date is the local date of the median instant: the median minimises the
   expected absolute error in days.
 - Lost and undelivered parcels: a shipment is used once its outcome is settled, i.e. it was
@@ -46,6 +46,10 @@ NAME = "delivery_estimate"
 COVERAGE = 0.90
 PRIMARY_METRIC = "mae_days"
 SETTLED_AFTER = pd.Timedelta(days=14)
+# How the window is calibrated (`training.conformal`): "adaptive" follows the outcomes as
+# they arrive, so a drifting transit time does not leave the window short; "split" fits the
+# offsets once on the calibration window.
+CALIBRATION = "adaptive"
 # Conformal groups: each carrier at each decision stage, so the window holds its coverage
 # at dispatch as well as after a scan, and for an erratic carrier as for a steady one.
 GROUP = ("carrier", "stage")
@@ -152,5 +156,10 @@ SPEC = ModelSpec(
         "hours_since_prev_scan": "Hours between the latest two scans",
         "dispatch_weekday": "Weekday of dispatch (Monday = 0)",
     },
-    options={"coverage": COVERAGE, "group": GROUP, "settled_after": SETTLED_AFTER},
+    options={
+        "coverage": COVERAGE,
+        "group": GROUP,
+        "settled_after": SETTLED_AFTER,
+        "calibration": CALIBRATION,
+    },
 )

@@ -604,6 +604,7 @@ def delivery_window(
         timezone=timezone,
         timezone_known=timezone_known,
         coverage=float(row.coverage),
+        calibration=getattr(row, "calibration", "split"),
         text=window_text(earliest, latest),
     )
 

@@ -129,6 +129,11 @@ class DeliveryWindow(BaseModel):
         description="Whether `timezone` is the customer's own; false: UTC stands in for it."
     )
     coverage: float = Field(description="Probability the parcel arrives within the window.")
+    calibration: Literal["split", "adaptive"] = Field(
+        "split",
+        description="How the window was calibrated: 'split' (once, before the model was "
+        "registered) or 'adaptive' (offsets that followed the outcomes up to then).",
+    )
     text: str = Field(description="The window in words: 'arrives between <date> and <date>'.")
 
 

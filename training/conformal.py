@@ -23,15 +23,40 @@ Two extensions used here:
   rows, so the coverage holds within each group and not only on average; smaller groups
   share the offset of all rows.
 
-Why not MAPIE: its regressors refit or wrap an sklearn estimator and score point outcomes;
-here the calibration window is fixed by time (the latest labelled rows before the test
-window), the outcome is a date bucket and some outcomes are censored. The method is a few
-lines, written out below.
+Under drift the calibration window stops being exchangeable with new rows (on Olist the
+test period's deliveries run longer than any before) and one fixed offset under-covers.
+`adaptive_offsets` therefore recalibrates as outcomes arrive, by adaptive conformal
+inference (ACI; Gibbs and Candès, "Adaptive conformal inference under distribution
+shift", NeurIPS 2021) on a recency window of scores:
+
+- Each group (and all rows together) keeps the scores of its latest `recent_rows` outcomes
+  and its own miss rate αₜ, which starts at 1 − coverage. A decision at instant t gets the
+  offset ⌈(n + 1)(1 − αₜ)⌉-th smallest of the scores of outcomes known strictly before t.
+- When an outcome becomes known (the parcel is delivered; a lost parcel once it is settled
+  as lost) its score joins the window and αₜ₊₁ = αₜ + γ·(α − errₜ), with errₜ = 1 when the
+  offset given to that decision missed it: a miss narrows the quantile's miss rate, so the
+  next windows widen; a run of hits lets them narrow again. Updates come in the order
+  outcomes arrive, not of decisions (delayed feedback), so no decision sees an outcome known
+  only after it.
+- Over any stretch of T updates the miss rate stays within (1 + γ)/(γ·T) of α whatever the
+  drift (Gibbs and Candès, Proposition 4.1), as long as ACI may answer an infinite window
+  when αₜ ≤ 0. A customer reads dates, so there the largest finite recent score stands in
+  and αₜ is kept at ≥ −γ; the bound then holds while no outcome lies beyond everything seen
+  recently, which is when it is needed least.
+- γ = 0 gives a plain rolling split-conformal window over the latest `recent_rows`.
+
+Why not MAPIE: its regressors refit or wrap an sklearn estimator and score point outcomes,
+and its time-series ACI (`MapieTimeSeriesRegressor.adapt_conformal_inference`) updates
+after each new point outcome in decision order: here the outcome is a date bucket, some
+outcomes are censored and an outcome is known only days after its decision, in another
+order. MAPIE is not in the lock either. The methods are a few lines, written out below.
 """
 
 from __future__ import annotations
 
 import math
+from collections import deque
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -39,6 +64,12 @@ import pandas as pd
 from models.served.window import ALL_ROWS, ConformalOffsets
 
 MIN_GROUP_ROWS = 200
+# ACI's step γ: how fast the miss rate reacts (Gibbs and Candès use 0.005 to 0.05).
+ADAPTIVE_STEP = 0.02
+# Scores an adaptive offset is the quantile of: the latest outcomes of each group.
+RECENT_ROWS = 1000
+SPLIT = "split"
+ADAPTIVE = "adaptive"
 
 
 def conformal_quantile(scores: np.ndarray, coverage: float) -> float:
@@ -110,3 +141,142 @@ def fit_offsets(
                 offsets[str(key)] = conformal_quantile(scores[np.asarray(index)], coverage)
                 rows[str(key)] = len(index)
     return ConformalOffsets(coverage, offsets, rows)
+
+
+@dataclass
+class _Recent:
+    """One group's latest scores and its ACI miss rate αₜ."""
+
+    target: float
+    recent_rows: int
+    alpha: float = field(init=False)
+    scores: deque = field(init=False)
+    _offset: float | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        self.alpha = self.target
+        self.scores = deque(maxlen=self.recent_rows)
+
+    def offset(self) -> float:
+        """The (1 − αₜ) conformal quantile of the recent scores (finite while any is)."""
+        if self._offset is None:
+            values = np.sort(np.fromiter(self.scores, dtype=np.float64, count=len(self.scores)))
+            finite = values[np.isfinite(values)]
+            rank = math.ceil((len(values) + 1) * (1.0 - self.alpha))
+            if rank < 1:
+                self._offset = float(values[0]) if len(finite) else 0.0
+            elif rank > len(values) or not math.isfinite(values[rank - 1]):
+                self._offset = float(finite[-1]) if len(finite) else math.inf
+            else:
+                self._offset = float(values[rank - 1])
+        return self._offset
+
+    def learn(self, score: float, offset: float | None, step: float) -> None:
+        """Add a known outcome's score; move αₜ by the miss of the offset it was given."""
+        self.scores.append(score)
+        if offset is not None:
+            missed = float(score > offset)
+            self.alpha = max(self.alpha + step * (self.target - missed), -step)
+        self._offset = None
+
+
+@dataclass(frozen=True)
+class AdaptiveWindows:
+    """What `adaptive_offsets` gives.
+
+    Attributes:
+        offsets: The offset each row's decision got (inf where no outcome was known yet).
+        latest: The offsets of every group after the last known outcome, with its recent
+            rows, method `ADAPTIVE` and each group's αₜ: what a model serves next.
+    """
+
+    offsets: np.ndarray
+    latest: ConformalOffsets
+
+
+def adaptive_offsets(
+    scores: np.ndarray,
+    decision_ts: pd.Series | np.ndarray,
+    known_ts: pd.Series | np.ndarray,
+    coverage: float,
+    groups: pd.Series | np.ndarray | None = None,
+    *,
+    step: float = ADAPTIVE_STEP,
+    recent_rows: int = RECENT_ROWS,
+    min_rows: int = MIN_GROUP_ROWS,
+) -> AdaptiveWindows:
+    """Offsets that adapt as outcomes arrive (ACI on recent scores, see the module).
+
+    Rows are replayed in time: a decision takes the offset of its group's state (of all
+    rows' while its group has fewer than `min_rows` known scores) built only from outcomes
+    known strictly before its instant; an outcome updates its group's and all rows' state
+    when it becomes known. Rows are usually a calibration window followed by the rows to
+    evaluate, so that the states are warm when the latter begin.
+
+    Args:
+        scores: Conformity scores (`window_scores`), +inf for an outcome never observed.
+        decision_ts: Each row's decision instant.
+        known_ts: When each row's outcome became known (NaT: not within the data).
+        coverage: Stated coverage.
+        groups: Group of each row (Mondrian conformal); None for one state.
+        step: ACI's γ (0: a rolling window without adaptation).
+        recent_rows: Latest scores each state keeps.
+        min_rows: Known scores a group needs before it uses its own offset.
+
+    Raises:
+        ValueError: `coverage` is not in (0, 1), `step` is negative or the lengths differ.
+    """
+    if not 0.0 < coverage < 1.0:
+        raise ValueError(f"coverage must be in (0, 1), got {coverage}")
+    if step < 0:
+        raise ValueError(f"step must be ≥ 0, got {step}")
+    scores = np.asarray(scores, dtype=np.float64)
+    decided = pd.to_datetime(pd.Series(np.asarray(decision_ts)), utc=True)
+    known = pd.to_datetime(pd.Series(np.asarray(known_ts)), utc=True)
+    if not len(scores) == len(decided) == len(known):
+        raise ValueError("scores, decision_ts and known_ts must have one value per row")
+    keys = (
+        [ALL_ROWS] * len(scores)
+        if groups is None
+        else list(pd.Series(np.asarray(groups, dtype=object)).astype("string").fillna(""))
+    )
+    target = 1.0 - coverage
+    states = {ALL_ROWS: _Recent(target, recent_rows)}
+    # Events in time; at one instant decisions (0) come before outcomes (1): "known before".
+    known_ns = known.to_numpy(dtype="datetime64[ns]")
+    arrived = np.flatnonzero(~np.isnat(known_ns))
+    times = np.concatenate(
+        [
+            decided.to_numpy(dtype="datetime64[ns]").astype(np.int64),
+            known_ns[arrived].astype(np.int64),
+        ]
+    )
+    kinds = np.concatenate([np.zeros(len(scores), dtype=np.int8), np.ones(len(arrived), np.int8)])
+    rows_of = np.concatenate([np.arange(len(scores)), arrived])
+    order = np.lexsort((kinds, times))
+    offsets = np.full(len(scores), math.inf)
+    given: dict[int, tuple[float | None, float | None]] = {}
+    for kind, row in zip(kinds[order].tolist(), rows_of[order].tolist(), strict=True):
+        key = keys[row]
+        group = states.setdefault(key, _Recent(target, recent_rows))
+        everyone = states[ALL_ROWS]
+        if kind == 0:
+            # A group's αₜ learns from its first outcome on, so it is warm once the group
+            # has enough scores to use its own offset.
+            own = group.offset() if group.scores else None
+            overall = everyone.offset() if everyone.scores else None
+            given[row] = (own, overall)
+            chosen = own if len(group.scores) >= min_rows else overall
+            offsets[row] = math.inf if chosen is None else chosen
+        else:
+            own, overall = given.pop(row, (None, None))
+            if group is not everyone:
+                group.learn(scores[row], own, step)
+            everyone.learn(scores[row], overall, step)
+    latest, rows, alphas = {}, {}, {}
+    for key, state in sorted(states.items()):
+        if (key == ALL_ROWS and state.scores) or len(state.scores) >= min_rows:
+            latest[key], rows[key], alphas[key] = state.offset(), len(state.scores), state.alpha
+    if ALL_ROWS not in latest:
+        raise ValueError("no outcome is known: no adaptive offset to serve")
+    return AdaptiveWindows(offsets, ConformalOffsets(coverage, latest, rows, ADAPTIVE, alphas))

@@ -3,8 +3,11 @@
     label events (settled shipments) → point-in-time features (Feast) → time split (the
     validation window halved in time: the first half stops the boosting, the later half
     calibrates the window) → LightGBM quantile boosters at (1 − coverage)/2, 1/2 and
-    (1 + coverage)/2 → conformal offsets per group at the level of local calendar days →
-    test measures beside the shop's promise and the uncalibrated quantiles, per segment →
+    (1 + coverage)/2 → conformal offsets per group at the level of local calendar days:
+    split (fitted once on the calibration half) and adaptive (ACI replayed over the
+    calibration and test rows as their outcomes arrive; the model keeps the latest) →
+    test measures beside the split window, the shop's promise and the uncalibrated
+    quantiles, per segment →
     SHAP on the middle booster → MLflow run → registry version, `champion` when its MAE in
     days beats the champion's on the same test rows
 
@@ -30,7 +33,7 @@ from models.delivery_estimate import DELIVERED, PROMISED, SEGMENTS, TIMEZONE
 from models.served.window import HOUR_COLUMNS, WindowModel, group_keys, local_dates
 from models.served.window import PYFUNC_CODE as WINDOW_PYFUNC_CODE
 from models.spec import EVENT_TIME, LABEL, LABEL_KNOWN, ModelSpec
-from training.conformal import fit_offsets, window_scores
+from training.conformal import ADAPTIVE, SPLIT, adaptive_offsets, fit_offsets, window_scores
 from training.data import run_inputs, training_data, write_json
 from training.evaluate import metric_key
 from training.explain import write_explanations
@@ -54,15 +57,20 @@ WINDOW_METRICS = (
 
 
 def window_dates(
-    model: WindowModel, rows: pd.DataFrame, *, raw: bool = False
+    model: WindowModel,
+    rows: pd.DataFrame,
+    *,
+    raw: bool = False,
+    offset: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
-    """Local dates of the model's (or the uncalibrated quantiles') estimate and window."""
+    """Local dates of the model's (or the uncalibrated quantiles') estimate and window;
+    `offset` gives each row's conformal offset in place of the model's."""
     if raw:
         lower, middle, upper = model.raw_log_hours(rows)
         hours = {"most_likely": middle, "earliest": lower, "latest": upper}
         hours = {k: np.exp(v) for k, v in hours.items()}
     else:
-        predicted = model.predict_hours(rows)
+        predicted = model.predict_hours(rows, offset)
         hours = {k.removesuffix("_hours"): predicted[k].to_numpy() for k in HOUR_COLUMNS}
     start = pd.Series(pd.to_datetime(rows[EVENT_TIME], utc=True).to_numpy())
     start = pd.to_datetime(start, utc=True)
@@ -131,6 +139,9 @@ def train_window(
     spec, options, tables = run_inputs(spec, settings, options)
     coverage = float(spec.options["coverage"])
     group = tuple(spec.options["group"])
+    calibration = str(spec.options.get("calibration", SPLIT))
+    if calibration not in (SPLIT, ADAPTIVE):
+        raise ValueError(f"calibration must be {SPLIT!r} or {ADAPTIVE!r}, got {calibration!r}")
     data = training_data(spec, store, tables)
     frame, features = data.frame, data.features
     seconds["features"] = time.perf_counter() - started
@@ -162,8 +173,6 @@ def train_window(
     seconds["fit"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
-    zones = calib_rows[TIMEZONE].reset_index(drop=True)
-    y_low, y_high = outcome_bucket(calib_rows[EVENT_TIME], calib_rows[DELIVERED], zones)
     uncalibrated = WindowModel(
         spec.name,
         tuple(f.booster for f in fits),
@@ -174,10 +183,22 @@ def train_window(
         group,
         data.words,
     )
-    lower, middle, upper = uncalibrated.raw_log_hours(calib_rows)
-    ordered = np.sort(np.column_stack([lower, middle, upper]), axis=1)
-    scores = window_scores(ordered[:, 0], ordered[:, 2], y_low, y_high)
-    offsets = fit_offsets(scores, coverage, group_keys(calib_rows, group))
+    calib_scores = row_scores(uncalibrated, calib_rows)
+    split_offsets = fit_offsets(calib_scores, coverage, group_keys(calib_rows, group))
+    # The adaptive offsets replay the calibration rows and then the test rows in time, each
+    # outcome joining once it is known: the test rows get what a live service would have.
+    replayed = pd.concat([calib_rows, test_rows])
+    adaptive = adaptive_offsets(
+        np.concatenate([calib_scores, row_scores(uncalibrated, test_rows)]),
+        replayed[EVENT_TIME],
+        outcome_known(replayed),
+        coverage,
+        group_keys(replayed, group),
+    )
+    split_test = split_offsets.for_groups(group_keys(test_rows, group), len(test_rows))
+    adaptive_test = adaptive.offsets[len(calib_rows) :]
+    adaptive_test = np.where(np.isfinite(adaptive_test), adaptive_test, split_test)
+    offsets = adaptive.latest if calibration == ADAPTIVE else split_offsets
     model = WindowModel(
         spec.name,
         uncalibrated.boosters,
@@ -192,13 +213,19 @@ def train_window(
     log.info("%s: conformal offsets (log hours) %s", spec.name, offsets.offsets)
 
     clock = time.perf_counter()
-    scored = evaluation_rows(model, test_rows)
+    test_offsets = {ADAPTIVE: adaptive_test, SPLIT: split_test}
+    scored = evaluation_rows(
+        model, test_rows, test_offsets[calibration], test_offsets[other_method(calibration)]
+    )
     actual = scored["actual_date"].to_numpy()
     by = {s: {k: scored[f"{s}_{k}_date"].to_numpy() for k in KINDS} for s in _SCORERS}
     metrics = measure(actual, by["model"])
     baseline_metrics = measure(actual, by["promise"])
     raw_metrics = measure(actual, by["uncalibrated"])
-    valid_scored = evaluation_rows(model, calib_rows)
+    other_metrics = measure(actual, by["other"])
+    # On the calibration rows the model is measured with the split offsets fitted there.
+    calib_split = split_offsets.for_groups(group_keys(calib_rows, group), len(calib_rows))
+    valid_scored = evaluation_rows(model, calib_rows, calib_split, calib_split)
     validation_metrics = measure(
         valid_scored["actual_date"].to_numpy(),
         {k: valid_scored[f"model_{k}_date"].to_numpy() for k in KINDS},
@@ -222,10 +249,15 @@ def train_window(
         baseline_metrics=baseline_metrics,
         validation_metrics=validation_metrics,
         calibration={
-            "method": f"conformal quantile regression per {' and '.join(group)}",
+            "method": f"{calibration} conformal quantile regression per {' and '.join(group)}",
+            "calibration": calibration,
             "offsets": offsets.offsets,
             "rows": offsets.rows,
+            "alphas": offsets.alphas,
             "uncalibrated": raw_metrics,
+            # The test window with the other calibration ("other" scorer of `scores`).
+            "other": other_metrics,
+            "other_calibration": other_method(calibration),
         },
         data_version=versions["data_version"],
         features=features,
@@ -246,11 +278,42 @@ def train_window(
     return result
 
 
-_SCORERS = ("model", "uncalibrated", "promise")
+_SCORERS = ("model", "other", "uncalibrated", "promise")
 
 
-def evaluation_rows(model: WindowModel, rows: pd.DataFrame) -> pd.DataFrame:
-    """Decisions with the actual delivery date and every scorer's dates (customer's zone)."""
+def other_method(calibration: str) -> str:
+    """The calibration the model does not use, measured beside it."""
+    return SPLIT if calibration == ADAPTIVE else ADAPTIVE
+
+
+def outcome_known(rows: pd.DataFrame) -> pd.Series:
+    """When each row's outcome became known: its delivery, or for a parcel never delivered
+    the instant it was settled as lost (`LABEL_KNOWN`)."""
+    delivered = pd.to_datetime(rows[DELIVERED], utc=True)
+    return delivered.fillna(pd.to_datetime(rows[LABEL_KNOWN], utc=True)).reset_index(drop=True)
+
+
+def row_scores(model: WindowModel, rows: pd.DataFrame) -> np.ndarray:
+    """Conformity scores of the uncalibrated windows (log hours) for local delivery dates."""
+    zones = rows[TIMEZONE].reset_index(drop=True)
+    y_low, y_high = outcome_bucket(rows[EVENT_TIME], rows[DELIVERED], zones)
+    lower, middle, upper = model.raw_log_hours(rows)
+    ordered = np.sort(np.column_stack([lower, middle, upper]), axis=1)
+    return window_scores(ordered[:, 0], ordered[:, 2], y_low, y_high)
+
+
+def evaluation_rows(
+    model: WindowModel,
+    rows: pd.DataFrame,
+    offset: np.ndarray | None = None,
+    other_offset: np.ndarray | None = None,
+) -> pd.DataFrame:
+    """Decisions with the actual delivery date and every scorer's dates (customer's zone).
+
+    `offset` is each row's conformal offset for the model (None: the model's own per
+    group); `other_offset` those of the other calibration (scorer "other"; None: the
+    model's).
+    """
     keep = [
         c
         for c in ("shipment_id", EVENT_TIME, LABEL, DELIVERED, PROMISED, TIMEZONE, *SEGMENTS)
@@ -259,7 +322,8 @@ def evaluation_rows(model: WindowModel, rows: pd.DataFrame) -> pd.DataFrame:
     out = rows[keep].reset_index(drop=True)
     out["actual_date"] = local_dates(rows[DELIVERED], out[TIMEZONE])
     for scorer, dates in (
-        ("model", window_dates(model, rows)),
+        ("model", window_dates(model, rows, offset=offset)),
+        ("other", window_dates(model, rows, offset=other_offset)),
         ("uncalibrated", window_dates(model, rows, raw=True)),
         ("promise", promise_dates(rows)),
     ):
@@ -293,6 +357,8 @@ def _log_and_register(
     metrics = {f"test_{k}": v for k, v in result.metrics.items()}
     metrics |= {f"test_promise_{k}": v for k, v in result.baseline_metrics.items()}
     metrics |= {f"test_uncalibrated_{k}": v for k, v in raw_metrics.items()}
+    other = result.calibration["other_calibration"]
+    metrics |= {f"test_{other}_{k}": v for k, v in result.calibration["other"].items()}
     metrics |= {f"validation_{k}": v for k, v in result.validation_metrics.items()}
     metrics |= {
         metric_key("conformal_offset", k): v for k, v in result.calibration["offsets"].items()
@@ -329,6 +395,7 @@ def _log_and_register(
                 "quantile_levels": ",".join(f"{q:g}" for q in model.levels),
                 "coverage": model.coverage,
                 "conformal_group": ",".join(model.group),
+                "conformal_calibration": model.calibration,
                 "settled_after_days": pd.Timedelta(spec.options["settled_after"]).days,
             },
             metrics=metrics,

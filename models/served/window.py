@@ -92,11 +92,16 @@ class ConformalOffsets:
         offsets: Group → offset; `ALL_ROWS` holds the offset of all calibration rows, used for
             groups not listed.
         rows: Group → calibration rows behind its offset.
+        method: How the offsets were fitted: "split" (once, on a calibration window) or
+            "adaptive" (updated as outcomes arrived; these are the latest).
+        alphas: Group → the adaptive method's latest miss rate (empty for "split").
     """
 
     coverage: float
     offsets: dict[str, float]
     rows: dict[str, int] = field(default_factory=dict)
+    method: str = "split"
+    alphas: dict[str, float] = field(default_factory=dict)
 
     def for_groups(self, groups: pd.Series | np.ndarray | None, n: int) -> np.ndarray:
         """The offset of each of n rows (all rows' offset where no group is given)."""
@@ -112,6 +117,8 @@ class ConformalOffsets:
             "coverage": self.coverage,
             "offsets": {k: (v if math.isfinite(v) else "inf") for k, v in self.offsets.items()},
             "rows": dict(self.rows),
+            "method": self.method,
+            "alphas": dict(self.alphas),
         }
 
     @staticmethod
@@ -121,6 +128,8 @@ class ConformalOffsets:
             float(data["coverage"]),
             {k: float(v) for k, v in data["offsets"].items()},
             {k: int(v) for k, v in data.get("rows", {}).items()},
+            str(data.get("method", "split")),
+            {k: float(v) for k, v in data.get("alphas", {}).items()},
         )
 
 
@@ -183,17 +192,31 @@ class WindowModel:
         )
         return lower, middle, upper
 
-    def log_hours(self, data: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Calibrated, ordered (earliest, most likely, latest) in log hours from decision."""
+    @property
+    def calibration(self) -> str:
+        """How the window's offsets were fitted: "split" or "adaptive" (`ConformalOffsets`)."""
+        return self.offsets.method
+
+    def log_hours(
+        self, data: pd.DataFrame, offset: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Calibrated, ordered (earliest, most likely, latest) in log hours from decision.
+
+        Args:
+            data: Feature rows.
+            offset: Each row's conformal offset, in place of the model's per-group ones (an
+                evaluation replaying offsets that adapted over time passes them).
+        """
         lower, middle, upper = self.raw_log_hours(data)
-        groups = group_keys(data, self.group)
-        offset = self.offsets.for_groups(groups, len(data))
+        if offset is None:
+            offset = self.offsets.for_groups(group_keys(data, self.group), len(data))
         return conformalize(lower, middle, upper, offset)
 
-    def predict_hours(self, data: pd.DataFrame) -> pd.DataFrame:
+    def predict_hours(self, data: pd.DataFrame, offset: np.ndarray | None = None) -> pd.DataFrame:
         """Hours from each row's decision instant to the most likely, earliest and latest
-        event instant (the registered pyfunc's output; no clock or time zone needed)."""
-        lower, middle, upper = self.log_hours(data)
+        event instant (the registered pyfunc's output; no clock or time zone needed);
+        `offset` as in `log_hours`."""
+        lower, middle, upper = self.log_hours(data, offset)
         values = np.exp(np.column_stack([middle, lower, upper]))
         return pd.DataFrame(values, columns=list(HOUR_COLUMNS), index=data.index)
 
@@ -217,7 +240,8 @@ class WindowModel:
             Indexed like `data`: `most_likely_ts`, `earliest_ts`, `latest_ts` (UTC instants)
             and `most_likely_date`, `earliest_date`, `latest_date` (calendar dates in the
             customer's zone, `datetime64[D]`), with earliest ≤ most likely ≤ latest for
-            both, and `coverage` (the stated share of windows that hold the delivery date).
+            both, `coverage` (the stated share of windows that hold the delivery date) and
+            `calibration` (how the offsets were fitted: "split" or "adaptive").
         """
         n = len(data)
         if isinstance(as_of, pd.Series | np.ndarray | list):
@@ -235,6 +259,7 @@ class WindowModel:
         for kind in ("most_likely", "earliest", "latest"):
             frame[f"{kind}_ts"] = pd.to_datetime(frame[f"{kind}_ts"], utc=True)
         frame["coverage"] = self.coverage
+        frame["calibration"] = self.calibration
         return frame
 
     def contributions(self, data: pd.DataFrame) -> pd.DataFrame:

@@ -5,10 +5,17 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from models.served.window import ALL_ROWS, ConformalOffsets, conformalize
-from training.conformal import conformal_quantile, fit_offsets, window_scores
+from training.conformal import (
+    ADAPTIVE,
+    adaptive_offsets,
+    conformal_quantile,
+    fit_offsets,
+    window_scores,
+)
 
 COVERAGE = 0.9
 
@@ -119,3 +126,104 @@ def test_windows_are_ordered_even_when_quantiles_cross() -> None:
     a, b, c = conformalize(lo, mid, hi, 0.3)
     np.testing.assert_allclose(a, [-0.3, -0.3, 0.7])
     np.testing.assert_allclose(c, [2.3, 1.3, 1.3])
+
+
+# A stream of decisions, one an hour, each outcome known a day later; the first
+# CALIBRATION_ROWS are the calibration window, the rest are scored.
+STREAM_ROWS = 8000
+CALIBRATION_ROWS = 1500
+LAG = pd.Timedelta(hours=24)
+
+
+def _stream(spread: np.ndarray, seed: int = 0) -> tuple[np.ndarray, pd.Series, pd.Series]:
+    """Scores of the window [−1.645, 1.645] (right for a unit spread) for y ~ N(0, spread²),
+    with each row's decision instant and the instant its outcome is known."""
+    y = spread * np.random.default_rng(seed).standard_normal(len(spread))
+    scores = window_scores(np.full(len(y), -1.645), np.full(len(y), 1.645), y, y)
+    decided = pd.Series(pd.date_range("2024-01-01", periods=len(y), freq="h", tz="UTC"))
+    return scores, decided, decided + LAG
+
+
+def _coverages(spread: np.ndarray) -> tuple[float, float]:
+    """Coverage of the scored rows with the split offset and with the adaptive ones."""
+    scores, decided, known = _stream(spread)
+    fixed = fit_offsets(scores[:CALIBRATION_ROWS], COVERAGE).offsets[ALL_ROWS]
+    adaptive = adaptive_offsets(scores, decided, known, COVERAGE).offsets
+    scored = slice(CALIBRATION_ROWS, None)
+    return (
+        float(np.mean(scores[scored] <= fixed)),
+        float(np.mean(scores[scored] <= adaptive[scored])),
+    )
+
+
+def test_adaptive_offsets_hold_coverage_when_the_spread_grows() -> None:
+    # Unit spread through calibration, then growing to 3: the split window under-covers.
+    spread = np.concatenate(
+        [np.ones(CALIBRATION_ROWS), np.linspace(1.0, 3.0, STREAM_ROWS - CALIBRATION_ROWS)]
+    )
+    fixed, adaptive = _coverages(spread)
+    assert fixed < 0.75
+    assert abs(adaptive - COVERAGE) < 0.02
+
+
+def test_adaptive_offsets_hold_coverage_when_the_level_jumps() -> None:
+    spread = np.where(np.arange(STREAM_ROWS) < 3000, 1.0, 2.0)
+    fixed, adaptive = _coverages(spread)
+    assert fixed < 0.75
+    assert abs(adaptive - COVERAGE) < 0.02
+
+
+def test_adaptive_offsets_hold_coverage_without_drift() -> None:
+    fixed, adaptive = _coverages(np.ones(STREAM_ROWS))
+    assert abs(fixed - COVERAGE) < 0.02
+    assert abs(adaptive - COVERAGE) < 0.02
+
+
+def test_adaptive_offsets_use_only_outcomes_known_before_each_decision() -> None:
+    scores, decided, known = _stream(np.ones(3000))
+    cut = decided.iloc[2000]
+    before = adaptive_offsets(scores, decided, known, COVERAGE).offsets
+    # Outcomes known at or after the cut change wildly; no decision before it may notice.
+    later = (known >= cut).to_numpy()
+    changed = np.where(later, scores + 50.0, scores)
+    after = adaptive_offsets(changed, decided, known, COVERAGE).offsets
+    decided_before = (decided < cut).to_numpy()
+    np.testing.assert_array_equal(before[decided_before], after[decided_before])
+    # The first decision after the cut does see them (the test can fail).
+    assert not np.array_equal(before[~decided_before], after[~decided_before])
+
+
+def test_an_outcome_known_at_the_decision_instant_is_not_used() -> None:
+    decided = pd.Series(pd.to_datetime(["2024-01-01", "2024-01-02"], utc=True))
+    known = pd.Series(pd.to_datetime(["2024-01-02", "2024-01-03"], utc=True))
+    offsets = adaptive_offsets(np.array([0.5, 0.1]), decided, known, COVERAGE).offsets
+    assert offsets[1] == math.inf
+
+
+def test_adaptive_groups_fall_back_to_all_rows_and_the_latest_offsets_round_trip() -> None:
+    scores, decided, known = _stream(np.ones(1000))
+    groups = np.where(np.arange(1000) % 10 == 0, "rare", "common")
+    result = adaptive_offsets(scores, decided, known, COVERAGE, groups, min_rows=200)
+    latest = result.latest
+    assert latest.method == ADAPTIVE
+    assert set(latest.offsets) == {ALL_ROWS, "common"}
+    assert latest.rows == {ALL_ROWS: 1000, "common": 900}
+    assert set(latest.alphas) == set(latest.offsets)
+    assert ConformalOffsets.from_dict(latest.to_dict()) == latest
+    # Rare rows use the all-rows offset: the one common rows get until they have 200 scores.
+    rare = np.flatnonzero(groups == "rare")
+    assert np.isfinite(result.offsets[rare[5:]]).all()
+
+
+def test_split_offsets_read_from_an_older_artefact_say_split() -> None:
+    old = {"coverage": 0.9, "offsets": {ALL_ROWS: 0.3}, "rows": {ALL_ROWS: 10}}
+    assert ConformalOffsets.from_dict(old).method == "split"
+
+
+@pytest.mark.parametrize(
+    ("coverage", "step", "message"), [(1.0, 0.01, "coverage"), (0.9, -0.1, "step")]
+)
+def test_adaptive_offsets_reject_bad_arguments(coverage: float, step: float, message: str) -> None:
+    scores, decided, known = _stream(np.ones(10))
+    with pytest.raises(ValueError, match=message):
+        adaptive_offsets(scores, decided, known, coverage, step=step)
