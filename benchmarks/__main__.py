@@ -29,6 +29,7 @@ BENCHMARKS = {
     "validate": foundation.bench_validate,
     "features": features.bench_features,
     "materialize": features.bench_materialize,
+    "materialize_redis": features.bench_materialize_redis,
     "online_read": features.bench_online_read,
     "training": training.bench_training,
     "olist": training.bench_olist,

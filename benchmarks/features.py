@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 
 from benchmarks.foundation import _run_measured, _sim_dir
 from benchmarks.online_store import bench_materialize as _bench_materialize
+from benchmarks.online_store import bench_materialize_redis as _bench_materialize_redis
 from benchmarks.online_store import bench_online_read as _bench_online_read
 from features.store.local_redis import throwaway_redis
 
@@ -58,6 +59,14 @@ def bench_features(customers: int, out: Path) -> None:
 
 def bench_materialize(customers: int, out: Path) -> None:
     _bench_materialize(customers=customers, out=out)
+
+
+def bench_materialize_redis(customers: int, out: Path) -> None:
+    with throwaway_redis() as redis_url:
+        if redis_url is None:
+            print("  (redis-server not installed: Redis materialisation skipped)")
+            return
+        _bench_materialize_redis(redis_url=redis_url, customers=customers, out=out)
 
 
 def bench_online_read(customers: int, out: Path) -> None:

@@ -4,7 +4,11 @@ Targets (issue: online store): `FeatureStore.materialize` of 1,000,000 customers
 into SQLite at 50,000 entity rows/s or more (Feast's stock SQLite store: ~2,500 rows/s), and
 `get_online_features` with a FeatureService for one entity at p99 <= 2 ms.
 
-Run through `python -m benchmarks materialize online_read` (see benchmarks/features.py).
+The same materialisation into Redis (issue: scale-out): `BulkRedisOnlineStore` at 50,000
+entity rows/s or more beside Feast's stock RedisOnlineStore (~2,500 rows/s).
+
+Run through `python -m benchmarks materialize materialize_redis online_read` (see
+benchmarks/features.py).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from feast import (
 )
 from feast.types import Float64, Int64, String
 
+from features.store.redis_bulk import STORE_TYPE as REDIS_STORE_TYPE
 from features.store.sqlite_bulk import STORE_TYPE
 
 PROJECT = "bench"
@@ -182,6 +187,49 @@ def bench_materialize(customers: int = 1_000_000, out: Path = Path("benchmarks/o
         f"  ratio bulk@{customers:,} / stock@{stock_rows:,}: {bulk_rate / stock_rate:,.1f}x "
         f"(target: bulk >= 50,000 rows/s)"
     )
+
+
+def bench_materialize_redis(
+    redis_url: str, customers: int = 1_000_000, out: Path = Path("benchmarks/out")
+) -> None:
+    """Time `FeatureStore.materialize` into Redis: bulk at `customers`, stock at 20,000.
+
+    Args:
+        redis_url: Feast Redis connection string of an empty server (databases 0 and 1 used).
+        customers: Customers materialised through the bulk store.
+        out: Benchmark output folder.
+    """
+    print(f"\n## materialize {customers:,} customers x 20 features into Redis")
+    stock_rows = min(REDIS_ROWS, customers)
+    stock_folder = _fresh(out / "online_store" / "redis-stock")
+    stock_store = _store(
+        stock_folder, {"type": "redis", "connection_string": f"{redis_url},db=0"}, "local"
+    )
+    stock_s = _materialize(stock_store, _parquet(out, stock_rows))
+    stock_rate = stock_rows / stock_s
+    print(f"  stock Redis  {stock_rows:>9,} rows  {stock_s:7.2f} s  {stock_rate:>10,.0f} rows/s")
+    bulk_folder = _fresh(out / "online_store" / "redis-bulk")
+    bulk_store = _store(
+        bulk_folder,
+        {"type": REDIS_STORE_TYPE, "connection_string": f"{redis_url},db=1"},
+        "features.store.provider.BulkProvider",
+    )
+    bulk_s = _materialize(bulk_store, _parquet(out, customers))
+    bulk_rate = customers / bulk_s
+    print(f"  bulk Redis   {customers:>9,} rows  {bulk_s:7.2f} s  {bulk_rate:>10,.0f} rows/s")
+    started = time.perf_counter()
+    bulk_store.materialize(START - timedelta(days=1), END + timedelta(days=1))
+    again_s = time.perf_counter() - started
+    print(
+        f"  bulk Redis again (all no-op)  {again_s:7.2f} s  {customers / again_s:>10,.0f} rows/s "
+        "(stored timestamps read, no row newer)"
+    )
+    print(
+        f"  ratio bulk@{customers:,} / stock@{stock_rows:,}: {bulk_rate / stock_rate:,.1f}x "
+        f"(target: bulk >= 50,000 rows/s)"
+    )
+    for store in (stock_store, bulk_store):
+        store.teardown()  # leave the server as it was found
 
 
 def _percentiles(store: FeatureStore, service: FeatureService, ids: np.ndarray) -> list[str]:

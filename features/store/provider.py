@@ -1,8 +1,9 @@
-"""A Feast provider that routes materialisation into `BulkSqliteOnlineStore.write_arrow`.
+"""A Feast provider that routes materialisation into an online store's `write_arrow`.
 
 Configured with `provider: features.store.provider.BulkProvider` in feature_store.yaml (Feast
-imports any dotted `module.Class` there). With any other online store, or a feature view the
-bulk path cannot take (transformations, aggregations, offline write-back, ...), every call
+imports any dotted `module.Class` there). The bulk stores are `BulkSqliteOnlineStore` and
+`BulkRedisOnlineStore`. With any other online store, or a feature view the bulk path cannot
+take (transformations, aggregations, offline write-back, ...), every call
 goes to Feast's own `PassthroughProvider` code unchanged.
 
 `FeatureStore.materialize` / `materialize_incremental` call `materialize_single_feature_view`
@@ -16,7 +17,7 @@ import logging
 import time
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import pandas as pd
 import pyarrow as pa
@@ -26,18 +27,42 @@ from feast.repo_config import RepoConfig
 from feast.utils import _get_column_names, _run_pyarrow_field_mapping
 from tqdm import tqdm
 
-from features.store.sqlite_bulk import BulkSqliteOnlineStore, supports_bulk
+from features.store.bulk_encoding import supports_bulk
+from features.store.redis_bulk import BulkRedisOnlineStore
+from features.store.sqlite_bulk import BulkSqliteOnlineStore
 
 log = logging.getLogger(__name__)
 
 
-class BulkProvider(PassthroughProvider):
-    """PassthroughProvider whose materialisation into BulkSqliteOnlineStore is vectorised."""
+@runtime_checkable
+class BulkOnlineStore(Protocol):
+    """An online store that takes a whole Arrow table of feature rows."""
 
-    def _bulk_store(self, feature_view: Any) -> BulkSqliteOnlineStore | None:
+    def write_arrow(
+        self,
+        config: RepoConfig,
+        feature_view: Any,
+        table: pa.Table,
+        *,
+        timestamp_field: str | None = None,
+        created_timestamp_column: str | None = None,
+    ) -> int:
+        """Write the newest row per entity; return how many stored rows changed."""
+        ...
+
+
+BULK_STORES = (BulkSqliteOnlineStore, BulkRedisOnlineStore)
+
+
+class BulkProvider(PassthroughProvider):
+    """PassthroughProvider whose materialisation into a bulk online store is vectorised."""
+
+    def _bulk_store(self, feature_view: Any) -> BulkOnlineStore | None:
         store = self.online_store
+        if isinstance(store, BulkRedisOnlineStore) and not store.bulk_enabled(self.repo_config):
+            return None
         if (
-            isinstance(store, BulkSqliteOnlineStore)
+            isinstance(store, BULK_STORES)
             and self.repo_config.entity_key_serialization_version == 3
             and supports_bulk(feature_view)
         ):
@@ -127,7 +152,7 @@ class BulkProvider(PassthroughProvider):
         df: pd.DataFrame,
         field_mapping: dict | None = None,
     ) -> None:
-        """Async variant; the bulk write itself is synchronous SQLite work."""
+        """Async variant; the bulk write itself is synchronous."""
         if self._bulk_store(feature_view) is None:
             await super().ingest_df_async(feature_view, df, field_mapping)
             return

@@ -28,14 +28,10 @@ from feast.type_map import python_values_to_proto_values
 from feast.types import Bool, Float32, Float64, Int32, Int64, String
 from feast.value_type import ValueType
 
-from features.store import sqlite_bulk
+from features.store import bulk_encoding
+from features.store.bulk_encoding import encode_entity_keys, encode_values
 from features.store.provider import BulkProvider
-from features.store.sqlite_bulk import (
-    STORE_TYPE,
-    BulkSqliteOnlineStore,
-    encode_entity_keys,
-    encode_values,
-)
+from features.store.sqlite_bulk import STORE_TYPE, BulkSqliteOnlineStore
 
 T0 = datetime(2024, 6, 1, tzinfo=UTC)
 FIRST_START = T0 - timedelta(days=10)
@@ -103,7 +99,7 @@ def test_encode_values_matches_feast_serialization() -> None:
 def test_encode_values_across_chunks_and_slices(monkeypatch: pytest.MonkeyPatch) -> None:
     columns, types = _typed_columns(3_000, seed=2)
     expected = _feast_bytes(columns, types)
-    monkeypatch.setattr(sqlite_bulk, "_BLOCK_BUDGET", 1)  # 1,024-row chunks
+    monkeypatch.setattr(bulk_encoding, "_BLOCK_BUDGET", 1)  # 1,024-row chunks
     assert encode_values(columns, types).to_pylist() == expected
     sliced = [column.slice(1_000, 1_500) for column in columns]
     assert encode_values(sliced, types).to_pylist() == expected[1_000:2_500]
