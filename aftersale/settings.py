@@ -99,8 +99,9 @@ class Settings(BaseSettings):
         20_000,
         ge=1,
         description="Decisions of a champion's training window the monitor compares its "
-        "newest days with at most: a seeded random sample beyond it, so a run's cost does "
-        "not grow with the model's history.",
+        "newest days with at most (and customers scored at the data's end, for churn): a "
+        "seeded random sample beyond it, so a run's cost does not grow with the model's "
+        "history or the number of customers.",
     )
     retrain_auc_drop: float = Field(
         0.05,

@@ -88,6 +88,7 @@ def monitor_model(name: str, window_days: int) -> MonitorResult:
         monitored_events,
         monitored_frame,
         realised_quality,
+        reference_sample,
         retrain_reasons,
         save_html,
         windows,
@@ -123,6 +124,9 @@ def monitor_model(name: str, window_days: int) -> MonitorResult:
     if tuple(spec.entity) == ("customer_id",):
         # Customer labels take months: the newest decisions are those at the data's end.
         current = customers_as_of(settings.features_dir, end).assign(**{EVENT_TIME: end})
+        # At most as many customers as the reference holds, drawn the same seeded way.
+        current = reference_sample(current, spec.entity, end, end, reference_rows)
+        current = current.reset_index(drop=True)
         current[SCORE] = model.predict_proba(current)
     spans = windows(
         frame,

@@ -101,3 +101,27 @@ def test_monitor_names_an_unknown_model(trained_registry, prefect_harness) -> No
     assert result.exit_code == 1
     assert "not monitored" in result.output
     assert "Traceback" not in result.output
+
+
+def test_both_churn_windows_are_bounded_samples(trained_registry, prefect_harness) -> None:
+    """With a bound below the business's size, churn compares that many customers of its
+    training window with that many customers at the data's end, the same ones each run."""
+    from flows.monitor import monitor
+    from models.served.retrain import clear
+
+    runs = []
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("AFTERSALE_DATA_DIR", str(trained_registry.data_dir))
+        patch.setenv("AFTERSALE_MONITOR_REFERENCE_ROWS", "150")
+        try:
+            for _ in range(2):
+                (result,) = monitor(models=["churn"])
+                runs.append(result.table)
+        finally:
+            # The session's registry serves other tests: no mark is left behind.
+            clear(trained_registry.monitoring_dir, "churn")
+    for table in runs:
+        whole = table[table["segment"] == "all"]
+        assert (whole["reference_rows"] == 150).all()
+        assert (whole["current_rows"] == 150).all()
+    pd.testing.assert_frame_equal(runs[0], runs[1])
