@@ -637,7 +637,19 @@ def monitor(
         console.print(render_drift(result))
     console.print(render_quality([r.quality for r in results if r.quality is not None]))
     for quality in windows:
-        if quality is not None:
+        if quality is not None and quality["model"] == "outreach_uplift":
+            console.print(
+                f"Outreach uplift on {quality['window_start']:%Y-%m-%d}.."
+                f"{quality['window_end']:%Y-%m-%d} ({quality['rows']:,} sends and holdouts, "
+                f"{quality['held_out_rows']:,} held out): observed "
+                f"{quality['observed_uplift']:+.3f} [{quality['observed_uplift_low']:+.3f}, "
+                f"{quality['observed_uplift_high']:+.3f}], predicted "
+                f"{quality['predicted_uplift']:+.3f}; Qini {quality['qini']:.4f} "
+                f"(test {quality['test_qini']:.4f}), uplift among the top share "
+                f"{quality['uplift_at_capacity']:+.3f}",
+                highlight=False,
+            )
+        elif quality is not None:
             console.print(
                 f"Delivery windows on {quality['window_start']:%Y-%m-%d}.."
                 f"{quality['window_end']:%Y-%m-%d} ({quality['rows']:,} parcel decisions): "

@@ -13,6 +13,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
@@ -273,6 +274,46 @@ def monitor_windows(window_days: int) -> dict | None:
     return quality
 
 
+@task(cache_policy=NO_CACHE)
+def monitor_uplift() -> dict | None:
+    """The outreach-uplift champion's observed and predicted effect and ranking on its
+    newest labelled sends and holdouts, recorded beside the classifiers' quality (None
+    without a champion)."""
+    import mlflow
+
+    from features.instants import watermark
+    from features.store.config import feature_store
+    from models import outreach_uplift
+    from models.served.registry import load_champion, tracking
+    from training.data import load_raw_tables, training_data
+    from training.model_cards import champions
+    from training.monitor import uplift_quality
+
+    settings = get_settings()
+    spec, uri = outreach_uplift.SPEC, settings.tracking_uri
+    found = champions(uri, [spec.name])
+    if not found:
+        log.info("%s: no champion to monitor", spec.name)
+        return None
+    champion = found[0]
+    _, model = load_champion(spec.name, uri)
+    tables = load_raw_tables(settings, spec.raw_tables, spec.optional_tables)
+    frame = training_data(spec, feature_store(settings), tables).frame
+    end = watermark(dict(tables), happened=True)
+    quality = uplift_quality(model, frame, end, spec.capacity, champion.metrics)
+    figures = ("observed_uplift", "predicted_uplift", "qini", "uplift_at_capacity", "rows")
+    with tracking(uri):
+        mlflow.set_experiment(EXPERIMENT)
+        with mlflow.start_run(run_name=f"{spec.name} v{champion.version} quality"):
+            mlflow.set_tags({"model": spec.name, "version": champion.version})
+            mlflow.log_metrics(
+                {f"realised_{k}": float(quality[k]) for k in figures if np.isfinite(quality[k])}
+            )
+    row = {**quality, "version": champion.version, "monitored_ts": pd.Timestamp.now(tz="UTC")}
+    _append(pd.DataFrame([row]), settings.monitoring_dir / QUALITY_FILE, QUALITY_RUN)
+    return quality
+
+
 @flow(name="monitor")
 def monitor(models: list[str] | None = None, window_days: int = DEFAULT_WINDOW_DAYS) -> list:
     """Drift and quality of each monitored champion (default: delay risk and churn), and,
@@ -316,4 +357,12 @@ def monitor(models: list[str] | None = None, window_days: int = DEFAULT_WINDOW_D
                 windows = None
             stage.rows, stage.unit = (windows or {}).get("rows"), "parcel decisions"
         results.append(windows)
+        with report_stage("monitor outreach uplift") as stage:
+            try:
+                uplift = monitor_uplift()
+            except ValueError as error:
+                log.warning("outreach uplift: no realised quality yet: %s", error)
+                uplift = None
+            stage.rows, stage.unit = (uplift or {}).get("rows"), "sends and holdouts"
+        results.append(uplift)
     return results

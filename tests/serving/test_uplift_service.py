@@ -292,3 +292,44 @@ def test_explain_adds_up_to_the_best_actions_uplift(uplift_data, runtime) -> Non
         explained += 1
     assert explained == len(with_action)
     assert sum(r["status"] == "no_action" for r in results) == len(without) > 0
+
+
+def test_the_monitor_measures_the_uplift_on_the_newest_holdouts(uplift_data) -> None:
+    """The monitor's observed effect is the sent rows' repurchase rate less the held-out
+    rows', counted from the raw `outreach` and `orders` tables over the actions the champion
+    learned, in its newest labelled 91 days."""
+    from aftersale.settings import get_settings
+    from features.instants import watermark
+    from flows.monitor import monitor_uplift
+    from models.served.registry import load_champion
+
+    quality = monitor_uplift.fn()
+    _, model = load_champion("outreach_uplift", get_settings().tracking_uri)
+    raw = {
+        n: pa.Table.from_pandas(_raw(uplift_data, n)) for n in ("orders", "customers", "outreach")
+    }
+    outreach = raw["outreach"].to_pandas()
+    orders = raw["orders"].to_pandas()
+    ts = pd.to_datetime(outreach["ts"], utc=True)
+    horizon = pd.Timedelta(days=90)
+    end = watermark(raw)
+    labelled = (ts + horizon <= end) & outreach["action"].isin(model.actions)
+    last = ts[labelled].max()
+    window = outreach[labelled & (ts > last - pd.Timedelta(days=91))]
+    by_customer = {
+        c: pd.to_datetime(g, utc=True) for c, g in orders.groupby("customer_id")["order_ts"]
+    }
+    bought = []
+    for row in window.itertuples():
+        theirs = by_customer.get(row.customer_id, pd.Series([], dtype="datetime64[ns, UTC]"))
+        sent = pd.Timestamp(row.ts)
+        bought.append(bool(((theirs > sent) & (theirs <= sent + horizon)).any()))
+    bought = pd.Series(bought, index=window.index)
+    held = window["holdout"].astype(bool)
+    assert quality["rows"] == len(window)
+    assert quality["held_out_rows"] == int(held.sum())
+    observed = bought[~held].mean() - bought[held].mean()
+    assert quality["observed_uplift"] == pytest.approx(observed)
+    assert quality["observed_uplift_low"] < observed < quality["observed_uplift_high"]
+    assert np.isfinite(quality["predicted_uplift"])
+    assert np.isfinite(quality["qini"])
