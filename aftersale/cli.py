@@ -936,16 +936,20 @@ def render_features(version: Path) -> Table:
 
 
 def render_models(summaries, title: str = "Models (test window)") -> Table:
-    """Trained models: test metric, baseline and oracle, and the serving champion."""
+    """Trained models: test metric, baseline and oracle, and the serving champion; with a
+    window model among them, its window's coverage and median width on the same test rows."""
 
-    def fmt(x: float | None) -> str:
-        return "—" if x is None or x != x else f"{x:.3f}"
+    def fmt(x: float | None, digits: int = 3) -> str:
+        return "—" if x is None or x != x else f"{x:.{digits}f}"
 
+    windows = any(s.coverage is not None for s in summaries)
     table = Table(title=title)
     columns = ("model", "metric", "model score", "baseline", "test rows", "oracle")
-    for column in (*columns, "version", "champion"):
+    shown = ("coverage", "width (d)") if windows else ()
+    for column in (*columns, *shown, "version", "champion"):
         table.add_column(column, justify="left" if column in ("model", "metric") else "right")
     for s in summaries:
+        window = (fmt(s.coverage), fmt(s.median_width_days, 1)) if windows else ()
         table.add_row(
             s.name,
             s.metric,
@@ -953,16 +957,23 @@ def render_models(summaries, title: str = "Models (test window)") -> Table:
             fmt(s.baseline),
             "—" if s.test_rows is None else f"{s.test_rows:,}",
             fmt(s.oracle),
+            *window,
             s.version or "—",
             s.champion or "—",
         )
-    if any(s.oracle is not None for s in summaries):
-        notes = [
-            f"{s.name}: on the {s.oracle_rows:,} rows the oracle scores, model "
-            f"{fmt(s.oracle_model)}, baseline {fmt(s.oracle_baseline)}, oracle {fmt(s.oracle)}"
-            for s in summaries
-            if s.oracle is not None
-        ]
+    notes = []
+    if windows:
+        notes.append(
+            "coverage: share of test outcomes inside the model's window; width (d): the "
+            "window's median width in days"
+        )
+    notes += [
+        f"{s.name}: on the {s.oracle_rows:,} rows the oracle scores, model "
+        f"{fmt(s.oracle_model)}, baseline {fmt(s.oracle_baseline)}, oracle {fmt(s.oracle)}"
+        for s in summaries
+        if s.oracle is not None
+    ]
+    if notes:
         table.caption = "\n".join(notes)
     return table
 

@@ -57,6 +57,7 @@ def load_inputs(settings: Settings, as_of: datetime | None) -> dict:
     from features.contract.io import read_validated
     from features.ingest import latest_raw
     from features.store.latest import latest_rows
+    from models.churn import has_ordered
     from models.policies.outreach import contacted
     from serving.batch import open_shipments, overdue_invoices
     from serving.queue import read_history
@@ -68,7 +69,7 @@ def load_inputs(settings: Settings, as_of: datetime | None) -> dict:
     instant = utc_instant(as_of if as_of is not None else watermark_of(raw, happened=True))
     current = settings.features_dir / "current"
     customers = latest_rows(current / "customer_snapshots", "customer_id", instant)
-    customers = customers[customers["orders_total"].fillna(0) > 0]
+    customers = customers[has_ordered(customers["orders_total"])]
     ships = open_shipments(tables, instant)
     features = latest_rows(current / "shipment_events", "shipment_id", instant)
     history = read_history(settings.serving_dir)

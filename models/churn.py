@@ -2,7 +2,8 @@
 
 - Entity: customer. Decisions: monthly snapshots, the first of each month at 00:00 UTC, for
   customers with at least one order before it and whose 90-day window ends by the data's
-  end (later snapshots have no label yet).
+  end (later snapshots have no label yet). A customer who never ordered is outside the
+  population: neither the batch nor the service scores them (`has_ordered`).
 - Label: 1 when the customer places no order in [t, t + 90 days), from the raw orders.
 - Features: the `churn_v1` service (the customer snapshot as of t) plus recency, tenure and
   time since the first order and the last contact, derived at t.
@@ -33,6 +34,16 @@ def snapshot_instants(first: pd.Timestamp, end: pd.Timestamp) -> pd.DatetimeInde
     start = (first + pd.offsets.MonthBegin(1)).normalize()
     months = pd.date_range(start, end - HORIZON, freq="MS", tz="UTC")
     return months[months + HORIZON <= end]
+
+
+def has_ordered(orders_total) -> np.ndarray:
+    """Which customers are in the population the model learnt from and scores: those with an
+    order before the decision (their snapshot's `orders_total` above zero; missing: none).
+
+    Args:
+        orders_total: The customers' `orders_total` feature values (a column or a list).
+    """
+    return np.nan_to_num(np.asarray(orders_total, dtype=np.float64)) > 0
 
 
 def label_events(tables: dict[str, pa.Table]) -> pd.DataFrame:

@@ -5,8 +5,8 @@ BentoML's own metrics already count requests by route and HTTP status and time t
 only the service knows:
 
 - `aftersale_ids_total{model, status}`: ids answered per model and status (`ok`,
-  `unknown_id`, `delivered`, `likely_lost`; for offers `ok` or `cold_start`): the unknown-id
-  rate is `unknown_id` over the model's total;
+  `unknown_id`, `delivered`, `likely_lost`, `no_order`; for offers `ok` or `cold_start`): the
+  unknown-id rate is `unknown_id` over the model's total;
 - `aftersale_score{model}`: the distribution of calibrated scores served;
 - `aftersale_band_total{model, band}`: scores served per band;
 - `aftersale_model_loaded{model, version}`: 1 for each champion version loaded, 0 once a

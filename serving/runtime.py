@@ -19,6 +19,7 @@ from features.instants import utc_instant
 from models import churn, delay_risk, delivery_estimate
 from models import next_best_offer as nbo
 from models import outreach_uplift as uplift_spec
+from models.churn import has_ordered
 from models.delay_risk import DELIVERED, LIKELY_LOST, parcel_states
 from models.served.reasons import Reason, shown_value
 from models.served.registry import ModelUnavailableError
@@ -58,6 +59,12 @@ REASONS_PER_SCORE = 3
 # Under the serving folder: the local copies of the champions (`registry.load_champion`).
 CHAMPION_COPIES = "champions"
 UTC_ZONE = "UTC"
+# A customer without an order: outside the churn model's population (`churn.has_ordered`).
+NO_ORDER = "no_order"
+NO_ORDER_WORDS = (
+    "No order yet: churn is scored only for customers with an earlier order, the population "
+    "the model learnt from"
+)
 WINDOW_KINDS = ("most_likely", "earliest", "latest")
 
 
@@ -227,11 +234,18 @@ class Runtime:
         ]
 
     def score_churn(self, ids: list[str]) -> schemas.ChurnResponse:
-        """Churn risk, its driving contact reason and reasons per customer id."""
+        """Churn risk, its driving contact reason and reasons per customer id; a customer
+        who never ordered is answered as such, unscored."""
         as_of = self.now()
         rows = self._rows(CHURN_MODEL, ids, as_of)
-        scored = self._score(CHURN_MODEL, rows, as_of)
-        results = [schemas.ChurnScore(customer_id=i, status="unknown_id") for i in ids]
+        statuses = customer_statuses(rows)
+        scored = self._score(CHURN_MODEL, _only_ok(rows, statuses), as_of)
+        results = [
+            no_order_answer(i, row)
+            if status == NO_ORDER
+            else schemas.ChurnScore(customer_id=i, status=status)
+            for i, row, status in zip(ids, rows, statuses, strict=True)
+        ]
         contact = driving_contact_reason(
             scored.contrib, scored.model.features, _contact_values(scored.records)
         )
@@ -271,19 +285,19 @@ class Runtime:
         return self._explain_scores(model, ids)
 
     def _explain_scores(self, model: str, ids: list[str]) -> schemas.ExplainResponse:
-        """Delay risk (shipments in transit) or churn (customers): delivered, likely lost
-        and unknown ids are answered as such, without contributions."""
+        """Delay risk (shipments in transit) or churn (customers who have ordered):
+        delivered, likely lost, never-ordered and unknown ids are answered as such, without
+        contributions, as the scoring routes answer them."""
         as_of = self.now()
         rows = self._rows(model, ids, as_of)
-        statuses = ["unknown_id" if row is None else "ok" for row in rows]
         if model == DELAY_MODEL:
+            statuses = ["unknown_id" if row is None else "ok" for row in rows]
             for k, state in enumerate(self._parcel_states(rows, as_of)):
                 if state in (DELIVERED, LIKELY_LOST):
                     statuses[k] = state
-        scoring = [
-            row if status == "ok" else None for row, status in zip(rows, statuses, strict=True)
-        ]
-        scored = self._score(model, scoring, as_of)
+        else:
+            statuses = customer_statuses(rows)
+        scored = self._score(model, _only_ok(rows, statuses), as_of)
         results = [schemas.Explanation(id=i, status=s) for i, s in zip(ids, statuses, strict=True)]
         words = scored.model.model.words
         for k, i in enumerate(scored.known):
@@ -347,8 +361,9 @@ class Runtime:
     def _explain_effects(self, customer_ids: list[str]) -> schemas.ExplainResponse:
         """Each customer's best action in the latest batch (as the churn answer names it):
         the contributions to its predicted uplift, from the inputs the batch predicted it
-        from. A customer the store does not know is `unknown_id`; one without an action
-        predicted to help, `no_action`."""
+        from. A customer the store does not know is `unknown_id`; one who never ordered
+        (whom the batch does not score), `no_order`; one without an action predicted to
+        help, `no_action`."""
         if self.uplift is None:
             why = self.unavailable.get(UPLIFT_MODEL, "no champion is registered")
             raise ModelUnavailableError(f"uplift explanations unavailable: {why}")
@@ -370,11 +385,12 @@ class Runtime:
         rows = self._rows(CHURN_MODEL, customer_ids, as_of)
         batch_as_of = None if loaded is None else loaded.meta.get("as_of")
         at = pd.Index(effects["customer_id"]).get_indexer(customer_ids)
+        statuses = customer_statuses(rows)
         results = [
-            schemas.Explanation(id=i, status="unknown_id" if row is None else "no_action")
-            for i, row in zip(customer_ids, rows, strict=True)
+            schemas.Explanation(id=i, status="no_action" if status == "ok" else status)
+            for i, status in zip(customer_ids, statuses, strict=True)
         ]
-        found = [k for k, row in enumerate(rows) if row is not None and at[k] >= 0]
+        found = [k for k, status in enumerate(statuses) if status == "ok" and at[k] >= 0]
         if found:
             model = self.uplift.model
             chosen = effects.iloc[at[found]].reset_index(drop=True)
@@ -475,6 +491,31 @@ def _effects_index(loaded) -> dict[str, dict]:
         _effects_by_stamp.clear()
         _effects_by_stamp[loaded.stamp] = found
     return found
+
+
+def customer_statuses(rows: list[dict | None]) -> list[str]:
+    """Each customer row's status before scoring: `unknown_id` without a row, `no_order` for
+    a customer who never ordered (outside the churn model's population), else `ok`."""
+    ordered = has_ordered([None if row is None else row.get("orders_total") for row in rows])
+    return [
+        "unknown_id" if row is None else "ok" if known else NO_ORDER
+        for row, known in zip(rows, ordered.tolist(), strict=True)
+    ]
+
+
+def _only_ok(rows: list[dict | None], statuses: list[str]) -> list[dict | None]:
+    """The rows to score: those whose status is `ok` (None in place of the others)."""
+    return [row if status == "ok" else None for row, status in zip(rows, statuses, strict=True)]
+
+
+def no_order_answer(customer_id: str, row: dict) -> schemas.ChurnScore:
+    """A customer without an order: outside the churn model's population, no score."""
+    return schemas.ChurnScore(
+        customer_id=customer_id,
+        status=NO_ORDER,
+        features_as_of=_instant(row[ROW_TIME]),
+        status_reason=NO_ORDER_WORDS,
+    )
 
 
 def _contact_values(records: list[dict]) -> pd.DataFrame:

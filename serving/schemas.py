@@ -17,7 +17,8 @@ MAX_IDS_PER_REQUEST = 100
 MAX_QUEUE_LIMIT = 10_000
 
 Band = Literal["low", "medium", "high"]
-ItemStatus = Literal["ok", "unknown_id"]
+# A customer who never ordered is outside the churn model's population and says so.
+ChurnStatus = Literal["ok", "unknown_id", "no_order"]
 # A parcel is scored only while it is in transit; delivered and likely lost parcels say so.
 DelayStatus = Literal["ok", "unknown_id", "delivered", "likely_lost"]
 # The contract's outreach channels and actions: declared once, there.
@@ -49,11 +50,18 @@ class ChurnRequest(_Request):
 
 # The served models /v1/explain explains.
 ExplainedModel = Literal["delay_risk", "churn", "next_best_offer", "outreach_uplift"]
-# Besides the delay answer's statuses: an order whose customer has no history yet (the page
-# shows best sellers, no model score), an order whose page shows no offer (showing nothing
-# is worth most), a customer without an action predicted to help in the latest batch.
+# Besides the delay and churn answers' statuses: an order whose customer has no history yet
+# (the page shows best sellers, no model score), an order whose page shows no offer (showing
+# nothing is worth most), a customer without an action predicted to help in the latest batch.
 ExplainStatus = Literal[
-    "ok", "unknown_id", "delivered", "likely_lost", "cold_start", "no_offer", "no_action"
+    "ok",
+    "unknown_id",
+    "delivered",
+    "likely_lost",
+    "no_order",
+    "cold_start",
+    "no_offer",
+    "no_action",
 ]
 
 
@@ -170,10 +178,15 @@ class DelayScore(BaseModel):
 
 
 class ChurnScore(BaseModel):
-    """Churn risk of one customer."""
+    """Churn risk of one customer; or that they never ordered.
+
+    `status` "no_order": the customer has no order as of the decision instant, so is outside
+    the population the churn model learnt from (customers with an earlier order);
+    `status_reason` says so in words, with no risk, no reasons and no action.
+    """
 
     customer_id: str
-    status: ItemStatus
+    status: ChurnStatus
     probability: float | None = Field(None, description="Calibrated probability of churn.")
     risk_score: int | None = None
     band: Band | None = None
@@ -196,6 +209,9 @@ class ChurnScore(BaseModel):
     )
     best_action_uplift_low: float | None = None
     best_action_uplift_high: float | None = None
+    status_reason: str | None = Field(
+        None, description="Why a customer is not scored, in words (never ordered)."
+    )
 
 
 class ModelRef(BaseModel):

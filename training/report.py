@@ -1,5 +1,6 @@
 """One line per trained model for people: the test metric beside its baseline, the
-simulator's oracle where the data come with one, and which registry version is champion."""
+simulator's oracle where the data come with one, which registry version is champion, and
+for a window model the coverage and median width of its window on the same test rows."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from models.spec import ModelSpec
+from models.spec import Kind, ModelSpec
 from training.oracle import ORACLES
 from training.trainer import TrainResult
 
@@ -34,6 +35,10 @@ class ModelSummary:
         run_id: MLflow run id.
         seconds: Wall time of the run.
         test_rows: Rows of the test window the metric and baseline were measured on.
+        coverage: A window model's share of test outcomes inside its window (None for
+            other kinds).
+        median_width_days: A window model's median window width in days on the test rows
+            (None for other kinds).
     """
 
     name: str
@@ -51,6 +56,8 @@ class ModelSummary:
     run_id: str | None
     seconds: float
     test_rows: int | None = None
+    coverage: float | None = None
+    median_width_days: float | None = None
 
 
 def test_decisions(scores) -> int:
@@ -68,6 +75,7 @@ def summarize(spec: ModelSpec, result: TrainResult, raw_folder: Path | None) -> 
         comparison = oracle(result, truth)
     promotion = result.promotion
     champion = None
+    window = spec.kind == Kind.WINDOW
     if promotion is not None:
         champion = result.version if promotion.promoted else promotion.champion_version
     return ModelSummary(
@@ -86,4 +94,6 @@ def summarize(spec: ModelSpec, result: TrainResult, raw_folder: Path | None) -> 
         run_id=result.run_id,
         seconds=float(result.seconds.get("total", math.nan)),
         test_rows=test_decisions(result.scores),
+        coverage=float(result.metrics["coverage"]) if window else None,
+        median_width_days=float(result.metrics["median_width_days"]) if window else None,
     )

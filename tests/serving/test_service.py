@@ -337,6 +337,42 @@ def test_score_churn_names_the_contact_reason(client, ids) -> None:
     assert {"contact_reason", "probability", "risk_score"} <= set(results[0])
 
 
+def test_a_customer_who_never_ordered_is_answered_without_a_score(served_data) -> None:
+    """A customer with no order by the decision instant (by the raw tables) is outside the
+    churn model's population: the churn answer and its explanation say `no_order`, with no
+    score, reasons or action, as unknown ids are answered; one with an order is scored."""
+    customers = _raw(served_data, "customers").set_index("customer_id")
+    first_order = _raw(served_data, "orders").groupby("customer_id")["order_ts"].min()
+    # Every customer of the data orders by its end: decide halfway through the longest wait
+    # between a signup and a first order, when that customer and others had none yet.
+    waited = (first_order - customers["signup_ts"].reindex(first_order.index)).sort_values()
+    at = customers.loc[waited.index[-1], "signup_ts"] + waited.iloc[-1] / 2
+    first = first_order.reindex(customers.index)
+    signed_up = customers["signup_ts"] <= at
+    never = customers.index[signed_up & ~(first <= at)].tolist()[:5]
+    ordered = customers.index[signed_up & (first < at)].tolist()[:1]
+    assert never, "the fixture data holds no customer without an order at the instant"
+    assert ordered
+    asked = [*never, *ordered, "no-such-customer"]
+    expected = ["no_order"] * len(never) + ["ok", "unknown_id"]
+    runtime = _runtime(served_data, as_of=at.to_pydatetime())
+    answers = runtime.score_churn(asked).model_dump(mode="json")["results"]
+    assert [a["status"] for a in answers] == expected
+    for answer in answers[: len(never)]:
+        assert pd.Timestamp(answer["features_as_of"]) <= at
+        assert answer["status_reason"].startswith("No order yet")
+        for field in ("probability", "risk_score", "band", "contact_reason", "best_action"):
+            assert answer[field] is None, (field, answer)
+        assert answer["best_action_uplift"] is None
+        assert answer["reasons"] == []
+    assert 0 <= answers[len(never)]["probability"] <= 1
+    explained = runtime.explain("churn", asked).model_dump(mode="json")["results"]
+    assert [r["status"] for r in explained] == expected
+    for result in explained[: len(never)]:
+        assert result["score"] is None
+        assert result["contributions"] == []
+
+
 def test_recommend_answers_offers_without_personal_data(client, ids) -> None:
     for order_id, customer_id in zip(ids["orders"], ids["order_customers"], strict=True):
         response = client.post("/v1/recommend", json=page(order_id, k=2))
