@@ -110,3 +110,19 @@ def test_saved_model_answers_alike(trained, tmp_path: Path) -> None:
     loaded = ReasonClassifier.load(model.save(tmp_path / "model"))
     pd.testing.assert_frame_equal(loaded.answer(test.head(50)), model.answer(test.head(50)))
     assert list(loaded.predict_proba(test.head(3)).columns) == list(CONTACT_REASONS)
+
+
+def test_readme_table_matches_the_mapping() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("### Contact reasons from text", 1)[1].split("\n\n`uv run", 1)[0]
+    documented = {}
+    for line in section.splitlines():
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        if (
+            len(cells) == 2
+            and cells[0].startswith("`")
+            and cells[1] != "none: the model never answers them"
+        ):
+            for intent in cells[1].split(", "):
+                documented[intent] = cells[0].strip("`")
+    assert documented == dict(INTENT_REASONS)
