@@ -20,6 +20,7 @@ from benchmarks import (
     serving,
     shock,
     soak,
+    text_reasons,
     training,
     uplift,
 )
@@ -41,6 +42,7 @@ BENCHMARKS = {
     "shock": shock.bench_shock,
     "soak": soak.bench_soak,
     "night": night.bench_night,
+    "text_reasons": text_reasons.bench_text_reasons,
 }
 
 
