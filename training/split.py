@@ -171,3 +171,68 @@ def time_split(
         ", ".join(f"{w.name} {w.rows} rows from {w.start} (purged {w.purged})" for w in windows),
     )
     return split
+
+
+@dataclass(frozen=True)
+class Fold:
+    """One fold of a time-ordered cross-validation: rows to fit on, rows to stop early on,
+    and the later rows it is scored on (index labels of the input frame)."""
+
+    train: pd.Index
+    validation: pd.Index
+    test: pd.Index
+    start: pd.Timestamp
+
+
+def expanding_folds(
+    frame: pd.DataFrame,
+    end: pd.Timestamp,
+    folds: int = 4,
+    first_share: float = 0.4,
+    validation_share: float = 0.2,
+    time_col: str = "event_timestamp",
+    label_known_col: str = "label_ts",
+) -> list[Fold]:
+    """Expanding-window folds over the rows before `end` (the test window's start, which the
+    folds never touch).
+
+    The period after the first `first_share` of rows is cut into `folds` blocks of equal row
+    count; each block is scored by a model fitted on the rows whose label was known before
+    the block starts, the latest `validation_share` of those stopping its trees (training
+    rows whose label was unknown when validation starts are purged).
+
+    Args:
+        frame: Label events, one per row.
+        end: Rows at or after it are left out.
+        folds: Number of blocks scored.
+        first_share: Share of the rows that only ever train.
+        validation_share: Share of each fold's earlier rows used for early stopping.
+        time_col: The decision instant of each row.
+        label_known_col: When each row's label became known.
+
+    Raises:
+        SplitError: A fold would have no training, validation or scored rows.
+    """
+    times = pd.to_datetime(frame[time_col], utc=True)
+    known = pd.to_datetime(frame[label_known_col], utc=True)
+    before = times < utc_instant(end)
+    ordered = np.sort(times[before].to_numpy())
+    if len(ordered) == 0:
+        raise SplitError(f"no rows before {end} to cross-validate on")
+    positions = np.linspace(first_share, 1.0, folds + 1)[:-1] * len(ordered)
+    edges = [utc_instant(ordered[int(p)]) for p in positions] + [utc_instant(end)]
+    out = []
+    for start, stop in itertools.pairwise(edges):
+        scored = before & (times >= start) & (times < stop)
+        earlier = before & (known < start)
+        fitted_on = np.sort(times[earlier].to_numpy())
+        cut = start
+        if len(fitted_on):
+            cut = utc_instant(fitted_on[int((1 - validation_share) * len(fitted_on))])
+        validation = earlier & (times >= cut)
+        train = earlier & (times < cut) & (known < cut)
+        fold = Fold(frame.index[train], frame.index[validation], frame.index[scored], start)
+        if min(len(fold.train), len(fold.validation), len(fold.test)) == 0:
+            raise SplitError(f"the fold from {start} has an empty window; use fewer folds")
+        out.append(fold)
+    return out

@@ -14,6 +14,7 @@ from training.evaluate import (
     expected_calibration_error,
     flatten_segments,
     metric_key,
+    paired_auc_difference,
     segment_metrics,
 )
 
@@ -69,3 +70,25 @@ def test_segment_metrics_and_their_metric_names() -> None:
     flat = flatten_segments(table, "test_segment", ("roc_auc",))
     assert "test_segment.carrier.B_C.model.roc_auc" in flat
     assert metric_key("a b", "x/y") == "a_b.x_y"
+
+
+def test_paired_auc_difference_holds_zero_for_equal_scores():
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, 400)
+    scores = y + rng.normal(0, 1, 400)
+    difference, low, high = paired_auc_difference(y, scores, scores, resamples=200)
+    assert difference == low == high == 0.0
+
+
+def test_paired_auc_difference_is_positive_for_a_better_score():
+    rng = np.random.default_rng(2)
+    y = rng.integers(0, 2, 600)
+    better = y + rng.normal(0, 0.5, 600)
+    worse = y + rng.normal(0, 3.0, 600)
+    difference, low, high = paired_auc_difference(y, better, worse, resamples=200)
+    assert 0 < low < difference < high
+
+
+def test_paired_auc_difference_is_nan_with_one_class():
+    difference, low, high = paired_auc_difference(np.ones(5), np.arange(5), np.arange(5))
+    assert np.isnan([difference, low, high]).all()

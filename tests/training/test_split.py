@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from models.spec import SplitConfig, SplitError
-from training.split import Window, check_windows, time_split
+from training.split import Window, check_windows, expanding_folds, time_split
 
 
 def _events(days: list[int], horizon_days: int = 0) -> pd.DataFrame:
@@ -148,3 +148,32 @@ def test_sampling_keeps_whole_entities_and_is_repeatable() -> None:
     assert 600 < len(kept) < 1400
     # Every kept shipment keeps all five of its decisions.
     assert (kept.groupby("shipment_id").size() == 5).all()
+
+
+def _daily_events(days: int) -> pd.DataFrame:
+    times = pd.date_range("2024-01-01", periods=days, freq="D", tz="UTC")
+    return pd.DataFrame({"event_timestamp": times, "label_ts": times + pd.Timedelta(days=3)})
+
+
+def test_expanding_folds_never_reach_the_end_and_purge_unknown_labels():
+    frame = _daily_events(100)
+    end = pd.Timestamp("2024-03-11", tz="UTC")
+    folds = expanding_folds(frame, end, folds=3)
+    assert len(folds) == 3
+    previous = 0
+    for fold in folds:
+        scored = frame.loc[fold.test, "event_timestamp"]
+        assert scored.max() < end
+        assert scored.min() >= fold.start
+        assert frame.loc[fold.validation, "label_ts"].max() < fold.start
+        assert (
+            frame.loc[fold.train, "label_ts"].max()
+            < frame.loc[fold.validation, "event_timestamp"].min()
+        )
+        assert len(fold.train) > previous
+        previous = len(fold.train)
+
+
+def test_expanding_folds_refuse_an_empty_fold():
+    with pytest.raises(SplitError):
+        expanding_folds(_daily_events(4), pd.Timestamp("2024-01-05", tz="UTC"), folds=4)
