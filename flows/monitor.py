@@ -236,22 +236,20 @@ def monitor_model(name: str, window_days: int) -> MonitorResult:
     )
 
 
-@task(cache_policy=NO_CACHE)
-def monitor_windows(window_days: int) -> dict | None:
-    """The delivery-window champion's MAE and coverage on its newest settled parcels,
-    recorded beside the classifiers' quality (None without a champion)."""
+def _champion_quality(spec, measure, figures: tuple[str, ...]) -> dict | None:
+    """One champion's realised quality on its newest labelled rows, `measure(model, frame,
+    end, tested)` of its decisions (as training reads them), logged to MLflow (`figures`)
+    and appended to the quality table; None without a champion."""
     import mlflow
 
     from features.instants import watermark
     from features.store.config import feature_store
-    from models import delivery_estimate
     from models.served.registry import load_champion, tracking
     from training.data import load_raw_tables, training_data
     from training.model_cards import champions
-    from training.monitor import window_quality
 
     settings = get_settings()
-    spec, uri = delivery_estimate.SPEC, settings.tracking_uri
+    uri = settings.tracking_uri
     found = champions(uri, [spec.name])
     if not found:
         log.info("%s: no champion to monitor", spec.name)
@@ -261,47 +259,7 @@ def monitor_windows(window_days: int) -> dict | None:
     tables = load_raw_tables(settings, spec.raw_tables, spec.optional_tables)
     frame = training_data(spec, feature_store(settings), tables).frame
     end = watermark(dict(tables), happened=True)
-    quality = window_quality(model, frame, end, window_days, champion.metrics)
-    with tracking(uri):
-        mlflow.set_experiment(EXPERIMENT)
-        with mlflow.start_run(run_name=f"{spec.name} v{champion.version} quality"):
-            mlflow.set_tags({"model": spec.name, "version": champion.version})
-            mlflow.log_metrics(
-                {f"realised_{k}": float(quality[k]) for k in ("mae_days", "coverage", "rows")}
-            )
-    row = {**quality, "version": champion.version, "monitored_ts": pd.Timestamp.now(tz="UTC")}
-    _append(pd.DataFrame([row]), settings.monitoring_dir / QUALITY_FILE, QUALITY_RUN)
-    return quality
-
-
-@task(cache_policy=NO_CACHE)
-def monitor_uplift() -> dict | None:
-    """The outreach-uplift champion's observed and predicted effect and ranking on its
-    newest labelled sends and holdouts, recorded beside the classifiers' quality (None
-    without a champion)."""
-    import mlflow
-
-    from features.instants import watermark
-    from features.store.config import feature_store
-    from models import outreach_uplift
-    from models.served.registry import load_champion, tracking
-    from training.data import load_raw_tables, training_data
-    from training.model_cards import champions
-    from training.monitor import uplift_quality
-
-    settings = get_settings()
-    spec, uri = outreach_uplift.SPEC, settings.tracking_uri
-    found = champions(uri, [spec.name])
-    if not found:
-        log.info("%s: no champion to monitor", spec.name)
-        return None
-    champion = found[0]
-    _, model = load_champion(spec.name, uri)
-    tables = load_raw_tables(settings, spec.raw_tables, spec.optional_tables)
-    frame = training_data(spec, feature_store(settings), tables).frame
-    end = watermark(dict(tables), happened=True)
-    quality = uplift_quality(model, frame, end, spec.capacity, champion.metrics)
-    figures = ("observed_uplift", "predicted_uplift", "qini", "uplift_at_capacity", "rows")
+    quality = measure(model, frame, end, champion.metrics)
     with tracking(uri):
         mlflow.set_experiment(EXPERIMENT)
         with mlflow.start_run(run_name=f"{spec.name} v{champion.version} quality"):
@@ -312,6 +270,36 @@ def monitor_uplift() -> dict | None:
     row = {**quality, "version": champion.version, "monitored_ts": pd.Timestamp.now(tz="UTC")}
     _append(pd.DataFrame([row]), settings.monitoring_dir / QUALITY_FILE, QUALITY_RUN)
     return quality
+
+
+@task(cache_policy=NO_CACHE)
+def monitor_windows(window_days: int) -> dict | None:
+    """The delivery-window champion's MAE and coverage on its newest settled parcels,
+    recorded beside the classifiers' quality (None without a champion)."""
+    from models import delivery_estimate
+    from training.monitor import window_quality
+
+    return _champion_quality(
+        delivery_estimate.SPEC,
+        lambda model, frame, end, tested: window_quality(model, frame, end, window_days, tested),
+        ("mae_days", "coverage", "rows"),
+    )
+
+
+@task(cache_policy=NO_CACHE)
+def monitor_uplift() -> dict | None:
+    """The outreach-uplift champion's observed and predicted effect and ranking on its
+    newest labelled sends and holdouts, recorded beside the classifiers' quality (None
+    without a champion)."""
+    from models import outreach_uplift
+    from training.monitor import uplift_quality
+
+    spec = outreach_uplift.SPEC
+    return _champion_quality(
+        spec,
+        lambda model, frame, end, tested: uplift_quality(model, frame, end, spec.capacity, tested),
+        ("observed_uplift", "predicted_uplift", "qini", "uplift_at_capacity", "rows"),
+    )
 
 
 @flow(name="monitor")

@@ -28,7 +28,7 @@ from aftersale.console import report_stage
 from aftersale.settings import get_settings
 from features.ingest import BatchError, day_manifest, ingested_through
 from flows.lock import data_lock
-from flows.pipeline import Night, PipelineError, pipeline, put_back, remember
+from flows.pipeline import Night, clear_retrained, pipeline, remember, standing
 from flows.score_batch import score_batch
 from flows.train import train
 
@@ -133,30 +133,18 @@ def retrain() -> Night | None:
     from features import versioned
     from features.ingest import latest_raw
     from models import MODELS
-    from serving.queue import drop_kept
 
     settings = get_settings()
     with data_lock(settings.data_dir):
         raw = latest_raw(settings.raw_root)
-        before = remember(settings)
         night = Night(
             raw=raw,
             features=versioned.current(settings.features_dir),
             due=dict.fromkeys(MODELS, "weekly retrain"),
         )
-        stage = "train"
-        try:
+        with standing(settings, remember(settings), "train") as stage:
             night.models = train(models=list(MODELS), skip_untrainable=True)
-            stage = "score"
+            stage.name = "score"
             night.queue = score_batch()
-        except Exception as error:
-            put_back(settings, before)
-            raise PipelineError(stage, error) from error
-        except BaseException:
-            put_back(settings, before)
-            raise
-        drop_kept(before.kept_batch)
-        from models.served.retrain import clear
-
-        clear(settings.monitoring_dir, *[summary.name for summary in night.models])
+        clear_retrained([summary.name for summary in night.models])
         return night

@@ -12,6 +12,8 @@ failure (too little data, say) is logged and changes nothing.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -144,6 +146,31 @@ def pipeline(
         return _night(settings, source, path, customers, seed)
 
 
+@dataclass
+class Stage:
+    """The stage a night is in, for `PipelineError` to name."""
+
+    name: str
+
+
+@contextmanager
+def standing(settings: Settings, before: Before, first: str) -> Iterator[Stage]:
+    """Run a night's stages: when one fails, put back what served `before` and raise
+    `PipelineError` naming it; when they all ran, drop the kept batch files."""
+    from serving.queue import drop_kept
+
+    stage = Stage(first)
+    try:
+        yield stage
+    except Exception as error:
+        put_back(settings, before)
+        raise PipelineError(stage.name, error) from error
+    except BaseException:
+        put_back(settings, before)
+        raise
+    drop_kept(before.kept_batch)
+
+
 def _night(
     settings: Settings,
     source: Literal["simulator", "folder", "olist"],
@@ -152,15 +179,11 @@ def _night(
     seed: int | None,
 ) -> Night:
     """The pipeline's stages, under the data folder's lock."""
-    from serving.queue import drop_kept
-
-    before = remember(settings)
-    stage = "ingest"
-    try:
+    with standing(settings, remember(settings), "ingest") as stage:
         raw = ingest(source=source, path=path, customers=customers, seed=seed)
-        stage = "features"
+        stage.name = "features"
         features = build_features(materialize_to_online=True)
-        stage = "train"
+        stage.name = "train"
         due = due_models(raw)
         night = Night(raw=raw, features=features, due=due)
         if due:
@@ -170,15 +193,8 @@ def _night(
         else:
             with report_stage("train") as shown:
                 shown.note = "no model due"
-        stage = "score"
+        stage.name = "score"
         night.queue = score_batch()
-    except Exception as error:
-        put_back(settings, before)
-        raise PipelineError(stage, error) from error
-    except BaseException:
-        put_back(settings, before)
-        raise
-    drop_kept(before.kept_batch)
     # Once the night stands: a mark rolled back with its champion would be lost.
     clear_retrained([summary.name for summary in night.models])
     try:
