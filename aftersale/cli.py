@@ -385,7 +385,22 @@ def train(
         ),
     ] = None,
 ) -> None:
-    """Train, evaluate, log and register models on the current data (flow `train`)."""
+    """Train, evaluate, log and register models on the current data (flow `train`).
+
+    `--model contact_reason` trains the contact-reason text classifier instead, on Bitext's
+    messages (`../shared/data`), and registers it; ingest infers missing contact reasons
+    with its champion.
+    """
+    from models import contact_reason
+
+    if model and contact_reason.NAME in model:
+        if len(model) > 1 or data is not None:
+            err_console.print(
+                f"[red]--model[/red]: {contact_reason.NAME} trains alone, on Bitext's messages"
+            )
+            raise typer.Exit(code=2)
+        train_contact_reason()
+        return
     with stages(STARTING):
         from models import MODELS
 
@@ -420,6 +435,28 @@ def train(
         console.print(f"[yellow]skipped[/yellow] {name}: {reason}", highlight=False)
     for note in run.notes:
         console.print(f"note: {note}", highlight=False)
+
+
+def train_contact_reason() -> None:
+    """Train and register the contact-reason text classifier; print its test accuracy and
+    whether it became the champion."""
+    from aftersale.settings import get_settings
+
+    with stages(STARTING):
+        from training.text_reason import train_text_reason
+
+        try:
+            result = train_text_reason(get_settings())
+        except FileNotFoundError as exc:
+            err_console.print(f"[red]rejected[/red] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(code=1) from None
+    accuracy = result.metrics["accuracy"]
+    console.print(
+        f"{result.name}: test accuracy {accuracy:.3f} "
+        f"(baseline {result.baseline_metrics['accuracy']:.3f}); version {result.version}: "
+        f"{result.promotion.reason}",
+        highlight=False,
+    )
 
 
 @app.command()

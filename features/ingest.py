@@ -4,15 +4,27 @@ A whole source replaces the current raw data; a day's batch (a folder whose `_ba
 names a day) is appended to it: checked against the contract and against the current data,
 upserted, and published as a new version whose metadata records the days ingested. A
 rejected batch is discarded whole and the previously published raw data stays current.
+
+Either way, a contact that came as text without a reason gets one from the contact-reason
+classifier's champion (`infer_reasons`), marked `reason_inferred` with the classifier's
+`reason_confidence`; where reasons are missing and no champion can be loaded, the batch is
+rejected. The classifier is handed in as a loader (`ReasonLoader`), called only when a batch
+has a reason to infer: this layer does not import the models.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
+from typing import Protocol
 
+import numpy as np
+import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from features import versioned
@@ -26,10 +38,15 @@ from features.contract.batches import (
 )
 from features.contract.io import find_table_file, read_table, read_validated
 from features.contract.schema import CONTRACT
-from features.contract.validate import check_tables, load_folder
-from features.contract.violations import ValidationReport, Violation
+from features.contract.validate import check_columns, check_tables, load_folder
+from features.contract.violations import ValidationReport, Violation, violation
 from features.instants import watermark
 from features.sources.base import Source
+
+log = logging.getLogger(__name__)
+
+# How to make a contact-reason champion, named where one is missing.
+TRAIN_REASONS = "aftersale train --model contact_reason"
 
 
 class ContractError(ValueError):
@@ -43,6 +60,75 @@ class ContractError(ValueError):
         )
 
 
+class ReasonReader(Protocol):
+    """Reads why a customer got in touch from their message (the contact-reason classifier
+    as served, `models.served.text_reason.ReasonClassifier`)."""
+
+    def classify(self, texts: Sequence[str]) -> pd.DataFrame:
+        """Per text, in order: `reason` (a contract reason; `other` below the confidence
+        threshold), its probability `confidence`, and `low_confidence`."""
+        ...
+
+
+ReasonLoader = Callable[[], ReasonReader]
+"""Loads the classifier when a batch has reasons to infer; raises LookupError saying why
+there is none."""
+
+
+def infer_reasons(contacts: pa.Table, load_reasons: ReasonLoader | None, folder: Path) -> pa.Table:
+    """Fill the reason of every contact that has text and no reason from the classifier's
+    answer, marked `reason_inferred` with its `reason_confidence`; given reasons stay as
+    they are (not inferred, no confidence). Contacts with neither are left for the contract
+    check to name.
+
+    Args:
+        contacts: The typed contacts table, with every column of the contract.
+        load_reasons: Loads the classifier; None when there is none.
+        folder: The batch's folder, named in a rejection.
+
+    Raises:
+        ContractError: Reasons are missing and no classifier can be loaded, or its answers
+            break the contract.
+    """
+    schema = CONTRACT["contacts"]
+    missing = pc.and_(pc.is_null(contacts.column("reason")), pc.is_valid(contacts.column("text")))
+    inferred = np.asarray(pc.fill_null(missing, False).to_numpy(zero_copy_only=False), dtype=bool)
+    if not inferred.any():
+        return contacts
+    try:
+        if load_reasons is None:
+            raise LookupError("none was given")
+        reader = load_reasons()
+    except LookupError as error:
+        rule = (
+            f"have no reason, and no contact-reason classifier can infer it from their text "
+            f"({error}): train one with `{TRAIN_REASONS}`"
+        )
+        found = violation(schema.name, contacts, schema.key, "reason", rule, pa.array(inferred))
+        raise ContractError(ValidationReport(folder=str(folder), violations=[found])) from None
+    texts = contacts.column("text").filter(pa.array(inferred)).to_pylist()
+    answers = reader.classify(texts)
+    reasons = np.asarray(contacts.column("reason").to_pylist(), dtype=object)
+    reasons[inferred] = answers["reason"].to_numpy(dtype=object)
+    confidence = np.full(contacts.num_rows, np.nan)
+    confidence[inferred] = answers["confidence"].to_numpy(dtype=np.float64)
+    flags = np.asarray(contacts.column("reason_inferred").to_numpy(zero_copy_only=False))
+    columns = {
+        "reason": pa.array(reasons, pa.string()),
+        "reason_inferred": pa.array(flags.astype(bool) | inferred),
+        "reason_confidence": pa.array(confidence, pa.float64(), mask=np.isnan(confidence)),
+    }
+    for name, values in columns.items():
+        index = contacts.schema.get_field_index(name)
+        contacts = contacts.set_column(index, contacts.schema.field(index), values)
+    found = [v for v in check_columns(schema, contacts) if v.column in columns]
+    if found:
+        raise ContractError(ValidationReport(folder=str(folder), violations=found))
+    low = int(answers["low_confidence"].sum())
+    log.info("inferred %d contact reasons from text (%d low-confidence)", len(texts), low)
+    return contacts
+
+
 def stage(source: Source, raw_root: Path) -> Path:
     """Write a source into a new staging folder under `raw_root`."""
     staging = versioned.staging_dir(raw_root)
@@ -54,11 +140,14 @@ def stage(source: Source, raw_root: Path) -> Path:
     return staging
 
 
-def check(staging: Path) -> dict[str, pa.Table]:
-    """Validate a staged folder; rewrite CSV tables as typed Parquet. Raises ContractError
-    (after discarding the staging folder) on any violation."""
+def check(staging: Path, load_reasons: ReasonLoader | None = None) -> dict[str, pa.Table]:
+    """Validate a staged folder, infer the contacts' missing reasons (`infer_reasons`) and
+    rewrite as typed Parquet every table that came as CSV or without all its columns.
+    Raises ContractError (after discarding the staging folder) on any violation."""
     try:
         tables, report = load_folder(staging)
+        if report.ok and "contacts" in tables:
+            tables["contacts"] = infer_reasons(tables["contacts"], load_reasons, staging)
     except BaseException:
         # Validation reports bad content as violations; anything else it raises must still
         # not leave a staging folder behind.
@@ -69,9 +158,14 @@ def check(staging: Path) -> dict[str, pa.Table]:
         raise ContractError(report)
     for name, table in tables.items():
         csv = staging / f"{name}.csv"
-        if csv.exists():
-            pq.write_table(table, staging / f"{name}.parquet")
-            csv.unlink()
+        parquet = staging / f"{name}.parquet"
+        if (
+            csv.exists()
+            or name == "contacts"
+            or pq.read_schema(parquet).names != table.column_names
+        ):
+            pq.write_table(table, parquet)
+            csv.unlink(missing_ok=True)
     return tables
 
 
@@ -127,15 +221,19 @@ def record_history(staging: Path) -> None:
         versioned.write_metadata(staging, {"through": manifest.day.isoformat(), "days": {}})
 
 
-def append_day(batch_dir: Path, raw_root: Path) -> Appended:
-    """Validate one day's batch against the contract and the current raw data, then
-    publish the current data with the batch upserted as a new version.
+def append_day(
+    batch_dir: Path, raw_root: Path, load_reasons: ReasonLoader | None = None
+) -> Appended:
+    """Validate one day's batch against the contract and the current raw data, infer its
+    contacts' missing reasons (`infer_reasons`), then publish the current data with the
+    batch upserted as a new version.
 
     Replaying a day already ingested, with the same content, changes nothing.
 
     Raises:
         ContractError: The batch, or the data with it applied, breaks the contract
-            (unreadable values, unknown references, duplicate keys, time orders).
+            (unreadable values, unknown references, duplicate keys, time orders, reasons
+            missing with no text or no classifier to infer them).
         BatchError: The batch does not follow from the current data: no current data, a
             day not after the current end (unless an exact replay) or one that skips days,
             re-sent rows that change more than their updates, rows not of its day.
@@ -161,6 +259,8 @@ def append_day(batch_dir: Path, raw_root: Path) -> Appended:
     if "through" in record and day > through + timedelta(days=1):
         missing = through + timedelta(days=1)
         raise BatchError(f"day {day} skips {missing}: the current data end on {through}")
+    if "contacts" in batch:
+        batch["contacts"] = infer_reasons(batch["contacts"], load_reasons, batch_dir)
     found = batch_violations(current_tables, batch, day)
     if found:
         raise BatchError(_listed(f"day {day} does not follow from the current data", found))

@@ -13,6 +13,8 @@ from features import ingest as steps
 from features import versioned
 from features.sources.base import FolderSource, SimulatorSource, Source
 from features.sources.olist import OlistSource, default_olist_path
+from models.served.registry import ModelUnavailableError
+from models.served.text_reason import champion_classifier
 
 
 @task(retries=2, retry_delay_seconds=5)
@@ -21,10 +23,23 @@ def stage_source(source: Source, raw_root: Path) -> Path:
     return steps.stage(source, raw_root)
 
 
+def reason_loader(tracking_uri: str) -> steps.ReasonLoader:
+    """Loads the contact-reason champion when a batch has reasons to infer."""
+
+    def load() -> steps.ReasonReader:
+        try:
+            return champion_classifier(tracking_uri)
+        except ModelUnavailableError as error:
+            raise LookupError(str(error).splitlines()[0]) from error
+
+    return load
+
+
 @task
-def check_contract(staging: Path) -> dict[str, int]:
-    """Validate the staged tables against the contract."""
-    return {name: table.num_rows for name, table in steps.check(staging).items()}
+def check_contract(staging: Path, tracking_uri: str) -> dict[str, int]:
+    """Validate the staged tables against the contract and infer missing contact reasons."""
+    tables = steps.check(staging, reason_loader(tracking_uri))
+    return {name: table.num_rows for name, table in tables.items()}
 
 
 @task
@@ -35,9 +50,9 @@ def publish_raw(staging: Path) -> Path:
 
 
 @task
-def append_day(batch_dir: Path, raw_root: Path) -> steps.Appended:
+def append_day(batch_dir: Path, raw_root: Path, tracking_uri: str) -> steps.Appended:
     """Check a day's batch against the current raw data and publish the two together."""
-    return steps.append_day(batch_dir, raw_root)
+    return steps.append_day(batch_dir, raw_root, reason_loader(tracking_uri))
 
 
 def make_source(
@@ -65,11 +80,11 @@ def ingest(
     settings = get_settings()
     if source == "folder" and path is not None and steps.day_manifest(path) is not None:
         with report_stage("append day") as stage:
-            appended = append_day(path, settings.raw_root)
+            appended = append_day(path, settings.raw_root, settings.tracking_uri)
             stage.rows = appended.rows
             return appended.version
     chosen = make_source(source, path, customers or settings.customers, seed or settings.seed)
     with report_stage("ingest") as stage:
         staging = stage_source(chosen, settings.raw_root)
-        stage.rows = sum(check_contract(staging).values())
+        stage.rows = sum(check_contract(staging, settings.tracking_uri).values())
         return publish_raw(staging)

@@ -52,6 +52,7 @@ STATIC_COLUMNS = (
 CONTACT_COLUMNS = [
     "ts",
     "reason",
+    "reason_inferred",
     "resolved_first_contact",
     "csat",
     "ces",
@@ -131,6 +132,12 @@ def prepare(tables: dict[str, pa.Table], end: pd.Timestamp | None = None) -> Pre
             codes_in(tables["contacts"].column("customer_id"), lookup),
             us(contacts["ts"]),
             reason=contacts["reason"].to_numpy(dtype=object),
+            # Tables written before ingest inferred reasons have given reasons only.
+            inferred=(
+                contacts["reason_inferred"].to_numpy(dtype=bool)
+                if "reason_inferred" in contacts
+                else np.zeros(len(contacts), dtype=bool)
+            ),
             resolved=contacts["resolved_first_contact"].to_numpy(dtype=bool),
             csat=contacts["csat"].to_numpy(dtype=np.float64, na_value=np.nan),
             ces=contacts["ces"].to_numpy(dtype=np.float64, na_value=np.nan),
@@ -240,6 +247,8 @@ def snapshots(prepared: Prepared, lo: int, hi: int) -> pa.Table:
             is_reason = v["reason"] == reason
             for days in CONTACT_WINDOWS_DAYS:
                 out[f"contacts_{reason}_{days}d"] = grid.total(contact_ev, is_reason, days)
+        for days in CONTACT_WINDOWS_DAYS:
+            out[f"inferred_reason_contacts_{days}d"] = grid.total(contact_ev, v["inferred"], days)
         out["last_contact_reason"] = grid.last(contact_ev, v["reason"], fill=None)
         out["last_contact_epoch"] = grid.last(contact_ev, contact_ev.ts / US_PER_S)
         out["unresolved_contacts_90d"] = grid.total(contact_ev, ~v["resolved"], 90)

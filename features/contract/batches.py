@@ -256,8 +256,23 @@ def fingerprint(tables: dict[str, pa.Table]) -> str:
     for name, schema in CONTRACT.items():
         if name not in tables:
             continue
-        types = pa.schema([(c.name, c.arrow_type) for c in schema.columns])
-        table = tables[name].select(schema.column_names).cast(types).combine_chunks()
+        table = tables[name]
+        # What the source sent: ingest's own columns are left out, and so is an optional
+        # column without a value, as if the source had not sent it.
+        sent = [
+            c
+            for c in schema.columns
+            if not c.by_ingest
+            and not (
+                c.optional
+                and (
+                    c.name not in table.column_names
+                    or table.column(c.name).null_count == table.num_rows
+                )
+            )
+        ]
+        types = pa.schema([(c.name, c.arrow_type) for c in sent])
+        table = table.select(types.names).cast(types).combine_chunks()
         sink = pa.BufferOutputStream()
         with pa.ipc.new_stream(sink, types) as writer:
             writer.write_table(table)

@@ -62,7 +62,8 @@ def read_table(path: Path, schema: TableSchema) -> ReadResult:
         # Which of two same-named columns holds the data is unknowable; reject the file.
         rule = f"has duplicated columns: {', '.join(repeated)} ({path.name})"
         return ReadResult(None, path, [Violation(schema.name, None, rule)])
-    missing = [c for c in schema.column_names if c not in raw.column_names]
+    absent = [c for c in schema.columns if c.name not in raw.column_names]
+    missing = [c.name for c in absent if not (c.optional or c.by_ingest)]
     if missing:
         result.violations.append(
             Violation(schema.name, None, f"missing columns: {', '.join(missing)} ({path.name})")
@@ -78,6 +79,10 @@ def read_table(path: Path, schema: TableSchema) -> ReadResult:
     for column in schema.columns:
         if column.name in missing:
             continue
+        if column.name not in raw.column_names:
+            arrays.append(absent_values(column, raw.num_rows))
+            names.append(column.name)
+            continue
         typed, problems = _coerce(raw.column(column.name), column, schema.name, naming, key)
         result.violations.extend(problems)
         if typed is not None:
@@ -85,6 +90,14 @@ def read_table(path: Path, schema: TableSchema) -> ReadResult:
             names.append(column.name)
     result.table = pa.table(dict(zip(names, arrays, strict=True)))
     return result
+
+
+def absent_values(column: Column, rows: int) -> pa.Array:
+    """The values of an optional or ingest-filled column a file leaves out: false for a
+    flag (nothing was inferred), missing for anything else."""
+    if column.kind == "bool" and column.by_ingest:
+        return pa.array(np.zeros(rows, dtype=bool))
+    return pa.nulls(rows, column.arrow_type)
 
 
 def _read_raw(path: Path, schema: TableSchema) -> tuple[pa.Table | None, Violation | None]:
@@ -341,7 +354,17 @@ def read_validated(
         if not path.is_file():
             continue
         wanted = (columns or {}).get(name) or schema.column_names
-        table = pq.read_table(path, columns=wanted)
+        stored = set(pq.read_schema(path).names)
+        fillable = {c.name for c in schema.columns if c.optional or c.by_ingest} - stored
+        table = pq.read_table(path, columns=[c for c in wanted if c not in fillable])
+        for column in wanted:
+            if column in fillable:
+                # Published before the column existed, or a source's folder: the optional
+                # and ingest-filled columns it could leave out.
+                table = table.append_column(
+                    column, absent_values(schema.column(column), table.num_rows)
+                )
         # Types as the contract declares them; nullability as stored, like any Parquet read.
+        table = table.select(wanted)
         out[name] = table.cast(pa.schema([(c, schema.column(c).arrow_type) for c in wanted]))
     return out

@@ -112,6 +112,13 @@ class Column:
         personal: The values describe a person beyond their pseudonymous key (where they
             live, how they speak and may be reached, what they told us). Keys may appear in
             logs and exports; personal values never do (`PERSONAL_COLUMNS`).
+        optional: A source may leave the column out; it is then read as missing values.
+        by_ingest: Ingest fills the column: it is part of the published raw data, and a
+            source need not send it (a published folder sent again keeps its values). Where
+            it is absent (a source's folder, data published before it existed) it reads as
+            false (a flag) or missing (anything else).
+        required_without: The value may be missing only where this other column of the row
+            has one (a contact's reason, where its text can tell it).
         description: What the column means.
     """
 
@@ -124,6 +131,9 @@ class Column:
     pattern: str | None = None
     timezone: bool = False
     personal: bool = False
+    optional: bool = False
+    by_ingest: bool = False
+    required_without: str | None = None
     description: str = ""
 
     @property
@@ -213,8 +223,21 @@ class TableSchema:
 
     @property
     def arrow_schema(self) -> pa.Schema:
+        """The published table: every column, those ingest fills included."""
         return pa.schema(
             [pa.field(c.name, c.arrow_type, nullable=c.nullable) for c in self.columns]
+        )
+
+    @property
+    def source_schema(self) -> pa.Schema:
+        """What a source must send: every column but the optional ones and those ingest
+        fills."""
+        return pa.schema(
+            [
+                pa.field(c.name, c.arrow_type, nullable=c.nullable)
+                for c in self.columns
+                if not (c.optional or c.by_ingest)
+            ]
         )
 
 
@@ -389,7 +412,10 @@ RETURNS = TableSchema(
 CONTACTS = TableSchema(
     name="contacts",
     key=("contact_id",),
-    description="Contact-center interactions with their handling and survey scores.",
+    description=(
+        "Contact-center interactions with their handling and survey scores; a contact that "
+        "came as text may leave its reason to ingest, which infers and marks it."
+    ),
     created="ts",
     references=(
         Reference("customer_id", "customers", "customer_id", not_before=("ts", "signup_ts")),
@@ -407,7 +433,36 @@ CONTACTS = TableSchema(
             personal=True,
             description="Language of the contact.",
         ),
-        _s("reason", allowed=CONTACT_REASONS, description="Why the customer got in touch."),
+        _s(
+            "reason",
+            allowed=CONTACT_REASONS,
+            nullable=True,
+            required_without="text",
+            description="Why the customer got in touch; may be missing where text is given, "
+            "and ingest then infers it from the text.",
+        ),
+        _s(
+            "text",
+            nullable=True,
+            optional=True,
+            personal=True,
+            description="The customer's message, where the contact came as text.",
+        ),
+        _b(
+            "reason_inferred",
+            by_ingest=True,
+            description="The reason was inferred from the text by the contact-reason "
+            "classifier; false where the source gave it.",
+        ),
+        _f(
+            "reason_confidence",
+            nullable=True,
+            min=0.0,
+            max=1.0,
+            by_ingest=True,
+            description="The classifier's probability of its most likely reason; missing "
+            "where the reason was given. Below its threshold the reason is other.",
+        ),
         _s("handled_by", allowed=HANDLERS, description="AI agent or human."),
         _f("wait_s", min=0.0, description="Seconds waiting before handling."),
         _f("handle_s", min=0.0, description="Seconds of handling."),

@@ -65,6 +65,13 @@ def check_columns(schema: TableSchema, table: pa.Table) -> list[Violation]:
             found.append(
                 violation(schema.name, table, key, name, "are missing a value", pc.is_null(values))
             )
+        other = column.required_without
+        if other is not None and usable(schema, table, other):
+            # Neither the value nor what could tell it: name the rows, never the other
+            # column's values (a contact's text is personal).
+            bad = pc.and_(pc.is_null(values), pc.is_null(table.column(other)))
+            rule = f"are missing a value, with no {other} to infer it from"
+            found.append(violation(schema.name, table, key, name, rule, bad))
         if column.allowed is not None:
             bad = pc.invert(pc.is_in(values, value_set=pa.array(column.allowed)))
             bad = pc.and_(bad, pc.is_valid(values))

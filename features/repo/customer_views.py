@@ -45,9 +45,20 @@ _contact_counts = [
     for reason in CONTACT_REASONS
     for days in CONTACT_WINDOWS_DAYS
 ]
+# Beside the counts by reason: how many of them the contact-reason classifier read from
+# the customer's text rather than the source giving them (`contacts.reason_inferred`).
+_inferred_reason_counts = [
+    Field(
+        name=f"inferred_reason_contacts_{days}d",
+        dtype=Int64,
+        description=f"Contacts whose reason was inferred from their text, trailing {days} days.",
+    )
+    for days in CONTACT_WINDOWS_DAYS
+]
 _contacts = [
     Field(name="contacts_total", dtype=Int64, description="Contacts so far."),
     *_contact_counts,
+    *_inferred_reason_counts,
     Field(name="last_contact_reason", dtype=String, description="Reason of the latest contact."),
     Field(name="last_contact_epoch", dtype=Float64, description="Latest contact, epoch seconds."),
     Field(

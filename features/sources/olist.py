@@ -253,7 +253,7 @@ class OlistTables:
 
 
 def _arrow(name: str, frame: pd.DataFrame, key: str) -> pa.Table:
-    schema = CONTRACT[name].arrow_schema
+    schema = CONTRACT[name].source_schema
     frame = frame.sort_values(key, kind="stable").reset_index(drop=True)
     return pa.Table.from_pandas(frame[schema.names], schema=schema, preserve_index=False)
 

@@ -20,7 +20,8 @@ import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 
-from models.contact_reason import CONFIDENCE_THRESHOLD, FALLBACK, REASONS, TEXT
+from models.contact_reason import CONFIDENCE_THRESHOLD, FALLBACK, NAME, REASONS, TEXT
+from models.served.registry import load_champion
 
 PIPELINE_FILE = "pipeline.joblib"
 META_FILE = "model.json"
@@ -123,3 +124,12 @@ class ReasonPyfunc(mlflow.pyfunc.PythonModel):
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         """Probability of each reason per row."""
         return self.model.predict_proba(model_input)
+
+
+def champion_classifier(tracking_uri: str) -> ReasonClassifier:
+    """The registered champion of the contact-reason classifier.
+
+    Raises:
+        ModelUnavailableError: No champion is registered, or the registry cannot be reached.
+    """
+    return load_champion(NAME, tracking_uri)[1]

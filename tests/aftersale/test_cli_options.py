@@ -29,6 +29,7 @@ def runner(tmp_path, monkeypatch) -> CliRunner:
         (["ingest", "--source", "folder", "--path", "/no/such/folder"], "--path"),
         (["train", "--data", "/no/such/dataset"], "--data"),
         (["train", "--test-fraction", "1.5"], "--test-fraction"),
+        (["train", "--model", "contact_reason", "--model", "churn"], "--model"),
         (["nightly", "--through", "someday"], "--through"),
     ],
 )

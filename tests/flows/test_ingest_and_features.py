@@ -70,7 +70,7 @@ def test_rejected_batch_leaves_current_raw_intact(ingested, tmp_path) -> None:
 def test_check_contract_task_logic(ingested, tmp_path) -> None:
     staging = tmp_path / "staging"
     shutil.copytree(ingested, staging)
-    counts = check_contract.fn(staging)
+    counts = check_contract.fn(staging, f"sqlite:///{tmp_path / 'mlflow.db'}")
     assert counts["customers"] == pq.ParquetFile(ingested / "customers.parquet").metadata.num_rows
 
 

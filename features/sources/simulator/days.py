@@ -96,13 +96,13 @@ def _write_cut(
         run_simulation(whole, customers, seed, "parquet", start, months, workers, params)
         tables = read_validated(whole)
     cut = as_known_at(tables, day) if kind == "history" else day_batch(tables, day)
-    schemas = {name: schema.arrow_schema for name, schema in CONTRACT.items()}
+    schemas = {name: schema.source_schema for name, schema in CONTRACT.items()}
     with atomic_directory(out_dir) as folder:
         writers = TableWriters(folder, fmt, schemas)
         try:
             writers.open_all()
             for name, table in cut.items():
-                writers.write(name, table.cast(schemas[name]))
+                writers.write(name, table.select(schemas[name].names).cast(schemas[name]))
         finally:
             writers.close()
         Manifest(kind, day).write(folder)

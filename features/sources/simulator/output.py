@@ -132,7 +132,7 @@ def truth_schemas(category_names: tuple[str, ...]) -> dict[str, pa.Schema]:
 
 def all_schemas(category_names: tuple[str, ...]) -> dict[str, pa.Schema]:
     """Every table written: the contract tables, then the truth tables."""
-    schemas = {name: table.arrow_schema for name, table in CONTRACT.items()}
+    schemas = {name: table.source_schema for name, table in CONTRACT.items()}
     schemas.update(truth_schemas(category_names))
     return schemas
 

@@ -23,7 +23,8 @@ def ts(day: int, hour: int = 12) -> datetime:
 def to_tables(frames: dict[str, pd.DataFrame]) -> dict[str, pa.Table]:
     out = {}
     for name, frame in frames.items():
-        schema = CONTRACT[name].arrow_schema
+        # The columns the frame has: a source sends no ingest-filled or optional column.
+        schema = pa.schema([f for f in CONTRACT[name].arrow_schema if f.name in frame.columns])
         out[name] = pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
     return out
 
@@ -219,6 +220,35 @@ def test_snapshots_exist_when_a_window_expires(raw) -> None:
     assert as_of(leaves - timedelta(seconds=1))["contacts_complaint_30d"] == 1
     assert as_of(leaves)["contacts_complaint_30d"] == 0
     assert as_of(leaves)["contacts_complaint_90d"] == 1
+
+
+def test_inferred_reasons_are_counted_only_after_their_contact(raw) -> None:
+    # k2, customer a's complaint on day 12 at noon, came as text and its reason was inferred.
+    contacts = raw["contacts"].assign(reason_inferred=[False, True, False])
+    features = customer_features(to_tables({**raw, "contacts": contacts})).to_pandas()
+    a = features[features["customer_id"] == "a"].set_index("event_ts").sort_index()
+
+    def as_of(at: datetime) -> pd.Series:
+        return a.loc[: pd.Timestamp(at)].iloc[-1]
+
+    first_seen = ts(12) + timedelta(seconds=1)
+    assert as_of(first_seen - timedelta(microseconds=1))["inferred_reason_contacts_30d"] == 0
+    after = as_of(first_seen)
+    assert after["inferred_reason_contacts_30d"] == 1
+    # Beside the per-reason counts, which count it as the complaint it was read as.
+    assert after["contacts_complaint_30d"] == 1
+    assert after["contacts_delivery_delay_30d"] == 1
+    leaves = ts(13, 0) + timedelta(days=30)
+    assert as_of(leaves - timedelta(seconds=1))["inferred_reason_contacts_30d"] == 1
+    assert as_of(leaves)["inferred_reason_contacts_30d"] == 0
+    assert as_of(leaves)["inferred_reason_contacts_90d"] == 1
+    b = features[features["customer_id"] == "b"]
+    assert (b["inferred_reason_contacts_365d"] == 0).all()
+
+
+def test_contacts_without_the_marker_count_no_inferred_reasons(raw) -> None:
+    features = customer_features(to_tables(raw)).to_pandas()
+    assert (features["inferred_reason_contacts_365d"] == 0).all()
 
 
 def test_a_decision_sees_the_orders_placed_earlier_that_day(raw) -> None:

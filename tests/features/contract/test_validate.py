@@ -133,6 +133,8 @@ def _typed(name: str, frame: pd.DataFrame) -> pa.Table:
     schema = CONTRACT[name]
     arrays = {}
     for column in schema.columns:
+        if column.name not in frame:
+            continue
         text = frame[column.name]
         if column.kind == "timestamp":
             arrays[column.name] = pa.array(pd.to_datetime(text, utc=True), type=column.arrow_type)

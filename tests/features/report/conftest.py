@@ -20,7 +20,7 @@ def at(day: str) -> datetime:
 
 
 def table(name: str, rows: list[dict]) -> pa.Table:
-    return pa.Table.from_pylist(rows, schema=CONTRACT[name].arrow_schema)
+    return pa.Table.from_pylist(rows, schema=CONTRACT[name].source_schema)
 
 
 def customer(customer_id: str) -> dict:
