@@ -53,6 +53,7 @@ DRIFT_COLUMNS = (
     "drifted",
     "reference_rows",
     "current_rows",
+    "trending",
 )
 
 
@@ -312,6 +313,7 @@ def drift(
     numeric = [c for c in features if c not in set(categorical)] + [SCORE]
     reference, current = spans.reference, spans.current
     snapshot = _run(reference, current, numeric, categorical)
+    trends = trending(reference, [c for c in numeric if c != SCORE], categorical)
     rows = [
         {
             **row,
@@ -320,6 +322,7 @@ def drift(
             "kind": "prediction" if row["column"] == SCORE else "feature",
             "reference_rows": len(reference),
             "current_rows": len(current),
+            "trending": row["column"] in trends,
         }
         for row in _column_drift(snapshot)
     ]
@@ -354,6 +357,21 @@ def drift(
             )
     table = pd.DataFrame(rows, columns=list(DRIFT_COLUMNS))
     return Drift(table, snapshot, spans)
+
+
+def trending(reference: pd.DataFrame, numeric, categorical) -> set[str]:
+    """The features that drift within the training window itself: its older half against
+    its newer half, by decision time, with the same tests. Such a feature (a tenure, a count
+    since sign-up, the month) moves with time on any data, so its drift in the newest days
+    says little about the model; the retraining rule leaves it out of the drifted share.
+    Empty when either half has fewer than `MIN_SEGMENT_ROWS` rows."""
+    times = pd.to_datetime(reference[EVENT_TIME], utc=True)
+    middle = times.sort_values().iloc[len(times) // 2] if len(times) else None
+    older, newer = reference[times < middle], reference[times >= middle]
+    if min(len(older), len(newer)) < MIN_SEGMENT_ROWS:
+        return set()
+    found = _values_drift(older, newer, numeric, categorical)
+    return {row["column"] for row in found if row["drifted"]}
 
 
 def customers_as_of(features_dir: Path, as_of: pd.Timestamp) -> pd.DataFrame:
@@ -464,8 +482,9 @@ def retrain_reasons(
     ece_rise: float = float("inf"),
 ) -> list[str]:
     """Why a champion should be retrained, from its drift table and realised quality (none:
-    keep it): the score drifted on the whole window, the share of drifted features reached
-    `drift_share`, the realised AUC fell `auc_drop` or more below the test AUC, or the
+    keep it): the score drifted on the whole window, the share of drifted features (of those
+    that do not trend within the training window, `trending`) reached `drift_share`, the
+    realised AUC fell `auc_drop` or more below the test AUC, or the
     realised calibration error (ECE) rose `ece_rise` or more above the test ECE (the scores
     still rank, but no longer mean what they say: acceptance moved after a price change)."""
     reasons = []
@@ -478,9 +497,19 @@ def retrain_reasons(
             f"{row['threshold']:.3g})"
         )
     features = whole[whole["kind"] == "feature"]
-    share = float(features["drifted"].mean()) if len(features) else 0.0
+    # Features that trend within the training window drift on any newer data: left out.
+    moving = features["trending"].eq(True) if "trending" in features else None
+    steady = features if moving is None else features[~moving]
+    share = float(steady["drifted"].mean()) if len(steady) else 0.0
     if share >= drift_share:
-        reasons.append(f"{share:.0%} of its features drifted (threshold {drift_share:.0%})")
+        left_out = (
+            ""
+            if moving is None or not moving.any()
+            else (f", leaving out {int(moving.sum())} that trend within its training window")
+        )
+        reasons.append(
+            f"{share:.0%} of its features drifted (threshold {drift_share:.0%}{left_out})"
+        )
     if quality is not None:
         realised, tested = float(quality["roc_auc"]), float(quality["test_roc_auc"])
         if np.isfinite(realised) and np.isfinite(tested) and tested - realised >= auc_drop:

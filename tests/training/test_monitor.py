@@ -338,3 +338,41 @@ def test_monitoring_a_run_again_replaces_its_rows(tmp_path) -> None:
     _append(first.assign(current_end=end + pd.Timedelta(days=1)), path, DRIFT_RUN)
     _append(first.assign(version="2"), path, DRIFT_RUN)
     assert len(pq.read_table(path)) == 6
+
+
+def test_features_that_trend_within_the_training_window_are_found() -> None:
+    """A feature that grows with time drifts between the halves of the training window; one
+    drawn the same way throughout does not."""
+    from models.spec import EVENT_TIME
+    from training.monitor import trending
+
+    rng = np.random.default_rng(3)
+    # Halves above 1,000 rows: Evidently's distance tests, not its p-value tests (which flag
+    # a share of steady columns by chance).
+    n = 4_000
+    frame = pd.DataFrame(
+        {
+            EVENT_TIME: pd.date_range("2024-01-01", periods=n, freq="3h", tz="UTC"),
+            "tenure_days": np.arange(n) / 8.0 + rng.normal(0, 5, n),
+            "basket": rng.gamma(2.0, 30.0, n),
+            "channel": rng.choice(["email", "sms"], n),
+        }
+    )
+    assert trending(frame, ["tenure_days", "basket"], ["channel"]) == {"tenure_days"}
+    assert trending(frame.head(60), ["tenure_days", "basket"], ["channel"]) == set()
+
+
+def test_trending_features_are_left_out_of_the_drifted_share() -> None:
+    from training.monitor import retrain_reasons
+
+    table = _table(False, 5)
+    features = table["kind"] == "feature"
+    drifted = table.index[features & table["drifted"]]
+    table["trending"] = False
+    # Four of the five drifted features trend within the training window: 1 of 6 is left.
+    table.loc[drifted[:4], "trending"] = True
+    quality = {"roc_auc": 0.8, "test_roc_auc": 0.8, "ece": 0.02, "test_ece": 0.02}
+    assert retrain_reasons(table, quality, 0.5, 0.05, 0.03) == []
+    table["trending"] = False
+    (reason,) = retrain_reasons(table, quality, 0.5, 0.05, 0.03)
+    assert reason.startswith("50% of its features drifted")
