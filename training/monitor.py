@@ -431,6 +431,17 @@ QUALITY_COLUMNS = (
 )
 
 
+def newest_window(
+    decided: pd.DataFrame, window_days: int
+) -> tuple[pd.DataFrame, pd.Timestamp, pd.Timestamp]:
+    """The decisions of the `window_days` days up to the latest of `decided` (decisions whose
+    outcome is known), with the window's start and its last decision's instant."""
+    times = pd.to_datetime(decided[EVENT_TIME], utc=True)
+    last = times.max()
+    start = last - pd.Timedelta(days=window_days)
+    return decided[times > start].reset_index(drop=True), start, last
+
+
 def realised_quality(
     name: str,
     frame: pd.DataFrame,
@@ -453,10 +464,7 @@ def realised_quality(
     labelled = frame[frame[LABEL].notna() & (known <= end)]
     if labelled.empty:
         raise ValueError(f"{name}: no decision has a label known by {end:%Y-%m-%d}")
-    times = pd.to_datetime(labelled[EVENT_TIME], utc=True)
-    last = times.max()
-    start = last - pd.Timedelta(days=window_days)
-    window = labelled[times > start]
+    window, start, last = newest_window(labelled, window_days)
     metrics = binary_metrics(window[LABEL].to_numpy(), window[SCORE].to_numpy(), capacity)
     tested = tested or {}
     return {
@@ -578,10 +586,7 @@ def window_quality(
     settled = frame[known <= end]
     if settled.empty:
         raise ValueError(f"delivery_estimate: no parcel's outcome settled by {end:%Y-%m-%d}")
-    times = pd.to_datetime(settled[EVENT_TIME], utc=True)
-    last = times.max()
-    start = last - pd.Timedelta(days=window_days)
-    rows = settled[times > start].reset_index(drop=True)
+    rows, start, last = newest_window(settled, window_days)
     actual = local_dates(rows[DELIVERED], rows[TIMEZONE])
     measured = measure(actual, window_dates(model, rows))
     tested = tested or {}
@@ -628,10 +633,7 @@ def uplift_quality(
     labelled = frame[known & frame[LABEL].notna()]
     if labelled.empty:
         raise ValueError(f"outreach_uplift: no outcome known by {end:%Y-%m-%d}")
-    times = pd.to_datetime(labelled[EVENT_TIME], utc=True)
-    last = times.max()
-    start = last - pd.Timedelta(days=window_days)
-    rows = labelled[times > start].reset_index(drop=True)
+    rows, start, last = newest_window(labelled, window_days)
     predicted = model.predict(rows)
     rows = rows[np.isfinite(predicted)].reset_index(drop=True)
     predicted = predicted[np.isfinite(predicted)]
