@@ -356,6 +356,23 @@ def wait_until(check, what: str, seconds: float, process: subprocess.Popen, log:
         time.sleep(0.5)
 
 
+# The answers on which Prefect's own client tries again: the server's SQLite database is
+# busy under load, and it says so with a 503.
+BUSY = {429, 502, 503}
+
+
+def api(method: str, url: str, **kwargs) -> httpx.Response:
+    """One call to the Prefect server's API, tried again on a busy answer as Prefect's
+    client does, then raised on any error."""
+    kwargs.setdefault("timeout", 10)
+    for attempt in range(8):
+        answer = httpx.request(method, url, **kwargs)
+        if answer.status_code not in BUSY:
+            break
+        time.sleep(min(0.5 * 2**attempt, 8))
+    return answer.raise_for_status()
+
+
 @pytest.fixture(scope="module")
 def prefect_server(tmp_path_factory):
     """A Prefect server on a free loopback port (`prefect server start`), stopped
@@ -436,13 +453,11 @@ def scheduled(first_night, prefect_server, data_dir, history, tmp_path_factory):
 
 def trigger(url: str, deployment: str, process: subprocess.Popen, log: Path) -> dict:
     """Create a run of `deployment` through the server's API and wait for its end."""
-    found = httpx.get(f"{url}/deployments/name/{deployment}", timeout=5).raise_for_status()
-    run = httpx.post(
-        f"{url}/deployments/{found.json()['id']}/create_flow_run", json={}, timeout=10
-    ).raise_for_status()
+    found = api("GET", f"{url}/deployments/name/{deployment}")
+    run = api("POST", f"{url}/deployments/{found.json()['id']}/create_flow_run", json={})
 
     def ended() -> dict | None:
-        state = httpx.get(f"{url}/flow_runs/{run.json()['id']}", timeout=5).json()
+        state = api("GET", f"{url}/flow_runs/{run.json()['id']}").json()
         return state if state["state_type"] in {"COMPLETED", "FAILED", "CRASHED"} else None
 
     return wait_until(ended, f"the run of {deployment}", 600, process, log)
@@ -450,22 +465,22 @@ def trigger(url: str, deployment: str, process: subprocess.Popen, log: Path) -> 
 
 def pipeline_runs(url: str) -> list[dict]:
     """The server's runs of the flow `pipeline`, oldest first."""
-    answer = httpx.post(
+    answer = api(
+        "POST",
         f"{url}/flow_runs/filter",
         json={"flows": {"name": {"any_": ["pipeline"]}}, "sort": "START_TIME_ASC"},
-        timeout=10,
-    ).raise_for_status()
+    )
     return answer.json()
 
 
 def test_the_schedules_are_on_the_server_in_their_time_zone(scheduled) -> None:
     url, env = scheduled["url"], scheduled["env"]
     hour, minute = (int(x) for x in env["AFTERSALE_NIGHTLY_AT"].split(":"))
-    nightly = httpx.get(f"{url}/deployments/name/nightly/nightly", timeout=5).json()
+    nightly = api("GET", f"{url}/deployments/name/nightly/nightly").json()
     (entry,) = nightly["schedules"]
     assert entry["schedule"]["cron"] == f"{minute} {hour} * * *"
     assert entry["schedule"]["timezone"] == "Europe/Berlin"
-    weekly = httpx.get(f"{url}/deployments/name/retrain/weekly-retrain", timeout=5).json()
+    weekly = api("GET", f"{url}/deployments/name/retrain/weekly-retrain").json()
     day = weekly["schedules"][0]["schedule"]["cron"].split()[-1]
     assert day == str(
         ["sun", "mon", "tue", "wed", "thu", "fri", "sat"].index(env["AFTERSALE_RETRAIN_AT"][:3])
@@ -515,12 +530,10 @@ def test_the_command_line_uses_the_configured_server_and_starts_none(scheduled) 
     url, env = scheduled["url"], scheduled["env"]
 
     def nightly_runs() -> int:
-        answer = httpx.post(
-            f"{url}/flow_runs/count",
-            json={"flows": {"name": {"any_": ["nightly"]}}},
-            timeout=10,
+        answer = api(
+            "POST", f"{url}/flow_runs/count", json={"flows": {"name": {"any_": ["nightly"]}}}
         )
-        return answer.raise_for_status().json()
+        return answer.json()
 
     runs = nightly_runs()
     done = subprocess.run(
@@ -564,13 +577,13 @@ def test_the_weekly_retrain_trains_every_model_and_scores_again(scheduled) -> No
             versions = client.search_model_versions(f"name='{name}'")
             # A new version of each required model went through the gate.
             assert max(int(v.version) for v in versions) > int(champions[name])
-    answer = httpx.post(
+    answer = api(
+        "POST",
         f"{url}/flow_runs/filter",
         json={"flow_runs": {"parent_flow_run_id": {"any_": [run["id"]]}}},
-        timeout=10,
-    ).raise_for_status()
+    )
     children = {child["name"]: child for child in answer.json()}
-    flows = httpx.post(f"{url}/flows/filter", json={}, timeout=10).raise_for_status().json()
+    flows = api("POST", f"{url}/flows/filter", json={}).json()
     names = {f["id"]: f["name"] for f in flows}
     ran = sorted(names[child["flow_id"]] for child in children.values())
     assert ran == ["score_batch", "train"]
