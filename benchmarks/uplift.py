@@ -92,9 +92,15 @@ def bench_simulated(customers: int, out: Path) -> dict[str, float]:
     from benchmarks.training import simulated_store
     from models import MODELS
     from models import outreach_uplift as ou
-    from training.oracle import uplift_qini, uplift_selections, uplift_truth
+    from training.oracle import (
+        uplift_feature_ceiling,
+        uplift_qini,
+        uplift_selections,
+        uplift_truth,
+    )
     from training.trainer import TrainOptions
     from training.trainers import train_model
+    from training.uplift import prepare_rows
 
     spec = MODELS[ou.NAME]
     print(f"\n## uplift --customers {customers:,}")
@@ -108,7 +114,17 @@ def bench_simulated(customers: int, out: Path) -> dict[str, float]:
     stages = ", ".join(f"{k} {v:.1f} s" for k, v in result.seconds.items())
     print(f"  trained in {train_seconds:.1f} s, learner {learner} ({stages})")
 
-    rows = uplift_truth(result.scores, sim / "_truth")
+    prepared = prepare_rows(spec, store, settings, options)
+    print("  each action's effect in the training window (sent less held-out repurchase rate)")
+    print(f"  {'action':<24} {'sent':>6} {'held':>6} {'effect':>8} {'s.e.':>7} {'z':>6}")
+    for action, effect in arm_effects(prepared.train).iterrows():
+        print(
+            f"  {action:<24} {int(effect['sent']):>6,} {int(effect['held_out']):>6,} "
+            f"{effect['effect']:>+8.4f} {effect['se']:>7.4f} {effect['z']:>+6.2f}"
+        )
+    rows = uplift_truth(result.scores, sim / "_truth").merge(
+        uplift_feature_ceiling(prepared, sim / "_truth"), on="outreach_id", how="left"
+    )
     capacity = spec.capacity
     resamples = int(spec.options.get("bootstrap", 200))
     intervals = uplift_qini(rows, capacity, resamples=resamples)
@@ -154,7 +170,16 @@ def bench_simulated(customers: int, out: Path) -> dict[str, float]:
         f"(target ≤ 5%: {_verdict(negative <= 0.05)}), today's ranking {negative_today:.1%}"
     )
 
-    per_action = per_action_comparison(spec, store, settings, options, result.scores, learner)
+    ceiling = ratio_of(intervals, "feature_ceiling")
+    ceiling_over_today = float(incremental["feature_ceiling"] / incremental["todays_ranking"])
+    print(
+        f"  a model fitted to the true effects themselves, on the same features, reaches "
+        f"{ceiling:.2f} of the oracle's Qini and {ceiling_over_today:.2f} × today's "
+        f"incremental repurchases, with "
+        f"{selections.at['feature_ceiling', 'negative_share']:.1%} of its selection negative: "
+        f"about the most a learner reading these features can reach"
+    )
+    per_action = per_action_comparison(spec, prepared, result.scores, learner)
     print(
         f"  one {learner} per action vs the pooled model (action as an input), "
         f"{per_action['rows']:,.0f} test rows: Qini {per_action['per_action_qini']:.5f} vs "
@@ -177,6 +202,8 @@ def bench_simulated(customers: int, out: Path) -> dict[str, float]:
         "model_over_random_incremental": over_random,
         "oracle_over_today_incremental": ceiling_today,
         "oracle_over_random_incremental": ceiling_random,
+        "feature_ceiling_over_oracle": ceiling,
+        "feature_ceiling_over_today_incremental": ceiling_over_today,
         "model_negative_share": negative,
         "today_negative_share": negative_today,
         "per_action_qini": per_action["per_action_qini"],
@@ -186,7 +213,37 @@ def bench_simulated(customers: int, out: Path) -> dict[str, float]:
     return figures
 
 
-def per_action_comparison(spec, store, settings, options, scores: pd.DataFrame, learner: str):
+def ratio_of(intervals: pd.DataFrame, ranking: str) -> float:
+    """A ranking's Qini as a share of the oracle's."""
+    found = intervals[(intervals["ranking"] == ranking) & (intervals["metric"] == "qini_ratio")]
+    return float(found["value"].iloc[0])
+
+
+def arm_effects(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per action: sent and held-out rows, the difference of their outcome rates, its
+    standard error and z."""
+    from models.outreach_uplift import ACTION, TREATED
+    from models.spec import LABEL
+
+    out = {}
+    for action, part in rows.groupby(ACTION, sort=True):
+        t = part[TREATED].to_numpy(bool)
+        y = part[LABEL].to_numpy(np.float64)
+        if not t.any() or t.all():
+            continue
+        effect = y[t].mean() - y[~t].mean()
+        se = float(np.sqrt(y[t].var(ddof=1) / t.sum() + y[~t].var(ddof=1) / (~t).sum()))
+        out[str(action)] = {
+            "sent": int(t.sum()),
+            "held_out": int((~t).sum()),
+            "effect": float(effect),
+            "se": se,
+            "z": float(effect / se) if se > 0 else np.nan,
+        }
+    return pd.DataFrame.from_dict(out, orient="index")
+
+
+def per_action_comparison(spec, prepared, scores: pd.DataFrame, learner: str):
     """Refit `learner` on each action's training rows alone and compare the test Qini of the
     combined per-action scores with the pooled model's on the same rows.
 
@@ -196,10 +253,9 @@ def per_action_comparison(spec, store, settings, options, scores: pd.DataFrame, 
     """
     from models.outreach_uplift import ACTION, TREATED
     from models.spec import LABEL
-    from training.uplift import WEIGHT, learn, prepare_rows
+    from training.uplift import WEIGHT, learn
     from training.uplift_metrics import uplift_metrics
 
-    prepared = prepare_rows(spec, store, settings, options)
     test = prepared.test.merge(
         scores[["outreach_id", "score"]].rename(columns={"score": "pooled"}), on="outreach_id"
     )

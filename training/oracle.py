@@ -183,12 +183,61 @@ UPLIFT_RANKINGS = {
     "random": "random",
     "oracle": TRUE_EFFECT,
 }
+# A ranking learned from the true effects themselves on the model's own features (present
+# only where a benchmark fitted it): the most any learner reading these features can reach.
+FEATURE_CEILING = ("feature_ceiling", "ceiling")
+
+
+def _rankings(rows: pd.DataFrame) -> dict[str, str]:
+    """The rankings the rows carry a column for."""
+    out = dict(UPLIFT_RANKINGS)
+    if FEATURE_CEILING[1] in rows:
+        out[FEATURE_CEILING[0]] = FEATURE_CEILING[1]
+    return out
 
 
 def uplift_truth(scores: pd.DataFrame, truth_dir: Path) -> pd.DataFrame:
     """Test outreach rows with each row's true individual effect on the 90-day repurchase."""
     truth = pd.read_parquet(truth_dir / "outreach.parquet", columns=["outreach_id", TRUE_EFFECT])
     return scores.merge(truth, on="outreach_id", how="inner")
+
+
+def uplift_feature_ceiling(prepared, truth_dir: Path) -> pd.DataFrame:
+    """Effects of the test rows from a model fitted to the true effects of the training rows
+    (stopped on the validation rows), on the features the uplift model reads.
+
+    No learner sees true effects, only outcomes of sent and held-out rows; one fitted to the
+    effects themselves shows how much of the oracle's ranking these features can express.
+
+    Args:
+        prepared: The uplift model's rows (`training.uplift.UpliftRows`).
+        truth_dir: The simulation's `_truth/` folder.
+
+    Returns:
+        outreach_id and `ceiling` of each test row.
+    """
+    from training.fit import fit_lightgbm
+    from training.uplift import REGRESSION
+
+    truth = pd.read_parquet(truth_dir / "outreach.parquet", columns=["outreach_id", TRUE_EFFECT])
+    train, valid = (
+        frame.merge(truth, on="outreach_id", how="inner")
+        for frame in (prepared.train, prepared.valid)
+    )
+    spec = prepared.spec
+    fitted = fit_lightgbm(
+        train,
+        valid,
+        prepared.layout,
+        TRUE_EFFECT,
+        {**spec.params, **REGRESSION},
+        spec.num_boost_round,
+        spec.early_stopping_rounds,
+    )
+    test = prepared.test
+    return pd.DataFrame(
+        {"outreach_id": test["outreach_id"].to_numpy(), "ceiling": fitted.raw_score(test)}
+    )
 
 
 def uplift_selections(rows: pd.DataFrame, capacity: float) -> pd.DataFrame:
@@ -210,7 +259,7 @@ def uplift_selections(rows: pd.DataFrame, capacity: float) -> pd.DataFrame:
     value = rows["value"].to_numpy(np.float64)
     cost = rows["cost"].to_numpy(np.float64)
     out = []
-    for name, column in UPLIFT_RANKINGS.items():
+    for name, column in _rankings(rows).items():
         score = rows[column].to_numpy(np.float64)
         if name == "random":
             priority, allowed = score, np.ones(len(rows), dtype=bool)
@@ -236,7 +285,7 @@ def uplift_selections(rows: pd.DataFrame, capacity: float) -> pd.DataFrame:
 def uplift_qini(rows: pd.DataFrame, capacity: float, resamples: int = 200) -> pd.DataFrame:
     """Qini, AUUC and uplift at capacity of each ranking on the observed outcomes, with
     bootstrap intervals and each one's Qini as a share of the oracle's."""
-    scores = {name: rows[column].to_numpy(np.float64) for name, column in UPLIFT_RANKINGS.items()}
+    scores = {name: rows[column].to_numpy(np.float64) for name, column in _rankings(rows).items()}
     return bootstrap_intervals(
         scores,
         rows[LABEL].to_numpy(),
