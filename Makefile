@@ -4,7 +4,7 @@ SHELL := /bin/bash
 UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 RUN := $(UV) run --frozen
 
-.PHONY: env demo report-picture test lint format bench bento clean
+.PHONY: env demo report-picture tracking-picture test lint format bench bento clean
 
 env: .venv/.synced
 
@@ -22,6 +22,12 @@ demo: env
 report-picture: env
 	@test -d "$${AFTERSALE_DATA_DIR:-data}/raw" || $(MAKE) demo
 	$(RUN) aftersale report --png docs/report.png
+
+# The README's picture of the tracking page (docs/tracking_page.png): the browser test of
+# the demo page, which draws it with headless Chromium on the tests' simulated business.
+tracking-picture: env
+	AFTERSALE_TRACKING_PICTURE=$(CURDIR)/docs/tracking_page.png $(RUN) pytest \
+		tests/serving/test_service.py -k in_a_browser
 
 test: env
 	$(RUN) pytest

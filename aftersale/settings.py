@@ -64,6 +64,11 @@ class Settings(BaseSettings):
         description="Calls of the public tracking-page route one client may make, in the "
         "`limits` notation (e.g. '120/minute' or '10/second;600/hour').",
     )
+    demo_pages: bool = Field(
+        False,
+        description="Serve the demo tracking page `/demo/tracking/{order_id}`, which mints "
+        "the order's token itself and so shows any order to whoever names it: demos only.",
+    )
     serve_host: str = Field("127.0.0.1", description="Address `aftersale serve` binds.")
     serve_port: int = Field(3000, ge=1, le=65535, description="Port of `aftersale serve`.")
     outreach_capacity: int = Field(

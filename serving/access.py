@@ -9,8 +9,8 @@ presented key is compared with every stored digest in constant time.
 
 A caller presents its key as `Authorization: Bearer <secret>` or `X-API-Key: <secret>`.
 Every route needs a key with its scope (`ROUTE_SCOPES`; a route not listed needs `admin`),
-except the probes, the metrics scrape, the OpenAPI document and the public tracking page
-(`PUBLIC`). No key: 401; a key without the scope: 403.
+except the probes, the metrics scrape, the OpenAPI document and the public tracking page's
+routes (`PUBLIC`). No key: 401; a key without the scope: 403.
 
 Why hand-written: the check is a dozen lines of the standard library (`hashlib`, `hmac`);
 BentoML has no authentication of its own, and an ASGI middleware covers its routes and the
@@ -46,11 +46,15 @@ ROUTE_SCOPES = {
     "/v1/admin/reload": ADMIN,
 }
 # Reachable without a key: probes, the metrics scrape, the OpenAPI document and its page, and
-# the tracking page (which its own per-order token guards).
+# the tracking page's routes (its data guarded by the per-order token; its demo page off
+# unless configured, `serving.tracking`).
 PUBLIC = frozenset(
-    {"/livez", "/readyz", "/healthz", "/metrics", "/docs.json", "/", "/v1/recommend"}
+    {
+        *("/livez", "/readyz", "/healthz", "/metrics", "/docs.json", "/"),
+        *("/v1/recommend", "/v1/tracking", "/widget/tracking.js"),
+    }
 )
-PUBLIC_PREFIXES = ("/static_content/",)
+PUBLIC_PREFIXES = ("/static_content/", "/demo/tracking/")
 DIGEST_PREFIX = "sha256="
 MIN_SECRET_CHARS = 16
 

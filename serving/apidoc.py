@@ -18,7 +18,7 @@ from typing import Any
 
 from serving.access import required_scope
 from serving.bodylimit import MAX_BODY_BYTES
-from serving.ratelimit import LIMITED
+from serving.ratelimit import limited
 from serving.schemas import ErrorResponse
 
 DOCUMENT_PATH = "/docs.json"
@@ -42,6 +42,11 @@ HANDLER_ERRORS: dict[str, dict[int, str]] = {
         401: "No valid token of the shop's for this order (the same answer whether the "
         "order exists or not).",
         503: "The online feature store cannot be read, or no offer model is loaded.",
+    },
+    "/v1/tracking": {
+        401: "No valid token of the shop's for this order (the same answer whether the "
+        "order exists or not).",
+        503: "The online feature store cannot be read.",
     },
     "/v1/outreach/queue": {
         404: "No outreach queue for `as_of`'s day, or `region` names a region no customer has.",
@@ -69,7 +74,7 @@ def error_answers(path: str, operation: dict[str, Any]) -> dict[int, str]:
     if scope is not None:
         answers[401] = "No API key, or not a valid one."
         answers[403] = f"The API key lacks the scope `{scope}`."
-    if path in LIMITED:
+    if limited(path):
         answers[429] = "Over the per-client rate limit; `Retry-After` says when to call again."
     for status, text in HANDLER_ERRORS.get(path, {}).items():
         answers[status] = f"{answers[status]} Or: {text}" if status in answers else text

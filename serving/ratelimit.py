@@ -1,7 +1,8 @@
 """Per-client rate limits on the public routes, with `limits`' moving windows.
 
-The tracking page is public: a client (its address as the server sees it) may call
-`/v1/recommend` at most `AFTERSALE_TRACKING_RATE_LIMIT` times (default 120 per minute, in
+The tracking page is public: a client (its address as the server sees it) may call its
+routes (`/v1/recommend`, `/v1/tracking` and the demo page, together) at most
+`AFTERSALE_TRACKING_RATE_LIMIT` times (default 120 per minute, in
 `limits`' notation, e.g. "120/minute" or "10/second;300/hour"). Over the limit it gets 429
 with `Retry-After`, before the handler runs. Counts live in the process's memory: behind a
 load balancer each replica counts its own share, which is what one replica can afford to
@@ -25,10 +26,17 @@ from collections import deque
 
 from limits import RateLimitItem, parse_many
 
-# Public routes and what they are limited by.
-LIMITED = frozenset({"/v1/recommend"})
+# The public tracking page's routes, limited together: a page view calls the page, its
+# parcels and its offers. (The widget's script is a static file, left to caches.)
+LIMITED = frozenset({"/v1/recommend", "/v1/tracking"})
+LIMITED_PREFIXES = ("/demo/tracking/",)
 # Clients silent for longer than every window are forgotten once this many hits have passed.
 SWEEP_EVERY = 10_000
+
+
+def limited(path: str) -> bool:
+    """Whether the per-client limit counts calls of the path."""
+    return path in LIMITED or path.startswith(LIMITED_PREFIXES)
 
 
 class MovingWindows:
@@ -94,7 +102,7 @@ class RateLimitMiddleware:
         return None if wait_s is None else max(1, math.ceil(wait_s))
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http" or scope["path"] not in LIMITED:
+        if scope["type"] != "http" or not limited(scope["path"]):
             await self.app(scope, receive, send)
             return
         client = (scope.get("client") or ("unknown", 0))[0]

@@ -43,6 +43,7 @@ from serving.scoring import (
     local_date,
     lost_words,
 )
+from serving.tracking import OrderParcels, tracked_parcel
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +91,7 @@ class Runtime:
     effects: QueueCache | None = None
     window: ServedWindow | None = None
     uplift: ServedUplift | None = None
+    parcels: OrderParcels | None = None
     unavailable: dict[str, str] = field(default_factory=dict)
     loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
@@ -143,6 +145,7 @@ class Runtime:
             effects=effects,
             window=window,
             uplift=uplift,
+            parcels=OrderParcels(settings.raw_root),
             unavailable=unavailable,
         )
 
@@ -169,10 +172,12 @@ class Runtime:
         probability = model.probability_from_contributions(contrib)
         return _Scored(model, known, records, probability, contrib, reasons)
 
-    def score_delay(self, ids: list[str]) -> schemas.DelayResponse:
+    def score_delay(
+        self, ids: list[str], as_of: pd.Timestamp | None = None
+    ) -> schemas.DelayResponse:
         """Delay risk and reasons per shipment id in transit; delivered and likely lost
-        parcels are answered as such, unscored."""
-        as_of = self.now()
+        parcels are answered as such, unscored. As of `as_of` (default: `now`)."""
+        as_of = self.now() if as_of is None else as_of
         rows = self._rows(DELAY_MODEL, ids, as_of)
         results = [schemas.DelayScore(shipment_id=i, status="unknown_id") for i in ids]
         moving: list[dict | None] = [None] * len(ids)
@@ -436,6 +441,34 @@ class Runtime:
             self.recommender.model.name, ["cold_start" if answer.cold_start else "ok"]
         )
         return answer
+
+    def track(self, order_id: str) -> schemas.TrackingResponse:
+        """An order's parcels as its tracking page shows them: each as `score_delay` answers
+        it at the same instant.
+
+        Raises:
+            StoreUnavailableError: The online store could not be read.
+        """
+        as_of = self.now()
+        found = None if self.parcels is None else self.parcels.parcels(order_id, as_of)
+        model = self.models[DELAY_MODEL].ref()
+        if not found:
+            status = "unknown_id" if found is None else "not_shipped"
+            return schemas.TrackingResponse(
+                model=model,
+                as_of=as_of.to_pydatetime(),
+                order_id=order_id,
+                status=status,
+                parcels=[],
+            )
+        scored = self.score_delay(found, as_of)
+        return schemas.TrackingResponse(
+            model=scored.model,
+            as_of=scored.as_of,
+            order_id=order_id,
+            status="ok",
+            parcels=[tracked_parcel(result) for result in scored.results],
+        )
 
     def served(self) -> list[ServedModel | ServedWindow]:
         """Every champion loaded: the scorers, the offer, window and uplift models."""

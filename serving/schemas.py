@@ -109,6 +109,17 @@ class RecommendRequest(_Request):
     )
 
 
+class TrackingRequest(_Request):
+    """The order a tracking page shows the parcels of."""
+
+    order_id: str = Field(min_length=1)
+    token: str | None = Field(
+        None,
+        description="The shop's signed token for this order (`aftersale token ORDER_ID`); "
+        "without a valid one the answer is 401.",
+    )
+
+
 class ReasonOut(BaseModel):
     """One reason behind a score, in words, with its SHAP contribution (log-odds)."""
 
@@ -357,6 +368,49 @@ class RecommendResponse(BaseModel):
         None, description="Whether the order's parcel is past its promise and undelivered."
     )
     offers: list[Offer]
+
+
+# An order the service knows, with its parcels; one placed but not yet shipped; an unknown one.
+OrderStatus = Literal["ok", "not_shipped", "unknown_id"]
+
+
+class TrackedWindow(BaseModel):
+    """A parcel's delivery window as a tracking page shows it: local dates and words, not the
+    customer's time zone."""
+
+    most_likely_date: date
+    earliest_date: date
+    latest_date: date
+    coverage: float = Field(description="Probability the parcel arrives within the window.")
+    text: str = Field(description="The window in words, as `/v1/score/delay` words it.")
+
+
+class TrackedParcel(BaseModel):
+    """One parcel of the order: where it is, when it should arrive, and its delay risk in
+    words (the band of `/v1/score/delay`); no probability, no reasons, no personal data."""
+
+    shipment_id: str
+    status: DelayStatus
+    status_text: str = Field(description="Where the parcel is, in words.")
+    band: Band | None = None
+    risk_text: str | None = Field(
+        None,
+        description="The delay risk in words: 'likely on time', 'some risk of delay', "
+        "'high risk of delay' (bands low, medium, high).",
+    )
+    delivery_window: TrackedWindow | None = Field(
+        None, description="Null for a parcel not in transit or without a delivery-estimate model."
+    )
+    delivered_date: date | None = None
+    late: bool | None = None
+
+
+class TrackingResponse(BaseModel):
+    model: ModelRef
+    as_of: datetime
+    order_id: str
+    status: OrderStatus
+    parcels: list[TrackedParcel] = Field(description="The order's parcels, first shipped first.")
 
 
 class LoadedModel(BaseModel):

@@ -2,10 +2,12 @@
 
 Start it with `aftersale serve` (or `bentoml serve serving.service:Aftersale`). Routes:
 `POST /v1/score/delay`, `POST /v1/score/churn`, `POST /v1/explain`, `POST /v1/recommend`,
-`POST /v1/outreach/queue`, `GET /v1/models`, `POST /v1/admin/reload`; BentoML adds `/livez`,
+`POST /v1/tracking`, `POST /v1/outreach/queue`, `GET /v1/models`, `POST /v1/admin/reload`,
+the tracking widget `GET /widget/tracking.js` and its demo page `GET /demo/tracking/{order_id}`
+(`serving.tracking`); BentoML adds `/livez`,
 `/readyz` and `/metrics`, which also carries the service's own measures (`serving.metrics`).
-Every route but the probes, the metrics, the OpenAPI document and the tracking page needs an
-API key with its scope (`serving.access`).
+Every route but the probes, the metrics, the OpenAPI document and the tracking page's routes
+needs an API key with its scope (`serving.access`).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import time
 
 import bentoml
 from fastapi import FastAPI
-from starlette.responses import JSONResponse
+from starlette.responses import HTMLResponse, JSONResponse, Response
 
 from aftersale.settings import get_settings
 from models.served.registry import ModelUnavailableError
@@ -31,11 +33,14 @@ from serving.online import StoreUnavailableError
 from serving.outreach import QueueUnavailableError, select_actions
 from serving.ratelimit import RateLimitMiddleware
 from serving.runtime import Runtime
-from serving.tokens import load_secrets, verify
+from serving.tokens import load_secrets, mint, verify
+from serving.tracking import demo_page, message_page, valid_order_id, widget_script
 
 log = logging.getLogger(__name__)
 
 admin = FastAPI(title="aftersale admin")
+# A demo page's token outlives a visit, not a day.
+DEMO_TOKEN_TTL_S = 3_600
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -146,6 +151,18 @@ class Aftersale:
         except (StoreUnavailableError, ModelUnavailableError) as error:
             return _error(503, str(error))
 
+    @bentoml.api(route="/v1/tracking", input_spec=schemas.TrackingRequest)
+    async def tracking(self, order_id: str, token: str | None = None) -> schemas.TrackingResponse:
+        """The order's parcels on a tracking page: where each is, its delivery window and its
+        delay risk in words; only with the shop's signed token for the order."""
+        check = verify(token, order_id, self.token_keys)
+        if not check.ok:
+            return _error(401, check.reason)
+        try:
+            return self.runtime.track(order_id)
+        except StoreUnavailableError as error:
+            return _error(503, str(error))
+
     @bentoml.api(route="/v1/outreach/queue", input_spec=schemas.OutreachRequest)
     async def outreach_queue(
         self, as_of=None, limit: int = 100, channel=None, region=None
@@ -157,6 +174,33 @@ class Aftersale:
             )
         except QueueUnavailableError as error:
             return _error(error.status, str(error))
+
+    @admin.get("/widget/tracking.js", include_in_schema=False)
+    def tracking_widget(self):
+        """The tracking widget a shop's page embeds."""
+        return Response(widget_script(), media_type="text/javascript")
+
+    @admin.get("/demo/tracking/{order_id}", include_in_schema=False)
+    def tracking_demo(self, order_id: str):
+        """An example tracking page of the order, holding the order's own signed token (as
+        the shop's backend would mint it); only where demo pages are on."""
+        if not self.settings.demo_pages:
+            return HTMLResponse(
+                message_page("Not found", "Demo pages are off (AFTERSALE_DEMO_PAGES)."), 404
+            )
+        if not valid_order_id(order_id):
+            return HTMLResponse(message_page("Bad order id", "That is not an order id."), 400)
+        if not self.token_keys:
+            return HTMLResponse(
+                message_page("Unavailable", "Tracking tokens are not configured."), 503
+            )
+        runtime = self.runtime
+        if runtime.parcels is None or runtime.parcels.parcels(order_id, runtime.now()) is None:
+            return HTMLResponse(
+                message_page("Order not found", f"No order {order_id} is known."), 404
+            )
+        token = mint(order_id, self.token_keys[0], ttl_s=DEMO_TOKEN_TTL_S)
+        return HTMLResponse(demo_page(order_id, token))
 
     @admin.get("/v1/models")
     def models(self) -> schemas.ModelsResponse:

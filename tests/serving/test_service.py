@@ -49,6 +49,8 @@ def served_data(tmp_path_factory, prefect_harness, sim_dir, service_key, reader_
         # The in-process app's tracking-page limit stays out of the tests' way; the served
         # process gets a small one (`server`).
         patch.setenv("AFTERSALE_TRACKING_RATE_LIMIT", "100000/minute")
+        # The demo tracking page (`test_the_tracking_page_in_a_browser_shows_what_the_api_answers`).
+        patch.setenv("AFTERSALE_DEMO_PAGES", "true")
         ingest(source="folder", path=sim_dir)
         build_features(materialize_to_online=True)
         train(models=["delay_risk", "churn", "next_best_offer", "delivery_estimate"])
@@ -969,6 +971,184 @@ def test_an_unloadable_optional_champion_leaves_the_service_serving(served_data,
     finally:
         shutil.move(aside, files)
     assert "next_best_offer" not in _runtime(served_data).models_info().unavailable
+
+
+# The tracking page: its parcels behind the order's token, the widget and the demo page.
+# The delay-risk bands as the page words them.
+RISK_IN_WORDS = {
+    "low": "likely on time",
+    "medium": "some risk of delay",
+    "high": "high risk of delay",
+}
+
+
+def _open_order(served_data, ids) -> tuple[str, str]:
+    """An order whose parcel is in transit at the decision instant, and that parcel."""
+    ships = _raw(served_data, "shipments").set_index("shipment_id")
+    shipment = ids["shipments"][0]
+    return str(ships.loc[shipment, "order_id"]), shipment
+
+
+def test_the_tracking_route_answers_the_orders_parcels_as_score_delay_does(
+    client, served_data, ids
+) -> None:
+    """Each parcel of the order is answered as `/v1/score/delay` answers it at the same
+    instant (status, window, band and the band in words), only with the order's token."""
+    from serving.tokens import mint
+
+    order, shipment = _open_order(served_data, ids)
+    secret = TOKEN_SECRET.encode()
+    for body in ({"order_id": order}, {"order_id": order, "token": mint("other", secret)}):
+        denied = client.post("/v1/tracking", json=body)
+        assert denied.status_code == 401, denied.text
+        assert shipment not in denied.text
+    tracked = client.post("/v1/tracking", json=page(order))
+    assert tracked.status_code == 200, tracked.text
+    answer = tracked.json()
+    ships = _raw(served_data, "shipments")
+    as_of = served_data[2]
+    own = ships[(ships["order_id"] == order) & (ships["shipped_ts"] <= as_of)]
+    assert answer["status"] == "ok"
+    assert [p["shipment_id"] for p in answer["parcels"]] == own.sort_values("shipped_ts")[
+        "shipment_id"
+    ].tolist()
+    scored = client.post("/v1/score/delay", json={"shipment_ids": [shipment]}).json()
+    assert answer["as_of"] == scored["as_of"]
+    (score,) = scored["results"]
+    (parcel,) = [p for p in answer["parcels"] if p["shipment_id"] == shipment]
+    assert score["status"] == parcel["status"] == "ok"
+    assert parcel["band"] == score["band"]
+    assert parcel["risk_text"] == RISK_IN_WORDS[score["band"]]
+    window = score["delivery_window"]
+    assert window is not None
+    assert parcel["delivery_window"] == {
+        key: window[key]
+        for key in ("most_likely_date", "earliest_date", "latest_date", "coverage", "text")
+    }
+    # No probability, reasons or time zone on the public page.
+    assert "probability" not in parcel
+    assert "reasons" not in parcel
+    assert window["timezone"] not in tracked.text
+    unknown = client.post("/v1/tracking", json=page("no-such-order"))
+    assert unknown.status_code == 200
+    assert unknown.json()["status"] == "unknown_id"
+    assert unknown.json()["parcels"] == []
+    assert client.post("/v1/tracking", json={"token": "x"}).status_code == 400
+
+
+@pytest.mark.parametrize(
+    ("order_id", "status"),
+    [("no-such-order", 404), ("bad%20id", 400), ("%3Cscript%3E", 400), ("a" * 200, 400)],
+)
+def test_the_demo_page_of_a_bad_order_id_is_a_4xx_page(client, order_id, status) -> None:
+    answer = client.get(f"/demo/tracking/{order_id}", headers={"Authorization": ""})
+    assert answer.status_code == status, answer.text
+    assert answer.headers["content-type"].startswith("text/html")
+    assert "<script" not in answer.text
+
+
+def test_the_demo_page_holds_the_orders_own_token_and_no_key(
+    client, served_data, ids, service_key
+) -> None:
+    """The page needs no key, shows none, and carries a token that opens its order alone."""
+    import re
+
+    from serving.tokens import verify
+
+    order, _ = _open_order(served_data, ids)
+    shown = client.get(f"/demo/tracking/{order}", headers={"Authorization": ""})
+    assert shown.status_code == 200, shown.text
+    assert service_key not in shown.text
+    (token,) = re.findall(r'data-aftersale-token="([^"]+)"', shown.text)
+    keys = [TOKEN_SECRET.encode()]
+    assert verify(token, order, keys).ok
+    assert not verify(token, ids["orders"][1], keys).ok
+    script = client.get("/widget/tracking.js", headers={"Authorization": ""})
+    assert script.status_code == 200
+    assert script.headers["content-type"].startswith("text/javascript")
+    assert "/v1/tracking" in script.text
+    assert "/v1/recommend" in script.text
+
+
+def test_the_demo_page_is_off_unless_configured(monkeypatch) -> None:
+    """It shows any order to whoever names it: only a demo turns it on."""
+    from aftersale.settings import Settings
+
+    monkeypatch.delenv("AFTERSALE_DEMO_PAGES")
+    assert Settings().demo_pages is False
+    monkeypatch.setenv("AFTERSALE_DEMO_PAGES", "true")
+    assert Settings().demo_pages is True
+
+
+def _browser():
+    """Playwright's Chromium driver on the system's Chromium; skips naming what is missing."""
+    from features.report.picture import find_chromium
+
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="the Python package playwright is not installed"
+    )
+    chromium = find_chromium()
+    if chromium is None:
+        pytest.skip("no Chromium on PATH (Debian's `chromium` package)")
+    return sync_api, chromium
+
+
+def test_the_tracking_page_in_a_browser_shows_what_the_api_answers(
+    server, served_data, ids, service_key, tmp_path
+) -> None:
+    """Headless Chromium opens the demo page of an order in transit: the parcel's status,
+    window and risk words are what `/v1/tracking` and `/v1/score/delay` answer, and the
+    offers are `/v1/recommend`'s, in its order. The picture goes to
+    `AFTERSALE_TRACKING_PICTURE` when set (`make tracking-picture`)."""
+    sync_api, chromium = _browser()
+    order, shipment = _open_order(served_data, ids)
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        try:
+            view = browser.new_page(viewport={"width": 800, "height": 600})
+            opened = view.goto(f"{server}/demo/tracking/{order}")
+            assert opened is not None
+            assert opened.status == 200
+            widget = view.locator(".aftersale-tracking")
+            sync_api.expect(widget).to_have_attribute("data-state", "ready", timeout=30_000)
+            parcel = view.locator(f'section[data-shipment="{shipment}"]')
+            shown = {
+                field: parcel.locator(f'[data-field="{field}"]').inner_text()
+                for field in ("status", "window", "risk")
+            }
+            offers = [
+                (
+                    item.get_attribute("data-category"),
+                    item.get_attribute("data-offer-type"),
+                    float(item.get_attribute("data-discount")),
+                )
+                for item in view.locator("li.offer").all()
+            ]
+            picture = tmp_path / "tracking_page.png"
+            view.screenshot(path=str(picture))
+        finally:
+            browser.close()
+    headers = {"Authorization": f"Bearer {service_key}"}
+    with httpx.Client(base_url=server, timeout=30) as http:
+        tracked = http.post("/v1/tracking", json=page(order)).json()
+        recommended = http.post("/v1/recommend", json=page(order)).json()
+        scored = http.post(
+            "/v1/score/delay", json={"shipment_ids": [shipment]}, headers=headers
+        ).json()
+    (score,) = scored["results"]
+    assert shown["status"] == "In transit"
+    window_text = score["delivery_window"]["text"]
+    assert shown["window"] == window_text[0].upper() + window_text[1:]
+    assert shown["risk"].lower() == RISK_IN_WORDS[score["band"]]
+    (answered,) = [p for p in tracked["parcels"] if p["shipment_id"] == shipment]
+    assert answered["delivery_window"]["text"] == window_text
+    assert offers == [
+        (o["category"], o["offer_type"], o["discount"]) for o in recommended["offers"]
+    ]
+    assert picture.stat().st_size > 10_000
+    target = os.environ.get("AFTERSALE_TRACKING_PICTURE")
+    if target:
+        Path(target).write_bytes(picture.read_bytes())
 
 
 def test_the_tracking_page_is_rate_limited_per_client_over_real_http(server, ids) -> None:
