@@ -673,6 +673,19 @@ def monitor(
     for result in results:
         console.print(render_drift(result))
     console.print(render_quality([r.quality for r in results if r.quality is not None]))
+    for result in results:
+        quality = result.quality or {}
+        if "policy_value_dr" in quality:
+            console.print(
+                f"Offer policy of {result.model} on {quality['policy_window_start']:%Y-%m-%d}.."
+                f"{quality['policy_window_end']:%Y-%m-%d} ({quality['policy_rows']:,} offer "
+                f"decisions), value per decision (DR): {quality['policy_value_dr']:.3f} "
+                f"[{quality['policy_value_dr_low']:.3f}, {quality['policy_value_dr_high']:.3f}] "
+                f"(test {quality['test_policy_value_dr']:.3f}); popularity "
+                f"{quality['policy_popularity_dr']:.3f}, random {quality['policy_random_dr']:.3f}, "
+                f"what the logged offers earned {quality['policy_logging_mean']:.3f}",
+                highlight=False,
+            )
     for quality in windows:
         if quality is not None and quality["model"] == "outreach_uplift":
             console.print(

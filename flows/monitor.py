@@ -27,6 +27,9 @@ EXPERIMENT = "monitor"
 DRIFT_FILE = "drift.parquet"
 QUALITY_FILE = "quality.parquet"
 DEFAULT_WINDOW_DAYS = 28
+# The offer model, whose realised quality adds its policy's value; the figures logged.
+OFFERS = "next_best_offer"
+POLICY_FIGURES = ("policy_value_dr", "policy_popularity_dr", "policy_logging_mean")
 
 
 @dataclass(frozen=True)
@@ -88,6 +91,7 @@ def monitor_model(name: str, window_days: int) -> MonitorResult:
         estimated_auc,
         monitored_events,
         monitored_frame,
+        offer_policy_quality,
         realised_quality,
         reference_sample,
         retrain_reasons,
@@ -144,6 +148,21 @@ def monitor_model(name: str, window_days: int) -> MonitorResult:
     except ValueError as error:
         log.warning("%s: no realised quality yet: %s", name, error)
         quality = None
+    if quality is not None and name == OFFERS:
+        # An offer model is judged by what its policy earns, not only by its acceptance AUC.
+        try:
+            quality |= offer_policy_quality(
+                model,
+                spec,
+                feature_store(settings),
+                tables,
+                end,
+                window_days,
+                (train_start, train_end),
+                champion.metrics,
+            )
+        except ValueError as error:
+            log.warning("%s: no policy value yet: %s", name, error)
     # The newest days have no labels yet: their AUC estimated from the calibrated scores.
     estimate = estimated_auc(spans.current[SCORE].to_numpy())
     if quality is not None:
@@ -176,7 +195,11 @@ def monitor_model(name: str, window_days: int) -> MonitorResult:
             realised = (
                 {}
                 if quality is None
-                else {f"realised_{k}": float(quality[k]) for k in ("roc_auc", "ece", "rows")}
+                else {
+                    f"realised_{k}": float(quality[k])
+                    for k in ("roc_auc", "ece", "rows", *POLICY_FIGURES)
+                    if k in quality and np.isfinite(float(quality[k]))
+                }
             )
             realised["estimated_roc_auc_newest_days"] = estimate
             mlflow.log_metrics(

@@ -19,6 +19,7 @@ import logging
 import tempfile
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -106,6 +107,101 @@ def _policy_table(values: dict[str, PolicyValue], on_policy: tuple[float, float]
     return pd.DataFrame(rows)
 
 
+@dataclass
+class PolicyValuation:
+    """The served policy and its baselines valued off-policy on a set of logged decisions.
+
+    Attributes:
+        decisions: The decisions valued (those whose logged action the action space holds).
+        logged_rows: Their logged action's row with its features.
+        candidates: Every candidate action of every decision, with features and value.
+        logged: Each decision's logged action (index into the action space).
+        p_hat, q_hat: (decisions, actions) acceptance and expected value.
+        allowed: (decisions, actions) what the policy may show.
+        policies: Policy name → its (decisions, actions) probabilities.
+        values: Policy name → its estimated value per decision.
+        on_policy: The logging policy's mean reward and its standard error.
+    """
+
+    decisions: pd.DataFrame
+    logged_rows: pd.DataFrame
+    candidates: pd.DataFrame
+    logged: np.ndarray
+    p_hat: np.ndarray
+    q_hat: np.ndarray
+    allowed: np.ndarray
+    policies: dict[str, np.ndarray]
+    values: dict[str, PolicyValue]
+    on_policy: tuple[float, float]
+
+
+def value_policies(
+    model: CalibratedModel,
+    spec: ModelSpec,
+    store: FeatureStore,
+    tables: Mapping[str, pa.Table],
+    catalogue: nbo.Catalogue,
+    actions: pd.DataFrame,
+    decisions: pd.DataFrame,
+    ranking,
+) -> PolicyValuation:
+    """Score every candidate action of each logged decision and value the served policy,
+    the popularity policy (`ranking`) and random offers by IPS, SNIPS and DR.
+
+    Args:
+        model: The acceptance model.
+        spec: The model's declaration.
+        store: Feast store for the candidates' point-in-time features.
+        tables: Raw tables.
+        catalogue: The shop's catalogue.
+        actions: The action space (`nbo.action_space` of the model's training window).
+        decisions: Logged decisions (`nbo.label_events` rows) with their rewards.
+        ranking: Best sellers as of the decisions' start (`offer_policy.best_sellers`).
+    """
+    test = decisions
+    if len(test) > MAX_EVALUATED_DECISIONS:
+        # Every candidate of every decision is scored: a uniform sample of decisions keeps
+        # that in memory at scale; the estimators' intervals widen accordingly.
+        test = test.sample(MAX_EVALUATED_DECISIONS, random_state=SAMPLE_SEED).sort_index()
+    test = test.reset_index(drop=True)
+    # Decisions whose logged action the action space knows (others cannot be valued: their
+    # action is new).
+    logged = nbo.logged_actions(test, actions)
+    test = test[logged >= 0].reset_index(drop=True)
+    logged = logged[logged >= 0]
+    test["reference_category"] = nbo.reference_categories(
+        tables, catalogue, test["customer_id"], test[EVENT_TIME]
+    )
+    cand = nbo.candidates(test, actions)
+    cand["returned_before"] = returned_before(tables, cand)
+    cand["value"] = catalogue.value(cand["category"], cand["discount"].to_numpy())
+    logged_rows, _ = offer_features(spec, store, test)
+    cand, _ = offer_features(spec, store, cand)
+    n, n_actions = len(test), len(actions)
+    p_hat = model.predict_proba(cand).reshape(n, n_actions)
+    values = cand["value"].to_numpy().reshape(n, n_actions)
+    q_hat = p_hat * values
+    allowed = offer_policy.allowed_actions(cand, n, n_actions)
+    offer = (cand["offer_type"].to_numpy() != nbo.NONE).reshape(n, n_actions)
+    policies = {
+        # The served policy itself: the service answers `offer_policy.ranked_offers`, whose
+        # first choice this is.
+        "model": offer_policy.choose(q_hat, allowed, ~offer),
+        "popularity": offer_policy.popularity_policy(cand, allowed, ranking, n, n_actions),
+        "random": uniform(allowed & offer),
+    }
+    reward = test["reward"].to_numpy(np.float64)
+    propensity = test["propensity"].to_numpy(np.float64)
+    valued = {
+        name: evaluate_policy(policy, logged, propensity, reward, q_hat)
+        for name, policy in policies.items()
+    }
+    on_policy = (float(reward.mean()), float(reward.std(ddof=1) / np.sqrt(max(n, 1))))
+    return PolicyValuation(
+        test, logged_rows, cand, logged, p_hat, q_hat, allowed, policies, valued, on_policy
+    )
+
+
 def train_policy(
     spec: ModelSpec,
     store: FeatureStore,
@@ -135,28 +231,9 @@ def train_policy(
     actions = nbo.action_space(events.loc[train_idx], catalogue)
     n_actions = len(actions)
 
-    # Test decisions whose logged action the training window knows (others cannot be
-    # valued: their action is new).
     test = events.loc[test_idx]
-    if len(test) > MAX_EVALUATED_DECISIONS:
-        # Every candidate of every decision is scored: a uniform sample of decisions keeps
-        # that in memory at scale; the estimators' intervals widen accordingly.
-        test = test.sample(MAX_EVALUATED_DECISIONS, random_state=SAMPLE_SEED).sort_index()
-    test = test.reset_index(drop=True)
-    logged = nbo.logged_actions(test, actions)
-    test = test[logged >= 0].reset_index(drop=True)
-    logged = logged[logged >= 0]
-    test["reference_category"] = nbo.reference_categories(
-        tables, catalogue, test["customer_id"], test[EVENT_TIME]
-    )
-    cand = nbo.candidates(test, actions)
-    cand["returned_before"] = returned_before(tables, cand)
-    cand["value"] = catalogue.value(cand["category"], cand["discount"].to_numpy())
-
     clock = time.perf_counter()
     logged_frame, features = offer_features(spec, store, events.drop(index=test_idx))
-    logged_test, _ = offer_features(spec, store, test)
-    cand, _ = offer_features(spec, store, cand)
     seconds["retrieval"] = time.perf_counter() - clock
     seconds["features"] = time.perf_counter() - started
     # The logging policy shows each customer's favourite category most: weighting each
@@ -196,29 +273,20 @@ def train_policy(
     )
 
     clock = time.perf_counter()
-    y_test = logged_test[LABEL].to_numpy()
-    acceptance = binary_metrics(y_test, model.predict_proba(logged_test), spec.capacity)
-    n = len(test)
-    p_hat = model.predict_proba(cand).reshape(n, n_actions)
-    values = cand["value"].to_numpy().reshape(n, n_actions)
-    q_hat = p_hat * values
-    allowed = offer_policy.allowed_actions(cand, n, n_actions)
-    offer = (cand["offer_type"].to_numpy() != nbo.NONE).reshape(n, n_actions)
     ranking = offer_policy.best_sellers(tables, split.validation.start)
-    policies = {
-        # The served policy itself: the service answers `offer_policy.ranked_offers`, whose first
-        # choice this is.
-        "model": offer_policy.choose(q_hat, allowed, ~offer),
-        "popularity": offer_policy.popularity_policy(cand, allowed, ranking, n, n_actions),
-        "random": uniform(allowed & offer),
-    }
-    reward = test["reward"].to_numpy(np.float64)
-    propensity = test["propensity"].to_numpy(np.float64)
-    valued = {
-        name: evaluate_policy(policy, logged, propensity, reward, q_hat)
-        for name, policy in policies.items()
-    }
-    on_policy = (float(reward.mean()), float(reward.std(ddof=1) / np.sqrt(max(n, 1))))
+    valuation = value_policies(model, spec, store, tables, catalogue, actions, test, ranking)
+    test, cand, logged_test = valuation.decisions, valuation.candidates, valuation.logged_rows
+    logged, valued, on_policy = valuation.logged, valuation.values, valuation.on_policy
+    policies, p_hat, q_hat, allowed = (
+        valuation.policies,
+        valuation.p_hat,
+        valuation.q_hat,
+        valuation.allowed,
+    )
+    n = len(test)
+    acceptance = binary_metrics(
+        logged_test[LABEL].to_numpy(), model.predict_proba(logged_test), spec.capacity
+    )
     seconds["evaluate"] = time.perf_counter() - clock
 
     metrics = {**acceptance}

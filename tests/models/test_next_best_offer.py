@@ -11,12 +11,14 @@ import pytest
 
 from aftersale.settings import Settings
 from features.build.tables import build_feature_tables, publish_tables
+from features.instants import watermark
 from features.store.config import feature_store
 from features.store.sync import apply_definitions
 from models import next_best_offer as nbo
 from models.policies import offers as offer_policy
 from models.served.registry import CHAMPION, tracking
 from models.spec import EVENT_TIME, LABEL, LABEL_KNOWN
+from training.monitor import offer_policy_quality
 from training.offpolicy import greedy
 from training.oracle import policy_oracle as oracle
 from training.policy import train_policy
@@ -235,6 +237,30 @@ def test_training_values_the_policy_registers_it_and_never_offers_a_returned_cat
     assert comparison.rows == scores["decision"].nunique()
     assert comparison.oracle >= comparison.model
     assert comparison.oracle >= comparison.baseline
+
+    # The monitor values the same policy on the newest 28 days of closed offers.
+    end = watermark(dict(sim_tables), happened=True)
+    train_span = tuple(
+        pd.Timestamp(result.split[f"split_train_{side}"]) for side in ("start", "end")
+    )
+    tested = {f"test_{k}": v for k, v in metrics.items()}
+    quality = offer_policy_quality(
+        result.model, nbo.SPEC, store, sim_tables, end, 28, train_span, tested
+    )
+    raw = sim_tables["offers"].to_pandas()
+    ts = pd.to_datetime(raw["ts"], utc=True)
+    accepted = pd.to_datetime(raw["accepted_ts"], utc=True)
+    data_end = max(ts.max(), accepted.max())
+    closed = ts[ts + pd.Timedelta(days=7) <= data_end]
+    assert quality["policy_window_end"] == closed.max()
+    in_window = closed[closed > closed.max() - pd.Timedelta(days=28)]
+    # Decisions whose logged action is new to the training window cannot be valued.
+    assert 0.9 * len(in_window) <= quality["policy_rows"] <= len(in_window)
+    assert quality["policy_value_dr_low"] <= quality["policy_value_dr"]
+    assert quality["policy_value_dr"] <= quality["policy_value_dr_high"]
+    assert quality["test_policy_value_dr"] == metrics["policy_value_dr"]
+    for key in ("policy_popularity_dr", "policy_random_dr", "policy_logging_mean"):
+        assert np.isfinite(quality[key]), key
 
 
 def test_decision_record_equals_decision_features() -> None:

@@ -376,3 +376,40 @@ def test_trending_features_are_left_out_of_the_drifted_share() -> None:
     table["trending"] = False
     (reason,) = retrain_reasons(table, quality, 0.5, 0.05, 0.03)
     assert reason.startswith("50% of its features drifted")
+
+
+def test_a_score_that_trends_within_the_training_window_marks_nothing_alone() -> None:
+    from training.monitor import retrain_reasons
+
+    table = _table(True, 0)
+    table["trending"] = False
+    quality = {"roc_auc": 0.8, "test_roc_auc": 0.8, "ece": 0.02, "test_ece": 0.02}
+    (reason,) = retrain_reasons(table, quality, 0.5, 0.05, 0.03)
+    assert reason.startswith("its score drifted")
+    table.loc[table["kind"] == "prediction", "trending"] = True
+    assert retrain_reasons(table, quality, 0.5, 0.05, 0.03) == []
+    # Its realised quality still marks it.
+    worse = {**quality, "roc_auc": 0.7}
+    (reason,) = retrain_reasons(table, worse, 0.5, 0.05, 0.03)
+    assert reason.startswith("its realised AUC")
+
+
+def test_drift_marks_a_score_that_grows_through_the_training_window_as_trending() -> None:
+    """The drift table's prediction row is trending when the score itself moves between
+    the halves of the training window, and not when it is steady there."""
+    from models.spec import EVENT_TIME
+    from training.monitor import Windows, drift
+
+    rng = np.random.default_rng(5)
+    n = 4_000
+    times = pd.date_range("2024-01-01", periods=n, freq="3h", tz="UTC")
+    basket = rng.gamma(2.0, 30.0, n)
+    for grows, expected in ((True, True), (False, False)):
+        score = (np.arange(n) / n if grows else np.full(n, 0.5)) * 0.5 + rng.uniform(0, 0.1, n)
+        reference = pd.DataFrame({EVENT_TIME: times, "basket": basket, SCORE: score})
+        current = reference.tail(500).assign(**{SCORE: score[-500:] + 0.2})
+        spans = Windows(reference, current, (times[0], times[-1]), (times[-500], times[-1]))
+        table = drift("delay_risk", spans, ["basket"], []).table
+        row = table[(table["segment"] == ALL) & (table["kind"] == "prediction")].iloc[0]
+        assert bool(row["drifted"])
+        assert bool(row["trending"]) is expected
