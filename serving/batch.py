@@ -239,14 +239,16 @@ def probabilities(
     model: ServedModel,
     frame: pd.DataFrame,
     client: Client | None = None,
-    chunk_rows: int = SCORE_CHUNK_ROWS,
+    chunk_rows: int | None = None,
 ) -> np.ndarray:
     """Calibrated probabilities of every row, in one call or, given a Dask client, in
-    chunks of `chunk_rows` rows as tasks of its workers (gathered in row order)."""
+    chunks of `chunk_rows` rows (default `SCORE_CHUNK_ROWS`) as tasks of its workers,
+    gathered in row order."""
     if not len(frame):
         return np.zeros(0)
     if client is None:
         return score_rows(model, frame)
+    chunk_rows = chunk_rows or SCORE_CHUNK_ROWS
     # Sent once to every worker rather than with each chunk.
     shared = client.scatter(model, broadcast=True, hash=False)
     futures = [
@@ -280,7 +282,7 @@ def score_batch(
     rules: outreach.OutreachRules,
     tables: dict[str, pa.Table] | None = None,
     client: Client | None = None,
-    chunk_rows: int = SCORE_CHUNK_ROWS,
+    chunk_rows: int | None = None,
 ) -> BatchResult:
     """Score customers and open shipments and build the outreach queue with reasons.
 
@@ -303,7 +305,7 @@ def score_batch(
             interval and the reasons of the effect.
         client: A Dask client whose workers score the customers and shipments in chunks
             of `chunk_rows` rows; None scores them here in one call each.
-        chunk_rows: Rows per scoring task on the cluster.
+        chunk_rows: Rows per scoring task on the cluster (default `SCORE_CHUNK_ROWS`).
     """
     seconds: dict[str, float] = {}
     clock = time.perf_counter()

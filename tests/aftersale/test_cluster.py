@@ -12,9 +12,9 @@ from aftersale.settings import get_settings
 
 @pytest.mark.parametrize("address", ["nonsense", "foo://host:1", "tcp://127.0.0.1:1"])
 def test_an_unreachable_scheduler_names_the_setting(address) -> None:
-    with pytest.raises(ClusterError, match=f"AFTERSALE_DASK_ADDRESS: .*{address}"):
-        with dask_client(address, timeout_s=1):
-            pass
+    named = pytest.raises(ClusterError, match=f"AFTERSALE_DASK_ADDRESS: .*{address}")
+    with named, dask_client(address, timeout_s=1):
+        pass
 
 
 @pytest.mark.parametrize("value", ["", "  "])
