@@ -69,8 +69,13 @@ def parse_day(text: str, option: str) -> date:
         ) from None
 
 
+# Commands whose jobs run units of work on the Dask cluster of `AFTERSALE_DASK_ADDRESS`.
+ON_CLUSTER = {"features", "score", "demo", "nightly"}
+
+
 @app.callback()
 def main(
+    context: typer.Context,
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="Also show the libraries' logs.")
     ] = False,
@@ -90,6 +95,15 @@ def main(
     os.environ.setdefault("DO_NOT_TRACK", "1")
     # The temporary API server starts in about 20 s on an idle machine; a busy one needs more.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    if settings.dask_address and context.invoked_subcommand in ON_CLUSTER:
+        from aftersale.cluster import ClusterError, dask_client
+
+        # Before the job starts, not as a task's failure deep inside it.
+        try:
+            with dask_client(settings.dask_address):
+                pass
+        except ClusterError as exc:
+            fail(exc)
 
 
 # The opening line of a job that runs flows: importing the libraries and starting Prefect's

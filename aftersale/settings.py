@@ -28,6 +28,13 @@ class Settings(BaseSettings):
     feature_workers: int | None = Field(
         None, ge=1, description="Processes building feature tables (default: by data size)."
     )
+    dask_address: str | None = Field(
+        None,
+        description="Address of a `dask.distributed` scheduler (e.g. tcp://10.0.0.5:8786) "
+        "that runs feature building's and batch scoring's units of work; unset or empty: "
+        "one machine's processes. Its workers import this project and see the data folder "
+        "at the same path.",
+    )
     feature_store: str = Field(
         "local", description="Feast environment: local (SQLite online) or redis."
     )
@@ -160,6 +167,11 @@ class Settings(BaseSettings):
     schedule_timezone: str = Field(
         "UTC", description="IANA time zone of the schedules' local times, e.g. Europe/Berlin."
     )
+
+    @field_validator("dask_address")
+    @classmethod
+    def _empty_is_unset(cls, value: str | None) -> str | None:
+        return value.strip() or None if value is not None else None
 
     @field_validator("schedule_timezone")
     @classmethod

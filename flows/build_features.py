@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
+from aftersale.cluster import dask_client
 from aftersale.console import report_stage
 from aftersale.settings import get_settings
 from features.build.parallel import publish_features as build_and_publish
@@ -22,7 +23,12 @@ from features.store.sync import MaterializeRun, apply_definitions, materialize
 @task(retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
 def publish_features(raw_folder: Path, root: Path) -> tuple[Path, datetime]:
     """Compute every feature table from the raw folder into a new offline version."""
-    version, end = build_and_publish(raw_folder, root, get_settings().feature_workers)
+    settings = get_settings()
+    if settings.dask_address:
+        with dask_client(settings.dask_address) as client:
+            version, end = build_and_publish(raw_folder, root, client=client)
+    else:
+        version, end = build_and_publish(raw_folder, root, settings.feature_workers)
     return version, end.to_pydatetime()
 
 

@@ -121,16 +121,25 @@ def build_queue(models: dict, inputs: dict, settings: Settings):
     """Score, plan the outreach and explain the selected actions."""
     from serving.batch import score_batch as run
 
-    return run(
-        models,
-        inputs["customers"],
-        inputs["shipments"],
-        inputs["invoices"],
-        inputs["history"],
-        inputs["as_of"],
-        rules_of(settings),
-        inputs["tables"],
-    )
+    def score(client=None):
+        return run(
+            models,
+            inputs["customers"],
+            inputs["shipments"],
+            inputs["invoices"],
+            inputs["history"],
+            inputs["as_of"],
+            rules_of(settings),
+            inputs["tables"],
+            client=client,
+        )
+
+    if not settings.dask_address:
+        return score()
+    from aftersale.cluster import dask_client
+
+    with dask_client(settings.dask_address) as client:
+        return score(client)
 
 
 @task(cache_policy=NO_CACHE)

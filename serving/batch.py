@@ -5,6 +5,10 @@ is materialised from), scored by the registry's champions with plain LightGBM pr
 SHAP contributions, the costly part, are computed only for the actions the queue selects:
 the reasons explain what is acted on, not everything. The queue is an export: its words name
 a personal feature (`features.personal.PERSONAL_FEATURES`) without its value.
+
+Given a `dask.distributed` client (`AFTERSALE_DASK_ADDRESS`), the customers and shipments are
+scored in chunks of rows as tasks of its workers; row by row the predictions, and so the
+queue, are those of the one-call path.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -27,9 +32,15 @@ from models.policies import outreach
 from models.served.window import local_dates
 from serving.scoring import NO_CONTACT, ServedModel, band, driving_contact_reason, lost_words
 
+if TYPE_CHECKING:
+    from distributed import Client
+
 log = logging.getLogger(__name__)
 
 REASONS_PER_ACTION = 3
+# Rows per scoring task on a Dask cluster: large enough that a task's overhead (about a
+# millisecond) is small against its prediction, small enough to spread a million customers.
+SCORE_CHUNK_ROWS = 50_000
 WINDOW_MODEL = delivery_estimate.NAME
 UPLIFT_MODEL = uplift_spec.NAME
 # How long after its moment a proactive action is still timely, in days.
@@ -219,6 +230,34 @@ def predict_uplift(
     )
 
 
+def score_rows(model: ServedModel, rows: pd.DataFrame) -> np.ndarray:
+    """Calibrated probabilities of a frame's rows: one unit of scoring work."""
+    return model.probability(model.matrix(rows))
+
+
+def probabilities(
+    model: ServedModel,
+    frame: pd.DataFrame,
+    client: Client | None = None,
+    chunk_rows: int | None = None,
+) -> np.ndarray:
+    """Calibrated probabilities of every row, in one call or, given a Dask client, in
+    chunks of `chunk_rows` rows (default `SCORE_CHUNK_ROWS`) as tasks of its workers,
+    gathered in row order."""
+    if not len(frame):
+        return np.zeros(0)
+    if client is None:
+        return score_rows(model, frame)
+    chunk_rows = chunk_rows or SCORE_CHUNK_ROWS
+    # Sent once to every worker rather than with each chunk.
+    shared = client.scatter(model, broadcast=True, hash=False)
+    futures = [
+        client.submit(score_rows, shared, frame.iloc[lo : lo + chunk_rows], pure=False)
+        for lo in range(0, len(frame), chunk_rows)
+    ]
+    return np.concatenate(client.gather(futures))
+
+
 def _explain(model: ServedModel, values: pd.DataFrame, rows: np.ndarray):
     """Contributions and reasons of the chosen rows only."""
     chosen = values.iloc[rows]
@@ -242,6 +281,8 @@ def score_batch(
     as_of: pd.Timestamp,
     rules: outreach.OutreachRules,
     tables: dict[str, pa.Table] | None = None,
+    client: Client | None = None,
+    chunk_rows: int | None = None,
 ) -> BatchResult:
     """Score customers and open shipments and build the outreach queue with reasons.
 
@@ -262,13 +303,16 @@ def score_batch(
             With an "outreach_uplift" champion in `models`, the queue ranks by its predicted
             uplift (`outreach.plan_outreach`), and each action carries it with its
             interval and the reasons of the effect.
+        client: A Dask client whose workers score the customers and shipments in chunks
+            of `chunk_rows` rows; None scores them here in one call each.
+        chunk_rows: Rows per scoring task on the cluster (default `SCORE_CHUNK_ROWS`).
     """
     seconds: dict[str, float] = {}
     clock = time.perf_counter()
     churn, delay = models["churn"], models["delay_risk"]
     customers = add_time_features(customers.reset_index(drop=True), as_of)
     shipments = add_time_features(shipments.reset_index(drop=True), as_of)
-    churn_p = churn.probability(churn.matrix(customers)) if len(customers) else np.zeros(0)
+    churn_p = probabilities(churn, customers, client, chunk_rows)
     # A parcel past its promise and silent for too long is likely lost: no delay notice
     # with an arrival date, but a service-recovery call about it.
     states = (
@@ -277,7 +321,7 @@ def score_batch(
         else np.zeros(0, dtype=object)
     )
     lost = states == LIKELY_LOST
-    delay_p = delay.probability(delay.matrix(shipments)) if len(shipments) else np.zeros(0)
+    delay_p = probabilities(delay, shipments, client, chunk_rows)
     windows = _windows(models.get(WINDOW_MODEL), shipments, customers, as_of)
     seconds["predict"] = time.perf_counter() - clock
 

@@ -6,6 +6,10 @@ state). Each worker reads only the raw columns its current view needs, keeps the
 works on that view, and writes each unit as one Parquet part into the staging folder; the
 parent publishes the folder once every unit is written. Results are identical to the
 single-process build: the same chunks, the same code, the same `created_ts`.
+
+Given a `dask.distributed` client (`AFTERSALE_DASK_ADDRESS`), the same units run as tasks of
+its workers instead, which must import this project and see the raw and feature folders at
+the same paths; they write the same parts.
 """
 
 from __future__ import annotations
@@ -13,10 +17,12 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import pyarrow as pa
@@ -37,6 +43,9 @@ from features.contract.io import read_validated
 from features.contract.schema import CONTRACT
 from features.instants import SCHEDULED_COLUMNS, utc_instant
 from features.repo import feature_views
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 log = logging.getLogger(__name__)
 
@@ -106,29 +115,41 @@ def watermark_of(raw: Path, *, happened: bool = False) -> pd.Timestamp:
     return max(latest)
 
 
-# Worker state: the raw tables of the view the worker is on, and the prepared customer events.
+# Worker state: the raw tables of the view the worker is on (and of which raw folder: a Dask
+# worker outlives one build), and the prepared customer events. A Dask worker may run units
+# on several threads: they share the state under the lock.
 _state: dict = {}
+_state_lock = threading.Lock()
 
 
-def _tables_for(raw: Path, view: str) -> dict[str, pa.Table]:
-    if _state.get("view") != view:
+def _tables_for(raw: Path, view: str) -> tuple[dict[str, pa.Table], object]:
+    """The raw tables a view reads, and the prepared customer events (snapshots only)."""
+    with _state_lock:
+        if _state.get("key") != (str(raw), view):
+            _state.clear()
+            needs = NEEDS[view]
+            _state["tables"] = read_validated(raw, tables=list(needs), columns=needs)
+            _state["key"] = (str(raw), view)
+        tables = _state["tables"]
+        if view == "customer_snapshots" and "prepared" not in _state:
+            _state["prepared"] = customer_build.prepare(tables)
+        return tables, _state.get("prepared")
+
+
+def _forget() -> None:
+    """Drop a worker's state (a Dask worker's, once a build is done)."""
+    with _state_lock:
         _state.clear()
-        needs = NEEDS[view]
-        _state["view"] = view
-        _state["tables"] = read_validated(raw, tables=list(needs), columns=needs)
-    return _state["tables"]
 
 
 def _run(raw: Path, staging: Path, created: pd.Timestamp, unit: Unit) -> tuple[Unit, int, float]:
     """Build one unit and write it as a part; returns its row count and seconds."""
     started = time.perf_counter()
-    tables = _tables_for(raw, unit.view)
+    tables, prepared = _tables_for(raw, unit.view)
     view = next(v for v in feature_views() if v.name == unit.view)
     builder, folder = BUILDERS[unit.view]
     if unit.view == "customer_snapshots":
-        if "prepared" not in _state:
-            _state["prepared"] = customer_build.prepare(tables)
-        chunks = [customer_build.snapshots(_state["prepared"], unit.lo, unit.hi)]
+        chunks = [customer_build.snapshots(prepared, unit.lo, unit.hi)]
     else:
         # Whole tables stream chunk by chunk (shipments come in ranges of shipments).
         chunks = builder(tables)
@@ -162,23 +183,33 @@ def build_parallel(
     root: Path,
     workers: int = 2,
     chunk_customers: int = customer_build.CHUNK_CUSTOMERS,
+    client: Client | None = None,
 ) -> Path:
-    """Build every feature table from a validated raw folder with `workers` processes and
-    publish them as a new version under `root`."""
+    """Build every feature table from a validated raw folder with `workers` processes, or
+    as tasks of a Dask `client`'s workers, and publish them as a new version under `root`."""
     created = watermark_of(raw)
     staging = versioned.staging_dir(root)
     try:
         for _, folder in BUILDERS.values():
             (staging / folder).mkdir()
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-            futures = [
-                pool.submit(_run, raw, staging, created, unit)
-                for unit in plan(raw, chunk_customers)
-            ]
-            for future in as_completed(futures):
-                unit, rows, seconds = future.result()
-                log.info("%s part %d: %d rows in %.1f s", unit.view, unit.part, rows, seconds)
+        if client is None:
+            context = multiprocessing.get_context("spawn")
+            pool = ProcessPoolExecutor(max_workers=workers, mp_context=context)
+        else:
+            # Dask's executor hands back concurrent futures: the same loop gathers them.
+            pool = client.get_executor(pure=False)
+        try:
+            with pool:
+                futures = [
+                    pool.submit(_run, raw, staging, created, unit)
+                    for unit in plan(raw, chunk_customers)
+                ]
+                for future in as_completed(futures):
+                    unit, rows, seconds = future.result()
+                    log.info("%s part %d: %d rows in %.1f s", unit.view, unit.part, rows, seconds)
+        finally:
+            if client is not None:
+                client.run(_forget)
         views = {v.name: v for v in feature_views()}
         for name, (_, folder) in BUILDERS.items():
             if not any((staging / folder).iterdir()):
@@ -196,7 +227,7 @@ PARALLEL_FROM_CUSTOMERS = 200_000
 
 
 def publish_features(
-    raw: Path, root: Path, workers: int | None = None
+    raw: Path, root: Path, workers: int | None = None, client: Client | None = None
 ) -> tuple[Path, pd.Timestamp]:
     """Build and publish the feature tables of a validated raw folder.
 
@@ -205,10 +236,13 @@ def publish_features(
         root: Where feature versions are published.
         workers: Processes to use; None chooses by size (one for small data, else up to
             the machine's cores, at most four).
+        client: A Dask client whose workers run the units instead, whatever the size.
 
     Returns:
         The published version folder and the raw data's watermark.
     """
+    if client is not None:
+        return build_parallel(raw, root, client=client), watermark_of(raw)
     if workers is None:
         customers = pq.ParquetFile(raw / "customers.parquet").metadata.num_rows
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
