@@ -113,10 +113,14 @@ def infer_reasons(contacts: pa.Table, load_reasons: ReasonLoader | None, folder:
     confidence = np.full(contacts.num_rows, np.nan)
     confidence[inferred] = answers["confidence"].to_numpy(dtype=np.float64)
     flags = np.asarray(contacts.column("reason_inferred").to_numpy(zero_copy_only=False))
+    low = np.asarray(contacts.column("reason_low_confidence").to_numpy(zero_copy_only=False))
+    low = low.astype(bool)
+    low[inferred] = answers["low_confidence"].to_numpy(dtype=bool)
     columns = {
         "reason": pa.array(reasons, pa.string()),
         "reason_inferred": pa.array(flags.astype(bool) | inferred),
         "reason_confidence": pa.array(confidence, pa.float64(), mask=np.isnan(confidence)),
+        "reason_low_confidence": pa.array(low),
     }
     for name, values in columns.items():
         index = contacts.schema.get_field_index(name)
@@ -124,8 +128,38 @@ def infer_reasons(contacts: pa.Table, load_reasons: ReasonLoader | None, folder:
     found = [v for v in check_columns(schema, contacts) if v.column in columns]
     if found:
         raise ContractError(ValidationReport(folder=str(folder), violations=found))
-    low = int(answers["low_confidence"].sum())
-    log.info("inferred %d contact reasons from text (%d low-confidence)", len(texts), low)
+    unsure = int(answers["low_confidence"].sum())
+    log.info("inferred %d contact reasons from text (%d low-confidence)", len(texts), unsure)
+    return contacts
+
+
+INFERRED_COLUMNS = ("reason", "reason_inferred", "reason_confidence", "reason_low_confidence")
+
+
+def keep_inferred(current: pa.Table | None, contacts: pa.Table) -> pa.Table:
+    """Re-sent contacts (an update of a contact the current data hold) whose reason was
+    inferred keep that reason, confidence and flag: the answer belongs to the classifier
+    version that gave it, and a newer champion must not rewrite what earlier features
+    read. Only the contacts that come without a reason are filled."""
+    if current is None or current.num_rows == 0 or contacts.num_rows == 0:
+        return contacts
+    key = CONTRACT["contacts"].key
+    keys = contacts.select(list(key)).to_pandas()
+    stored = current.select([*key, *INFERRED_COLUMNS]).to_pandas()
+    stored = stored[stored["reason_inferred"].astype(bool)]
+    if stored.empty:
+        return contacts
+    found = keys.merge(stored, on=list(key), how="left")
+    reason = pd.Series(contacts.column("reason").to_pylist(), dtype=object)
+    take = (reason.isna() & found["reason_inferred"].eq(True)).to_numpy()
+    if not take.any():
+        return contacts
+    for name in INFERRED_COLUMNS:
+        index = contacts.schema.get_field_index(name)
+        field = contacts.schema.field(index)
+        values = contacts.column(name).to_pandas().astype(object).to_numpy()
+        values[take] = found[name].astype(object).to_numpy()[take]
+        contacts = contacts.set_column(index, field, pa.array(values, field.type, from_pandas=True))
     return contacts
 
 
@@ -260,7 +294,8 @@ def append_day(
         missing = through + timedelta(days=1)
         raise BatchError(f"day {day} skips {missing}: the current data end on {through}")
     if "contacts" in batch:
-        batch["contacts"] = infer_reasons(batch["contacts"], load_reasons, batch_dir)
+        kept = keep_inferred(current_tables.get("contacts"), batch["contacts"])
+        batch["contacts"] = infer_reasons(kept, load_reasons, batch_dir)
     found = batch_violations(current_tables, batch, day)
     if found:
         raise BatchError(_listed(f"day {day} does not follow from the current data", found))

@@ -463,6 +463,12 @@ CONTACTS = TableSchema(
             description="The classifier's probability of its most likely reason; missing "
             "where the reason was given. Below its threshold the reason is other.",
         ),
+        _b(
+            "reason_low_confidence",
+            by_ingest=True,
+            description="The classifier's confidence was below the threshold of the "
+            "version that answered, so the reason is other; false where the reason was given.",
+        ),
         _s("handled_by", allowed=HANDLERS, description="AI agent or human."),
         _f("wait_s", min=0.0, description="Seconds waiting before handling."),
         _f("handle_s", min=0.0, description="Seconds of handling."),

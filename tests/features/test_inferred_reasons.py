@@ -97,8 +97,10 @@ def assert_inferred(contacts: pd.DataFrame, classifier: ReasonClassifier) -> Non
     assert texted["reason"].tolist() == answers["reason"].tolist()
     assert texted["reason_confidence"].tolist() == pytest.approx(answers["confidence"].tolist())
     assert texted["reason_inferred"].all()
+    assert texted["reason_low_confidence"].tolist() == answers["low_confidence"].tolist()
     given = contacts[contacts["text"].isna()]
     assert not given["reason_inferred"].any()
+    assert not given["reason_low_confidence"].any()
     assert given["reason_confidence"].isna().all()
     assert given["reason"].notna().all()
 
@@ -145,6 +147,38 @@ def test_a_day_of_texts_is_appended_with_reasons_inferred(
     again = ingest.append_day(folder, raw_root, load)
     assert not again.changed
     assert again.version == appended.version
+
+
+def test_a_contact_sent_again_keeps_the_reason_an_earlier_champion_inferred(
+    sim_tables, days, classifier, tmp_path
+) -> None:
+    """A source that sends a day's contacts again the next day (an overlapping export):
+    a newer classifier, here one that answers every message as low-confidence, does not
+    rewrite the reasons the earlier one inferred, and the re-sent rows are accepted."""
+    before, day = days
+    next_day = day + timedelta(days=1)
+    history = write(
+        tmp_path / "history", as_known_at(sim_tables, before), Manifest("history", before)
+    )
+    first = day_batch(sim_tables, day)
+    first["contacts"] = with_texts(first["contacts"], TEXTS)
+    raw_root = tmp_path / "raw"
+    ingest_whole(history, raw_root)
+    ingest.append_day(
+        write(tmp_path / "day", first, Manifest("day", day)), raw_root, lambda: classifier
+    )
+    second = day_batch(sim_tables, next_day)
+    again = first["contacts"].slice(0, TEXTS)
+    second["contacts"] = pa.concat_tables(
+        [second["contacts"], again.select(second["contacts"].column_names)]
+    )
+    unsure = ReasonClassifier(NAME, classifier.pipeline, threshold=1.0)
+    assert unsure.classify(messages(TEXTS))["low_confidence"].all()
+    appended = ingest.append_day(
+        write(tmp_path / "next", second, Manifest("day", next_day)), raw_root, lambda: unsure
+    )
+    contacts = read_validated(appended.version)["contacts"].to_pandas()
+    assert_inferred(contacts, classifier)
 
 
 def test_a_contact_with_neither_text_nor_reason_is_named_by_key(sim_tables, tmp_path) -> None:
