@@ -18,6 +18,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -51,7 +53,7 @@ LIKELY_LOST = "likely_lost"
 
 
 def parcel_states(
-    rows: pd.DataFrame, now_s: float | np.ndarray, lost_after_days: float
+    rows: pd.DataFrame | Mapping[str, Sequence], now_s: float | np.ndarray, lost_after_days: float
 ) -> np.ndarray:
     """Each parcel's state at the decision instant, from its newest feature row.
 
@@ -61,20 +63,29 @@ def parcel_states(
     promise one. Every other parcel is in transit, the case the models were trained on.
 
     Args:
-        rows: Shipment feature rows: `stage`, `promised_epoch` and `last_scan_epoch`
-            (dispatch where there is no scan yet, as the feature table stores it).
+        rows: Shipment feature rows, a frame or columns by name: `stage`,
+            `promised_epoch` and `last_scan_epoch` (dispatch where there is no scan yet, as
+            the feature table stores it).
         now_s: Decision instant, epoch seconds (one, or one per row).
         lost_after_days: Days without a scan, past the promise, after which a parcel is
             taken for lost.
     """
-    stage = rows["stage"].to_numpy(dtype=object)
-    promised = pd.to_numeric(rows["promised_epoch"], errors="coerce").to_numpy(np.float64)
-    last_scan = pd.to_numeric(rows["last_scan_epoch"], errors="coerce").to_numpy(np.float64)
+    stage = np.asarray(rows["stage"], dtype=object)
+    promised = _numbers(rows["promised_epoch"])
+    last_scan = _numbers(rows["last_scan_epoch"])
     silent_s = np.asarray(now_s, dtype=np.float64) - last_scan
     lost = (np.asarray(now_s, dtype=np.float64) > promised) & (silent_s >= lost_after_days * 86_400)
     states = np.where(lost, LIKELY_LOST, IN_TRANSIT).astype(object)
     states[stage == DELIVERED] = DELIVERED
     return states
+
+
+def _numbers(values: pd.Series | Sequence) -> np.ndarray:
+    """Values as floats, NaN where missing or not a number (`pd.to_numeric`, coercing)."""
+    try:  # numbers and None, as the stores hold them: NumPy converts them at once
+        return np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        return pd.to_numeric(pd.Series(values), errors="coerce").to_numpy(np.float64)
 
 
 def label_events(tables: dict[str, pa.Table]) -> pd.DataFrame:

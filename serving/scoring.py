@@ -207,35 +207,78 @@ def own_contact_reasons(values: pd.DataFrame) -> np.ndarray:
     Returns:
         Booleans, one row per customer, one column per reason of `CONTACT_REASONS`.
     """
-    held = np.zeros((len(values), len(CONTACT_REASONS)), dtype=bool)
-    latest = (
-        values["last_contact_reason"].to_numpy(dtype=object)
-        if "last_contact_reason" in values
-        else np.full(len(values), None, dtype=object)
-    )
-    # Every count column is made numeric in one call: a conversion per reason and column cost
-    # most of a one-id churn answer in pandas' overhead (profiled: about 6 of its 8 ms).
-    columns = [c for c in values.columns if c.startswith("contacts_")]
-    counts = np.zeros((len(values), len(columns)))
-    if columns and len(values):
-        raw = values[columns].to_numpy(dtype=object)
-        try:  # numbers and None, as the stores hold them: NumPy converts them at once
-            numbers = raw.astype(np.float64)
-        except (TypeError, ValueError):
-            flat = pd.Series(raw.ravel())
-            numbers = pd.to_numeric(flat, errors="coerce").to_numpy(dtype=np.float64)
-        counts = np.nan_to_num(numbers, nan=0.0).reshape(len(values), len(columns))
-    for r, (reason, own) in enumerate(
-        zip(CONTACT_REASONS, reason_positions(tuple(columns)), strict=True)
-    ):
-        if own:
-            held[:, r] = counts[:, own].max(axis=1) > 0
-        held[:, r] |= latest == reason
-    return held
+    return ContactValues.of_frame(values).held()
+
+
+@dataclass(frozen=True)
+class ContactValues:
+    """The contact columns of snapshot rows, all `driving_contact_reason` reads: the
+    `contacts_<reason>_<days>d` counts as stored (numbers, None or anything else) and the
+    latest contact's reason, from a frame (batch) or from dicts (a request), without
+    building a frame for a request's row or two.
+
+    Attributes:
+        columns: The count columns, in the rows' order.
+        counts: The counts as stored, objects, one row per customer.
+        latest: Each customer's `last_contact_reason` (None where the rows have none).
+    """
+
+    columns: tuple[str, ...]
+    counts: np.ndarray
+    latest: np.ndarray
+
+    @classmethod
+    def of_frame(cls, values: pd.DataFrame) -> ContactValues:
+        """The contact columns of a frame of snapshot rows."""
+        columns = tuple(c for c in values.columns if c.startswith("contacts_"))
+        latest = (
+            values["last_contact_reason"].to_numpy(dtype=object)
+            if "last_contact_reason" in values
+            else np.full(len(values), None, dtype=object)
+        )
+        return cls(columns, values[list(columns)].to_numpy(dtype=object), latest)
+
+    @classmethod
+    def of_records(cls, records: Sequence[Mapping]) -> ContactValues:
+        """The contact columns of rows given as dicts, with the first row's keys (the rows of
+        one feature view share them)."""
+        names = list(records[0]) if records else []
+        columns = tuple(n for n in names if n.startswith("contacts_"))
+        counts = np.array([[record.get(c) for c in columns] for record in records], dtype=object)
+        latest = np.full(len(records), None, dtype=object)
+        if "last_contact_reason" in names:
+            latest[:] = [record.get("last_contact_reason") for record in records]
+        return cls(columns, counts.reshape(len(records), len(columns)), latest)
+
+    def __len__(self) -> int:
+        return len(self.latest)
+
+    def held(self) -> np.ndarray:
+        """Booleans, one row per customer, one column per reason of `CONTACT_REASONS`: the
+        reasons of the customer's own contacts (`own_contact_reasons`)."""
+        rows = len(self)
+        held = np.zeros((rows, len(CONTACT_REASONS)), dtype=bool)
+        # Every count column is made numeric in one call: a conversion per reason and column
+        # cost most of a one-id churn answer in pandas' overhead (profiled: 6 of its 8 ms).
+        counts = np.zeros((rows, len(self.columns)))
+        if self.columns and rows:
+            try:  # numbers and None, as the stores hold them: NumPy converts them at once
+                numbers = self.counts.astype(np.float64)
+            except (TypeError, ValueError):
+                flat = pd.Series(self.counts.ravel())
+                numbers = pd.to_numeric(flat, errors="coerce").to_numpy(dtype=np.float64)
+            counts = np.nan_to_num(numbers, nan=0.0).reshape(rows, len(self.columns))
+        for r, (reason, own) in enumerate(
+            zip(CONTACT_REASONS, reason_positions(self.columns), strict=True)
+        ):
+            if own:
+                held[:, r] = counts[:, own].max(axis=1) > 0
+            held[:, r] |= self.latest == reason
+        return held
 
 
 def driving_contact_reason(
-    contrib: np.ndarray, features: Sequence[str], values: pd.DataFrame
+    contrib: np.ndarray, features: Sequence[str], values: pd.DataFrame | ContactValues
 ) -> list[str]:
     """Per customer, the reason of their own contacts that contributes most to the churn score
     (`NO_CONTACT` for a customer without contacts): the contributions of its contact counts
@@ -245,20 +288,21 @@ def driving_contact_reason(
     Args:
         contrib: SHAP contributions, one row per customer, columns in `features` order.
         features: The churn model's features.
-        values: The customers' snapshot rows, aligned with `contrib`.
+        values: The customers' snapshot rows (or their `ContactValues`), aligned with
+            `contrib`.
     """
     if not len(values):
         return []
-    index = {name: j for j, name in enumerate(features)}
+    if isinstance(values, pd.DataFrame):
+        values = ContactValues.of_frame(values)
     sums = np.zeros((len(contrib), len(CONTACT_REASONS)))
     for r, columns in enumerate(reason_positions(tuple(features))):
         if columns:
             sums[:, r] = contrib[:, columns].sum(axis=1)
-    held = own_contact_reasons(values)
-    if "last_contact_reason" in index and len(contrib):
-        own = contrib[:, index["last_contact_reason"]]
-        latest = values["last_contact_reason"].to_numpy(dtype=object)
-        for i, reason in enumerate(latest):
+    held = values.held()
+    if "last_contact_reason" in features and len(contrib):
+        own = contrib[:, list(features).index("last_contact_reason")]
+        for i, reason in enumerate(values.latest):
             if reason in CONTACT_REASONS:
                 sums[i, CONTACT_REASONS.index(reason)] += own[i]
     sums = np.where(held, sums, -np.inf)
