@@ -9,7 +9,9 @@ with the Evidently HTML report as an artefact.
 
 from __future__ import annotations
 
+import json
 import logging
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -310,6 +312,57 @@ def monitor_windows(window_days: int) -> dict | None:
 
 
 @task(cache_policy=NO_CACHE)
+def update_window_offsets() -> dict | None:
+    """Feed the outcomes known since the delivery-window champion's offsets were last
+    updated through ACI and publish the new offsets (None without a champion or a
+    registered ACI state)."""
+    import mlflow
+
+    from features.instants import watermark
+    from features.store.config import feature_store
+    from models import delivery_estimate
+    from models.served.registry import ModelUnavailableError, load_champion, tracking
+    from models.served.window import OFFSETS_FOLDER
+    from training.conformal import AciState
+    from training.data import load_raw_tables, training_data
+    from training.delivery import ACI_STATE_FILE
+    from training.window_offsets import advance, publish, read_state, rows_to_replay
+
+    spec = delivery_estimate.SPEC
+    settings = get_settings()
+    uri = settings.tracking_uri
+    try:
+        champion, model = load_champion(spec.name, uri)
+    except ModelUnavailableError as error:
+        log.info("%s: no champion whose offsets to update: %s", spec.name, error)
+        return None
+    folder = settings.serving_dir / OFFSETS_FOLDER
+    state = read_state(folder, champion.version)
+    if state is None:
+        with tracking(uri), tempfile.TemporaryDirectory() as scratch:
+            try:
+                path = mlflow.artifacts.download_artifacts(
+                    artifact_uri=f"runs:/{champion.run_id}/data/{ACI_STATE_FILE}",
+                    dst_path=scratch,
+                )
+            except Exception as error:
+                log.info("%s v%s: no ACI state registered: %s", spec.name, champion.version, error)
+                return None
+            state = AciState.from_dict(json.loads(Path(path).read_text()))
+    tables = load_raw_tables(settings, spec.raw_tables, spec.optional_tables)
+    cut = watermark(dict(tables), happened=True)
+    events = rows_to_replay(delivery_estimate.decision_outcomes(dict(tables)), state, cut)
+    if events.empty:
+        moved = advance(model, state, events, cut)
+    else:
+        frame = training_data(spec, feature_store(settings), tables, events=events).frame
+        moved = advance(model, state, frame, cut)
+    published = publish(folder, champion.version, moved)
+    log.info("%s v%s: offsets %s", spec.name, champion.version, published.calibration)
+    return {"version": champion.version, "calibration": published.calibration, "rows": len(events)}
+
+
+@task(cache_policy=NO_CACHE)
 def monitor_uplift() -> dict | None:
     """The outreach-uplift champion's observed and predicted effect and ranking on its
     newest labelled sends and holdouts, recorded beside the classifiers' quality (None
@@ -368,6 +421,14 @@ def monitor(models: list[str] | None = None, window_days: int = DEFAULT_WINDOW_D
                 windows = None
             stage.rows, stage.unit = (windows or {}).get("rows"), "parcel decisions"
         results.append(windows)
+        with report_stage("update delivery-window offsets") as stage:
+            # Like the monitor, a failed update leaves yesterday's offsets serving.
+            try:
+                offsets = update_window_offsets()
+            except Exception:
+                log.exception("delivery windows: offsets not updated")
+                offsets = None
+            stage.rows, stage.unit = (offsets or {}).get("rows"), "parcel decisions"
         with report_stage("monitor outreach uplift") as stage:
             try:
                 uplift = monitor_uplift()

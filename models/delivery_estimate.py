@@ -82,6 +82,17 @@ def label_events(tables: dict[str, pa.Table]) -> pd.DataFrame:
         label_ts (when the outcome is settled: the delivery, or `SETTLED_AFTER` past the
         promise, whichever is later), delivered_ts, promised_ts and timezone.
     """
+    rows = decision_outcomes(tables)
+    ships = tables["shipments"].select(["shipped_ts", "delivered_ts"]).to_pandas()
+    ships = ships.apply(lambda column: pd.to_datetime(column, utc=True))
+    end = data_end(ships, tables.get("tracking_events"))
+    settled = rows[rows[PROMISED] + SETTLED_AFTER <= end]
+    return settled.reset_index(drop=True)
+
+
+def decision_outcomes(tables: dict[str, pa.Table]) -> pd.DataFrame:
+    """`label_events` of every shipment, settled or not: a parcel still on its way has no
+    delivery (NaT) yet, and its `label_ts` (the earliest it can be settled) lies ahead."""
     ships = (
         tables["shipments"]
         .select(["shipment_id", "order_id", "shipped_ts", "promised_ts", "delivered_ts"])
@@ -90,9 +101,6 @@ def label_events(tables: dict[str, pa.Table]) -> pd.DataFrame:
     for column in ("shipped_ts", PROMISED, DELIVERED):
         ships[column] = pd.to_datetime(ships[column], utc=True)
     events = tables.get("tracking_events")
-    end = data_end(ships, events)
-    settles = ships[PROMISED] + SETTLED_AFTER
-    ships = ships[settles <= end]
     zones = customer_timezones(tables)
     ships = ships.merge(zones, on="order_id", how="left")
     ships[TIMEZONE] = ships[TIMEZONE].fillna("UTC")

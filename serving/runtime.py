@@ -7,8 +7,9 @@ swaps in a new one on reload, so the old champions answer until the new ones are
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -24,7 +25,14 @@ from models.delay_risk import DELIVERED, LIKELY_LOST, parcel_states
 from models.served.reasons import Reason, shown_value
 from models.served.registry import ModelUnavailableError
 from models.served.retrain import read_marks
-from models.served.window import day_starts
+from models.served.window import (
+    OFFSETS_FOLDER,
+    PublishedOffsets,
+    WindowModel,
+    day_starts,
+    published_offsets_path,
+    read_published_offsets,
+)
 from serving import schemas
 from serving.metrics import domain_metrics
 from serving.online import ROW_TIME, FeatureReader
@@ -81,6 +89,35 @@ class _Scored:
 
 
 @dataclass
+class WindowOffsetsCache:
+    """The delivery window's offsets published since training for one version, re-read
+    when their file changes (`training.window_offsets` writes them nightly)."""
+
+    folder: Path
+    stamp: tuple[str, int, int] | None = None
+    published: PublishedOffsets | None = None
+
+    def get(self, version: str) -> PublishedOffsets | None:
+        """The offsets published for `version` (None: none, or unreadable)."""
+        path = published_offsets_path(self.folder, version)
+        try:
+            stat = path.stat()
+        except OSError:
+            self.stamp, self.published = None, None
+            return None
+        stamp = (version, stat.st_mtime_ns, stat.st_size)
+        if stamp != self.stamp:
+            try:
+                self.published = read_published_offsets(self.folder, version)
+            except (OSError, ValueError, KeyError, TypeError) as error:
+                # A damaged file leaves the registered offsets serving.
+                log.warning("window offsets %s unreadable: %s", path, error)
+                self.published = None
+            self.stamp = stamp
+        return self.published
+
+
+@dataclass
 class Runtime:
     """Everything a request needs, loaded once."""
 
@@ -95,6 +132,7 @@ class Runtime:
     parcels: OrderParcels | None = None
     unavailable: dict[str, str] = field(default_factory=dict)
     loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    window_offsets: WindowOffsetsCache | None = None
 
     @classmethod
     def start(cls, settings: Settings) -> Runtime:
@@ -148,6 +186,7 @@ class Runtime:
             uplift=uplift,
             parcels=OrderParcels(settings.raw_root),
             unavailable=unavailable,
+            window_offsets=WindowOffsetsCache(settings.serving_dir / OFFSETS_FOLDER),
         )
 
     def now(self) -> pd.Timestamp:
@@ -235,11 +274,41 @@ class Runtime:
         zones = [r.get("customer_timezone") for r in records]
         known = [zone is not None for zone in zones]
         zones = [zone or UTC_ZONE for zone in zones]
-        frame = self.window.model.predict_window(pd.DataFrame(records), as_of, zones)
+        frame = self.window_model().predict_window(pd.DataFrame(records), as_of, zones)
         return [
             delivery_window(row, zone, timezone_known=k, as_of=as_of)
             for row, zone, k in zip(frame.itertuples(index=False), zones, known, strict=True)
         ]
+
+    def _published_offsets(self) -> PublishedOffsets | None:
+        """The offsets published after training for the loaded window champion, if any."""
+        if self.window is None or self.window_offsets is None:
+            return None
+        return self.window_offsets.get(self.window.version)
+
+    def window_model(self) -> WindowModel:
+        """The loaded window champion with its newest published offsets (its registered
+        ones where none were published for its version).
+
+        Raises:
+            ModelUnavailableError: No window champion is loaded.
+        """
+        if self.window is None:
+            raise ModelUnavailableError("no delivery-window champion is loaded")
+        published = self._published_offsets()
+        if published is None:
+            return self.window.model
+        return replace(self.window.model, offsets=published.offsets)
+
+    def window_calibration(self) -> str | None:
+        """Which offsets the window serves, in words: "adaptive, updated 2025-12-30", or
+        "adaptive, as registered" (None without a window champion)."""
+        if self.window is None:
+            return None
+        published = self._published_offsets()
+        if published is not None:
+            return published.calibration
+        return f"{self.window.model.calibration}, as registered"
 
     def score_churn(self, ids: list[str]) -> schemas.ChurnResponse:
         """Churn risk, its driving contact reason and reasons per customer id; a customer
@@ -504,6 +573,7 @@ class Runtime:
                 if m.champion is not None and m.champion.fallback
             },
             retrain_due=self.retrain_due(),
+            window_calibration=self.window_calibration(),
         )
 
     def retrain_due(self) -> dict[str, str]:

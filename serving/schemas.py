@@ -440,6 +440,12 @@ class ModelsResponse(BaseModel):
     reload_error: str | None = Field(
         None, description="Why the latest reload failed; the loaded champions keep serving."
     )
+    window_calibration: str | None = Field(
+        None,
+        description="Which conformal offsets the delivery window serves: 'adaptive, updated "
+        "<date>' (updated nightly from the outcomes known up to that day) or '<method>, as "
+        "registered'; null without a window champion.",
+    )
 
 
 class ErrorDetail(BaseModel):

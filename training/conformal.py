@@ -56,7 +56,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -184,6 +184,191 @@ class _Recent:
 
 
 @dataclass(frozen=True)
+class AciState:
+    """Everything ACI needs to go on from where it stopped.
+
+    Attributes:
+        coverage: Stated coverage.
+        states: Group → its latest scores and miss rate (`ALL_ROWS`: all rows').
+        pending: Decision → the offsets (own group's, all rows') it was given, for decisions
+            whose outcome was not yet known: its miss moves αₜ once it is.
+        consumed_until: Outcomes known up to this instant are in `states` (None: not set).
+        step: ACI's γ.
+        recent_rows: Latest scores each state keeps.
+        min_rows: Known scores a group needs before it uses its own offset.
+    """
+
+    coverage: float
+    states: dict[str, _Recent]
+    pending: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
+    consumed_until: pd.Timestamp | None = None
+    step: float = ADAPTIVE_STEP
+    recent_rows: int = RECENT_ROWS
+    min_rows: int = MIN_GROUP_ROWS
+
+    def offsets(self) -> ConformalOffsets:
+        """The offsets a model serves next: every group with enough scores, and all rows'.
+
+        Raises:
+            ValueError: No outcome is known yet.
+        """
+        latest, rows, alphas = {}, {}, {}
+        for key, state in sorted(self.states.items()):
+            if (key == ALL_ROWS and state.scores) or len(state.scores) >= self.min_rows:
+                latest[key], rows[key], alphas[key] = state.offset(), len(state.scores), state.alpha
+        if ALL_ROWS not in latest:
+            raise ValueError("no outcome is known: no adaptive offset to serve")
+        return ConformalOffsets(self.coverage, latest, rows, ADAPTIVE, alphas)
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-serialisable form (an infinite score or offset as the string "inf")."""
+
+        def number(value: float | None) -> float | str | None:
+            return value if value is None or math.isfinite(value) else "inf"
+
+        return {
+            "coverage": self.coverage,
+            "step": self.step,
+            "recent_rows": self.recent_rows,
+            "min_rows": self.min_rows,
+            "consumed_until": None
+            if self.consumed_until is None
+            else self.consumed_until.isoformat(),
+            "states": {
+                key: {"alpha": state.alpha, "scores": [number(v) for v in state.scores]}
+                for key, state in sorted(self.states.items())
+            },
+            "pending": {
+                key: [number(own), number(overall)]
+                for key, (own, overall) in sorted(self.pending.items())
+            },
+        }
+
+    @staticmethod
+    def from_dict(data) -> AciState:
+        """Inverse of `to_dict`."""
+
+        def number(value) -> float | None:
+            return None if value is None else float(value)
+
+        coverage, recent_rows = float(data["coverage"]), int(data["recent_rows"])
+        states = {}
+        for key, saved in data["states"].items():
+            state = _Recent(1.0 - coverage, recent_rows)
+            state.alpha = float(saved["alpha"])
+            state.scores.extend(float(v) for v in saved["scores"])
+            states[key] = state
+        until = data.get("consumed_until")
+        return AciState(
+            coverage,
+            states,
+            {
+                key: (number(own), number(overall))
+                for key, (own, overall) in data["pending"].items()
+            },
+            None if until is None else pd.Timestamp(until),
+            float(data["step"]),
+            recent_rows,
+            int(data["min_rows"]),
+        )
+
+
+def start_state(
+    coverage: float,
+    *,
+    step: float = ADAPTIVE_STEP,
+    recent_rows: int = RECENT_ROWS,
+    min_rows: int = MIN_GROUP_ROWS,
+) -> AciState:
+    """ACI before any outcome: every group's miss rate at 1 − coverage, no scores.
+
+    Raises:
+        ValueError: `coverage` is not in (0, 1) or `step` is negative.
+    """
+    if not 0.0 < coverage < 1.0:
+        raise ValueError(f"coverage must be in (0, 1), got {coverage}")
+    if step < 0:
+        raise ValueError(f"step must be ≥ 0, got {step}")
+    return AciState(
+        coverage, {ALL_ROWS: _Recent(1.0 - coverage, recent_rows)}, {}, None, step,
+        recent_rows, min_rows,
+    )  # fmt: skip
+
+
+def replay(
+    state: AciState,
+    scores: np.ndarray,
+    decision_ts: pd.Series | np.ndarray,
+    known_ts: pd.Series | np.ndarray,
+    groups: pd.Series | np.ndarray | None,
+    decisions: list[str] | None = None,
+) -> np.ndarray:
+    """Move `state` through rows' decisions and outcomes in time (the ACI update).
+
+    A decision (NaT: not replayed, decided before the state's start) takes its group's
+    offset (all rows' while its group has fewer than `min_rows` scores) from the outcomes
+    known strictly before it; an outcome (NaT: not known) adds its score to its group's and
+    all rows' state, and moves each αₜ by the miss of the offset its decision was given
+    (kept in `state.pending` between replays; no move for a decision never given one).
+    Changes `state` in place.
+
+    Args:
+        state: Where ACI stands (`start_state`, or a saved one).
+        scores: Conformity scores (`window_scores`), +inf for an outcome never observed.
+        decision_ts: Each row's decision instant.
+        known_ts: When each row's outcome became known.
+        groups: Group of each row; None for one state.
+        decisions: Each row's name in `state.pending` (default: its position).
+
+    Returns:
+        The offset each replayed decision got (inf where none, or no outcome known yet).
+
+    Raises:
+        ValueError: The lengths differ.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    decided = pd.to_datetime(pd.Series(np.asarray(decision_ts)), utc=True)
+    known = pd.to_datetime(pd.Series(np.asarray(known_ts)), utc=True)
+    names = [str(i) for i in range(len(scores))] if decisions is None else list(decisions)
+    if not len(scores) == len(decided) == len(known) == len(names):
+        raise ValueError("scores, decision_ts and known_ts must have one value per row")
+    keys = (
+        [ALL_ROWS] * len(scores)
+        if groups is None
+        else list(pd.Series(np.asarray(groups, dtype=object)).astype("string").fillna(""))
+    )
+    target, step, states, given = 1.0 - state.coverage, state.step, state.states, state.pending
+    # Events in time; at one instant decisions (0) come before outcomes (1): "known before".
+    decided_ns = decided.to_numpy(dtype="datetime64[ns]")
+    known_ns = known.to_numpy(dtype="datetime64[ns]")
+    made = np.flatnonzero(~np.isnat(decided_ns))
+    arrived = np.flatnonzero(~np.isnat(known_ns))
+    times = np.concatenate([decided_ns[made].astype(np.int64), known_ns[arrived].astype(np.int64)])
+    kinds = np.concatenate([np.zeros(len(made), dtype=np.int8), np.ones(len(arrived), np.int8)])
+    rows_of = np.concatenate([made, arrived])
+    order = np.lexsort((kinds, times))
+    offsets = np.full(len(scores), math.inf)
+    for kind, row in zip(kinds[order].tolist(), rows_of[order].tolist(), strict=True):
+        key = keys[row]
+        group = states.setdefault(key, _Recent(target, state.recent_rows))
+        everyone = states[ALL_ROWS]
+        if kind == 0:
+            # A group's αₜ learns from its first outcome on, so it is warm once the group
+            # has enough scores to use its own offset.
+            own = group.offset() if group.scores else None
+            overall = everyone.offset() if everyone.scores else None
+            given[names[row]] = (own, overall)
+            chosen = own if len(group.scores) >= state.min_rows else overall
+            offsets[row] = math.inf if chosen is None else chosen
+        else:
+            own, overall = given.pop(names[row], (None, None))
+            if group is not everyone:
+                group.learn(scores[row], own, step)
+            everyone.learn(scores[row], overall, step)
+    return offsets
+
+
+@dataclass(frozen=True)
 class AdaptiveWindows:
     """What `adaptive_offsets` gives.
 
@@ -191,10 +376,12 @@ class AdaptiveWindows:
         offsets: The offset each row's decision got (inf where no outcome was known yet).
         latest: The offsets of every group after the last known outcome, with its recent
             rows, method `ADAPTIVE` and each group's αₜ: what a model serves next.
+        state: Where ACI stands after the last outcome (to go on from there).
     """
 
     offsets: np.ndarray
     latest: ConformalOffsets
+    state: AciState
 
 
 def adaptive_offsets(
@@ -210,11 +397,11 @@ def adaptive_offsets(
 ) -> AdaptiveWindows:
     """Offsets that adapt as outcomes arrive (ACI on recent scores, see the module).
 
-    Rows are replayed in time: a decision takes the offset of its group's state (of all
-    rows' while its group has fewer than `min_rows` known scores) built only from outcomes
-    known strictly before its instant; an outcome updates its group's and all rows' state
-    when it becomes known. Rows are usually a calibration window followed by the rows to
-    evaluate, so that the states are warm when the latter begin.
+    Rows are replayed in time (`replay` from `start_state`): a decision takes the offset of
+    its group's state (of all rows' while its group has fewer than `min_rows` known scores)
+    built only from outcomes known strictly before its instant; an outcome updates its
+    group's and all rows' state when it becomes known. Rows are usually a calibration window
+    followed by the rows to evaluate, so that the states are warm when the latter begin.
 
     Args:
         scores: Conformity scores (`window_scores`), +inf for an outcome never observed.
@@ -227,59 +414,12 @@ def adaptive_offsets(
         min_rows: Known scores a group needs before it uses its own offset.
 
     Raises:
-        ValueError: `coverage` is not in (0, 1), `step` is negative or the lengths differ.
+        ValueError: `coverage` is not in (0, 1), `step` is negative, the lengths differ or
+            no outcome is known.
     """
-    if not 0.0 < coverage < 1.0:
-        raise ValueError(f"coverage must be in (0, 1), got {coverage}")
-    if step < 0:
-        raise ValueError(f"step must be ≥ 0, got {step}")
-    scores = np.asarray(scores, dtype=np.float64)
-    decided = pd.to_datetime(pd.Series(np.asarray(decision_ts)), utc=True)
+    state = start_state(coverage, step=step, recent_rows=recent_rows, min_rows=min_rows)
+    offsets = replay(state, scores, decision_ts, known_ts, groups)
     known = pd.to_datetime(pd.Series(np.asarray(known_ts)), utc=True)
-    if not len(scores) == len(decided) == len(known):
-        raise ValueError("scores, decision_ts and known_ts must have one value per row")
-    keys = (
-        [ALL_ROWS] * len(scores)
-        if groups is None
-        else list(pd.Series(np.asarray(groups, dtype=object)).astype("string").fillna(""))
-    )
-    target = 1.0 - coverage
-    states = {ALL_ROWS: _Recent(target, recent_rows)}
-    # Events in time; at one instant decisions (0) come before outcomes (1): "known before".
-    known_ns = known.to_numpy(dtype="datetime64[ns]")
-    arrived = np.flatnonzero(~np.isnat(known_ns))
-    times = np.concatenate(
-        [
-            decided.to_numpy(dtype="datetime64[ns]").astype(np.int64),
-            known_ns[arrived].astype(np.int64),
-        ]
-    )
-    kinds = np.concatenate([np.zeros(len(scores), dtype=np.int8), np.ones(len(arrived), np.int8)])
-    rows_of = np.concatenate([np.arange(len(scores)), arrived])
-    order = np.lexsort((kinds, times))
-    offsets = np.full(len(scores), math.inf)
-    given: dict[int, tuple[float | None, float | None]] = {}
-    for kind, row in zip(kinds[order].tolist(), rows_of[order].tolist(), strict=True):
-        key = keys[row]
-        group = states.setdefault(key, _Recent(target, recent_rows))
-        everyone = states[ALL_ROWS]
-        if kind == 0:
-            # A group's αₜ learns from its first outcome on, so it is warm once the group
-            # has enough scores to use its own offset.
-            own = group.offset() if group.scores else None
-            overall = everyone.offset() if everyone.scores else None
-            given[row] = (own, overall)
-            chosen = own if len(group.scores) >= min_rows else overall
-            offsets[row] = math.inf if chosen is None else chosen
-        else:
-            own, overall = given.pop(row, (None, None))
-            if group is not everyone:
-                group.learn(scores[row], own, step)
-            everyone.learn(scores[row], overall, step)
-    latest, rows, alphas = {}, {}, {}
-    for key, state in sorted(states.items()):
-        if (key == ALL_ROWS and state.scores) or len(state.scores) >= min_rows:
-            latest[key], rows[key], alphas[key] = state.offset(), len(state.scores), state.alpha
-    if ALL_ROWS not in latest:
-        raise ValueError("no outcome is known: no adaptive offset to serve")
-    return AdaptiveWindows(offsets, ConformalOffsets(coverage, latest, rows, ADAPTIVE, alphas))
+    # Decisions whose outcome is not within the rows never learn: nothing is pending.
+    state = replace(state, pending={}, consumed_until=known.max() if known.notna().any() else None)
+    return AdaptiveWindows(offsets, state.offsets(), state)

@@ -46,6 +46,8 @@ from training.window import outcome_bucket, window_metrics
 
 log = logging.getLogger(__name__)
 
+# The run's artefact (under `data/`) holding where ACI stood after the test window.
+ACI_STATE_FILE = "aci_state.json"
 WINDOW_METRICS = (
     "rows",
     "mae_days",
@@ -258,6 +260,8 @@ def train_window(
             # The test window with the other calibration ("other" scorer of `scores`).
             "other": other_metrics,
             "other_calibration": other_method(calibration),
+            # Where ACI stands after the test window: the nightly update goes on from it.
+            "aci_state": adaptive.state.to_dict(),
         },
         data_version=versions["data_version"],
         features=features,
@@ -400,7 +404,10 @@ def _log_and_register(
             },
             metrics=metrics,
             files={
-                "data": [write_json(out / "conformal.json", model.offsets.to_dict())],
+                "data": [
+                    write_json(out / "conformal.json", model.offsets.to_dict()),
+                    write_json(out / ACI_STATE_FILE, result.calibration["aci_state"]),
+                ],
                 "evaluation": [out / "segment_metrics.csv"],
                 "explain": list(explained.values()),
             },

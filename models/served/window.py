@@ -133,6 +133,60 @@ class ConformalOffsets:
         )
 
 
+# Under the serving folder: the delivery window's offsets as updated after training, one
+# file per model version (`<version>.json`), with ACI's state beside it.
+OFFSETS_FOLDER = "window_offsets"
+
+
+@dataclass(frozen=True)
+class PublishedOffsets:
+    """Offsets a nightly update published for one model version.
+
+    Attributes:
+        version: The registry version they belong to.
+        offsets: The offsets to serve.
+        updated_ts: Outcomes known up to this instant were learnt from.
+    """
+
+    version: str
+    offsets: ConformalOffsets
+    updated_ts: pd.Timestamp
+
+    @property
+    def calibration(self) -> str:
+        """How the window is calibrated, in words: "adaptive, updated 2025-12-30"."""
+        return f"{self.offsets.method}, updated {self.updated_ts:%Y-%m-%d}"
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-serialisable form."""
+        return {
+            "version": self.version,
+            "updated_ts": self.updated_ts.isoformat(),
+            "offsets": self.offsets.to_dict(),
+        }
+
+
+def published_offsets_path(folder: Path, version: str) -> Path:
+    """The file holding a version's published offsets under `folder` (`OFFSETS_FOLDER`)."""
+    return Path(folder) / f"{version}.json"
+
+
+def read_published_offsets(folder: Path, version: str) -> PublishedOffsets | None:
+    """The offsets published for `version` (None when there are none, or the file names
+    another version)."""
+    path = published_offsets_path(folder, version)
+    if not path.is_file():
+        return None
+    data = json.loads(path.read_text())
+    if str(data.get("version")) != str(version):
+        return None
+    return PublishedOffsets(
+        str(data["version"]),
+        ConformalOffsets.from_dict(data["offsets"]),
+        pd.Timestamp(data["updated_ts"]),
+    )
+
+
 def conformalize(
     lo: np.ndarray, mid: np.ndarray, hi: np.ndarray, offset: np.ndarray | float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
