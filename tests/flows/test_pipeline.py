@@ -17,6 +17,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
@@ -150,6 +151,29 @@ def test_the_first_night_monitors_the_offer_model_on_its_newest_offers(first_nig
     assert quality["positive_rate"] == pytest.approx(float(took[window].mean()))
     assert 0.5 < quality["roc_auc"] <= 1
     assert {"category", "offer_type"} <= set(result.table["segment"].str.split("=").str[0])
+    # Its policy is valued on its newest closed offers, beside its own test value.
+    assert 0 < quality["policy_rows"] <= quality["rows"]
+    assert quality["policy_value_dr_low"] <= quality["policy_value_dr"]
+    assert quality["policy_value_dr"] <= quality["policy_value_dr_high"]
+    assert np.isfinite(quality["test_policy_value_dr"])
+
+
+def test_the_first_night_publishes_the_delivery_windows_offsets(first_night) -> None:
+    """The monitor stage fed the outcomes known by the night's end through the window
+    champion's adaptive state and published its offsets, which the service then serves."""
+    from features.instants import watermark
+    from models.served.window import OFFSETS_FOLDER, read_published_offsets
+    from serving.runtime import Runtime
+
+    settings = get_settings()
+    version = champion_versions(settings.tracking_uri, ["delivery_estimate"])["delivery_estimate"]
+    published = read_published_offsets(settings.serving_dir / OFFSETS_FOLDER, version)
+    assert published is not None
+    raw = read_validated(first_night.raw)
+    assert published.updated_ts <= watermark(raw, happened=True)
+    assert published.offsets.method == "adaptive"
+    info = Runtime.start(settings).models_info()
+    assert info.window_calibration.startswith("adaptive, updated")
 
 
 def test_rerunning_the_day_gives_the_same_queue_and_history(first_night, history) -> None:
