@@ -95,8 +95,12 @@ def load_inputs(settings: Settings, as_of: datetime | None) -> dict:
 @task(cache_policy=NO_CACHE)
 def load_models(settings: Settings) -> dict:
     """The registry's champions of the churn and delay-risk models, and of the delivery
-    estimate and the outreach uplift where they are registered."""
+    estimate (with its newest published offsets) and the outreach uplift where they are
+    registered."""
+    from dataclasses import replace
+
     from models.served.registry import ModelUnavailableError
+    from models.served.window import OFFSETS_FOLDER, read_published_offsets
     from serving.batch import UPLIFT_MODEL
     from serving.runtime import SERVED, WINDOW_MODEL
     from serving.scoring import load_champion, load_uplift_champion, load_window_champion
@@ -104,7 +108,12 @@ def load_models(settings: Settings) -> dict:
     uri = settings.tracking_uri
     models = {name: load_champion(name, uri) for name in SERVED}
     try:
-        models[WINDOW_MODEL] = load_window_champion(WINDOW_MODEL, uri)
+        window = load_window_champion(WINDOW_MODEL, uri)
+        # The offsets the service serves: the newest published for this version.
+        published = read_published_offsets(settings.serving_dir / OFFSETS_FOLDER, window.version)
+        if published is not None:
+            window = replace(window, model=replace(window.model, offsets=published.offsets))
+        models[WINDOW_MODEL] = window
     except ModelUnavailableError as error:
         # Delay notices then follow the risk alone.
         log.warning("no delivery windows for the outreach: %s", error)

@@ -174,6 +174,12 @@ def test_the_first_night_publishes_the_delivery_windows_offsets(first_night) -> 
     assert published.offsets.method == "adaptive"
     info = Runtime.start(settings).models_info()
     assert info.window_calibration.startswith("adaptive, updated")
+    # Batch scoring reads the same offsets the service serves.
+    from flows.score_batch import load_models
+
+    loaded = load_models.fn(settings)["delivery_estimate"]
+    assert loaded.version == version
+    assert loaded.model.offsets == published.offsets
 
 
 def test_rerunning_the_day_gives_the_same_queue_and_history(first_night, history) -> None:
