@@ -266,7 +266,8 @@ def _print(figures: dict) -> None:
         return
     print(
         f"  after the retrain ({promoted}): realised AUC {figures['auc_after_retrain']:.3f} "
-        f"({figures['auc_gap']:+.3f} below before; target within {AUC_TOLERANCE}: "
+        f"({abs(figures['auc_gap']):.3f} {'below' if figures['auc_gap'] > 0 else 'above'} "
+        f"the level before; target within {AUC_TOLERANCE} below: "
         f"{figures['target'].upper()}), ECE {figures['ece_after_retrain']:.3f}, "
         f"{figures['seconds']} s"
     )
