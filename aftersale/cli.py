@@ -978,7 +978,11 @@ def demo(
         "`aftersale token ORDER_ID` mints others):\n"
         "  curl -s -H 'Content-Type: application/json' "
         f'-d \'{{"order_id": "{order}", "token": "{page_token}"}}\' '
-        "http://127.0.0.1:3000/v1/recommend",
+        "http://127.0.0.1:3000/v1/recommend\n"
+        "The example tracking page in a browser (it shows any order to whoever names it: "
+        "for a private listener only):\n"
+        "  AFTERSALE_DEMO_PAGES=true uv run aftersale serve\n"
+        f"  open http://127.0.0.1:3000/demo/tracking/{order}",
         soft_wrap=True,
         highlight=False,
     )
