@@ -752,6 +752,17 @@ def render_quality(rows: list[dict]) -> Table:
     return table
 
 
+def _drift_verdict(row) -> str:
+    """ "yes" (red), "yes, trending" (a column that drifts within the training window too),
+    or "no"."""
+    if not row.drifted:
+        return "no"
+    trending = getattr(row, "trending", False)
+    # A segment's rows leave it missing (NaN).
+    trending = bool(trending) and not isinstance(trending, float)
+    return "[yellow]yes, trending[/yellow]" if trending else "[red]yes[/red]"
+
+
 def render_drift(result) -> Table:
     """One model's drift: every column on the whole windows, then the segments that drifted."""
     table = Table(
@@ -773,13 +784,14 @@ def render_drift(result) -> Table:
             row.method,
             f"{row.value:.3g}",
             f"{row.threshold:.3g}",
-            "[red]yes[/red]" if row.drifted else "no",
+            _drift_verdict(row),
         )
     crossed = int(whole[whole["kind"] == "feature"]["drifted"].sum())
     total = int((whole["kind"] == "feature").sum())
     table.caption = (
         f"{crossed} of {total} features drifted; {parts['segment'].nunique()} segments "
-        f"drifted. Report: {result.report} (MLflow run {result.run_id})"
+        f"drifted. Trending: the column drifts within the training window itself too, and "
+        f"its drift marks nothing alone. Report: {result.report} (MLflow run {result.run_id})"
     )
     return table
 
