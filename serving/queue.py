@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from models.served.atomic import write_atomic as write_file_atomic
 
 QUEUE_FILE = "outreach_queue.parquet"
 HISTORY_FILE = "outreach_history.parquet"
@@ -30,16 +31,7 @@ _META_KEY = b"aftersale"
 
 def write_atomic(table: pa.Table, path: Path) -> Path:
     """Write a Parquet file so readers see the old file or the new one, never a part."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, scratch = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        pq.write_table(table, scratch)
-        os.replace(scratch, path)
-    except BaseException:
-        Path(scratch).unlink(missing_ok=True)
-        raise
-    return path
+    return write_file_atomic(path, lambda scratch: pq.write_table(table, scratch))
 
 
 # The files one batch writes together: kept before a night scores, put back if it fails.

@@ -20,14 +20,13 @@ decisions made after it take an offset, so a rerun of the same night changes not
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from models.delivery_estimate import DELIVERED, PROMISED, SETTLED_AFTER
+from models.served.atomic import write_json_atomic
 from models.served.window import (
     PublishedOffsets,
     WindowModel,
@@ -129,16 +128,7 @@ def advance(model: WindowModel, state: AciState, rows: pd.DataFrame, cut: pd.Tim
 
 def _write_json(path: Path, record: dict) -> Path:
     """Write JSON so readers see the old file or the new one, never a part."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, scratch = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w") as out:
-            json.dump(record, out)
-        os.replace(scratch, path)
-    except BaseException:
-        Path(scratch).unlink(missing_ok=True)
-        raise
-    return path
+    return write_json_atomic(path, record)
 
 
 def read_state(folder: Path, version: str) -> AciState | None:

@@ -23,6 +23,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from models.served.atomic import write_json_atomic
+
 log = logging.getLogger(__name__)
 
 CHAMPION = "champion"
@@ -109,10 +111,7 @@ def _registered(name: str, tracking_uri: str) -> Champion:
 
 def _write_json(path: Path, record: dict) -> None:
     """Write a small JSON file so readers see the old one or the new one."""
-    handle, scratch = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(handle, "w") as out:
-        json.dump(record, out)
-    os.replace(scratch, path)
+    write_json_atomic(path, record)
 
 
 def _copy(champion: Champion, tracking_uri: str, copies: Path, run_artifacts: Sequence[str]):

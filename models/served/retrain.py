@@ -10,9 +10,9 @@ written whole beside itself and renamed.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
+
+from models.served.atomic import write_json_atomic
 
 MARKS_FILE = "retrain_due.json"
 
@@ -36,13 +36,7 @@ def read_marks(folder: Path) -> dict[str, dict[str, str]]:
 
 
 def _write(folder: Path, marks: dict[str, dict[str, str]]) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / MARKS_FILE
-    handle, scratch = tempfile.mkstemp(dir=folder, prefix=f".{MARKS_FILE}.")
-    with os.fdopen(handle, "w") as out:
-        json.dump(marks, out, indent=2, sort_keys=True)
-    os.replace(scratch, path)
-    return path
+    return write_json_atomic(folder / MARKS_FILE, marks, indent=2, sort_keys=True)
 
 
 def mark(folder: Path, model: str, reason: str, since: str) -> Path:
