@@ -51,6 +51,7 @@ STATIC_COLUMNS = (
 
 CONTACT_COLUMNS = [
     "ts",
+    "order_id",
     "reason",
     "reason_inferred",
     "resolved_first_contact",
@@ -62,6 +63,25 @@ CONTACT_COLUMNS = [
     "handled_by",
 ]
 CHUNK_CUSTOMERS = 100_000
+# A refund slower than this, in days, is a bad experience (as slow as the slowest tenth of
+# refunds on the simulated business); an effort score at or above this is a hard contact.
+LONG_REFUND_DAYS = 14.0
+HIGH_EFFORT_CES = 5.0
+# What happened to the latest order so far: name → the value each experience event adds.
+LAST_ORDER_VALUES = (
+    "outcome_known",
+    "late",
+    "delivered",
+    "days_late",
+    "contacts",
+    "unresolved",
+    "complaint",
+    "billing_dispute",
+    "damaged_item",
+    "high_effort",
+    "returns",
+    "long_refund",
+)
 
 
 @dataclass
@@ -115,7 +135,16 @@ def prepare(tables: dict[str, pa.Table], end: pd.Timestamp | None = None) -> Pre
         return np.where(position >= 0, orders["code"].to_numpy()[np.maximum(position, 0)], -1)
 
     kinds: list[tuple[Events, tuple[int, ...]]] = []
-    order_ev = Events.of(orders["code"], us(orders["order_ts"]), amount=orders["amount"])
+    order_us = us(orders["order_ts"])
+    next_order_us = next_order_instants(orders["code"].to_numpy(), order_us)
+    experience: list[tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]]] = []
+
+    def about_order(table: str, ts: np.ndarray, **values: np.ndarray) -> None:
+        """Experience events of the orders named by `table` (see `last_order_events`)."""
+        position = codes_in(tables[table].column("order_id"), order_lookup)
+        experience.append((via_order(table), ts, position, values))
+
+    order_ev = Events.of(orders["code"], order_us, amount=orders["amount"])
     kinds.append((order_ev, (365,)))
 
     outcome_ev = None
@@ -124,6 +153,14 @@ def prepare(tables: dict[str, pa.Table], end: pd.Timestamp | None = None) -> Pre
         known, late = late_outcomes(shipments)
         outcome_ev = Events.of(via_order("shipments"), known, late=late)
         kinds.append((outcome_ev, (90,)))
+        promised, delivered = us(shipments["promised_ts"]), us(shipments["delivered_ts"])
+        about_order("shipments", known, outcome_known=np.ones(len(known), bool), late=late)
+        about_order(
+            "shipments",
+            delivered,
+            delivered=np.ones(len(delivered), bool),
+            days_late=np.maximum(delivered - promised, 0) / US_PER_DAY,
+        )
 
     contact_ev = None
     contacts = frame(tables, "contacts", CONTACT_COLUMNS)
@@ -147,6 +184,19 @@ def prepare(tables: dict[str, pa.Table], end: pd.Timestamp | None = None) -> Pre
             ai=(contacts["handled_by"] == "ai_agent").to_numpy(dtype=bool),
         )
         kinds.append((contact_ev, CONTACT_WINDOWS_DAYS))
+        if "order_id" in contacts:
+            reason = contacts["reason"].to_numpy(dtype=object)
+            about_order(
+                "contacts",
+                us(contacts["ts"]),
+                contacts=np.ones(len(contacts), bool),
+                unresolved=~contacts["resolved_first_contact"].to_numpy(dtype=bool),
+                complaint=reason == "complaint",
+                billing_dispute=reason == "billing_dispute",
+                damaged_item=reason == "damaged_item",
+                high_effort=contacts["ces"].to_numpy(dtype=np.float64, na_value=np.nan)
+                >= HIGH_EFFORT_CES,
+            )
 
     request_ev = refund_ev = None
     returns = frame(tables, "returns", ["order_id", "requested_ts", "refunded_ts"])
@@ -156,6 +206,15 @@ def prepare(tables: dict[str, pa.Table], end: pd.Timestamp | None = None) -> Pre
         request_ev = Events.of(code, requested)
         refund_ev = Events.of(code, refunded, lag_days=(refunded - requested) / US_PER_DAY)
         kinds += [(request_ev, ()), (refund_ev, ())]
+        about_order("returns", requested, returns=np.ones(len(requested), bool))
+        # A refund still missing that long after the request is as bad as a slow one.
+        slow = is_missing_us(refunded) | (refunded - requested > LONG_REFUND_DAYS * US_PER_DAY)
+        slow_known = np.where(
+            is_missing_us(refunded),
+            requested + int(LONG_REFUND_DAYS * US_PER_DAY),
+            np.minimum(refunded, requested + int(LONG_REFUND_DAYS * US_PER_DAY)),
+        )
+        about_order("returns", slow_known, long_refund=slow)
 
     shown_ev = accepted_ev = None
     offers = frame(tables, "offers", ["ts", "offer_type", "accepted_ts"])
@@ -185,8 +244,11 @@ def prepare(tables: dict[str, pa.Table], end: pd.Timestamp | None = None) -> Pre
         end_s = int(next_midnight_us(np.array([latest]))[0] // US_PER_S)
     else:
         end_s = int(pd.Timestamp(end).value // 1000 // US_PER_S)
+    last_enter, last_exit = last_order_events(experience, next_order_us)
     named = {
         "order": (order_ev, (365,)),
+        "last_order_enter": (last_enter, ()),
+        "last_order_exit": (last_exit, ()),
         "outcome": (outcome_ev, (90,)),
         "contact": (contact_ev, CONTACT_WINDOWS_DAYS),
         "request": (request_ev, ()),
@@ -200,6 +262,56 @@ def prepare(tables: dict[str, pa.Table], end: pd.Timestamp | None = None) -> Pre
         k: (None if e is None else e.sorted_by_entity(), w) for k, (e, w) in named.items()
     }
     return Prepared(customers, sorted_kinds, end_s)
+
+
+def next_order_instants(code: np.ndarray, order_us: np.ndarray) -> np.ndarray:
+    """The instant (µs) of each order's customer's next order; int64 max for the latest."""
+    order = np.lexsort((order_us, code))
+    after = np.full(len(code), np.iinfo(np.int64).max, dtype=np.int64)
+    same = code[order][1:] == code[order][:-1]
+    after[order[:-1][same]] = order_us[order][1:][same]
+    return after
+
+
+def last_order_events(
+    experience: list[tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]]],
+    next_order_us: np.ndarray,
+) -> tuple[Events, Events]:
+    """What happened to each order, counted only while it is the customer's latest.
+
+    An event about an order (its parcel known late, a contact, a refund) enters at its own
+    instant and leaves when the customer orders again; an event after the next order never
+    counts. The latest order's experience as of a row is then the total of the entering
+    events less the total of the leaving ones.
+
+    Args:
+        experience: (customer code, instant µs, position of the order in `orders` or -1,
+            values) per source table; values are named from `LAST_ORDER_VALUES`.
+        next_order_us: The next order's instant per order (see `next_order_instants`).
+
+    Returns:
+        The entering events and the leaving events, with one column per `LAST_ORDER_VALUES`.
+    """
+    codes, instants, leaves, columns = [], [], [], {name: [] for name in LAST_ORDER_VALUES}
+    for code, ts, position, values in experience:
+        ts = np.asarray(ts, dtype=np.int64)
+        following = np.where(position >= 0, next_order_us[np.maximum(position, 0)], -1)
+        counted = (position >= 0) & ~is_missing_us(ts) & (ts < following)
+        codes.append(np.where(counted, code, -1))
+        instants.append(ts)
+        leaves.append(following)
+        for name in LAST_ORDER_VALUES:
+            value = values.get(name, np.zeros(len(ts)))
+            columns[name].append(np.asarray(value, dtype=np.float64))
+    if not codes:
+        empty = {name: np.zeros(0) for name in LAST_ORDER_VALUES}
+        return Events.of(np.zeros(0), np.zeros(0), **empty), Events.of(
+            np.zeros(0), np.zeros(0), **empty
+        )
+    code, ts, leave = np.concatenate(codes), np.concatenate(instants), np.concatenate(leaves)
+    values = {name: np.nan_to_num(np.concatenate(parts)) for name, parts in columns.items()}
+    left = (code >= 0) & (leave < np.iinfo(np.int64).max)
+    return Events.of(code, ts, **values), Events.of(np.where(left, code, -1), leave, **values)
 
 
 def snapshots(prepared: Prepared, lo: int, hi: int) -> pa.Table:
@@ -232,6 +344,17 @@ def snapshots(prepared: Prepared, lo: int, hi: int) -> pa.Table:
     out["first_order_epoch"] = grid.first(order_ev, order_ev.ts / US_PER_S)
     out["last_order_epoch"] = grid.last(order_ev, order_ev.ts / US_PER_S)
     out["last_order_amount"] = grid.last(order_ev, amount)
+    enter, leave = ev["last_order_enter"], ev["last_order_exit"]
+    for name in LAST_ORDER_VALUES:
+        # Counts are summed exactly as integers; days late as floats.
+        kind = np.float64 if name == "days_late" else np.int64
+        entered = grid.total(enter, enter.values[name].astype(kind))
+        out[f"last_order_{name}"] = entered - grid.total(leave, leave.values[name].astype(kind))
+    # The latest instant of the latest order's experience: its clock to the next order
+    # starts once the parcel, the contacts and the refund are behind the customer.
+    out["last_experience_epoch"] = np.fmax(
+        out["last_order_epoch"], grid.last(enter, enter.ts / US_PER_S)
+    )
 
     if outcome_ev is not None:
         late = outcome_ev.values["late"]

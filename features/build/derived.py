@@ -22,6 +22,7 @@ SINCE = {
     "days_since_first_order": ("first_order_epoch", SECONDS_PER_DAY),
     "days_since_last_order": ("last_order_epoch", SECONDS_PER_DAY),
     "days_since_last_contact": ("last_contact_epoch", SECONDS_PER_DAY),
+    "days_since_last_experience": ("last_experience_epoch", SECONDS_PER_DAY),
     "hours_in_transit": ("shipped_epoch", SECONDS_PER_HOUR),
     "hours_since_last_scan": ("last_scan_epoch", SECONDS_PER_HOUR),
     "days_since_category_purchase": ("category_last_purchase_epoch", SECONDS_PER_DAY),
@@ -78,6 +79,17 @@ def add_time_features(frame: pd.DataFrame, as_of: pd.Series | pd.Timestamp) -> p
             out["orders_per_day_365d"] = out["orders_365d"].to_numpy(np.float64) / np.minimum(
                 active, YEAR_DAYS
             )
+        # The silence against the customer's own rhythm: days since the last order over the
+        # mean gap between their orders (missing before a second order).
+        orders = out["orders_total"].to_numpy(np.float64)
+        span = out["days_since_first_order"].to_numpy(np.float64) - out[
+            "days_since_last_order"
+        ].to_numpy(np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            gap = np.where(orders > 1, span / (orders - 1), np.nan)
+            out["silence_over_gap"] = np.where(
+                gap > 0, out["days_since_last_order"].to_numpy(np.float64) / gap, np.nan
+            )
     out["decision_month"] = pd.to_datetime(now, unit="s", utc=True).month.to_numpy(np.float64)
     return out
 
@@ -110,5 +122,9 @@ def derive_record(record: dict, now_s: float) -> dict:
         out["expected_orders_missed"] = rate * number("days_since_last_order")
         if "orders_365d" in out:
             out["orders_per_day_365d"] = number("orders_365d") / min(active, YEAR_DAYS)
+        orders = number("orders_total")
+        span = number("days_since_first_order") - number("days_since_last_order")
+        gap = span / (orders - 1) if orders > 1 else math.nan
+        out["silence_over_gap"] = number("days_since_last_order") / gap if gap > 0 else math.nan
     out["decision_month"] = float(datetime.fromtimestamp(now_s, tz=UTC).month)
     return out

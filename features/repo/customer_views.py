@@ -31,6 +31,55 @@ _purchases = [
     Field(name="last_order_epoch", dtype=Float64, description="Latest order, epoch seconds."),
     Field(name="last_order_amount", dtype=Float64, description="Amount of the latest order."),
 ]
+# The latest order's experience so far (events about it before the next order): the
+# simulator's churn decision follows each order's experience, not a trailing window's.
+_last_order = [
+    Field(
+        name="last_order_outcome_known",
+        dtype=Int64,
+        description="Parcels of the latest order whose lateness is known.",
+    ),
+    Field(name="last_order_late", dtype=Int64, description="Late parcels of the latest order."),
+    Field(name="last_order_delivered", dtype=Int64, description="Delivered parcels, latest order."),
+    Field(
+        name="last_order_days_late",
+        dtype=Float64,
+        description="Days the latest order's delivered parcels came after their promise.",
+    ),
+    Field(name="last_order_contacts", dtype=Int64, description="Contacts on the latest order."),
+    Field(
+        name="last_order_unresolved",
+        dtype=Int64,
+        description="Contacts on the latest order not resolved at first contact.",
+    ),
+    Field(name="last_order_complaint", dtype=Int64, description="Complaints on the latest order."),
+    Field(
+        name="last_order_billing_dispute",
+        dtype=Int64,
+        description="Billing disputes on the latest order.",
+    ),
+    Field(
+        name="last_order_damaged_item",
+        dtype=Int64,
+        description="Damaged-item contacts on the latest order.",
+    ),
+    Field(
+        name="last_order_high_effort",
+        dtype=Int64,
+        description="Contacts on the latest order with an effort score of 5 or more.",
+    ),
+    Field(name="last_order_returns", dtype=Int64, description="Returns of the latest order."),
+    Field(
+        name="last_order_long_refund",
+        dtype=Int64,
+        description="Returns of the latest order refunded after 14 days or not by then.",
+    ),
+    Field(
+        name="last_experience_epoch",
+        dtype=Float64,
+        description="Latest event of the latest order (order, parcel, contact, refund), epoch s.",
+    ),
+]
 _deliveries = [
     Field(name="deliveries_total", dtype=Int64, description="Parcels whose outcome is known."),
     Field(name="late_deliveries_total", dtype=Int64, description="Parcels that came late."),
@@ -96,7 +145,14 @@ customer_snapshots = FeatureView(
     name="customer_snapshots",
     entities=[customer],
     ttl=timedelta(0),
-    schema=[*_profile, *_purchases, *_deliveries, *_contacts, *_returns_offers_billing],
+    schema=[
+        *_profile,
+        *_purchases,
+        *_last_order,
+        *_deliveries,
+        *_contacts,
+        *_returns_offers_billing,
+    ],
     source=customer_snapshots_source,
     online=True,
     description="Customer snapshot at midnight, from data strictly before it.",

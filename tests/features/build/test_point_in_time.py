@@ -391,3 +391,106 @@ def test_missing_optional_tables_give_missing_features(raw) -> None:
     assert features["orders_total"].max() == 3
     assert shipment_features(only) is None
     assert customer_category_features(only) is None
+
+
+def naive_last_order(raw: dict[str, pd.DataFrame], customer: str, at: datetime) -> dict:
+    """The latest order before `at` and what was known of it then, from the raw rows."""
+    orders = raw["orders"][raw["orders"]["customer_id"] == customer]
+    before = orders[orders["order_ts"] < at].sort_values("order_ts")
+    if before.empty:
+        return {}
+    last = before.iloc[-1]
+    shipments = raw["shipments"][raw["shipments"]["order_id"] == last["order_id"]]
+    contacts = raw["contacts"][raw["contacts"]["order_id"] == last["order_id"]]
+    contacts = contacts[contacts["ts"] < at]
+    returns = raw["returns"][raw["returns"]["order_id"] == last["order_id"]]
+    instants = [last["order_ts"], *contacts["ts"]]
+    known = late = delivered = 0
+    days_late = 0.0
+    for row in shipments.itertuples():
+        is_late = pd.isna(row.delivered_ts) or row.delivered_ts > row.promised_ts
+        if (row.promised_ts if is_late else row.delivered_ts) < at:
+            known, late = known + 1, late + int(is_late)
+            instants.append(row.promised_ts if is_late else row.delivered_ts)
+        if not pd.isna(row.delivered_ts) and row.delivered_ts < at:
+            delivered += 1
+            days_late += max((row.delivered_ts - row.promised_ts) / timedelta(days=1), 0.0)
+            instants.append(row.delivered_ts)
+    long_refund = 0
+    for row in returns.itertuples():
+        if row.requested_ts >= at:
+            continue
+        instants.append(row.requested_ts)
+        # A refund slower than 14 days (or none by then) is known once it is settled or late.
+        deadline = row.requested_ts + timedelta(days=14)
+        slow = pd.isna(row.refunded_ts) or row.refunded_ts > deadline
+        settled = deadline if slow else row.refunded_ts
+        if settled < at:
+            instants.append(settled)
+            long_refund += int(slow)
+    return {
+        "last_order_outcome_known": known,
+        "last_order_late": late,
+        "last_order_delivered": delivered,
+        "last_order_days_late": days_late,
+        "last_order_contacts": len(contacts),
+        "last_order_unresolved": int((~contacts["resolved_first_contact"]).sum()),
+        "last_order_complaint": int((contacts["reason"] == "complaint").sum()),
+        "last_order_high_effort": int((contacts["ces"] >= 5).sum()),
+        "last_order_returns": int((returns["requested_ts"] < at).sum()),
+        "last_order_long_refund": long_refund,
+        "last_experience_epoch": max(pd.Timestamp(i).timestamp() for i in instants),
+    }
+
+
+def test_last_order_experience_matches_naive_as_of(raw) -> None:
+    features = customer_features(to_tables(raw)).to_pandas()
+    checked = 0
+    for row in features.itertuples():
+        expected = naive_last_order(raw, row.customer_id, row.event_ts.to_pydatetime())
+        for name, value in expected.items():
+            assert getattr(row, name) == pytest.approx(value), (row.customer_id, row.event_ts)
+            checked += 1
+    assert checked > 100
+
+
+def test_last_order_experience_changes_at_its_events_and_resets_at_the_next_order(raw) -> None:
+    features = customer_features(to_tables(raw)).to_pandas()
+    a = features[features["customer_id"] == "a"].set_index("event_ts").sort_index()
+
+    def as_of(at: datetime) -> pd.Series:
+        return a.loc[: pd.Timestamp(at)].iloc[-1]
+
+    # o2's parcel is known late once its promise (day 8, 23:00) passes undelivered.
+    promise = ts(8, 23)
+    assert as_of(promise)["last_order_late"] == 0
+    assert as_of(promise + timedelta(seconds=1))["last_order_late"] == 1
+    # The unresolved, high-effort contact on o2 (day 9, noon) counts from the next second.
+    assert as_of(ts(9))["last_order_unresolved"] == 0
+    assert as_of(ts(9) + timedelta(seconds=1))["last_order_unresolved"] == 1
+    assert as_of(ts(9) + timedelta(seconds=1))["last_order_high_effort"] == 1
+    # Delivered on day 11 at noon: 2.54 days after the promise.
+    assert as_of(ts(11) + timedelta(seconds=1))["last_order_days_late"] == pytest.approx(
+        (ts(11) - promise) / timedelta(days=1)
+    )
+    # The next order (o4, day 50) starts a clean slate; its clock starts at the order.
+    before, after = as_of(ts(50)), as_of(ts(50) + timedelta(seconds=1))
+    assert (before["last_order_late"], before["last_order_complaint"]) == (1, 1)
+    assert (after["last_order_late"], after["last_order_complaint"]) == (0, 0)
+    assert before["last_experience_epoch"] == ts(20).timestamp()  # o2's refund
+    assert after["last_experience_epoch"] == ts(50).timestamp()
+
+
+def test_silence_over_gap_divides_recency_by_the_mean_gap() -> None:
+    day = 86_400.0
+    frame = pd.DataFrame(
+        {
+            "orders_total": [1, 3],
+            "first_order_epoch": [0.0, 0.0],
+            "last_order_epoch": [0.0, 40 * day],
+        }
+    )
+    out = add_time_features(frame, pd.Timestamp(100 * day, unit="s", tz="UTC"))
+    assert np.isnan(out["silence_over_gap"].iloc[0])
+    # Two gaps over 40 days: 20 days each; 60 days of silence is three gaps.
+    assert out["silence_over_gap"].iloc[1] == pytest.approx(3.0)
