@@ -70,7 +70,7 @@ def parse_day(text: str, option: str) -> date:
 
 
 # Commands whose jobs run units of work on the Dask cluster of `AFTERSALE_DASK_ADDRESS`.
-ON_CLUSTER = {"features", "score", "demo", "nightly"}
+ON_CLUSTER = {"features", "score", "train", "demo", "nightly"}
 
 
 @app.callback()

@@ -1,7 +1,8 @@
 """The binary-classifier trainer: one call trains, evaluates, explains, logs and registers.
 
     label events (raw tables) → point-in-time features (Feast) → decision-time features →
-    time split → LightGBM → calibration → test metrics beside the baseline, per segment →
+    time split → LightGBM (on the Dask cluster when `AFTERSALE_DASK_ADDRESS` is set) →
+    calibration → test metrics beside the baseline, per segment →
     SHAP explanations → MLflow run → registry version, `challenger`, maybe `champion`
 
 What varies between models is declared in a `models.spec.ModelSpec` (see `models/`).
@@ -18,6 +19,7 @@ import numpy as np
 import pandas as pd
 from feast import FeatureStore
 
+from aftersale.cluster import dask_client
 from aftersale.settings import Settings
 from models.served.classifier import CalibratedModel
 from models.spec import EVENT_TIME, LABEL, LABEL_KNOWN, ModelSpec
@@ -26,6 +28,7 @@ from training.data import run_inputs, training_data
 from training.evaluate import binary_metrics, flatten_segments, reliability_plot, segment_metrics
 from training.explain import write_explanations
 from training.fit import fit_lightgbm, layout_from_train
+from training.fit_cluster import fit_lightgbm_on_cluster
 from training.record import PromotionRule, RunRecord, log_and_register
 from training.register import data_version
 from training.split import SplitError, time_split
@@ -77,7 +80,7 @@ def train(
     params = dict(spec.params)
     if spec.params_rule is not None:
         params |= spec.params_rule(train_rows[LABEL])
-    fitted = fit_lightgbm(
+    fit_args = (
         train_rows,
         valid_rows,
         layout,
@@ -86,6 +89,11 @@ def train(
         spec.num_boost_round,
         spec.early_stopping_rounds,
     )
+    if settings.dask_address:
+        with dask_client(settings.dask_address) as client:
+            fitted = fit_lightgbm_on_cluster(client, *fit_args)
+    else:
+        fitted = fit_lightgbm(*fit_args)
     seconds["fit"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
