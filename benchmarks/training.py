@@ -27,6 +27,8 @@ from training.oracle import auc
 log = logging.getLogger(__name__)
 
 SEED = 7
+# A segment's AUC is printed only with this many oracle rows.
+SEGMENT_ROWS = 200
 
 
 def offer_figures(result, truth_dir: Path) -> dict[str, float]:
@@ -142,7 +144,8 @@ def bench_training(
         f"  {'model':<11} {'rows':>8} {'AUC':>7} {'base':>7} {'oracle':>7} {'gap':>7} "
         f"{'ECE':>6} {'o.ECE':>6} {'all AUC':>8} {'train s':>8} {'fit s':>6} {'feat s':>7}"
     )
-    lines = []
+    lines: list[str] = []
+    segment_lines: list[str] = []
     total = time.perf_counter()
     for name in models:
         started = time.perf_counter()
@@ -173,6 +176,18 @@ def bench_training(
             "version": float(result.version or 0),
         }
         figures[name] = fig
+        for segment in MODELS[name].segments:
+            for value, part in rows.groupby(rows[segment].astype("string").fillna("(none)")):
+                if len(part) < SEGMENT_ROWS or part["label"].nunique() < 2:
+                    continue
+                y_part = part["label"].to_numpy()
+                by = {k: auc(y_part, part[k].to_numpy()) for k in ("score", "baseline", "oracle")}
+                for k, v in by.items():
+                    fig[f"{segment}={value}_{k}_auc"] = v
+                segment_lines.append(
+                    f"  {name:<11} {segment}={value:<22} {len(part):>7,} {by['score']:>7.4f} "
+                    f"{by['baseline']:>7.4f} {by['oracle']:>7.4f}"
+                )
         lines.append(
             f"  {name:<11} {len(rows):>8,} {fig['auc']:>7.4f} {fig['baseline_auc']:>7.4f} "
             f"{fig['oracle_auc']:>7.4f} {fig['oracle_auc'] - fig['auc']:>7.4f} "
@@ -181,6 +196,9 @@ def bench_training(
         )
     print(header)
     print("\n".join(lines))
+    if segment_lines:
+        print(f"  by segment (at least {SEGMENT_ROWS} oracle rows): rows, AUC, base, oracle")
+        print("\n".join(segment_lines))
     print(
         "  AUC/base/oracle/ECE on the oracle's rows (delay risk: dispatch rows of the test "
         "window); 'all AUC': every test row; targets: gap ≤ 0.01, ECE ≤ 0.02"
