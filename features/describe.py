@@ -36,6 +36,8 @@ DESCRIPTIONS = {
     "days_since_first_order": "Time since the first order",
     "days_since_last_order": "Time since the latest order",
     "days_since_last_contact": "Time since the latest contact",
+    "days_since_last_experience": "Time since the latest order's delivery, contact or refund",
+    "silence_over_gap": "Time since the latest order against the customer's usual gap",
     "days_since_category_purchase": "Time since the latest purchase in the category",
     "hours_in_transit": "Time since dispatch",
     "hours_since_last_scan": "Time since the latest tracking scan",

@@ -44,7 +44,7 @@ _last_order = [
     Field(
         name="last_order_days_late",
         dtype=Float64,
-        description="Days the latest order's delivered parcels came after their promise.",
+        description="How late the latest order's delivered parcels came after their promise.",
     ),
     Field(name="last_order_contacts", dtype=Int64, description="Contacts on the latest order."),
     Field(
