@@ -34,6 +34,7 @@ SEGMENT_ROWS = 200
 def offer_figures(result, truth_dir: Path) -> dict[str, float]:
     """Next-best offer: estimated (DR, with its 95% interval) and true value per decision of
     the model's policy beside the popularity, random and logging policies and the oracle."""
+    from training.oracle import acceptance_by_arm
     from training.oracle import policy_oracle as oracle
 
     metrics = result.metrics
@@ -52,7 +53,26 @@ def offer_figures(result, truth_dir: Path) -> dict[str, float]:
         )
     print(f"  {'logging':<12} {metrics['policy_logging_mean']:>7.3f} (on-policy mean reward)")
     print(f"  {'oracle':<12} {'':>7} {'':>17} {'':>7} {'':>7} {truth.oracle:>7.3f}")
+    by_arm = acceptance_by_arm(result.scores, truth_dir)
+    print("  acceptance by arm, every candidate of the test decisions: predicted and true mean")
+    print(f"  {'arm':<12} {'candidates':>10} {'predicted':>9} {'true':>7} {'diff':>7}")
+    for arm in by_arm.itertuples(index=False):
+        print(
+            f"  {arm.arm:<12} {arm.candidates:>10,} {arm.predicted:>9.3f} {arm.true:>7.3f} "
+            f"{arm.difference:>+7.3f}"
+        )
+    observed = [
+        (arm, metrics.get(f"acceptance_{arm}_predicted"), metrics.get(f"acceptance_{arm}_observed"))
+        for arm in ("none", "offer")
+    ]
+    if all(p is not None for _, p, _ in observed):
+        print(
+            "  logged test decisions (IPS-weighted), predicted / observed: "
+            + ", ".join(f"{arm} {p:.3f} / {o:.3f}" for arm, p, o in observed)
+        )
     figures = {
+        **{f"acceptance_{a.arm}_predicted": a.predicted for a in by_arm.itertuples()},
+        **{f"acceptance_{a.arm}_true": a.true for a in by_arm.itertuples()},
         "model_dr": metrics["policy_model_dr"],
         "popularity_dr": metrics["policy_popularity_dr"],
         "model_true": truth.model,

@@ -20,6 +20,10 @@ outreach, learned from logged offers and their propensities.
   ages, the decision's context (placement, channel, whether the tracked parcel is past its
   promise and undelivered) and the action (category, offer type, discount, whether the
   order holds the category).
+- Calibration: per arm (`CALIBRATION_ARM`): the control arm ("none", buying anyway) and the
+  offers each get their own calibrator under the inverse-propensity weights, since the
+  booster errs differently on each and the policy compares them; an arm with too few
+  validation rows keeps the shared one.
 - Policy: show the allowed action with the highest expected value p̂(accept) × value, "show
   nothing" (the no-offer control, worth the customer buying anyway) being one of them: an
   offer is shown only when it is worth more than showing nothing. Never a category the
@@ -51,6 +55,9 @@ WINDOW = pd.Timedelta(days=7)
 NO_ORDER = "(none)"
 NONE = "none"
 ENTITY = ("customer_id", "category", "order_id")
+# The model input and its value that mark the control arm's rows, calibrated apart from the
+# offers' (`models.served.calibration.ArmCalibration`).
+CALIBRATION_ARM = ("offer_type", NONE)
 ACTION_COLUMNS = ("category", "offer_type", "discount")
 # Model inputs that come with the decision, not from the feature store (numeric ones are
 # listed with the derived features).

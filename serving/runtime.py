@@ -209,7 +209,7 @@ class Runtime:
         x = model.matrix_from_records(records)
         contrib = model.contributions(x)
         reasons = model.reasons(contrib, records, k=REASONS_PER_SCORE)
-        probability = model.probability_from_contributions(contrib)
+        probability = model.probability_from_contributions(contrib, x)
         return _Scored(model, known, records, probability, contrib, reasons)
 
     def score_delay(

@@ -21,7 +21,7 @@ import pandas as pd
 
 from features.contract.schema import CONTACT_REASONS
 from models.served import registry
-from models.served.calibration import fast_calibration
+from models.served.calibration import calibrate_by_arm, fast_calibration
 from models.served.classifier import CalibratedModel
 from models.served.reasons import reason_codes, top_reasons
 from models.served.uplift import UpliftModel
@@ -60,6 +60,29 @@ class ServedModel:
 
     def __post_init__(self) -> None:
         self._calibrate = fast_calibration(self.model.calibrator)
+        arms = self.model.arm_calibration
+        self._arm_maps = None
+        if arms is not None:
+            self._arm_maps = tuple(
+                None if c is None else fast_calibration(c)
+                for c in (arms.control_calibrator, arms.treated_calibrator)
+            )
+
+    def calibrate(self, raw: np.ndarray, x: np.ndarray | None = None) -> np.ndarray:
+        """Calibrated probabilities of raw ones; a model calibrated per arm reads each row's
+        arm from its input matrix `x`.
+
+        Raises:
+            ValueError: The model is calibrated per arm and `x` is not given.
+        """
+        arms = self.model.arm_calibration
+        if arms is None:
+            return self._calibrate(raw)
+        if x is None:
+            raise ValueError(f"{self.name} is calibrated per arm: its input matrix is needed")
+        layout = self.model.layout
+        control = arms.control_rows(layout.features, layout.codes[arms.feature], x)
+        return calibrate_by_arm(raw, control, self._calibrate, *self._arm_maps)
 
     def ref(self):
         """The version as answers name it."""
@@ -85,7 +108,7 @@ class ServedModel:
         raw = self.model.booster.predict(
             x, num_iteration=self.model.best_iteration, num_threads=PREDICT_THREADS
         )
-        return self._calibrate(raw)
+        return self.calibrate(raw, x)
 
     def contributions(self, x: np.ndarray) -> np.ndarray:
         """SHAP contributions (log-odds) of matrix rows, one column per feature, then bias."""
@@ -96,10 +119,13 @@ class ServedModel:
             num_threads=PREDICT_THREADS,
         )
 
-    def probability_from_contributions(self, contrib: np.ndarray) -> np.ndarray:
+    def probability_from_contributions(
+        self, contrib: np.ndarray, x: np.ndarray | None = None
+    ) -> np.ndarray:
         """Calibrated probabilities from SHAP contributions, which add up to the raw
-        log-odds: one booster call gives the score and its reasons."""
-        return self._calibrate(1.0 / (1.0 + np.exp(-contrib.sum(axis=1))))
+        log-odds: one booster call gives the score and its reasons (`x`, the rows' input
+        matrix, is needed by a model calibrated per arm)."""
+        return self.calibrate(1.0 / (1.0 + np.exp(-contrib.sum(axis=1))), x)
 
     def reasons(self, contrib: np.ndarray, records: Sequence[dict], k: int = 3) -> list:
         """The top-k reasons raising each row's score, in words (rows as dicts)."""

@@ -17,7 +17,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import brier_score_loss, log_loss
 from sklearn.model_selection import StratifiedKFold
 
-from models.served.calibration import EPS, Calibrator, logit
+from models.served.calibration import EPS, ArmCalibration, Calibrator, logit
 
 log = logging.getLogger(__name__)
 
@@ -129,3 +129,79 @@ def choose_calibrator(
         best,
     )
     return CalibrationChoice(fit_calibrator(best, raw, y, w), criterion, losses)
+
+
+# An arm gets its own calibrator only with this many validation rows and this many of its
+# rarer outcome; with fewer, it keeps the shared one (a map fitted on a few dozen events
+# would move its mean by noise).
+MIN_ARM_ROWS = 500
+MIN_ARM_EVENTS = 50
+
+
+@dataclass(frozen=True)
+class ArmCalibrationChoice:
+    """Calibrators per arm and what decided them.
+
+    Attributes:
+        calibration: The per-arm calibrators (None for an arm that keeps the shared one).
+        choices: Arm ("control", "treated") → its calibration choice, for those fitted.
+        fallbacks: Arm → why it keeps the shared calibrator.
+    """
+
+    calibration: ArmCalibration
+    choices: dict[str, CalibrationChoice]
+    fallbacks: dict[str, str]
+
+
+def choose_arm_calibration(
+    raw: np.ndarray,
+    y: np.ndarray,
+    control: np.ndarray,
+    feature: str,
+    control_value: str,
+    weight: np.ndarray | None = None,
+    min_rows: int = MIN_ARM_ROWS,
+    min_events: int = MIN_ARM_EVENTS,
+    **choose,
+) -> ArmCalibrationChoice:
+    """Choose a calibrator for the control arm's rows and one for the other rows, each by
+    `choose_calibrator` on its own rows under the same weights.
+
+    An arm with fewer than `min_rows` rows or `min_events` of either outcome keeps the
+    shared calibrator (logged as a warning).
+
+    Args:
+        raw: Raw model probabilities on the validation window.
+        y: Their 0/1 outcomes.
+        control: Whether each row is the control arm's.
+        feature: The model input naming the arm.
+        control_value: Its value on the control arm.
+        weight: Row weights, as for the shared calibrator.
+        min_rows: Fewest rows for an arm's own calibrator.
+        min_events: Fewest rows of the arm's rarer outcome for its own calibrator.
+        **choose: `choose_calibrator`'s other arguments (methods, criterion, ...).
+    """
+    raw = np.asarray(raw, dtype=np.float64)
+    y = np.asarray(y, dtype=np.int64)
+    control = np.asarray(control, dtype=bool)
+    choices: dict[str, CalibrationChoice] = {}
+    fallbacks: dict[str, str] = {}
+    for arm, rows in (("control", control), ("treated", ~control)):
+        positives = int(y[rows].sum())
+        rarer = min(positives, int(rows.sum()) - positives)
+        if rows.sum() < min_rows or rarer < min_events:
+            fallbacks[arm] = (
+                f"{int(rows.sum())} rows, {rarer} of the rarer outcome "
+                f"(needs {min_rows} and {min_events})"
+            )
+            log.warning("%s arm keeps the shared calibrator: %s", arm, fallbacks[arm])
+            continue
+        arm_weight = None if weight is None else np.asarray(weight, dtype=np.float64)[rows]
+        choices[arm] = choose_calibrator(raw[rows], y[rows], weight=arm_weight, **choose)
+    calibration = ArmCalibration(
+        feature=feature,
+        control=control_value,
+        control_calibrator=choices["control"].calibrator if "control" in choices else None,
+        treated_calibrator=choices["treated"].calibrator if "treated" in choices else None,
+    )
+    return ArmCalibrationChoice(calibration, choices, fallbacks)

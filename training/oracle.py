@@ -134,6 +134,35 @@ def policy_oracle(result: TrainResult, truth_dir: Path) -> OracleComparison:
     )
 
 
+def acceptance_by_arm(scores: pd.DataFrame, truth_dir: Path) -> pd.DataFrame:
+    """Predicted against the simulator's true mean acceptance, for the control arm (the
+    "none" candidate of every test decision: buying anyway) and for the offers (every offer
+    candidate of every test decision).
+
+    Returns:
+        One row per arm ("none", "offers"): candidates, predicted mean, true mean and their
+        difference (candidates without a truth, an unknown category, left out).
+    """
+    true_p = true_accept(scores, truth_dir)
+    control = scores["offer_type"].to_numpy(object) == nbo.NONE
+    known = np.isfinite(true_p)
+    rows = []
+    for arm, rows_of_arm in (("none", control), ("offers", ~control)):
+        chosen = rows_of_arm & known
+        predicted = float(scores["p_hat"].to_numpy(np.float64)[chosen].mean())
+        true = float(true_p[chosen].mean())
+        rows.append(
+            {
+                "arm": arm,
+                "candidates": int(chosen.sum()),
+                "predicted": predicted,
+                "true": true,
+                "difference": predicted - true,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
 def truth_rows(
     scores: pd.DataFrame, truth_dir: Path, coverage: float = de.COVERAGE
 ) -> pd.DataFrame:

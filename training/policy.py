@@ -33,7 +33,7 @@ from models import next_best_offer as nbo
 from models.policies import offers as offer_policy
 from models.served.classifier import CalibratedModel
 from models.spec import EVENT_TIME, LABEL, LABEL_KNOWN, ModelSpec
-from training.calibrate import choose_calibrator
+from training.calibrate import choose_arm_calibration, choose_calibrator
 from training.data import feature_files, feature_words, run_inputs, sample_entities
 from training.evaluate import binary_metrics, reliability_plot
 from training.explain import write_explanations
@@ -105,6 +105,29 @@ def _policy_table(values: dict[str, PolicyValue], on_policy: tuple[float, float]
     mean, se = on_policy
     rows.append({"policy": "logging (on-policy mean)", "ips": mean, "ips_se": se, "dr": mean})
     return pd.DataFrame(rows)
+
+
+def acceptance_by_arm(logged_rows: pd.DataFrame, predicted: np.ndarray) -> dict[str, float]:
+    """Mean predicted against observed acceptance of logged decisions, for the control arm
+    ("none": buying anyway) and the offers, each weighted by the inverse propensity (capped
+    as in the fit), so each arm's means stand for every decision, not the logged mix.
+
+    Returns:
+        `acceptance_{none,offer}_{predicted,observed}` and `acceptance_{none,offer}_rows`
+        (an arm without rows has NaN means).
+    """
+    control = logged_rows["offer_type"].to_numpy(object) == nbo.NONE
+    weight = np.minimum(1.0 / logged_rows["propensity"].to_numpy(np.float64), MAX_WEIGHT)
+    label = logged_rows[LABEL].to_numpy(np.float64)
+    predicted = np.asarray(predicted, dtype=np.float64)
+    out: dict[str, float] = {}
+    for arm, rows in (("none", control), ("offer", ~control)):
+        total = weight[rows].sum()
+        for name, values in (("predicted", predicted), ("observed", label)):
+            mean = float((weight[rows] * values[rows]).sum() / total) if total > 0 else np.nan
+            out[f"acceptance_{arm}_{name}"] = mean
+        out[f"acceptance_{arm}_rows"] = float(rows.sum())
+    return out
 
 
 @dataclass
@@ -267,9 +290,31 @@ def train_policy(
         criterion=spec.calibration_criterion,
         weight=valid_rows["weight"].to_numpy(),
     )
+    # The control arm and the offers each calibrated on their own rows (same weights): the
+    # shared map alone leaves "buying anyway" off by as much as an offer's effect, and the
+    # policy shows an offer only when it beats that.
+    arm_feature, control_value = nbo.CALIBRATION_ARM
+    control_code = layout.codes[arm_feature].get(control_value, np.nan)
+    control_valid = layout.column(arm_feature, valid_rows[arm_feature]) == control_code
+    arms = choose_arm_calibration(
+        raw_valid,
+        valid_rows[LABEL].to_numpy(),
+        control_valid,
+        arm_feature,
+        control_value,
+        weight=valid_rows["weight"].to_numpy(),
+        methods=("isotonic", "platt", "identity"),
+        criterion=spec.calibration_criterion,
+    )
     words = {**feature_words(store, store.get_feature_service(spec.feature_service)), **spec.words}
     model = CalibratedModel(
-        spec.name, fitted.booster, fitted.best_iteration, layout, choice.calibrator, words
+        spec.name,
+        fitted.booster,
+        fitted.best_iteration,
+        layout,
+        choice.calibrator,
+        words,
+        arms.calibration,
     )
 
     clock = time.perf_counter()
@@ -284,12 +329,11 @@ def train_policy(
         valuation.allowed,
     )
     n = len(test)
-    acceptance = binary_metrics(
-        logged_test[LABEL].to_numpy(), model.predict_proba(logged_test), spec.capacity
-    )
+    predicted_test = model.predict_proba(logged_test)
+    acceptance = binary_metrics(logged_test[LABEL].to_numpy(), predicted_test, spec.capacity)
     seconds["evaluate"] = time.perf_counter() - clock
 
-    metrics = {**acceptance}
+    metrics = {**acceptance, **acceptance_by_arm(logged_test, predicted_test)}
     for name, value in valued.items():
         metrics |= value.as_metrics(f"policy_{name}")
     metrics["policy_value_dr"] = valued["model"].dr
@@ -350,9 +394,14 @@ def train_policy(
         metrics=metrics,
         baseline_metrics=baseline_metrics,
         validation_metrics=binary_metrics(
-            valid_rows[LABEL].to_numpy(), choice.calibrator(raw_valid), spec.capacity
+            valid_rows[LABEL].to_numpy(), model.predict_proba(valid_rows), spec.capacity
         ),
-        calibration={"method": choice.calibrator.method, "losses": choice.losses},
+        calibration={
+            "method": choice.calibrator.method,
+            "losses": choice.losses,
+            "arms": arms.calibration.describe(),
+            "arm_fallbacks": arms.fallbacks,
+        },
         data_version=versions["data_version"],
         features=features,
         split=split.summary(),
@@ -452,6 +501,8 @@ def _log_and_register(
             params={
                 **{f"lgbm_{k}": v for k, v in fitted.params.items()},
                 "calibration": result.calibration["method"],
+                "calibration_control": result.calibration["arms"]["control_method"],
+                "calibration_offers": result.calibration["arms"]["treated_method"],
                 "actions": n_actions,
             },
             metrics=metrics,

@@ -1,12 +1,14 @@
 """The fitted map from a model's raw probability to a calibrated one.
 
 Fitting and choosing a calibrator is training's (`training.calibrate`); this is the object
-that is stored with the model and applied wherever it scores.
+that is stored with the model and applied wherever it scores. A model may also carry one
+calibrator per arm of an experiment (`ArmCalibration`): the control arm's rows and the
+treated arms' rows each get their own map, which falls back to the shared one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -65,3 +67,77 @@ def fast_calibration(calibrator: Calibrator) -> Callable[[np.ndarray], np.ndarra
         intercept = float(calibrator.platt.intercept_.ravel()[0])
         return lambda raw: 1.0 / (1.0 + np.exp(-(slope * logit(raw) + intercept)))
     return lambda raw: np.asarray(calibrator(raw), dtype=np.float64)
+
+
+@dataclass
+class ArmCalibration:
+    """Separate calibrators for a control arm and for the treated arms.
+
+    A booster fitted on both arms can be off by different amounts in each (the control
+    arm's outcome, buying anyway, is another kind of event than accepting an offer); one
+    calibrator fitted on the mix then leaves each arm's mean wrong in opposite directions.
+    Rows are told apart by one categorical model input, so the same rows get the same map
+    from a frame, a matrix or one request's record.
+
+    Attributes:
+        feature: The categorical model input naming the arm (e.g. "offer_type").
+        control: Its value on the control arm's rows (e.g. "none").
+        control_calibrator: The control arm's map; None: the shared calibrator.
+        treated_calibrator: Every other row's map; None: the shared calibrator.
+    """
+
+    feature: str
+    control: str
+    control_calibrator: Calibrator | None = None
+    treated_calibrator: Calibrator | None = None
+
+    def control_rows(self, features: Sequence[str], codes: Mapping[str, int], x: np.ndarray):
+        """Which rows of an encoded input matrix are the control arm's.
+
+        Args:
+            features: The matrix's columns, in order.
+            codes: The arm feature's category → code (`FeatureLayout.codes[feature]`).
+            x: The model input matrix.
+        """
+        code = codes.get(self.control)
+        if code is None or self.feature not in features:
+            return np.zeros(len(x), dtype=bool)
+        return np.asarray(x)[:, list(features).index(self.feature)] == code
+
+    def describe(self) -> dict[str, str]:
+        """Each arm's method ("shared" where it falls back), for a model's metadata."""
+        return {
+            "feature": self.feature,
+            "control": self.control,
+            "control_method": _method(self.control_calibrator),
+            "treated_method": _method(self.treated_calibrator),
+        }
+
+
+def _method(calibrator: Calibrator | None) -> str:
+    return "shared" if calibrator is None else calibrator.method
+
+
+def calibrate_by_arm(
+    raw: np.ndarray,
+    control: np.ndarray,
+    shared: Callable[[np.ndarray], np.ndarray],
+    control_map: Callable[[np.ndarray], np.ndarray] | None,
+    treated_map: Callable[[np.ndarray], np.ndarray] | None,
+) -> np.ndarray:
+    """Calibrated probabilities, each arm's rows by its own map (the shared one where None).
+
+    Args:
+        raw: Raw model probabilities.
+        control: Whether each row is the control arm's.
+        shared: The shared calibrator.
+        control_map: The control arm's calibrator.
+        treated_map: The treated arms' calibrator.
+    """
+    raw = np.asarray(raw, dtype=np.float64)
+    control = np.asarray(control, dtype=bool)
+    out = np.empty(len(raw), dtype=np.float64)
+    for rows, mapping in ((control, control_map), (~control, treated_map)):
+        if rows.any():
+            out[rows] = np.asarray((mapping or shared)(raw[rows]), dtype=np.float64)
+    return np.clip(out, 0.0, 1.0)

@@ -18,12 +18,14 @@ import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 
-from models.served.calibration import Calibrator
+from models.served.calibration import ArmCalibration, Calibrator, calibrate_by_arm
 from models.served.encoding import FeatureLayout
 from models.served.reasons import Reason, contributions, reason_codes
 
 BOOSTER_FILE = "booster.txt"
 CALIBRATOR_FILE = "calibrator.pkl"
+# Written only by a model calibrated per arm; a model without it calibrates every row alike.
+ARM_CALIBRATION_FILE = "arm_calibration.pkl"
 META_FILE = "model.json"
 
 
@@ -38,6 +40,8 @@ class CalibratedModel:
         layout: Input columns and fixed categories.
         calibrator: Raw probability → calibrated probability.
         words: Feature → description, for reason codes.
+        arm_calibration: Calibrators per arm of an experiment, applied instead of
+            `calibrator` where they exist (None: `calibrator` for every row).
     """
 
     name: str
@@ -46,6 +50,7 @@ class CalibratedModel:
     layout: FeatureLayout
     calibrator: Calibrator
     words: dict[str, str] = field(default_factory=dict)
+    arm_calibration: ArmCalibration | None = None
 
     @property
     def features(self) -> list[str]:
@@ -58,7 +63,19 @@ class CalibratedModel:
 
     def predict_proba(self, data: pd.DataFrame) -> np.ndarray:
         """Calibrated probability of the positive class for each row."""
-        return self.calibrator(self.raw_score(data))
+        x = self.layout.matrix(data)
+        return self.calibrate(self.booster.predict(x, num_iteration=self.best_iteration), x)
+
+    def calibrate(self, raw: np.ndarray, x: np.ndarray) -> np.ndarray:
+        """Calibrated probabilities of raw ones, given the rows' input matrix (which says
+        each row's arm when the model is calibrated per arm)."""
+        arms = self.arm_calibration
+        if arms is None:
+            return self.calibrator(raw)
+        control = arms.control_rows(self.layout.features, self.layout.codes[arms.feature], x)
+        return calibrate_by_arm(
+            raw, control, self.calibrator, arms.control_calibrator, arms.treated_calibrator
+        )
 
     def contributions(self, data: pd.DataFrame) -> pd.DataFrame:
         """SHAP contributions (log-odds of the raw model) per row and feature, plus `bias`."""
@@ -73,11 +90,15 @@ class CalibratedModel:
         return self.layout.input_frame(data)
 
     def save(self, folder: Path) -> Path:
-        """Write the model as plain files: LightGBM text, pickled calibrator, JSON layout."""
+        """Write the model as plain files: LightGBM text, pickled calibrator (and per-arm
+        calibrators when it has them), JSON layout."""
         folder.mkdir(parents=True, exist_ok=True)
         self.booster.save_model(folder / BOOSTER_FILE, num_iteration=self.best_iteration)
         with open(folder / CALIBRATOR_FILE, "wb") as handle:
             pickle.dump(self.calibrator, handle)
+        if self.arm_calibration is not None:
+            with open(folder / ARM_CALIBRATION_FILE, "wb") as handle:
+                pickle.dump(self.arm_calibration, handle)
         meta = {
             "name": self.name,
             "best_iteration": self.best_iteration,
@@ -85,6 +106,8 @@ class CalibratedModel:
             "calibration": self.calibrator.method,
             "words": self.words,
         }
+        if self.arm_calibration is not None:
+            meta["arm_calibration"] = self.arm_calibration.describe()
         (folder / META_FILE).write_text(json.dumps(meta, indent=2))
         return folder
 
@@ -95,6 +118,11 @@ class CalibratedModel:
         booster = lgb.Booster(model_file=str(Path(folder) / BOOSTER_FILE))
         with open(Path(folder) / CALIBRATOR_FILE, "rb") as handle:
             calibrator = pickle.load(handle)
+        arm_calibration = None
+        # Models registered before per-arm calibration have no such file.
+        if (Path(folder) / ARM_CALIBRATION_FILE).is_file():
+            with open(Path(folder) / ARM_CALIBRATION_FILE, "rb") as handle:
+                arm_calibration = pickle.load(handle)
         return CalibratedModel(
             name=meta["name"],
             booster=booster,
@@ -102,6 +130,7 @@ class CalibratedModel:
             layout=FeatureLayout.from_dict(meta["layout"]),
             calibrator=calibrator,
             words=meta.get("words", {}),
+            arm_calibration=arm_calibration,
         )
 
 

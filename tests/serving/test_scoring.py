@@ -10,7 +10,7 @@ import pytest
 
 from features.contract.schema import CONTACT_REASONS
 from models.served.calibration import fast_calibration
-from models.served.classifier import CalibratedModel
+from models.served.classifier import ARM_CALIBRATION_FILE, CalibratedModel
 from models.served.reasons import reason_codes, top_reasons
 from serving.scoring import (
     NO_CONTACT,
@@ -19,7 +19,7 @@ from serving.scoring import (
     driving_contact_reason,
     own_contact_reasons,
 )
-from training.calibrate import fit_calibrator
+from training.calibrate import choose_arm_calibration, fit_calibrator
 from training.fit import fit_lightgbm, layout_from_train
 
 AS_OF = pd.Timestamp("2025-06-01T12:00:00Z")
@@ -230,3 +230,68 @@ def test_own_contact_reasons_read_missing_and_non_numeric_counts_as_none() -> No
     assert not held[0, other]
     assert not held[1].any()
     assert own_contact_reasons(values.iloc[0:0]).shape == (0, len(CONTACT_REASONS))
+
+
+@pytest.fixture(scope="module")
+def arm_model() -> CalibratedModel:
+    """A small model of an experiment: the "none" arm's rows calibrated apart."""
+    rng = np.random.default_rng(11)
+    n = 4_000
+    frame = pd.DataFrame(
+        {
+            "offer_type": rng.choice(["none", "discount", "recommendation"], n),
+            "affinity": rng.uniform(0, 1, n),
+        }
+    )
+    p = np.where(frame["offer_type"] == "none", 0.1, 0.3) + 0.4 * frame["affinity"]
+    frame["label"] = (rng.random(n) < p).astype(int)
+    layout = layout_from_train(frame, ["offer_type", "affinity"], ["offer_type"])
+    fit = fit_lightgbm(frame[:3_000], frame[3_000:], layout, params={"min_data_in_leaf": 20})
+    valid = frame[3_000:]
+    raw = fit.raw_score(valid)
+    control = (valid["offer_type"] == "none").to_numpy()
+    y = valid["label"].to_numpy()
+    arms = choose_arm_calibration(raw, y, control, "offer_type", "none", min_rows=200)
+    shared = fit_calibrator("platt", raw, valid["label"])
+    return CalibratedModel(
+        "offers", fit.booster, fit.best_iteration, layout, shared, {}, arms.calibration
+    )
+
+
+def test_a_model_calibrated_per_arm_applies_each_arms_map_and_round_trips(
+    arm_model, tmp_path
+) -> None:
+    frame = pd.DataFrame(
+        {"offer_type": ["none", "discount", "none", "recommendation"], "affinity": 0.5}
+    )
+    arms = arm_model.arm_calibration
+    raw = arm_model.raw_score(frame)
+    control = (frame["offer_type"] == "none").to_numpy()
+    expected = np.where(control, arms.control_calibrator(raw), arms.treated_calibrator(raw))
+    np.testing.assert_allclose(arm_model.predict_proba(frame), expected)
+
+    loaded = CalibratedModel.load(arm_model.save(tmp_path / "model"))
+    assert loaded.arm_calibration.describe() == arms.describe()
+    np.testing.assert_allclose(loaded.predict_proba(frame), expected)
+    # Serving's matrix paths read each row's arm from the encoded input.
+    served = ServedModel("offers", "1", ["champion"], loaded)
+    x = served.matrix(frame)
+    np.testing.assert_allclose(served.probability(x), expected)
+    np.testing.assert_allclose(
+        served.probability_from_contributions(served.contributions(x), x), expected, atol=1e-9
+    )
+    with pytest.raises(ValueError, match="per arm"):
+        served.probability_from_contributions(served.contributions(x))
+
+
+def test_a_model_saved_without_arm_calibrators_scores_as_before(arm_model, tmp_path) -> None:
+    frame = pd.DataFrame({"offer_type": ["none", "discount"], "affinity": [0.2, 0.8]})
+    folder = arm_model.save(tmp_path / "model")
+    # What a model registered before per-arm calibration holds: no per-arm file.
+    (folder / ARM_CALIBRATION_FILE).unlink()
+    loaded = CalibratedModel.load(folder)
+    assert loaded.arm_calibration is None
+    shared = arm_model.calibrator(arm_model.raw_score(frame))
+    np.testing.assert_allclose(loaded.predict_proba(frame), shared)
+    served = ServedModel("offers", "1", ["champion"], loaded)
+    np.testing.assert_allclose(served.probability(served.matrix(frame)), shared)

@@ -1,4 +1,5 @@
-"""Calibration: a miscalibrated score gets a lower Brier score; the choice is by held-out loss."""
+"""Calibration: a miscalibrated score gets a lower Brier score; the choice is by held-out loss;
+an experiment's control arm and treated arms can each get their own."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import brier_score_loss
 
-from training.calibrate import choose_calibrator, fit_calibrator
+from models.served.calibration import calibrate_by_arm
+from training.calibrate import choose_arm_calibration, choose_calibrator, fit_calibrator
 
 
 def _miscalibrated(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -82,3 +84,56 @@ def test_integer_weights_calibrate_as_repeated_rows(method) -> None:
     repeated = fit_calibrator(method, np.repeat(raw, weight), np.repeat(y, weight))
     grid = np.linspace(0.02, 0.98, 25)
     np.testing.assert_allclose(weighted(grid), repeated(grid), atol=1e-6)
+
+
+def _two_arms(n: int, seed: int, control_share: float = 0.3):
+    """A raw score right for the offers' rows and systematically too high for the control
+    arm's (whose true rate is 60% of the score), with inverse-propensity-like weights."""
+    rng = np.random.default_rng(seed)
+    raw = rng.beta(2, 6, n)
+    control = rng.random(n) < control_share
+    true_p = np.where(control, 0.6 * raw, raw)
+    y = (rng.random(n) < true_p).astype(int)
+    weight = np.where(control, 1 / control_share, rng.uniform(1, 20, n))
+    return raw, y, control, weight
+
+
+def test_each_arm_is_calibrated_to_its_own_rate() -> None:
+    raw, y, control, weight = _two_arms(20_000, seed=4)
+    choose = {"methods": ("isotonic", "platt", "identity"), "weight": weight}
+    shared = choose_calibrator(raw, y, **choose).calibrator
+    arms = choose_arm_calibration(raw, y, control, "offer_type", "none", **choose)
+    calibration = arms.calibration
+    assert not arms.fallbacks
+    observed = np.average(y[control], weights=weight[control])
+    # One map for both arms leaves the control arm over-predicted; its own map does not.
+    assert np.average(shared(raw[control]), weights=weight[control]) > observed + 0.02
+    by_arm = calibrate_by_arm(
+        raw,
+        control,
+        shared,
+        calibration.control_calibrator,
+        calibration.treated_calibrator,
+    )
+    assert np.average(by_arm[control], weights=weight[control]) == pytest.approx(
+        observed, abs=0.005
+    )
+    # The offers' map is the one their own rows choose, under the same weights.
+    offers = ~control
+    alone = choose_calibrator(
+        raw[offers], y[offers], methods=choose["methods"], weight=weight[offers]
+    ).calibrator
+    np.testing.assert_allclose(by_arm[~control], alone(raw[~control]))
+    assert calibration.describe()["control"] == "none"
+
+
+def test_an_arm_with_too_few_rows_keeps_the_shared_calibrator() -> None:
+    raw, y, control, weight = _two_arms(3_000, seed=5, control_share=0.05)
+    arms = choose_arm_calibration(raw, y, control, "offer_type", "none", weight=weight)
+    assert arms.calibration.control_calibrator is None
+    assert arms.calibration.treated_calibrator is not None
+    assert set(arms.fallbacks) == {"control"}
+    assert arms.calibration.describe()["control_method"] == "shared"
+    shared = choose_calibrator(raw, y, weight=weight).calibrator
+    by_arm = calibrate_by_arm(raw, control, shared, None, arms.calibration.treated_calibrator)
+    np.testing.assert_allclose(by_arm[control], shared(raw[control]))
