@@ -144,3 +144,17 @@ def _served(env: dict[str, str], log_path: Path, ready_s: float = 240):
 def serve_service():
     """Run the service in its own process: `with serve_service(env, log_path) as url: …`."""
     return _served
+
+
+@pytest.fixture(scope="session")
+def dask_cluster():
+    """A Dask cluster of two worker processes of one thread each, and a client of its
+    scheduler (skipped where `distributed` is not installed)."""
+    distributed = pytest.importorskip("distributed")
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as local,
+        distributed.Client(local, set_as_default=False) as client,
+    ):
+        yield local, client

@@ -19,18 +19,6 @@ pytestmark = pytest.mark.slow
 distributed = pytest.importorskip("distributed")
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    """Two worker processes of one thread each, and a client of their scheduler."""
-    with (
-        distributed.LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
-        ) as local,
-        distributed.Client(local, set_as_default=False) as client,
-    ):
-        yield local, client
-
-
 def ran_on_workers(client, task_stream: list[dict], name: str) -> int:
     """How many tasks named `name` the cluster's worker processes ran."""
     pids = client.run(os.getpid)
@@ -42,11 +30,11 @@ def ran_on_workers(client, task_stream: list[dict], name: str) -> int:
 
 
 def test_the_features_built_on_the_cluster_equal_one_process(
-    cluster, sim_dir, tmp_path, monkeypatch
+    dask_cluster, sim_dir, tmp_path, monkeypatch
 ) -> None:
     from flows.build_features import publish_features
 
-    local, client = cluster
+    local, client = dask_cluster
     monkeypatch.setenv("AFTERSALE_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("AFTERSALE_DASK_ADDRESS", local.scheduler_address)
     assert get_settings().dask_address == local.scheduler_address
@@ -67,9 +55,9 @@ def test_the_features_built_on_the_cluster_equal_one_process(
 
 
 def test_customer_ranges_on_the_cluster_write_the_parts_of_the_process_build(
-    cluster, sim_dir, tmp_path
+    dask_cluster, sim_dir, tmp_path
 ) -> None:
-    _, client = cluster
+    _, client = dask_cluster
     on_cluster = parallel.build_parallel(
         sim_dir, tmp_path / "dask", chunk_customers=150, client=client
     )
@@ -82,12 +70,12 @@ def test_customer_ranges_on_the_cluster_write_the_parts_of_the_process_build(
 
 
 def test_the_queue_scored_on_the_cluster_equals_one_process(
-    cluster, trained_registry, monkeypatch
+    dask_cluster, trained_registry, monkeypatch
 ) -> None:
     from flows import score_batch as flow
     from serving import batch
 
-    local, client = cluster
+    local, client = dask_cluster
     monkeypatch.setenv("AFTERSALE_DATA_DIR", str(trained_registry.data_dir))
     monkeypatch.delenv("AFTERSALE_DASK_ADDRESS", raising=False)
     settings = get_settings()

@@ -213,12 +213,19 @@ def served_runtime(served_data):
     return _runtime(served_data)
 
 
-def _through_link(runtime, model: str, margin: float) -> float:
-    """The served probability of a margin: the sigmoid, then the champion's calibration."""
+def _through_link(runtime, model: str, margin: float, arm: str | None = None) -> float:
+    """The served probability of a margin: the sigmoid, then the champion's calibration (of
+    the row's arm, `arm`, for a model calibrated per arm: only that input is read)."""
     import numpy as np
 
     served = runtime.recommender.model if model == "next_best_offer" else runtime.models[model]
-    return float(served.probability_from_contributions(np.array([[margin]]))[0])
+    x = None
+    arms = getattr(served.model, "arm_calibration", None)
+    if arms is not None:
+        layout = served.model.layout
+        x = np.full((1, len(layout.features)), np.nan)
+        x[0, list(layout.features).index(arms.feature)] = layout.codes[arms.feature][arm]
+    return float(served.probability_from_contributions(np.array([[margin]]), x)[0])
 
 
 def test_explain_adds_up_to_the_top_offer_the_page_answers(
@@ -254,9 +261,8 @@ def test_explain_adds_up_to_the_top_offer_the_page_answers(
         contributions = [c["contribution"] for c in result["contributions"]]
         assert result["base_value"] + sum(contributions) == pytest.approx(result["output"])
         assert result["score"] == pytest.approx(top["acceptance_probability"], rel=1e-9)
-        assert _through_link(served_runtime, "next_best_offer", result["output"]) == pytest.approx(
-            result["score"], rel=1e-9
-        )
+        link = _through_link(served_runtime, "next_best_offer", result["output"], top["offer_type"])
+        assert link == pytest.approx(result["score"], rel=1e-9)
         magnitudes = [abs(c) for c in contributions]
         assert magnitudes == sorted(magnitudes, reverse=True)
         assert all(c["text"] for c in result["contributions"])

@@ -27,18 +27,6 @@ AUC_TOLERANCE = 0.01
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    """Two worker processes of one thread each, and a client of their scheduler."""
-    with (
-        distributed.LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
-        ) as local,
-        distributed.Client(local, set_as_default=False) as client,
-    ):
-        yield local, client
-
-
-@pytest.fixture(scope="module")
 def store_folder(sim_dir, sim_tables, tmp_path_factory):
     """A data folder holding the small business's published raw data and feature tables,
     and its Feast store."""
@@ -64,9 +52,9 @@ def store_folder(sim_dir, sim_tables, tmp_path_factory):
 
 
 def test_delay_risk_fitted_on_the_cluster_scores_as_one_machine(
-    cluster, store_folder, sim_tables, monkeypatch
+    dask_cluster, store_folder, sim_tables, monkeypatch
 ) -> None:
-    local, client = cluster
+    local, client = dask_cluster
     folder, store = store_folder
     options = TrainOptions(tables=sim_tables, register=False)
     monkeypatch.setenv("AFTERSALE_DATA_DIR", str(folder))
