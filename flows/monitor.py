@@ -116,9 +116,10 @@ def monitor_model(name: str, window_days: int) -> MonitorResult:
     train_start = pd.Timestamp(params["split_train_start"])
     train_end = pd.Timestamp(params["split_train_end"])
     reference_rows = settings.monitor_reference_rows
+    decisions = spec.label_events(dict(tables))
     # Only the decisions compared get their features retrieved and scored.
     events = monitored_events(
-        spec.label_events(dict(tables)),
+        decisions,
         spec.entity,
         train_start,
         train_end,
@@ -162,6 +163,7 @@ def monitor_model(name: str, window_days: int) -> MonitorResult:
                 window_days,
                 (train_start, train_end),
                 champion.metrics,
+                events=decisions,
             )
         except ValueError as error:
             log.warning("%s: no policy value yet: %s", name, error)

@@ -12,8 +12,10 @@ import json
 import os
 import shutil
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Generic, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -21,6 +23,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from models.served.atomic import write_atomic as write_file_atomic
+
+T = TypeVar("T")
 
 QUEUE_FILE = "outreach_queue.parquet"
 HISTORY_FILE = "outreach_history.parquet"
@@ -161,28 +165,45 @@ class LoadedQueue:
     stamp: tuple[int, int]
 
 
+class ChangedFile(Generic[T]):
+    """A value read from a file published whole, read again only when the file's path,
+    modification time or size changes; requests in between get the value held."""
+
+    def __init__(self) -> None:
+        self._held: tuple[Path, tuple[int, int], T] | None = None
+        self._lock = threading.Lock()
+
+    def get(self, path: Path, load: Callable[[Path, tuple[int, int]], T]) -> T | None:
+        """The value `load(path, stamp)` read from the file as it is now (None when there
+        is no file)."""
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
+            return None
+        stamp = (stat.st_mtime_ns, stat.st_size)
+        held = self._held
+        if held is not None and held[:2] == (path, stamp):
+            return held[2]
+        with self._lock:
+            if self._held is None or self._held[:2] != (path, stamp):
+                self._held = (path, stamp, load(path, stamp))
+            return self._held[2]
+
+
+def _read_queue(path: Path, stamp: tuple[int, int]) -> LoadedQueue:
+    table = pq.read_table(path)
+    meta = json.loads((table.schema.metadata or {}).get(_META_KEY, b"{}"))
+    return LoadedQueue(table.to_pandas(), meta, stamp)
+
+
 class QueueCache:
     """The served queue (or another batch table), re-read when the file's modification time
     or size changes."""
 
     def __init__(self, folder: Path, name: str = QUEUE_FILE) -> None:
         self.path = folder / name
-        self._loaded: LoadedQueue | None = None
-        self._lock = threading.Lock()
+        self._file: ChangedFile[LoadedQueue] = ChangedFile()
 
     def get(self) -> LoadedQueue | None:
         """The current queue, or None when none was written yet."""
-        try:
-            stat = self.path.stat()
-        except FileNotFoundError:
-            return None
-        stamp = (stat.st_mtime_ns, stat.st_size)
-        loaded = self._loaded
-        if loaded is not None and loaded.stamp == stamp:
-            return loaded
-        with self._lock:
-            if self._loaded is None or self._loaded.stamp != stamp:
-                table = pq.read_table(self.path)
-                meta = json.loads((table.schema.metadata or {}).get(_META_KEY, b"{}"))
-                self._loaded = LoadedQueue(table.to_pandas(), meta, stamp)
-            return self._loaded
+        return self._file.get(self.path, _read_queue)

@@ -36,7 +36,7 @@ from models.served.window import (
 from serving import schemas
 from serving.metrics import domain_metrics
 from serving.online import ROW_TIME, FeatureReader
-from serving.queue import EFFECTS_FILE, QueueCache
+from serving.queue import EFFECTS_FILE, ChangedFile, QueueCache
 from serving.recommend import NO_HISTORY, OfferRecommender, load_recommender
 from serving.scoring import (
     ContactValues,
@@ -88,33 +88,29 @@ class _Scored:
     reasons: list
 
 
-@dataclass
 class WindowOffsetsCache:
     """The delivery window's offsets published since training for one version, re-read
     when their file changes (`training.window_offsets` writes them nightly)."""
 
-    folder: Path
-    stamp: tuple[str, int, int] | None = None
-    published: PublishedOffsets | None = None
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._file: ChangedFile[PublishedOffsets | None] = ChangedFile()
 
     def get(self, version: str) -> PublishedOffsets | None:
         """The offsets published for `version` (None: none, or unreadable)."""
-        path = published_offsets_path(self.folder, version)
-        try:
-            stat = path.stat()
-        except OSError:
-            self.stamp, self.published = None, None
-            return None
-        stamp = (version, stat.st_mtime_ns, stat.st_size)
-        if stamp != self.stamp:
+
+        def read(path: Path, _stamp) -> PublishedOffsets | None:
             try:
-                self.published = read_published_offsets(self.folder, version)
+                return read_published_offsets(self.folder, version)
             except (OSError, ValueError, KeyError, TypeError) as error:
                 # A damaged file leaves the registered offsets serving.
                 log.warning("window offsets %s unreadable: %s", path, error)
-                self.published = None
-            self.stamp = stamp
-        return self.published
+                return None
+
+        try:
+            return self._file.get(published_offsets_path(self.folder, version), read)
+        except OSError:
+            return None
 
 
 @dataclass

@@ -492,6 +492,7 @@ def offer_policy_quality(
     window_days: int,
     train_span: tuple[pd.Timestamp, pd.Timestamp],
     tested: dict[str, float] | None = None,
+    events: pd.DataFrame | None = None,
 ) -> dict[str, float]:
     """The served offer policy's value per decision on the newest labelled window (the
     offers of the `window_days` days up to the latest whose 7-day window closed by `end`),
@@ -508,6 +509,8 @@ def offer_policy_quality(
         window_days: Days of the newest window.
         train_span: The champion's training window: its actions are the action space.
         tested: The champion's run metrics.
+        events: The offer decisions (`next_best_offer.label_events` of `tables`), where the
+            caller has them already; None reads them from `tables`.
 
     Raises:
         ValueError: No offer decision has its outcome known by `end`.
@@ -516,7 +519,8 @@ def offer_policy_quality(
     from models.spec import LABEL_KNOWN
     from training.policy import value_policies
 
-    events = next_best_offer.label_events(dict(tables))
+    if events is None:
+        events = next_best_offer.label_events(dict(tables))
     known = pd.to_datetime(events[LABEL_KNOWN], utc=True) <= end
     if not known.any():
         raise ValueError(f"{spec.name}: no offer has an outcome known by {end:%Y-%m-%d}")
