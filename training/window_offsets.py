@@ -126,11 +126,6 @@ def advance(model: WindowModel, state: AciState, rows: pd.DataFrame, cut: pd.Tim
     return AciState.from_dict(moved.to_dict() | {"consumed_until": cut.isoformat()})
 
 
-def _write_json(path: Path, record: dict) -> Path:
-    """Write JSON so readers see the old file or the new one, never a part."""
-    return write_json_atomic(path, record)
-
-
 def read_state(folder: Path, version: str) -> AciState | None:
     """ACI's state last published for `version` (None when there is none)."""
     path = state_path(folder, version)
@@ -143,7 +138,7 @@ def publish(folder: Path, version: str, state: AciState) -> PublishedOffsets:
     The state goes first: a night stopped between the two leaves the state ahead, and its
     rerun publishes the offsets from it (the offsets always follow from the state).
     """
-    _write_json(state_path(folder, version), state.to_dict())
+    write_json_atomic(state_path(folder, version), state.to_dict())
     published = PublishedOffsets(version, state.offsets(), pd.Timestamp(state.consumed_until))
-    _write_json(published_offsets_path(folder, version), published.to_dict())
+    write_json_atomic(published_offsets_path(folder, version), published.to_dict())
     return published

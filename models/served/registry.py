@@ -109,11 +109,6 @@ def _registered(name: str, tracking_uri: str) -> Champion:
     return Champion(name, str(found.version), tuple(sorted(found.aliases)), found.run_id)
 
 
-def _write_json(path: Path, record: dict) -> None:
-    """Write a small JSON file so readers see the old one or the new one."""
-    write_json_atomic(path, record)
-
-
 def _copy(champion: Champion, tracking_uri: str, copies: Path, run_artifacts: Sequence[str]):
     """The folder holding a local copy of the version's artefacts, made when missing."""
     import mlflow
@@ -137,7 +132,7 @@ def _copy(champion: Champion, tracking_uri: str, copies: Path, run_artifacts: Se
                     artifact_uri=f"runs:/{champion.run_id}/{path}", dst_path=str(where)
                 )
         record = {"version": champion.version, "aliases": list(champion.aliases)}
-        _write_json(scratch / COPY_RECORD, {**record, "run_id": champion.run_id})
+        write_json_atomic(scratch / COPY_RECORD, {**record, "run_id": champion.run_id})
         try:
             os.replace(scratch, folder)
         except OSError:
@@ -218,7 +213,7 @@ def load_champion(
         log.error("%s: %s", name, why)
         shutil.rmtree(copies / name / champion.version, ignore_errors=True)
         return _last_good(name, copies, why)
-    _write_json(copies / name / CURRENT_COPY, {"version": champion.version})
+    write_json_atomic(copies / name / CURRENT_COPY, {"version": champion.version})
     for other in (copies / name).iterdir():
         # The copy now loaded is the last good one; older versions are not needed.
         if other.is_dir() and other.name != champion.version and not other.name.startswith("."):
