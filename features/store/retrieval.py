@@ -3,12 +3,17 @@
 Feast's file offline store loses label events in two ways: an event that found no feature
 row at or before its time (an entity not yet known, or unknown) is dropped rather than
 given missing values, and of several events sharing one entity and timestamp only one keeps
-its values. Training sets built on that silently lose rows, and not at random (new
-customers, repeated snapshots). The default DuckDB store (`features.store.duckdb_offline`)
-keeps every event, but the guarantee belongs here, whatever store is configured: Feast is
-asked once per distinct (entity, timestamp) and the answer is joined back onto every label
-event, so each event yields exactly one row, in input order, with missing values where
-nothing was known.
+its values. With several feature views in one request the loss spreads: an event dropped
+by one view (a customer × category first bought after the decision) or sharing one view's
+entity and timestamp with another event (the candidate offers of one decision share the
+customer) loses every view's values, the customer's and the order's included. Training
+sets built on that silently lose values, and not at random (new customers, repeated
+snapshots, all but one candidate of each decision). The default DuckDB store
+(`features.store.duckdb_offline`) keeps every event, but the guarantee belongs here,
+whatever store is configured: each feature view is asked once per distinct (its entity,
+timestamp) and its answer is joined back onto every label event, so each event yields
+exactly one row, in input order, with missing values only for the views that knew nothing
+of it then.
 """
 
 from __future__ import annotations
@@ -26,11 +31,18 @@ class RetrievalError(RuntimeError):
 
 def feature_names(store: FeatureStore, features: FeatureService | list[str]) -> list[str]:
     """Output column names of a feature service or a list of "view:feature" references."""
+    return [ref.split(":", 1)[1] for ref in feature_refs(features)]
+
+
+def feature_refs(features: FeatureService | list[str]) -> list[str]:
+    """The "view:feature" references of a feature service, or the references given."""
     if isinstance(features, FeatureService):
         return [
-            f.name for projection in features.feature_view_projections for f in projection.features
+            f"{projection.name}:{feature.name}"
+            for projection in features.feature_view_projections
+            for feature in projection.features
         ]
-    return [ref.split(":", 1)[1] for ref in features]
+    return list(features)
 
 
 def historical_features(
@@ -51,26 +63,28 @@ def historical_features(
     """
     if TIMESTAMP not in entity_df:
         raise ValueError(f"entity_df needs an {TIMESTAMP!r} column")
-    frame = entity_df.reset_index(drop=True).copy()
-    frame[TIMESTAMP] = pd.to_datetime(frame[TIMESTAMP], utc=True)
-    keys = [k for k in join_keys(store, features) if k in frame.columns]
-    frame[ROW_ID] = frame.groupby([*keys, TIMESTAMP], sort=False, dropna=False).ngroup()
-    distinct = frame.drop_duplicates(ROW_ID)[[*keys, TIMESTAMP, ROW_ID]]
-    got = store.get_historical_features(entity_df=distinct, features=features).to_df()
-    if got[ROW_ID].duplicated().any():
-        raise RetrievalError("Feast returned several rows for one (entity, timestamp)")
-    names = [n for n in feature_names(store, features) if n in got.columns]
-    out = frame.merge(got[[ROW_ID, *names]], on=ROW_ID, how="left").drop(columns=ROW_ID)
+    out = entity_df.reset_index(drop=True).copy()
+    out[TIMESTAMP] = pd.to_datetime(out[TIMESTAMP], utc=True)
+    by_view: dict[str, list[str]] = {}
+    for ref in feature_refs(features):
+        by_view.setdefault(ref.split(":", 1)[0], []).append(ref)
+    for view, refs in by_view.items():
+        keys = [k for k in join_keys(store, refs) if k in out.columns]
+        row_id = out.groupby([*keys, TIMESTAMP], sort=False, dropna=False).ngroup()
+        distinct = out[[*keys, TIMESTAMP]].assign(**{ROW_ID: row_id}).drop_duplicates(ROW_ID)
+        got = store.get_historical_features(entity_df=distinct, features=refs).to_df()
+        if got[ROW_ID].duplicated().any():
+            raise RetrievalError(f"Feast returned several rows for one {view} entity and time")
+        names = [n for n in feature_names(store, refs) if n in got.columns]
+        answer = got.set_index(ROW_ID)[names].reindex(row_id.to_numpy()).set_axis(out.index)
+        out[names] = answer
     out.index = entity_df.index
     return out
 
 
 def join_keys(store: FeatureStore, features: FeatureService | list[str]) -> list[str]:
     """Join keys of every feature view the request touches."""
-    if isinstance(features, FeatureService):
-        views = [p.name for p in features.feature_view_projections]
-    else:
-        views = sorted({ref.split(":", 1)[0] for ref in features})
+    views = sorted({ref.split(":", 1)[0] for ref in feature_refs(features)})
     keys: list[str] = []
     for view in views:
         for column in store.get_feature_view(view).entity_columns:

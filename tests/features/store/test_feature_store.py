@@ -43,21 +43,29 @@ def built(sim_tables, tmp_path_factory):
     return settings, store, tables, runs
 
 
-def offline_as_of(table: pa.Table, key: str, entity_df: pd.DataFrame, columns) -> pd.DataFrame:
+def offline_as_of(
+    table: pa.Table, key: str | list[str], entity_df: pd.DataFrame, columns
+) -> pd.DataFrame:
     """Independent as-of join: latest row with event_ts <= the label time, per label row."""
+    keys = [key] if isinstance(key, str) else key
     offline = table.to_pandas().sort_values("event_ts")
     offline["event_ts"] = offline["event_ts"].astype("datetime64[ns, UTC]")
     labels = entity_df.reset_index().sort_values("event_timestamp")
     labels["event_timestamp"] = labels["event_timestamp"].astype("datetime64[ns, UTC]")
     joined = pd.merge_asof(
         labels,
-        offline[[key, "event_ts", *columns]],
+        offline[[*keys, "event_ts", *columns]],
         left_on="event_timestamp",
         right_on="event_ts",
-        by=key,
+        by=keys,
         direction="backward",
     )
     return joined.sort_values("index").set_index("index")
+
+
+def as_missing(frame: pd.DataFrame) -> pd.DataFrame:
+    """Missing strings are None from one store and NaN from the other: compare as missing."""
+    return frame.astype(object).where(frame.notna(), None)
 
 
 def test_materialize_runs_once_per_view_then_is_incremental(built) -> None:
@@ -121,11 +129,7 @@ def test_historical_retrieval_is_one_row_per_label_event(built, sim_tables) -> N
     assert len(raw_file.to_df()) < len(entity_df)
     got = historical_features(store, entity_df, features)
     from_file = historical_features(file_store, entity_df, features)
-    # Missing strings are None from one store and NaN from the other: compare as missing.
-    pd.testing.assert_frame_equal(
-        got.astype(object).where(got.notna(), None),
-        from_file.astype(object).where(from_file.notna(), None),
-    )
+    pd.testing.assert_frame_equal(as_missing(got), as_missing(from_file))
     assert len(got) == len(entity_df)
     assert got.index.equals(entity_df.index)
     assert got["customer_id"].tolist() == entity_df["customer_id"].tolist()
@@ -143,6 +147,65 @@ def test_historical_retrieval_is_one_row_per_label_event(built, sim_tables) -> N
     assert far["orders_total"].notna().all()
     nobody = got[got["customer_id"] == "nobody"]
     assert nobody["orders_total"].isna().all()
+
+    # Offer decisions read three views at once. Each view answers for itself: the candidate
+    # offers of one decision share the customer and the instant, and a category first bought
+    # after the decision has no row yet; neither may cost the customer's or the order's
+    # values (Feast's file store dropped such events from every view).
+    offers = offer_decisions(tables)
+    service = store.get_feature_service("next_best_offer_v1")
+    got = historical_features(store, offers, service)
+    from_file = historical_features(file_store, offers, service)
+    pd.testing.assert_frame_equal(as_missing(got), as_missing(from_file))
+    views = {
+        "customer_snapshots": ("customer_id", ["orders_total", "returns_total"]),
+        "customer_category": (["customer_id", "category"], ["category_returns_total"]),
+        "order_contents": ("order_id", ["order_total", "order_promised_epoch"]),
+    }
+    for view, (key, columns) in views.items():
+        expected = offline_as_of(tables[view], key, offers, columns)
+        assert_frame_equal_as_missing(got[columns], expected.loc[got.index, columns])
+    assert got["orders_total"].notna().all()
+    assert got["category_returns_total"].isna().any()
+
+
+def assert_frame_equal_as_missing(left: pd.DataFrame, right: pd.DataFrame) -> None:
+    """Equal values, missing ones compared as missing and numbers whatever their dtype."""
+    for column in left.columns:
+        assert as_missing(left[[column]])[column].tolist() == (
+            as_missing(right[[column]])[column].tolist()
+        ), column
+
+
+def offer_decisions(tables: dict[str, pa.Table]) -> pd.DataFrame:
+    """Offer decisions as training and its valuation ask for them: every category as a
+    candidate of one decision (one instant, one customer, one tracked order), and a
+    decision taken a day before the customer first bought its category."""
+    orders = tables["order_contents"].to_pandas().sort_values(["event_ts", "order_id"])
+    order = orders.drop_duplicates("order_customer_id").iloc[len(orders) // 20]
+    categories = sorted(tables["customer_category"].column("category").unique().to_pylist())
+    at = order["event_ts"] + pd.Timedelta(hours=1)
+    candidates = pd.DataFrame(
+        {
+            "customer_id": order["order_customer_id"],
+            "category": categories,
+            "order_id": order["order_id"],
+            "event_timestamp": at,
+        }
+    )
+    bought = tables["customer_category"].to_pandas().sort_values("event_ts")
+    first = bought.drop_duplicates(["customer_id", "category"]).iloc[len(bought) // 3]
+    before = pd.DataFrame(
+        {
+            "customer_id": [first["customer_id"]],
+            "category": [first["category"]],
+            "order_id": ["(none)"],
+            "event_timestamp": [first["event_ts"] - pd.Timedelta(days=1)],
+        }
+    )
+    frame = pd.concat([candidates, before], ignore_index=True)
+    frame["event_timestamp"] = pd.to_datetime(frame["event_timestamp"], utc=True)
+    return frame
 
 
 def test_label_at_a_snapshot_instant_sees_that_snapshot(built) -> None:
