@@ -228,13 +228,14 @@ def _run(reference: pd.DataFrame, current: pd.DataFrame, numeric, categorical):
 def _values_drift(
     reference: pd.DataFrame, current: pd.DataFrame, numeric, categorical
 ) -> list[dict]:
-    """Each column's drift as `_column_drift` reads it from a report, computed by the call
-    Evidently's `ValueDrift` makes (its default test and threshold for the column's type and
-    size) without building the report's plots, which cost seconds a run: a segment needs
-    its figures, not its HTML. A column with no value in either window has none."""
-    from evidently.legacy.calculations.data_drift import get_one_column_drift
+    """Each column's drift as `_column_drift` reads it from a report: Evidently's default
+    test for the column's type and size (`get_stattest`) and that test's threshold, on the
+    column's finite values, as its `ValueDrift` computes them. The report's per-column work
+    besides the test (correlations, histograms, time plots) costs tens of milliseconds a
+    column and is skipped: a segment needs its figures, not its HTML. A column with no
+    value in either window has none."""
+    from evidently.legacy.calculations.stattests.registry import get_stattest
     from evidently.legacy.core import ColumnType
-    from evidently.legacy.metric_results import DatasetColumns, DatasetUtilityColumns
     from evidently.legacy.options.data_drift import DataDriftOptions
 
     prepared = (
@@ -242,35 +243,18 @@ def _values_drift(
         _prepared(current, numeric, categorical),
     )
     options = DataDriftOptions(all_features_stattest=None, all_features_threshold=None)
-    utility = DatasetUtilityColumns(date=None, id=None, target=None, prediction=None)
     rows = []
     for column, column_type in [
         *((c, ColumnType.Numerical) for c in numeric),
         *((c, ColumnType.Categorical) for c in categorical),
     ]:
-        ref, cur = (frame[[column]] for frame in prepared)
-        if ref[column].isna().all() or cur[column].isna().all():
+        ref, cur = (frame[column].replace([-np.inf, np.inf], np.nan).dropna() for frame in prepared)
+        if ref.empty or cur.empty:
             continue
-        numerical = column_type == ColumnType.Numerical
-        found = get_one_column_drift(
-            current_data=cur,
-            reference_data=ref,
-            column_name=column,
-            options=options,
-            dataset_columns=DatasetColumns(
-                utility_columns=utility,
-                target_type=None,
-                task=None,
-                num_feature_names=[column] if numerical else [],
-                cat_feature_names=[] if numerical else [column],
-                text_feature_names=[],
-                datetime_feature_names=[],
-                target_names=None,
-            ),
-            column_type=column_type,
-            agg_data=True,
-        )
-        method, threshold = str(found.stattest_name), float(found.stattest_threshold)
+        chosen = options.get_feature_stattest_func(column, column_type.value)
+        test = get_stattest(ref, cur, column_type, chosen)
+        found = test(ref, cur, column_type, options.get_threshold(column, column_type.value))
+        method, threshold = str(test.display_name), float(found.actual_threshold)
         value = float(found.drift_score)
         drifted = value < threshold if _is_p_value(method) else value >= threshold
         rows.append(

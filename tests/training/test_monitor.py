@@ -102,18 +102,25 @@ def test_drift_names_the_segment_that_moved(spans) -> None:
     assert (scores["reference_rows"] >= 50).all()
 
 
-def test_segment_drift_is_what_the_report_measures(spans) -> None:
+@pytest.mark.parametrize("rows", ["segment", "small"])
+def test_segment_drift_is_what_the_report_measures(spans, rows) -> None:
     """Segments are measured without building a report: the same test, figure and verdict
-    per column as Evidently's `DataDriftPreset` gives on the same rows."""
+    per column as Evidently's `DataDriftPreset` gives on the same rows, whichever test the
+    windows' size selects (a segment of over 1,000 reference rows; 300 rows each)."""
     from training.monitor import _column_drift, _run, _values_drift
 
     numeric = ["lane_late_rate", "hours_in_transit", "express", SCORE]
-    reference = spans.reference[spans.reference["carrier"] == "slow"]
-    current = spans.current[spans.current["carrier"] == "slow"]
+    if rows == "segment":
+        reference = spans.reference[spans.reference["carrier"] == "slow"]
+        current = spans.current[spans.current["carrier"] == "slow"]
+    else:
+        reference, current = spans.reference.head(300), spans.current.head(300)
     reported = _column_drift(_run(reference, current, numeric, CATEGORICAL))
     measured = _values_drift(reference, current, numeric, CATEGORICAL)
     by_column = {row["column"]: row for row in reported}
     assert set(by_column) == {row["column"] for row in measured} == {*numeric, *CATEGORICAL}
+    if rows == "small":
+        assert {row["method"].split()[0] for row in measured} >= {"K-S", "chi-square"}
     for row in measured:
         expected = by_column[row["column"]]
         assert row["method"] == expected["method"]
