@@ -263,10 +263,11 @@ def monitor_model(name: str, window_days: int) -> MonitorResult:
     )
 
 
-def _champion_quality(spec, measure, figures: tuple[str, ...]) -> dict | None:
+def _champion_quality(spec, select, measure, figures: tuple[str, ...]) -> dict | None:
     """One champion's realised quality on its newest labelled rows, `measure(model, frame,
-    end, tested)` of its decisions (as training reads them), logged to MLflow (`figures`)
-    and appended to the quality table; None without a champion."""
+    end, tested)` of the decisions `select(events, end)` keeps (with their features as
+    training reads them: only those rows are retrieved), logged to MLflow (`figures`) and
+    appended to the quality table; None without a champion."""
     import mlflow
 
     from features.instants import watermark
@@ -284,8 +285,13 @@ def _champion_quality(spec, measure, figures: tuple[str, ...]) -> dict | None:
     champion = found[0]
     _, model = load_champion(spec.name, uri)
     tables = load_raw_tables(settings, spec.raw_tables, spec.optional_tables)
-    frame = training_data(spec, feature_store(settings), tables).frame
     end = watermark(dict(tables), happened=True)
+    events = select(spec.label_events(dict(tables)), end)
+    frame = (
+        events
+        if events.empty
+        else training_data(spec, feature_store(settings), tables, events).frame
+    )
     quality = measure(model, frame, end, champion.metrics)
     with tracking(uri):
         mlflow.set_experiment(EXPERIMENT)
@@ -304,10 +310,11 @@ def monitor_windows(window_days: int) -> dict | None:
     """The delivery-window champion's MAE and coverage on its newest settled parcels,
     recorded beside the classifiers' quality (None without a champion)."""
     from models import delivery_estimate
-    from training.monitor import window_quality
+    from training.monitor import measured_window, window_quality
 
     return _champion_quality(
         delivery_estimate.SPEC,
+        lambda events, end: measured_window(events, end, window_days),
         lambda model, frame, end, tested: window_quality(model, frame, end, window_days, tested),
         ("mae_days", "coverage", "rows"),
     )
@@ -370,11 +377,12 @@ def monitor_uplift() -> dict | None:
     newest labelled sends and holdouts, recorded beside the classifiers' quality (None
     without a champion)."""
     from models import outreach_uplift
-    from training.monitor import uplift_quality
+    from training.monitor import UPLIFT_WINDOW_DAYS, measured_window, uplift_quality
 
     spec = outreach_uplift.SPEC
     return _champion_quality(
         spec,
+        lambda events, end: measured_window(events, end, UPLIFT_WINDOW_DAYS, labelled=True),
         lambda model, frame, end, tested: uplift_quality(model, frame, end, spec.capacity, tested),
         ("observed_uplift", "predicted_uplift", "qini", "uplift_at_capacity", "rows"),
     )

@@ -427,6 +427,24 @@ def newest_window(
     return decided[times > start].reset_index(drop=True), start, last
 
 
+def measured_window(
+    decided: pd.DataFrame, end: pd.Timestamp, window_days: int, labelled: bool = False
+) -> pd.DataFrame:
+    """The decisions a champion's realised quality is measured on: those whose outcome was
+    known by `end` (with a label, where `labelled`), in the `window_days` days up to the
+    latest of them; empty when none is. Label events need no features for this, so the
+    monitor retrieves features for these rows only, whatever the length of the history."""
+    from models.spec import LABEL, LABEL_KNOWN
+
+    known = pd.to_datetime(decided[LABEL_KNOWN], utc=True) <= end
+    if labelled:
+        known &= decided[LABEL].notna()
+    settled = decided[known]
+    if settled.empty:
+        return settled.reset_index(drop=True)
+    return newest_window(settled, window_days)[0]
+
+
 def realised_quality(
     name: str,
     frame: pd.DataFrame,
@@ -635,14 +653,12 @@ def window_quality(
     """
     from models.delivery_estimate import DELIVERED, TIMEZONE
     from models.served.window import local_dates
-    from models.spec import LABEL_KNOWN
     from training.delivery import measure, window_dates
 
-    known = pd.to_datetime(frame[LABEL_KNOWN], utc=True)
-    settled = frame[known <= end]
-    if settled.empty:
+    rows = measured_window(frame, end, window_days)
+    if rows.empty:
         raise ValueError(f"delivery_estimate: no parcel's outcome settled by {end:%Y-%m-%d}")
-    rows, start, last = newest_window(settled, window_days)
+    rows, start, last = newest_window(rows, window_days)
     actual = local_dates(rows[DELIVERED], rows[TIMEZONE])
     measured = measure(actual, window_dates(model, rows))
     tested = tested or {}
@@ -682,14 +698,13 @@ def uplift_quality(
         ValueError: No logged row's outcome was known by `end`, or the window lacks an arm.
     """
     from models.outreach_uplift import ACTION, TREATED
-    from models.spec import LABEL, LABEL_KNOWN
+    from models.spec import LABEL
     from training.uplift_metrics import arm_difference, arm_weights, uplift_metrics
 
-    known = pd.to_datetime(frame[LABEL_KNOWN], utc=True) <= end
-    labelled = frame[known & frame[LABEL].notna()]
-    if labelled.empty:
+    rows = measured_window(frame, end, window_days, labelled=True)
+    if rows.empty:
         raise ValueError(f"outreach_uplift: no outcome known by {end:%Y-%m-%d}")
-    rows, start, last = newest_window(labelled, window_days)
+    rows, start, last = newest_window(rows, window_days)
     predicted = model.predict(rows)
     rows = rows[np.isfinite(predicted)].reset_index(drop=True)
     predicted = predicted[np.isfinite(predicted)]
