@@ -8,10 +8,52 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
+from typing import Annotated
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+# Every origin: the tracking routes' data is guarded by each order's token, not by the page's
+# origin, and the widget sends no cookies.
+ANY_ORIGIN = "*"
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def parse_origin(text: str) -> str:
+    """An origin as a browser writes it in its `Origin` header: `scheme://host[:port]`,
+    lower case, without the scheme's default port.
+
+    Raises:
+        ValueError: The text is not an http(s) origin: it has a path, query, user or no host.
+    """
+    problem = f"{text!r} is not an origin scheme://host[:port] (e.g. https://shop.example)"
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError:
+        raise ValueError(problem) from None
+    host = parts.hostname
+    if (
+        parts.scheme not in DEFAULT_PORTS
+        or not host
+        or not host.isascii()
+        or any(character.isspace() for character in text)
+        or parts.username is not None
+        or parts.password is not None
+        or parts.path
+        or parts.query
+        or parts.fragment
+        or "?" in text
+        or "#" in text
+    ):
+        raise ValueError(problem)
+    if ":" in host:  # an IPv6 address keeps its brackets
+        host = f"[{host}]"
+    if port is None or port == DEFAULT_PORTS[parts.scheme]:
+        return f"{parts.scheme}://{host}"
+    return f"{parts.scheme}://{host}:{port}"
 
 
 class Settings(BaseSettings):
@@ -75,6 +117,13 @@ class Settings(BaseSettings):
         False,
         description="Serve the demo tracking page `/demo/tracking/{order_id}`, which mints "
         "the order's token itself and so shows any order to whoever names it: demos only.",
+    )
+    cors_origins: Annotated[tuple[str, ...], NoDecode] = Field(
+        (),
+        description="Origins of the shops' pages (`scheme://host[:port]`, comma-separated, "
+        "e.g. 'https://shop.example,https://www.shop.example') from which a browser may "
+        "call the tracking widget's routes, or '*' for any; empty: none, and the service "
+        "sends no CORS headers (the page and the service share one origin).",
     )
     serve_host: str = Field("127.0.0.1", description="Address `aftersale serve` binds.")
     serve_port: int = Field(3000, ge=1, le=65535, description="Port of `aftersale serve`.")
@@ -172,6 +221,19 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_is_unset(cls, value: str | None) -> str | None:
         return value.strip() or None if value is not None else None
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _origins(cls, value: object) -> tuple[str, ...]:
+        entries = value.split(",") if isinstance(value, str) else value
+        if not isinstance(entries, list | tuple):
+            raise ValueError("expected origins separated by commas")
+        entries = [str(entry).strip() for entry in entries if str(entry).strip()]
+        if ANY_ORIGIN in entries:
+            if len(entries) > 1:
+                raise ValueError(f"{ANY_ORIGIN!r} allows every origin: name it alone")
+            return (ANY_ORIGIN,)
+        return tuple(dict.fromkeys(parse_origin(entry) for entry in entries))
 
     @field_validator("schedule_timezone")
     @classmethod

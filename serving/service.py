@@ -7,7 +7,8 @@ the tracking widget `GET /widget/tracking.js` and its demo page `GET /demo/track
 (`serving.tracking`); BentoML adds `/livez`,
 `/readyz` and `/metrics`, which also carries the service's own measures (`serving.metrics`).
 Every route but the probes, the metrics, the OpenAPI document and the tracking page's routes
-needs an API key with its scope (`serving.access`).
+needs an API key with its scope (`serving.access`). The widget's routes answer browsers on the
+shops' origins named in `AFTERSALE_CORS_ORIGINS` (`serving.cors`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from serving import redact, schemas
 from serving.access import ApiKeyMiddleware
 from serving.apidoc import ApiDocumentMiddleware
 from serving.bodylimit import BodyLimitMiddleware
+from serving.cors import WidgetCorsMiddleware
 from serving.metrics import domain_metrics
 from serving.online import StoreUnavailableError
 from serving.outreach import QueueUnavailableError, select_actions
@@ -218,9 +220,13 @@ class Aftersale:
             return _error(503, f"reload failed; the loaded champions keep serving: {error}")
 
 
-# Keys and scopes are checked before any route, BentoML's and the admin app's alike; the
-# public tracking page is rate-limited per client before its handler runs; a body is bounded
-# before anything reads it; the API document says what all of them answer.
+# The first added is the outermost. A shop's page gets its CORS answers first, so that a
+# preflight is never counted or refused by what follows and every refusal of the widget's
+# calls carries the allow header; keys and scopes are checked before any route, BentoML's and
+# the admin app's alike; the public tracking page is rate-limited per client before its
+# handler runs; a body is bounded before anything reads it; the API document says what all of
+# them answer.
+Aftersale.add_asgi_middleware(WidgetCorsMiddleware)
 Aftersale.add_asgi_middleware(ApiKeyMiddleware)
 Aftersale.add_asgi_middleware(RateLimitMiddleware)
 Aftersale.add_asgi_middleware(BodyLimitMiddleware)

@@ -55,6 +55,7 @@ def test_instants_read_naive_as_given_and_keep_their_offset() -> None:
         ("AFTERSALE_RETRAIN_AT", "sunday", "AFTERSALE_RETRAIN_AT: String should match"),
         ("AFTERSALE_SCHEDULE_TIMEZONE", "Mars/Olympus", "'Mars/Olympus' is not an IANA"),
         ("AFTERSALE_OUTREACH_CAPACITY", "-1", "AFTERSALE_OUTREACH_CAPACITY"),
+        ("AFTERSALE_CORS_ORIGINS", "shop.example", "AFTERSALE_CORS_ORIGINS: Value error"),
     ],
 )
 def test_a_bad_setting_is_named_before_any_command_runs(

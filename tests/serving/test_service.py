@@ -1086,6 +1086,90 @@ def test_the_demo_page_is_off_unless_configured(monkeypatch) -> None:
     assert Settings().demo_pages is True
 
 
+# A shop's page on an origin of its own, and a page on any other.
+SHOP_ORIGIN = "https://shop.example"
+OTHER_ORIGIN = "https://elsewhere.example"
+
+
+def _preflight(origin: str) -> dict[str, str]:
+    """A browser's preflight of the widget's JSON POST from a page on `origin`."""
+    return {
+        "Origin": origin,
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "content-type",
+    }
+
+
+def _cors_headers(answer: httpx.Response) -> set[str]:
+    return {name for name in answer.headers if name.lower().startswith("access-control-")}
+
+
+@pytest.fixture(scope="module")
+def cors_server(served_data, tmp_path_factory, serve_service):
+    """`bentoml serve` in its own process, allowing the shop's origin alone (the origins are
+    read when the service starts)."""
+    log_path = tmp_path_factory.mktemp("bentoml-cors") / "serve.log"
+    env = {**os.environ, "AFTERSALE_CORS_ORIGINS": SHOP_ORIGIN}
+    with serve_service(env, log_path) as url:
+        yield url
+
+
+def test_a_shops_page_may_call_the_widgets_routes_over_real_http(cors_server, ids) -> None:
+    """A preflight from the allowed origin is answered; the widget's calls, refusals included
+    (the widget shows their message), name the origin."""
+    order = ids["orders"][0]
+    with httpx.Client(base_url=cors_server, timeout=30) as http:
+        for route in ("/v1/tracking", "/v1/recommend"):
+            preflight = http.options(route, headers=_preflight(SHOP_ORIGIN))
+            assert preflight.status_code == 200, preflight.text
+            assert preflight.headers["access-control-allow-origin"] == SHOP_ORIGIN
+            assert "POST" in preflight.headers["access-control-allow-methods"]
+            allowed = preflight.headers["access-control-allow-headers"].lower()
+            assert "content-type" in allowed
+            assert int(preflight.headers["access-control-max-age"]) > 0
+            assert "access-control-allow-credentials" not in preflight.headers
+        origin = {"Origin": SHOP_ORIGIN}
+        tracked = http.post("/v1/tracking", json=page(order), headers=origin)
+        assert tracked.status_code == 200, tracked.text
+        assert tracked.headers["access-control-allow-origin"] == SHOP_ORIGIN
+        assert "origin" in tracked.headers["vary"].lower()
+        offers = http.post("/v1/recommend", json=page(order), headers=origin)
+        assert offers.status_code == 200, offers.text
+        assert offers.headers["access-control-allow-origin"] == SHOP_ORIGIN
+        denied = http.post("/v1/tracking", json={"order_id": order, "token": "x"}, headers=origin)
+        assert denied.status_code == 401
+        assert denied.headers["access-control-allow-origin"] == SHOP_ORIGIN
+        script = http.get("/widget/tracking.js", headers=origin)
+        assert script.headers["access-control-allow-origin"] == SHOP_ORIGIN
+
+
+def test_another_origin_or_route_gets_no_allow_header_over_real_http(cors_server, ids) -> None:
+    """Another origin's page is told nothing; a route that needs a key answers no page."""
+    with httpx.Client(base_url=cors_server, timeout=30) as http:
+        preflight = http.options("/v1/tracking", headers=_preflight(OTHER_ORIGIN))
+        assert preflight.status_code >= 400
+        assert "access-control-allow-origin" not in preflight.headers
+        tracked = http.post(
+            "/v1/tracking", json=page(ids["orders"][0]), headers={"Origin": OTHER_ORIGIN}
+        )
+        assert tracked.status_code == 200, tracked.text
+        assert "access-control-allow-origin" not in tracked.headers
+        keyed = http.options("/v1/score/delay", headers=_preflight(SHOP_ORIGIN))
+        assert "access-control-allow-origin" not in keyed.headers
+
+
+def test_without_allowed_origins_the_service_sends_no_cors_headers(server, ids) -> None:
+    """The default: the page and the service share one origin, and no origin is allowed."""
+    with httpx.Client(base_url=server, timeout=30) as http:
+        preflight = http.options("/v1/tracking", headers=_preflight(SHOP_ORIGIN))
+        assert not _cors_headers(preflight), preflight.headers
+        tracked = http.post(
+            "/v1/tracking", json=page(ids["orders"][0]), headers={"Origin": SHOP_ORIGIN}
+        )
+        assert tracked.status_code == 200, tracked.text
+        assert not _cors_headers(tracked), tracked.headers
+
+
 def _browser():
     """Playwright's Chromium driver on the system's Chromium; skips naming what is missing."""
     from features.report.picture import find_chromium
