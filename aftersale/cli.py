@@ -80,7 +80,7 @@ def main(
         bool, typer.Option("--verbose", "-v", help="Also show the libraries' logs.")
     ] = False,
 ) -> None:
-    from aftersale.console import log_path, route_logs
+    from aftersale.console import log_path, quiet_prefect, route_logs
     from aftersale.settings import SettingsError, get_settings
 
     try:
@@ -89,12 +89,7 @@ def main(
         fail(exc)
     # Before any command imports MLflow or Prefect, which read their logging set-up then.
     route_logs(log_path(settings), verbose=verbose, console=err_console)
-    # The temporary Prefect API would otherwise try to send usage telemetry; Prefect's client
-    # too, announcing it on a terminal the first time.
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("DO_NOT_TRACK", "1")
-    # The temporary API server starts in about 20 s on an idle machine; a busy one needs more.
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    quiet_prefect()
     if settings.dask_address and context.invoked_subcommand in ON_CLUSTER:
         from aftersale.cluster import ClusterError, dask_client
 

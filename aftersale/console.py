@@ -63,6 +63,16 @@ _installed: list[logging.Handler] = []
 _open_display: StageDisplay | None = None
 
 
+def quiet_prefect() -> None:
+    """Environment defaults for Prefect before it is imported: the temporary API would
+    otherwise try to send usage telemetry (an error on a machine with no way out) and
+    Prefect's client announce its own; the temporary server starts in about 20 s on an idle
+    machine, and a busy one needs more. Values already set are kept."""
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+
+
 def log_path(settings: Settings) -> Path:
     """The log file of every command: `<data_dir>/logs/aftersale.log`."""
     return settings.data_dir / "logs" / LOG_FILE_NAME

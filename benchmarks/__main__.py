@@ -11,6 +11,7 @@ import logging
 import sys
 from pathlib import Path
 
+from aftersale.console import quiet_prefect
 from benchmarks import (
     contract,
     delivery,
@@ -62,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown benchmarks {unknown}; choose from {sorted(BENCHMARKS)}")
     logging.basicConfig(level=logging.WARNING)
+    quiet_prefect()
     args.out = args.out.resolve()
     args.out.mkdir(parents=True, exist_ok=True)
     # Options that only one benchmark takes, by its name.
