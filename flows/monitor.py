@@ -225,6 +225,8 @@ def monitor_model(name: str, window_days: int) -> MonitorResult:
         settings.retrain_drift_share,
         settings.retrain_auc_drop,
         settings.retrain_ece_rise,
+        estimated=estimate,
+        estimated_before=estimated_auc(spans.reference[SCORE].to_numpy()),
     )
     if reasons:
         why = "; ".join(reasons)

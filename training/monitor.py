@@ -557,26 +557,51 @@ def retrain_reasons(
     drift_share: float,
     auc_drop: float,
     ece_rise: float = float("inf"),
+    estimated: float | None = None,
+    estimated_before: float | None = None,
 ) -> list[str]:
     """Why a champion should be retrained, from its drift table and realised quality (none:
     keep it): the score drifted on the whole window (unless it trends within the training
-    window itself, `trending`), the share of drifted features (of those
-    that do not trend within the training window, `trending`) reached `drift_share`, the
-    realised AUC fell `auc_drop` or more below the test AUC, or the
-    realised calibration error (ECE) rose `ece_rise` or more above the test ECE (the scores
-    still rank, but no longer mean what they say: acceptance moved after a price change)."""
+    window itself, `trending`) and, where the AUC `estimated` from the newest days' scores
+    before their labels (`estimated_auc`) and the same estimate on the training window's
+    decisions (`estimated_before`) are given, the first fell `auc_drop` or more below the
+    second; the share of
+    drifted features (of those that do not trend within the training window, `trending`)
+    reached `drift_share`; the realised AUC fell `auc_drop` or more below the test AUC; or
+    the realised calibration error (ECE) rose `ece_rise` or more above the test ECE (the
+    scores still rank, but no longer mean what they say: acceptance moved after a price
+    change)."""
     reasons = []
     whole = table[table["segment"] == ALL]
     prediction = whole[whole["kind"] == "prediction"]
     if len(prediction) and bool(prediction["drifted"].iloc[0]):
         row = prediction.iloc[0]
+        drifted = (
+            f"its score drifted ({row['method']} {row['value']:.3g}, threshold "
+            f"{row['threshold']:.3g})"
+        )
+        judged = (
+            estimated is not None
+            and estimated_before is not None
+            and np.isfinite(estimated)
+            and np.isfinite(estimated_before)
+        )
         # A score that already moves between the halves of the training window (a growing
         # business, a season) drifts on any newer days: that alone marks nothing; its
         # realised quality and the estimate before labels say whether it still holds.
-        if not bool(row.get("trending", False)):
+        if bool(row.get("trending", False)):
+            pass
+        elif not judged:
+            reasons.append(drifted)
+        elif estimated_before - estimated >= auc_drop:
+            # A moved score is a reason only where the model is expected to rank worse for
+            # it: scores that move with the business while still ranking well (an ageing,
+            # growing customer base) need no new model. Both estimates are read the same way
+            # (from scores alone), so the comparison holds whatever the model's calibration.
             reasons.append(
-                f"its score drifted ({row['method']} {row['value']:.3g}, threshold "
-                f"{row['threshold']:.3g})"
+                f"{drifted} and the AUC estimated from its newest scores {estimated:.3f} "
+                f"fell below the same estimate on its training window {estimated_before:.3f} "
+                f"by {auc_drop} or more"
             )
     features = whole[whole["kind"] == "feature"]
     # Features that trend within the training window drift on any newer data: left out.

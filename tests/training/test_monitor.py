@@ -401,6 +401,31 @@ def test_a_score_that_trends_within_the_training_window_marks_nothing_alone() ->
     assert reason.startswith("its realised AUC")
 
 
+def test_a_moved_score_marks_only_where_its_estimated_auc_falls() -> None:
+    """A score that drifted while the AUC estimated from the scores alone holds (the business
+    moved, the model still ranks) marks nothing; one whose estimate fell by the AUC drop
+    threshold or more against the same estimate on the training window marks."""
+    from training.monitor import retrain_reasons
+
+    table = _table(True, 0)
+    table["trending"] = False
+    quality = {"roc_auc": 0.8, "test_roc_auc": 0.8, "ece": 0.02, "test_ece": 0.02}
+    holds = {"estimated": 0.79, "estimated_before": 0.81}
+    assert retrain_reasons(table, quality, 0.5, 0.05, 0.03, **holds) == []
+    # Without labels yet, the same.
+    assert retrain_reasons(table, None, 0.5, 0.05, 0.03, **holds) == []
+    falls = {"estimated": 0.76, "estimated_before": 0.81}
+    (reason,) = retrain_reasons(table, None, 0.5, 0.05, 0.03, **falls)
+    assert reason.startswith("its score drifted")
+    assert "0.760 fell below the same estimate on its training window 0.810" in reason
+    # An estimate that cannot be made (one class only) leaves the drift to mark alone.
+    unknown = {"estimated": float("nan"), "estimated_before": 0.81}
+    (reason,) = retrain_reasons(table, None, 0.5, 0.05, 0.03, **unknown)
+    assert reason.startswith("its score drifted")
+    # A score that did not drift marks nothing, however its estimate moved.
+    assert retrain_reasons(_table(False, 0), None, 0.5, 0.05, 0.03, **falls) == []
+
+
 def test_drift_marks_a_score_that_grows_through_the_training_window_as_trending() -> None:
     """The drift table's prediction row is trending when the score itself moves between
     the halves of the training window, and not when it is steady there."""
