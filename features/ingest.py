@@ -308,7 +308,8 @@ def append_day(
         for name, table in combined.items():
             pq.write_table(table.cast(CONTRACT[name].arrow_schema), staging / f"{name}.parquet")
         days = {**days, day.isoformat(): digest}
-        versioned.write_metadata(staging, {"through": day.isoformat(), "days": days})
+        record = {"through": day.isoformat(), "days": days, "appended_to": current.name}
+        versioned.write_metadata(staging, record)
         version = versioned.publish(staging)
     except BaseException:
         versioned.discard(staging)

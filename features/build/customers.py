@@ -314,8 +314,18 @@ def last_order_events(
     return Events.of(code, ts, **values), Events.of(np.where(left, code, -1), leave, **values)
 
 
-def snapshots(prepared: Prepared, lo: int, hi: int) -> pa.Table:
-    """Snapshot rows of customers lo..hi-1 (positions in the customers table)."""
+def snapshots(
+    prepared: Prepared,
+    lo: int,
+    hi: int,
+    extra_rows: tuple[np.ndarray, np.ndarray] | None = None,
+) -> pa.Table:
+    """Snapshot rows of customers lo..hi-1 (positions in the customers table).
+
+    `extra_rows` (customer position, second) asks for rows at further instants as well, each
+    holding what its customer's newest row at or before it holds (a restated row, see
+    `features.build.increment`).
+    """
     customers = prepared.customers.slice(lo, hi - lo)
     ev = {k: (None if e is None else e.within(lo, hi)) for k, (e, _) in prepared.kinds.items()}
     order_ev, outcome_ev, contact_ev = ev["order"], ev["outcome"], ev["contact"]
@@ -324,7 +334,12 @@ def snapshots(prepared: Prepared, lo: int, hi: int) -> pa.Table:
     kinds = [(ev[k], w) for k, (e, w) in prepared.kinds.items() if e is not None]
     signup = us(customers.column("signup_ts").to_pandas())
     signup_ev = Events.of(np.arange(customers.num_rows), signup)
-    grid = SnapshotGrid.build([(signup_ev.entity, signup_ev.seen_s())], kinds, prepared.end_s)
+    first_rows = [(signup_ev.entity, signup_ev.seen_s())]
+    if extra_rows is not None:
+        entity, second = (np.asarray(a, dtype=np.int64) for a in extra_rows)
+        inside = (entity >= lo) & (entity < hi)
+        first_rows.append((entity[inside] - lo, second[inside]))
+    grid = SnapshotGrid.build(first_rows, kinds, prepared.end_s)
     code = grid.entity
 
     rows = pa.array(code)

@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 
 from features import versioned
 from features.build import customers as customer_build
+from features.build import increment
 from features.build.tables import (
     BUILDERS,
     ROW_GROUP_ROWS,
@@ -190,6 +191,8 @@ def build_parallel(
     created = watermark_of(raw)
     staging = versioned.staging_dir(root)
     try:
+        since = watermark_of(raw, happened=True)
+        versioned.write_metadata(staging, increment.build_record(raw, since, created))
         for _, folder in BUILDERS.values():
             (staging / folder).mkdir()
         if client is None:
@@ -243,6 +246,9 @@ def publish_features(
     """
     if client is not None:
         return build_parallel(raw, root, client=client), watermark_of(raw)
+    extension = increment.extendable(raw, versioned.current(root))
+    if extension is not None:
+        return publish_increment(raw, root, extension), watermark_of(raw)
     if workers is None:
         customers = pq.ParquetFile(raw / "customers.parquet").metadata.num_rows
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
@@ -250,4 +256,41 @@ def publish_features(
     if workers > 1:
         return build_parallel(raw, root, workers), watermark_of(raw)
     tables = read_validated(raw)
-    return write_feature_tables(tables, root), watermark(tables)
+    created = watermark(tables)
+    record = increment.build_record(raw, watermark(tables, happened=True), created)
+    return write_feature_tables(tables, root, created, record), created
+
+
+def publish_increment(raw: Path, root: Path, extension: increment.Extension) -> Path:
+    """Publish the previous version's customer snapshots with the rows after its data's end
+    added (`features.build.increment`), and the other tables built whole, as a new version."""
+    tables = read_validated(raw)
+    created = extension.created_after(watermark(tables))
+    views = {v.name: v for v in feature_views()}
+    staging = versioned.staging_dir(root)
+    try:
+        since = watermark(tables, happened=True)
+        versioned.write_metadata(staging, increment.build_record(raw, since, created))
+        part = increment.link_parts(extension.previous, staging)
+        restated = increment.previous_rows_after(extension.previous, extension.since)
+        view = views[increment.VIEW]
+        folder = BUILDERS[increment.VIEW][1]
+        with pq.ParquetWriter(staging / folder / part_name(part), view_arrow_schema(view)) as w:
+            for chunk in increment.snapshot_increment(tables, extension.since, restated):
+                w.write_table(conform(chunk, view, created), row_group_size=ROW_GROUP_ROWS)
+        for name, (builder, folder) in BUILDERS.items():
+            if name == increment.VIEW:
+                continue
+            started, rows = time.perf_counter(), 0
+            (staging / folder).mkdir()
+            schema = view_arrow_schema(views[name])
+            with pq.ParquetWriter(staging / folder / part_name(0), schema) as w:
+                for chunk in builder(tables):
+                    rows += chunk.num_rows
+                    conformed = conform(chunk, views[name], created)
+                    w.write_table(conformed, row_group_size=ROW_GROUP_ROWS)
+            log.info("%s: %d rows in %.1f s", name, rows, time.perf_counter() - started)
+    except BaseException:
+        versioned.discard(staging)
+        raise
+    return versioned.publish(staging)

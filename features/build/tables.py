@@ -113,9 +113,13 @@ def publish_tables(feature_tables: dict[str, pa.Table], root: Path) -> Path:
 
 
 def write_feature_tables(
-    tables: dict[str, pa.Table], root: Path, created: pd.Timestamp | None = None
+    tables: dict[str, pa.Table],
+    root: Path,
+    created: pd.Timestamp | None = None,
+    record: dict | None = None,
 ) -> Path:
-    """Compute every feature table chunk by chunk, straight into a new published version.
+    """Compute every feature table chunk by chunk, straight into a new published version
+    (`record`: facts the version keeps, `versioned.write_metadata`).
 
     Returns:
         The published version folder.
@@ -131,17 +135,21 @@ def write_feature_tables(
         log.info("%s: %d rows in %.1f s", name, rows, time.perf_counter() - started)
 
     return _publish(
-        {name: conformed(name, builder) for name, (builder, _) in BUILDERS.items()}, root
+        {name: conformed(name, builder) for name, (builder, _) in BUILDERS.items()}, root, record
     )
 
 
-def _publish(chunks_by_view: dict[str, Iterator[pa.Table]], root: Path) -> Path:
+def _publish(
+    chunks_by_view: dict[str, Iterator[pa.Table]], root: Path, record: dict | None = None
+) -> Path:
     """Write each view's chunks into a staging folder, then publish it atomically.
 
     Views without rows get an empty table, so every Feast source exists.
     """
     staging = versioned.staging_dir(root)
     try:
+        if record is not None:
+            versioned.write_metadata(staging, record)
         views = {v.name: v for v in feature_views()}
         for name, (_, folder) in BUILDERS.items():
             schema = view_arrow_schema(views[name])
