@@ -86,12 +86,16 @@ NEEDS: dict[str, dict[str, list[str] | None]] = {
 
 @dataclass(frozen=True)
 class Unit:
-    """One part of one view: a range of customers (snapshots) or a whole table."""
+    """One part of one view: a range of customers (snapshots), a whole table, or the
+    snapshot rows after `since` added to the `previous` version's (`features.build.increment`).
+    """
 
     view: str
     part: int
     lo: int = 0
     hi: int = 0
+    since: str | None = None
+    previous: str | None = None
 
 
 def watermark_of(raw: Path, *, happened: bool = False) -> pd.Timestamp:
@@ -123,8 +127,9 @@ _state: dict = {}
 _state_lock = threading.Lock()
 
 
-def _tables_for(raw: Path, view: str) -> tuple[dict[str, pa.Table], object]:
-    """The raw tables a view reads, and the prepared customer events (snapshots only)."""
+def _tables_for(raw: Path, view: str, prepared: bool = True) -> tuple[dict[str, pa.Table], object]:
+    """The raw tables a view reads, and (with `prepared`) the prepared customer events
+    (snapshots only)."""
     with _state_lock:
         if _state.get("key") != (str(raw), view):
             _state.clear()
@@ -132,7 +137,7 @@ def _tables_for(raw: Path, view: str) -> tuple[dict[str, pa.Table], object]:
             _state["tables"] = read_validated(raw, tables=list(needs), columns=needs)
             _state["key"] = (str(raw), view)
         tables = _state["tables"]
-        if view == "customer_snapshots" and "prepared" not in _state:
+        if prepared and view == "customer_snapshots" and "prepared" not in _state:
             _state["prepared"] = customer_build.prepare(tables)
         return tables, _state.get("prepared")
 
@@ -146,10 +151,14 @@ def _forget() -> None:
 def _run(raw: Path, staging: Path, created: pd.Timestamp, unit: Unit) -> tuple[Unit, int, float]:
     """Build one unit and write it as a part; returns its row count and seconds."""
     started = time.perf_counter()
-    tables, prepared = _tables_for(raw, unit.view)
+    tables, prepared = _tables_for(raw, unit.view, prepared=unit.since is None)
     view = next(v for v in feature_views() if v.name == unit.view)
     builder, folder = BUILDERS[unit.view]
-    if unit.view == "customer_snapshots":
+    if unit.since is not None and unit.previous is not None:
+        since = pd.Timestamp(unit.since)
+        restated = increment.previous_rows_after(Path(unit.previous), since)
+        chunks = increment.snapshot_increment(tables, since, restated)
+    elif unit.view == "customer_snapshots":
         chunks = [customer_build.snapshots(prepared, unit.lo, unit.hi)]
     else:
         # Whole tables stream chunk by chunk (shipments come in ranges of shipments).
@@ -169,12 +178,15 @@ def _ranges(view: str, total: int, size: int) -> list[Unit]:
     ]
 
 
-def plan(raw: Path, chunk_customers: int) -> list[Unit]:
+def plan(raw: Path, chunk_customers: int, added: Unit | None = None) -> list[Unit]:
     """Units, longest first: the whole tables (shipments, the longest, streams its ranges
     inside one unit so its inputs are prepared once), then customer ranges, short units
-    that let the workers end together."""
-    customers = pq.ParquetFile(raw / "customers.parquet").metadata.num_rows
+    that let the workers end together; or, with the snapshot rows `added` to a previous
+    version's, those first and then the whole tables."""
     units = [Unit(view, 0) for view in ("shipment_events", "customer_category", "order_contents")]
+    if added is not None:
+        return [added, *units]
+    customers = pq.ParquetFile(raw / "customers.parquet").metadata.num_rows
     units += _ranges("customer_snapshots", customers, chunk_customers)
     return units
 
@@ -185,16 +197,30 @@ def build_parallel(
     workers: int = 2,
     chunk_customers: int = customer_build.CHUNK_CUSTOMERS,
     client: Client | None = None,
+    extension: increment.Extension | None = None,
 ) -> Path:
     """Build every feature table from a validated raw folder with `workers` processes, or
-    as tasks of a Dask `client`'s workers, and publish them as a new version under `root`."""
+    as tasks of a Dask `client`'s workers, and publish them as a new version under `root`;
+    with an `extension`, the customer snapshots are the previous version's with the rows
+    after its end added (`features.build.increment`)."""
     created = watermark_of(raw)
+    if extension is not None:
+        created = extension.created_after(created)
     staging = versioned.staging_dir(root)
     try:
         since = watermark_of(raw, happened=True)
         versioned.write_metadata(staging, increment.build_record(raw, since, created))
+        added = None
+        if extension is not None:
+            part = increment.link_parts(extension.previous, staging)
+            added = Unit(
+                increment.VIEW,
+                part,
+                since=extension.since.isoformat(),
+                previous=str(extension.previous),
+            )
         for _, folder in BUILDERS.values():
-            (staging / folder).mkdir()
+            (staging / folder).mkdir(exist_ok=True)
         if client is None:
             context = multiprocessing.get_context("spawn")
             pool = ProcessPoolExecutor(max_workers=workers, mp_context=context)
@@ -205,7 +231,7 @@ def build_parallel(
             with pool:
                 futures = [
                     pool.submit(_run, raw, staging, created, unit)
-                    for unit in plan(raw, chunk_customers)
+                    for unit in plan(raw, chunk_customers, added)
                 ]
                 for future in as_completed(futures):
                     unit, rows, seconds = future.result()
@@ -246,15 +272,15 @@ def publish_features(
     """
     if client is not None:
         return build_parallel(raw, root, client=client), watermark_of(raw)
-    extension = increment.extendable(raw, versioned.current(root))
-    if extension is not None:
-        return publish_increment(raw, root, extension), watermark_of(raw)
     if workers is None:
         customers = pq.ParquetFile(raw / "customers.parquet").metadata.num_rows
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
         workers = min(cores, 4) if customers >= PARALLEL_FROM_CUSTOMERS else 1
+    extension = increment.extendable(raw, versioned.current(root))
     if workers > 1:
-        return build_parallel(raw, root, workers), watermark_of(raw)
+        return build_parallel(raw, root, workers, extension=extension), watermark_of(raw)
+    if extension is not None:
+        return publish_increment(raw, root, extension), watermark_of(raw)
     tables = read_validated(raw)
     created = watermark(tables)
     record = increment.build_record(raw, watermark(tables, happened=True), created)

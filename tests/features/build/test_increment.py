@@ -26,10 +26,12 @@ DAYS = [HISTORY_END + timedelta(days=n) for n in (1, 2, 3)]
 KEY = ["customer_id", "event_ts"]
 
 
-@pytest.fixture(scope="module")
-def nights(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+@pytest.fixture(scope="module", params=[1, 2], ids=["one process", "two processes"])
+def nights(request, tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     """A history ingested and built whole, then three days each appended and built as an
-    increment; beside them, the same data built whole at once."""
+    increment (by one process, or beside the other tables by worker processes); beside
+    them, the same data built whole at once."""
+    workers = request.param
     root = tmp_path_factory.mktemp("increment")
     simulate_until(root / "history", HISTORY_END, **SIMULATION)
     for day in DAYS:
@@ -39,7 +41,7 @@ def nights(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     ingest.check(staging)
     ingest.record_history(staging)
     versioned.publish(staging)
-    first, _ = publish_features(versioned.current(raw_root), features_root, workers=1)
+    first, _ = publish_features(versioned.current(raw_root), features_root, workers=workers)
     versions = [first]
     parts = [len(list((first / increment.VIEW).glob("*.parquet")))]
     restated = []
@@ -48,7 +50,7 @@ def nights(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
         previous = versions[-1]
         since = pd.Timestamp(versioned.metadata(previous)[increment.SINCE])
         restated.append(increment.previous_rows_after(previous, since).to_pandas())
-        version, _ = publish_features(versioned.current(raw_root), features_root, workers=1)
+        version, _ = publish_features(versioned.current(raw_root), features_root, workers=workers)
         versions.append(version)
         parts.append(len(list((version / increment.VIEW).glob("*.parquet"))))
     tables = read_validated(versioned.current(raw_root))
