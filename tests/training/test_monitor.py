@@ -105,7 +105,7 @@ def test_drift_names_the_segment_that_moved(spans) -> None:
 @pytest.mark.parametrize("rows", ["segment", "small"])
 def test_segment_drift_is_what_the_report_measures(spans, rows) -> None:
     """Segments are measured without building a report: the same test, figure and verdict
-    per column as Evidently's `DataDriftPreset` gives on the same rows, whichever test the
+    per column as Evidently's `DataDriftTable` report gives on the same rows, whichever test the
     windows' size selects (a segment of over 1,000 reference rows; 300 rows each)."""
     from training.monitor import _column_drift, _run, _values_drift
 
