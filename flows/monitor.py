@@ -164,6 +164,7 @@ def monitor_model(name: str, window_days: int) -> MonitorResult:
                 (train_start, train_end),
                 champion.metrics,
                 events=decisions,
+                max_decisions=reference_rows,
             )
         except ValueError as error:
             log.warning("%s: no policy value yet: %s", name, error)

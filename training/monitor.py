@@ -508,12 +508,15 @@ def offer_policy_quality(
     train_span: tuple[pd.Timestamp, pd.Timestamp],
     tested: dict[str, float] | None = None,
     events: pd.DataFrame | None = None,
+    max_decisions: int | None = None,
 ) -> dict[str, float]:
     """The served offer policy's value per decision on the newest labelled window (the
     offers of the `window_days` days up to the latest whose 7-day window closed by `end`),
     estimated off-policy from the logged offers as training values it on its test window
     (`training.policy.value_policies`), beside the popularity policy, random offers, the
-    logging policy's own mean reward and the champion's test value (`tested`).
+    logging policy's own mean reward and the champion's test value (`tested`). With
+    `max_decisions`, a seeded uniform sample of at most that many of the window's decisions
+    is valued, so a run's cost does not grow with the business (the interval widens).
 
     Args:
         model: The champion acceptance model.
@@ -545,7 +548,10 @@ def offer_policy_quality(
     catalogue = next_best_offer.Catalogue.of(tables)
     actions = next_best_offer.action_space(trained, catalogue)
     ranking = offer_policy.best_sellers(tables, start)
-    valuation = value_policies(model, spec, store, tables, catalogue, actions, window, ranking)
+    limit = {} if max_decisions is None else {"max_decisions": max_decisions}
+    valuation = value_policies(
+        model, spec, store, tables, catalogue, actions, window, ranking, **limit
+    )
     served = valuation.values["model"]
     low, high = served.interval("dr")
     tested = tested or {}

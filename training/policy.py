@@ -167,9 +167,11 @@ def value_policies(
     actions: pd.DataFrame,
     decisions: pd.DataFrame,
     ranking,
+    max_decisions: int = MAX_EVALUATED_DECISIONS,
 ) -> PolicyValuation:
     """Score every candidate action of each logged decision and value the served policy,
-    the popularity policy (`ranking`) and random offers by IPS, SNIPS and DR.
+    the popularity policy (`ranking`) and random offers by IPS, SNIPS and DR, on a uniform
+    seeded sample of at most `max_decisions` decisions.
 
     Args:
         model: The acceptance model.
@@ -182,10 +184,10 @@ def value_policies(
         ranking: Best sellers as of the decisions' start (`offer_policy.best_sellers`).
     """
     test = decisions
-    if len(test) > MAX_EVALUATED_DECISIONS:
+    if len(test) > max_decisions:
         # Every candidate of every decision is scored: a uniform sample of decisions keeps
         # that in memory at scale; the estimators' intervals widen accordingly.
-        test = test.sample(MAX_EVALUATED_DECISIONS, random_state=SAMPLE_SEED).sort_index()
+        test = test.sample(max_decisions, random_state=SAMPLE_SEED).sort_index()
     test = test.reset_index(drop=True)
     # Decisions whose logged action the action space knows (others cannot be valued: their
     # action is new).

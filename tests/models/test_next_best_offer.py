@@ -261,6 +261,26 @@ def test_training_values_the_policy_registers_it_and_never_offers_a_returned_cat
     assert quality["test_policy_value_dr"] == metrics["policy_value_dr"]
     for key in ("policy_popularity_dr", "policy_random_dr", "policy_logging_mean"):
         assert np.isfinite(quality[key]), key
+    # Bounded, a seeded sample of the window's decisions is valued: the same one each run.
+    limit = len(in_window) // 3
+    bounded = [
+        offer_policy_quality(
+            result.model,
+            nbo.SPEC,
+            store,
+            sim_tables,
+            end,
+            28,
+            train_span,
+            tested,
+            max_decisions=limit,
+        )
+        for _ in range(2)
+    ]
+    assert 0.9 * limit <= bounded[0]["policy_rows"] <= limit
+    assert bounded[0]["policy_value_dr"] == bounded[1]["policy_value_dr"]
+    assert bounded[0]["policy_value_dr_low"] <= bounded[0]["policy_value_dr"]
+    assert bounded[0]["policy_value_dr"] <= bounded[0]["policy_value_dr_high"]
 
 
 def test_decision_record_equals_decision_features() -> None:
