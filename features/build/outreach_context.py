@@ -21,6 +21,7 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from features.contract.schema import OUTREACH_SUBJECTS
 
@@ -43,11 +44,23 @@ CONTEXT_FEATURES = {
 _ID_COLUMNS = {"shipments": "shipment_id", "contacts": "contact_id", "invoices": "invoice_id"}
 
 
-def _frame(tables: Mapping[str, pa.Table], name: str, columns: list[str]) -> pd.DataFrame | None:
+def _frame(
+    tables: Mapping[str, pa.Table],
+    name: str,
+    columns: list[str],
+    among: tuple[str, pd.Series] | None = None,
+) -> pd.DataFrame | None:
+    """A raw table's columns as a frame; given `among` (a column and values), only the rows
+    whose column holds one of the values (filtered in Arrow, before the conversion)."""
     table = tables.get(name)
     if table is None or any(c not in table.column_names for c in columns):
         return None
-    return table.select(columns).to_pandas()
+    table = table.select(columns)
+    if among is not None:
+        column, values = among
+        wanted = pa.array(values.dropna().unique(), type=table.schema.field(column).type)
+        table = table.filter(pc.is_in(table.column(column), value_set=wanted))
+    return table.to_pandas()
 
 
 def _seconds(values) -> np.ndarray:
@@ -90,7 +103,8 @@ def subject_orders(rows: pd.DataFrame, tables: Mapping[str, pa.Table]) -> np.nda
             {
                 "_row": rest,
                 "customer_id": rows["customer_id"].to_numpy(dtype=object)[rest],
-                "_t": _seconds(rows["ts"].to_numpy()[rest]),
+                # The column, not its values: a tz-aware column's values are Timestamp objects.
+                "_t": _seconds(rows["ts"].iloc[rest]),
             }
         ).sort_values("_t", kind="stable")
         right = pd.DataFrame(
@@ -140,7 +154,7 @@ def outreach_context(rows: pd.DataFrame, tables: Mapping[str, pa.Table]) -> pd.D
         {
             "order_id": subject_orders(rows, tables),
             "customer_id": rows["customer_id"].to_numpy(dtype=object),
-            "_t": _seconds(rows["ts"].to_numpy()),
+            "_t": _seconds(rows["ts"]),
         }
     )
     orders = _frame(tables, "orders", ["order_id", "customer_id", "order_ts", "amount"])
@@ -178,7 +192,13 @@ def outreach_context(rows: pd.DataFrame, tables: Mapping[str, pa.Table]) -> pd.D
             has_parcel, (until - promised) / HOUR_S, np.nan
         )
         work["shipment_id"] = work["order_id"].map(parcel["shipment_id"]).astype(object)
-        scans = _frame(tables, "tracking_events", ["shipment_id", "event_type", "event_ts"])
+        # Only the scans of these parcels: the others are never counted.
+        scans = _frame(
+            tables,
+            "tracking_events",
+            ["shipment_id", "event_type", "event_ts"],
+            among=("shipment_id", work["shipment_id"]),
+        )
         if scans is not None:
             counted = _counts_before(
                 work,
@@ -189,7 +209,12 @@ def outreach_context(rows: pd.DataFrame, tables: Mapping[str, pa.Table]) -> pd.D
             )
             out["subject_exception_scans"] = np.where(has_parcel, counted["exceptions"], np.nan)
     has_order = work["order_id"].notna().to_numpy()
-    contacts = _frame(tables, "contacts", ["order_id", "ts", "reason", "resolved_first_contact"])
+    contacts = _frame(
+        tables,
+        "contacts",
+        ["order_id", "ts", "reason", "resolved_first_contact"],
+        among=("order_id", work["order_id"]),
+    )
     if contacts is not None:
         resolved = contacts["resolved_first_contact"].astype("boolean").fillna(True)
         counted = _counts_before(
@@ -206,7 +231,12 @@ def outreach_context(rows: pd.DataFrame, tables: Mapping[str, pa.Table]) -> pd.D
         out["subject_contacts"] = np.where(has_order, counted["all"], np.nan)
         out["subject_unresolved_contacts"] = np.where(has_order, counted["unresolved"], np.nan)
         out["subject_complaints"] = np.where(has_order, counted["complaints"], np.nan)
-    returns = _frame(tables, "returns", ["order_id", "requested_ts", "reason"])
+    returns = _frame(
+        tables,
+        "returns",
+        ["order_id", "requested_ts", "reason"],
+        among=("order_id", work["order_id"]),
+    )
     if returns is not None:
         counted = _counts_before(
             work,
