@@ -65,7 +65,12 @@ def _frame(
 
 def _seconds(values) -> np.ndarray:
     """Epoch seconds (float, NaN where missing) of instants."""
-    instants = pd.to_datetime(pd.Series(values), utc=True)
+    values = pd.Series(values)
+    if isinstance(values.dtype, pd.DatetimeTZDtype):
+        # Already instants: `to_datetime` would first sample them as Timestamp objects.
+        instants = values.dt.tz_convert("UTC")
+    else:
+        instants = pd.to_datetime(values, utc=True)
     out = instants.to_numpy(dtype="datetime64[us]").astype(np.int64) / 1e6
     return np.where(instants.isna().to_numpy(), np.nan, out)
 
@@ -82,7 +87,8 @@ def subject_orders(rows: pd.DataFrame, tables: Mapping[str, pa.Table]) -> np.nda
     actions = rows["action"].astype(object).to_numpy()
     orders = _frame(tables, "orders", ["order_id", "customer_id", "order_ts"])
     for table, key in _ID_COLUMNS.items():
-        found = _frame(tables, table, [key, "order_id"])
+        # Only the ids named: the lookup keeps each id's first row, whichever rows it drops.
+        found = _frame(tables, table, [key, "order_id"], among=(key, pd.Series(subject)))
         if found is None:
             continue
         # An id counts only where the action may name that table.
@@ -176,8 +182,12 @@ def outreach_context(rows: pd.DataFrame, tables: Mapping[str, pa.Table]) -> pd.D
     out["subject_order_age_days"] = (work["_t"].to_numpy() - of_order("_ot")) / DAY_S
     out["subject_first_order"] = of_order("_first")
 
+    # Only the parcels of these orders: the lookup keeps each order's first parcel.
     shipments = _frame(
-        tables, "shipments", ["shipment_id", "order_id", "promised_ts", "delivered_ts"]
+        tables,
+        "shipments",
+        ["shipment_id", "order_id", "promised_ts", "delivered_ts"],
+        among=("order_id", work["order_id"]),
     )
     if shipments is not None:
         parcel = shipments.drop_duplicates("order_id").set_index("order_id")
