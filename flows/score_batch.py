@@ -53,6 +53,8 @@ def rules_of(settings: Settings):
 @task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
 def load_inputs(settings: Settings, as_of: datetime | None) -> dict:
     """Read the raw tables, the latest stored features and the outreach history."""
+    import pyarrow as pa
+
     from features.build.parallel import watermark_of
     from features.contract.io import read_validated
     from features.ingest import latest_raw
@@ -71,7 +73,13 @@ def load_inputs(settings: Settings, as_of: datetime | None) -> dict:
     customers = latest_rows(current / "customer_snapshots", "customer_id", instant)
     customers = customers[has_ordered(customers["orders_total"])]
     ships = open_shipments(tables, instant)
-    features = latest_rows(current / "shipment_events", "shipment_id", instant)
+    # Only the open shipments' rows: most stored parcels are delivered long since.
+    features = latest_rows(
+        current / "shipment_events",
+        "shipment_id",
+        instant,
+        pa.Table.from_pandas(ships[["shipment_id"]], preserve_index=False),
+    )
     history = read_history(settings.serving_dir)
     # A rerun for the same day replaces that day's queue: its own earlier actions must not
     # count against the frequency cap; every action the raw log shows as sent does.

@@ -21,6 +21,7 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from features.contract.schema import OUTREACH_SUBJECTS
 
@@ -43,16 +44,33 @@ CONTEXT_FEATURES = {
 _ID_COLUMNS = {"shipments": "shipment_id", "contacts": "contact_id", "invoices": "invoice_id"}
 
 
-def _frame(tables: Mapping[str, pa.Table], name: str, columns: list[str]) -> pd.DataFrame | None:
+def _frame(
+    tables: Mapping[str, pa.Table],
+    name: str,
+    columns: list[str],
+    among: tuple[str, pd.Series] | None = None,
+) -> pd.DataFrame | None:
+    """A raw table's columns as a frame; given `among` (a column and values), only the rows
+    whose column holds one of the values (filtered in Arrow, before the conversion)."""
     table = tables.get(name)
     if table is None or any(c not in table.column_names for c in columns):
         return None
-    return table.select(columns).to_pandas()
+    table = table.select(columns)
+    if among is not None:
+        column, values = among
+        wanted = pa.array(values.dropna().unique(), type=table.schema.field(column).type)
+        table = table.filter(pc.is_in(table.column(column), value_set=wanted))
+    return table.to_pandas()
 
 
 def _seconds(values) -> np.ndarray:
     """Epoch seconds (float, NaN where missing) of instants."""
-    instants = pd.to_datetime(pd.Series(values), utc=True)
+    values = pd.Series(values)
+    if isinstance(values.dtype, pd.DatetimeTZDtype):
+        # Already instants: `to_datetime` would first sample them as Timestamp objects.
+        instants = values.dt.tz_convert("UTC")
+    else:
+        instants = pd.to_datetime(values, utc=True)
     out = instants.to_numpy(dtype="datetime64[us]").astype(np.int64) / 1e6
     return np.where(instants.isna().to_numpy(), np.nan, out)
 
@@ -69,7 +87,8 @@ def subject_orders(rows: pd.DataFrame, tables: Mapping[str, pa.Table]) -> np.nda
     actions = rows["action"].astype(object).to_numpy()
     orders = _frame(tables, "orders", ["order_id", "customer_id", "order_ts"])
     for table, key in _ID_COLUMNS.items():
-        found = _frame(tables, table, [key, "order_id"])
+        # Only the ids named: the lookup keeps each id's first row, whichever rows it drops.
+        found = _frame(tables, table, [key, "order_id"], among=(key, pd.Series(subject)))
         if found is None:
             continue
         # An id counts only where the action may name that table.
@@ -90,7 +109,8 @@ def subject_orders(rows: pd.DataFrame, tables: Mapping[str, pa.Table]) -> np.nda
             {
                 "_row": rest,
                 "customer_id": rows["customer_id"].to_numpy(dtype=object)[rest],
-                "_t": _seconds(rows["ts"].to_numpy()[rest]),
+                # The column, not its values: a tz-aware column's values are Timestamp objects.
+                "_t": _seconds(rows["ts"].iloc[rest]),
             }
         ).sort_values("_t", kind="stable")
         right = pd.DataFrame(
@@ -140,7 +160,7 @@ def outreach_context(rows: pd.DataFrame, tables: Mapping[str, pa.Table]) -> pd.D
         {
             "order_id": subject_orders(rows, tables),
             "customer_id": rows["customer_id"].to_numpy(dtype=object),
-            "_t": _seconds(rows["ts"].to_numpy()),
+            "_t": _seconds(rows["ts"]),
         }
     )
     orders = _frame(tables, "orders", ["order_id", "customer_id", "order_ts", "amount"])
@@ -162,8 +182,12 @@ def outreach_context(rows: pd.DataFrame, tables: Mapping[str, pa.Table]) -> pd.D
     out["subject_order_age_days"] = (work["_t"].to_numpy() - of_order("_ot")) / DAY_S
     out["subject_first_order"] = of_order("_first")
 
+    # Only the parcels of these orders: the lookup keeps each order's first parcel.
     shipments = _frame(
-        tables, "shipments", ["shipment_id", "order_id", "promised_ts", "delivered_ts"]
+        tables,
+        "shipments",
+        ["shipment_id", "order_id", "promised_ts", "delivered_ts"],
+        among=("order_id", work["order_id"]),
     )
     if shipments is not None:
         parcel = shipments.drop_duplicates("order_id").set_index("order_id")
@@ -178,7 +202,13 @@ def outreach_context(rows: pd.DataFrame, tables: Mapping[str, pa.Table]) -> pd.D
             has_parcel, (until - promised) / HOUR_S, np.nan
         )
         work["shipment_id"] = work["order_id"].map(parcel["shipment_id"]).astype(object)
-        scans = _frame(tables, "tracking_events", ["shipment_id", "event_type", "event_ts"])
+        # Only the scans of these parcels: the others are never counted.
+        scans = _frame(
+            tables,
+            "tracking_events",
+            ["shipment_id", "event_type", "event_ts"],
+            among=("shipment_id", work["shipment_id"]),
+        )
         if scans is not None:
             counted = _counts_before(
                 work,
@@ -189,7 +219,12 @@ def outreach_context(rows: pd.DataFrame, tables: Mapping[str, pa.Table]) -> pd.D
             )
             out["subject_exception_scans"] = np.where(has_parcel, counted["exceptions"], np.nan)
     has_order = work["order_id"].notna().to_numpy()
-    contacts = _frame(tables, "contacts", ["order_id", "ts", "reason", "resolved_first_contact"])
+    contacts = _frame(
+        tables,
+        "contacts",
+        ["order_id", "ts", "reason", "resolved_first_contact"],
+        among=("order_id", work["order_id"]),
+    )
     if contacts is not None:
         resolved = contacts["resolved_first_contact"].astype("boolean").fillna(True)
         counted = _counts_before(
@@ -206,7 +241,12 @@ def outreach_context(rows: pd.DataFrame, tables: Mapping[str, pa.Table]) -> pd.D
         out["subject_contacts"] = np.where(has_order, counted["all"], np.nan)
         out["subject_unresolved_contacts"] = np.where(has_order, counted["unresolved"], np.nan)
         out["subject_complaints"] = np.where(has_order, counted["complaints"], np.nan)
-    returns = _frame(tables, "returns", ["order_id", "requested_ts", "reason"])
+    returns = _frame(
+        tables,
+        "returns",
+        ["order_id", "requested_ts", "reason"],
+        among=("order_id", work["order_id"]),
+    )
     if returns is not None:
         counted = _counts_before(
             work,
