@@ -1,11 +1,13 @@
 """Build feature tables with several processes.
 
 Work is cut into units — a range of customers for the snapshots, a whole table for the
-others — and handed to worker processes started fresh (spawn: no inherited Arrow thread
-state). Each worker reads only the raw columns its current view needs, keeps them while it
-works on that view, and writes each unit as one Parquet part into the staging folder; the
-parent publishes the folder once every unit is written. Results are identical to the
-single-process build: the same chunks, the same code, the same `created_ts`.
+others, or, after a day's append, the snapshot rows the day adds to the previous version's
+(`features.build.increment`) — and handed to worker processes started fresh (spawn: no
+inherited Arrow thread state). Each worker reads only the raw columns its current view
+needs, keeps them while it works on that view, and writes each unit as one Parquet part
+into the staging folder; the parent publishes the folder once every unit is written.
+Results are identical to the single-process build: the same chunks, the same code, the
+same `created_ts`.
 
 Given a `dask.distributed` client (`AFTERSALE_DASK_ADDRESS`), the same units run as tasks of
 its workers instead, which must import this project and see the raw and feature folders at
