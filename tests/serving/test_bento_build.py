@@ -173,7 +173,8 @@ def test_sigterm_under_load_answers_every_request_in_flight(served_folder, tmp_p
     Not answered: a connection that reached the listen backlog after the worker stopped
     accepting. BentoML's supervisor holds the listening socket until it exits, so such a
     connection is reset then; the service never saw its request (its access log shows
-    every request it handled, and each of those reached its client)."""
+    every request it handled, and each of those reached its client). Likewise a connection
+    accepted as the worker began to stop, closed before its request was read."""
     import threading
 
     key = "load-test-key-0123456789abcdef0123"
@@ -251,5 +252,10 @@ def test_sigterm_under_load_answers_every_request_in_flight(served_folder, tmp_p
     assert set(answered) == {200}, sorted(set(answered))
     handled = served.count("path=/v1/score/churn,")
     assert handled == len(answered), (handled, len(answered))
-    # What was cut: connections reset from the backlog, never a request half answered.
-    assert all("Connection reset" in b for b in broken), broken[:5]
+    # What was cut: connections the service never read a request from, never a request half
+    # answered (every request in the access log reached its client, above). Such a
+    # connection is reset from the backlog, or, accepted just as the worker began to stop,
+    # closed before its request was read, which a client sees as a disconnection without
+    # an answer.
+    unread = ("Connection reset", "Server disconnected without sending a response")
+    assert all(any(cause in b for cause in unread) for b in broken), broken[:5]
