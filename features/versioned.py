@@ -103,3 +103,15 @@ def metadata(version: Path) -> dict:
     """What `write_metadata` recorded in a version; empty when nothing was."""
     path = version / METADATA
     return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def link_parts(source: Path, target: Path) -> int:
+    """Hard-link the Parquet parts of a published version's view folder into a staging
+    folder's (a part never changes once published, so both versions may share it); returns
+    the next free part number (parts are named `part-NNNNN.parquet`)."""
+    target.mkdir(parents=True, exist_ok=True)
+    numbers = [-1]
+    for part in sorted(source.glob("*.parquet")):
+        os.link(part, target / part.name)
+        numbers.append(int(part.stem.rsplit("-", 1)[-1]))
+    return max(numbers) + 1

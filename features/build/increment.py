@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -198,15 +197,3 @@ def snapshot_increment(
         since.isoformat(),
         time.perf_counter() - started,
     )
-
-
-def link_parts(previous: Path, staging: Path) -> int:
-    """Hard-link the previous version's snapshot parts into the staging folder's; returns the
-    next free part number (parts are named `part-NNNNN.parquet`)."""
-    target = staging / VIEW
-    target.mkdir(exist_ok=True)
-    numbers = [-1]
-    for part in sorted((previous / VIEW).glob("*.parquet")):
-        os.link(part, target / part.name)
-        numbers.append(int(part.stem.rsplit("-", 1)[-1]))
-    return max(numbers) + 1

@@ -21,6 +21,7 @@ import multiprocessing
 import os
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -214,7 +215,8 @@ def build_parallel(
         versioned.write_metadata(staging, increment.build_record(raw, since, created))
         added = None
         if extension is not None:
-            part = increment.link_parts(extension.previous, staging)
+            folder = BUILDERS[increment.VIEW][1]
+            part = versioned.link_parts(extension.previous / folder, staging / folder)
             added = Unit(
                 increment.VIEW,
                 part,
@@ -294,31 +296,11 @@ def publish_increment(raw: Path, root: Path, extension: increment.Extension) -> 
     added (`features.build.increment`), and the other tables built whole, as a new version."""
     tables = read_validated(raw)
     created = extension.created_after(watermark(tables))
-    views = {v.name: v for v in feature_views()}
-    staging = versioned.staging_dir(root)
-    try:
-        since = watermark(tables, happened=True)
-        versioned.write_metadata(staging, increment.build_record(raw, since, created))
-        part = increment.link_parts(extension.previous, staging)
-        restated = increment.previous_rows_after(extension.previous, extension.since)
-        view = views[increment.VIEW]
-        folder = BUILDERS[increment.VIEW][1]
-        with pq.ParquetWriter(staging / folder / part_name(part), view_arrow_schema(view)) as w:
-            for chunk in increment.snapshot_increment(tables, extension.since, restated):
-                w.write_table(conform(chunk, view, created), row_group_size=ROW_GROUP_ROWS)
-        for name, (builder, folder) in BUILDERS.items():
-            if name == increment.VIEW:
-                continue
-            started, rows = time.perf_counter(), 0
-            (staging / folder).mkdir()
-            schema = view_arrow_schema(views[name])
-            with pq.ParquetWriter(staging / folder / part_name(0), schema) as w:
-                for chunk in builder(tables):
-                    rows += chunk.num_rows
-                    conformed = conform(chunk, views[name], created)
-                    w.write_table(conformed, row_group_size=ROW_GROUP_ROWS)
-            log.info("%s: %d rows in %.1f s", name, rows, time.perf_counter() - started)
-    except BaseException:
-        versioned.discard(staging)
-        raise
-    return versioned.publish(staging)
+    restated = increment.previous_rows_after(extension.previous, extension.since)
+
+    def rows_after(raw_tables: dict[str, pa.Table]) -> Iterator[pa.Table]:
+        return increment.snapshot_increment(raw_tables, extension.since, restated)
+
+    record = increment.build_record(raw, watermark(tables, happened=True), created)
+    added = (extension.previous, {increment.VIEW: rows_after})
+    return write_feature_tables(tables, root, created, record, added)

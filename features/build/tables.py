@@ -117,15 +117,24 @@ def write_feature_tables(
     root: Path,
     created: pd.Timestamp | None = None,
     record: dict | None = None,
+    added: tuple[Path, dict[str, Callable[[dict[str, pa.Table]], Iterator[pa.Table]]]]
+    | None = None,
 ) -> Path:
     """Compute every feature table chunk by chunk, straight into a new published version
-    (`record`: facts the version keeps, `versioned.write_metadata`).
+    (`record`: facts the version keeps, `versioned.write_metadata`). With `added` (a
+    previous version, and view → chunk builder), those views keep the previous version's
+    parts and get the builder's rows as one more part (`features.build.increment`).
 
     Returns:
         The published version folder.
     """
     created = created if created is not None else watermark(tables)
     views = {v.name: v for v in feature_views()}
+    builders = {name: builder for name, (builder, _) in BUILDERS.items()}
+    previous = None
+    if added is not None:
+        previous, extra = added
+        builders |= extra
 
     def conformed(name: str, builder) -> Iterator[pa.Table]:
         started, rows = time.perf_counter(), 0
@@ -134,15 +143,21 @@ def write_feature_tables(
             yield conform(chunk, views[name], created)
         log.info("%s: %d rows in %.1f s", name, rows, time.perf_counter() - started)
 
-    return _publish(
-        {name: conformed(name, builder) for name, (builder, _) in BUILDERS.items()}, root, record
-    )
+    chunks = {name: conformed(name, builder) for name, builder in builders.items()}
+    kept = () if added is None else tuple(added[1])
+    return _publish(chunks, root, record, previous, kept)
 
 
 def _publish(
-    chunks_by_view: dict[str, Iterator[pa.Table]], root: Path, record: dict | None = None
+    chunks_by_view: dict[str, Iterator[pa.Table]],
+    root: Path,
+    record: dict | None = None,
+    previous: Path | None = None,
+    kept: tuple[str, ...] = (),
 ) -> Path:
-    """Write each view's chunks into a staging folder, then publish it atomically.
+    """Write each view's chunks into a staging folder, then publish it atomically; the
+    `kept` views first get the `previous` version's parts (hard links), and their chunks go
+    into the next part.
 
     Views without rows get an empty table, so every Feast source exists.
     """
@@ -154,7 +169,10 @@ def _publish(
         for name, (_, folder) in BUILDERS.items():
             schema = view_arrow_schema(views[name])
             (staging / folder).mkdir()
-            with pq.ParquetWriter(staging / folder / part_name(0), schema) as writer:
+            part = 0
+            if previous is not None and name in kept:
+                part = versioned.link_parts(previous / folder, staging / folder)
+            with pq.ParquetWriter(staging / folder / part_name(part), schema) as writer:
                 for chunk in chunks_by_view.get(name, iter(())):
                     writer.write_table(chunk, row_group_size=ROW_GROUP_ROWS)
     except BaseException:
