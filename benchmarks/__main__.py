@@ -58,6 +58,13 @@ def main(argv: list[str] | None = None) -> int:
         default=soak.SOAK_SECONDS,
         help="how long the soak holds its load (default %(default).0f)",
     )
+    parser.add_argument(
+        "--champions-from",
+        type=Path,
+        default=None,
+        help="night: start the registry from a copy of this data folder's (say "
+        "benchmarks/out/night-100000/data), so the first night trains nothing",
+    )
     args = parser.parse_args(argv)
     unknown = sorted(set(args.names) - set(BENCHMARKS))
     if unknown:
@@ -67,7 +74,10 @@ def main(argv: list[str] | None = None) -> int:
     args.out = args.out.resolve()
     args.out.mkdir(parents=True, exist_ok=True)
     # Options that only one benchmark takes, by its name.
-    options = {"soak": {"seconds": args.soak_seconds}}
+    options = {
+        "soak": {"seconds": args.soak_seconds},
+        "night": {"champions_from": args.champions_from},
+    }
     for name in args.names or list(BENCHMARKS):
         BENCHMARKS[name](customers=args.customers, out=args.out, **options.get(name, {}))
     return 0

@@ -26,7 +26,7 @@ from aftersale.settings import get_settings
 from features import versioned
 from features.contract.io import read_validated
 from features.ingest import ingested_through
-from features.sources.simulator import simulate_day, simulate_until
+from features.sources.simulator import simulate_cuts, simulate_until
 from flows.pipeline import Night, PipelineError, pipeline
 from models import MODELS
 from models.served.retrain import MARKS_FILE, read_marks
@@ -57,9 +57,8 @@ DAYS = (HISTORY_END + timedelta(days=1), HISTORY_END + timedelta(days=2))
 def history(tmp_path_factory) -> Path:
     """The history up to HISTORY_END and, beside it, the batches of DAYS (`day-<n>`)."""
     root = tmp_path_factory.mktemp("business")
-    simulate_until(root / "history", HISTORY_END, **SIMULATION)
-    for n, day in enumerate(DAYS, start=1):
-        simulate_day(root / f"day-{n}", day, **SIMULATION)
+    days = [(root / f"day-{n}", "day", day) for n, day in enumerate(DAYS, start=1)]
+    simulate_cuts([(root / "history", "history", HISTORY_END), *days], **SIMULATION)
     return root / "history"
 
 

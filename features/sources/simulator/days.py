@@ -5,13 +5,15 @@ cut from that complete history as it was known at the end of the day
 (`features.contract.batches`). Ids, outcomes and every draw are those of the whole run, so a
 history written up to day D and then day by day holds exactly the rows of the history
 written at once, and a history up to the last day equals the plain simulation. The price is
-a whole simulation per day written, a second or two per thousand customers.
+a whole simulation per call; `simulate_cuts` writes a history and its following days from
+one.
 """
 
 from __future__ import annotations
 
 import tempfile
 import time
+from collections.abc import Sequence
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -74,6 +76,59 @@ def simulate_day(
     )
 
 
+def simulate_cuts(
+    cuts: Sequence[tuple[Path, BatchKind, date]],
+    customers: int,
+    seed: int = 7,
+    fmt: Format = "parquet",
+    start: date = date(2024, 1, 1),
+    months: int = 24,
+    workers: int = 1,
+    params: SimulatorParams = DEFAULT_PARAMS,
+) -> list[SimulationResult]:
+    """Write several cuts of one simulation: each `(folder, kind, day)` is a history up to
+    the day (`kind` "history", as `simulate_until`) or the day's batch ("day", as
+    `simulate_day`), with the rows those calls would write, for one simulation's time.
+
+    Raises:
+        ValueError: A day lies outside the simulated period, or as `simulate`.
+    """
+    end = last_day(start, months)
+    for _, _, day in cuts:
+        if not start <= day <= end:
+            raise ValueError(f"day {day} lies outside the simulated period {start} … {end}")
+    if not cuts:
+        return []
+    started = time.perf_counter()
+    first = Path(cuts[0][0])
+    first.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=first.parent, prefix=f".{first.name}.whole-") as tmp:
+        whole = Path(tmp) / "raw"
+        run_simulation(whole, customers, seed, "parquet", start, months, workers, params)
+        tables = read_validated(whole)
+    simulated = time.perf_counter() - started
+    schemas = {name: schema.source_schema for name, schema in CONTRACT.items()}
+    results = []
+    for out_dir, kind, day in cuts:
+        began = time.perf_counter()
+        cut = as_known_at(tables, day) if kind == "history" else day_batch(tables, day)
+        out_dir = Path(out_dir)
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_directory(out_dir) as folder:
+            writers = TableWriters(folder, fmt, schemas)
+            try:
+                writers.open_all()
+                for name, table in cut.items():
+                    writers.write(name, table.select(schemas[name].names).cast(schemas[name]))
+            finally:
+                writers.close()
+            Manifest(kind, day).write(folder)
+        # The one simulation's time is counted in the first cut's.
+        seconds = time.perf_counter() - began + (simulated if not results else 0.0)
+        results.append(SimulationResult(out_dir=out_dir, rows=dict(writers.rows), seconds=seconds))
+    return results
+
+
 def _write_cut(
     out_dir: Path,
     kind: BatchKind,
@@ -86,26 +141,5 @@ def _write_cut(
     workers: int,
     params: SimulatorParams,
 ) -> SimulationResult:
-    end = last_day(start, months)
-    if not start <= day <= end:
-        raise ValueError(f"day {day} lies outside the simulated period {start} … {end}")
-    started = time.perf_counter()
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out_dir.parent, prefix=f".{out_dir.name}.whole-") as tmp:
-        whole = Path(tmp) / "raw"
-        run_simulation(whole, customers, seed, "parquet", start, months, workers, params)
-        tables = read_validated(whole)
-    cut = as_known_at(tables, day) if kind == "history" else day_batch(tables, day)
-    schemas = {name: schema.source_schema for name, schema in CONTRACT.items()}
-    with atomic_directory(out_dir) as folder:
-        writers = TableWriters(folder, fmt, schemas)
-        try:
-            writers.open_all()
-            for name, table in cut.items():
-                writers.write(name, table.select(schemas[name].names).cast(schemas[name]))
-        finally:
-            writers.close()
-        Manifest(kind, day).write(folder)
-    return SimulationResult(
-        out_dir=out_dir, rows=dict(writers.rows), seconds=time.perf_counter() - started
-    )
+    cuts = [(Path(out_dir), kind, day)]
+    return simulate_cuts(cuts, customers, seed, fmt, start, months, workers, params)[0]

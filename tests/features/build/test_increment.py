@@ -18,7 +18,7 @@ from features.build.tables import write_feature_tables
 from features.contract.io import read_validated
 from features.instants import watermark
 from features.sources.base import FolderSource
-from features.sources.simulator import simulate_day, simulate_until
+from features.sources.simulator import simulate_cuts
 
 SIMULATION = {"customers": 1000, "seed": 11, "months": 4}
 HISTORY_END = date(2024, 3, 20)
@@ -33,9 +33,8 @@ def nights(request, tmp_path_factory: pytest.TempPathFactory) -> dict[str, objec
     them, the same data built whole at once."""
     workers = request.param
     root = tmp_path_factory.mktemp("increment")
-    simulate_until(root / "history", HISTORY_END, **SIMULATION)
-    for day in DAYS:
-        simulate_day(root / f"day-{day}", day, **SIMULATION)
+    days = [(root / f"day-{day}", "day", day) for day in DAYS]
+    simulate_cuts([(root / "history", "history", HISTORY_END), *days], **SIMULATION)
     raw_root, features_root = root / "raw", root / "features"
     staging = ingest.stage(FolderSource(root / "history"), raw_root)
     ingest.check(staging)

@@ -21,7 +21,7 @@ from features.contract.batches import (
 from features.contract.io import read_validated
 from features.contract.schema import CONTRACT
 from features.contract.validate import validate_folder
-from features.sources.simulator import simulate, simulate_day, simulate_until
+from features.sources.simulator import simulate, simulate_cuts, simulate_day, simulate_until
 from features.sources.simulator.days import last_day
 
 CUSTOMERS = 150
@@ -108,6 +108,24 @@ def test_written_history_and_days_follow_the_same_rows(tmp_path: Path, whole) ->
     following = read_validated(tmp_path / "next")
     assert_same(history, as_known_at(whole, day))
     assert_same(upsert(history, following), as_known_at(whole, day + timedelta(days=1)))
+
+
+def test_cuts_of_one_simulation_equal_the_cuts_written_one_by_one(tmp_path: Path) -> None:
+    day = date(2024, 2, 1)
+    following = day + timedelta(days=1)
+    kwargs = {"customers": CUSTOMERS, "seed": SEED, "months": MONTHS}
+    simulate_until(tmp_path / "history", day, **kwargs)
+    simulate_day(tmp_path / "next", following, **kwargs)
+    cuts = [
+        (tmp_path / "cuts" / "history", "history", day),
+        (tmp_path / "cuts" / "next", "day", following),
+    ]
+    results = simulate_cuts(cuts, **kwargs)
+    assert [r.out_dir for r in results] == [c[0] for c in cuts]
+    for name in ("history", "next"):
+        assert read_manifest(tmp_path / "cuts" / name) == read_manifest(tmp_path / name)
+        assert_same(read_validated(tmp_path / "cuts" / name), read_validated(tmp_path / name))
+    assert results[1].rows == {t: n.num_rows for t, n in read_validated(tmp_path / "next").items()}
 
 
 def test_csv_day_batch_reads_back_the_same(tmp_path: Path, whole) -> None:
