@@ -17,14 +17,18 @@ Two changes to Feast's own `DuckDBOfflineStore`, both through its offline-store 
   view's TTL (when not zero) has expired, and every label event kept (missing values where
   nothing was known).
 
-Materialisation pulls are Feast's ibis functions, only with the path resolution above.
+- Materialisation's latest rows. Feast's ibis pull numbers every row of the view in a
+  window per entity; here the newest (event_ts, created_ts) per entity is found on the
+  narrow columns and joined back (`latest_rows`), so a first materialisation of a long
+  history holds only the rows it writes. The pull of every row is Feast's ibis function,
+  with the path resolution above.
 Configured with `offline_store: type: features.store.duckdb_offline.RepoDuckDBOfflineStore`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -108,17 +112,45 @@ class RepoDuckDBOfflineStore(feast_duckdb.DuckDBOfflineStore):
         start_date: datetime,
         end_date: datetime,
     ) -> RetrievalJob:
-        """Latest row per entity in [start_date, end_date] (materialisation)."""
-        return pull_latest_from_table_or_query_ibis(
-            config=config,
-            data_source=data_source,
-            join_key_columns=join_key_columns,
-            feature_name_columns=feature_name_columns,
-            timestamp_field=timestamp_field,
-            created_timestamp_column=created_timestamp_column,
-            start_date=start_date,
-            end_date=end_date,
-            **_staging(config),
+        """Latest row per entity in [start_date, end_date] (materialisation).
+
+        For a local Parquet source, the latest (event_ts, created_ts) per entity is found
+        on the key and timestamp columns alone, and one equi-join then fetches those rows:
+        the whole history's feature columns never pass through a window function, which at
+        a million customers held every snapshot row in memory at once. Other sources go
+        through Feast's ibis function.
+        """
+        if not (
+            isinstance(data_source, FileSource)
+            and local_parquet_path(data_source, config.repo_path) is not None
+        ):
+            return pull_latest_from_table_or_query_ibis(
+                config=config,
+                data_source=data_source,
+                join_key_columns=join_key_columns,
+                feature_name_columns=feature_name_columns,
+                timestamp_field=timestamp_field,
+                created_timestamp_column=created_timestamp_column,
+                start_date=start_date,
+                end_date=end_date,
+                **_staging(config),
+            )
+        fields = [*join_key_columns, *feature_name_columns, timestamp_field]
+        if created_timestamp_column:
+            fields.append(created_timestamp_column)
+        table = read_source(data_source, str(config.repo_path)).select(*fields)
+        stamp = table[timestamp_field].cast("timestamp")
+        table = table.filter(stamp >= _naive_utc(start_date), stamp <= _naive_utc(end_date))
+        latest = latest_rows(table, join_key_columns, timestamp_field, created_timestamp_column)
+        return IbisRetrievalJob(
+            table=latest.select(*fields),
+            on_demand_feature_views=[],
+            full_feature_names=False,
+            metadata=None,
+            data_source_writer=feast_duckdb._write_data_source,
+            staging_location=config.offline_store.staging_location,
+            staging_location_endpoint_override=config.offline_store.staging_location_endpoint_override,
+            repo_path=str(config.repo_path),
         )
 
     @staticmethod
@@ -206,6 +238,39 @@ class RepoDuckDBOfflineStore(feast_duckdb.DuckDBOfflineStore):
             staging_location_endpoint_override=config.offline_store.staging_location_endpoint_override,
             repo_path=str(config.repo_path),
         )
+
+
+def _naive_utc(instant: datetime) -> datetime:
+    """An instant as naive UTC, as Feast's pulls compare timestamps."""
+    return instant.astimezone(tz=UTC).replace(tzinfo=None)
+
+
+def latest_rows(table: Table, keys: list[str], timestamp: str, created: str | None) -> Table:
+    """The rows of `table` with the newest (timestamp, created) of their keys.
+
+    Found on the narrow key and timestamp columns first, then fetched by equality, so the
+    wide rows are read once and never sorted. Keys are entity keys, never null. Rows equal
+    in keys, timestamp and created are all kept (a bulk write keeps one).
+    """
+    names = {column: f"__latest_key{i}" for i, column in enumerate(keys)}
+    narrow = table.select(
+        *[table[c].name(n) for c, n in names.items()],
+        table[timestamp].name("__latest_ts"),
+        *([table[created].name("__latest_created")] if created else []),
+    )
+    newest = narrow.group_by(list(names.values())).aggregate(
+        narrow["__latest_ts"].max().name("__latest_ts")
+    )
+    if created:
+        at = narrow.join(newest, [*names.values(), "__latest_ts"])
+        newest = at.group_by([*names.values(), "__latest_ts"]).aggregate(
+            at["__latest_created"].max().name("__latest_created")
+        )
+    predicates = [table[c] == newest[n] for c, n in names.items()]
+    predicates.append(table[timestamp] == newest["__latest_ts"])
+    if created:
+        predicates.append(table[created].identical_to(newest["__latest_created"]))
+    return table.join(newest, predicates).select(*table.columns)
 
 
 @dataclass(frozen=True)
