@@ -18,7 +18,7 @@ from features import ingest, versioned
 from features.contract.io import read_validated
 from features.contract.schema import CONTRACT
 from features.sources.base import FolderSource
-from features.sources.simulator import simulate_day, simulate_until
+from features.sources.simulator import simulate_cuts
 
 CUSTOMERS = 300
 SEED = 3
@@ -33,11 +33,14 @@ def folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """The history up to HISTORY_END, the two following days, and the history up to the
     second of them."""
     root = tmp_path_factory.mktemp("days")
-    simulate_until(root / "history", HISTORY_END, **SIMULATION)
-    simulate_day(root / "first", FIRST, **SIMULATION)
-    simulate_day(root / "second", SECOND, **SIMULATION)
-    simulate_day(root / "before", HISTORY_END, **SIMULATION)
-    simulate_until(root / "through_second", SECOND, **SIMULATION)
+    cuts = [
+        (root / "history", "history", HISTORY_END),
+        (root / "first", "day", FIRST),
+        (root / "second", "day", SECOND),
+        (root / "before", "day", HISTORY_END),
+        (root / "through_second", "history", SECOND),
+    ]
+    simulate_cuts(cuts, **SIMULATION)
     return {p.name: p for p in root.iterdir()}
 
 
