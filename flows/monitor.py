@@ -131,9 +131,12 @@ def monitor_model(name: str, window_days: int) -> MonitorResult:
     current = None
     if tuple(spec.entity) == ("customer_id",):
         # Customer labels take months: the newest decisions are those at the data's end.
-        current = customers_as_of(settings.features_dir, end).assign(**{EVENT_TIME: end})
-        # At most as many customers as the reference holds, drawn the same seeded way.
-        current = reference_sample(current, spec.entity, end, end, reference_rows)
+        # At most as many customers as the reference holds, drawn the same seeded way (before
+        # reading: of a million customers, only the drawn ones' rows are read).
+        current = customers_as_of(settings.features_dir, end, reference_rows)
+        current = reference_sample(
+            current.assign(**{EVENT_TIME: end}), spec.entity, end, end, reference_rows
+        )
         current = current.reset_index(drop=True)
         current[SCORE] = model.predict_proba(current)
     spans = windows(
@@ -147,7 +150,16 @@ def monitor_model(name: str, window_days: int) -> MonitorResult:
     )
     result = drift(name, spans, features, spec.categorical, SEGMENTS.get(name, ()))
     try:
-        quality = realised_quality(name, frame, end, window_days, spec.capacity, champion.metrics)
+        quality = realised_quality(
+            name,
+            frame,
+            end,
+            window_days,
+            spec.capacity,
+            champion.metrics,
+            rows=reference_rows,
+            keys=spec.entity,
+        )
     except ValueError as error:
         log.warning("%s: no realised quality yet: %s", name, error)
         quality = None

@@ -76,28 +76,34 @@ def reference_sample(
     seed: int = REFERENCE_SEED,
 ) -> pd.DataFrame:
     """The decisions of the training window, at most `rows` of them (None: all), chosen at
-    random by `seed`.
+    random by `seed` (`drawn`)."""
+    times = pd.to_datetime(frame[EVENT_TIME], utc=True)
+    return drawn(frame[(times >= train_start) & (times <= train_end)], keys, rows, seed)
+
+
+def drawn(
+    frame: pd.DataFrame, keys: Sequence[str], rows: int | None, seed: int = REFERENCE_SEED
+) -> pd.DataFrame:
+    """At most `rows` decisions of `frame` (None: all), chosen at random by `seed`.
 
     Each decision (its `keys` and instant) draws a seeded hash and the `rows` smallest are
     kept, so a decision's draw does not depend on the others: sampling the label events
-    before retrieval and the retrieved frame after it keeps the same decisions, and any
-    window rows beside the sample are left out again.
+    before retrieval and the retrieved frame after it keeps the same decisions, and rows
+    beside the sample (another window's) are left out again.
     """
-    times = pd.to_datetime(frame[EVENT_TIME], utc=True)
-    inside = frame[(times >= train_start) & (times <= train_end)]
-    if rows is None or len(inside) <= rows:
-        return inside
+    if rows is None or len(frame) <= rows:
+        return frame
     # Keys as text and instants in nanoseconds: the draw is the same whatever dtypes the
     # label events or the retrieved frame carry.
-    identity = pd.DataFrame({k: inside[k].astype(str).to_numpy() for k in keys})
+    identity = pd.DataFrame({k: frame[k].astype(str).to_numpy() for k in keys})
     identity[EVENT_TIME] = (
-        pd.to_datetime(inside[EVENT_TIME], utc=True).astype("datetime64[ns, UTC]").astype("int64")
+        pd.to_datetime(frame[EVENT_TIME], utc=True).astype("datetime64[ns, UTC]").astype("int64")
     ).to_numpy()
     draws = pd.util.hash_pandas_object(
         identity, index=False, hash_key=format(seed % 16**16, "016x")
     ).to_numpy()
     chosen = np.sort(np.argsort(draws, kind="stable")[:rows])
-    return inside.iloc[chosen]
+    return frame.iloc[chosen]
 
 
 def monitored_events(
@@ -113,21 +119,27 @@ def monitored_events(
     """The label events a monitor run compares, before their features are retrieved: the
     reference sample of the training window (`reference_sample`), the newest `window_days`
     days of decisions, and the `window_days` days up to the newest decision whose label was
-    known by `end` (what `realised_quality` measures)."""
+    known by `end` (what `realised_quality` measures), each window at most `reference_rows`
+    decisions drawn as the reference is. The newest decision, and the newest with a known
+    label, are kept whatever the draw: they set where the windows end."""
     from models.spec import LABEL, LABEL_KNOWN
 
     times = pd.to_datetime(events[EVENT_TIME], utc=True)
     span = pd.Timedelta(days=window_days)
-    keep = events.index.isin(
-        reference_sample(events, keys, train_start, train_end, reference_rows, seed).index
-    )
+    chosen = [reference_sample(events, keys, train_start, train_end, reference_rows, seed).index]
     if len(events):
-        keep |= (times > times.max() - span).to_numpy()
-    known = events[LABEL].notna() & (pd.to_datetime(events[LABEL_KNOWN], utc=True) <= end)
+        chosen.append(events.index[[int(times.argmax())]])
+        newest = events[(times > times.max() - span).to_numpy()]
+        chosen.append(drawn(newest, keys, reference_rows, seed).index)
+    known = (
+        events[LABEL].notna() & (pd.to_datetime(events[LABEL_KNOWN], utc=True) <= end)
+    ).to_numpy()
     if known.any():
         last = times[known].max()
-        keep |= ((times > last - span) & (times <= last)).to_numpy()
-    return events[keep]
+        chosen.append(events.index[known][[int(times[known].argmax())]])
+        settled = events[(known & (times > last - span) & (times <= last)).to_numpy()]
+        chosen.append(drawn(settled, keys, reference_rows, seed).index)
+    return events[events.index.isin(chosen[0].append(chosen[1:]))]
 
 
 def windows(
@@ -145,8 +157,8 @@ def windows(
     `current` as the newest decisions: a model whose labels take months has no labelled
     decision in its newest days, and is watched on the decisions made at the data's end).
 
-    The training window is `reference_sample` of it: at most `reference_rows` decisions
-    (None: all), drawn by `seed` from their `keys` and instants.
+    Each window is at most `reference_rows` decisions (None: all), drawn by `seed` from
+    their `keys` and instants (`drawn`).
 
     Raises:
         ValueError: Either window holds no decision.
@@ -156,7 +168,7 @@ def windows(
     if current is None:
         end = times.max() if end is None else end
         start = end - pd.Timedelta(days=window_days)
-        current = frame[(times > start) & (times <= end)]
+        current = drawn(frame[(times > start) & (times <= end)], keys, reference_rows, seed)
     else:
         newest = pd.to_datetime(current[EVENT_TIME], utc=True)
         start, end = newest.min(), newest.max()
@@ -372,15 +384,35 @@ def trending(reference: pd.DataFrame, numeric, categorical) -> set[str]:
     return {row["column"] for row in found if row["drifted"]}
 
 
-def customers_as_of(features_dir: Path, as_of: pd.Timestamp) -> pd.DataFrame:
+def customers_as_of(
+    features_dir: Path, as_of: pd.Timestamp, rows: int | None = None, seed: int = REFERENCE_SEED
+) -> pd.DataFrame:
     """Every customer who has ordered, with their latest customer features at or before
-    `as_of` (the rows batch scoring reads) and the decision-time features of that instant."""
+    `as_of` (the rows batch scoring reads) and the decision-time features of that instant.
+
+    With `rows`, only the customers of a draw of at most `rows` of those stored by then
+    (`drawn`, each at `as_of`) are read, and of them those who have ordered are returned.
+    """
+    import duckdb
+    import pyarrow as pa
+
     from features.build.derived import add_time_features
     from features.repo.customer_views import customer_snapshots
+    from features.store.latest import EVENT_TIME as STORED_TIME
     from features.store.latest import latest_rows
 
     table = features_dir / "current" / customer_snapshots.name
-    snapshots = latest_rows(table, "customer_id", as_of)
+    wanted = None
+    if rows is not None:
+        with duckdb.connect() as connection:
+            stored = connection.sql(
+                f"SELECT DISTINCT customer_id FROM read_parquet('{table}/*.parquet') "
+                f"WHERE {STORED_TIME} <= $as_of",
+                params={"as_of": as_of.to_pydatetime()},
+            ).df()
+        chosen = drawn(stored.assign(**{EVENT_TIME: as_of}), ["customer_id"], rows, seed)
+        wanted = pa.table({"customer_id": chosen["customer_id"].astype(str).to_numpy()})
+    snapshots = latest_rows(table, "customer_id", as_of, wanted)
     ordered = snapshots[snapshots["orders_total"].fillna(0) > 0].reset_index(drop=True)
     return add_time_features(ordered, as_of)
 
@@ -465,10 +497,14 @@ def realised_quality(
     window_days: int,
     capacity: float,
     tested: dict[str, float] | None = None,
+    rows: int | None = None,
+    keys: Sequence[str] = (),
+    seed: int = REFERENCE_SEED,
 ) -> dict[str, object]:
     """The champion's AUC and calibration error (ECE) on its newest labelled window: the
-    decisions of the `window_days` days up to the latest one whose label was known by `end`,
-    beside the figures of its own test window (`tested`: its run's metrics).
+    decisions of the `window_days` days up to the latest one whose label was known by `end`
+    (at most `rows` of them, drawn as `drawn` does), beside the figures of its own test
+    window (`tested`: its run's metrics).
 
     Raises:
         ValueError: No decision has a label known by `end`.
@@ -481,6 +517,7 @@ def realised_quality(
     if labelled.empty:
         raise ValueError(f"{name}: no decision has a label known by {end:%Y-%m-%d}")
     window, start, last = newest_window(labelled, window_days)
+    window = drawn(window, keys, rows, seed)
     metrics = binary_metrics(window[LABEL].to_numpy(), window[SCORE].to_numpy(), capacity)
     tested = tested or {}
     return {

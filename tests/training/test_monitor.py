@@ -194,6 +194,37 @@ def test_only_the_compared_decisions_are_retrieved() -> None:
     )
 
 
+@pytest.mark.parametrize("rows", [40, 150])
+def test_each_compared_window_is_a_bounded_draw_kept_through_retrieval(rows: int) -> None:
+    """With a bound below the windows' sizes, each window is a seeded draw of at most that
+    many decisions, and the windows and the realised quality from the events kept for
+    retrieval are those drawn from every decision."""
+    from models.spec import LABEL_KNOWN
+    from training.monitor import monitored_events, realised_quality
+
+    rng = np.random.default_rng(6)
+    events = _events(rng, 20000)
+    events[SCORE] = rng.uniform(0, 1, len(events))
+    end = pd.Timestamp("2025-11-01", tz="UTC")
+    keys = ["customer_id"]
+    kept = monitored_events(events, keys, TRAIN_START, TRAIN_END, 28, end, rows)
+    # Three windows of at most `rows`, and the newest decisions that bound two of them.
+    assert len(kept) <= 3 * rows + 2
+    full = windows(events, TRAIN_START, TRAIN_END, 28, reference_rows=rows, keys=keys)
+    cut = windows(kept, TRAIN_START, TRAIN_END, 28, reference_rows=rows, keys=keys)
+    assert len(full.current) == rows
+    pd.testing.assert_frame_equal(cut.current, full.current)
+    pd.testing.assert_frame_equal(cut.reference, full.reference)
+    assert cut.current_span == full.current_span
+    assert (pd.to_datetime(events[LABEL_KNOWN]) > end).any()
+    tested = {"test_roc_auc": 0.7, "test_ece": 0.02}
+    every = realised_quality("churn", events, end, 28, 0.1, tested, rows=rows, keys=keys)
+    assert every["rows"] == rows
+    assert realised_quality("churn", kept, end, 28, 0.1, tested, rows=rows, keys=keys) == every
+    # Unbounded, the whole window is measured.
+    assert realised_quality("churn", events, end, 28, 0.1)["rows"] > rows
+
+
 def test_empty_windows_are_a_named_error() -> None:
     rng = np.random.default_rng(1)
     frame = _frame(rng, 100, "2025-01-01", 30)
