@@ -115,12 +115,13 @@ def label_events(tables: dict[str, pa.Table]) -> pd.DataFrame:
     # Decisions stop once the outcome is known: at delivery, or when the promise passes.
     closes = delivered.where(delivered.notna() & (delivered < ships["promised_ts"]))
     closes = closes.fillna(ships["promised_ts"])
+    # Instants as arrays of their own type: `to_numpy` would make one object per instant.
     per_shipment = pd.DataFrame(
         {
             "shipment_id": ships["shipment_id"].to_numpy(),
             LABEL: late.to_numpy(dtype=np.int64),
-            LABEL_KNOWN: ships["promised_ts"].to_numpy(),
-            "_closes": closes.to_numpy(),
+            LABEL_KNOWN: ships["promised_ts"].astype("datetime64[ns, UTC]").array,
+            "_closes": closes.array,
         }
     )
     rows = decision_rows(ships, events, per_shipment)

@@ -108,14 +108,15 @@ def decision_outcomes(tables: dict[str, pa.Table]) -> pd.DataFrame:
     known = ships[DELIVERED].where(ships[DELIVERED] > settled, settled)
     # Decisions stop at delivery; a lost parcel is scored until it is settled as lost.
     closes = ships[DELIVERED].fillna(settled)
+    # Instants as arrays of their own type: `to_numpy` would make one object per instant.
     per_shipment = pd.DataFrame(
         {
             "shipment_id": ships["shipment_id"].to_numpy(),
-            LABEL_KNOWN: known.to_numpy(),
-            DELIVERED: ships[DELIVERED].to_numpy(),
-            PROMISED: ships[PROMISED].to_numpy(),
+            LABEL_KNOWN: known.astype("datetime64[ns, UTC]").array,
+            DELIVERED: ships[DELIVERED].astype("datetime64[ns, UTC]").array,
+            PROMISED: ships[PROMISED].astype("datetime64[ns, UTC]").array,
             TIMEZONE: ships[TIMEZONE].to_numpy(),
-            "_closes": closes.to_numpy(),
+            "_closes": closes.array,
         }
     )
     rows = decision_rows(ships, events, per_shipment)

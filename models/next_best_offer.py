@@ -189,9 +189,10 @@ def label_events(tables: dict[str, pa.Table]) -> pd.DataFrame:
             "customer_id": offers["customer_id"].to_numpy(),
             "category": category.to_numpy(),
             "order_id": order_id.to_numpy(),
-            EVENT_TIME: ts.to_numpy(),
+            # Instants as arrays of their own type: `to_numpy` makes an object of each.
+            EVENT_TIME: ts.astype("datetime64[ns, UTC]").array,
             LABEL: label.to_numpy(),
-            LABEL_KNOWN: (ts + WINDOW).to_numpy(),
+            LABEL_KNOWN: (ts + WINDOW).astype("datetime64[ns, UTC]").array,
             "offer_type": offers["offer_type"].to_numpy(),
             "discount": discount,
             "placement": offers["placement"].to_numpy(),
