@@ -49,9 +49,8 @@ def simulate_until(
     Raises:
         ValueError: The day lies outside the simulated period, or as `simulate`.
     """
-    return _write_cut(
-        Path(out_dir), "history", day, customers, seed, fmt, start, months, workers, params
-    )
+    cut = (Path(out_dir), "history", day)
+    return simulate_cuts([cut], customers, seed, fmt, start, months, workers, params)[0]
 
 
 def simulate_day(
@@ -71,9 +70,8 @@ def simulate_day(
     Raises:
         ValueError: The day lies outside the simulated period, or as `simulate`.
     """
-    return _write_cut(
-        Path(out_dir), "day", day, customers, seed, fmt, start, months, workers, params
-    )
+    cut = (Path(out_dir), "day", day)
+    return simulate_cuts([cut], customers, seed, fmt, start, months, workers, params)[0]
 
 
 def simulate_cuts(
@@ -127,19 +125,3 @@ def simulate_cuts(
         seconds = time.perf_counter() - began + (simulated if not results else 0.0)
         results.append(SimulationResult(out_dir=out_dir, rows=dict(writers.rows), seconds=seconds))
     return results
-
-
-def _write_cut(
-    out_dir: Path,
-    kind: BatchKind,
-    day: date,
-    customers: int,
-    seed: int,
-    fmt: Format,
-    start: date,
-    months: int,
-    workers: int,
-    params: SimulatorParams,
-) -> SimulationResult:
-    cuts = [(Path(out_dir), kind, day)]
-    return simulate_cuts(cuts, customers, seed, fmt, start, months, workers, params)[0]
