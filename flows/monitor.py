@@ -322,14 +322,19 @@ def _champion_quality(spec, select, measure, figures: tuple[str, ...]) -> dict |
 
 @task(cache_policy=NO_CACHE)
 def monitor_windows(window_days: int) -> dict | None:
-    """The delivery-window champion's MAE and coverage on its newest settled parcels,
-    recorded beside the classifiers' quality (None without a champion)."""
+    """The delivery-window champion's MAE and coverage on its newest settled parcels (a
+    seeded draw of at most `AFTERSALE_MONITOR_REFERENCE_ROWS` of them), recorded beside the
+    classifiers' quality (None without a champion)."""
     from models import delivery_estimate
-    from training.monitor import measured_window, window_quality
+    from training.monitor import bounded_window, measured_window, window_quality
 
+    spec, rows = delivery_estimate.SPEC, get_settings().monitor_reference_rows
     return _champion_quality(
-        delivery_estimate.SPEC,
-        lambda events, end: measured_window(events, end, window_days),
+        spec,
+        # At most as many settled parcel decisions as the other windows hold, drawn alike.
+        lambda events, end: bounded_window(
+            measured_window(events, end, window_days), spec.entity, rows
+        ),
         lambda model, frame, end, tested: window_quality(model, frame, end, window_days, tested),
         ("mae_days", "coverage", "rows"),
     )

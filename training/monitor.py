@@ -106,6 +106,18 @@ def drawn(
     return frame.iloc[chosen]
 
 
+def bounded_window(
+    window: pd.DataFrame, keys: Sequence[str], rows: int | None, seed: int = REFERENCE_SEED
+) -> pd.DataFrame:
+    """At most `rows` decisions of a window (`drawn`), and its newest decision whatever
+    the draw, so that the window found again in what is kept ends where it did."""
+    if window.empty or rows is None or len(window) <= rows:
+        return window
+    times = pd.to_datetime(window[EVENT_TIME], utc=True)
+    kept = drawn(window, keys, rows, seed).index.append(window.index[[int(times.argmax())]])
+    return window[window.index.isin(kept)]
+
+
 def monitored_events(
     events: pd.DataFrame,
     keys: Sequence[str],

@@ -225,6 +225,21 @@ def test_each_compared_window_is_a_bounded_draw_kept_through_retrieval(rows: int
     assert realised_quality("churn", events, end, 28, 0.1)["rows"] > rows
 
 
+def test_a_bounded_window_is_a_draw_that_ends_where_the_window_ends() -> None:
+    from training.monitor import bounded_window, drawn, newest_window
+
+    events = _events(np.random.default_rng(8), 3000)
+    window, _, last = newest_window(events, 400)
+    assert len(window) > 200
+    kept = bounded_window(window, ["customer_id"], 200)
+    assert 200 <= len(kept) <= 201
+    assert kept.index.isin(window.index).all()
+    assert newest_window(kept, 400)[2] == last
+    assert drawn(window, ["customer_id"], 200).index.isin(kept.index).all()
+    pd.testing.assert_frame_equal(bounded_window(window, ["customer_id"], 200), kept)
+    pd.testing.assert_frame_equal(bounded_window(window, ["customer_id"], len(window)), window)
+
+
 def test_empty_windows_are_a_named_error() -> None:
     rng = np.random.default_rng(1)
     frame = _frame(rng, 100, "2025-01-01", 30)
