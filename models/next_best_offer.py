@@ -46,6 +46,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from features.build.derived import add_time_features, as_of_seconds, derive_record
 from models.spec import EVENT_TIME, LABEL, LABEL_KNOWN, Kind, ModelSpec, SplitConfig
@@ -116,6 +117,14 @@ class Catalogue:
         return price * (margin - np.asarray(discount, dtype=np.float64))
 
 
+def _orders_of(orders: pa.Table, customer_id: pd.Series) -> pa.Table:
+    """The rows of `orders` (with its `customer_id`) of the given customers."""
+    wanted = pa.array(
+        pd.unique(customer_id.astype(object)), orders.schema.field("customer_id").type
+    )
+    return orders.filter(pc.is_in(orders.column("customer_id"), value_set=wanted))
+
+
 def reference_categories(
     tables: Mapping[str, pa.Table],
     catalogue: Catalogue,
@@ -126,10 +135,17 @@ def reference_categories(
 
     Ties and customers without orders go to the more popular category.
     """
-    orders = tables["orders"].select(["order_id", "customer_id", "order_ts"]).to_pandas()
-    items = tables["order_items"].select(["order_id", "product_id"]).to_pandas()
+    # Only the asked customers' lines count (each customer's counts are their own): the
+    # orders are narrowed before the order lines are joined to them.
+    orders = _orders_of(
+        tables["orders"].select(["order_id", "customer_id", "order_ts"]), customer_id
+    )
+    items = tables["order_items"].select(["order_id", "product_id"])
+    items = items.filter(pc.is_in(items.column("order_id"), value_set=orders.column("order_id")))
     products = tables["products"].select(["product_id", "category"]).to_pandas()
-    lines = items.merge(products, on="product_id").merge(orders, on="order_id")
+    lines = (
+        items.to_pandas().merge(products, on="product_id").merge(orders.to_pandas(), on="order_id")
+    )
     customers = pd.Index(pd.unique(pd.concat([lines["customer_id"], customer_id])))
     n_cat = len(catalogue.categories)
     line_code = customers.get_indexer(lines["customer_id"]).astype(np.int64)

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 from feast import FeatureStore
 
 from aftersale.settings import Settings
@@ -56,7 +57,12 @@ SAMPLE_SEED = 7
 def returned_before(tables: Mapping[str, pa.Table], frame: pd.DataFrame) -> np.ndarray:
     """Whether each row's customer requested a return of its category before its time."""
     returns = tables["returns"].select(["order_id", "product_id", "requested_ts"]).to_pandas()
-    orders = tables["orders"].select(["order_id", "customer_id"]).to_pandas()
+    # Only the asked customers' orders: a return counts for its own customer alone.
+    orders = tables["orders"].select(["order_id", "customer_id"])
+    customers = pa.array(
+        pd.unique(frame["customer_id"].astype(object)), orders.schema.field("customer_id").type
+    )
+    orders = orders.filter(pc.is_in(orders.column("customer_id"), value_set=customers)).to_pandas()
     products = tables["products"].select(["product_id", "category"]).to_pandas()
     first = (
         returns.merge(orders, on="order_id")

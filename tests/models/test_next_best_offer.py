@@ -168,6 +168,25 @@ def test_label_events_label_the_seven_day_window_and_value_the_reward(events, si
     assert (events[LABEL_KNOWN] <= end).all()
 
 
+def test_a_few_decisions_get_the_answers_they_get_among_all(events, sim_tables) -> None:
+    """The reference category and past returns of a sample of decisions, read from their
+    customers' rows alone, are those of the same decisions computed among all of them."""
+    from training.policy import returned_before
+
+    catalogue = nbo.Catalogue.of(sim_tables)
+    every = nbo.reference_categories(
+        sim_tables, catalogue, events["customer_id"], events[EVENT_TIME]
+    )
+    returned = returned_before(sim_tables, events)
+    assert returned.any()
+    # Decisions after a return among them, so that both answers are asked of the few.
+    few = pd.concat([events[returned].head(10), events[~returned].sample(50, random_state=3)])
+    got = nbo.reference_categories(sim_tables, catalogue, few["customer_id"], few[EVENT_TIME])
+    pd.testing.assert_series_equal(got, every.loc[few.index])
+    positions = events.index.get_indexer(few.index)
+    np.testing.assert_array_equal(returned_before(sim_tables, few), returned[positions])
+
+
 def test_parcel_late_means_past_the_promise_and_not_yet_delivered() -> None:
     day = 86_400.0
     now = pd.Timestamp("2025-03-10", tz="UTC")
