@@ -95,7 +95,6 @@ def monitor_model(name: str, window_days: int) -> MonitorResult:
         monitored_frame,
         offer_policy_quality,
         realised_quality,
-        reference_sample,
         retrain_reasons,
         save_html,
         windows,
@@ -134,9 +133,7 @@ def monitor_model(name: str, window_days: int) -> MonitorResult:
         # At most as many customers as the reference holds, drawn the same seeded way (before
         # reading: of a million customers, only the drawn ones' rows are read).
         current = customers_as_of(settings.features_dir, end, reference_rows)
-        current = reference_sample(
-            current.assign(**{EVENT_TIME: end}), spec.entity, end, end, reference_rows
-        )
+        current = current.assign(**{EVENT_TIME: end})
         current = current.reset_index(drop=True)
         current[SCORE] = model.predict_proba(current)
     spans = windows(

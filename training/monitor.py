@@ -140,17 +140,15 @@ def monitored_events(
     span = pd.Timedelta(days=window_days)
     chosen = [reference_sample(events, keys, train_start, train_end, reference_rows, seed).index]
     if len(events):
-        chosen.append(events.index[[int(times.argmax())]])
         newest = events[(times > times.max() - span).to_numpy()]
-        chosen.append(drawn(newest, keys, reference_rows, seed).index)
+        chosen.append(bounded_window(newest, keys, reference_rows, seed).index)
     known = (
         events[LABEL].notna() & (pd.to_datetime(events[LABEL_KNOWN], utc=True) <= end)
     ).to_numpy()
     if known.any():
         last = times[known].max()
-        chosen.append(events.index[known][[int(times[known].argmax())]])
         settled = events[(known & (times > last - span) & (times <= last)).to_numpy()]
-        chosen.append(drawn(settled, keys, reference_rows, seed).index)
+        chosen.append(bounded_window(settled, keys, reference_rows, seed).index)
     return events[events.index.isin(chosen[0].append(chosen[1:]))]
 
 

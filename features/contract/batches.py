@@ -289,17 +289,15 @@ def _touched(
     for ref in schema.subjects:
         if not usable(schema, table, ref.column):
             continue
-        for kind_tables in ref.tables.values():
-            for subject in kind_tables:
-                masks.append(_refers(table.column(ref.column), subject, batch))
-                # A subject's owner may be its order's customer: the order may be the batch's.
-                rows = combined.get(subject)
-                if "orders" in batch and rows is not None and "order_id" in rows.column_names:
-                    ordered = _refers(rows.column("order_id"), "orders", batch)
-                    keys = rows.column(CONTRACT[subject].key[0]).filter(ordered)
-                    masks.append(
-                        pc.is_in(table.column(ref.column), value_set=keys.combine_chunks())
-                    )
+        # Each subject table once, however many kinds of action name it.
+        for subject in dict.fromkeys(n for names in ref.tables.values() for n in names):
+            masks.append(_refers(table.column(ref.column), subject, batch))
+            # A subject's owner may be its order's customer: the order may be the batch's.
+            rows = combined.get(subject)
+            if "orders" in batch and rows is not None and "order_id" in rows.column_names:
+                ordered = _refers(rows.column("order_id"), "orders", batch)
+                keys = rows.column(CONTRACT[subject].key[0]).filter(ordered)
+                masks.append(pc.is_in(table.column(ref.column), value_set=keys.combine_chunks()))
     if not masks:
         return table.slice(0, 0)
     touched = masks[0]

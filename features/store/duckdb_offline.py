@@ -19,7 +19,7 @@ Two changes to Feast's own `DuckDBOfflineStore`, both through its offline-store 
 
 - Materialisation's latest rows. Feast's ibis pull numbers every row of the view in a
   window per entity; here the newest (event_ts, created_ts) per entity is found on the
-  narrow columns and joined back (`latest_rows`), so a first materialisation of a long
+  narrow columns and joined back (`newest_rows`), so a first materialisation of a long
   history holds only the rows it writes. The pull of every row is Feast's ibis function,
   with the path resolution above.
 Configured with `offline_store: type: features.store.duckdb_offline.RepoDuckDBOfflineStore`.
@@ -44,7 +44,6 @@ from feast.infra.offline_stores.ibis import (
     IbisRetrievalJob,
     get_historical_features_ibis,
     pull_all_from_table_or_query_ibis,
-    pull_latest_from_table_or_query_ibis,
 )
 from feast.infra.offline_stores.offline_store import RetrievalJob, RetrievalMetadata
 from feast.infra.registry.base_registry import BaseRegistry
@@ -118,22 +117,22 @@ class RepoDuckDBOfflineStore(feast_duckdb.DuckDBOfflineStore):
         on the key and timestamp columns alone, and one equi-join then fetches those rows:
         the whole history's feature columns never pass through a window function, which at
         a million customers held every snapshot row in memory at once. Other sources go
-        through Feast's ibis function.
+        through Feast's own DuckDB store.
         """
         if not (
             isinstance(data_source, FileSource)
             and local_parquet_path(data_source, config.repo_path) is not None
         ):
-            return pull_latest_from_table_or_query_ibis(
-                config=config,
-                data_source=data_source,
-                join_key_columns=join_key_columns,
-                feature_name_columns=feature_name_columns,
-                timestamp_field=timestamp_field,
-                created_timestamp_column=created_timestamp_column,
-                start_date=start_date,
-                end_date=end_date,
-                **_staging(config),
+            # Feast's own store reads any other source as this one's reader would.
+            return feast_duckdb.DuckDBOfflineStore.pull_latest_from_table_or_query(
+                config,
+                data_source,
+                join_key_columns,
+                feature_name_columns,
+                timestamp_field,
+                created_timestamp_column,
+                start_date,
+                end_date,
             )
         fields = [*join_key_columns, *feature_name_columns, timestamp_field]
         if created_timestamp_column:
@@ -141,7 +140,7 @@ class RepoDuckDBOfflineStore(feast_duckdb.DuckDBOfflineStore):
         table = read_source(data_source, str(config.repo_path)).select(*fields)
         stamp = table[timestamp_field].cast("timestamp")
         table = table.filter(stamp >= _naive_utc(start_date), stamp <= _naive_utc(end_date))
-        latest = latest_rows(table, join_key_columns, timestamp_field, created_timestamp_column)
+        latest = newest_rows(table, join_key_columns, timestamp_field, created_timestamp_column)
         return IbisRetrievalJob(
             table=latest.select(*fields),
             on_demand_feature_views=[],
@@ -245,7 +244,7 @@ def _naive_utc(instant: datetime) -> datetime:
     return instant.astimezone(tz=UTC).replace(tzinfo=None)
 
 
-def latest_rows(table: Table, keys: list[str], timestamp: str, created: str | None) -> Table:
+def newest_rows(table: Table, keys: list[str], timestamp: str, created: str | None) -> Table:
     """The rows of `table` with the newest (timestamp, created) of their keys.
 
     Found on the narrow key and timestamp columns first, then fetched by equality, so the

@@ -13,7 +13,7 @@ from feast import FileSource
 from feast.data_format import ParquetFormat
 from feast.infra.offline_stores.ibis import deduplicate, point_in_time_join
 
-from features.store.duckdb_offline import ViewTable, as_of_join, latest_rows, local_parquet_path
+from features.store.duckdb_offline import ViewTable, as_of_join, local_parquet_path, newest_rows
 
 START = pd.Timestamp("2024-01-01", tz="UTC")
 
@@ -121,7 +121,7 @@ def test_as_of_join_without_created_column_and_two_keys() -> None:
 @pytest.mark.parametrize("seed", [0, 1, 2])
 @pytest.mark.parametrize("created", ["created_ts", None])
 @pytest.mark.parametrize("keys", [["customer_id"], ["customer_id", "label"]])
-def test_latest_rows_equal_feasts_deduplication(seed: int, created, keys) -> None:
+def test_newest_rows_equal_feasts_deduplication(seed: int, created, keys) -> None:
     _, features = random_case(seed)
     # Entity keys are never null (Feast cannot key an online row on a null).
     features["label"] = features["label"].fillna("none")
@@ -130,7 +130,7 @@ def test_latest_rows_equal_feasts_deduplication(seed: int, created, keys) -> Non
         features = features.drop_duplicates([*keys, "event_ts"])
     table = ibis.memtable(features.drop(columns=[] if created else ["created_ts"]))
     expected = deduplicate(table, keys, "event_ts", created).execute()
-    got = latest_rows(table, keys, "event_ts", created).execute()
+    got = newest_rows(table, keys, "event_ts", created).execute()
     order = [*keys, "x"]
     expected = expected.sort_values(order).reset_index(drop=True)
     got = got[expected.columns].sort_values(order).reset_index(drop=True)
@@ -138,7 +138,7 @@ def test_latest_rows_equal_feasts_deduplication(seed: int, created, keys) -> Non
     assert len(got) == features.drop_duplicates(keys).shape[0]
 
 
-def test_latest_rows_prefer_a_known_created_time_and_keep_unknown_ones() -> None:
+def test_newest_rows_prefer_a_known_created_time_and_keep_unknown_ones() -> None:
     features = pd.DataFrame(
         {
             "customer_id": ["a", "a", "b", "b"],
@@ -148,7 +148,7 @@ def test_latest_rows_prefer_a_known_created_time_and_keep_unknown_ones() -> None
         }
     )
     features["created_ts"] = pd.to_datetime(features["created_ts"], utc=True)
-    got = latest_rows(ibis.memtable(features), ["customer_id"], "event_ts", "created_ts")
+    got = newest_rows(ibis.memtable(features), ["customer_id"], "event_ts", "created_ts")
     got = got.execute().set_index("customer_id")["x"]
     # a: the row with a created time; b: its only row at the newest event time.
     assert got.to_dict() == {"a": 2.0, "b": 3.0}
