@@ -6,6 +6,7 @@ them, so tests can point every path at a temporary folder through the environmen
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated
@@ -18,6 +19,9 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 # Every origin: the tracking routes' data is guarded by each order's token, not by the page's
 # origin, and the widget sends no cookies.
 ANY_ORIGIN = "*"
+# DuckDB's memory limit: a share of the machine's memory, or a size in its units.
+MEMORY_SIZE = re.compile(r"(\d+(\.\d+)?%|\d+(\.\d+)?\s*([KMGT]i?)?B)", re.IGNORECASE)
+DEFAULT_DUCKDB_MEMORY = "10%"
 DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
@@ -216,6 +220,13 @@ class Settings(BaseSettings):
     schedule_timezone: str = Field(
         "UTC", description="IANA time zone of the schedules' local times, e.g. Europe/Berlin."
     )
+    duckdb_memory_limit: str = Field(
+        DEFAULT_DUCKDB_MEMORY,
+        description="Memory DuckDB may hold for the offline store's point-in-time joins and "
+        "the reads of the newest feature rows: a share of the machine's memory (`10%`) or a "
+        "size (`2GiB`, `512MB`). DuckDB's own default is 80%, kept until the process ends; "
+        "past the limit it spills to disk.",
+    )
 
     @field_validator("dask_address")
     @classmethod
@@ -234,6 +245,13 @@ class Settings(BaseSettings):
                 raise ValueError(f"{ANY_ORIGIN!r} allows every origin: name it alone")
             return (ANY_ORIGIN,)
         return tuple(dict.fromkeys(parse_origin(entry) for entry in entries))
+
+    @field_validator("duckdb_memory_limit")
+    @classmethod
+    def _memory_size(cls, value: str) -> str:
+        if not MEMORY_SIZE.fullmatch(value.strip()):
+            raise ValueError(f"{value!r} is neither a share (10%) nor a size (2GiB, 512MB)")
+        return value.strip()
 
     @field_validator("schedule_timezone")
     @classmethod

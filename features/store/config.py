@@ -21,6 +21,7 @@ import yaml
 from feast import FeatureStore, RepoConfig
 
 from aftersale.settings import Settings, get_settings
+from features.store.duckdb_offline import STORE_TYPE as DUCKDB_STORE
 
 REPO_DIR = Path(__file__).resolve().parent.parent / "repo"
 CONFIG_FILES = {"local": "feature_store.yaml", "redis": "feature_store.redis.yaml"}
@@ -75,6 +76,8 @@ def config_values(settings: Settings, offline_store: dict | None = None) -> dict
         online["connection_string"] = settings.redis_connection
     if offline_store is not None:
         raw["offline_store"] = offline_store
+    if raw["offline_store"].get("type") == DUCKDB_STORE:
+        raw["offline_store"].setdefault("memory_limit", settings.duckdb_memory_limit)
     return raw
 
 

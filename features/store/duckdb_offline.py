@@ -56,9 +56,28 @@ STORE_TYPE = "features.store.duckdb_offline.RepoDuckDBOfflineStore"
 
 
 class RepoDuckDBOfflineStoreConfig(feast_duckdb.DuckDBOfflineStoreConfig):
-    """Configuration of `RepoDuckDBOfflineStore` (`offline_store:` in feature_store.yaml)."""
+    """Configuration of `RepoDuckDBOfflineStore` (`offline_store:` in feature_store.yaml).
+
+    `memory_limit` holds DuckDB's memory to a share of the machine's (`10%`) or a size
+    (`2GiB`); None leaves DuckDB's default, 80%, which it keeps once taken.
+    """
 
     type: Literal["features.store.duckdb_offline.RepoDuckDBOfflineStore"] = STORE_TYPE
+    memory_limit: str | None = None
+
+
+def limit_memory(config: RepoConfig) -> None:
+    """Hold the connection the store's queries run on (ibis's default DuckDB) to the
+    configured `memory_limit`.
+
+    DuckDB keeps the buffers a query took until the process ends: a million customers'
+    point-in-time join left about 9 GiB resident under the default limit, and 2 GiB
+    under a limit of 2 GiB, for six seconds more of spilling.
+    """
+    limit = getattr(config.offline_store, "memory_limit", None)
+    if limit:
+        # DuckDB answers with the connection itself: fetch the answer, never close it.
+        ibis.get_backend().raw_sql(f"SET memory_limit = '{limit}'").fetchall()
 
 
 def local_parquet_path(data_source: FileSource, repo_path: str | Path | None) -> str | None:
@@ -119,6 +138,7 @@ class RepoDuckDBOfflineStore(feast_duckdb.DuckDBOfflineStore):
         a million customers held every snapshot row in memory at once. Other sources go
         through Feast's own DuckDB store.
         """
+        limit_memory(config)
         if not (
             isinstance(data_source, FileSource)
             and local_parquet_path(data_source, config.repo_path) is not None
@@ -164,6 +184,7 @@ class RepoDuckDBOfflineStore(feast_duckdb.DuckDBOfflineStore):
         end_date: datetime | None = None,
     ) -> RetrievalJob:
         """Every row in [start_date, end_date] (materialisation)."""
+        limit_memory(config)
         return pull_all_from_table_or_query_ibis(
             config=config,
             data_source=data_source,
@@ -194,6 +215,7 @@ class RepoDuckDBOfflineStore(feast_duckdb.DuckDBOfflineStore):
         event time, so the newest row by event time may not be the one to serve).
         """
         feast_duckdb._validate_lance_feature_views(feature_views)
+        limit_memory(config)
         if filter_by_created_timestamp or not isinstance(entity_df, pd.DataFrame):
             return get_historical_features_ibis(
                 config=config,

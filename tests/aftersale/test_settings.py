@@ -50,3 +50,17 @@ def test_a_bad_cors_origin_is_a_settings_error_naming_it(monkeypatch, value, pro
     with pytest.raises(SettingsError, match="AFTERSALE_CORS_ORIGINS") as raised:
         get_settings()
     assert problem in str(raised.value)
+
+
+@pytest.mark.parametrize("value", ["10%", "2.5%", "2GiB", "512MB", " 300 MiB ", "1tb"])
+def test_duckdb_memory_limit_takes_a_share_or_a_size(monkeypatch, value) -> None:
+    monkeypatch.setenv("AFTERSALE_DUCKDB_MEMORY_LIMIT", value)
+    assert get_settings().duckdb_memory_limit == value.strip()
+
+
+@pytest.mark.parametrize("value", ["lots", "10", "2 GiBs", "-1GB", "10%; DROP TABLE x", ""])
+def test_a_bad_duckdb_memory_limit_is_a_settings_error_naming_it(monkeypatch, value) -> None:
+    monkeypatch.setenv("AFTERSALE_DUCKDB_MEMORY_LIMIT", value)
+    with pytest.raises(SettingsError, match="AFTERSALE_DUCKDB_MEMORY_LIMIT") as raised:
+        get_settings()
+    assert "is neither a share (10%) nor a size" in str(raised.value)

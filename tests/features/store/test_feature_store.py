@@ -366,3 +366,32 @@ def test_online_equals_latest_offline_redis(built, redis_connection, tmp_path) -
 def test_unknown_environment_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="AFTERSALE_FEATURE_STORE='cassandra'"):
         feature_store(Settings(data_dir=tmp_path, feature_store="cassandra"))
+
+
+def _duckdb_memory_limit() -> str:
+    import ibis
+
+    return ibis.get_backend().raw_sql("SELECT current_setting('memory_limit')").fetchall()[0][0]
+
+
+def test_offline_store_holds_duckdb_to_the_configured_memory_limit(built, sim_tables) -> None:
+    settings, store, _, _ = built
+    limited = feature_store(settings.model_copy(update={"duckdb_memory_limit": "700MiB"}))
+    entity_df = pd.DataFrame(
+        {
+            "customer_id": sim_tables["customers"].column("customer_id").to_pylist()[:50],
+            "event_timestamp": pd.Timestamp(watermark(sim_tables)),
+        }
+    )
+    features = [f"customer_snapshots:{c}" for c in CHURN_FEATURES]
+    before = _duckdb_memory_limit()
+    try:
+        got = historical_features(limited, entity_df, features)
+        assert _duckdb_memory_limit() == "700.0 MiB"
+    finally:
+        import ibis
+
+        ibis.get_backend().raw_sql(f"SET memory_limit = '{before}'").fetchall()
+    # The limit changes where DuckDB may spill, never the answer.
+    pd.testing.assert_frame_equal(got, historical_features(store, entity_df, features))
+    assert _duckdb_memory_limit() != "700.0 MiB"
