@@ -60,12 +60,19 @@ def train(
     started = time.perf_counter()
     spec, options, tables = run_inputs(spec, settings, options)
     data = training_data(spec, store, tables)
-    frame, features = data.frame, data.features
+    frame, features, words = data.frame, data.features, data.words
     seconds["features"] = time.perf_counter() - started
     seconds["retrieval"] = data.retrieval_s
+    # The raw tables are done with once labelled: their digests now, and nothing of them
+    # held through the fit (a million customers' shipments and scans are 1.9 GiB).
+    versions = data_version({n: tables[n] for n in spec.tables if n in tables}, data.feature_files)
+    del tables, data
 
     split = time_split(frame, spec.split, EVENT_TIME, LABEL_KNOWN)
     train_rows, valid_rows, test_rows = (frame.loc[w.index] for w in split.windows())
+    if spec.reports is None:
+        # Only a model's reports read every labelled row; the windows hold the rest.
+        frame = None
     for window, rows in zip(split.windows(), (train_rows, valid_rows, test_rows), strict=True):
         # One class cannot be learned, calibrated or ranked (e.g. churn where no customer
         # ever orders twice): say so rather than report NaN.
@@ -105,7 +112,7 @@ def train(
         min_isotonic_rows=spec.min_isotonic_rows,
     )
     model = CalibratedModel(
-        spec.name, fitted.booster, fitted.best_iteration, layout, choice.calibrator, data.words
+        spec.name, fitted.booster, fitted.best_iteration, layout, choice.calibrator, words
     )
     seconds["calibrate"] = time.perf_counter() - clock
 
@@ -148,8 +155,6 @@ def train(
         len(test_rows),
     )
 
-    read = [n for n in spec.tables if n in tables]
-    versions = data_version({n: tables[n] for n in read}, data.feature_files)
     calibration = {"method": choice.calibrator.method, "losses": choice.losses}
     result = TrainResult(
         name=spec.name,
@@ -176,7 +181,7 @@ def train(
             fitted.booster,
             layout,
             test_rows,
-            data.words,
+            words,
             out / "explain",
             num_iteration=fitted.best_iteration,
             rows=options.explain_rows,
@@ -210,10 +215,10 @@ def train(
             },
             metrics=metrics,
             files=files,
-            words=data.words,
+            words=words,
             digests=versions,
             input_example=test_rows,
-            signature_rows=pd.concat([valid_rows, test_rows]),
+            signature_rows=(valid_rows, test_rows),
             promotion=PromotionRule(test_rows, y_test, spec.capacity),
             version_tags={
                 "test_window": f"{split.test.start.isoformat()}/{split.test.end.isoformat()}"

@@ -414,7 +414,7 @@ def _log_and_register(
             words=data.words,
             digests=versions,
             input_example=test_rows,
-            signature_rows=pd.concat([valid_rows, test_rows]),
+            signature_rows=(valid_rows, test_rows),
             promotion=PromotionRule(
                 model.input_frame(settled), champion_metric=champion_mae(settled)
             ),

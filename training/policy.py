@@ -518,7 +518,7 @@ def _log_and_register(
             words=model.words,
             digests=versions,
             input_example=logged_test,
-            signature_rows=pd.concat([valid_rows, logged_test]),
+            signature_rows=(valid_rows, logged_test),
             promotion=PromotionRule(cand, capacity=spec.capacity, champion_metric=champion_value),
         )
         result = log_and_register(record, settings, out, tracking_uri)

@@ -30,6 +30,19 @@ INPUT_EXAMPLE_ROWS = 5
 SIGNATURE_ROWS = 2000
 
 
+def first_rows(frames: pd.DataFrame | Sequence[pd.DataFrame], rows: int) -> pd.DataFrame:
+    """The first `rows` rows of one frame, or of several frames one after the other."""
+    if isinstance(frames, pd.DataFrame):
+        return frames.head(rows)
+    taken = []
+    for frame in frames:
+        taken.append(frame.head(max(rows, 0)))
+        rows -= len(taken[-1])
+        if rows <= 0:
+            break
+    return pd.concat(taken)
+
+
 @dataclass(frozen=True)
 class PromotionRule:
     """How the champion gate compares a new version with the current champion.
@@ -61,7 +74,9 @@ class RunRecord:
         words: Feature → description, for the features file.
         digests: `training.register.data_version` of the inputs.
         input_example: A few input rows, logged with the model.
-        signature_rows: Input rows the signature is inferred from.
+        signature_rows: Input rows the signature is inferred from, in one frame or several
+            (the first `SIGNATURE_ROWS` of them, in order, are used: several frames are never
+            copied into one whole).
         promotion: The champion gate's rule.
         version_tags: Tags of the registered version besides the common ones.
         python_model: The code file of the pyfunc wrapper (MLflow's models from code).
@@ -75,7 +90,7 @@ class RunRecord:
     words: Mapping[str, str]
     digests: Mapping[str, str]
     input_example: pd.DataFrame
-    signature_rows: pd.DataFrame
+    signature_rows: pd.DataFrame | tuple[pd.DataFrame, ...]
     promotion: PromotionRule
     version_tags: Mapping[str, str] = field(default_factory=dict)
     python_model: Path = PYFUNC_CODE
@@ -143,7 +158,7 @@ def log_and_register(
             artifacts=files,
             model=result.model,
             input_example=record.input_example.head(INPUT_EXAMPLE_ROWS),
-            signature_rows=record.signature_rows.head(SIGNATURE_ROWS),
+            signature_rows=first_rows(record.signature_rows, SIGNATURE_ROWS),
             registered_name=spec.name,
             python_model=record.python_model,
         )

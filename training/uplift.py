@@ -740,7 +740,7 @@ def train_uplift(
             words=data.words,
             digests=versions,
             input_example=test_rows,
-            signature_rows=pd.concat([valid_rows, test_rows]),
+            signature_rows=(valid_rows, test_rows),
             promotion=PromotionRule(
                 model.input_frame(test_rows), champion_metric=_qini_of(test_rows, capacity)
             ),

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import mlflow
+import pandas as pd
 import pyarrow as pa
+import pytest
 
 from aftersale.settings import Settings
 from models.served.registry import tracking
@@ -52,3 +54,14 @@ def test_tracking_uri_is_set_only_inside_the_block(tmp_path) -> None:
         assert mlflow.get_tracking_uri() == uri
         assert mlflow.get_registry_uri() == uri
     assert mlflow.get_tracking_uri() == before
+
+
+@pytest.mark.parametrize("rows", [0, 1, 3, 4, 6, 10])
+def test_signature_rows_are_the_first_rows_of_the_frames_in_order(rows: int) -> None:
+    from training.record import first_rows
+
+    valid = pd.DataFrame({"x": [1.0, 2.0, 3.0], "c": ["a", None, "b"]}, index=[7, 8, 9])
+    test = pd.DataFrame({"x": [4.0, None], "c": ["c", "d"]}, index=[10, 11])
+    expected = pd.concat([valid, test]).head(rows)
+    pd.testing.assert_frame_equal(first_rows((valid, test), rows), expected)
+    pd.testing.assert_frame_equal(first_rows(pd.concat([valid, test]), rows), expected)
