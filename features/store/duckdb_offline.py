@@ -361,8 +361,11 @@ def as_of_join(
     stamps = {view.timestamp: found_ts}
     if view.created:
         stamps[view.created] = found_created
-    # Narrow side: one row per (keys, event_ts), holding its latest created_ts.
+    # Narrow side: one row per (keys, event_ts), holding its latest created_ts, of the
+    # entities asked only (a request in chunks then sorts each chunk's rows, not the view's).
     narrow = table.select(*[table[c].name(n) for c, n in {**keys, **stamps}.items()])
+    asked = entities.select(*[entities[view.join_keys[c]].name(n) for c, n in keys.items()])
+    narrow = narrow.semi_join(asked.distinct(), list(keys.values()))
     if view.created:
         narrow = narrow.group_by([*keys.values(), found_ts]).aggregate(
             narrow[found_created].max().name(found_created)

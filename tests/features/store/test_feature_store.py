@@ -130,6 +130,9 @@ def test_historical_retrieval_is_one_row_per_label_event(built, sim_tables) -> N
     got = historical_features(store, entity_df, features)
     from_file = historical_features(file_store, entity_df, features)
     pd.testing.assert_frame_equal(as_missing(got), as_missing(from_file))
+    pd.testing.assert_frame_equal(
+        historical_features(store, entity_df, features, chunk_rows=7), got
+    )
     assert len(got) == len(entity_df)
     assert got.index.equals(entity_df.index)
     assert got["customer_id"].tolist() == entity_df["customer_id"].tolist()
@@ -157,6 +160,11 @@ def test_historical_retrieval_is_one_row_per_label_event(built, sim_tables) -> N
     got = historical_features(store, offers, service)
     from_file = historical_features(file_store, offers, service)
     pd.testing.assert_frame_equal(as_missing(got), as_missing(from_file))
+    # Asked in chunks of a few (entity, time) pairs, each store gives the same answer.
+    pd.testing.assert_frame_equal(historical_features(store, offers, service, chunk_rows=7), got)
+    pd.testing.assert_frame_equal(
+        historical_features(file_store, offers, service, chunk_rows=7), from_file
+    )
     views = {
         "customer_snapshots": ("customer_id", ["orders_total", "returns_total"]),
         "customer_category": (["customer_id", "category"], ["category_returns_total"]),
