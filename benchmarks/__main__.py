@@ -22,6 +22,7 @@ from benchmarks import (
     shock,
     soak,
     text_reasons,
+    train_scale,
     training,
     uplift,
 )
@@ -34,6 +35,7 @@ BENCHMARKS = {
     "materialize_redis": features.bench_materialize_redis,
     "online_read": features.bench_online_read,
     "training": training.bench_training,
+    "train_scale": train_scale.bench_train_scale,
     "olist": training.bench_olist,
     "delivery": delivery.bench_delivery,
     "uplift": uplift.bench_uplift,
