@@ -140,7 +140,8 @@ def training_data(
     started = time.perf_counter()
     frame = historical_features(store, events, service)
     retrieval_s = time.perf_counter() - started
-    frame = add_time_features(frame, frame[EVENT_TIME])
+    # The frame retrieved is this function's own: the derived columns go into it.
+    frame = add_time_features(frame, frame[EVENT_TIME], copy=False)
     retrieved = feature_names(store, service)
     features = [f for f in [*retrieved, *spec.derived] if f not in spec.exclude]
     unknown = [f for f in [*features, *spec.categorical] if f not in frame.columns]

@@ -42,17 +42,21 @@ def as_of_seconds(as_of: pd.Series | pd.Timestamp, n: int) -> np.ndarray:
     return np.full(n, pd.Timestamp(as_of).timestamp())
 
 
-def add_time_features(frame: pd.DataFrame, as_of: pd.Series | pd.Timestamp) -> pd.DataFrame:
+def add_time_features(
+    frame: pd.DataFrame, as_of: pd.Series | pd.Timestamp, copy: bool = True
+) -> pd.DataFrame:
     """Add every derivable time feature whose stored instant is present.
 
     Args:
         frame: Retrieved features (one row per decision).
         as_of: The decision instant of each row, or one instant for all.
+        copy: False: add the columns to `frame` itself, a frame the caller owns (training's
+            just retrieved million rows are then not held twice).
 
     Returns:
-        A copy of `frame` with the derived columns added.
+        `frame`, or a copy of it, with the derived columns added.
     """
-    out = frame.copy()
+    out = frame.copy() if copy else frame
     now = as_of_seconds(as_of, len(frame))
     for name, (source, unit) in SINCE.items():
         if source in out:

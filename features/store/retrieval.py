@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import warnings
 
+import numpy as np
 import pandas as pd
 from feast import FeatureService, FeatureStore
 
@@ -81,7 +82,7 @@ def historical_features(
         keys = [k for k in join_keys(store, refs) if k in out.columns]
         row_id = out.groupby([*keys, TIMESTAMP], sort=False, dropna=False).ngroup()
         distinct = out[[*keys, TIMESTAMP]].assign(**{ROW_ID: row_id}).drop_duplicates(ROW_ID)
-        parts = []
+        ids, parts = [], []
         # At least one request, so that an empty frame still gets its columns.
         for start in range(0, max(len(distinct), 1), chunk_rows):
             chunk = distinct.iloc[start : start + chunk_rows]
@@ -89,24 +90,44 @@ def historical_features(
             if got[ROW_ID].duplicated().any():
                 raise RetrievalError(f"Feast returned several rows for one {view} entity and time")
             names = [n for n in feature_names(store, refs) if n in got.columns]
-            parts.append(got.set_index(ROW_ID)[names])
+            ids.append(got[ROW_ID].to_numpy())
+            # Each column copied out of the answer's shared blocks, so that each is let go
+            # of on its own once it is in place below.
+            parts.append({name: got[name].copy() for name in names})
             del got
-        answer = parts[0] if len(parts) == 1 else pd.concat(parts)
-        del parts
-        positions = answer.index.get_indexer(row_id.to_numpy())
-        if (positions < 0).any():
-            # A store that drops an event with no feature row (Feast's file store): the
-            # reindex gives it missing values.
-            out[names] = answer.reindex(row_id.to_numpy()).set_axis(out.index)
-        else:
-            # Column by column, each taken straight into place: no second copy of the
-            # whole answer is made on the way.
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", pd.errors.PerformanceWarning)
-                for name in names:
-                    out[name] = pd.Series(answer[name].array.take(positions), index=out.index)
-        del answer
+        out = _placed(out, names, parts, np.concatenate(ids), row_id.to_numpy())
     out.index = entity_df.index
+    return out
+
+
+def _placed(
+    out: pd.DataFrame,
+    names: list[str],
+    parts: list[dict[str, pd.Series]],
+    ids: np.ndarray,
+    row_id: np.ndarray,
+) -> pd.DataFrame:
+    """`out` with each feature's answers (`parts`: each chunk's columns, their rows named
+    by `ids`) put on the label events whose distinct pair is `row_id`.
+
+    Column by column, each chunk's copy let go of once the column is in place: the answer
+    and the frame it fills are never both held whole.
+    """
+    positions = pd.Index(ids).get_indexer(row_id)
+    if (positions < 0).any():
+        # A store that drops an event with no feature row (Feast's file store): the
+        # reindex gives it missing values.
+        answer = pd.concat([pd.DataFrame(part, copy=False) for part in parts]).set_axis(ids)
+        out[names] = answer.reindex(row_id).set_axis(out.index)
+        return out
+    with warnings.catch_warnings():
+        # Many columns put in one by one; the frame is read by column afterwards.
+        warnings.simplefilter("ignore", pd.errors.PerformanceWarning)
+        for name in names:
+            pieces = [part.pop(name) for part in parts]
+            column = pieces[0] if len(pieces) == 1 else pd.concat(pieces, ignore_index=True)
+            del pieces
+            out[name] = pd.Series(column.array.take(positions), index=out.index)
     return out
 
 
