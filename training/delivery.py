@@ -64,15 +64,17 @@ def window_dates(
     *,
     raw: bool = False,
     offset: np.ndarray | None = None,
+    quantiles: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
     """Local dates of the model's (or the uncalibrated quantiles') estimate and window;
-    `offset` gives each row's conformal offset in place of the model's."""
+    `offset` gives each row's conformal offset in place of the model's, `quantiles` the
+    rows' `raw_log_hours` where already predicted."""
     if raw:
-        lower, middle, upper = model.raw_log_hours(rows)
+        lower, middle, upper = model.raw_log_hours(rows) if quantiles is None else quantiles
         hours = {"most_likely": middle, "earliest": lower, "latest": upper}
         hours = {k: np.exp(v) for k, v in hours.items()}
     else:
-        predicted = model.predict_hours(rows, offset)
+        predicted = model.predict_hours(rows, offset, quantiles)
         hours = {k.removesuffix("_hours"): predicted[k].to_numpy() for k in HOUR_COLUMNS}
     start = pd.Series(pd.to_datetime(rows[EVENT_TIME], utc=True).to_numpy())
     start = pd.to_datetime(start, utc=True)
@@ -185,13 +187,16 @@ def train_window(
         group,
         data.words,
     )
-    calib_scores = row_scores(uncalibrated, calib_rows)
+    # The boosters are the calibrated model's too: each window's rows are predicted once.
+    calib_quantiles = uncalibrated.raw_log_hours(calib_rows)
+    test_quantiles = uncalibrated.raw_log_hours(test_rows)
+    calib_scores = row_scores(uncalibrated, calib_rows, calib_quantiles)
     split_offsets = fit_offsets(calib_scores, coverage, group_keys(calib_rows, group))
     # The adaptive offsets replay the calibration rows and then the test rows in time, each
     # outcome joining once it is known: the test rows get what a live service would have.
     replayed = pd.concat([calib_rows, test_rows])
     adaptive = adaptive_offsets(
-        np.concatenate([calib_scores, row_scores(uncalibrated, test_rows)]),
+        np.concatenate([calib_scores, row_scores(uncalibrated, test_rows, test_quantiles)]),
         replayed[EVENT_TIME],
         outcome_known(replayed),
         coverage,
@@ -217,7 +222,11 @@ def train_window(
     clock = time.perf_counter()
     test_offsets = {ADAPTIVE: adaptive_test, SPLIT: split_test}
     scored = evaluation_rows(
-        model, test_rows, test_offsets[calibration], test_offsets[other_method(calibration)]
+        model,
+        test_rows,
+        test_offsets[calibration],
+        test_offsets[other_method(calibration)],
+        test_quantiles,
     )
     actual = scored["actual_date"].to_numpy()
     by = {s: {k: scored[f"{s}_{k}_date"].to_numpy() for k in KINDS} for s in _SCORERS}
@@ -227,7 +236,7 @@ def train_window(
     other_metrics = measure(actual, by["other"])
     # On the calibration rows the model is measured with the split offsets fitted there.
     calib_split = split_offsets.for_groups(group_keys(calib_rows, group), len(calib_rows))
-    valid_scored = evaluation_rows(model, calib_rows, calib_split, calib_split)
+    valid_scored = evaluation_rows(model, calib_rows, calib_split, calib_split, calib_quantiles)
     validation_metrics = measure(
         valid_scored["actual_date"].to_numpy(),
         {k: valid_scored[f"model_{k}_date"].to_numpy() for k in KINDS},
@@ -297,11 +306,16 @@ def outcome_known(rows: pd.DataFrame) -> pd.Series:
     return delivered.fillna(pd.to_datetime(rows[LABEL_KNOWN], utc=True)).reset_index(drop=True)
 
 
-def row_scores(model: WindowModel, rows: pd.DataFrame) -> np.ndarray:
-    """Conformity scores of the uncalibrated windows (log hours) for local delivery dates."""
+def row_scores(
+    model: WindowModel,
+    rows: pd.DataFrame,
+    quantiles: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+) -> np.ndarray:
+    """Conformity scores of the uncalibrated windows (log hours) for local delivery dates
+    (`quantiles`: the rows' `raw_log_hours`, where already predicted)."""
     zones = rows[TIMEZONE].reset_index(drop=True)
     y_low, y_high = outcome_bucket(rows[EVENT_TIME], rows[DELIVERED], zones)
-    lower, middle, upper = model.raw_log_hours(rows)
+    lower, middle, upper = model.raw_log_hours(rows) if quantiles is None else quantiles
     ordered = np.sort(np.column_stack([lower, middle, upper]), axis=1)
     return window_scores(ordered[:, 0], ordered[:, 2], y_low, y_high)
 
@@ -311,13 +325,17 @@ def evaluation_rows(
     rows: pd.DataFrame,
     offset: np.ndarray | None = None,
     other_offset: np.ndarray | None = None,
+    quantiles: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
 ) -> pd.DataFrame:
     """Decisions with the actual delivery date and every scorer's dates (customer's zone).
 
     `offset` is each row's conformal offset for the model (None: the model's own per
     group); `other_offset` those of the other calibration (scorer "other"; None: the
-    model's).
+    model's). The quantile boosters are asked once for all three of the model's scorers
+    (`quantiles`: their answer, where already predicted).
     """
+    if quantiles is None:
+        quantiles = model.raw_log_hours(rows)
     keep = [
         c
         for c in ("shipment_id", EVENT_TIME, LABEL, DELIVERED, PROMISED, TIMEZONE, *SEGMENTS)
@@ -326,9 +344,9 @@ def evaluation_rows(
     out = rows[keep].reset_index(drop=True)
     out["actual_date"] = local_dates(rows[DELIVERED], out[TIMEZONE])
     for scorer, dates in (
-        ("model", window_dates(model, rows, offset=offset)),
-        ("other", window_dates(model, rows, offset=other_offset)),
-        ("uncalibrated", window_dates(model, rows, raw=True)),
+        ("model", window_dates(model, rows, offset=offset, quantiles=quantiles)),
+        ("other", window_dates(model, rows, offset=other_offset, quantiles=quantiles)),
+        ("uncalibrated", window_dates(model, rows, raw=True, quantiles=quantiles)),
         ("promise", promise_dates(rows)),
     ):
         for kind in KINDS:

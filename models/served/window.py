@@ -252,7 +252,10 @@ class WindowModel:
         return self.offsets.method
 
     def log_hours(
-        self, data: pd.DataFrame, offset: np.ndarray | None = None
+        self,
+        data: pd.DataFrame,
+        offset: np.ndarray | None = None,
+        quantiles: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Calibrated, ordered (earliest, most likely, latest) in log hours from decision.
 
@@ -260,17 +263,24 @@ class WindowModel:
             data: Feature rows.
             offset: Each row's conformal offset, in place of the model's per-group ones (an
                 evaluation replaying offsets that adapted over time passes them).
+            quantiles: The rows' `raw_log_hours`, where already computed (an evaluation
+                that scores the same rows several ways predicts them once).
         """
-        lower, middle, upper = self.raw_log_hours(data)
+        lower, middle, upper = self.raw_log_hours(data) if quantiles is None else quantiles
         if offset is None:
             offset = self.offsets.for_groups(group_keys(data, self.group), len(data))
         return conformalize(lower, middle, upper, offset)
 
-    def predict_hours(self, data: pd.DataFrame, offset: np.ndarray | None = None) -> pd.DataFrame:
+    def predict_hours(
+        self,
+        data: pd.DataFrame,
+        offset: np.ndarray | None = None,
+        quantiles: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+    ) -> pd.DataFrame:
         """Hours from each row's decision instant to the most likely, earliest and latest
         event instant (the registered pyfunc's output; no clock or time zone needed);
-        `offset` as in `log_hours`."""
-        lower, middle, upper = self.log_hours(data, offset)
+        `offset` and `quantiles` as in `log_hours`."""
+        lower, middle, upper = self.log_hours(data, offset, quantiles)
         values = np.exp(np.column_stack([middle, lower, upper]))
         return pd.DataFrame(values, columns=list(HOUR_COLUMNS), index=data.index)
 
