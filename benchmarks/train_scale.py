@@ -28,7 +28,6 @@ import sys
 import time
 from pathlib import Path
 
-SEED = 7
 DEFAULT_CUSTOMERS = 20_000
 TARGET_SECONDS = 20 * 60
 TARGET_RSS_GIB = 8.0
@@ -40,15 +39,11 @@ def prepared(customers: int, out: Path) -> Path:
     tables built, in a fresh `<out>/scale-<customers>/data`."""
     import shutil
 
-    from features.sources.simulator import simulate
+    from benchmarks.training import simulation
     from flows.build_features import build_features
     from flows.ingest import ingest
 
-    sim = out / f"sim-{customers}"
-    if not (sim / "_truth").is_dir():
-        started = time.perf_counter()
-        simulate(sim, customers=customers, seed=SEED)
-        print(f"  {customers:,} customers simulated in {time.perf_counter() - started:.1f} s")
+    sim = simulation(customers, out)
     root = out / f"scale-{customers}"
     shutil.rmtree(root, ignore_errors=True)
     data = root / "data"
@@ -86,6 +81,12 @@ def train_one(data: Path, name: str, figures: Path) -> None:
                 "metric": spec.primary_metric,
                 "higher_is_better": spec.higher_is_better,
                 "value": float(result.metrics[spec.primary_metric]),
+                # Its 95% interval where the trainer gives one (`<metric>_low`, `_high`).
+                "interval": [
+                    float(result.metrics[f"{spec.primary_metric}_{end}"])
+                    for end in ("low", "high")
+                    if f"{spec.primary_metric}_{end}" in result.metrics
+                ],
                 "test_rows": len(result.scores),
                 "stages": {k: round(float(v), 1) for k, v in result.seconds.items()},
             }
@@ -175,6 +176,16 @@ def bench_train_scale(customers: int, out: Path, models: tuple[str, ...] = MODEL
             f"{'kept' if run['kept'] else 'below':>10} {run['wall_seconds']:>8.1f} "
             f"{run['peak_rss_gib']:>9.2f}"
         )
+    default_by_name = {run["model"]: run for run in runs[DEFAULT_CUSTOMERS]}
+    for run in found["models"]:
+        base = default_by_name.get(run["model"], {})
+        if run.get("interval") and base.get("interval"):
+            low, high = run["interval"]
+            base_low, base_high = base["interval"]
+            print(
+                f"  {run['model']}: 95% intervals [{low:.4f}, {high:.4f}] at {customers:,}, "
+                f"[{base_low:.4f}, {base_high:.4f}] at {DEFAULT_CUSTOMERS:,}"
+            )
     below = [run["model"] for run in found["models"] if not run["kept"]]
     print(
         f"  all models: {found['seconds']:.0f} s (target ≤ {TARGET_SECONDS} s: "

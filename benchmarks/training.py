@@ -98,6 +98,18 @@ def offer_figures(result, truth_dir: Path) -> dict[str, float]:
     return figures
 
 
+def simulation(customers: int, out: Path) -> Path:
+    """The seeded simulation of `customers` (`<out>/sim-<N>`), simulated when absent."""
+    from features.sources.simulator import simulate
+
+    sim = out / f"sim-{customers}"
+    if not (sim / "_truth").is_dir():
+        started = time.perf_counter()
+        simulate(sim, customers=customers, seed=SEED)
+        print(f"  {customers:,} customers simulated in {time.perf_counter() - started:.1f} s")
+    return sim
+
+
 def simulated_store(customers: int, out: Path, purpose: str):
     """The seeded simulation of `customers` (`<out>/sim-<N>`, reused when present), validated,
     with its features built the production way into a fresh `<out>/<purpose>-<N>` and
@@ -109,15 +121,10 @@ def simulated_store(customers: int, out: Path, purpose: str):
     from aftersale.settings import Settings
     from features.build.parallel import publish_features
     from features.contract.validate import load_folder
-    from features.sources.simulator import simulate
     from features.store.config import feature_store
     from features.store.sync import apply_definitions
 
-    sim = out / f"sim-{customers}"
-    if not (sim / "_truth").is_dir():
-        started = time.perf_counter()
-        simulate(sim, customers=customers, seed=SEED)
-        print(f"  simulated in {time.perf_counter() - started:.1f} s")
+    sim = simulation(customers, out)
     data_dir = out / f"{purpose}-{customers}"
     shutil.rmtree(data_dir, ignore_errors=True)
     settings = Settings(data_dir=data_dir)

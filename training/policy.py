@@ -345,6 +345,9 @@ def train_policy(
     for name, value in valued.items():
         metrics |= value.as_metrics(f"policy_{name}")
     metrics["policy_value_dr"] = valued["model"].dr
+    # The primary figure with its interval under the same names (`<metric>_low`, `_high`).
+    metrics["policy_value_dr_low"] = metrics["policy_model_dr_low"]
+    metrics["policy_value_dr_high"] = metrics["policy_model_dr_high"]
     metrics["policy_logging_mean"] = on_policy[0]
     metrics["policy_logging_mean_se"] = on_policy[1]
     chosen = policies["model"].argmax(axis=1)

@@ -67,6 +67,9 @@ def test_a_model_trained_in_its_own_process_reports_its_registered_figure(
     assert run["metric"] == "roc_auc"
     assert run["higher_is_better"] is True
     assert run["value"] == pytest.approx(logged["test_roc_auc"])
+    # The AUC is logged without an interval, so none is reported.
+    assert "test_roc_auc_low" not in logged
+    assert run["interval"] == []
     assert run["test_rows"] > 0
     # The child's own peak: at least the libraries a training process imports, and far from
     # this machine's memory.
