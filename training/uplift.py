@@ -323,6 +323,10 @@ SECOND_COLUMNS = [
 ]
 
 
+# What `second_effects` reads of each logged row.
+LOGGED_COLUMNS = ("customer_id", EVENT_TIME, ACTION, "subject_id", TREATED)
+
+
 def second_effects(rows: pd.DataFrame, tables, level: float = 0.9) -> pd.DataFrame:
     """The measured effect of each action on each second outcome that fits it
     (`models.outreach_uplift.SECOND_OUTCOMES`): its sent rows' mean less its held-out rows',
@@ -418,7 +422,8 @@ class UpliftRows:
         spec: The model, with the run's test window.
         options: The run's options (defaults filled).
         tables: The raw tables read.
-        data: The label events with their features.
+        data: The label events' `LOGGED_COLUMNS` (the windows hold their features), the
+            feature words and files.
         features: Input columns (the customer's features and `action`).
         split: The time split.
         train, valid, test: The windows' rows of the learned actions, with `_weight`.
@@ -463,6 +468,10 @@ def prepare_rows(
 
     split = time_split(frame, spec.split, EVENT_TIME, LABEL_KNOWN)
     train_rows, valid_rows, test_rows = (frame.loc[w.index] for w in split.windows())
+    # Every labelled row is read again only for its second outcomes, which need no
+    # feature: the windows hold those, and the whole frame is not kept beside them.
+    data = replace(data, frame=frame[list(LOGGED_COLUMNS)])
+    del frame
     min_rows = int(spec.options.get("min_arm_rows", 30))
     counts = train_rows.groupby(ACTION)[TREATED].agg(["sum", "size"])
     counts["held_out"] = counts["size"] - counts["sum"]
@@ -474,7 +483,7 @@ def prepare_rows(
             f"{spec.name}: no action has {min_rows} sent and {min_rows} held-out rows in the "
             f"training window ({counts.to_dict('index')}); these data cannot train it"
         )
-    skipped = sorted(set(frame[ACTION].unique()) - set(learned))
+    skipped = sorted(set(data.frame[ACTION].unique()) - set(learned))
     if skipped:
         log.info("%s: too few rows to learn %s", spec.name, skipped)
     train_rows, valid_rows, test_rows = (
