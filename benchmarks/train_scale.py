@@ -81,7 +81,8 @@ def train_one(data: Path, name: str, figures: Path) -> None:
                 "metric": spec.primary_metric,
                 "higher_is_better": spec.higher_is_better,
                 "value": float(result.metrics[spec.primary_metric]),
-                # Its 95% interval where the trainer gives one (`<metric>_low`, `_high`).
+                # Its interval where the trainer logs one (`<metric>_low`, `_high`), at the
+                # trainer's own level.
                 "interval": [
                     float(result.metrics[f"{spec.primary_metric}_{end}"])
                     for end in ("low", "high")
@@ -183,7 +184,7 @@ def bench_train_scale(customers: int, out: Path, models: tuple[str, ...] = MODEL
             low, high = run["interval"]
             base_low, base_high = base["interval"]
             print(
-                f"  {run['model']}: 95% intervals [{low:.4f}, {high:.4f}] at {customers:,}, "
+                f"  {run['model']}: intervals [{low:.4f}, {high:.4f}] at {customers:,}, "
                 f"[{base_low:.4f}, {base_high:.4f}] at {DEFAULT_CUSTOMERS:,}"
             )
     below = [run["model"] for run in found["models"] if not run["kept"]]
