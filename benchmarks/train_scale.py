@@ -122,7 +122,8 @@ def compare(runs: list[dict], default: list[dict]) -> dict:
     """The large business's runs against the targets and the default business's figures.
 
     Returns:
-        `models`: each model's run with `default_value` and `kept` (its figure at least the
+        `models`: each model's run with `default_value`, `default_interval` (empty where the
+        default's run logged none) and `kept` (its figure at least the
         default's, in the metric's direction; False where either run failed), `seconds`
         (all models), `peak_rss_gib` (the largest process), and the three targets' verdicts.
     """
@@ -130,12 +131,13 @@ def compare(runs: list[dict], default: list[dict]) -> dict:
     models = []
     for run in runs:
         base = by_name.get(run["model"], {})
+        beside = {"default_value": base.get("value"), "default_interval": base.get("interval", [])}
         if "failed" in run or "failed" in base or not base:
-            models.append({**run, "default_value": base.get("value"), "kept": False})
+            models.append({**run, **beside, "kept": False})
             continue
         sign = 1 if run["higher_is_better"] else -1
         kept = sign * (run["value"] - base["value"]) >= 0
-        models.append({**run, "default_value": base["value"], "kept": kept})
+        models.append({**run, **beside, "kept": kept})
     seconds = sum(run["wall_seconds"] for run in runs)
     peak = max((run.get("peak_rss_gib", 0.0) for run in runs), default=0.0)
     return {
@@ -177,12 +179,10 @@ def bench_train_scale(customers: int, out: Path, models: tuple[str, ...] = MODEL
             f"{'kept' if run['kept'] else 'below':>10} {run['wall_seconds']:>8.1f} "
             f"{run['peak_rss_gib']:>9.2f}"
         )
-    default_by_name = {run["model"]: run for run in runs[DEFAULT_CUSTOMERS]}
     for run in found["models"]:
-        base = default_by_name.get(run["model"], {})
-        if run.get("interval") and base.get("interval"):
+        if run.get("interval") and run["default_interval"]:
             low, high = run["interval"]
-            base_low, base_high = base["interval"]
+            base_low, base_high = run["default_interval"]
             print(
                 f"  {run['model']}: intervals [{low:.4f}, {high:.4f}] at {customers:,}, "
                 f"[{base_low:.4f}, {base_high:.4f}] at {DEFAULT_CUSTOMERS:,}"

@@ -53,8 +53,8 @@ MAX_WEIGHT = 50.0
 MAX_EVALUATED_DECISIONS = 200_000
 # Decisions whose candidates are read and scored at once.
 CANDIDATE_DECISIONS = 20_000
-# What the valuation and the run's scores read of each candidate once it is scored.
-CANDIDATE_COLUMNS = (
+# What a run's scores keep of each candidate.
+SCORED_COLUMNS = (
     "decision",
     "action",
     "customer_id",
@@ -65,8 +65,9 @@ CANDIDATE_COLUMNS = (
     "parcel_late",
     "returned_before",
     "value",
-    "category_returns_total",
 )
+# What the valuation and the run's scores read of each candidate once it is scored.
+CANDIDATE_COLUMNS = (*SCORED_COLUMNS, "category_returns_total")
 SAMPLE_SEED = 7
 
 
@@ -403,20 +404,7 @@ def train_policy(
         on_policy[0],
     )
 
-    scores = cand[
-        [
-            "decision",
-            "action",
-            "customer_id",
-            EVENT_TIME,
-            "category",
-            "offer_type",
-            "discount",
-            "parcel_late",
-            "returned_before",
-            "value",
-        ]
-    ].copy()
+    scores = cand[list(SCORED_COLUMNS)].copy()
     scores["allowed"] = allowed.ravel()
     scores["p_hat"] = p_hat.ravel()
     for name, policy in policies.items():
