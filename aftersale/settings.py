@@ -168,6 +168,14 @@ class Settings(BaseSettings):
         "seeded random sample beyond it, so a run's cost does not grow with the model's "
         "history or the number of customers.",
     )
+    monitor_customers: int = Field(
+        50_000,
+        ge=1,
+        description="Customers whose rows the monitor reads at most: beyond it, a seeded "
+        "draw of that many customers (by id alone) and every row that belongs to them, so "
+        "its labels, windows and values are computed on a sub-business whose size does not "
+        "grow with the business; at or below it, the whole business.",
+    )
     retrain_auc_drop: float = Field(
         0.05,
         gt=0.0,

@@ -14,6 +14,7 @@ import logging
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -22,6 +23,9 @@ from prefect.cache_policies import NO_CACHE
 
 from aftersale.console import report_stage
 from aftersale.settings import get_settings
+
+if TYPE_CHECKING:
+    from training.monitor import MonitoredData
 
 log = logging.getLogger(__name__)
 
@@ -72,9 +76,32 @@ def _append(table: pd.DataFrame, path: Path, run: tuple[str, ...]) -> Path:
     return write_atomic(pa.Table.from_pandas(table, preserve_index=False), path)
 
 
+def _data(names) -> MonitoredData:
+    """The raw tables of the current published version that the monitor reads (`names`;
+    those not ingested are left out), cut to at most `AFTERSALE_MONITOR_CUSTOMERS`
+    customers."""
+    from features.ingest import latest_raw
+    from training.monitor import monitored_data
+
+    settings = get_settings()
+    return monitored_data(latest_raw(settings.raw_root), names, settings.monitor_customers)
+
+
+def monitored_tables(names=None) -> list[str]:
+    """The raw tables the monitored models read (default: every monitored one)."""
+    from models import MODELS, delivery_estimate, outreach_uplift
+    from training.monitor import SEGMENTS
+
+    specs = [MODELS[n] for n in (names or SEGMENTS)]
+    if names is None:
+        specs += [delivery_estimate.SPEC, outreach_uplift.SPEC]
+    return list(dict.fromkeys(t for s in specs for t in (*s.raw_tables, *s.optional_tables)))
+
+
 @task(cache_policy=NO_CACHE)
-def monitor_model(name: str, window_days: int) -> MonitorResult:
-    """Drift of one champion's newest days against its training window, recorded."""
+def monitor_model(name: str, window_days: int, data: MonitoredData | None = None) -> MonitorResult:
+    """Drift of one champion's newest days against its training window, recorded (`data`:
+    the run's raw tables, read here when None)."""
     import mlflow
 
     from features.instants import watermark
@@ -83,7 +110,6 @@ def monitor_model(name: str, window_days: int) -> MonitorResult:
     from models.served.registry import ModelUnavailableError, load_champion, tracking
     from models.served.retrain import mark
     from models.spec import EVENT_TIME
-    from training.data import load_raw_tables
     from training.model_cards import champions
     from training.monitor import (
         SCORE,
@@ -109,7 +135,8 @@ def monitor_model(name: str, window_days: int) -> MonitorResult:
     champion = found[0]
     params = champion.params
     _, model = load_champion(name, uri)
-    tables = load_raw_tables(settings, spec.raw_tables, spec.optional_tables)
+    data = data or _data(monitored_tables([name]))
+    tables = data.of(spec)
     # The data's end: decisions of the newest days, and labels known by then.
     end = watermark(dict(tables), happened=True)
     train_start = pd.Timestamp(params["split_train_start"])
@@ -275,17 +302,20 @@ def monitor_model(name: str, window_days: int) -> MonitorResult:
     )
 
 
-def _champion_quality(spec, select, measure, figures: tuple[str, ...]) -> dict | None:
+def _champion_quality(
+    spec, select, measure, figures: tuple[str, ...], data: MonitoredData | None
+) -> dict | None:
     """One champion's realised quality on its newest labelled rows, `measure(model, frame,
     end, tested)` of the decisions `select(events, end)` keeps (with their features as
     training reads them: only those rows are retrieved), logged to MLflow (`figures`) and
-    appended to the quality table; None without a champion."""
+    appended to the quality table; None without a champion (`data`: the run's raw tables,
+    read here when None)."""
     import mlflow
 
     from features.instants import watermark
     from features.store.config import feature_store
     from models.served.registry import load_champion, tracking
-    from training.data import load_raw_tables, training_data
+    from training.data import training_data
     from training.model_cards import champions
 
     settings = get_settings()
@@ -296,7 +326,8 @@ def _champion_quality(spec, select, measure, figures: tuple[str, ...]) -> dict |
         return None
     champion = found[0]
     _, model = load_champion(spec.name, uri)
-    tables = load_raw_tables(settings, spec.raw_tables, spec.optional_tables)
+    data = data or _data([*spec.raw_tables, *spec.optional_tables])
+    tables = data.of(spec)
     end = watermark(dict(tables), happened=True)
     events = select(spec.label_events(dict(tables)), end)
     frame = (
@@ -318,7 +349,7 @@ def _champion_quality(spec, select, measure, figures: tuple[str, ...]) -> dict |
 
 
 @task(cache_policy=NO_CACHE)
-def monitor_windows(window_days: int) -> dict | None:
+def monitor_windows(window_days: int, data: MonitoredData | None = None) -> dict | None:
     """The delivery-window champion's MAE and coverage on its newest settled parcels (a
     seeded draw of at most `AFTERSALE_MONITOR_REFERENCE_ROWS` of them), recorded beside the
     classifiers' quality (None without a champion)."""
@@ -334,6 +365,7 @@ def monitor_windows(window_days: int) -> dict | None:
         ),
         lambda model, frame, end, tested: window_quality(model, frame, end, window_days, tested),
         ("mae_days", "coverage", "rows"),
+        data,
     )
 
 
@@ -352,7 +384,13 @@ def update_window_offsets() -> dict | None:
     from training.conformal import AciState
     from training.data import load_raw_tables, training_data
     from training.delivery import ACI_STATE_FILE
-    from training.window_offsets import advance, publish, read_state, rows_to_replay
+    from training.window_offsets import (
+        advance,
+        open_since,
+        publish,
+        read_state,
+        rows_to_replay,
+    )
 
     spec = delivery_estimate.SPEC
     settings = get_settings()
@@ -377,6 +415,8 @@ def update_window_offsets() -> dict | None:
             state = AciState.from_dict(json.loads(Path(path).read_text()))
     tables = load_raw_tables(settings, spec.raw_tables, spec.optional_tables)
     cut = watermark(dict(tables), happened=True)
+    # Only the parcels still open at the last update are read again.
+    tables = open_since(tables, state.consumed_until)
     events = rows_to_replay(delivery_estimate.decision_outcomes(dict(tables)), state, cut)
     if events.empty:
         moved = advance(model, state, events, cut)
@@ -389,7 +429,7 @@ def update_window_offsets() -> dict | None:
 
 
 @task(cache_policy=NO_CACHE)
-def monitor_uplift() -> dict | None:
+def monitor_uplift(data: MonitoredData | None = None) -> dict | None:
     """The outreach-uplift champion's observed and predicted effect and ranking on its
     newest labelled sends and holdouts, recorded beside the classifiers' quality (None
     without a champion)."""
@@ -402,6 +442,7 @@ def monitor_uplift() -> dict | None:
         lambda events, end: measured_window(events, end, UPLIFT_WINDOW_DAYS, labelled=True),
         lambda model, frame, end, tested: uplift_quality(model, frame, end, spec.capacity, tested),
         ("observed_uplift", "predicted_uplift", "qini", "uplift_at_capacity", "rows"),
+        data,
     )
 
 
@@ -425,11 +466,14 @@ def monitor(models: list[str] | None = None, window_days: int = DEFAULT_WINDOW_D
     from models import REQUIRED_MODELS
     from models.served.registry import ModelUnavailableError
 
+    with report_stage("monitor: read raw data") as stage:
+        data = _data(monitored_tables(models))
+        stage.rows, stage.unit = data.customers, f"of {data.business_customers:,} customers"
     results = []
     for name in names:
         with report_stage(f"monitor {name}") as stage:
             try:
-                result = monitor_model(name, window_days)
+                result = monitor_model(name, window_days, data)
             except ModelUnavailableError as error:
                 # Monitoring them all, an optional model not trained yet is left out.
                 if models is not None or name in REQUIRED_MODELS:
@@ -442,7 +486,7 @@ def monitor(models: list[str] | None = None, window_days: int = DEFAULT_WINDOW_D
     if models is None:
         with report_stage("monitor delivery windows") as stage:
             try:
-                windows = monitor_windows(window_days)
+                windows = monitor_windows(window_days, data)
             except ValueError as error:
                 log.warning("delivery windows: no realised quality yet: %s", error)
                 windows = None
@@ -458,7 +502,7 @@ def monitor(models: list[str] | None = None, window_days: int = DEFAULT_WINDOW_D
             stage.rows, stage.unit = (offsets or {}).get("rows"), "parcel decisions"
         with report_stage("monitor outreach uplift") as stage:
             try:
-                uplift = monitor_uplift()
+                uplift = monitor_uplift(data)
             except ValueError as error:
                 log.warning("outreach uplift: no realised quality yet: %s", error)
                 uplift = None

@@ -13,6 +13,12 @@ on each segment (carrier and delivery region for parcels, home region and latest
 reason for customers) with enough rows in both windows. Evidently is used as it is: its
 column tests and thresholds are documented and its HTML report is what a data scientist
 opens from the MLflow run.
+
+The raw rows behind the labels are read once per run (`monitored_data`). On a business of
+more than `AFTERSALE_MONITOR_CUSTOMERS` customers they are those of a seeded draw of that
+many customers (`features.contract.subset`): label events are computed from the whole
+history of each model, so without the cut a run would cost as much as the business's
+history, whatever the samples drawn from it afterwards.
 """
 
 from __future__ import annotations
@@ -55,6 +61,60 @@ DRIFT_COLUMNS = (
     "current_rows",
     "trending",
 )
+
+
+@dataclass(frozen=True)
+class MonitoredData:
+    """The raw tables one monitor run reads, read once and shared by its stages.
+
+    Attributes:
+        tables: The contract tables, cut to the drawn customers' rows (the whole business
+            when it has at most the drawn number).
+        customers: Customers whose rows `tables` hold.
+        business_customers: Customers of the whole business.
+    """
+
+    tables: dict
+    customers: int
+    business_customers: int
+
+    def of(self, spec: ModelSpec) -> dict:
+        """The tables `spec` reads (its required and, where present, its optional ones).
+
+        Raises:
+            FileNotFoundError: A table the model requires was not ingested.
+        """
+        missing = sorted(set(spec.raw_tables) - set(self.tables))
+        if missing:
+            raise FileNotFoundError(f"{spec.name}: tables {missing} not found in the raw data")
+        names = (*spec.raw_tables, *spec.optional_tables)
+        return {n: self.tables[n] for n in names if n in self.tables}
+
+
+def monitored_data(
+    folder: Path, names: Sequence[str], customers: int, seed: int = REFERENCE_SEED
+) -> MonitoredData:
+    """The tables `names` of the published raw folder, cut to at most `customers`
+    customers drawn by `seed` (`features.contract.subset.drawn_customers`) and those whose
+    rows hold each table's latest instants (`with_latest`): the cut reaches as far as the
+    whole business, so its data's end, and each window's, is the business's."""
+    from features.contract.io import read_validated
+    from features.contract.subset import (
+        customer_ids,
+        drawn_customers,
+        of_customers,
+        with_latest,
+        with_owners,
+    )
+
+    tables = read_validated(folder, tables=with_owners(list(dict.fromkeys(names))))
+    everyone = customer_ids(tables)
+    chosen = drawn_customers(everyone, customers, seed)
+    if len(chosen) < len(everyone):
+        chosen = with_latest(tables, chosen)
+        tables = of_customers(tables, chosen)
+        log.info("monitor: the rows of %d of %d customers", len(chosen), len(everyone))
+    return MonitoredData(tables, len(chosen), len(everyone))
 
 
 @dataclass(frozen=True)

@@ -72,6 +72,36 @@ def known_by(rows: pd.DataFrame, cut: pd.Timestamp, since: pd.Timestamp | None =
     return known, as_of
 
 
+def open_since(tables: dict, since: pd.Timestamp | None) -> dict:
+    """The raw tables cut to the shipments an update from `since` can read: those not
+    delivered by `since`. A parcel delivered by then had every decision made, and its
+    outcome known, by then, so `rows_to_replay` of the cut tables is that of the whole
+    ones, at a cost that follows the parcels still open, not the history (`since` None: the
+    tables as they are). Scans follow their shipments, and orders the shipments kept;
+    customers are kept whole."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if since is None or "shipments" not in tables:
+        return dict(tables)
+    ships = tables["shipments"]
+    delivered = ships.column(DELIVERED)
+    bound = pa.scalar(pd.Timestamp(since).to_pydatetime(), delivered.type)
+    cut = dict(tables)
+    cut["shipments"] = ships.filter(
+        pc.or_kleene(pc.is_null(delivered), pc.greater(delivered, bound))
+    )
+    kept = cut["shipments"].column("shipment_id").combine_chunks()
+    if "tracking_events" in cut:
+        scans = cut["tracking_events"]
+        cut["tracking_events"] = scans.filter(pc.is_in(scans.column("shipment_id"), value_set=kept))
+    if "orders" in cut:
+        orders = cut["orders"]
+        wanted = pc.unique(cut["shipments"].column("order_id").combine_chunks())
+        cut["orders"] = orders.filter(pc.is_in(orders.column("order_id"), value_set=wanted))
+    return cut
+
+
 def rows_to_replay(rows: pd.DataFrame, state: AciState, cut: pd.Timestamp) -> pd.DataFrame:
     """The decisions an update from `state` to `cut` reads: made after the state's last
     update, or with an outcome known since (the only rows whose features it needs)."""

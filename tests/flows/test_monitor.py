@@ -125,3 +125,54 @@ def test_both_churn_windows_are_bounded_samples(trained_registry, prefect_harnes
         assert (whole["reference_rows"] == 150).all()
         assert (whole["current_rows"] == 150).all()
     pd.testing.assert_frame_equal(runs[0], runs[1])
+
+
+def test_a_business_beyond_the_bound_is_monitored_on_a_draw_of_its_customers(
+    trained_registry, prefect_harness
+) -> None:
+    """With fewer customers allowed than the business has, the monitor reads the rows of a
+    seeded draw of them: its windows end where the whole business's do, its realised quality
+    counts the newest labelled decisions of the drawn customers only, and a rerun draws the
+    same customers."""
+    from features.contract.io import read_validated
+    from features.ingest import latest_raw
+    from features.instants import watermark
+    from flows.monitor import _data, monitor, monitored_tables
+    from models import delay_risk
+    from models.served.retrain import clear
+    from models.spec import LABEL_KNOWN
+
+    settings = trained_registry
+    runs = []
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("AFTERSALE_DATA_DIR", str(settings.data_dir))
+        patch.setenv("AFTERSALE_MONITOR_CUSTOMERS", "120")
+        try:
+            data = _data(monitored_tables(["delay_risk"]))
+            for _ in range(2):
+                (result,) = monitor(models=["delay_risk"])
+                runs.append(result)
+        finally:
+            clear(settings.monitoring_dir, "delay_risk")
+    whole = read_validated(latest_raw(settings.raw_root), tables=["shipments", "tracking_events"])
+    customers = set(data.tables["customers"].column("customer_id").to_pylist())
+    assert 120 <= data.customers == len(customers) < data.business_customers
+    # Independently: the whole business's label events, those of the drawn customers' parcels.
+    events = delay_risk.label_events(dict(whole))
+    orders = data.tables["orders"].to_pandas()
+    drawn_orders = set(orders[orders["customer_id"].isin(customers)]["order_id"])
+    ships = whole["shipments"].to_pandas()
+    drawn_ships = set(ships[ships["order_id"].isin(drawn_orders)]["shipment_id"])
+    end = watermark(dict(whole), happened=True)
+
+    def window_rows(rows: pd.DataFrame) -> int:
+        known = rows[pd.to_datetime(rows[LABEL_KNOWN], utc=True) <= end]
+        times = pd.to_datetime(known["event_timestamp"], utc=True)
+        return int((times > times.max() - pd.Timedelta(days=28)).sum())
+
+    drawn_events = events[events["shipment_id"].isin(drawn_ships)]
+    assert runs[0].quality["rows"] == window_rows(drawn_events) < window_rows(events)
+    newest = pd.to_datetime(events["event_timestamp"], utc=True).max()
+    assert runs[0].current_span[1] <= newest
+    assert runs[0].current_span[1] > newest - pd.Timedelta(days=1)
+    pd.testing.assert_frame_equal(runs[0].table, runs[1].table)
