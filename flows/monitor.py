@@ -376,6 +376,7 @@ def update_window_offsets() -> dict | None:
     registered ACI state)."""
     import mlflow
 
+    from features.contract.schema import CONTRACT
     from features.instants import watermark
     from features.store.config import feature_store
     from models import delivery_estimate
@@ -413,7 +414,16 @@ def update_window_offsets() -> dict | None:
                 log.info("%s v%s: no ACI state registered: %s", spec.name, champion.version, error)
                 return None
             state = AciState.from_dict(json.loads(Path(path).read_text()))
-    tables = load_raw_tables(settings, spec.raw_tables, spec.optional_tables)
+    # The columns the outcomes read, and every instant: the night's end is taken from them.
+    columns = {
+        name: [
+            *delivery_estimate.OUTCOME_COLUMNS.get(name, ()),
+            *(c.name for c in CONTRACT[name].columns if c.kind == "timestamp"),
+        ]
+        for name in (*spec.raw_tables, *spec.optional_tables)
+    }
+    columns = {name: list(dict.fromkeys(wanted)) for name, wanted in columns.items()}
+    tables = load_raw_tables(settings, spec.raw_tables, spec.optional_tables, columns)
     cut = watermark(dict(tables), happened=True)
     # Only the parcels still open at the last update are read again.
     tables = open_since(tables, state.consumed_until)

@@ -61,12 +61,21 @@ PROMISED = "promised_ts"
 TIMEZONE = "timezone"
 
 
+# The raw columns `decision_outcomes` reads, by table: a reader may leave out the rest.
+OUTCOME_COLUMNS: dict[str, tuple[str, ...]] = {
+    "shipments": ("shipment_id", "order_id", "shipped_ts", PROMISED, DELIVERED),
+    "tracking_events": ("shipment_id", "event_type", "event_ts"),
+    "orders": ("order_id", "customer_id"),
+    "customers": ("customer_id", TIMEZONE),
+}
+
+
 def customer_timezones(tables: Mapping[str, pa.Table]) -> pd.DataFrame:
     """order_id → the customer's IANA time zone (empty when orders or customers are absent)."""
     if "orders" not in tables or "customers" not in tables:
         return pd.DataFrame({"order_id": pd.Series(dtype=object), TIMEZONE: []})
-    orders = tables["orders"].select(["order_id", "customer_id"]).to_pandas()
-    customers = tables["customers"].select(["customer_id", "timezone"]).to_pandas()
+    orders = tables["orders"].select(list(OUTCOME_COLUMNS["orders"])).to_pandas()
+    customers = tables["customers"].select(list(OUTCOME_COLUMNS["customers"])).to_pandas()
     return orders.merge(customers, on="customer_id", how="left")[["order_id", TIMEZONE]]
 
 
@@ -93,11 +102,7 @@ def label_events(tables: dict[str, pa.Table]) -> pd.DataFrame:
 def decision_outcomes(tables: dict[str, pa.Table]) -> pd.DataFrame:
     """`label_events` of every shipment, settled or not: a parcel still on its way has no
     delivery (NaT) yet, and its `label_ts` (the earliest it can be settled) lies ahead."""
-    ships = (
-        tables["shipments"]
-        .select(["shipment_id", "order_id", "shipped_ts", "promised_ts", "delivered_ts"])
-        .to_pandas()
-    )
+    ships = tables["shipments"].select(list(OUTCOME_COLUMNS["shipments"])).to_pandas()
     for column in ("shipped_ts", PROMISED, DELIVERED):
         ships[column] = pd.to_datetime(ships[column], utc=True)
     events = tables.get("tracking_events")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,7 +43,10 @@ class TrainingData:
 
 
 def load_raw_tables(
-    settings: Settings, names: tuple[str, ...], optional: tuple[str, ...] = ()
+    settings: Settings,
+    names: tuple[str, ...],
+    optional: tuple[str, ...] = (),
+    columns: Mapping[str, Sequence[str]] | None = None,
 ) -> dict[str, pa.Table]:
     """The named contract tables of the current published raw version.
 
@@ -51,12 +54,14 @@ def load_raw_tables(
         settings: Where the published raw versions live.
         names: Tables that must be present.
         optional: Tables read when present.
+        columns: Per table, the columns to read (default: all).
 
     Raises:
         FileNotFoundError: Nothing was ingested, or a needed table is absent.
     """
     folder = latest_raw(settings.raw_root)
-    tables = read_validated(folder, tables=[*names, *optional])
+    wanted = {n: list(c) for n, c in (columns or {}).items()}
+    tables = read_validated(folder, tables=[*names, *optional], columns=wanted)
     missing = sorted(set(names) - set(tables))
     if missing:
         raise FileNotFoundError(f"tables {missing} not found in {folder}")
