@@ -119,9 +119,11 @@ def extendable(raw: Path, previous: Path | None) -> Extension | None:
     return Extension(previous, pd.Timestamp(built[SINCE]), pd.Timestamp(built[CREATED]))
 
 
-def restrict(prepared: Prepared, codes: np.ndarray) -> Prepared:
+def restrict(prepared: Prepared, codes: np.ndarray, consume: bool = False) -> Prepared:
     """The prepared events of the customers at positions `codes` (sorted, unique) only,
-    renumbered 0..len(codes)-1 in that order."""
+    renumbered 0..len(codes)-1 in that order. With `consume`, each kind of events is taken
+    out of `prepared` as it is cut, so that the whole and the cut are held together one kind
+    at a time (a night's increment at a million customers cuts most of them)."""
     codes = np.asarray(codes, dtype=np.int64)
 
     def kept(events: Events | None) -> Events | None:
@@ -132,7 +134,11 @@ def restrict(prepared: Prepared, codes: np.ndarray) -> Prepared:
         entity = np.searchsorted(codes, events.entity[inside])
         return Events(entity, events.ts[inside], {k: v[inside] for k, v in events.values.items()})
 
-    kinds = {name: (kept(events), windows) for name, (events, windows) in prepared.kinds.items()}
+    kinds = {}
+    for name in list(prepared.kinds):
+        events, windows = prepared.kinds.pop(name) if consume else prepared.kinds[name]
+        kinds[name] = (kept(events), windows)
+        del events
     return Prepared(prepared.customers.take(pa.array(codes)), kinds, prepared.end_s)
 
 
@@ -180,7 +186,8 @@ def snapshot_increment(
     known = stale_code >= 0
     stale_code, stale_s = stale_code[known], stale_s[known]
     codes = np.union1d(rows_after(prepared, since_s), stale_code)
-    subset = restrict(prepared, codes)
+    subset = restrict(prepared, codes, consume=True)
+    del prepared
     extra = (np.searchsorted(codes, stale_code), stale_s)
     n, rows = len(codes), 0
     for lo in range(0, n, chunk_customers):

@@ -142,3 +142,30 @@ def test_only_the_version_the_day_was_appended_to_by_the_same_code_is_extended(
     # A version built by other feature code is rebuilt, not extended.
     monkeypatch.setattr(increment, "code_digest", lambda: "other")
     assert increment.extendable(raw, versions[-2]) is None
+
+
+def test_a_consuming_cut_gives_the_same_events_and_lets_the_whole_go(sim_tables) -> None:
+    """Cutting the prepared events kind by kind out of the whole gives the cut a plain cut
+    gives, and leaves the whole without events: the two are never held whole together."""
+    from features.build import customers as customer_build
+
+    codes = np.arange(0, sim_tables["customers"].num_rows, 3)
+    plain = increment.restrict(customer_build.prepare(dict(sim_tables)), codes)
+    whole = customer_build.prepare(dict(sim_tables))
+    consumed = increment.restrict(whole, codes, consume=True)
+    assert whole.kinds == {}
+    assert consumed.customers.equals(plain.customers)
+    assert consumed.end_s == plain.end_s
+    assert consumed.kinds.keys() == plain.kinds.keys()
+    for name, (events, windows) in plain.kinds.items():
+        got, got_windows = consumed.kinds[name]
+        assert got_windows == windows
+        if events is None:
+            assert got is None
+            continue
+        assert len(events.entity) > 0 or name.startswith("last_order")
+        np.testing.assert_array_equal(got.entity, events.entity)
+        np.testing.assert_array_equal(got.ts, events.ts)
+        assert got.values.keys() == events.values.keys()
+        for key, values in events.values.items():
+            np.testing.assert_array_equal(got.values[key], values)
