@@ -416,13 +416,14 @@ def update_window_offsets() -> dict | None:
             state = AciState.from_dict(json.loads(Path(path).read_text()))
     # The columns the outcomes read, and every instant: the night's end is taken from them.
     columns = {
-        name: [
-            *delivery_estimate.OUTCOME_COLUMNS.get(name, ()),
-            *(c.name for c in CONTRACT[name].columns if c.kind == "timestamp"),
-        ]
+        name: dict.fromkeys(
+            [
+                *delivery_estimate.OUTCOME_COLUMNS.get(name, ()),
+                *(c.name for c in CONTRACT[name].columns if c.kind == "timestamp"),
+            ]
+        )
         for name in (*spec.raw_tables, *spec.optional_tables)
     }
-    columns = {name: list(dict.fromkeys(wanted)) for name, wanted in columns.items()}
     tables = load_raw_tables(settings, spec.raw_tables, spec.optional_tables, columns)
     cut = watermark(dict(tables), happened=True)
     # Only the parcels still open at the last update are read again.

@@ -138,7 +138,6 @@ def restrict(prepared: Prepared, codes: np.ndarray, consume: bool = False) -> Pr
     for name in list(prepared.kinds):
         events, windows = prepared.kinds.pop(name) if consume else prepared.kinds[name]
         kinds[name] = (kept(events), windows)
-        del events
     return Prepared(prepared.customers.take(pa.array(codes)), kinds, prepared.end_s)
 
 
