@@ -171,35 +171,47 @@ def snapshot_increment(
     since: pd.Timestamp,
     restated: pa.Table,
     chunk_customers: int = customer_build.CHUNK_CUSTOMERS,
+    range_customers: int = customer_build.RANGE_CUSTOMERS,
 ) -> Iterator[pa.Table]:
     """The snapshot rows stamped after `since` of every customer who has one in the raw
     `tables` or in `restated` (the previous version's rows after `since`: each is restated at
     its instant), a chunk of customers at a time.
+
+    The customers' events are prepared `range_customers` at a time
+    (`customer_build.prepare_range`): the rows are those of one preparation of everyone, in
+    the same order, at a peak memory that grows with the range instead of the business.
     """
     started = time.perf_counter()
-    prepared = customer_build.prepare(tables)
+    end = customer_build.data_end(tables)
     since_s = int(since.value // 1000 // US_PER_S)
-    lookup = prepared.customers.column("customer_id").combine_chunks()
-    stale_code = codes_in(restated.column("customer_id"), lookup)
-    stale_s = us(restated.column("event_ts").to_pandas()) // US_PER_S
-    known = stale_code >= 0
-    stale_code, stale_s = stale_code[known], stale_s[known]
-    codes = np.union1d(rows_after(prepared, since_s), stale_code)
-    subset = restrict(prepared, codes, consume=True)
-    del prepared
-    extra = (np.searchsorted(codes, stale_code), stale_s)
-    n, rows = len(codes), 0
-    for lo in range(0, n, chunk_customers):
-        built = customer_build.snapshots(subset, lo, min(lo + chunk_customers, n), extra)
-        seconds = pc.divide(pc.cast(built.column("event_ts"), pa.int64()), US_PER_S)
-        after = built.filter(pc.greater(seconds, since_s))
-        rows += after.num_rows
-        yield after
+    restated_s = us(restated.column("event_ts").to_pandas()) // US_PER_S
+    n_customers = tables["customers"].num_rows
+    total = rows = 0
+    for lo in range(0, max(n_customers, 1), range_customers):
+        hi = min(lo + range_customers, n_customers)
+        prepared = customer_build.prepare_range(tables, lo, hi, end)
+        lookup = prepared.customers.column("customer_id").combine_chunks()
+        stale_code = codes_in(restated.column("customer_id"), lookup)
+        known = stale_code >= 0
+        stale_code, stale_s = stale_code[known], restated_s[known]
+        codes = np.union1d(rows_after(prepared, since_s), stale_code)
+        chosen = restrict(prepared, codes, consume=True)
+        del prepared
+        extra = (np.searchsorted(codes, stale_code), stale_s)
+        n = len(codes)
+        total += n
+        for first in range(0, n, chunk_customers):
+            built = customer_build.snapshots(chosen, first, min(first + chunk_customers, n), extra)
+            seconds = pc.divide(pc.cast(built.column("event_ts"), pa.int64()), US_PER_S)
+            after = built.filter(pc.greater(seconds, since_s))
+            rows += after.num_rows
+            yield after
+        del chosen
     log.info(
         "%s: %d rows of %d customers after %s in %.1f s",
         VIEW,
         rows,
-        n,
+        total,
         since.isoformat(),
         time.perf_counter() - started,
     )

@@ -123,16 +123,21 @@ def watermark_of(raw: Path, *, happened: bool = False) -> pd.Timestamp:
     return max(latest)
 
 
+# Customers in one unit of the snapshot table: units short enough that the workers end
+# together, long enough that cutting the tables to each costs little.
+UNIT_CUSTOMERS = 100_000
+
+
 # Worker state: the raw tables of the view the worker is on (and of which raw folder: a Dask
-# worker outlives one build), and the prepared customer events. A Dask worker may run units
-# on several threads: they share the state under the lock.
+# worker outlives one build), and, for the customer snapshots, where the data end. A Dask
+# worker may run units on several threads: they share the state under the lock.
 _state: dict = {}
 _state_lock = threading.Lock()
 
 
-def _tables_for(raw: Path, view: str, prepared: bool = True) -> tuple[dict[str, pa.Table], object]:
-    """The raw tables a view reads, and (with `prepared`) the prepared customer events
-    (snapshots only)."""
+def _tables_for(raw: Path, view: str) -> tuple[dict[str, pa.Table], pd.Timestamp | None]:
+    """The raw tables a view reads, and (customer snapshots only) the data's end
+    (`customer_build.data_end`), which every range of customers ends at."""
     with _state_lock:
         if _state.get("key") != (str(raw), view):
             _state.clear()
@@ -140,9 +145,9 @@ def _tables_for(raw: Path, view: str, prepared: bool = True) -> tuple[dict[str, 
             _state["tables"] = read_validated(raw, tables=list(needs), columns=needs)
             _state["key"] = (str(raw), view)
         tables = _state["tables"]
-        if prepared and view == "customer_snapshots" and "prepared" not in _state:
-            _state["prepared"] = customer_build.prepare(tables)
-        return tables, _state.get("prepared")
+        if view == "customer_snapshots" and "end" not in _state:
+            _state["end"] = customer_build.data_end(tables)
+        return tables, _state.get("end")
 
 
 def _forget() -> None:
@@ -154,7 +159,7 @@ def _forget() -> None:
 def _run(raw: Path, staging: Path, created: pd.Timestamp, unit: Unit) -> tuple[Unit, int, float]:
     """Build one unit and write it as a part; returns its row count and seconds."""
     started = time.perf_counter()
-    tables, prepared = _tables_for(raw, unit.view, prepared=unit.since is None)
+    tables, end = _tables_for(raw, unit.view)
     view = next(v for v in feature_views() if v.name == unit.view)
     builder, folder = BUILDERS[unit.view]
     if unit.since is not None and unit.previous is not None:
@@ -162,7 +167,7 @@ def _run(raw: Path, staging: Path, created: pd.Timestamp, unit: Unit) -> tuple[U
         restated = increment.previous_rows_after(Path(unit.previous), since)
         chunks = increment.snapshot_increment(tables, since, restated)
     elif unit.view == "customer_snapshots":
-        chunks = [customer_build.snapshots(prepared, unit.lo, unit.hi)]
+        chunks = customer_build.range_snapshots(tables, unit.lo, unit.hi, end)
     else:
         # Whole tables stream chunk by chunk (shipments come in ranges of shipments).
         chunks = builder(tables)
@@ -198,7 +203,7 @@ def build_parallel(
     raw: Path,
     root: Path,
     workers: int = 2,
-    chunk_customers: int = customer_build.CHUNK_CUSTOMERS,
+    chunk_customers: int = UNIT_CUSTOMERS,
     client: Client | None = None,
     extension: increment.Extension | None = None,
 ) -> Path:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -169,3 +170,62 @@ def test_a_consuming_cut_gives_the_same_events_and_lets_the_whole_go(sim_tables)
         assert got.values.keys() == events.values.keys()
         for key, values in events.values.items():
             np.testing.assert_array_equal(got.values[key], values)
+
+
+def test_an_increment_prepared_by_ranges_of_customers_writes_the_same_rows(nights) -> None:
+    """The rows added after a day, prepared a few customers at a time, are the rows one
+    preparation of every customer gives, in the same order: each range ends where the
+    whole business ends."""
+    previous = nights["versions"][-2]
+    since = pd.Timestamp(versioned.metadata(previous)[increment.SINCE])
+    restated = increment.previous_rows_after(previous, since)
+    tables = read_validated(nights["raw"])
+    customers = tables["customers"].num_rows
+
+    def rows(range_customers: int) -> pd.DataFrame:
+        chunks = increment.snapshot_increment(
+            tables, since, restated, chunk_customers=50, range_customers=range_customers
+        )
+        return pd.concat([c.to_pandas() for c in chunks], ignore_index=True)
+
+    whole = rows(customers)
+    assert len(whole) > 0
+    for size in (137, 1):
+        pd.testing.assert_frame_equal(rows(size), whole)
+
+
+def test_the_data_end_is_the_midnight_after_the_latest_prepared_event(sim_tables) -> None:
+    """`data_end`, read from the instant columns alone, is the midnight after the latest
+    event that preparing every customer makes (the default end of the snapshots)."""
+    from features.build import customers as customer_build
+    from features.build.common import US_PER_DAY
+
+    prepared = customer_build.prepare(dict(sim_tables))
+    latest = max(
+        int(events.ts.max())
+        for name, (events, _) in prepared.kinds.items()
+        if events is not None and len(events.ts) and not name.startswith("last_order")
+    )
+    expected = pd.Timestamp((latest // US_PER_DAY + 1) * US_PER_DAY, unit="us", tz="UTC")
+    assert customer_build.data_end(dict(sim_tables)) == expected
+    assert prepared.end_s == expected.value // 1_000_000_000
+
+
+def test_snapshots_built_by_ranges_of_customers_are_those_of_one_preparation(sim_tables) -> None:
+    """The whole snapshot table, prepared a few customers at a time, equals the table one
+    preparation of every customer gives, row for row."""
+    from features.build import customers as customer_build
+
+    tables = dict(sim_tables)
+    n = tables["customers"].num_rows
+
+    def table(range_customers: int, chunk_customers: int):
+        return pa.concat_tables(
+            customer_build.customer_feature_chunks(
+                tables, chunk_customers=chunk_customers, range_customers=range_customers
+            )
+        )
+
+    whole = table(n, n)
+    assert whole.num_rows > n
+    assert table(97, 13).equals(whole)
