@@ -18,7 +18,6 @@ from features.build.parallel import watermark_of
 from features.ingest import latest_raw
 from features.store.config import feature_store
 from models.spec import SplitError
-from training.data import load_raw_tables
 from training.due import record_data_end
 from training.report import ModelSummary, summarize
 from training.trainer import TrainOptions
@@ -37,8 +36,10 @@ def train_model(
     spec = MODELS[name]
     settings = get_settings()
     raw = latest_raw(settings.raw_root)
-    tables = load_raw_tables(settings, spec.raw_tables, spec.optional_tables)
-    options = TrainOptions(tables=tables, tracking_uri=tracking_uri, test_fraction=test_fraction)
+    # The trainer reads the raw tables of `raw` itself and holds the only reference to them,
+    # so that it can let them go once the rows are labelled (gigabytes at a million
+    # customers), which a table held here would prevent.
+    options = TrainOptions(tracking_uri=tracking_uri, test_fraction=test_fraction)
     result = train_one(spec, feature_store(settings), settings, options)
     if result.run_id is not None:
         # The pipeline measures a champion's age in the data's days (`training.due`).

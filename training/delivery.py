@@ -149,6 +149,10 @@ def train_window(
     data = training_data(spec, store, tables)
     frame, features = data.frame, data.features
     seconds["features"] = time.perf_counter() - started
+    # The raw tables are done with once labelled: their digests now, and nothing of them
+    # held through the fits.
+    versions = data_version({n: tables[n] for n in spec.tables if n in tables}, data.feature_files)
+    del tables
 
     windows = time_split(frame, spec.split, EVENT_TIME, LABEL_KNOWN)
     train_rows, valid_rows, test_rows = (frame.loc[w.index] for w in windows.windows())
@@ -252,7 +256,6 @@ def train_window(
         baseline_metrics["coverage"],
         metrics["median_width_days"],
     )
-    versions = data_version({n: tables[n] for n in spec.tables if n in tables}, data.feature_files)
     result = TrainResult(
         name=spec.name,
         primary_metric=spec.primary_metric,

@@ -539,11 +539,20 @@ def train_uplift(
     seconds: dict[str, float] = {}
     started = time.perf_counter()
     prepared = prepare_rows(spec, store, settings, options)
-    spec, options, tables, data = prepared.spec, prepared.options, prepared.tables, prepared.data
+    spec, options, data = prepared.spec, prepared.options, prepared.data
     features, split, layout = prepared.features, prepared.split, prepared.layout
     train_rows, valid_rows, test_rows = prepared.train, prepared.valid, prepared.test
     share, learned, skipped = prepared.share, prepared.learned, prepared.skipped
     seconds["features"] = time.perf_counter() - started
+    bins = int(spec.options.get("interval_bins", 5))
+    level = float(spec.options.get("interval", 0.9))
+    # The raw tables are done with once the rows are labelled: their digests and the second
+    # outcomes now, and nothing of them held through the fits (2.7 GiB at a million
+    # customers).
+    read = [n for n in spec.tables if n in prepared.tables]
+    versions = data_version({n: prepared.tables[n] for n in read}, data.feature_files)
+    second = second_effects(data.frame, prepared.tables, level)
+    prepared.tables = {}
 
     candidates: dict[str, Fitted] = {}
     capacity = spec.capacity
@@ -611,8 +620,6 @@ def train_uplift(
             why += f"; it beat {SIMPLEST} in {share:.0%} of paired resamples"
     log.info("%s: %s", spec.name, why)
 
-    bins = int(spec.options.get("interval_bins", 5))
-    level = float(spec.options.get("interval", 0.9))
     model = replace(winner.model, intervals=intervals_from(winner.valid, valid_rows, bins, level))
 
     clock = time.perf_counter()
@@ -650,7 +657,6 @@ def train_uplift(
         if row.ranking == "model":
             metrics[f"{row.metric}_low"], metrics[f"{row.metric}_high"] = row.low, row.high
     per_action = _per_action(scores, capacity)
-    second = second_effects(data.frame, tables, level)
     for row in second.itertuples():
         log.info(
             "%s: %s changes %s by %+.3f [%+.3f, %+.3f] (%d sent, %d held out)",
@@ -675,8 +681,6 @@ def train_uplift(
         len(test_rows),
     )
 
-    read = [n for n in spec.tables if n in tables]
-    versions = data_version({n: tables[n] for n in read}, data.feature_files)
     result = TrainResult(
         name=spec.name,
         primary_metric=spec.primary_metric,
