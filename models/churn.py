@@ -43,7 +43,8 @@ def has_ordered(orders_total) -> np.ndarray:
     Args:
         orders_total: The customers' `orders_total` feature values (a column or a list).
     """
-    return np.nan_to_num(np.asarray(orders_total, dtype=np.float64)) > 0
+    # Missing (NaN) compares false, as a count of zero does.
+    return np.asarray(orders_total, dtype=np.float64) > 0
 
 
 def label_events(tables: dict[str, pa.Table]) -> pd.DataFrame:

@@ -67,6 +67,16 @@ class DomainMetrics:
         )
         self._versions: dict[str, str] = {}
         self._lock = threading.Lock()
+        self._children: dict[tuple[int, tuple[str, ...]], object] = {}
+
+    def child(self, metric, *labels: str):
+        """`metric.labels(*labels)`, looked up once: the client checks and locks on each call,
+        a cost paid several times per answer, and gives the same child every time."""
+        key = (id(metric), labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found
 
     def answered(
         self,
@@ -77,11 +87,11 @@ class DomainMetrics:
     ) -> None:
         """Count one answer: each id's status, and the scores and bands it served."""
         for status in statuses:
-            self.ids.labels(model, status).inc()
+            self.child(self.ids, model, status).inc()
         for p in probabilities:
-            self.scores.labels(model).observe(p)
+            self.child(self.scores, model).observe(p)
         for band in bands:
-            self.bands.labels(model, band).inc()
+            self.child(self.bands, model, band).inc()
 
     def load(self, versions: dict[str, str]) -> None:
         """Mark the loaded champion versions (model → version), unmarking replaced ones."""

@@ -271,13 +271,10 @@ class OfferRecommender:
         now_s = as_of.timestamp()
         matrix, names, returns_total = self.candidate_matrix(order, customer, by_category, now_s)
         probability = self.model.probability(matrix)
-        actions = self.policy.actions
-        discount = actions["discount"].to_numpy(np.float64)
+        kinds, none, discount = list(self._actions[0]), self._none, self._discount.copy()
         code = np.array([self._category_code[name] for name in names])
         value = catalogue.price[code] * (catalogue.margin[code] - discount)
         expected = probability * value
-        kinds = actions["offer_type"].tolist()
-        none = np.array([kind == nbo.NONE for kind in kinds])
         allowed = offer_policy.allowed_mask(returns_total, kinds)
         ranked = offer_policy.ranked_offers(expected[None, :], allowed[None, :], none)[0]
         return Decision(
@@ -347,6 +344,14 @@ class OfferRecommender:
             actions["category"].tolist(),
             [float(d) for d in actions["discount"].tolist()],
         )
+
+    @cached_property
+    def _discount(self) -> np.ndarray:
+        return self.policy.actions["discount"].to_numpy(np.float64)
+
+    @cached_property
+    def _none(self) -> np.ndarray:
+        return np.array([kind == nbo.NONE for kind in self._actions[0]])
 
     @cached_property
     def _category_code(self) -> dict[str, int]:

@@ -284,23 +284,53 @@ class ContactValues:
         reasons of the customer's own contacts (`own_contact_reasons`)."""
         rows = len(self)
         held = np.zeros((rows, len(CONTACT_REASONS)), dtype=bool)
-        # Every count column is made numeric in one call: a conversion per reason and column
-        # cost most of a one-id churn answer in pandas' overhead (profiled: 6 of its 8 ms).
-        counts = np.zeros((rows, len(self.columns)))
         if self.columns and rows:
             try:  # numbers and None, as the stores hold them: NumPy converts them at once
                 numbers = self.counts.astype(np.float64)
             except (TypeError, ValueError):
                 flat = pd.Series(self.counts.ravel())
                 numbers = pd.to_numeric(flat, errors="coerce").to_numpy(dtype=np.float64)
-            counts = np.nan_to_num(numbers, nan=0.0).reshape(rows, len(self.columns))
-        for r, (reason, own) in enumerate(
-            zip(CONTACT_REASONS, reason_positions(self.columns), strict=True)
-        ):
-            if own:
-                held[:, r] = counts[:, own].max(axis=1) > 0
-            held[:, r] |= self.latest == reason
+            # A count held when positive; NaN (missing) compares false, as zero would. One
+            # product gives every reason's "any column positive" (a loop over reasons and
+            # their columns cost most of a one-id churn answer's own time).
+            positive = numbers.reshape(rows, len(self.columns)) > 0
+            held = (positive.astype(np.float64) @ reason_membership(self.columns)) > 0
+        held |= self.latest[:, None] == _REASONS
         return held
+
+
+# `CONTACT_REASONS` as an object row, to compare a column of latest reasons with at once.
+_REASONS = np.array(CONTACT_REASONS, dtype=object)[None, :]
+
+
+@lru_cache(maxsize=16)
+def reason_membership(names: tuple[str, ...]) -> np.ndarray:
+    """Which of `names` are each reason's `contacts_<reason>_` columns: ones in a matrix of
+    one row per name and one column per reason of `CONTACT_REASONS`."""
+    membership = np.zeros((len(names), len(CONTACT_REASONS)))
+    for r, own in enumerate(reason_positions(names)):
+        membership[own, r] = 1.0
+    return membership
+
+
+@dataclass(frozen=True)
+class _ContactPlan:
+    """Where `driving_contact_reason` reads one model's contributions: per reason, the
+    positions of its count columns (as one array when every reason has as many), and the
+    latest contact reason's position (None when not a feature)."""
+
+    positions: tuple[list[int], ...]
+    stacked: np.ndarray | None
+    latest: int | None
+
+
+@lru_cache(maxsize=16)
+def _contact_plan(features: tuple[str, ...]) -> _ContactPlan:
+    positions = reason_positions(features)
+    widths = {len(own) for own in positions}
+    stacked = np.array(positions, dtype=np.intp) if len(widths) == 1 and 0 not in widths else None
+    latest = features.index("last_contact_reason") if "last_contact_reason" in features else None
+    return _ContactPlan(positions, stacked, latest)
 
 
 def driving_contact_reason(
@@ -321,21 +351,25 @@ def driving_contact_reason(
         return []
     if isinstance(values, pd.DataFrame):
         values = ContactValues.of_frame(values)
-    sums = np.zeros((len(contrib), len(CONTACT_REASONS)))
-    for r, columns in enumerate(reason_positions(tuple(features))):
-        if columns:
-            sums[:, r] = contrib[:, columns].sum(axis=1)
+    plan = _contact_plan(tuple(features))
+    if plan.stacked is not None:
+        # Every reason's columns in one gather, summed along the same axis as one at a time.
+        sums = contrib[:, plan.stacked].sum(axis=2)
+    else:
+        sums = np.zeros((len(contrib), len(CONTACT_REASONS)))
+        for r, columns in enumerate(plan.positions):
+            if columns:
+                sums[:, r] = contrib[:, columns].sum(axis=1)
     held = values.held()
-    if "last_contact_reason" in features and len(contrib):
-        own = contrib[:, list(features).index("last_contact_reason")]
+    if plan.latest is not None and len(contrib):
+        own = contrib[:, plan.latest]
         for i, reason in enumerate(values.latest):
             if reason in CONTACT_REASONS:
                 sums[i, CONTACT_REASONS.index(reason)] += own[i]
     sums = np.where(held, sums, -np.inf)
     best = sums.argmax(axis=1) if len(contrib) else np.zeros(0, dtype=np.int64)
-    return [
-        CONTACT_REASONS[j] if held[i].any() else NO_CONTACT for i, j in enumerate(best.tolist())
-    ]
+    named = held.any(axis=1).tolist()
+    return [CONTACT_REASONS[j] if named[i] else NO_CONTACT for i, j in enumerate(best.tolist())]
 
 
 def local_date(instant: pd.Timestamp, timezone: str | None) -> date:

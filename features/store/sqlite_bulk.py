@@ -34,6 +34,7 @@ import itertools
 import json
 import logging
 import sqlite3
+import struct
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -50,6 +51,7 @@ from feast.infra.online_stores.online_store import OnlineStore
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.protos.feast.types.Value_pb2 import RepeatedValue
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
+from feast.protos.feast.types.Value_pb2 import ValueType as ValueTypeProto
 from feast.repo_config import FeastConfigBaseModel, RepoConfig
 from pydantic import PositiveInt, StrictStr
 
@@ -69,6 +71,8 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_US = timedelta(microseconds=1)
 # Stay far below SQLITE_MAX_VARIABLE_NUMBER (32,766 since 3.32) on large multi-key reads.
 _READ_BATCH = 500
+_COUNT = struct.Struct("<I")
+_STRING_HEADER = struct.Struct("<II")
 
 
 class BulkSqliteOnlineStoreConfig(FeastConfigBaseModel):
@@ -101,6 +105,19 @@ def layout_id(feature_names: Sequence[str]) -> int:
     return int.from_bytes(digest, "little", signed=True)
 
 
+def string_entity_key(join_keys: Sequence[str], values: Sequence[str]) -> bytes:
+    """Feast's `serialize_entity_key` (version 3) of an entity key whose values are strings,
+    without building its proto: the count, then the join keys in sorted order, then their
+    values, each as its type, length and UTF-8 bytes."""
+    pairs = sorted(zip(join_keys, values, strict=True)) if len(join_keys) > 1 else None
+    names, strings = (join_keys, values) if pairs is None else zip(*pairs, strict=True)
+    parts = [_COUNT.pack(len(join_keys))]
+    for text in (*names, *strings):
+        encoded = text.encode("utf8")
+        parts += [_STRING_HEADER.pack(ValueTypeProto.STRING, len(encoded)), encoded]
+    return b"".join(parts)
+
+
 def _quote(identifier: str) -> str:
     return '"' + identifier.replace('"', '""') + '"'
 
@@ -124,7 +141,8 @@ def _upsert_sql(table_name: str) -> str:
 class BulkSqliteOnlineStore(OnlineStore):
     """SQLite online store with one row per entity and a vectorised bulk write path.
 
-    Reads go through Feast's ordinary `get_online_features`; bulk writes come through
+    Reads go through Feast's ordinary `get_online_features`, or `read_values` for a caller
+    that reads a few entities many times a second; bulk writes come through
     `write_arrow` (materialisation routed by `features.store.provider.BulkProvider`), and
     Feast's generic `online_write_batch` still works for pushes and small writes.
     """
@@ -136,6 +154,7 @@ class BulkSqliteOnlineStore(OnlineStore):
         self._lock = threading.Lock()
         self._layouts: dict[int, tuple[str, ...]] = {}
         self._picks: dict[tuple[int, tuple[str, ...] | None], list[tuple[str, int]]] = {}
+        self._positions: dict[tuple[int, tuple[str, ...]], list[int | None]] = {}
 
     # -- connection and tables --
 
@@ -374,24 +393,7 @@ class BulkSqliteOnlineStore(OnlineStore):
         keys = [
             serialize_entity_key(k, entity_key_serialization_version=version) for k in entity_keys
         ]
-        t = _quote(self.table_name(config, table))
-        found: dict[bytes, tuple[int, int, bytes]] = {}
-        if len(keys) == 1:
-            sql = f"SELECT entity_key, event_ts, layout_id, vals FROM {t} WHERE entity_key = ?"
-            rows: list[tuple] = conn.execute(sql, keys).fetchall()
-        else:
-            rows = []
-            for start in range(0, len(keys), _READ_BATCH):
-                batch = keys[start : start + _READ_BATCH]
-                marks = ",".join("?" * len(batch))
-                sql = (
-                    f"SELECT entity_key, event_ts, layout_id, vals FROM {t} "
-                    f"WHERE entity_key IN ({marks})"
-                )
-                rows += conn.execute(sql, batch).fetchall()
-        for key, event_ts, ident, vals in rows:
-            found[key] = (event_ts, ident, vals)
-
+        found = self._stored(conn, self.table_name(config, table), keys)
         wanted = tuple(requested_features) if requested_features is not None else None
         result: list[tuple[datetime | None, dict[str, ValueProto] | None]] = []
         for key in keys:
@@ -410,6 +412,74 @@ class BulkSqliteOnlineStore(OnlineStore):
             values = RepeatedValue.FromString(vals).val
             result.append((_EPOCH + event_ts * _ONE_US, {name: values[i] for name, i in picks}))
         return result
+
+    def read_values(
+        self,
+        config: RepoConfig,
+        table: FeatureView,
+        join_keys: Sequence[str],
+        entity_values: Sequence[Sequence[str]],
+        features: Sequence[str],
+    ) -> list[tuple[int, list[ValueProto | None]] | None]:
+        """`online_read` for string join keys, without entity-key protos: per entity (its
+        values in `join_keys` order), the latest row's event time in microseconds since the
+        epoch and its `features` values in that order (None for a feature the row lacks);
+        None for an unknown entity. A request reads one to a dozen entities, and building
+        the protos, serializing them and keying each row's values by name cost more than
+        the SQLite lookup itself."""
+        conn = self._get_conn(config)
+        version = config.entity_key_serialization_version
+        if version == 3:
+            keys = [string_entity_key(join_keys, values) for values in entity_values]
+        else:
+            keys = [
+                serialize_entity_key(
+                    EntityKeyProto(
+                        join_keys=list(join_keys),
+                        entity_values=[ValueProto(string_val=v) for v in values],
+                    ),
+                    entity_key_serialization_version=version,
+                )
+                for values in entity_values
+            ]
+        found = self._stored(conn, self.table_name(config, table), keys)
+        wanted = tuple(features)
+        result: list[tuple[int, list[ValueProto | None]] | None] = []
+        for key in keys:
+            hit = found.get(key)
+            if hit is None:
+                result.append(None)
+                continue
+            event_ts, ident, vals = hit
+            positions = self._positions.get((ident, wanted))
+            if positions is None:
+                index = {name: i for i, name in enumerate(self._layout_names(conn, ident))}
+                positions = [index.get(name) for name in wanted]
+                self._positions[(ident, wanted)] = positions
+            values = RepeatedValue.FromString(vals).val
+            result.append((event_ts, [None if i is None else values[i] for i in positions]))
+        return result
+
+    @staticmethod
+    def _stored(
+        conn: sqlite3.Connection, table_name: str, keys: Sequence[bytes]
+    ) -> dict[bytes, tuple[int, int, bytes]]:
+        """Serialized entity key → its stored (event_ts, layout_id, vals), for those found."""
+        t = _quote(table_name)
+        if len(keys) == 1:
+            sql = f"SELECT entity_key, event_ts, layout_id, vals FROM {t} WHERE entity_key = ?"
+            rows: list[tuple] = conn.execute(sql, keys).fetchall()
+        else:
+            rows = []
+            for start in range(0, len(keys), _READ_BATCH):
+                batch = keys[start : start + _READ_BATCH]
+                marks = ",".join("?" * len(batch))
+                sql = (
+                    f"SELECT entity_key, event_ts, layout_id, vals FROM {t} "
+                    f"WHERE entity_key IN ({marks})"
+                )
+                rows += conn.execute(sql, batch).fetchall()
+        return {key: (event_ts, ident, vals) for key, event_ts, ident, vals in rows}
 
     def update(
         self,

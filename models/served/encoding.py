@@ -58,9 +58,10 @@ class FeatureLayout:
     def encode(self, name: str, value: object) -> float:
         """One input value as the model reads it: a category's code (NaN when unseen), a
         number as float (NaN when missing)."""
-        codes = self.codes.get(name)
-        if codes is not None:
-            return float(codes.get(MISSING_CATEGORY if _missing(value) else str(value), math.nan))
+        found = self._encoders.get(name)
+        if found is not None:
+            codes, missing_code = found
+            return missing_code if _missing(value) else codes.get(str(value), math.nan)
         return math.nan if _missing(value) else float(value)
 
     def matrix(self, data: pd.DataFrame, dtype: type[np.floating] = np.float64) -> np.ndarray:
@@ -104,9 +105,35 @@ class FeatureLayout:
             return np.full(len(values), missing_code)
         return np.where(codes >= 0, lookup[np.maximum(codes, 0)], missing_code)
 
+    @cached_property
+    def _encoders(self) -> dict[str, tuple[dict[str, float], float]]:
+        """Categorical feature → its categories' codes as floats and its missing value's
+        code, worked out once for `encode` and `row_values` (a request's rows are encoded
+        value by value in Python)."""
+        encoders = {}
+        for name, codes in self.codes.items():
+            floats = {value: float(code) for value, code in codes.items()}
+            encoders[name] = (floats, floats.get(MISSING_CATEGORY, math.nan))
+        return encoders
+
+    @cached_property
+    def _row_plan(self) -> tuple[tuple[str, dict[str, float] | None, float], ...]:
+        """Per feature in order: its name, its categories' codes (None for a number) and its
+        missing value's code."""
+        return tuple((name, *self._encoders.get(name, (None, math.nan))) for name in self.features)
+
     def row_values(self, record: Mapping[str, object]) -> np.ndarray:
-        """One row given as a dict, encoded as `matrix` encodes a frame's row."""
-        return np.array([self.encode(name, record.get(name)) for name in self.features])
+        """One row given as a dict, encoded as `matrix` encodes a frame's row (`encode`
+        of each feature, inlined)."""
+        out = []
+        get = record.get
+        for name, codes, missing_code in self._row_plan:
+            value = get(name)
+            if codes is None:
+                out.append(math.nan if _missing(value) else float(value))
+            else:
+                out.append(missing_code if _missing(value) else codes.get(str(value), math.nan))
+        return np.array(out)
 
     def records_matrix(self, records: Sequence[Mapping[str, object]]) -> np.ndarray:
         """A few rows given as dicts (the per-request path)."""

@@ -14,6 +14,7 @@ from models.served.classifier import ARM_CALIBRATION_FILE, CalibratedModel
 from models.served.reasons import reason_codes, top_reasons
 from serving.scoring import (
     NO_CONTACT,
+    ContactValues,
     ServedModel,
     band,
     driving_contact_reason,
@@ -156,6 +157,40 @@ def test_driving_contact_reason_is_always_one_of_the_customers_own() -> None:
         "complaint",
         "other",
     ]
+
+
+def test_driving_contact_reason_with_every_reasons_columns() -> None:
+    """A model with as many count columns per reason (the one-gather path) names what a
+    reason-by-reason reading names, from a frame and from a request's dicts."""
+    rng = np.random.default_rng(7)
+    features = [
+        *(f"contacts_{reason}_{days}d" for reason in CONTACT_REASONS for days in (30, 90)),
+        "last_contact_reason",
+    ]
+    rows = 40
+    contrib = rng.normal(size=(rows, len(features) + 1))
+    counts = rng.choice([0, 0, 0, 1, 2, None], size=(rows, len(features) - 1))
+    values = pd.DataFrame(counts, columns=features[:-1])
+    values["last_contact_reason"] = rng.choice([*CONTACT_REASONS, None], size=rows)
+    values.iloc[:2] = [[0] * (len(features) - 2) + [None, None]] * 2  # never contacted
+
+    def reference(i: int) -> str:
+        best, best_sum = NO_CONTACT, -np.inf
+        latest = values["last_contact_reason"].iloc[i]
+        for r, reason in enumerate(CONTACT_REASONS):
+            own = [2 * r, 2 * r + 1]
+            held = any((values.iat[i, j] or 0) > 0 for j in own) or latest == reason
+            total = contrib[i, own].sum() + (contrib[i, -2] if latest == reason else 0.0)
+            if held and total > best_sum:
+                best, best_sum = reason, total
+        return best
+
+    expected = [reference(i) for i in range(rows)]
+    assert NO_CONTACT in expected
+    assert len(set(expected)) > 3
+    assert driving_contact_reason(contrib, features, values) == expected
+    records = values.astype(object).where(values.notna(), None).to_dict("records")
+    assert driving_contact_reason(contrib, features, ContactValues.of_records(records)) == expected
 
 
 def test_top_reasons_skip_features_lowering_the_score() -> None:

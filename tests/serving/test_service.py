@@ -744,6 +744,34 @@ def test_online_reads_equal_a_point_in_time_retrieval(served_data, days_before) 
         assert compared > 0
 
 
+@pytest.mark.parametrize("days_before", [0, 40])
+def test_direct_sqlite_reads_equal_reads_through_feasts_provider(served_data, days_before) -> None:
+    """The readers' own SQLite path gives the records Feast's provider gives, point-in-time
+    fallback included, one key or many (the provider path serves other online stores)."""
+    at = served_data[2] - pd.Timedelta(days=days_before)
+    runtime = _runtime(served_data, as_of=at.to_pydatetime())
+    customers = [*_raw(served_data, "customers")["customer_id"].tolist()[:60], "unknown"]
+    shipments = [*_raw(served_data, "shipments")["shipment_id"].tolist()[-60:], "unknown"]
+    categories = [[c, "books"] for c in customers[:20]]
+    readers = [
+        (runtime.readers["churn"], [[i] for i in customers]),
+        (runtime.readers["delay_risk"], [[i] for i in shipments]),
+        (runtime.recommender.categories, categories),
+    ]
+    for reader, keys in readers:
+        direct = [reader.read([key], at)[0] for key in keys[:5]] + reader.read(keys, at)
+        assert reader._direct is not None
+        wrapper, reader.store = _FlakyStore(reader.store), _FlakyStore(reader.store)
+        try:
+            through = [reader.read([key], at)[0] for key in keys[:5]] + reader.read(keys, at)
+            assert reader._direct is None
+        finally:
+            reader.store = wrapper.store
+        assert direct == through
+        assert any(record is None for record in direct)
+        assert any(record is not None for record in direct)
+
+
 def test_order_reads_equal_a_point_in_time_retrieval(served_data) -> None:
     """The tracking page's order row is the order's state as of the decision instant."""
     at = served_data[2] - pd.Timedelta(days=2, hours=7)

@@ -31,7 +31,7 @@ from feast.value_type import ValueType
 from features.store import bulk_encoding
 from features.store.bulk_encoding import encode_entity_keys, encode_values
 from features.store.provider import BulkProvider
-from features.store.sqlite_bulk import STORE_TYPE, BulkSqliteOnlineStore
+from features.store.sqlite_bulk import STORE_TYPE, BulkSqliteOnlineStore, string_entity_key
 
 T0 = datetime(2024, 6, 1, tzinfo=UTC)
 FIRST_START = T0 - timedelta(days=10)
@@ -207,6 +207,49 @@ def _score(store: BulkSqliteOnlineStore, config: RepoConfig, view: FeatureView, 
     entity = EntityKeyProto(join_keys=["customer_id"], entity_values=[ValueProto(string_val=key)])
     [(_, values)] = store.online_read(config, view, [entity])
     return None if values is None else values["score"].double_val
+
+
+@pytest.mark.parametrize(
+    ("join_keys", "values"),
+    [
+        (["customer_id"], ["c1"]),
+        (["customer_id", "category"], ["c1", "books"]),
+        (["category", "customer_id"], ["Bücher", "c-ü-2"]),
+        (["order_id"], [""]),
+    ],
+)
+def test_string_entity_key_is_feasts(join_keys: list[str], values: list[str]) -> None:
+    proto = EntityKeyProto(
+        join_keys=join_keys, entity_values=[ValueProto(string_val=v) for v in values]
+    )
+    expected = serialize_entity_key(proto, entity_key_serialization_version=3)
+    assert string_entity_key(join_keys, values) == expected
+
+
+def test_read_values_agree_with_online_read(tmp_path: Path) -> None:
+    config, view, store = _bare_config(tmp_path), _bare_view(), BulkSqliteOnlineStore()
+    rows = _rows(("a", 1.5, T0, None), ("b", math.nan, T0 + timedelta(seconds=1), None))
+    assert store.write_arrow(config, view, rows) == 2
+    found = store.read_values(config, view, ["customer_id"], [["b"], ["x"], ["a"]], ["score"])
+    protos = store.online_read(
+        config,
+        view,
+        [
+            EntityKeyProto(join_keys=["customer_id"], entity_values=[ValueProto(string_val=k)])
+            for k in ("b", "x", "a")
+        ],
+        ["score"],
+    )
+    assert found[1] is None
+    assert protos[1] == (None, None)
+    for hit, (event_ts, values) in zip((found[0], found[2]), (protos[0], protos[2]), strict=True):
+        micros, (score,) = hit
+        assert datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=micros) == event_ts
+        assert score == values["score"]
+    # A feature the stored rows lack reads as None, beside those they hold.
+    [(_, both)] = store.read_values(config, view, ["customer_id"], [["a"]], ["absent", "score"])
+    assert both[0] is None
+    assert both[1].double_val == 1.5
 
 
 def test_upsert_rule_newest_event_then_created(tmp_path: Path) -> None:
