@@ -30,7 +30,7 @@ from training.explain import write_explanations
 from training.fit import fit_lightgbm, layout_from_train
 from training.fit_cluster import fit_lightgbm_on_cluster
 from training.record import PromotionRule, RunRecord, log_and_register
-from training.register import data_version
+from training.register import read_version
 from training.split import SplitError, time_split
 from training.trainer import TrainOptions, TrainResult
 
@@ -65,7 +65,7 @@ def train(
     seconds["retrieval"] = data.retrieval_s
     # The raw tables are done with once labelled: their digests now, and nothing of them
     # held through the fit (a million customers' shipments and scans are 1.9 GiB).
-    versions = data_version({n: tables[n] for n in spec.tables if n in tables}, data.feature_files)
+    versions = read_version(spec.tables, tables, data.feature_files)
     del tables, data
 
     split = time_split(frame, spec.split, EVENT_TIME, LABEL_KNOWN)

@@ -39,7 +39,7 @@ from training.evaluate import metric_key
 from training.explain import write_explanations
 from training.fit import fit_lightgbm, layout_from_train
 from training.record import PromotionRule, RunRecord, log_and_register
-from training.register import data_version
+from training.register import read_version
 from training.split import time_split
 from training.trainer import TrainOptions, TrainResult
 from training.window import outcome_bucket, window_metrics
@@ -151,7 +151,7 @@ def train_window(
     seconds["features"] = time.perf_counter() - started
     # The raw tables are done with once labelled: their digests now, and nothing of them
     # held through the fits.
-    versions = data_version({n: tables[n] for n in spec.tables if n in tables}, data.feature_files)
+    versions = read_version(spec.tables, tables, data.feature_files)
     del tables
 
     windows = time_split(frame, spec.split, EVENT_TIME, LABEL_KNOWN)

@@ -109,6 +109,13 @@ def data_version(tables: Mapping[str, pa.Table], files: Mapping[str, Path]) -> d
     return {"data_version": combined, **parts}
 
 
+def read_version(
+    names: Sequence[str], tables: Mapping[str, pa.Table], files: Mapping[str, Path]
+) -> dict[str, str]:
+    """`data_version` of the tables among `names` (a model's `spec.tables`) that were read."""
+    return data_version({n: tables[n] for n in names if n in tables}, files)
+
+
 def pip_requirements() -> list[str]:
     """Pinned versions of the libraries the logged model loads with."""
     return [f"{name}=={metadata.version(name)}" for name in _REQUIREMENTS]

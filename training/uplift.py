@@ -50,7 +50,7 @@ from training.data import TrainingData, run_inputs, training_data, write_json
 from training.explain import write_explanations
 from training.fit import fit_lightgbm, layout_from_train
 from training.record import PromotionRule, RunRecord, log_and_register
-from training.register import data_version
+from training.register import read_version
 from training.split import SplitError, TimeSplit, time_split
 from training.trainer import TrainOptions, TrainResult
 from training.uplift_metrics import (
@@ -549,8 +549,7 @@ def train_uplift(
     # The raw tables are done with once the rows are labelled: their digests and the second
     # outcomes now, and nothing of them held through the fits (2.7 GiB at a million
     # customers).
-    read = [n for n in spec.tables if n in prepared.tables]
-    versions = data_version({n: prepared.tables[n] for n in read}, data.feature_files)
+    versions = read_version(spec.tables, prepared.tables, data.feature_files)
     second = second_effects(data.frame, prepared.tables, level)
     prepared.tables = {}
 

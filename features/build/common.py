@@ -11,6 +11,12 @@ US_PER_S = 1_000_000
 US_PER_DAY = 86_400 * US_PER_S
 
 
+def spans(total: int, size: int) -> list[tuple[int, int]]:
+    """Positions 0..total-1 cut into (lo, hi) spans of at most `size`; one empty span when
+    `total` is 0, so that a build of nothing still yields its (empty) table."""
+    return [(lo, min(lo + size, total)) for lo in range(0, max(total, 1), size)]
+
+
 def frame(tables: dict[str, pa.Table], name: str, columns: list[str] | None = None):
     """A raw table as a pandas frame (timestamps as UTC datetimes), or None when absent."""
     table = tables.get(name)

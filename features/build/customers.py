@@ -30,6 +30,7 @@ from features.build.common import (
     frame,
     is_missing_us,
     next_midnight_us,
+    spans,
     to_table,
     us,
 )
@@ -126,9 +127,8 @@ def customer_feature_chunks(
         strictly before its `event_ts`.
     """
     end = data_end(tables) if end is None else end
-    n = tables["customers"].num_rows
-    for lo in range(0, max(n, 1), range_customers):
-        yield from range_snapshots(tables, lo, min(lo + range_customers, n), end, chunk_customers)
+    for lo, hi in spans(tables["customers"].num_rows, range_customers):
+        yield from range_snapshots(tables, lo, hi, end, chunk_customers)
 
 
 def prepare_range(tables: dict[str, pa.Table], lo: int, hi: int, end: pd.Timestamp) -> Prepared:
@@ -152,9 +152,8 @@ def range_snapshots(
     """Snapshot rows of customers lo..hi-1, prepared as a range (`prepare_range`), a chunk
     of customers at a time."""
     prepared = prepare_range(tables, lo, hi, end)
-    n = prepared.customers.num_rows
-    for first in range(0, max(n, 1), chunk_customers):
-        yield snapshots(prepared, first, min(first + chunk_customers, n))
+    for first, last in spans(prepared.customers.num_rows, chunk_customers):
+        yield snapshots(prepared, first, last)
 
 
 def prepare(tables: dict[str, pa.Table], end: pd.Timestamp | None = None) -> Prepared:

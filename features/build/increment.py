@@ -42,7 +42,7 @@ import pyarrow.compute as pc
 from features import versioned
 from features.build import customers as customer_build
 from features.build import snapshots as snapshot_build
-from features.build.common import US_PER_S, codes_in, us
+from features.build.common import US_PER_S, codes_in, spans, us
 from features.build.customers import Prepared
 from features.build.snapshots import Events
 
@@ -185,10 +185,8 @@ def snapshot_increment(
     end = customer_build.data_end(tables)
     since_s = int(since.value // 1000 // US_PER_S)
     restated_s = us(restated.column("event_ts").to_pandas()) // US_PER_S
-    n_customers = tables["customers"].num_rows
     total = rows = 0
-    for lo in range(0, max(n_customers, 1), range_customers):
-        hi = min(lo + range_customers, n_customers)
+    for lo, hi in spans(tables["customers"].num_rows, range_customers):
         prepared = customer_build.prepare_range(tables, lo, hi, end)
         lookup = prepared.customers.column("customer_id").combine_chunks()
         stale_code = codes_in(restated.column("customer_id"), lookup)

@@ -34,6 +34,7 @@ import pyarrow.parquet as pq
 from features import versioned
 from features.build import customers as customer_build
 from features.build import increment
+from features.build.common import spans
 from features.build.tables import (
     BUILDERS,
     ROW_GROUP_ROWS,
@@ -180,10 +181,7 @@ def _run(raw: Path, staging: Path, created: pd.Timestamp, unit: Unit) -> tuple[U
 
 
 def _ranges(view: str, total: int, size: int) -> list[Unit]:
-    return [
-        Unit(view, part, lo, min(lo + size, total))
-        for part, lo in enumerate(range(0, max(total, 1), size))
-    ]
+    return [Unit(view, part, lo, hi) for part, (lo, hi) in enumerate(spans(total, size))]
 
 
 def plan(raw: Path, chunk_customers: int, added: Unit | None = None) -> list[Unit]:

@@ -58,11 +58,7 @@ class FeatureLayout:
     def encode(self, name: str, value: object) -> float:
         """One input value as the model reads it: a category's code (NaN when unseen), a
         number as float (NaN when missing)."""
-        found = self._encoders.get(name)
-        if found is not None:
-            codes, missing_code = found
-            return missing_code if _missing(value) else codes.get(str(value), math.nan)
-        return math.nan if _missing(value) else float(value)
+        return _encoded(value, *self._encoders.get(name, (None, math.nan)))
 
     def matrix(self, data: pd.DataFrame, dtype: type[np.floating] = np.float64) -> np.ndarray:
         """The model input matrix of a frame (one column per feature in order).
@@ -124,16 +120,9 @@ class FeatureLayout:
 
     def row_values(self, record: Mapping[str, object]) -> np.ndarray:
         """One row given as a dict, encoded as `matrix` encodes a frame's row (`encode`
-        of each feature, inlined)."""
-        out = []
+        of each feature)."""
         get = record.get
-        for name, codes, missing_code in self._row_plan:
-            value = get(name)
-            if codes is None:
-                out.append(math.nan if _missing(value) else float(value))
-            else:
-                out.append(missing_code if _missing(value) else codes.get(str(value), math.nan))
-        return np.array(out)
+        return np.array([_encoded(get(name), codes, miss) for name, codes, miss in self._row_plan])
 
     def records_matrix(self, records: Sequence[Mapping[str, object]]) -> np.ndarray:
         """A few rows given as dicts (the per-request path)."""
@@ -176,6 +165,15 @@ class FeatureLayout:
         return FeatureLayout(
             tuple(data["features"]), {k: tuple(v) for k, v in data["categories"].items()}
         )
+
+
+def _encoded(value: object, codes: dict[str, float] | None, missing_code: float) -> float:
+    """One value as the model reads it: with `codes` (a categorical feature), its
+    category's code (NaN when unseen; `missing_code` when missing); else a float (NaN when
+    missing)."""
+    if codes is None:
+        return math.nan if _missing(value) else float(value)
+    return missing_code if _missing(value) else codes.get(str(value), math.nan)
 
 
 def _missing(value: object) -> bool:
