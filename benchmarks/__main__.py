@@ -67,6 +67,11 @@ def main(argv: list[str] | None = None) -> int:
         help="night: start the registry from a copy of this data folder's (say "
         "benchmarks/out/night-100000/data), so the first night trains nothing",
     )
+    parser.add_argument(
+        "--retraining-night",
+        action="store_true",
+        help="night: with --champions-from, also run the night that retrains every model",
+    )
     args = parser.parse_args(argv)
     unknown = sorted(set(args.names) - set(BENCHMARKS))
     if unknown:
@@ -78,7 +83,10 @@ def main(argv: list[str] | None = None) -> int:
     # Options that only one benchmark takes, by its name.
     options = {
         "soak": {"seconds": args.soak_seconds},
-        "night": {"champions_from": args.champions_from},
+        "night": {
+            "champions_from": args.champions_from,
+            "retraining_night": args.retraining_night,
+        },
     }
     for name in args.names or list(BENCHMARKS):
         BENCHMARKS[name](customers=args.customers, out=args.out, **options.get(name, {}))
