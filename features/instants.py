@@ -25,9 +25,20 @@ def utc_instant(value) -> pd.Timestamp:
     return instant.tz_convert(UTC) if instant.tzinfo is not None else instant.tz_localize(UTC)
 
 
+def utc_times(values):
+    """Instants as UTC, in the container given (a Series keeps its index; naive values read
+    as UTC).
+
+    Without pandas' cache of repeated values: on a column that already holds instants it
+    builds a table of the unique ones whenever they repeat (promises at midnight), 0.1 to
+    0.5 s a call on a million rows against 0.008 s without it.
+    """
+    return pd.to_datetime(values, utc=True, cache=False)
+
+
 def utc_series(values) -> pd.Series:
     """Instants as a UTC Series with a fresh RangeIndex (naive values read as UTC)."""
-    return pd.Series(pd.to_datetime(values, utc=True)).reset_index(drop=True)
+    return pd.Series(utc_times(values)).reset_index(drop=True)
 
 
 # Instants a row schedules rather than records: a promise or a due date lies ahead of the

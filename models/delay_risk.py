@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from features.build.shipments import UPDATE_EVENTS
+from features.instants import utc_times
 from models.spec import EVENT_TIME, LABEL, LABEL_KNOWN, Kind, ModelSpec
 
 NAME = "delay_risk"
@@ -105,7 +106,7 @@ def label_events(tables: dict[str, pa.Table]) -> pd.DataFrame:
     events = tables.get("tracking_events")
     ships = shipments.to_pandas()
     for column in ("shipped_ts", "promised_ts", "delivered_ts"):
-        ships[column] = pd.to_datetime(ships[column], utc=True)
+        ships[column] = utc_times(ships[column])
     end = data_end(ships, events)
     delivered = ships["delivered_ts"]
     known = delivered.notna() | (ships["promised_ts"] <= end)

@@ -29,6 +29,7 @@ import pandas as pd
 from feast import FeatureStore
 
 from aftersale.settings import Settings
+from features.instants import utc_times
 from models.delivery_estimate import DELIVERED, PROMISED, SEGMENTS, TIMEZONE
 from models.served.window import HOUR_COLUMNS, WindowModel, group_keys, local_dates
 from models.served.window import PYFUNC_CODE as WINDOW_PYFUNC_CODE
@@ -305,8 +306,9 @@ def other_method(calibration: str) -> str:
 def outcome_known(rows: pd.DataFrame) -> pd.Series:
     """When each row's outcome became known: its delivery, or for a parcel never delivered
     the instant it was settled as lost (`LABEL_KNOWN`)."""
-    delivered = pd.to_datetime(rows[DELIVERED], utc=True)
-    return delivered.fillna(pd.to_datetime(rows[LABEL_KNOWN], utc=True)).reset_index(drop=True)
+    delivered = utc_times(rows[DELIVERED])
+    settled = utc_times(rows[LABEL_KNOWN])
+    return delivered.fillna(settled).reset_index(drop=True)
 
 
 def row_scores(

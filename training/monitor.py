@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from features.instants import utc_times
 from models import churn, delay_risk, next_best_offer
 from models.spec import EVENT_TIME, ModelSpec
 
@@ -157,7 +158,7 @@ def drawn(
     # label events or the retrieved frame carry.
     identity = pd.DataFrame({k: frame[k].astype(str).to_numpy() for k in keys})
     identity[EVENT_TIME] = (
-        pd.to_datetime(frame[EVENT_TIME], utc=True).astype("datetime64[ns, UTC]").astype("int64")
+        utc_times(frame[EVENT_TIME]).astype("datetime64[ns, UTC]").astype("int64")
     ).to_numpy()
     draws = pd.util.hash_pandas_object(
         identity, index=False, hash_key=format(seed % 16**16, "016x")
@@ -233,7 +234,7 @@ def windows(
     Raises:
         ValueError: Either window holds no decision.
     """
-    times = pd.to_datetime(frame[EVENT_TIME], utc=True)
+    times = utc_times(frame[EVENT_TIME])
     reference = reference_sample(frame, keys, train_start, train_end, reference_rows, seed)
     if current is None:
         end = times.max() if end is None else end

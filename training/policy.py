@@ -29,7 +29,8 @@ import pyarrow.compute as pc
 from feast import FeatureStore
 
 from aftersale.settings import Settings
-from features.store.retrieval import feature_names, historical_features
+from features.instants import utc_times
+from features.store.retrieval import feature_names, historical_features_of
 from models import next_best_offer as nbo
 from models.policies import offers as offer_policy
 from models.served.classifier import CalibratedModel
@@ -90,9 +91,10 @@ def returned_before(tables: Mapping[str, pa.Table], frame: pd.DataFrame) -> np.n
     keys = pd.MultiIndex.from_arrays(
         [frame["customer_id"].to_numpy(), frame["category"].to_numpy(object)]
     )
-    at = pd.to_datetime(frame[EVENT_TIME], utc=True).to_numpy()
-    when = pd.to_datetime(first.reindex(keys).to_numpy(), utc=True).to_numpy()
-    return ~pd.isna(when) & (when < at)
+    # Compared as instants: `to_numpy` of a zoned column makes one object per row.
+    at = pd.DatetimeIndex(utc_times(frame[EVENT_TIME]))
+    when = pd.DatetimeIndex(utc_times(first.reindex(keys)))
+    return np.asarray(when.notna() & (when < at))
 
 
 def offer_features(
@@ -100,9 +102,18 @@ def offer_features(
 ) -> tuple[pd.DataFrame, list[str]]:
     """Offer decisions (customer, category, order, instant and the offer's own columns) with
     their point-in-time features and decision features, and the model's input names."""
+    (out,), names = offer_features_of(spec, store, [frame])
+    return out, names
+
+
+def offer_features_of(
+    spec: ModelSpec, store: FeatureStore, frames: list[pd.DataFrame]
+) -> tuple[list[pd.DataFrame], list[str]]:
+    """`offer_features` of several frames of decisions, their features read at once
+    (`historical_features_of`)."""
     service = store.get_feature_service(spec.feature_service)
-    retrieved = historical_features(store, frame, service)
-    out = nbo.decision_features(retrieved, retrieved[EVENT_TIME])
+    retrieved = historical_features_of(store, frames, service)
+    out = [nbo.decision_features(r, r[EVENT_TIME]) for r in retrieved]
     names = [n for n in feature_names(store, service) if n not in spec.exclude]
     return out, [*nbo.DECISION_COLUMNS, *names, *spec.derived]
 
@@ -224,16 +235,20 @@ def value_policies(
     cand = nbo.candidates(test, actions)
     cand["returned_before"] = returned_before(tables, cand)
     cand["value"] = catalogue.value(cand["category"], cand["discount"].to_numpy())
-    logged_rows, _ = offer_features(spec, store, test)
     n, n_actions = len(test), len(actions)
     # The candidates' features are read and scored a block of whole decisions at a time,
     # and only what is read after scoring is kept: 200,000 decisions' candidates with their
-    # features held at once took 11 GiB at a million customers.
+    # features held at once took 11 GiB at a million customers. The logged decisions'
+    # features are read with the first block's.
     p_hat = np.empty(len(cand), dtype=np.float64)
     kept = []
     step = CANDIDATE_DECISIONS * n_actions
     for start in range(0, max(len(cand), 1), step):
-        block, _ = offer_features(spec, store, cand.iloc[start : start + step])
+        asked = [cand.iloc[start : start + step]]
+        if start == 0:
+            (logged_rows, block), _ = offer_features_of(spec, store, [test, *asked])
+        else:
+            (block,), _ = offer_features_of(spec, store, asked)
         p_hat[start : start + len(block)] = model.predict_proba(block)
         kept.append(block[[c for c in CANDIDATE_COLUMNS if c in block.columns]])
         del block

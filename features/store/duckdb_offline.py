@@ -52,6 +52,8 @@ from feast.repo_config import RepoConfig
 from ibis.expr import datatypes as dt
 from ibis.expr.types import Table
 
+from features.instants import utc_times
+
 STORE_TYPE = "features.store.duckdb_offline.RepoDuckDBOfflineStore"
 
 
@@ -232,7 +234,7 @@ class RepoDuckDBOfflineStore(feast_duckdb.DuckDBOfflineStore):
             dict(zip(entity_df.columns, entity_df.dtypes, strict=True))
         )
         entity_df = entity_df.copy()
-        entity_df[timestamp_col] = pd.to_datetime(entity_df[timestamp_col], utc=True)
+        entity_df[timestamp_col] = utc_times(entity_df[timestamp_col])
         result = ibis.memtable(entity_df)
         requested: list[str] = []
         for index, view in enumerate(feature_views):

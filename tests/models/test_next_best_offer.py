@@ -185,6 +185,21 @@ def test_a_few_decisions_get_the_answers_they_get_among_all(events, sim_tables) 
     pd.testing.assert_series_equal(got, every.loc[few.index])
     positions = events.index.get_indexer(few.index)
     np.testing.assert_array_equal(returned_before(sim_tables, few), returned[positions])
+    # And each is what the raw tables say, row by row: a return of the customer's own order
+    # of that category requested before the decision.
+    returns = sim_tables["returns"].to_pandas()
+    orders = sim_tables["orders"].to_pandas().set_index("order_id")["customer_id"]
+    category = sim_tables["products"].to_pandas().set_index("product_id")["category"]
+    expected = [
+        any(
+            orders[r.order_id] == row.customer_id
+            and category[r.product_id] == row.category
+            and pd.Timestamp(r.requested_ts) < pd.Timestamp(row.event_timestamp)
+            for r in returns.itertuples()
+        )
+        for row in few.itertuples()
+    ]
+    np.testing.assert_array_equal(returned_before(sim_tables, few), expected)
 
 
 def test_parcel_late_means_past_the_promise_and_not_yet_delivered() -> None:

@@ -17,7 +17,7 @@ from features.build.tables import build_feature_tables, publish_tables
 from features.instants import watermark
 from features.store.config import feature_store
 from features.store.local_redis import throwaway_redis
-from features.store.retrieval import historical_features
+from features.store.retrieval import historical_features, historical_features_of
 from features.store.sync import apply_definitions, materialize
 
 CHURN_FEATURES = [
@@ -175,6 +175,35 @@ def test_historical_retrieval_is_one_row_per_label_event(built, sim_tables) -> N
         assert_frame_equal_as_missing(got[columns], expected.loc[got.index, columns])
     assert got["orders_total"].notna().all()
     assert got["category_returns_total"].isna().any()
+
+
+def test_frames_asked_together_get_what_each_gets_alone(built) -> None:
+    """Offer decisions and their candidates read at once: each frame, with its own extra
+    columns and index, equals its answer asked alone."""
+    _, store, tables, _ = built
+    service = store.get_feature_service("next_best_offer_v1")
+    offers = offer_decisions(tables)
+    # A frame of logged decisions: its own index, a label column, its instants naive of
+    # zone (they are read as UTC) and one decision shared with the candidates.
+    logged = offers.iloc[[0, len(offers) - 1]].assign(label=[1, 0])
+    logged.index = [70, 3]
+    logged["event_timestamp"] = logged["event_timestamp"].dt.tz_localize(None)
+    candidates = offers.iloc[1:]
+    given = (logged.copy(), candidates.copy())
+    together = historical_features_of(store, [logged, candidates], service)
+    # The frames given are left as they were.
+    pd.testing.assert_frame_equal(logged, given[0])
+    pd.testing.assert_frame_equal(candidates, given[1])
+    apart = [historical_features(store, frame, service) for frame in (logged, candidates)]
+    assert len(together) == 2
+    for got, alone in zip(together, apart, strict=True):
+        assert got.index.equals(alone.index)
+        assert list(got.columns) == list(alone.columns)
+        assert_frame_equal_as_missing(got, alone)
+    assert together[0]["label"].tolist() == [1, 0]
+    assert historical_features_of(store, [], service) == []
+    with pytest.raises(ValueError, match="lack columns"):
+        historical_features_of(store, [offers, offers.drop(columns="order_id")], service)
 
 
 def assert_frame_equal_as_missing(left: pd.DataFrame, right: pd.DataFrame) -> None:
