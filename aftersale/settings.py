@@ -202,6 +202,25 @@ class Settings(BaseSettings):
         "model when its champion was trained on data ending this many days or more before "
         "the current data's end (or when it has no champion, or the monitor marked it).",
     )
+    refit_marked: bool = Field(
+        True,
+        description="Serve a classifier (delay risk, churn) that the monitor marked for "
+        "retraining fitted through the newest labels: its trees learn through the time "
+        "split's validation window and stop and calibrate on the test window, so a changed "
+        "regime shapes what is served. Its test figures and the champion gate stay those of "
+        "the time split's model, and the monitor measures it only on decisions after its "
+        "data. Routine retrains serve the time split's model, whose quality is measurable at "
+        "once.",
+    )
+    marked_gate_margin: float = Field(
+        0.005,
+        ge=0,
+        description="How far below the champion's test AUC a retrain of a classifier the "
+        "monitor marked may fall and still be promoted. The monitor found the champion failing "
+        "on the newest decisions; the test window, which mostly precedes them, cannot show what "
+        "the retrain learned of them, so it only has to be as good there, within this margin. "
+        "Routine retrains must beat the champion.",
+    )
     lost_after_days: float = Field(
         14.0,
         gt=0,

@@ -114,6 +114,7 @@ def monitor_model(name: str, window_days: int, data: MonitoredData | None = None
     from training.monitor import (
         SCORE,
         SEGMENTS,
+        champion_span,
         customers_as_of,
         drift,
         estimated_auc,
@@ -139,8 +140,7 @@ def monitor_model(name: str, window_days: int, data: MonitoredData | None = None
     tables = data.of(spec)
     # The data's end: decisions of the newest days, and labels known by then.
     end = watermark(dict(tables), happened=True)
-    train_start = pd.Timestamp(params["split_train_start"])
-    train_end = pd.Timestamp(params["split_train_end"])
+    train_start, train_end, seen_end = champion_span(params)
     reference_rows = settings.monitor_reference_rows
     decisions = spec.label_events(dict(tables))
     # Only the decisions compared get their features retrieved and scored.
@@ -183,6 +183,7 @@ def monitor_model(name: str, window_days: int, data: MonitoredData | None = None
             champion.metrics,
             rows=reference_rows,
             keys=spec.entity,
+            seen_end=seen_end,
         )
     except ValueError as error:
         log.warning("%s: no realised quality yet: %s", name, error)

@@ -189,7 +189,10 @@ def _night(
         if due:
             # A first night trains every model; optional ones the data cannot train yet
             # are skipped, as `aftersale train` skips them.
-            night.models = train(models=list(due), skip_untrainable=True)
+            from training.due import marked
+
+            # A model the monitor marked is judged and served as such (`flows.train.train`).
+            night.models = train(models=list(due), skip_untrainable=True, marked=marked(due))
         else:
             with report_stage("train") as shown:
                 shown.note = "no model due"

@@ -27,9 +27,13 @@ log = logging.getLogger(__name__)
 
 @task(cache_policy=NO_CACHE)
 def train_model(
-    name: str, tracking_uri: str | None = None, test_fraction: float | None = None
+    name: str,
+    tracking_uri: str | None = None,
+    test_fraction: float | None = None,
+    marked: bool = False,
 ) -> ModelSummary:
-    """Train one model of `models.MODELS` with its kind's trainer and summarise the run."""
+    """Train one model of `models.MODELS` with its kind's trainer and summarise the run;
+    `marked`: the monitor marked it (`train`)."""
     from models import MODELS
     from training.trainers import train_model as train_one
 
@@ -39,7 +43,12 @@ def train_model(
     # The trainer reads the raw tables of `raw` itself and holds the only reference to them,
     # so that it can let them go once the rows are labelled (gigabytes at a million
     # customers), which a table held here would prevent.
-    options = TrainOptions(tracking_uri=tracking_uri, test_fraction=test_fraction)
+    options = TrainOptions(
+        tracking_uri=tracking_uri,
+        test_fraction=test_fraction,
+        refit=marked and settings.refit_marked,
+        gate_margin=settings.marked_gate_margin if marked else 0.0,
+    )
     result = train_one(spec, feature_store(settings), settings, options)
     if result.run_id is not None:
         # The pipeline measures a champion's age in the data's days (`training.due`).
@@ -55,6 +64,7 @@ def train(
     tracking_uri: str | None = None,
     test_fraction: float | None = None,
     skip_untrainable: bool = False,
+    marked: list[str] | None = None,
 ) -> list[ModelSummary]:
     """Train the named models (default: all) one after another.
 
@@ -65,6 +75,9 @@ def train(
             each model's split).
         skip_untrainable: Skip optional models the data cannot train even when `models`
             names them (as the pipeline's due models do).
+        marked: Models the monitor marked for retraining: a classifier among them serves
+            its refit (`Settings.refit_marked`) and is promoted unless it falls more than
+            `Settings.marked_gate_margin` below the champion (`training.trainer.TrainOptions`).
 
     Raises:
         ValueError: A name is not a known model.
@@ -82,7 +95,7 @@ def train(
     for name in names:
         with report_stage(f"train {name}") as stage:
             try:
-                summary = train_model(name, tracking_uri, test_fraction)
+                summary = train_model(name, tracking_uri, test_fraction, name in (marked or ()))
             except SplitError as exc:
                 # Training everything, an optional model the data cannot train (too little
                 # logged outreach, say) is left out: the service serves without it.

@@ -21,17 +21,18 @@ from feast import FeatureStore
 
 from aftersale.cluster import dask_client
 from aftersale.settings import Settings
+from features.instants import utc_times
 from models.served.classifier import CalibratedModel
 from models.spec import EVENT_TIME, LABEL, LABEL_KNOWN, ModelSpec
 from training.calibrate import choose_calibrator
 from training.data import run_inputs, training_data
 from training.evaluate import binary_metrics, flatten_segments, reliability_plot, segment_metrics
 from training.explain import write_explanations
-from training.fit import fit_lightgbm, layout_from_train
+from training.fit import FitResult, fit_lightgbm, layout_from_train
 from training.fit_cluster import fit_lightgbm_on_cluster
 from training.record import PromotionRule, RunRecord, log_and_register
 from training.register import read_version
-from training.split import SplitError, time_split
+from training.split import SplitError, TimeSplit, Window, time_split
 from training.trainer import TrainOptions, TrainResult
 
 log = logging.getLogger(__name__)
@@ -70,8 +71,10 @@ def train(
 
     split = time_split(frame, spec.split, EVENT_TIME, LABEL_KNOWN)
     train_rows, valid_rows, test_rows = (frame.loc[w.index] for w in split.windows())
+    # A refit learns from every labelled decision; otherwise only a model's reports read
+    # them all, and the windows hold the rest.
+    refit_rows = frame if options.refit else None
     if spec.reports is None:
-        # Only a model's reports read every labelled row; the windows hold the rest.
         frame = None
     for window, rows in zip(split.windows(), (train_rows, valid_rows, test_rows), strict=True):
         # One class cannot be learned, calibrated or ranked (e.g. churn where no customer
@@ -83,38 +86,13 @@ def train(
             )
 
     clock = time.perf_counter()
-    layout = layout_from_train(train_rows, features, list(spec.categorical))
-    params = dict(spec.params)
-    if spec.params_rule is not None:
-        params |= spec.params_rule(train_rows[LABEL])
-    fit_args = (
-        train_rows,
-        valid_rows,
-        layout,
-        LABEL,
-        params,
-        spec.num_boost_round,
-        spec.early_stopping_rounds,
-    )
-    if settings.dask_address:
-        with dask_client(settings.dask_address) as client:
-            fitted = fit_lightgbm_on_cluster(client, *fit_args)
-    else:
-        fitted = fit_lightgbm(*fit_args)
-    seconds["fit"] = time.perf_counter() - clock
-
-    clock = time.perf_counter()
-    raw_valid = fitted.raw_score(valid_rows)
-    choice = choose_calibrator(
-        raw_valid,
-        valid_rows[LABEL].to_numpy(),
-        criterion=spec.calibration_criterion,
-        min_isotonic_rows=spec.min_isotonic_rows,
+    fitted, layout, choice, raw_valid = fit_calibrated(
+        spec, settings, train_rows, valid_rows, features
     )
     model = CalibratedModel(
         spec.name, fitted.booster, fitted.best_iteration, layout, choice.calibrator, words
     )
-    seconds["calibrate"] = time.perf_counter() - clock
+    seconds["fit"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
     y_test = test_rows[LABEL].to_numpy()
@@ -156,6 +134,21 @@ def train(
     )
 
     calibration = {"method": choice.calibrator.method, "losses": choice.losses}
+    served_fit = fitted
+    if refit_rows is not None:
+        clock = time.perf_counter()
+        served_fit = refit(spec, refit_rows, test_rows, features, fitted.best_iteration)
+        model = CalibratedModel(
+            spec.name,
+            served_fit.booster,
+            served_fit.best_iteration,
+            served_fit.layout,
+            choice.calibrator,
+            words,
+        )
+        seconds["refit"] = time.perf_counter() - clock
+    summary = split.summary() | served_span(split, valid_rows, refit_rows)
+    del refit_rows
     result = TrainResult(
         name=spec.name,
         primary_metric=spec.primary_metric,
@@ -165,7 +158,7 @@ def train(
         calibration=calibration,
         data_version=versions["data_version"],
         features=features,
-        split=split.summary(),
+        split=summary,
         scores=scores.reset_index(drop=True),
         model=model,
         seconds=seconds,
@@ -177,13 +170,14 @@ def train(
     with tempfile.TemporaryDirectory() as scratch:
         out = Path(scratch)
         clock = time.perf_counter()
+        # The served model is explained, on the test rows.
         explained = write_explanations(
-            fitted.booster,
-            layout,
+            served_fit.booster,
+            model.layout,
             test_rows,
             words,
             out / "explain",
-            num_iteration=fitted.best_iteration,
+            num_iteration=served_fit.best_iteration,
             rows=options.explain_rows,
         )
         seconds["explain"] = time.perf_counter() - clock
@@ -201,7 +195,8 @@ def train(
         metrics |= {f"validation_{k}": v for k, v in result.validation_metrics.items()}
         metrics |= {f"calibration_{k}": v for k, v in result.calibration["losses"].items()}
         metrics |= flatten_segments(segments, "test_segment", SEGMENT_METRICS)
-        metrics["best_iteration"] = float(model.best_iteration)
+        metrics["best_iteration"] = float(fitted.best_iteration)
+        metrics["served_best_iteration"] = float(model.best_iteration)
         record = RunRecord(
             spec=spec,
             result=result,
@@ -212,6 +207,8 @@ def train(
                 "calibration": choice.calibrator.method,
                 "calibration_criterion": spec.calibration_criterion,
                 "capacity": spec.capacity,
+                "refit": options.refit,
+                "gate_margin": options.gate_margin,
             },
             metrics=metrics,
             files=files,
@@ -219,7 +216,13 @@ def train(
             digests=versions,
             input_example=test_rows,
             signature_rows=(valid_rows, test_rows),
-            promotion=PromotionRule(test_rows, y_test, spec.capacity),
+            promotion=PromotionRule(
+                test_rows,
+                y_test,
+                spec.capacity,
+                challenger_scores=score,
+                margin=options.gate_margin,
+            ),
             version_tags={
                 "test_window": f"{split.test.start.isoformat()}/{split.test.end.isoformat()}"
             },
@@ -229,6 +232,87 @@ def train(
     seconds["total"] = time.perf_counter() - started
     log.info("%s: trained in %.1f s (%s)", spec.name, seconds["total"], seconds)
     return result
+
+
+def fit_calibrated(
+    spec: ModelSpec,
+    settings: Settings,
+    train_rows: pd.DataFrame,
+    valid_rows: pd.DataFrame,
+    features: list[str],
+):
+    """LightGBM fitted on `train_rows`, stopped early on `valid_rows` and calibrated on them
+    by the spec's criterion.
+
+    Returns:
+        The fit, its feature layout, the calibration chosen, and the validation rows' raw
+        scores.
+    """
+    layout = layout_from_train(train_rows, features, list(spec.categorical))
+    params = dict(spec.params)
+    if spec.params_rule is not None:
+        params |= spec.params_rule(train_rows[LABEL])
+    fit_args = (
+        train_rows,
+        valid_rows,
+        layout,
+        LABEL,
+        params,
+        spec.num_boost_round,
+        spec.early_stopping_rounds,
+    )
+    if settings.dask_address:
+        with dask_client(settings.dask_address) as client:
+            fitted = fit_lightgbm_on_cluster(client, *fit_args)
+    else:
+        fitted = fit_lightgbm(*fit_args)
+    raw_valid = fitted.raw_score(valid_rows)
+    choice = choose_calibrator(
+        raw_valid,
+        valid_rows[LABEL].to_numpy(),
+        criterion=spec.calibration_criterion,
+        min_isotonic_rows=spec.min_isotonic_rows,
+    )
+    return fitted, layout, choice, raw_valid
+
+
+def refit(
+    spec: ModelSpec,
+    rows: pd.DataFrame,
+    test_rows: pd.DataFrame,
+    features: list[str],
+    trees: int,
+) -> FitResult:
+    """The recipe fitted on every labelled decision, `rows` (the time split's windows
+    together), with the number of trees the time split's model stopped at: nothing is left
+    to stop on. `test_rows` only report the fit's loss."""
+    layout = layout_from_train(rows, features, list(spec.categorical))
+    params = dict(spec.params)
+    if spec.params_rule is not None:
+        params |= spec.params_rule(rows[LABEL])
+    return fit_lightgbm(rows, test_rows, layout, LABEL, params, trees, early_stopping_rounds=0)
+
+
+def served_span(
+    split: TimeSplit, valid_rows: pd.DataFrame, refit_rows: pd.DataFrame | None
+) -> dict[str, str | int]:
+    """What the served model has seen: the decisions its trees learned from
+    (`served_train_start`..`served_train_end`, the training window's bounds) and the last one
+    it saw at all, stopping and calibration included (`served_seen_end`, an instant it
+    holds). A decision after that is new to it."""
+    if refit_rows is None:
+        train = split.train
+        seen = utc_times(valid_rows[EVENT_TIME]).max()
+    else:
+        times = utc_times(refit_rows[EVENT_TIME])
+        train = Window("refit", times.min(), times.max(), refit_rows.index)
+        seen = train.end
+    return {
+        "served_train_start": train.start.isoformat(),
+        "served_train_end": train.end.isoformat(),
+        "served_train_rows": train.rows,
+        "served_seen_end": seen.isoformat(),
+    }
 
 
 def _reports(

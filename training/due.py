@@ -23,6 +23,7 @@ from aftersale.settings import Settings
 from models.served.retrain import read_marks
 
 DATA_END_TAG = "data_end"
+MARKED = "marked: "
 
 
 def due_reasons(
@@ -48,7 +49,7 @@ def due_reasons(
         # A mark calls for a retrain on newer data: a rerun of the day its champion was
         # trained on would learn the same model again.
         if name in marks and (trained is None or data_end > trained):
-            due[name] = f"marked: {marks[name].get('reason', 'no reason given')}"
+            due[name] = f"{MARKED}{marks[name].get('reason', 'no reason given')}"
         elif name not in trained_through:
             due[name] = "no champion"
         elif trained_through[name] is None:
@@ -58,6 +59,11 @@ def due_reasons(
             if age >= pd.Timedelta(days=period_days):
                 due[name] = f"champion's data is {age.days} days old"
     return due
+
+
+def marked(due: Mapping[str, str]) -> list[str]:
+    """The due models the monitor marked (`due_reasons`' reasons), in order."""
+    return [name for name, why in due.items() if why.startswith(MARKED)]
 
 
 def champions_trained_through(

@@ -134,14 +134,16 @@ def _png(tracking_uri: str, run_id: str, path: str) -> bytes | None:
         return local.read_bytes() if local is not None else None
 
 
-def _instant(params: dict[str, str], key: str) -> pd.Timestamp:
-    value = params.get(key)
+def _instant(params: dict[str, str], *keys: str) -> pd.Timestamp:
+    """The first of `keys` logged, as an instant (NaT: none)."""
+    value = next((params[k] for k in keys if params.get(k)), None)
     return pd.Timestamp(value) if value else pd.NaT
 
 
-def _count(params: dict[str, str], key: str) -> int | None:
-    value = params.get(key)
-    return int(value) if value not in (None, "") else None
+def _count(params: dict[str, str], *keys: str) -> int | None:
+    """The first of `keys` logged, as a count (None: none)."""
+    value = next((params[k] for k in keys if params.get(k) not in (None, "")), None)
+    return int(value) if value is not None else None
 
 
 def card(champion: Champion, tracking_uri: str) -> dict[str, object]:
@@ -164,11 +166,13 @@ def card(champion: Champion, tracking_uri: str) -> dict[str, object]:
         "test": metrics.get(f"test_{metric}", nan),
         "baseline": metrics.get(baseline, nan),
         "oracle": metrics.get(ORACLE_PREFIX + metric, nan),
-        "train_first_ts": _instant(params, "split_train_start"),
-        "train_last_ts": _instant(params, "split_train_end"),
+        # What the served model learned from: a refit's every labelled decision
+        # (`training.binary.served_span`), else the time split's training window.
+        "train_first_ts": _instant(params, "served_train_start", "split_train_start"),
+        "train_last_ts": _instant(params, "served_train_end", "split_train_end"),
         "test_first_ts": _instant(params, "split_test_start"),
         "test_last_ts": _instant(params, "split_test_end"),
-        "train_rows": _count(params, "split_train_rows"),
+        "train_rows": _count(params, "served_train_rows", "split_train_rows"),
         "test_rows": _count(params, "split_test_rows"),
         "data_version": params.get("data_version", ""),
         "calibration_png": _png(tracking_uri, champion.run_id, RELIABILITY) if binary else None,

@@ -128,6 +128,17 @@ class Windows:
     current_span: tuple[pd.Timestamp, pd.Timestamp]
 
 
+def champion_span(params) -> tuple[pd.Timestamp, pd.Timestamp, pd.Timestamp | None]:
+    """A champion's training window and the last decision it saw (stopping and calibration
+    included), from its run's parameters: the served model's (`served_*`, which
+    `training.binary` logs), or for a run without them its time split's training window
+    and validation end."""
+    start = params.get("served_train_start", params["split_train_start"])
+    end = params.get("served_train_end", params["split_train_end"])
+    seen = params.get("served_seen_end", params.get("split_validation_end"))
+    return pd.Timestamp(start), pd.Timestamp(end), None if seen is None else pd.Timestamp(seen)
+
+
 def reference_sample(
     frame: pd.DataFrame,
     keys: Sequence[str],
@@ -582,22 +593,29 @@ def realised_quality(
     rows: int | None = None,
     keys: Sequence[str] = (),
     seed: int = REFERENCE_SEED,
+    seen_end: pd.Timestamp | None = None,
 ) -> dict[str, object]:
     """The champion's AUC and calibration error (ECE) on its newest labelled window: the
     decisions of the `window_days` days up to the latest one whose label was known by `end`
     (at most `rows` of them, drawn as `drawn` does), beside the figures of its own test
-    window (`tested`: its run's metrics).
+    window (`tested`: its run's metrics). Only decisions after `seen_end`, the last the
+    champion learned from, stopped or calibrated on, are measured: on those it has seen, its
+    quality would be its fit's.
 
     Raises:
-        ValueError: No decision has a label known by `end`.
+        ValueError: No decision new to the champion has a label known by `end`.
     """
     from models.spec import LABEL, LABEL_KNOWN
     from training.evaluate import binary_metrics
 
-    known = pd.to_datetime(frame[LABEL_KNOWN], utc=True)
-    labelled = frame[frame[LABEL].notna() & (known <= end)]
+    known = utc_times(frame[LABEL_KNOWN])
+    chosen = frame[LABEL].notna() & (known <= end)
+    if seen_end is not None:
+        chosen &= utc_times(frame[EVENT_TIME]) > seen_end
+    labelled = frame[chosen]
     if labelled.empty:
-        raise ValueError(f"{name}: no decision has a label known by {end:%Y-%m-%d}")
+        after = "" if seen_end is None else f" after its last seen, {seen_end:%Y-%m-%d}"
+        raise ValueError(f"{name}: no decision{after} has a label known by {end:%Y-%m-%d}")
     window, start, last = newest_window(labelled, window_days)
     window = drawn(window, keys, rows, seed)
     metrics = binary_metrics(window[LABEL].to_numpy(), window[SCORE].to_numpy(), capacity)

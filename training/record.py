@@ -53,12 +53,17 @@ class PromotionRule:
         capacity: Capacity of @k metrics.
         champion_metric: The champion's scores of `rows` → its primary metric (None: the
             binary metric against `y`).
+        challenger_scores: The new version's scores of `rows`, so that both can be judged
+            on the rows a champion has not seen (`training.register.promote`).
+        margin: How far below the champion the new version may fall and still be promoted.
     """
 
     rows: pd.DataFrame
     y: np.ndarray | None = None
     capacity: float = 0.0
     champion_metric: Callable[[np.ndarray], float] | None = None
+    challenger_scores: np.ndarray | None = None
+    margin: float = 0.0
 
 
 @dataclass
@@ -173,6 +178,8 @@ def log_and_register(
             rule.capacity,
             champion_metric=rule.champion_metric,
             higher_is_better=spec.higher_is_better,
+            challenger_scores=rule.challenger_scores,
+            margin=rule.margin,
         )
         tag_version(
             spec.name,

@@ -30,6 +30,7 @@ import pyarrow as pa
 
 from models.served.classifier import PYFUNC_CODE, CalibratedModel, PyfuncModel
 from models.served.registry import CHALLENGER, CHAMPION, MODEL_ARTIFACT, tracking
+from models.spec import EVENT_TIME
 from training.evaluate import binary_metrics
 
 log = logging.getLogger(__name__)
@@ -276,11 +277,18 @@ def promote(
     *,
     champion_metric: Callable[[np.ndarray], float] | None = None,
     higher_is_better: bool | None = None,
+    challenger_scores: np.ndarray | None = None,
+    margin: float = 0.0,
 ) -> Promotion:
     """Give the new version `challenger`, and `champion` when it beats the current one.
 
-    The current champion is scored on the same test rows as the challenger. Call inside
-    `tracking(uri)`.
+    The current champion is scored on the same test rows as the challenger. A champion that
+    saw some of them (fitted through newer labels, `served_seen_end` on its run) is judged
+    only on the rows after the last it saw, and so is the challenger, from its
+    `challenger_scores` of `rows` (binary metrics): on rows it learned from, a champion
+    would win by memory. Without such scores, or with no row new to the champion, the
+    champion stays. With a `margin`, the new version is promoted unless it falls more than
+    that below the champion (a retrain the monitor called for). Call inside `tracking(uri)`.
 
     Args:
         name: Registered model name.
@@ -316,6 +324,31 @@ def promote(
     if current is None:
         client.set_registered_model_alias(name, CHAMPION, version)
         return Promotion(version, True, metric, challenger_value, None, None, "no champion yet")
+    seen_end = _seen_end(client, name, current)
+    if seen_end is not None:
+        new = (pd.to_datetime(rows[EVENT_TIME], utc=True) > seen_end).to_numpy()
+        if not new.all():
+            kept = "" if challenger_scores is None else f" ({int(new.sum())} of {len(new)})"
+            if challenger_scores is None or y is None or len(np.unique(y[new])) < 2:
+                return Promotion(
+                    version,
+                    False,
+                    metric,
+                    challenger_value,
+                    current,
+                    None,
+                    f"champion v{current} saw test rows up to {seen_end:%Y-%m-%d}; too few "
+                    f"rows are new to it{kept} to compare on",
+                )
+            log.info(
+                "%s: judged on the %d of %d test rows new to v%s",
+                name,
+                new.sum(),
+                len(new),
+                current,
+            )
+            rows, y = rows[new], y[new]
+            challenger_value = binary_metrics(y, challenger_scores[new], capacity)[metric]
     try:
         scores = score_version(name, current, rows)
     except Exception as error:  # any failure to score keeps the champion
@@ -331,12 +364,16 @@ def promote(
         )
     champion_value = float(champion_metric(scores))
     sign = 1.0 if higher_is_better else -1.0
+    ahead = sign * (challenger_value - champion_value)
     better = math.isfinite(challenger_value) and (
-        not math.isfinite(champion_value) or sign * (challenger_value - champion_value) > 0
+        not math.isfinite(champion_value) or ahead > 0 or (margin > 0 and ahead >= -margin)
     )
     if better:
         client.set_registered_model_alias(name, CHAMPION, version)
     verdict = "beats" if better else "does not beat"
+    if margin > 0 and not ahead > 0:
+        # A marked model's retrain: promoted unless it falls more than the margin behind.
+        verdict = f"is within {margin:g} of" if better else f"falls more than {margin:g} below"
     reason = (
         f"test {metric} {challenger_value:.5f} {verdict} champion v{current} {champion_value:.5f}"
     )
@@ -344,6 +381,16 @@ def promote(
     return Promotion(
         version, better, metric, challenger_value, current, float(champion_value), reason
     )
+
+
+def _seen_end(client, name: str, version: str) -> pd.Timestamp | None:
+    """The last decision a version saw, from its run's `served_seen_end` (None: not
+    logged, as by runs that served the model of their time split)."""
+    run_id = client.get_model_version(name, version).run_id
+    if not run_id:
+        return None
+    seen = client.get_run(run_id).data.params.get("served_seen_end")
+    return None if seen is None else pd.Timestamp(seen)
 
 
 def tag_version(name: str, version: str, tags: Mapping[str, str]) -> None:

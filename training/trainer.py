@@ -36,6 +36,12 @@ class TrainOptions:
         test_fraction: The latest share of label events used as the test window (None:
             the model's own split).
         explain_rows: Test rows explained with SHAP.
+        refit: Serve the recipe fitted on every labelled decision (`training.binary.refit`),
+            with the trees and calibration of the time split's model, so the newest labels
+            shape what is served. The test metrics and the champion gate stay those of the
+            model fitted on the time split (binary classifiers).
+        gate_margin: How far below the champion's test metric the new version may fall and
+            still be promoted (binary classifiers; 0: it must beat the champion).
     """
 
     tables: Mapping[str, pa.Table] | None = None
@@ -43,6 +49,8 @@ class TrainOptions:
     register: bool = True
     test_fraction: float | None = None
     explain_rows: int = 2000
+    refit: bool = False
+    gate_margin: float = 0.0
 
 
 @dataclass

@@ -212,6 +212,15 @@ def test_a_marked_model_is_retrained_and_its_mark_cleared(
     assert night.due["churn"] == "marked: test"
     assert [summary.name for summary in night.models] == ["churn"]
     assert read_marks(path.parent) == {}
+    # Marked, it serves its refit: fitted through its test window, which it has now seen.
+    import mlflow
+
+    from models.served.registry import tracking
+
+    with tracking(get_settings().tracking_uri):
+        params = mlflow.MlflowClient().get_run(night.models[0].run_id).data.params
+    assert params["refit"] == "True"
+    assert params["served_seen_end"] == params["split_test_end"]
 
 
 def fail_features(monkeypatch) -> None:

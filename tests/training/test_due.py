@@ -91,3 +91,14 @@ def test_models_due_reads_the_registry_and_the_marks(tmp_path, monkeypatch) -> N
         json.dumps({"delay_risk": {"since": END.isoformat(), "reason": "drift"}})
     )
     assert list(models_due(settings, names, END)) == names
+
+
+def test_marked_are_the_due_models_the_monitor_marked() -> None:
+    from training.due import marked
+
+    end = pd.Timestamp("2025-06-30", tz="UTC")
+    trained = {"delay_risk": end - pd.Timedelta(days=1), "churn": end - pd.Timedelta(days=30)}
+    marks = {"delay_risk": {"since": "2025-06-29T00:00:00+00:00", "reason": "drift"}}
+    due = due_reasons(["delay_risk", "churn", "next_best_offer"], trained, marks, end, 7)
+    assert set(due) == {"delay_risk", "churn", "next_best_offer"}
+    assert marked(due) == ["delay_risk"]

@@ -6,11 +6,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+from datetime import date
 
 import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.metrics import roc_auc_score
 
 from aftersale.settings import Settings
 from features import versioned
@@ -23,6 +25,8 @@ from models.delay_risk import SPEC as DELAY
 from models.served.registry import CHALLENGER, CHAMPION, tracking
 from training.binary import train
 from training.data import load_raw_tables, training_data
+from training.fit import fit_lightgbm, layout_from_train
+from training.model_cards import model_cards
 from training.trainer import TrainOptions
 
 pytestmark = pytest.mark.slow
@@ -204,3 +208,137 @@ def test_raw_tables_default_to_the_published_version(built, sim_dir, sim_tables)
     assert tables["shipments"].equals(sim_tables["shipments"])
     with pytest.raises(FileNotFoundError, match="contacts"):
         load_raw_tables(settings, ("contacts",))
+
+
+def test_a_refit_serves_the_recipe_fitted_through_the_newest_labels(
+    built, sim_tables, tmp_path
+) -> None:
+    settings, store, _ = built
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    plain = train(DELAY, store, settings, TrainOptions(tables=sim_tables, register=False))
+    refit = train(
+        DELAY,
+        store,
+        settings,
+        TrainOptions(tables=sim_tables, tracking_uri=uri, refit=True, explain_rows=50),
+    )
+    # The test figures, and so the gate's, are the time split's model's.
+    assert refit.metrics == pytest.approx(plain.metrics, nan_ok=True)
+    pd.testing.assert_frame_equal(refit.scores, plain.scores)
+    # What each served model saw: the time split's through its validation window; the
+    # refit's every labelled decision.
+    frame = training_data(DELAY, store, sim_tables).frame
+    times = pd.to_datetime(frame["event_timestamp"], utc=True)
+    start = pd.Timestamp(plain.split["split_test_start"])
+    # (Decisions whose label was not known when the test window starts are purged.)
+    known = pd.to_datetime(frame["label_ts"], utc=True)
+    seen = times[(times < start) & (known < start)].max()
+    assert pd.Timestamp(plain.split["served_seen_end"]) == seen
+    assert plain.split["served_train_end"] == plain.split["split_train_end"]
+    assert pd.Timestamp(refit.split["served_seen_end"]) == times.max()
+    assert pd.Timestamp(refit.split["served_train_start"]) == times.min()
+    assert refit.split["served_train_rows"] == len(frame)
+    # The served model: the recipe fitted on all of them with the time split's trees and
+    # calibration, and it is what the registry holds.
+    tested = frame[times >= pd.Timestamp(refit.split["split_test_start"])]
+    layout = layout_from_train(frame, refit.features, list(DELAY.categorical))
+    params = {**DELAY.params, **DELAY.params_rule(frame["label"])}
+    trees = plain.model.best_iteration
+    fitted = fit_lightgbm(frame, tested, layout, "label", params, trees, early_stopping_rounds=0)
+    assert fitted.best_iteration == trees
+    expected = plain.model.calibrator(fitted.raw_score(tested))
+    np.testing.assert_allclose(refit.model.predict_proba(tested), expected, atol=1e-12)
+    assert not np.allclose(plain.model.predict_proba(tested), expected)
+    with tracking(uri):
+        loaded = mlflow.pyfunc.load_model(f"models:/delay_risk/{refit.version}")
+        params = mlflow.MlflowClient().get_run(refit.run_id).data.params
+    scored = np.asarray(loaded.predict(refit.model.input_frame(tested)), dtype=np.float64)
+    np.testing.assert_allclose(scored, expected, atol=1e-12)
+    assert params["refit"] == "True"
+    assert params["served_seen_end"] == refit.split["served_seen_end"]
+    # Its card says what it learned from.
+    card = model_cards(uri, ["delay_risk"]).iloc[0]
+    assert card["version"] == refit.version
+    assert (card["train_first_ts"], card["train_last_ts"]) == (times.min(), times.max())
+    assert card["train_rows"] == len(frame)
+    # A champion that saw every test row of the next run cannot be judged on them: it stays.
+    again = train(
+        DELAY, store, settings, TrainOptions(tables=sim_tables, tracking_uri=uri, explain_rows=50)
+    )
+    assert not again.promotion.promoted
+    assert "too few rows are new to it (0 of" in again.promotion.reason
+    assert again.promotion.champion_value is None
+
+
+def test_a_refit_champion_is_judged_on_the_test_rows_new_to_it(built, sim_tables, tmp_path) -> None:
+    """The champion learned from a history up to a day; the challenger's test window reaches
+    past it. Both are judged on the test rows after the champion's last seen decision."""
+    from features.contract.validate import load_folder
+    from features.sources.simulator import simulate_until
+    from tests.conftest import SIM_CUSTOMERS, SIM_SEED
+
+    settings, store, _ = built
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    simulate_until(tmp_path / "raw", date(2025, 10, 15), SIM_CUSTOMERS, SIM_SEED)
+    earlier, report = load_folder(tmp_path / "raw")
+    assert report.ok
+    champion = train(
+        DELAY,
+        store,
+        settings,
+        TrainOptions(tables=earlier, tracking_uri=uri, refit=True, explain_rows=50),
+    )
+    assert champion.promotion.promoted
+    challenger = train(
+        DELAY, store, settings, TrainOptions(tables=sim_tables, tracking_uri=uri, explain_rows=50)
+    )
+    seen = pd.Timestamp(champion.split["served_seen_end"])
+    scores = challenger.scores
+    new = pd.to_datetime(scores["event_timestamp"], utc=True) > seen
+    assert 0 < new.sum() < len(scores)
+    # Independently: each model's AUC on the challenger's test rows after `seen`.
+    frame = training_data(DELAY, store, sim_tables).frame
+    times = pd.to_datetime(frame["event_timestamp"], utc=True)
+    rows = frame[times > seen].sort_values(["shipment_id", "event_timestamp"])
+    kept = scores[new].sort_values(["shipment_id", "event_timestamp"])
+    assert len(rows) == len(kept)
+    champion_auc = roc_auc_score(rows["label"], champion.model.predict_proba(rows))
+    challenger_auc = roc_auc_score(kept["label"], kept["score"])
+    promotion = challenger.promotion
+    assert promotion.champion_value == pytest.approx(champion_auc)
+    assert promotion.challenger_value == pytest.approx(challenger_auc)
+    assert promotion.promoted == (challenger_auc > champion_auc)
+
+
+def test_a_margin_promotes_a_retrain_unless_it_falls_further_behind(
+    built, sim_tables, tmp_path
+) -> None:
+    """A marked model's retrain passes the gate within the margin of the champion."""
+    settings, store, _ = built
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    worse = _worse(DELAY, store)
+
+    def options(margin: float) -> TrainOptions:
+        return TrainOptions(
+            tables=sim_tables, tracking_uri=uri, explain_rows=50, gate_margin=margin
+        )
+
+    good = train(DELAY, store, settings, options(0.0))
+    gap = good.metrics["roc_auc"] - train(DELAY, store, settings, options(0.0)).metrics["roc_auc"]
+    assert gap == 0  # the same model again: it does not beat the champion, nor fall behind
+    behind = (
+        good.metrics["roc_auc"] - train(worse, store, settings, options(0.0)).metrics["roc_auc"]
+    )
+    assert behind > 0.01
+    short = train(worse, store, settings, options(behind / 2))
+    assert not short.promotion.promoted
+    assert f"falls more than {behind / 2:g} below champion v{good.version}" in (
+        short.promotion.reason
+    )
+    within = train(worse, store, settings, options(behind * 2))
+    assert within.promotion.promoted
+    assert f"is within {behind * 2:g} of champion v{good.version}" in within.promotion.reason
+    assert within.promotion.champion_value == pytest.approx(good.metrics["roc_auc"])
+    with tracking(uri):
+        params = mlflow.MlflowClient().get_run(within.run_id).data.params
+    assert float(params["gate_margin"]) == behind * 2

@@ -280,6 +280,15 @@ def test_realised_quality_is_measured_on_the_newest_labelled_window() -> None:
     assert 0 <= quality["ece"] < 0.1
     with pytest.raises(ValueError, match="no decision has a label known"):
         realised_quality("churn", frame, pd.Timestamp("2024-01-01", tz="UTC"), 28, 0.1)
+    # A champion that saw decisions up to a day (fitted through newer labels) is measured
+    # only on those after it: within the window, and none when it saw them all.
+    seen = last - pd.Timedelta(days=10)
+    fresh = window[window[EVENT_TIME] > seen]
+    after = realised_quality("churn", frame, end, 28, 0.1, seen_end=seen)
+    assert after["rows"] == len(fresh) > 0
+    assert after["roc_auc"] == pytest.approx(roc_auc_score(fresh[LABEL], fresh[SCORE]))
+    with pytest.raises(ValueError, match="no decision after its last seen, 2025-08-0"):
+        realised_quality("churn", frame, end, 28, 0.1, seen_end=last)
 
 
 def _table(prediction_drifted: bool, drifted_features: int, features: int = 10) -> pd.DataFrame:
@@ -491,3 +500,29 @@ def test_drift_marks_a_score_that_grows_through_the_training_window_as_trending(
         row = table[(table["segment"] == ALL) & (table["kind"] == "prediction")].iloc[0]
         assert bool(row["drifted"])
         assert bool(row["trending"]) is expected
+
+
+def test_a_champions_span_is_its_served_models_where_logged() -> None:
+    from training.monitor import champion_span
+
+    split = {
+        "split_train_start": "2024-01-01T00:00:00+00:00",
+        "split_train_end": "2025-01-01T00:00:00+00:00",
+        "split_validation_end": "2025-05-01T00:00:00+00:00",
+    }
+    # A run of the time split's model without the served span: its training window, and
+    # the validation window's end as the last decision it saw.
+    assert champion_span(split) == (
+        pd.Timestamp("2024-01-01", tz="UTC"),
+        pd.Timestamp("2025-01-01", tz="UTC"),
+        pd.Timestamp("2025-05-01", tz="UTC"),
+    )
+    refit = split | {
+        "served_train_start": "2024-01-01T00:00:00+00:00",
+        "served_train_end": "2025-04-30T00:00:00+00:00",
+        "served_seen_end": "2025-09-01T00:00:00+00:00",
+    }
+    assert champion_span(refit)[1:] == (
+        pd.Timestamp("2025-04-30", tz="UTC"),
+        pd.Timestamp("2025-09-01", tz="UTC"),
+    )
