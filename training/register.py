@@ -324,21 +324,20 @@ def promote(
     if current is None:
         client.set_registered_model_alias(name, CHAMPION, version)
         return Promotion(version, True, metric, challenger_value, None, None, "no champion yet")
+
+    def stays(reason: str) -> Promotion:
+        """The champion stays, unscored."""
+        return Promotion(version, False, metric, challenger_value, current, None, reason)
+
     seen_end = _seen_end(client, name, current)
     if seen_end is not None:
         new = (pd.to_datetime(rows[EVENT_TIME], utc=True) > seen_end).to_numpy()
         if not new.all():
             kept = "" if challenger_scores is None else f" ({int(new.sum())} of {len(new)})"
             if challenger_scores is None or y is None or len(np.unique(y[new])) < 2:
-                return Promotion(
-                    version,
-                    False,
-                    metric,
-                    challenger_value,
-                    current,
-                    None,
+                return stays(
                     f"champion v{current} saw test rows up to {seen_end:%Y-%m-%d}; too few "
-                    f"rows are new to it{kept} to compare on",
+                    f"rows are new to it{kept} to compare on"
                 )
             log.info(
                 "%s: judged on the %d of %d test rows new to v%s",
@@ -353,15 +352,7 @@ def promote(
         scores = score_version(name, current, rows)
     except Exception as error:  # any failure to score keeps the champion
         log.warning("champion v%s of %s could not be scored: %s", current, name, error)
-        return Promotion(
-            version,
-            False,
-            metric,
-            challenger_value,
-            current,
-            None,
-            f"champion could not be scored on the test rows: {error}",
-        )
+        return stays(f"champion could not be scored on the test rows: {error}")
     champion_value = float(champion_metric(scores))
     sign = 1.0 if higher_is_better else -1.0
     ahead = sign * (challenger_value - champion_value)
