@@ -18,8 +18,8 @@ import json
 import logging
 import tempfile
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +42,7 @@ from training.explain import write_explanations
 from training.fit import fit_lightgbm, layout_from_train
 from training.offpolicy import PolicyValue, evaluate_policy, uniform
 from training.record import PromotionRule, RunRecord, log_and_register
-from training.register import data_version
+from training.register import champion_scorer, data_version
 from training.split import time_split
 from training.trainer import TrainOptions, TrainResult
 
@@ -179,6 +179,8 @@ class PolicyValuation:
         policies: Policy name → its (decisions, actions) probabilities.
         values: Policy name → its estimated value per decision.
         on_policy: The logging policy's mean reward and its standard error.
+        other_scores: Each of the other models asked (`value_policies`' `others`), its
+            acceptance of every candidate, in `candidates`' order.
     """
 
     decisions: pd.DataFrame
@@ -191,6 +193,7 @@ class PolicyValuation:
     policies: dict[str, np.ndarray]
     values: dict[str, PolicyValue]
     on_policy: tuple[float, float]
+    other_scores: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def value_policies(
@@ -203,6 +206,7 @@ def value_policies(
     decisions: pd.DataFrame,
     ranking,
     max_decisions: int = MAX_EVALUATED_DECISIONS,
+    others: Mapping[str, Callable[[pd.DataFrame], np.ndarray]] | None = None,
 ) -> PolicyValuation:
     """Score every candidate action of each logged decision and value the served policy,
     the popularity policy (`ranking`) and random offers by IPS, SNIPS and DR, on a uniform
@@ -217,6 +221,10 @@ def value_policies(
         actions: The action space (`nbo.action_space` of the model's training window).
         decisions: Logged decisions (`nbo.label_events` rows) with their rewards.
         ranking: Best sellers as of the decisions' start (`offer_policy.best_sellers`).
+        max_decisions: At most this many decisions are valued.
+        others: Other models (name → rows → acceptance) to score every candidate with, as
+            its features are read (the champion the gate compares with): the candidates
+            are kept without their features.
     """
     test = decisions
     if len(test) > max_decisions:
@@ -241,6 +249,7 @@ def value_policies(
     # features held at once took 11 GiB at a million customers. The logged decisions'
     # features are read with the first block's.
     p_hat = np.empty(len(cand), dtype=np.float64)
+    other_scores = {name: np.empty(len(cand), dtype=np.float64) for name in others or {}}
     kept = []
     step = CANDIDATE_DECISIONS * n_actions
     for start in range(0, max(len(cand), 1), step):
@@ -250,6 +259,13 @@ def value_policies(
         else:
             (block,), _ = offer_features_of(spec, store, asked)
         p_hat[start : start + len(block)] = model.predict_proba(block)
+        for name, score in list((others or {}).items()):
+            try:
+                other_scores[name][start : start + len(block)] = score(block)
+            except Exception as error:  # it is left unscored, and said so
+                log.warning("%s could not score the candidates: %s", name, error)
+                others = {k: v for k, v in others.items() if k != name}
+                del other_scores[name]
         kept.append(block[[c for c in CANDIDATE_COLUMNS if c in block.columns]])
         del block
     cand = kept[0] if len(kept) == 1 else pd.concat(kept, ignore_index=True)
@@ -274,7 +290,17 @@ def value_policies(
     }
     on_policy = (float(reward.mean()), float(reward.std(ddof=1) / np.sqrt(max(n, 1))))
     return PolicyValuation(
-        test, logged_rows, cand, logged, p_hat, q_hat, allowed, policies, valued, on_policy
+        test,
+        logged_rows,
+        cand,
+        logged,
+        p_hat,
+        q_hat,
+        allowed,
+        policies,
+        valued,
+        on_policy,
+        other_scores,
     )
 
 
@@ -372,7 +398,21 @@ def train_policy(
 
     clock = time.perf_counter()
     ranking = offer_policy.best_sellers(tables, split.validation.start)
-    valuation = value_policies(model, spec, store, tables, catalogue, actions, test, ranking)
+    # The champion the gate compares with scores the candidates as their features are read.
+    others = None
+    if options.register:
+        others = champion_scorer(spec.name, options.tracking_uri or settings.tracking_uri)
+    valuation = value_policies(
+        model,
+        spec,
+        store,
+        tables,
+        catalogue,
+        actions,
+        test,
+        ranking,
+        others=others,
+    )
     test, cand, logged_test = valuation.decisions, valuation.candidates, valuation.logged_rows
     logged, valued, on_policy = valuation.logged, valuation.values, valuation.on_policy
     policies, p_hat, q_hat, allowed = (
@@ -469,6 +509,7 @@ def train_policy(
             _policy_table(valued, on_policy),
             options.explain_rows,
             versions,
+            valuation.other_scores,
         )
     seconds["total"] = time.perf_counter() - started
     log.info("%s: trained in %.1f s (%s)", spec.name, seconds["total"], seconds)
@@ -491,6 +532,7 @@ def _log_and_register(
     policy_table: pd.DataFrame,
     explain_rows: int,
     versions: dict[str, str],
+    champion_scores: Mapping[str, np.ndarray],
 ) -> TrainResult:
     model = result.model
     n, n_actions = len(test), len(actions)
@@ -554,7 +596,12 @@ def _log_and_register(
             digests=versions,
             input_example=logged_test,
             signature_rows=(valid_rows, logged_test),
-            promotion=PromotionRule(cand, capacity=spec.capacity, champion_metric=champion_value),
+            promotion=PromotionRule(
+                cand,
+                capacity=spec.capacity,
+                champion_metric=champion_value,
+                champion_scores=champion_scores,
+            ),
         )
         result = log_and_register(record, settings, out, tracking_uri)
     result.seconds["log"] = time.perf_counter() - clock

@@ -56,6 +56,8 @@ class PromotionRule:
         challenger_scores: The new version's scores of `rows`, so that both can be judged
             on the rows a champion has not seen (`training.register.promote`).
         margin: How far below the champion the new version may fall and still be promoted.
+        champion_scores: A champion version's scores of `rows`, made by the trainer (version →
+            scores), used instead of scoring `rows` again.
     """
 
     rows: pd.DataFrame
@@ -64,6 +66,7 @@ class PromotionRule:
     champion_metric: Callable[[np.ndarray], float] | None = None
     challenger_scores: np.ndarray | None = None
     margin: float = 0.0
+    champion_scores: Mapping[str, np.ndarray] | None = None
 
 
 @dataclass
@@ -180,6 +183,7 @@ def log_and_register(
             higher_is_better=spec.higher_is_better,
             challenger_scores=rule.challenger_scores,
             margin=rule.margin,
+            champion_scores=rule.champion_scores,
         )
         tag_version(
             spec.name,

@@ -249,21 +249,53 @@ def score_version(name: str, version: str, rows: pd.DataFrame) -> np.ndarray:
     Only the columns in the version's signature are passed, so a champion trained on other
     features still scores the same rows when they hold its columns.
     """
+    return version_scorer(name, version)(rows)
+
+
+def champion_scorer(
+    name: str, tracking_uri: str
+) -> dict[str, Callable[[pd.DataFrame], np.ndarray]]:
+    """The current champion of `name` as {version: rows → its scores} (`version_scorer`);
+    empty when there is none or it cannot be loaded (the gate then says why)."""
+    from training.model_cards import store_exists
+
+    if not store_exists(tracking_uri):
+        return {}
+    with tracking(tracking_uri):
+        current = champion_version(mlflow.MlflowClient(), name)
+        if current is None:
+            return {}
+        try:
+            return {current: version_scorer(name, current)}
+        except Exception as error:  # the gate scores it again and reports the failure
+            log.warning("champion v%s of %s could not be loaded: %s", current, name, error)
+            return {}
+
+
+def version_scorer(name: str, version: str) -> Callable[[pd.DataFrame], np.ndarray]:
+    """A registered version loaded once, as rows → its scores (`score_version`); call inside
+    `tracking(uri)`. Its calls need no tracking store."""
 
     loaded = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
     schema = loaded.metadata.get_input_schema()
-    columns = schema.input_names() if schema is not None else list(rows.columns)
-    missing = [c for c in columns if c not in rows.columns]
-    if missing:
-        raise KeyError(f"version {version} of {name} needs columns the test rows lack: {missing}")
     try:
         wrapped = loaded.unwrap_python_model()
     except mlflow.exceptions.MlflowException:
         wrapped = None
-    if isinstance(wrapped, PyfuncModel):
-        # The same model object, without MLflow's per-call schema enforcement.
-        return np.asarray(wrapped.model.predict_proba(rows[columns]), dtype=np.float64)
-    return np.asarray(loaded.predict(rows[columns]), dtype=np.float64).ravel()
+
+    def scores(rows: pd.DataFrame) -> np.ndarray:
+        columns = schema.input_names() if schema is not None else list(rows.columns)
+        missing = [c for c in columns if c not in rows.columns]
+        if missing:
+            raise KeyError(
+                f"version {version} of {name} needs columns the test rows lack: {missing}"
+            )
+        if isinstance(wrapped, PyfuncModel):
+            # The same model object, without MLflow's per-call schema enforcement.
+            return np.asarray(wrapped.model.predict_proba(rows[columns]), dtype=np.float64)
+        return np.asarray(loaded.predict(rows[columns]), dtype=np.float64).ravel()
+
+    return scores
 
 
 def promote(
@@ -279,6 +311,7 @@ def promote(
     higher_is_better: bool | None = None,
     challenger_scores: np.ndarray | None = None,
     margin: float = 0.0,
+    champion_scores: Mapping[str, np.ndarray] | None = None,
 ) -> Promotion:
     """Give the new version `challenger`, and `champion` when it beats the current one.
 
@@ -288,7 +321,10 @@ def promote(
     `challenger_scores` of `rows` (binary metrics): on rows it learned from, a champion
     would win by memory. Without such scores, or with no row new to the champion, the
     champion stays. With a `margin`, the new version is promoted unless it falls more than
-    that below the champion (a retrain the monitor called for). Call inside `tracking(uri)`.
+    that below the champion (a retrain the monitor called for). `champion_scores` (version →
+    its scores of `rows`) spares scoring a champion whose scores the trainer already made,
+    where `rows` lack the features (the offer model's candidates). Call inside
+    `tracking(uri)`.
 
     Args:
         name: Registered model name.
@@ -349,7 +385,10 @@ def promote(
             rows, y = rows[new], y[new]
             challenger_value = binary_metrics(y, challenger_scores[new], capacity)[metric]
     try:
-        scores = score_version(name, current, rows)
+        if champion_scores is not None and current in champion_scores:
+            scores = champion_scores[current]
+        else:
+            scores = score_version(name, current, rows)
     except Exception as error:  # any failure to score keeps the champion
         log.warning("champion v%s of %s could not be scored: %s", current, name, error)
         return stays(f"champion could not be scored on the test rows: {error}")

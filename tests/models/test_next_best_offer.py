@@ -265,6 +265,18 @@ def test_training_values_the_policy_registers_it_and_never_offers_a_returned_cat
         artifacts = {a.path for a in client.list_artifacts(champion.run_id, "evaluation")}
     assert "test_policy_model_dr" in run.data.metrics
     assert "evaluation/policy_values.csv" in artifacts
+    # The next run is judged against the champion on the same decisions: the same data train
+    # the same model, whose policy is worth exactly the champion's, so it does not beat it.
+    again = train_policy(
+        nbo.SPEC,
+        store,
+        settings,
+        TrainOptions(tables=sim_tables, tracking_uri=uri, explain_rows=50),
+    )
+    assert again.promotion.champion_version == result.version
+    assert again.promotion.champion_value == pytest.approx(again.metrics["policy_value_dr"])
+    assert again.promotion.champion_value == pytest.approx(metrics["policy_value_dr"])
+    assert not again.promotion.promoted, again.promotion.reason
 
     # The simulator's truth values every policy exactly; nothing beats the oracle.
     comparison = oracle(result, sim_dir / "_truth")
