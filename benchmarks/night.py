@@ -27,10 +27,10 @@ import os
 import shutil
 import sqlite3
 import time
-from collections.abc import Iterator
-from contextlib import closing, contextmanager
+from contextlib import closing
 from datetime import date, timedelta
 from pathlib import Path
+from unittest.mock import patch
 
 HISTORY_END = date(2025, 12, 29)
 DAYS = (HISTORY_END + timedelta(days=1), HISTORY_END + timedelta(days=2))
@@ -54,21 +54,6 @@ def _night(path: Path) -> tuple[float, list[tuple[str, float]], dict[str, str]]:
         night = pipeline(source="folder", path=path)
     seconds = time.perf_counter() - started
     return seconds, [(n, s) for n, s, _ in display.finished], night.due
-
-
-@contextmanager
-def _environment(**values: str) -> Iterator[None]:
-    """Environment variables set for the block, and put back after it."""
-    before = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for name, value in before.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def _is_monitor(stage: str) -> bool:
@@ -175,7 +160,9 @@ def bench_night(
             name: {"since": f"{DAYS[1]}T00:00:00+00:00", "reason": "benchmark"} for name in MODELS
         }
         (settings.monitoring_dir / MARKS_FILE).write_text(json.dumps(marks))
-        with _environment(AFTERSALE_REFIT_MARKED="false", AFTERSALE_MARKED_GATE_MARGIN="0"):
+        with patch.dict(
+            os.environ, AFTERSALE_REFIT_MARKED="false", AFTERSALE_MARKED_GATE_MARGIN="0"
+        ):
             retrained = _night(root / "day-2")
         _print_night(f"night of {DAYS[1]} retraining every model", *retrained)
         figures["night_with_retraining_seconds"] = retrained[0]

@@ -32,7 +32,7 @@ from training.fit import FitResult, fit_lightgbm, layout_from_train
 from training.fit_cluster import fit_lightgbm_on_cluster
 from training.record import PromotionRule, RunRecord, log_and_register
 from training.register import read_version
-from training.split import SplitError, TimeSplit, Window, time_split
+from training.split import SplitError, TimeSplit, time_split
 from training.trainer import TrainOptions, TrainResult
 
 log = logging.getLogger(__name__)
@@ -248,10 +248,7 @@ def fit_calibrated(
         The fit, its feature layout, the calibration chosen, and the validation rows' raw
         scores.
     """
-    layout = layout_from_train(train_rows, features, list(spec.categorical))
-    params = dict(spec.params)
-    if spec.params_rule is not None:
-        params |= spec.params_rule(train_rows[LABEL])
+    layout, params = _layout_and_params(spec, train_rows, features)
     fit_args = (
         train_rows,
         valid_rows,
@@ -286,11 +283,18 @@ def refit(
     """The recipe fitted on every labelled decision, `rows` (the time split's windows
     together), with the number of trees the time split's model stopped at: nothing is left
     to stop on. `test_rows` only report the fit's loss."""
+    layout, params = _layout_and_params(spec, rows, features)
+    return fit_lightgbm(rows, test_rows, layout, LABEL, params, trees, early_stopping_rounds=0)
+
+
+def _layout_and_params(spec: ModelSpec, rows: pd.DataFrame, features: list[str]):
+    """The feature layout of the rows a fit learns from, and its LightGBM parameters (the
+    spec's, with its rule applied to those rows' labels)."""
     layout = layout_from_train(rows, features, list(spec.categorical))
     params = dict(spec.params)
     if spec.params_rule is not None:
         params |= spec.params_rule(rows[LABEL])
-    return fit_lightgbm(rows, test_rows, layout, LABEL, params, trees, early_stopping_rounds=0)
+    return layout, params
 
 
 def served_span(
@@ -301,16 +305,16 @@ def served_span(
     it saw at all, stopping and calibration included (`served_seen_end`, an instant it
     holds). A decision after that is new to it."""
     if refit_rows is None:
-        train = split.train
+        start, end, rows = split.train.start, split.train.end, split.train.rows
         seen = utc_times(valid_rows[EVENT_TIME]).max()
     else:
         times = utc_times(refit_rows[EVENT_TIME])
-        train = Window("refit", times.min(), times.max(), refit_rows.index)
-        seen = train.end
+        start, end, rows = times.min(), times.max(), len(refit_rows)
+        seen = end
     return {
-        "served_train_start": train.start.isoformat(),
-        "served_train_end": train.end.isoformat(),
-        "served_train_rows": train.rows,
+        "served_train_start": start.isoformat(),
+        "served_train_end": end.isoformat(),
+        "served_train_rows": rows,
         "served_seen_end": seen.isoformat(),
     }
 

@@ -259,12 +259,11 @@ def value_policies(
         else:
             (block,), _ = offer_features_of(spec, store, asked)
         p_hat[start : start + len(block)] = model.predict_proba(block)
-        for name, score in list((others or {}).items()):
+        for name in list(other_scores):
             try:
-                other_scores[name][start : start + len(block)] = score(block)
+                other_scores[name][start : start + len(block)] = others[name](block)
             except Exception as error:  # it is left unscored, and said so
                 log.warning("%s could not score the candidates: %s", name, error)
-                others = {k: v for k, v in others.items() if k != name}
                 del other_scores[name]
         kept.append(block[[c for c in CANDIDATE_COLUMNS if c in block.columns]])
         del block
