@@ -95,11 +95,12 @@ def train_one(data: Path, name: str, figures: Path) -> None:
     )
 
 
-def measured(data: Path, name: str, folder: Path) -> dict:
-    """`train_one` in a fresh process: its figures, wall time and peak resident memory."""
+def measured(data: Path, name: str, folder: Path, environment: dict | None = None) -> dict:
+    """`train_one` in a fresh process (with `environment` added to this one's): its
+    figures, wall time and peak resident memory."""
     figures = folder / f"{name}.json"
     figures.unlink(missing_ok=True)
-    env = {**os.environ, "AFTERSALE_DATA_DIR": str(data)}
+    env = {**os.environ, **(environment or {}), "AFTERSALE_DATA_DIR": str(data)}
     env.pop("AFTERSALE_MLFLOW_TRACKING_URI", None)
     started = time.perf_counter()
     child = subprocess.Popen(
