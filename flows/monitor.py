@@ -193,7 +193,34 @@ def monitor_model(name: str, window_days: int, data: MonitoredData | None = None
         end,
         reference_rows,
     )
-    frame, features = monitored_frame(spec, feature_store(settings), tables, model, events)
+    policy = None
+    if name == OFFERS:
+        # An offer model is judged by what its policy earns, not only by its acceptance AUC;
+        # the decisions compared are read in the same store scan as those valued.
+        try:
+            policy = offer_policy_quality(
+                model,
+                spec,
+                feature_store(settings),
+                tables,
+                end,
+                window_days,
+                (train_start, train_end),
+                champion.metrics,
+                events=decisions,
+                max_decisions=reference_rows,
+                read_along=[events.reset_index(drop=True)],
+            )
+        except ValueError as error:
+            log.warning("%s: no policy value yet: %s", name, error)
+    frame, features = monitored_frame(
+        spec,
+        feature_store(settings),
+        tables,
+        model,
+        events,
+        retrieved=None if policy is None else policy.read_along[0],
+    )
     current = None
     if tuple(spec.entity) == ("customer_id",):
         # Customer labels take months: the newest decisions are those at the data's end.
@@ -228,23 +255,8 @@ def monitor_model(name: str, window_days: int, data: MonitoredData | None = None
     except ValueError as error:
         log.warning("%s: no realised quality yet: %s", name, error)
         quality = None
-    if quality is not None and name == OFFERS:
-        # An offer model is judged by what its policy earns, not only by its acceptance AUC.
-        try:
-            quality |= offer_policy_quality(
-                model,
-                spec,
-                feature_store(settings),
-                tables,
-                end,
-                window_days,
-                (train_start, train_end),
-                champion.metrics,
-                events=decisions,
-                max_decisions=reference_rows,
-            )
-        except ValueError as error:
-            log.warning("%s: no policy value yet: %s", name, error)
+    if quality is not None and policy is not None:
+        quality |= policy.figures
     # The newest days have no labels yet: their AUC estimated from the calibrated scores.
     estimate = estimated_auc(spans.current[SCORE].to_numpy())
     if quality is not None:

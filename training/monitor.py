@@ -27,6 +27,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -511,19 +512,28 @@ def customers_as_of(
 
 
 def monitored_frame(
-    spec: ModelSpec, store, tables, model, events: pd.DataFrame | None = None
+    spec: ModelSpec,
+    store,
+    tables,
+    model,
+    events: pd.DataFrame | None = None,
+    retrieved: pd.DataFrame | None = None,
 ) -> tuple[pd.DataFrame, list[str]]:
     """The decisions of `spec` (`events`, e.g. `monitored_events`; None: every one) with
-    their point-in-time features and `model`'s score."""
+    their point-in-time features and `model`'s score (`retrieved`: an offer model's
+    `events` with their features, read already, e.g. along the policy's valuation)."""
     from models.spec import Kind
     from training.data import training_data
 
     if spec.kind == Kind.POLICY:
         # Offers: the logged offer of each decision, with the features its policy reads.
-        from training.policy import offer_features
+        from training.policy import offer_feature_names, offer_features
 
-        logged = spec.label_events(dict(tables)) if events is None else events
-        frame, features = offer_features(spec, store, logged.reset_index(drop=True))
+        if retrieved is not None:
+            frame, features = retrieved.copy(), offer_feature_names(spec, store)
+        else:
+            logged = spec.label_events(dict(tables)) if events is None else events
+            frame, features = offer_features(spec, store, logged.reset_index(drop=True))
         frame[SCORE] = model.predict_proba(frame)
         return frame, [f for f in features if f in frame.columns]
     data = training_data(spec, store, tables, events)
@@ -635,6 +645,13 @@ def realised_quality(
     }
 
 
+class PolicyQuality(NamedTuple):
+    """The offer policy's realised figures, and the decisions read along (`read_along`)."""
+
+    figures: dict[str, float]
+    read_along: tuple[pd.DataFrame, ...]
+
+
 def offer_policy_quality(
     model,
     spec: ModelSpec,
@@ -646,7 +663,8 @@ def offer_policy_quality(
     tested: dict[str, float] | None = None,
     events: pd.DataFrame | None = None,
     max_decisions: int | None = None,
-) -> dict[str, float]:
+    read_along: Sequence[pd.DataFrame] = (),
+) -> PolicyQuality:
     """The served offer policy's value per decision on the newest labelled window (the
     offers of the `window_days` days up to the latest whose 7-day window closed by `end`),
     estimated off-policy from the logged offers as training values it on its test window
@@ -666,6 +684,8 @@ def offer_policy_quality(
         tested: The champion's run metrics.
         events: The offer decisions (`next_best_offer.label_events` of `tables`), where the
             caller has them already; None reads them from `tables`.
+        read_along: Other offer decisions, read with the valued ones' (`value_policies`)
+            and returned with their features (`offer_features` of each).
 
     Raises:
         ValueError: No offer decision has its outcome known by `end`.
@@ -687,12 +707,13 @@ def offer_policy_quality(
     ranking = offer_policy.best_sellers(tables, start)
     limit = {} if max_decisions is None else {"max_decisions": max_decisions}
     valuation = value_policies(
-        model, spec, store, tables, catalogue, actions, window, ranking, **limit
-    )
+        model, spec, store, tables, catalogue, actions, window, ranking, **limit,
+        read_along=read_along,
+    )  # fmt: skip
     served = valuation.values["model"]
     low, high = served.interval("dr")
     tested = tested or {}
-    return {
+    figures = {
         "policy_window_start": start,
         "policy_window_end": last,
         "policy_rows": len(valuation.decisions),
@@ -705,6 +726,7 @@ def offer_policy_quality(
         "test_policy_value_dr": tested.get("test_policy_value_dr", float("nan")),
         "test_policy_logging_mean": tested.get("test_policy_logging_mean", float("nan")),
     }
+    return PolicyQuality(figures, valuation.read_along)
 
 
 def retrain_reasons(

@@ -18,7 +18,7 @@ import json
 import logging
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -114,8 +114,14 @@ def offer_features_of(
     service = store.get_feature_service(spec.feature_service)
     retrieved = historical_features_of(store, frames, service)
     out = [nbo.decision_features(r, r[EVENT_TIME]) for r in retrieved]
+    return out, offer_feature_names(spec, store)
+
+
+def offer_feature_names(spec: ModelSpec, store: FeatureStore) -> list[str]:
+    """The model's input names of `offer_features`' frames."""
+    service = store.get_feature_service(spec.feature_service)
     names = [n for n in feature_names(store, service) if n not in spec.exclude]
-    return out, [*nbo.DECISION_COLUMNS, *names, *spec.derived]
+    return [*nbo.DECISION_COLUMNS, *names, *spec.derived]
 
 
 def _policy_table(values: dict[str, PolicyValue], on_policy: tuple[float, float]) -> pd.DataFrame:
@@ -181,6 +187,8 @@ class PolicyValuation:
         on_policy: The logging policy's mean reward and its standard error.
         other_scores: Each of the other models asked (`value_policies`' `others`), its
             acceptance of every candidate, in `candidates`' order.
+        read_along: The frames of decisions asked to be read along
+            (`value_policies`' `read_along`), each with its features.
     """
 
     decisions: pd.DataFrame
@@ -194,6 +202,7 @@ class PolicyValuation:
     values: dict[str, PolicyValue]
     on_policy: tuple[float, float]
     other_scores: dict[str, np.ndarray] = field(default_factory=dict)
+    read_along: tuple[pd.DataFrame, ...] = ()
 
 
 def value_policies(
@@ -207,6 +216,7 @@ def value_policies(
     ranking,
     max_decisions: int = MAX_EVALUATED_DECISIONS,
     others: Mapping[str, Callable[[pd.DataFrame], np.ndarray]] | None = None,
+    read_along: Sequence[pd.DataFrame] = (),
 ) -> PolicyValuation:
     """Score every candidate action of each logged decision and value the served policy,
     the popularity policy (`ranking`) and random offers by IPS, SNIPS and DR, on a uniform
@@ -225,6 +235,10 @@ def value_policies(
         others: Other models (name → rows → acceptance) to score every candidate with, as
             its features are read (the champion the gate compares with): the candidates
             are kept without their features.
+        read_along: Other offer decisions whose features to read with the first block's
+            (`offer_features` of each, in `PolicyValuation.read_along`): a store scan
+            costs about as much whatever the decisions asked, so the monitor's are read
+            in the same one.
     """
     test = decisions
     if len(test) > max_decisions:
@@ -255,7 +269,9 @@ def value_policies(
     for start in range(0, max(len(cand), 1), step):
         asked = [cand.iloc[start : start + step]]
         if start == 0:
-            (logged_rows, block), _ = offer_features_of(spec, store, [test, *asked])
+            (logged_rows, block, *along), _ = offer_features_of(
+                spec, store, [test, *asked, *read_along]
+            )
         else:
             (block,), _ = offer_features_of(spec, store, asked)
         p_hat[start : start + len(block)] = model.predict_proba(block)
@@ -300,6 +316,7 @@ def value_policies(
         valued,
         on_policy,
         other_scores,
+        tuple(along),
     )
 
 

@@ -21,7 +21,7 @@ from models.spec import EVENT_TIME, LABEL, LABEL_KNOWN
 from training.monitor import offer_policy_quality
 from training.offpolicy import greedy
 from training.oracle import policy_oracle as oracle
-from training.policy import train_policy
+from training.policy import offer_features, train_policy
 from training.trainer import TrainOptions
 
 
@@ -290,9 +290,17 @@ def test_training_values_the_policy_registers_it_and_never_offers_a_returned_cat
         pd.Timestamp(result.split[f"split_train_{side}"]) for side in ("start", "end")
     )
     tested = {f"test_{k}": v for k, v in metrics.items()}
-    quality = offer_policy_quality(
-        result.model, nbo.SPEC, store, sim_tables, end, 28, train_span, tested
-    )
+    # Other decisions read along the valuation get what a read of their own gives.
+    asked = nbo.label_events(dict(sim_tables)).iloc[::50].reset_index(drop=True)
+    valued = offer_policy_quality(
+        result.model, nbo.SPEC, store, sim_tables, end, 28, train_span, tested,
+        read_along=[asked],
+    )  # fmt: skip
+    (along,) = valued.read_along
+    alone, _ = offer_features(nbo.SPEC, store, asked)
+    pd.testing.assert_frame_equal(along, alone)
+    assert len(along) == len(asked) > 0
+    quality = valued.figures
     raw = sim_tables["offers"].to_pandas()
     ts = pd.to_datetime(raw["ts"], utc=True)
     accepted = pd.to_datetime(raw["accepted_ts"], utc=True)
@@ -320,7 +328,7 @@ def test_training_values_the_policy_registers_it_and_never_offers_a_returned_cat
             train_span,
             tested,
             max_decisions=limit,
-        )
+        ).figures
         for _ in range(2)
     ]
     assert 0.9 * limit <= bounded[0]["policy_rows"] <= limit
