@@ -8,8 +8,8 @@ The business is the seeded simulation built into features the production way
 each is started; delay risk and churn (the models that `lightgbm.dask` fits) are then each
 trained twice through `training.trainers.train_model` in a fresh process: without
 `AFTERSALE_DASK_ADDRESS` (one machine) and with it (the cluster). Each process's peak
-resident memory is its own (`os.wait4`); the workers are restarted before each Dask run, so
-their peak is that run's.
+resident memory is its own (`train_scale.peak_rss_gib`); the workers are restarted before
+each Dask run, so their peak is that run's.
 
 `python -m benchmarks train_dask --customers 100000` writes `<out>/train_dask-<N>.json`.
 """
@@ -17,19 +17,14 @@ their peak is that run's.
 from __future__ import annotations
 
 import json
-import resource
+import logging
 from pathlib import Path
 
-from benchmarks.train_scale import measured, prepared
+from benchmarks.train_scale import measured, peak_rss_gib, prepared
 
 MODELS = ("delay_risk", "churn")
 MAX_SLOWDOWN = 1.2
 MAX_AUC_GAP = 0.005
-
-
-def _peak_rss_gib() -> float:
-    """This process's peak resident memory (run on each worker)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
 def compared(single: dict, cluster: dict) -> dict:
@@ -62,7 +57,11 @@ def bench_train_dask(customers: int, out: Path, models: tuple[str, ...] = MODELS
     rows = []
     with (
         LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            silence_logs=logging.WARNING,
         ) as cluster,
         Client(cluster, set_as_default=False) as client,
     ):
@@ -72,7 +71,7 @@ def bench_train_dask(customers: int, out: Path, models: tuple[str, ...] = MODELS
             on_cluster = measured(
                 data, name, folder, {"AFTERSALE_DASK_ADDRESS": cluster.scheduler_address}
             )
-            workers = client.run(_peak_rss_gib)
+            workers = client.run(peak_rss_gib)
             on_cluster["workers_peak_rss_gib"] = max(workers.values(), default=0.0)
             rows.append({"single": single, "dask": on_cluster, **compared(single, on_cluster)})
     print(

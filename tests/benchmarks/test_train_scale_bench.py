@@ -75,3 +75,23 @@ def test_a_model_trained_in_its_own_process_reports_its_registered_figure(
     # this machine's memory.
     assert 0.2 < run["peak_rss_gib"] < TARGET_RSS_GIB
     assert run["wall_seconds"] >= run["seconds"] > 0
+
+
+def test_a_childs_peak_memory_is_its_own_not_its_parents() -> None:
+    """A parent holding 600 MiB starts a small child: the child's peak is its own few tens
+    of MiB, where `ru_maxrss` from `os.wait4` would report at least the parent's."""
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    from benchmarks.train_scale import peak_rss_gib
+
+    held = np.ones(600 * 2**20 // 8)  # written, so resident
+    assert peak_rss_gib() > 0.6
+    code = "from benchmarks.train_scale import peak_rss_gib; print(peak_rss_gib())"
+    child = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert 0.0 < float(child.stdout) < 0.3
+    del held
