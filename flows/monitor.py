@@ -149,13 +149,12 @@ def monitor_model(name: str, window_days: int, data: MonitoredData | None = None
     from models import MODELS
     from models.served.registry import ModelUnavailableError, load_champion, tracking
     from models.served.retrain import mark
-    from models.spec import EVENT_TIME
     from training.model_cards import champions
     from training.monitor import (
         SCORE,
         SEGMENTS,
         champion_span,
-        customers_as_of,
+        customers_at,
         drift,
         estimated_auc,
         monitored_events,
@@ -213,23 +212,21 @@ def monitor_model(name: str, window_days: int, data: MonitoredData | None = None
             )
         except ValueError as error:
             log.warning("%s: no policy value yet: %s", name, error)
-    frame, features = monitored_frame(
+    at_end = None
+    if tuple(spec.entity) == ("customer_id",):
+        # Customer labels take months: the newest decisions are those at the data's end.
+        # At most as many customers as the reference holds, drawn the same seeded way, and
+        # read in the same store scan as the decisions compared.
+        at_end = customers_at(tables, end, reference_rows)
+    frame, features, current = monitored_frame(
         spec,
         feature_store(settings),
         tables,
         model,
         events,
         retrieved=None if policy is None else policy.read_along[0],
+        current=at_end,
     )
-    current = None
-    if tuple(spec.entity) == ("customer_id",):
-        # Customer labels take months: the newest decisions are those at the data's end.
-        # At most as many customers as the reference holds, drawn the same seeded way (before
-        # reading: of a million customers, only the drawn ones' rows are read).
-        current = customers_as_of(settings.features_dir, end, reference_rows)
-        current = current.assign(**{EVENT_TIME: end})
-        current = current.reset_index(drop=True)
-        current[SCORE] = model.predict_proba(current)
     spans = windows(
         frame,
         train_start,

@@ -34,11 +34,15 @@ import pandas as pd
 
 from features.instants import utc_times
 from models import churn, delay_risk, next_best_offer
-from models.spec import EVENT_TIME, ModelSpec
+from models.spec import EVENT_TIME, LABEL, LABEL_KNOWN, ModelSpec
 
 log = logging.getLogger(__name__)
 
 SCORE = "score"
+# Churn's population: customers with an earlier order (a customer feature).
+ORDERS_TOTAL = "orders_total"
+# Marks the customers at the data's end among the decisions read with them.
+NEWEST = "__newest"
 ALL = "all"
 # Segments each monitored model is watched by.
 SEGMENTS: dict[str, tuple[str, ...]] = {
@@ -207,7 +211,6 @@ def monitored_events(
     known by `end` (what `realised_quality` measures), each window at most `reference_rows`
     decisions drawn as the reference is. The newest decision, and the newest with a known
     label, are kept whatever the draw: they set where the windows end."""
-    from models.spec import LABEL, LABEL_KNOWN
 
     times = pd.to_datetime(events[EVENT_TIME], utc=True)
     span = pd.Timedelta(days=window_days)
@@ -478,37 +481,38 @@ def trending(
     return {row["column"] for row in found if row["drifted"]}
 
 
-def customers_as_of(
-    features_dir: Path, as_of: pd.Timestamp, rows: int | None = None, seed: int = REFERENCE_SEED
-) -> pd.DataFrame:
+def customers_as_of(features_dir: Path, as_of: pd.Timestamp) -> pd.DataFrame:
     """Every customer who has ordered, with their latest customer features at or before
-    `as_of` (the rows batch scoring reads) and the decision-time features of that instant.
-
-    With `rows`, only the customers of a draw of at most `rows` of those stored by then
-    (`drawn`, each at `as_of`) are read, and of them those who have ordered are returned.
-    """
-    import duckdb
-    import pyarrow as pa
-
+    `as_of` (the rows batch scoring reads) and the decision-time features of that instant."""
     from features.build.derived import add_time_features
     from features.repo.customer_views import customer_snapshots
-    from features.store.latest import EVENT_TIME as STORED_TIME
     from features.store.latest import latest_rows
 
     table = features_dir / "current" / customer_snapshots.name
-    wanted = None
-    if rows is not None:
-        with duckdb.connect() as connection:
-            stored = connection.sql(
-                f"SELECT DISTINCT customer_id FROM read_parquet('{table}/*.parquet') "
-                f"WHERE {STORED_TIME} <= $as_of",
-                params={"as_of": as_of.to_pydatetime()},
-            ).df()
-        chosen = drawn(stored.assign(**{EVENT_TIME: as_of}), ["customer_id"], rows, seed)
-        wanted = pa.table({"customer_id": chosen["customer_id"].astype(str).to_numpy()})
-    snapshots = latest_rows(table, "customer_id", as_of, wanted)
-    ordered = snapshots[snapshots["orders_total"].fillna(0) > 0].reset_index(drop=True)
+    snapshots = latest_rows(table, "customer_id", as_of)
+    ordered = snapshots[snapshots[ORDERS_TOTAL].fillna(0) > 0].reset_index(drop=True)
     return add_time_features(ordered, as_of)
+
+
+def customers_at(
+    tables, as_of: pd.Timestamp, rows: int | None = None, seed: int = REFERENCE_SEED
+) -> pd.DataFrame:
+    """The customers of `tables` signed up by `as_of`, each as a decision at `as_of`: at
+    most `rows` of them, drawn as the reference is (`drawn`). A model whose labels take
+    months (churn) is watched on these: its newest decisions, made at the data's end."""
+    customers = tables["customers"].select(["customer_id", "signup_ts"]).to_pandas()
+    signed = customers[(utc_times(customers["signup_ts"]) <= as_of).to_numpy()]
+    asked = pd.DataFrame({"customer_id": signed["customer_id"].astype(str).to_numpy()})
+    asked[EVENT_TIME] = pd.Series(as_of, index=asked.index, dtype="datetime64[ns, UTC]")
+    return drawn(asked, ["customer_id"], rows, seed).reset_index(drop=True)
+
+
+class Monitored(NamedTuple):
+    """Decisions with their features and score (`monitored_frame`)."""
+
+    frame: pd.DataFrame
+    features: list[str]
+    current: pd.DataFrame | None = None
 
 
 def monitored_frame(
@@ -518,10 +522,20 @@ def monitored_frame(
     model,
     events: pd.DataFrame | None = None,
     retrieved: pd.DataFrame | None = None,
-) -> tuple[pd.DataFrame, list[str]]:
+    current: pd.DataFrame | None = None,
+) -> Monitored:
     """The decisions of `spec` (`events`, e.g. `monitored_events`; None: every one) with
-    their point-in-time features and `model`'s score (`retrieved`: an offer model's
-    `events` with their features, read already, e.g. along the policy's valuation)."""
+    their point-in-time features and `model`'s score.
+
+    Args:
+        spec, store, tables, model: The model, the Feast store, the raw tables, the champion.
+        events: The decisions.
+        retrieved: An offer model's `events` with their features, read already (e.g. along
+            the policy's valuation).
+        current: Customers at the data's end (`customers_at`), read in the same store scan
+            as `events` and returned apart (`Monitored.current`): those who have ordered,
+            the population churn is trained on.
+    """
     from models.spec import Kind
     from training.data import training_data
 
@@ -535,11 +549,29 @@ def monitored_frame(
             logged = spec.label_events(dict(tables)) if events is None else events
             frame, features = offer_features(spec, store, logged.reset_index(drop=True))
         frame[SCORE] = model.predict_proba(frame)
-        return frame, [f for f in features if f in frame.columns]
+        return Monitored(frame, [f for f in features if f in frame.columns])
+    if current is not None:
+        events = spec.label_events(dict(tables)) if events is None else events
+        # The decisions keep their labels' types once the unlabelled customers are apart.
+        kinds = events[[LABEL, LABEL_KNOWN]].dtypes.to_dict()
+        unlabelled = {
+            LABEL: np.nan,
+            LABEL_KNOWN: pd.Series(pd.NaT, index=current.index, dtype="datetime64[ns, UTC]"),
+            NEWEST: True,
+        }
+        events = pd.concat(
+            [events.assign(**{NEWEST: False}), current.assign(**unlabelled)], ignore_index=True
+        )
     data = training_data(spec, store, tables, events)
     frame = data.frame
     frame[SCORE] = model.predict_proba(frame)
-    return frame, list(data.features)
+    if current is None:
+        return Monitored(frame, list(data.features))
+    newest = frame.pop(NEWEST).astype(bool).to_numpy()
+    now = frame[newest]
+    now = now[(now[ORDERS_TOTAL].fillna(0) > 0).to_numpy()]
+    decisions = frame[~newest].reset_index(drop=True).astype(kinds)
+    return Monitored(decisions, list(data.features), now.reset_index(drop=True))
 
 
 def save_html(result: Drift, folder: Path, name: str) -> Path:
@@ -582,7 +614,6 @@ def measured_window(
     known by `end` (with a label, where `labelled`), in the `window_days` days up to the
     latest of them; empty when none is. Label events need no features for this, so the
     monitor retrieves features for these rows only, whatever the length of the history."""
-    from models.spec import LABEL, LABEL_KNOWN
 
     known = pd.to_datetime(decided[LABEL_KNOWN], utc=True) <= end
     if labelled:
@@ -615,7 +646,6 @@ def realised_quality(
     Raises:
         ValueError: No decision new to the champion has a label known by `end`.
     """
-    from models.spec import LABEL, LABEL_KNOWN
     from training.evaluate import binary_metrics
 
     known = utc_times(frame[LABEL_KNOWN])
@@ -691,7 +721,6 @@ def offer_policy_quality(
         ValueError: No offer decision has its outcome known by `end`.
     """
     from models.policies import offers as offer_policy
-    from models.spec import LABEL_KNOWN
     from training.policy import value_policies
 
     if events is None:
@@ -901,7 +930,6 @@ def uplift_quality(
         ValueError: No logged row's outcome was known by `end`, or the window lacks an arm.
     """
     from models.outreach_uplift import ACTION, TREATED
-    from models.spec import LABEL
     from training.uplift_metrics import arm_difference, arm_weights, uplift_metrics
 
     rows = measured_window(frame, end, window_days, labelled=True)

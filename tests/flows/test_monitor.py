@@ -3,6 +3,7 @@ recorded in MLflow with its HTML report and appended to the monitoring table."""
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
@@ -176,3 +177,52 @@ def test_a_business_beyond_the_bound_is_monitored_on_a_draw_of_its_customers(
     assert runs[0].current_span[1] <= newest
     assert runs[0].current_span[1] > newest - pd.Timedelta(days=1)
     pd.testing.assert_frame_equal(runs[0].table, runs[1].table)
+
+
+def test_churns_customers_at_the_end_are_read_along_with_their_latest_features(
+    trained_registry,
+) -> None:
+    """The customers churn is watched on at the data's end, read in the same request as the
+    decisions compared: a draw of those signed up by then, each with the latest features
+    batch scoring reads for them, and the decisions as a request of their own gives them."""
+    from features.instants import utc_times, watermark
+    from features.store.config import feature_store
+    from flows.monitor import _data, monitored_tables
+    from models import churn
+    from models.served.registry import load_champion
+    from training.monitor import SCORE, customers_as_of, customers_at, monitored_frame
+
+    settings = trained_registry
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("AFTERSALE_DATA_DIR", str(settings.data_dir))
+        tables = _data(monitored_tables(["churn"])).of(churn.SPEC)
+    store = feature_store(settings)
+    end = watermark(dict(tables), happened=True)
+    _, model = load_champion("churn", settings.tracking_uri)
+    raw = tables["customers"].to_pandas()
+    signed = set(raw.loc[(utc_times(raw["signup_ts"]) <= end).to_numpy(), "customer_id"])
+    at_end = customers_at(tables, end, 150)
+    assert len(at_end) == min(150, len(signed))
+    assert set(at_end["customer_id"]) <= signed
+    assert (at_end["event_timestamp"] == end).all()
+    pd.testing.assert_frame_equal(at_end, customers_at(tables, end, 150))
+
+    events = churn.SPEC.label_events(dict(tables)).iloc[::20].reset_index(drop=True)
+    frame, features, current = monitored_frame(
+        churn.SPEC, store, tables, model, events, current=at_end
+    )
+    alone = monitored_frame(churn.SPEC, store, tables, model, events).frame
+    pd.testing.assert_frame_equal(frame, alone)
+    # Independently: the latest stored rows of the drawn customers who have ordered.
+    latest = customers_as_of(settings.features_dir, end)
+    latest = latest[latest["customer_id"].isin(at_end["customer_id"])]
+    assert 0 < len(current) == len(latest)
+    current = current.sort_values("customer_id").reset_index(drop=True)
+    latest = latest.sort_values("customer_id").reset_index(drop=True)
+    numeric = [f for f in features if f not in churn.SPEC.categorical]
+    np.testing.assert_allclose(
+        current[numeric].to_numpy(np.float64), latest[numeric].to_numpy(np.float64), rtol=1e-9
+    )
+    for column in [f for f in features if f in churn.SPEC.categorical]:
+        assert current[column].astype(str).tolist() == latest[column].astype(str).tolist()
+    np.testing.assert_allclose(current[SCORE], model.predict_proba(latest), rtol=1e-9)
