@@ -211,7 +211,6 @@ def monitored_events(
     known by `end` (what `realised_quality` measures), each window at most `reference_rows`
     decisions drawn as the reference is. The newest decision, and the newest with a known
     label, are kept whatever the draw: they set where the windows end."""
-
     times = pd.to_datetime(events[EVENT_TIME], utc=True)
     span = pd.Timedelta(days=window_days)
     chosen = [reference_sample(events, keys, train_start, train_end, reference_rows, seed).index]
@@ -614,7 +613,6 @@ def measured_window(
     known by `end` (with a label, where `labelled`), in the `window_days` days up to the
     latest of them; empty when none is. Label events need no features for this, so the
     monitor retrieves features for these rows only, whatever the length of the history."""
-
     known = pd.to_datetime(decided[LABEL_KNOWN], utc=True) <= end
     if labelled:
         known &= decided[LABEL].notna()
@@ -736,9 +734,17 @@ def offer_policy_quality(
     ranking = offer_policy.best_sellers(tables, start)
     limit = {} if max_decisions is None else {"max_decisions": max_decisions}
     valuation = value_policies(
-        model, spec, store, tables, catalogue, actions, window, ranking, **limit,
+        model,
+        spec,
+        store,
+        tables,
+        catalogue,
+        actions,
+        window,
+        ranking,
+        **limit,
         read_along=read_along,
-    )  # fmt: skip
+    )
     served = valuation.values["model"]
     low, high = served.interval("dr")
     tested = tested or {}

@@ -293,9 +293,8 @@ def test_training_values_the_policy_registers_it_and_never_offers_a_returned_cat
     # Other decisions read along the valuation get what a read of their own gives.
     asked = nbo.label_events(dict(sim_tables)).iloc[::50].reset_index(drop=True)
     valued = offer_policy_quality(
-        result.model, nbo.SPEC, store, sim_tables, end, 28, train_span, tested,
-        read_along=[asked],
-    )  # fmt: skip
+        result.model, nbo.SPEC, store, sim_tables, end, 28, train_span, tested, read_along=[asked]
+    )
     (along,) = valued.read_along
     alone, _ = offer_features(nbo.SPEC, store, asked)
     pd.testing.assert_frame_equal(along, alone)
