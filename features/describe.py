@@ -73,6 +73,8 @@ KINDS = {
     "category_in_order": "flag",
     "peak_season": "flag",
     "expected_orders_missed": "number",
+    # A logarithm of hours: shown as hours it would read as a duration it is not.
+    "expected_log_transit_hours": "number",
 }
 
 _WINDOW = re.compile(r"_\d+d$")  # a trailing window ("_90d"), not a unit

@@ -82,6 +82,27 @@ _network += [
     for days in (28, 90)
     for what in ("late_rate", "outcomes")
 ]
+# A parcel is late when its transit exceeds the promise: how long it should take, fitted on
+# the parcels delivered in the trailing 365 days before the row's day, and the promise
+# measured against it.
+_transit = [
+    Field(
+        name="expected_log_transit_hours",
+        dtype=Float64,
+        description="Expected log transit hours (carrier, service level, weekday, distance, "
+        "weight), fitted on the parcels delivered in the trailing 365 days",
+    ),
+    Field(
+        name="transit_log_spread",
+        dtype=Float64,
+        description="Spread of log transit hours around that fit, per carrier and service level",
+    ),
+    Field(
+        name="promise_slack_spreads",
+        dtype=Float64,
+        description="Log promised hours above the expected log transit, in spreads",
+    ),
+]
 _load = [
     Field(
         name="warehouse_backlog",
@@ -97,7 +118,7 @@ shipment_events = FeatureView(
     name="shipment_events",
     entities=[shipment],
     ttl=timedelta(days=60),
-    schema=[*_booking, *_progress, *_network, *_load],
+    schema=[*_booking, *_progress, *_network, *_transit, *_load],
     source=shipment_events_source,
     online=True,
     description="Shipment state at dispatch and after each tracking scan.",
