@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from feast import FeatureStore
 
+from aftersale.memory import return_freed_memory
 from aftersale.settings import Settings
 from models.spec import Kind, ModelSpec
 from training.binary import train as train_binary
@@ -39,4 +40,6 @@ def train_model(
     trainer = TRAINERS.get(spec.kind)
     if trainer is None:
         raise ValueError(f"{spec.name}: no trainer for kind {spec.kind!r}; known {list(TRAINERS)}")
+    # Training frees frames of hundreds of MiB between its stages: give them back.
+    return_freed_memory()
     return trainer(spec, store, settings, options or TrainOptions())

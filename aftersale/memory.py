@@ -1,0 +1,59 @@
+"""Freed memory goes back to the operating system when it is freed (glibc's malloc).
+
+glibc raises its mmap threshold each time a mapped block is freed, up to 32 MiB on 64-bit
+systems. After that, column arrays of a few MiB come from the heap. Once freed they stay
+in the process's resident memory, for as long as a live block sits above them in the heap.
+Training frees and allocates many such arrays as it retrieves, joins and splits frames. At
+1,000,000 customers, the uplift model's process held 2.3 GiB of freed heap after preparing
+its rows: `malloc_trim` gave it back.
+
+`return_freed_memory` fixes the threshold instead. Every block of at least
+`MMAP_THRESHOLD` is then mapped on its own and unmapped when freed. A fixed threshold also
+fixes the heap's trim threshold, so a freed top of the heap is returned too. Mapping a
+block costs a system call and its first page faults: microseconds against the block's own
+fill. This is one `mallopt` call, which no library wraps; where the C library is not
+glibc, the call does nothing.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import logging
+import sys
+
+log = logging.getLogger(__name__)
+
+# glibc's `mallopt` parameters (malloc.h).
+M_TRIM_THRESHOLD = -1
+M_MMAP_THRESHOLD = -3
+# glibc's own starting threshold, held fixed.
+MMAP_THRESHOLD = 128 * 1024
+TRIM_THRESHOLD = 128 * 1024
+
+_done = False
+
+
+def return_freed_memory() -> bool:
+    """Fix glibc's mmap and trim thresholds for the rest of the process (once); whether
+    they are set (False off Linux or where the C library is not glibc)."""
+    global _done
+    if _done:
+        return True
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
+    mallopt.restype = ctypes.c_int
+    # mallopt answers 1 on success and 0 on an error.
+    if mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) != 1:
+        return False
+    if mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD) != 1:
+        return False
+    log.debug("glibc mmap and trim thresholds fixed at %d bytes", MMAP_THRESHOLD)
+    _done = True
+    return True
