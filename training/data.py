@@ -131,6 +131,21 @@ def training_data(
         ValueError: The label events lack a required column, or a declared feature is not
             produced by the service or the derived features.
     """
+    return decision_features(spec, store, decisions(spec, tables, events))
+
+
+def decisions(
+    spec: ModelSpec, tables: Mapping[str, pa.Table] | None, events: pd.DataFrame | None = None
+) -> pd.DataFrame:
+    """The label events `training_data` retrieves features for: checked, sampled to at
+    most `spec.max_events` (`sample_entities`) and in time order (RangeIndex).
+
+    A trainer that reads the raw tables for more than the label events does so from these
+    and can drop the tables before the features are retrieved.
+
+    Raises:
+        ValueError: No tables and no events, or the events lack a required column.
+    """
     if events is None:
         if tables is None:
             raise ValueError(f"{spec.name}: training data needs raw tables or events")
@@ -140,7 +155,17 @@ def training_data(
     if lacking:
         raise ValueError(f"{spec.name}: label events lack columns {lacking}")
     events = sample_entities(events, list(spec.entity), spec.max_events)
-    events = events.sort_values([EVENT_TIME, *spec.entity], kind="stable").reset_index(drop=True)
+    return events.sort_values([EVENT_TIME, *spec.entity], kind="stable").reset_index(drop=True)
+
+
+def decision_features(spec: ModelSpec, store: FeatureStore, events: pd.DataFrame) -> TrainingData:
+    """`decisions` joined with their point-in-time features and decision-time features
+    (the frame is the retrieval's own: `events` is not modified).
+
+    Raises:
+        ValueError: A declared feature is not produced by the service or the derived
+            features.
+    """
     service = store.get_feature_service(spec.feature_service)
     started = time.perf_counter()
     frame = historical_features(store, events, service)

@@ -17,6 +17,7 @@ as-of instant) compute it alike. A table a source lacks leaves its features miss
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -42,6 +43,8 @@ CONTEXT_FEATURES = {
     "subject_damaged_returns": "Items of the order returned damaged",
 }
 _ID_COLUMNS = {"shipments": "shipment_id", "contacts": "contact_id", "invoices": "invoice_id"}
+# Rows whose context is computed at once (`outreach_context`).
+CHUNK_ROWS = 500_000
 
 
 def _frame(
@@ -75,17 +78,56 @@ def _seconds(values) -> np.ndarray:
     return np.where(instants.isna().to_numpy(), np.nan, out)
 
 
-def subject_orders(rows: pd.DataFrame, tables: Mapping[str, pa.Table]) -> np.ndarray:
+@dataclass(frozen=True)
+class _Orders:
+    """The orders table as the rows look it up, worked out once for every chunk."""
+
+    # By order id (each id's first row): `_ot` (placed, epoch seconds), `amount` and
+    # `_first` (1.0 for the customer's first order).
+    at: pd.DataFrame
+    # customer_id, `_t` (placed) and order_id, in time order: a customer's latest order.
+    by_time: pd.DataFrame
+
+
+def _orders(tables: Mapping[str, pa.Table]) -> _Orders | None:
+    """The orders' look-ups (None without an orders table holding the columns read)."""
+    orders = _frame(tables, "orders", ["order_id", "customer_id", "order_ts", "amount"])
+    if orders is None:
+        return None
+    placed = _seconds(orders["order_ts"])
+    first = pd.Series(placed).groupby(orders["customer_id"].to_numpy()).transform("min")
+    at = pd.DataFrame(
+        {
+            "order_id": orders["order_id"].to_numpy(dtype=object),
+            "_ot": placed,
+            "amount": orders["amount"].to_numpy(dtype=np.float64, na_value=np.nan),
+            "_first": (placed == first.to_numpy()).astype(np.float64),
+        }
+    )
+    by_time = pd.DataFrame(
+        {
+            "customer_id": orders["customer_id"].astype(object),
+            "_t": placed,
+            "order_id": orders["order_id"].astype(object),
+        }
+    ).sort_values("_t", kind="stable")
+    return _Orders(at.drop_duplicates("order_id").set_index("order_id"), by_time)
+
+
+def subject_orders(
+    rows: pd.DataFrame, tables: Mapping[str, pa.Table], orders: _Orders | None = None
+) -> np.ndarray:
     """The order each row's action is about (None where none is known).
 
     Args:
         rows: customer_id, action, subject_id, ts.
         tables: Raw tables (orders, and shipments, contacts, invoices where present).
+        orders: The orders' look-ups (`_orders(tables)` when None).
     """
     order = np.full(len(rows), None, dtype=object)
     subject = rows["subject_id"].astype(object).to_numpy()
     actions = rows["action"].astype(object).to_numpy()
-    orders = _frame(tables, "orders", ["order_id", "customer_id", "order_ts"])
+    orders = orders if orders is not None else _orders(tables)
     for table, key in _ID_COLUMNS.items():
         # Only the ids named: the lookup keeps each id's first row, whichever rows it drops.
         found = _frame(tables, table, [key, "order_id"], among=(key, pd.Series(subject)))
@@ -100,7 +142,7 @@ def subject_orders(rows: pd.DataFrame, tables: Mapping[str, pa.Table]) -> np.nda
     if orders is None:
         return order
     allowed = np.array(["orders" in OUTREACH_SUBJECTS.get(a, ()) for a in actions])
-    named = allowed & pd.isna(order) & pd.Series(subject).isin(orders["order_id"]).to_numpy()
+    named = allowed & pd.isna(order) & pd.Series(subject).isin(orders.at.index).to_numpy()
     order[named] = subject[named]
     # Otherwise the customer's latest order strictly before ts.
     rest = np.flatnonzero(pd.isna(order))
@@ -113,15 +155,10 @@ def subject_orders(rows: pd.DataFrame, tables: Mapping[str, pa.Table]) -> np.nda
                 "_t": _seconds(rows["ts"].iloc[rest]),
             }
         ).sort_values("_t", kind="stable")
-        right = pd.DataFrame(
-            {
-                "customer_id": orders["customer_id"].astype(object),
-                "_t": _seconds(orders["order_ts"]),
-                "order_id": orders["order_id"].astype(object),
-            }
-        ).sort_values("_t", kind="stable")
         left = left[np.isfinite(left["_t"])]
-        matched = pd.merge_asof(left, right, on="_t", by="customer_id", allow_exact_matches=False)
+        matched = pd.merge_asof(
+            left, orders.by_time, on="_t", by="customer_id", allow_exact_matches=False
+        )
         order[matched["_row"].to_numpy()] = matched["order_id"].to_numpy(dtype=object)
     return order
 
@@ -142,34 +179,51 @@ def _counts_before(
     }
 
 
-def outreach_context(rows: pd.DataFrame, tables: Mapping[str, pa.Table]) -> pd.DataFrame:
+def outreach_context(
+    rows: pd.DataFrame, tables: Mapping[str, pa.Table], chunk_rows: int = CHUNK_ROWS
+) -> pd.DataFrame:
     """`CONTEXT_FEATURES` of each row's subject order as of its ts.
+
+    Each row's values depend on that row alone, so the rows are taken `chunk_rows` at a
+    time: the joins of a chunk with its orders' parcels, scans, contacts and returns are
+    let go of before the next, and the memory they take is bounded by the chunk.
 
     Args:
         rows: customer_id, action, subject_id, ts (UTC instants).
         tables: Raw contract tables; orders is needed, the others used where present.
+        chunk_rows: Rows computed at once.
 
     Returns:
         One row per input row (same index), one column per context feature.
     """
-    n = len(rows)
+    if len(rows) == 0:
+        return pd.DataFrame(index=rows.index, columns=list(CONTEXT_FEATURES), dtype=np.float64)
+    orders = _orders(tables)
+    if len(rows) <= chunk_rows:
+        return _context(rows, tables, orders)
+    return pd.concat(
+        [
+            _context(rows.iloc[i : i + chunk_rows], tables, orders)
+            for i in range(0, len(rows), chunk_rows)
+        ]
+    )
+
+
+def _context(
+    rows: pd.DataFrame, tables: Mapping[str, pa.Table], orders: _Orders | None
+) -> pd.DataFrame:
+    """`outreach_context` of one chunk of rows, with the orders' look-ups."""
     out = pd.DataFrame(index=rows.index, columns=list(CONTEXT_FEATURES), dtype=np.float64)
-    if n == 0:
+    if orders is None:
         return out
     work = pd.DataFrame(
         {
-            "order_id": subject_orders(rows, tables),
+            "order_id": subject_orders(rows, tables, orders),
             "customer_id": rows["customer_id"].to_numpy(dtype=object),
             "_t": _seconds(rows["ts"]),
         }
     )
-    orders = _frame(tables, "orders", ["order_id", "customer_id", "order_ts", "amount"])
-    if orders is None:
-        return out
-    orders = orders.assign(_ot=_seconds(orders["order_ts"]))
-    first = orders.groupby("customer_id")["_ot"].transform("min")
-    orders = orders.assign(_first=(orders["_ot"] == first).astype(np.float64))
-    at = orders.drop_duplicates("order_id").set_index("order_id")
+    at = orders.at
     known = work["order_id"].map(at["_ot"]).to_numpy(dtype=np.float64)
     # An order placed at or after ts is not yet known then.
     before = known < work["_t"].to_numpy()

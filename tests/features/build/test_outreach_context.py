@@ -324,3 +324,13 @@ def test_no_rows_give_an_empty_frame() -> None:
     out = outreach_context(_rows()[:0], TABLES)
     assert out.empty
     assert list(out.columns) == list(CONTEXT_FEATURES)
+
+
+@pytest.mark.parametrize("chunk_rows", [1, 2, 3])
+def test_rows_taken_in_chunks_get_the_values_they_get_at_once(chunk_rows: int) -> None:
+    rows = _rows()
+    whole = outreach_context(rows, TABLES)
+    # The chunks must not change a value: the rows' order, index and every feature.
+    chunked = outreach_context(rows, TABLES, chunk_rows=chunk_rows)
+    pd.testing.assert_frame_equal(chunked, whole)
+    assert whole.notna().any().all()
