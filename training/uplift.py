@@ -115,6 +115,25 @@ def _outcome_models(train, valid, layout, spec):
     return f1, f0
 
 
+class OutcomeModels:
+    """The outcome models of the sent and held-out rows (f₁, f₀) of one pair of training
+    and validation windows, fitted once however many learners read them.
+
+    The T-, X- and DR-learners each fit the same two models on the same rows, with the same
+    settings and seed: the same boosters. Fitting them once saves two of the three fits
+    (on a million customers, about 80 s each time).
+    """
+
+    def __init__(self, train, valid, layout, spec) -> None:
+        self._args = (train, valid, layout, spec)
+        self._fitted: tuple | None = None
+
+    def __call__(self) -> tuple:
+        if self._fitted is None:
+            self._fitted = _outcome_models(*self._args)
+        return self._fitted
+
+
 def learn(
     learner: str,
     train: pd.DataFrame,
@@ -125,6 +144,7 @@ def learn(
     words: dict[str, str],
     actions: tuple[str, ...],
     offsets: dict[str, float] | None = None,
+    outcomes: OutcomeModels | None = None,
 ) -> UpliftModel:
     """Fit one learner on the training rows (early stopping on the validation rows).
 
@@ -138,8 +158,11 @@ def learn(
         actions: Actions learned.
         offsets: Action → its average effect in the training window (`action_effects`):
             the effect models (X, DR, R) learn the deviations from it.
+        outcomes: The outcome models of `train` and `valid`, shared between learners
+            (fitted here when None).
     """
     offsets = offsets if offsets is not None else action_effects(train)
+    outcomes = outcomes if outcomes is not None else OutcomeModels(train, valid, layout, spec)
 
     def model(terms, used=layout, start=None) -> UpliftModel:
         return UpliftModel(
@@ -153,7 +176,7 @@ def learn(
         return model([], start=offsets)
 
     if learner == "t_learner":
-        f1, f0 = _outcome_models(train, valid, layout, spec)
+        f1, f0 = outcomes()
         return model([_term(f1, "+1"), _term(f0, "-1")])
     if learner == "s_learner":
         with_t = FeatureLayout((*layout.features, TREATED), dict(layout.categories))
@@ -161,7 +184,7 @@ def learn(
         f = _fit(train.assign(**numeric), valid.assign(**numeric), with_t, LABEL, spec)
         return model([_term(f, "+1", 1.0), _term(f, "-1", 0.0)], with_t)
     if learner == "x_learner":
-        f1, f0 = _outcome_models(train, valid, layout, spec)
+        f1, f0 = outcomes()
         terms = []
         for arm, other, weight in ((False, f1, "e"), (True, f0, "1-e")):
             # Imputed effects: a sent row's outcome less its predicted untreated outcome,
@@ -181,7 +204,7 @@ def learn(
         return model(terms, start=offsets)
     if learner == "dr_learner":
         pseudo_train = _pseudo_outcomes(train, layout, spec, share, cross_fit=True)
-        f1, f0 = _outcome_models(train, valid, layout, spec)
+        f1, f0 = outcomes()
         pseudo_valid = _pseudo(valid, f1.raw_score(valid), f0.raw_score(valid), share)
         f = _fit(
             train.assign(**{TARGET: less_offset(train, pseudo_train)}),
@@ -570,9 +593,21 @@ def train_uplift(
 
     candidates: dict[str, Fitted] = {}
     capacity = spec.capacity
+    # Fitted by the first learner that reads them, whose time counts them.
+    outcomes = OutcomeModels(train_rows, valid_rows, layout, spec)
     for learner in spec.options.get("learners", LEARNERS):
         clock = time.perf_counter()
-        model = learn(learner, train_rows, valid_rows, layout, spec, share, data.words, learned)
+        model = learn(
+            learner,
+            train_rows,
+            valid_rows,
+            layout,
+            spec,
+            share,
+            data.words,
+            learned,
+            outcomes=outcomes,
+        )
         candidates[learner] = Fitted(
             learner,
             model,

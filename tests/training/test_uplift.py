@@ -33,7 +33,15 @@ from models.spec import SplitError
 from training.data import load_raw_tables, training_data
 from training.fit import layout_from_train
 from training.trainer import TrainOptions
-from training.uplift import LEARNERS, WEIGHT, action_effects, intervals_from, learn, train_uplift
+from training.uplift import (
+    LEARNERS,
+    WEIGHT,
+    OutcomeModels,
+    action_effects,
+    intervals_from,
+    learn,
+    train_uplift,
+)
 from training.uplift_metrics import arm_weights
 
 # The planted effects: sending A makes a non-buyer buy with probability LIFT; holding B
@@ -389,3 +397,26 @@ def test_the_learners_find_each_actions_effect(fitted) -> None:
         uplift = models[learner].predict(rows)
         high = rows["x1"].to_numpy() > 0.5
         assert uplift[high].mean() > uplift[~high].mean(), learner
+
+
+def test_learners_sharing_outcome_models_predict_as_when_each_fits_its_own(fitted) -> None:
+    models, train, valid = fitted
+    layout = models["t_learner"].layout
+    spec = replace(
+        SPEC,
+        params={"num_leaves": 7, "learning_rate": 0.1, "min_data_in_leaf": 50},
+        num_boost_round=60,
+        early_stopping_rounds=10,
+    )
+    share = train.groupby("action")["treated"].mean().to_dict()
+    outcomes = OutcomeModels(train, valid, layout, spec)
+    for learner in ("t_learner", "x_learner", "dr_learner"):
+        shared = learn(learner, train, valid, layout, spec, share, {}, (B, A), outcomes=outcomes)
+        # The fixture fitted each learner's own outcome models.
+        np.testing.assert_array_equal(shared.predict(valid), models[learner].predict(valid))
+    # One pair of outcome models served the three learners.
+    f1, f0 = outcomes()
+    assert models["t_learner"].terms[0].booster is not f1.booster
+    t_shared = learn("t_learner", train, valid, layout, spec, share, {}, (B, A), outcomes=outcomes)
+    assert t_shared.terms[0].booster is f1.booster
+    assert t_shared.terms[1].booster is f0.booster
