@@ -310,6 +310,15 @@ def test_a_rejected_outreach_batch_leaves_the_published_raw_data(
     assert sorted(p.name for p in raw_root.iterdir()) == sorted(["current", first.name])
 
 
+# The small trial's trees: a few, small and quick.
+SMALL_TREES = replace(
+    SPEC,
+    params={"num_leaves": 7, "learning_rate": 0.1, "min_data_in_leaf": 50},
+    num_boost_round=60,
+    early_stopping_rounds=10,
+)
+
+
 # A small randomised trial for the served model: A's effect grows with x1, B's is −0.2.
 @pytest.fixture(scope="module")
 def fitted() -> tuple[dict[str, UpliftModel], pd.DataFrame, pd.DataFrame]:
@@ -333,12 +342,7 @@ def fitted() -> tuple[dict[str, UpliftModel], pd.DataFrame, pd.DataFrame]:
     frame[WEIGHT] = arm_weights(treated, action)
     train, valid = frame.iloc[:3_000], frame.iloc[3_000:]
     layout = layout_from_train(train, ["x1", "x2", "action"], ["action"])
-    spec = replace(
-        SPEC,
-        params={"num_leaves": 7, "learning_rate": 0.1, "min_data_in_leaf": 50},
-        num_boost_round=60,
-        early_stopping_rounds=10,
-    )
+    spec = SMALL_TREES
     share = train.groupby("action")["treated"].mean().to_dict()
     words = {"x1": "First feature", "x2": "Second feature"}
     models = {
@@ -402,12 +406,7 @@ def test_the_learners_find_each_actions_effect(fitted) -> None:
 def test_learners_sharing_outcome_models_predict_as_when_each_fits_its_own(fitted) -> None:
     models, train, valid = fitted
     layout = models["t_learner"].layout
-    spec = replace(
-        SPEC,
-        params={"num_leaves": 7, "learning_rate": 0.1, "min_data_in_leaf": 50},
-        num_boost_round=60,
-        early_stopping_rounds=10,
-    )
+    spec = SMALL_TREES
     share = train.groupby("action")["treated"].mean().to_dict()
     outcomes = OutcomeModels(train, valid, layout, spec)
     for learner in ("t_learner", "x_learner", "dr_learner"):
