@@ -453,8 +453,7 @@ class UpliftRows:
         versions: The data's version (`training.register.read_version`).
         second: Each action's measured effect on its second outcomes (`second_effects`),
             over every labelled row.
-        data: The label events' `LOGGED_COLUMNS` (the windows hold their features), the
-            feature words and files.
+        data: The feature words and files (its frame has no rows: the windows hold them).
         features: Input columns (the customer's features and `action`).
         split: The time split.
         train, valid, test: The windows' rows of the learned actions, with `_weight`.
@@ -510,9 +509,9 @@ def prepare_rows(
 
     split = time_split(frame, spec.split, EVENT_TIME, LABEL_KNOWN)
     train_rows, valid_rows, test_rows = (frame.loc[w.index] for w in split.windows())
-    # Every labelled row is read again only for its second outcomes, which need no
-    # feature: the windows hold those, and the whole frame is not kept beside them.
-    data = replace(data, frame=frame[list(LOGGED_COLUMNS)])
+    # The windows hold the rows from here on: the whole frame is not kept beside them.
+    seen = frame[ACTION].unique()
+    data = replace(data, frame=frame.iloc[:0].copy())  # a view would hold the whole frame
     del frame
     min_rows = int(spec.options.get("min_arm_rows", 30))
     counts = train_rows.groupby(ACTION)[TREATED].agg(["sum", "size"])
@@ -525,7 +524,7 @@ def prepare_rows(
             f"{spec.name}: no action has {min_rows} sent and {min_rows} held-out rows in the "
             f"training window ({counts.to_dict('index')}); these data cannot train it"
         )
-    skipped = sorted(set(data.frame[ACTION].unique()) - set(learned))
+    skipped = sorted(set(seen) - set(learned))
     if skipped:
         log.info("%s: too few rows to learn %s", spec.name, skipped)
     train_rows, valid_rows, test_rows = (

@@ -199,8 +199,6 @@ def outreach_context(
     if len(rows) == 0:
         return pd.DataFrame(index=rows.index, columns=list(CONTEXT_FEATURES), dtype=np.float64)
     orders = _orders(tables)
-    if len(rows) <= chunk_rows:
-        return _context(rows, tables, orders)
     return pd.concat(
         [
             _context(rows.iloc[i : i + chunk_rows], tables, orders)

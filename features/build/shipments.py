@@ -581,7 +581,7 @@ def _transit_features(
     promise in those units: how many spreads the promised transit lies above the expected."""
     days, at = np.unique(row_day, return_inverse=True)
     fit = transit_fit(prep.transit, days)
-    cells = _transit_cells(prep.carrier_level, prep.shipped)[row_sid]
+    cells = _transit_cells(prep.carrier_level[row_sid], prep.shipped[row_sid])
     distance, weight = _transit_regressors(
         prep.distance_km[row_sid], prep.parcels["weight_g"][row_sid]
     )
@@ -601,7 +601,7 @@ def _transit_features(
     with np.errstate(invalid="ignore", divide="ignore"):
         spread = np.sqrt(np.where(freedom > 0, per_level(fit["residual_sq"]) / freedom, np.nan))
         spread = spread[prep.carrier_level[row_sid], at]
-        promise_h = (prep.promised - prep.shipped)[row_sid] / (3600 * US_PER_S)
+        promise_h = (prep.promised[row_sid] - prep.shipped[row_sid]) / (3600 * US_PER_S)
         slack = np.where(spread > 0, (np.log(promise_h) - expected) / spread, np.nan)
     return {
         "expected_log_transit_hours": expected,
