@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from features.instants import watermark
+from features.instants import utc_times, watermark
 from models.spec import EVENT_TIME, LABEL, LABEL_KNOWN, Kind, ModelSpec
 
 NAME = "churn"
@@ -59,7 +59,7 @@ def label_events(tables: dict[str, pa.Table]) -> pd.DataFrame:
     """
     orders = tables["orders"].select(["customer_id", "order_ts"]).to_pandas()
     end = watermark({n: tables[n] for n in ("orders", "customers") if n in tables})
-    orders["order_ts"] = pd.to_datetime(orders["order_ts"], utc=True)
+    orders["order_ts"] = utc_times(orders["order_ts"])
     if orders.empty:
         return pd.DataFrame(columns=["customer_id", EVENT_TIME, LABEL, LABEL_KNOWN])
     codes, customers = pd.factorize(orders["customer_id"])

@@ -159,7 +159,7 @@ def decision_rows(
             pd.DataFrame(
                 {
                     "shipment_id": scans["shipment_id"],
-                    EVENT_TIME: pd.to_datetime(scans["event_ts"], utc=True),
+                    EVENT_TIME: utc_times(scans["event_ts"]),
                 }
             )
         )

@@ -33,6 +33,7 @@ import pandas as pd
 import pyarrow as pa
 
 from features.build.shipments import UPDATE_EVENTS
+from features.instants import utc_times
 from models.delay_risk import (
     SHIPMENT_CATEGORICAL,
     SHIPMENT_DERIVED,
@@ -93,7 +94,7 @@ def label_events(tables: dict[str, pa.Table]) -> pd.DataFrame:
     """
     rows = decision_outcomes(tables)
     ships = tables["shipments"].select(["shipped_ts", "delivered_ts"]).to_pandas()
-    ships = ships.apply(lambda column: pd.to_datetime(column, utc=True))
+    ships = ships.apply(utc_times)
     end = data_end(ships, tables.get("tracking_events"))
     settled = rows[rows[PROMISED] + SETTLED_AFTER <= end]
     return settled.reset_index(drop=True)
@@ -104,7 +105,7 @@ def decision_outcomes(tables: dict[str, pa.Table]) -> pd.DataFrame:
     delivery (NaT) yet, and its `label_ts` (the earliest it can be settled) lies ahead."""
     ships = tables["shipments"].select(list(OUTCOME_COLUMNS["shipments"])).to_pandas()
     for column in ("shipped_ts", PROMISED, DELIVERED):
-        ships[column] = pd.to_datetime(ships[column], utc=True)
+        ships[column] = utc_times(ships[column])
     events = tables.get("tracking_events")
     zones = customer_timezones(tables)
     ships = ships.merge(zones, on="order_id", how="left")

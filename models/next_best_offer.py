@@ -49,6 +49,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from features.build.derived import add_time_features, as_of_seconds, derive_record
+from features.instants import utc_times
 from models.spec import EVENT_TIME, LABEL, LABEL_KNOWN, Kind, ModelSpec, SplitConfig
 
 NAME = "next_best_offer"
@@ -149,7 +150,7 @@ def reference_categories(
     customers = pd.Index(pd.unique(pd.concat([lines["customer_id"], customer_id])))
     n_cat = len(catalogue.categories)
     line_code = customers.get_indexer(lines["customer_id"]).astype(np.int64)
-    line_s = pd.to_datetime(lines["order_ts"], utc=True).to_numpy("datetime64[us]")
+    line_s = utc_times(lines["order_ts"]).to_numpy("datetime64[us]")
     line_key = line_code * _KEY_STRIDE + line_s.astype(np.int64) // _S
     order = np.argsort(line_key, kind="stable")
     line_key, line_code = line_key[order], line_code[order]
@@ -162,7 +163,7 @@ def reference_categories(
     before_first = np.where((first > 0)[:, None], cum[np.maximum(first - 1, 0)], 0)
     cum = cum - before_first
     query_code = customers.get_indexer(customer_id).astype(np.int64)
-    query_s = pd.to_datetime(at, utc=True).to_numpy("datetime64[us]").astype(np.int64) // _S
+    query_s = utc_times(at).to_numpy("datetime64[us]").astype(np.int64) // _S
     last = np.searchsorted(line_key, query_code * _KEY_STRIDE + query_s, side="left") - 1
     has = (last >= 0) & (line_code[np.maximum(last, 0)] == query_code)
     counts = np.where(has[:, None], cum[np.maximum(last, 0)], 0).astype(np.float64)
@@ -184,8 +185,8 @@ def label_events(tables: dict[str, pa.Table]) -> pd.DataFrame:
     if offers.empty:
         return pd.DataFrame(columns=["offer_id", *ENTITY, EVENT_TIME, LABEL, LABEL_KNOWN])
     catalogue = Catalogue.of(tables)
-    ts = pd.to_datetime(offers["ts"], utc=True)
-    accepted = pd.to_datetime(offers["accepted_ts"], utc=True)
+    ts = utc_times(offers["ts"])
+    accepted = utc_times(offers["accepted_ts"])
     end = max(ts.max(), accepted.max() if accepted.notna().any() else ts.max())
     closed = ts + WINDOW <= end
     offers, ts, accepted = offers[closed], ts[closed], accepted[closed]

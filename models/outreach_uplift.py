@@ -26,7 +26,7 @@ import pandas as pd
 import pyarrow as pa
 
 from features.build.outreach_context import CONTEXT_FEATURES, outreach_context
-from features.instants import watermark
+from features.instants import utc_times, watermark
 from models.churn import SPEC as CHURN
 from models.spec import EVENT_TIME, LABEL, LABEL_KNOWN, Kind, ModelSpec
 
@@ -55,10 +55,10 @@ def label_events(tables: dict[str, pa.Table]) -> pd.DataFrame:
     if outreach.empty:
         return pd.DataFrame(columns=columns)
     end = watermark({n: tables[n] for n in ("orders", "customers", "outreach") if n in tables})
-    outreach["ts"] = pd.to_datetime(outreach["ts"], utc=True)
+    outreach["ts"] = utc_times(outreach["ts"])
     outreach = outreach[outreach["ts"] + HORIZON <= end].reset_index(drop=True)
     orders = tables["orders"].select(["customer_id", "order_ts"]).to_pandas()
-    orders["order_ts"] = pd.to_datetime(orders["order_ts"], utc=True)
+    orders["order_ts"] = utc_times(orders["order_ts"])
     # Per row, the customer's first order after ts: one sorted search per customer block.
     orders = orders.sort_values(["customer_id", "order_ts"], kind="stable")
     codes = pd.Index(orders["customer_id"].unique())
@@ -124,7 +124,7 @@ def second_outcomes(rows: pd.DataFrame, tables: dict[str, pa.Table]) -> pd.DataF
         One column per `SECOND_OUTCOMES` entry, aligned with `rows`.
     """
     end = watermark(tables, happened=True)
-    ts = pd.to_datetime(rows[EVENT_TIME], utc=True).reset_index(drop=True)
+    ts = utc_times(rows[EVENT_TIME]).reset_index(drop=True)
     action = rows[ACTION].astype(object).reset_index(drop=True)
     out = pd.DataFrame({name: np.nan for name in SECOND_OUTCOMES}, index=ts.index)
     wismo_actions, wismo_window, _ = SECOND_OUTCOMES["wismo_contacts_14d"]
@@ -132,7 +132,7 @@ def second_outcomes(rows: pd.DataFrame, tables: dict[str, pa.Table]) -> pd.DataF
     if "contacts" in tables and fits.any():
         contacts = tables["contacts"].select(["customer_id", "ts", "reason"]).to_pandas()
         contacts = contacts[contacts["reason"].isin(WISMO_REASONS)]
-        contacts["ts"] = pd.to_datetime(contacts["ts"], utc=True)
+        contacts["ts"] = utc_times(contacts["ts"])
         asked = rows.loc[fits.to_numpy(), ["customer_id"]].reset_index(drop=True)
         asked["sent"] = ts[fits].to_numpy()
         asked["row"] = np.flatnonzero(fits.to_numpy())
@@ -149,7 +149,7 @@ def second_outcomes(rows: pd.DataFrame, tables: dict[str, pa.Table]) -> pd.DataF
     fits = action.isin(pay_actions) & (ts + pay_window <= end)
     if "invoices" in tables and fits.any():
         invoices = tables["invoices"].select(["invoice_id", "paid_ts"]).to_pandas()
-        paid = pd.to_datetime(invoices.set_index("invoice_id")["paid_ts"], utc=True)
+        paid = utc_times(invoices.set_index("invoice_id")["paid_ts"])
         subject = rows["subject_id"].astype(object).reset_index(drop=True)[fits]
         paid_at = pd.Series(paid.reindex(subject.to_numpy()).to_numpy(), index=subject.index)
         known = subject.isin(paid.index)

@@ -96,6 +96,16 @@ class MonitoredData:
         names = (*spec.raw_tables, *spec.optional_tables)
         return {n: self.tables[n] for n in names if n in self.tables}
 
+    def drawn_entities(self) -> dict:
+        """The keys of the drawn customers and of their rows (`features.contract.subset.
+        owned_keys`), for point-in-time requests about them alone
+        (`features.store.duckdb_offline.entities_only`); none when no draw was made."""
+        from features.contract.subset import owned_keys
+
+        if self.customers >= self.business_customers:
+            return {}
+        return owned_keys(self.tables)
+
 
 def monitored_data(
     folder: Path, names: Sequence[str], customers: int, seed: int = REFERENCE_SEED
@@ -154,7 +164,7 @@ def reference_sample(
 ) -> pd.DataFrame:
     """The decisions of the training window, at most `rows` of them (None: all), chosen at
     random by `seed` (`drawn`)."""
-    times = pd.to_datetime(frame[EVENT_TIME], utc=True)
+    times = utc_times(frame[EVENT_TIME])
     return drawn(frame[(times >= train_start) & (times <= train_end)], keys, rows, seed)
 
 
@@ -190,7 +200,7 @@ def bounded_window(
     the draw, so that the window found again in what is kept ends where it did."""
     if window.empty or rows is None or len(window) <= rows:
         return window
-    times = pd.to_datetime(window[EVENT_TIME], utc=True)
+    times = utc_times(window[EVENT_TIME])
     kept = drawn(window, keys, rows, seed).index.append(window.index[[int(times.argmax())]])
     return window[window.index.isin(kept)]
 
@@ -211,15 +221,13 @@ def monitored_events(
     known by `end` (what `realised_quality` measures), each window at most `reference_rows`
     decisions drawn as the reference is. The newest decision, and the newest with a known
     label, are kept whatever the draw: they set where the windows end."""
-    times = pd.to_datetime(events[EVENT_TIME], utc=True)
+    times = utc_times(events[EVENT_TIME])
     span = pd.Timedelta(days=window_days)
     chosen = [reference_sample(events, keys, train_start, train_end, reference_rows, seed).index]
     if len(events):
         newest = events[(times > times.max() - span).to_numpy()]
         chosen.append(bounded_window(newest, keys, reference_rows, seed).index)
-    known = (
-        events[LABEL].notna() & (pd.to_datetime(events[LABEL_KNOWN], utc=True) <= end)
-    ).to_numpy()
+    known = (events[LABEL].notna() & (utc_times(events[LABEL_KNOWN]) <= end)).to_numpy()
     if known.any():
         last = times[known].max()
         settled = events[(known & (times > last - span) & (times <= last)).to_numpy()]
@@ -255,7 +263,7 @@ def windows(
         start = end - pd.Timedelta(days=window_days)
         current = drawn(frame[(times > start) & (times <= end)], keys, reference_rows, seed)
     else:
-        newest = pd.to_datetime(current[EVENT_TIME], utc=True)
+        newest = utc_times(current[EVENT_TIME])
         start, end = newest.min(), newest.max()
     if reference.empty or current.empty:
         raise ValueError(
@@ -468,7 +476,7 @@ def trending(
     such features out of the drifted share, and such a score's drift marks nothing alone.
     Empty when either half has fewer than `MIN_SEGMENT_ROWS` rows. `ready`: `reference`
     as `_prepared` gives it, where the caller has it."""
-    times = pd.to_datetime(reference[EVENT_TIME], utc=True)
+    times = utc_times(reference[EVENT_TIME])
     middle = times.sort_values().iloc[len(times) // 2] if len(times) else None
     if ready is None:
         ready = _prepared(reference, numeric, categorical)
@@ -600,7 +608,7 @@ def newest_window(
 ) -> tuple[pd.DataFrame, pd.Timestamp, pd.Timestamp]:
     """The decisions of the `window_days` days up to the latest of `decided` (decisions whose
     outcome is known), with the window's start and its last decision's instant."""
-    times = pd.to_datetime(decided[EVENT_TIME], utc=True)
+    times = utc_times(decided[EVENT_TIME])
     last = times.max()
     start = last - pd.Timedelta(days=window_days)
     return decided[times > start].reset_index(drop=True), start, last
@@ -613,7 +621,7 @@ def measured_window(
     known by `end` (with a label, where `labelled`), in the `window_days` days up to the
     latest of them; empty when none is. Label events need no features for this, so the
     monitor retrieves features for these rows only, whatever the length of the history."""
-    known = pd.to_datetime(decided[LABEL_KNOWN], utc=True) <= end
+    known = utc_times(decided[LABEL_KNOWN]) <= end
     if labelled:
         known &= decided[LABEL].notna()
     settled = decided[known]
@@ -723,11 +731,11 @@ def offer_policy_quality(
 
     if events is None:
         events = next_best_offer.label_events(dict(tables))
-    known = pd.to_datetime(events[LABEL_KNOWN], utc=True) <= end
+    known = utc_times(events[LABEL_KNOWN]) <= end
     if not known.any():
         raise ValueError(f"{spec.name}: no offer has an outcome known by {end:%Y-%m-%d}")
     window, start, last = newest_window(events[known], window_days)
-    times = pd.to_datetime(events[EVENT_TIME], utc=True)
+    times = utc_times(events[EVENT_TIME])
     trained = events[(times >= train_span[0]) & (times <= train_span[1])]
     catalogue = next_best_offer.Catalogue.of(tables)
     actions = next_best_offer.action_space(trained, catalogue)

@@ -96,6 +96,18 @@ def of_customers(tables: Mapping[str, pa.Table], customers: pa.Array) -> dict[st
     return kept
 
 
+def owned_keys(tables: Mapping[str, pa.Table]) -> dict[str, pa.Array]:
+    """The keys of the customers and of each customer-owned table with a one-column key
+    (customer_id, order_id, shipment_id, ...), each column's values unique: the entities
+    whose rows the tables hold (of a cut, the chosen customers' own)."""
+    names = [CUSTOMERS] if CUSTOMERS in tables else []
+    names += [n for n in _owned(tables) if len(CONTRACT[n].key) == 1]
+    return {
+        CONTRACT[n].key[0]: pc.unique(tables[n].column(CONTRACT[n].key[0]).combine_chunks())
+        for n in names
+    }
+
+
 def _owned(tables: Mapping[str, pa.Table]) -> dict[str, tuple[str, str, str]]:
     """Each customer-owned table present: (its column, the table it belongs through, that
     table's key), the first reference that leads to a customer."""

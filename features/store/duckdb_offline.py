@@ -22,18 +22,25 @@ Two changes to Feast's own `DuckDBOfflineStore`, both through its offline-store 
   narrow columns and joined back (`newest_rows`), so a first materialisation of a long
   history holds only the rows it writes. The pull of every row is Feast's ibis function,
   with the path resolution above.
+- Requests about a few entities, again and again (`entities_only`): each view is read once,
+  cut to those entities' rows, and kept in DuckDB's memory for the next requests.
 Configured with `offline_store: type: features.store.duckdb_offline.RepoDuckDBOfflineStore`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
 import ibis
 import pandas as pd
+import pyarrow as pa
 from feast.data_format import ParquetFormat
 from feast.data_source import DataSource
 from feast.feature_view import FeatureView
@@ -239,6 +246,7 @@ class RepoDuckDBOfflineStore(feast_duckdb.DuckDBOfflineStore):
         requested: list[str] = []
         for index, view in enumerate(feature_views):
             features, names = _view_features(config, view, feature_refs, full_feature_names)
+            features = _in_scope(view.name, features, entity_df, full_feature_names)
             result = as_of_join(result, features, timestamp_col, f"__asof{index}", names)
             requested.extend(names)
         odfvs = OnDemandFeatureView.get_requested_odfvs(feature_refs, project, registry)
@@ -305,6 +313,69 @@ class ViewTable:
     created: str | None
     join_keys: dict[str, str]  # column in the view's table -> column in the entity table
     ttl: timedelta | None
+
+
+@dataclass
+class _Scope:
+    """The entities of `entities_only` (join key column -> ids), the views cut so far
+    (by view, key column and naming) and the temporary tables that hold them."""
+
+    ids: dict[str, pd.Index]
+    views: dict[tuple[str, str, bool], Table] = field(default_factory=dict)
+    tables: list[str] = field(default_factory=list)
+
+
+_SCOPE: ContextVar[_Scope | None] = ContextVar("entities_only", default=None)
+
+
+@contextmanager
+def entities_only(ids: Mapping[str, pa.Array]) -> Iterator[None]:
+    """Within: a point-in-time request about entities among `ids` (join key column -> the
+    ids) reads each view's rows of those entities, cut once and kept in DuckDB's memory.
+
+    A view's Parquet parts decode every row group, however few entities a request asks
+    about: a sample of a million customers' entities spread over the key range touches all
+    of them. A caller that asks about the same sample several times (the monitor: its
+    windows, its quality and the offer policy's valuation) then pays the scan once per view.
+    A request about any entity outside `ids` reads the whole view, so the answers are the
+    same as without the scope. The cut views are dropped on exit.
+    """
+    scope = _Scope({key: pd.Index(values.to_pandas()) for key, values in ids.items()})
+    token = _SCOPE.set(scope)
+    try:
+        yield
+    finally:
+        _SCOPE.reset(token)
+        backend = ibis.get_backend()
+        for name in scope.tables:
+            backend.raw_sql(f'DROP TABLE IF EXISTS "{name}"').fetchall()
+
+
+def _in_scope(name: str, view: ViewTable, entity_df: pd.DataFrame, full_names: bool) -> ViewTable:
+    """`view` cut to the entities of `entities_only` when the request asks about those only
+    (by the first of its join keys that the scope holds), else `view` as it is."""
+    scope = _SCOPE.get()
+    if scope is None:
+        return view
+    for column, asked in view.join_keys.items():
+        ids = scope.ids.get(column)
+        if ids is None or asked not in entity_df:
+            continue
+        if not entity_df[asked].isin(ids).all():
+            return view
+        cut = scope.views.get((name, column, full_names))
+        if cut is None:
+            chosen = ibis.memtable(pa.table({"__scope_id": pa.array(ids)}))
+            table = view.table
+            rows = table.semi_join(chosen, table[column] == chosen["__scope_id"])
+            # A temporary table of its own, dropped by `entities_only` on exit.
+            held = f"aftersale_scope_{uuid.uuid4().hex}"
+            backend = ibis.get_backend()
+            backend.create_table(held, rows, temp=True)
+            scope.tables.append(held)
+            cut = scope.views[(name, column, full_names)] = backend.table(held)
+        return ViewTable(cut, view.timestamp, view.created, view.join_keys, view.ttl)
+    return view
 
 
 def _view_features(

@@ -142,6 +142,7 @@ def test_a_business_beyond_the_bound_is_monitored_on_a_draw_of_its_customers(
     from models import delay_risk
     from models.served.retrain import clear
     from models.spec import LABEL_KNOWN
+    from training.monitor import MonitoredData
 
     settings = trained_registry
     runs = []
@@ -158,6 +159,12 @@ def test_a_business_beyond_the_bound_is_monitored_on_a_draw_of_its_customers(
     whole = read_validated(latest_raw(settings.raw_root), tables=["shipments", "tracking_events"])
     customers = set(data.tables["customers"].column("customer_id").to_pylist())
     assert 120 <= data.customers == len(customers) < data.business_customers
+    # Its feature requests are about the drawn customers' entities (`entities_only`); a
+    # business read whole names none.
+    drawn = data.drawn_entities()
+    assert set(drawn["customer_id"].to_pylist()) == customers
+    assert set(drawn["order_id"].to_pylist()) == set(data.tables["orders"]["order_id"].to_pylist())
+    assert MonitoredData(data.tables, data.customers, data.customers).drawn_entities() == {}
     # Independently: the whole business's label events, those of the drawn customers' parcels.
     events = delay_risk.label_events(dict(whole))
     orders = data.tables["orders"].to_pandas()

@@ -9,7 +9,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from features.contract.subset import customer_ids, drawn_customers, of_customers, with_latest
+from features.contract.subset import (
+    customer_ids,
+    drawn_customers,
+    of_customers,
+    owned_keys,
+    with_latest,
+)
 from features.instants import watermark
 from models import churn, delay_risk, delivery_estimate, next_best_offer, outreach_uplift
 from models.spec import EVENT_TIME
@@ -55,6 +61,28 @@ def test_each_table_keeps_exactly_the_rows_of_the_chosen_customers(sim_tables, c
     for name in expected:
         if name != "products":
             assert 0 < cut[name].num_rows < sim_tables[name].num_rows, name
+
+
+def test_owned_keys_are_the_chosen_customers_and_their_rows_keys(sim_tables, chosen) -> None:
+    """The keys of the cut's customer-owned tables with a one-column key, by the joins
+    written out: not the catalogue's products, not the order lines' two-column key."""
+    expected = _expected(sim_tables, set(chosen.to_pylist()))
+    got = owned_keys(of_customers(sim_tables, chosen))
+    key_of = {
+        "customers": "customer_id",
+        "orders": "order_id",
+        "shipments": "shipment_id",
+        "tracking_events": "event_id",
+        "returns": "return_id",
+        "contacts": "contact_id",
+        "invoices": "invoice_id",
+        "offers": "offer_id",
+        "outreach": "outreach_id",
+    }
+    assert set(got) == set(key_of.values())
+    for name, key in key_of.items():
+        assert sorted(got[key].to_pylist()) == sorted(set(expected[name][key])), name
+    assert sorted(got["customer_id"].to_pylist()) == sorted(chosen.to_pylist())
 
 
 def test_two_halves_of_the_customers_hold_every_row_once(sim_tables) -> None:

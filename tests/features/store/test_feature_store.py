@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
+import ibis
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -14,8 +15,11 @@ import pytest
 
 from aftersale.settings import Settings
 from features.build.tables import build_feature_tables, publish_tables
+from features.contract.subset import customer_ids, of_customers, owned_keys
 from features.instants import watermark
+from features.store import duckdb_offline
 from features.store.config import feature_store
+from features.store.duckdb_offline import entities_only
 from features.store.local_redis import throwaway_redis
 from features.store.retrieval import historical_features, historical_features_of
 from features.store.sync import apply_definitions, materialize
@@ -243,6 +247,56 @@ def offer_decisions(tables: dict[str, pa.Table]) -> pd.DataFrame:
     frame = pd.concat([candidates, before], ignore_index=True)
     frame["event_timestamp"] = pd.to_datetime(frame["event_timestamp"], utc=True)
     return frame
+
+
+def duckdb_tables() -> set[str]:
+    """The tables of the connection the offline store's queries run on."""
+    found = ibis.get_backend().raw_sql("SELECT table_name FROM information_schema.tables")
+    return {row[0] for row in found.fetchall()}
+
+
+def test_requests_about_a_draw_read_each_view_once_and_answer_as_the_whole(
+    built, sim_tables
+) -> None:
+    """Within `entities_only`, each view that a request asks about drawn entities alone is
+    cut once to their rows; a request naming any other entity reads the whole view; the
+    answers are the whole store's either way, and the cuts are dropped on exit."""
+    _, store, tables, _ = built
+    service = store.get_feature_service("next_best_offer_v1")
+    offers = offer_decisions(tables)
+    everyone = customer_ids(sim_tables)
+    drawn = pa.array(
+        sorted(set(offers["customer_id"]) | set(everyone.to_pylist()[: len(everyone) // 3]))
+    )
+    outsider = next(c for c in everyone.to_pylist() if c not in set(drawn.to_pylist()))
+    ids = owned_keys(of_customers(sim_tables, drawn))
+    assert set(ids) >= {"customer_id", "order_id", "shipment_id"}
+    shipments = pd.DataFrame(
+        {"shipment_id": ids["shipment_id"].to_pylist()[:40], "event_timestamp": offers.iloc[0, 3]}
+    )
+    churn = pd.DataFrame(
+        {"customer_id": [*drawn.to_pylist()[:30], outsider], "event_timestamp": offers.iloc[0, 3]}
+    )
+    shipment_features = ["shipment_events:carrier", "shipment_events:promised_transit_days"]
+    churn_features = [f"customer_snapshots:{c}" for c in CHURN_FEATURES]
+    asked = [(offers, service), (shipments, shipment_features), (churn, churn_features)]
+    whole = [historical_features(store, frame, features) for frame, features in asked]
+    tables_before = duckdb_tables()
+    with entities_only(ids):
+        scope = duckdb_offline._SCOPE.get()
+        for _ in range(2):  # the second time from the cuts
+            for (frame, features), expected in zip(asked, whole, strict=True):
+                assert_frame_equal_as_missing(historical_features(store, frame, features), expected)
+        # The offers' "(none)" order and the churn request's outsider are not drawn: the
+        # order view and the customer view of churn's request were read whole.
+        assert {view for view, _, _ in scope.views} == {
+            "customer_snapshots",
+            "customer_category",
+            "shipment_events",
+        }
+        assert len({t for t in duckdb_tables() - tables_before if "scope" in t}) == 3
+    assert {t for t in duckdb_tables() - tables_before if "scope" in t} == set()
+    assert duckdb_offline._SCOPE.get() is None
 
 
 def test_label_at_a_snapshot_instant_sees_that_snapshot(built) -> None:
