@@ -75,18 +75,21 @@ class RepoDuckDBOfflineStoreConfig(feast_duckdb.DuckDBOfflineStoreConfig):
     memory_limit: str | None = None
 
 
-def limit_memory(config: RepoConfig) -> None:
+def prepare_connection(config: RepoConfig) -> None:
     """Hold the connection the store's queries run on (ibis's default DuckDB) to the
-    configured `memory_limit`.
+    configured `memory_limit`, and keep its progress bar off the console.
 
     DuckDB keeps the buffers a query took until the process ends: a million customers'
     point-in-time join left about 9 GiB resident under the default limit, and 2 GiB
-    under a limit of 2 GiB, for six seconds more of spilling.
+    under a limit of 2 GiB, for six seconds more of spilling. Its progress bar, drawn for
+    any query of more than two seconds, would break into the commands' own output.
     """
+    backend = ibis.get_backend()
+    # DuckDB answers with the connection itself: fetch the answer, never close it.
+    backend.raw_sql("SET enable_progress_bar = false").fetchall()
     limit = getattr(config.offline_store, "memory_limit", None)
     if limit:
-        # DuckDB answers with the connection itself: fetch the answer, never close it.
-        ibis.get_backend().raw_sql(f"SET memory_limit = '{limit}'").fetchall()
+        backend.raw_sql(f"SET memory_limit = '{limit}'").fetchall()
 
 
 def local_parquet_path(data_source: FileSource, repo_path: str | Path | None) -> str | None:
@@ -147,7 +150,7 @@ class RepoDuckDBOfflineStore(feast_duckdb.DuckDBOfflineStore):
         a million customers held every snapshot row in memory at once. Other sources go
         through Feast's own DuckDB store.
         """
-        limit_memory(config)
+        prepare_connection(config)
         if not (
             isinstance(data_source, FileSource)
             and local_parquet_path(data_source, config.repo_path) is not None
@@ -193,7 +196,7 @@ class RepoDuckDBOfflineStore(feast_duckdb.DuckDBOfflineStore):
         end_date: datetime | None = None,
     ) -> RetrievalJob:
         """Every row in [start_date, end_date] (materialisation)."""
-        limit_memory(config)
+        prepare_connection(config)
         return pull_all_from_table_or_query_ibis(
             config=config,
             data_source=data_source,
@@ -224,7 +227,7 @@ class RepoDuckDBOfflineStore(feast_duckdb.DuckDBOfflineStore):
         event time, so the newest row by event time may not be the one to serve).
         """
         feast_duckdb._validate_lance_feature_views(feature_views)
-        limit_memory(config)
+        prepare_connection(config)
         if filter_by_created_timestamp or not isinstance(entity_df, pd.DataFrame):
             return get_historical_features_ibis(
                 config=config,
