@@ -215,7 +215,9 @@ SPEC = ModelSpec(
     label_events=label_events,
     feature_service="delay_risk_v1",
     categorical=SHIPMENT_CATEGORICAL,
-    exclude=SHIPMENT_EXCLUDE,
+    # The destination's recent transit level anchors the delivery estimate; delay risk was
+    # not measured with it and keeps the inputs it was measured with.
+    exclude=(*SHIPMENT_EXCLUDE, "destination_log_transit_90d"),
     derived=SHIPMENT_DERIVED,
     baseline=baseline,
     segments=("carrier", "destination_region", "stage"),

@@ -5,7 +5,8 @@
 - Label: the hours from the decision to the delivery, modelled as log hours (transit times
   are close to lognormal, and a log target keeps every estimate after the decision).
 - Estimator: LightGBM quantile boosters at (1 − coverage)/2, 1/2 and (1 + coverage)/2 on
-  the `delivery_estimate_v1` features plus the decision-time hours; the window is then
+  the `delivery_estimate_v1` features plus the decision-time hours, learning the log hours
+  above each row's anchor (`ANCHOR`: the destination's recent transit level); the window is then
   conformally calibrated per carrier and decision stage, at the level of calendar days in
   the customer's time zone: adaptively (ACI on the latest outcomes, `CALIBRATION`), the
   latest labelled rows before the test window warming it up, or once on those rows.
@@ -55,6 +56,11 @@ CALIBRATION = "adaptive"
 # at dispatch as well as after a scan, and for an erratic carrier as for a steady one.
 GROUP = ("carrier", "stage")
 SEGMENTS = ("carrier", "lane", "stage")
+# What the boosters' log hours are added to: the destination region's recent transit level,
+# else the year's fit of the carrier and service level; the boosters learn the rest. Trees
+# cannot reach beyond the hours they were trained on, so without an anchor a transit time
+# that drifts longer (Olist's test months) leaves every estimate short.
+ANCHOR = ("destination_log_transit_90d", "expected_log_transit_hours")
 DECISION_STAGES = ("dispatch", *UPDATE_EVENTS)
 # Columns the label events carry besides the label, for evaluation and the window's dates.
 DELIVERED = "delivered_ts"
@@ -176,5 +182,6 @@ SPEC = ModelSpec(
         "group": GROUP,
         "settled_after": SETTLED_AFTER,
         "calibration": CALIBRATION,
+        "anchor": ANCHOR,
     },
 )

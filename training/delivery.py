@@ -31,7 +31,13 @@ from feast import FeatureStore
 from aftersale.settings import Settings
 from features.instants import utc_times
 from models.delivery_estimate import DELIVERED, PROMISED, SEGMENTS, TIMEZONE
-from models.served.window import HOUR_COLUMNS, WindowModel, group_keys, local_dates
+from models.served.window import (
+    HOUR_COLUMNS,
+    WindowModel,
+    anchor_log_hours,
+    group_keys,
+    local_dates,
+)
 from models.served.window import PYFUNC_CODE as WINDOW_PYFUNC_CODE
 from models.spec import EVENT_TIME, LABEL, LABEL_KNOWN, ModelSpec
 from training.conformal import ADAPTIVE, SPLIT, adaptive_offsets, fit_offsets, window_scores
@@ -49,6 +55,8 @@ log = logging.getLogger(__name__)
 
 # The run's artefact (under `data/`) holding where ACI stood after the test window.
 ACI_STATE_FILE = "aci_state.json"
+# The boosters' target: log hours to the event less the row's anchor.
+ABOVE_ANCHOR = "_label_above_anchor"
 WINDOW_METRICS = (
     "rows",
     "mae_days",
@@ -167,12 +175,20 @@ def train_window(
     clock = time.perf_counter()
     layout = layout_from_train(train_rows[delivered], features, list(spec.categorical))
     levels = ((1.0 - coverage) / 2.0, 0.5, (1.0 + coverage) / 2.0)
+    # The boosters learn the log hours above each row's anchor (a recent transit level),
+    # so a level that drifts past anything in training still moves the estimate.
+    anchor = tuple(c for c in spec.options.get("anchor", ()) if c in features)
+    anchor_default = float(train_rows.loc[delivered, LABEL].median()) if anchor else 0.0
+    fit_train, fit_stop = (
+        rows.assign(**{ABOVE_ANCHOR: rows[LABEL] - anchor_log_hours(rows, anchor, anchor_default)})
+        for rows in (train_rows[delivered], stop_delivered)
+    )
     fits = [
         fit_lightgbm(
-            train_rows[delivered],
-            stop_delivered,
+            fit_train,
+            fit_stop,
             layout,
-            LABEL,
+            ABOVE_ANCHOR,
             {**spec.params, "alpha": level},
             spec.num_boost_round,
             spec.early_stopping_rounds,
@@ -191,6 +207,8 @@ def train_window(
         fit_offsets(np.zeros(1), coverage),
         group,
         data.words,
+        anchor,
+        anchor_default,
     )
     # The boosters are the calibrated model's too: each window's rows are predicted once.
     calib_quantiles = uncalibrated.raw_log_hours(calib_rows)
@@ -220,6 +238,8 @@ def train_window(
         offsets,
         group,
         data.words,
+        anchor,
+        anchor_default,
     )
     seconds["calibrate"] = time.perf_counter() - clock
     log.info("%s: conformal offsets (log hours) %s", spec.name, offsets.offsets)

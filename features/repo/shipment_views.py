@@ -102,6 +102,14 @@ _transit = [
         dtype=Float64,
         description="Log promised hours above the expected log transit, in spreads",
     ),
+    # Where transit times drift, the recent level per destination follows them; the
+    # delivery estimate learns its hours relative to it.
+    Field(
+        name="destination_log_transit_90d",
+        dtype=Float64,
+        description="Mean log transit hours of the parcels to the destination region delivered "
+        "in the trailing 90 days",
+    ),
 ]
 _load = [
     Field(

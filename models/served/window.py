@@ -202,6 +202,16 @@ def conformalize(
     return np.minimum(lo - offset, mid), mid, np.maximum(hi + offset, mid)
 
 
+def anchor_log_hours(data: pd.DataFrame, columns: Sequence[str], default: float) -> np.ndarray:
+    """Each row's anchor in log hours: its first finite value of `columns`, else `default`
+    (all `default` without columns)."""
+    anchor = np.full(len(data), np.nan)
+    for column in columns:
+        values = pd.to_numeric(data[column], errors="coerce").to_numpy(np.float64)
+        anchor = np.where(np.isfinite(anchor), anchor, values)
+    return np.where(np.isfinite(anchor), anchor, default)
+
+
 @dataclass
 class WindowModel:
     """Most likely instant and a calibrated window for an event after the decision instant.
@@ -216,6 +226,10 @@ class WindowModel:
         group: Columns whose values, joined by "|", name each row's group (empty: one
             offset; rows lacking a column use the all-rows offset).
         words: Feature → description, for reason codes.
+        anchor: Input columns in log hours that the boosters' outputs are added to, the
+            first finite one of each row (`anchor_log_hours`; empty: the boosters give log
+            hours themselves).
+        anchor_default: The anchor of a row where none of `anchor` is finite.
     """
 
     name: str
@@ -226,6 +240,13 @@ class WindowModel:
     offsets: ConformalOffsets
     group: tuple[str, ...] = ()
     words: dict[str, str] = field(default_factory=dict)
+    anchor: tuple[str, ...] = ()
+    anchor_default: float = 0.0
+
+    def __post_init__(self) -> None:
+        absent = [c for c in self.anchor if c not in self.layout.features]
+        if absent:
+            raise ValueError(f"anchor columns {absent} are not among the model's features")
 
     @property
     def features(self) -> list[str]:
@@ -240,8 +261,9 @@ class WindowModel:
     def raw_log_hours(self, data: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Uncalibrated quantiles of log hours to the event (may cross)."""
         x = self.layout.matrix(data)
+        anchor = anchor_log_hours(data, self.anchor, self.anchor_default)
         lower, middle, upper = (
-            b.predict(x, num_iteration=i)
+            anchor + b.predict(x, num_iteration=i)
             for b, i in zip(self.boosters, self.best_iterations, strict=True)
         )
         return lower, middle, upper
@@ -327,8 +349,11 @@ class WindowModel:
         return frame
 
     def contributions(self, data: pd.DataFrame) -> pd.DataFrame:
-        """SHAP contributions to the most likely log hours, per row and feature, plus `bias`."""
-        return contributions(self.boosters[1], self.layout, data, self.best_iterations[1])
+        """SHAP contributions to the most likely log hours, per row and feature, plus `bias`
+        (which holds the row's anchor: the features move the estimate away from it)."""
+        values = contributions(self.boosters[1], self.layout, data, self.best_iterations[1])
+        values["bias"] += anchor_log_hours(data, self.anchor, self.anchor_default)
+        return values
 
     def reasons(self, data: pd.DataFrame, k: int = 3, direction: str = "up") -> list[list[Reason]]:
         """Top-k reasons per row, in words ("up": what pushes the delivery later)."""
@@ -357,6 +382,8 @@ class WindowModel:
             "offsets": self.offsets.to_dict(),
             "group": list(self.group),
             "words": self.words,
+            "anchor": list(self.anchor),
+            "anchor_default": self.anchor_default,
         }
         (folder / META_FILE).write_text(json.dumps(meta, indent=2))
         return folder
@@ -376,6 +403,8 @@ class WindowModel:
             offsets=ConformalOffsets.from_dict(meta["offsets"]),
             group=tuple(meta.get("group") or ()),
             words=meta.get("words", {}),
+            anchor=tuple(meta.get("anchor") or ()),
+            anchor_default=float(meta.get("anchor_default", 0.0)),
         )
 
 

@@ -9,7 +9,14 @@ import pyarrow as pa
 import pytest
 
 from models import delivery_estimate as de
-from models.served.window import day_starts, local_dates
+from models.served.window import (
+    ALL_ROWS,
+    ConformalOffsets,
+    WindowModel,
+    anchor_log_hours,
+    day_starts,
+    local_dates,
+)
 from models.spec import EVENT_TIME, LABEL, LABEL_KNOWN
 from training.delivery import train_window
 from training.oracle import ORACLES
@@ -175,6 +182,83 @@ def built(sim_tables, tmp_path_factory):
 
 
 @pytest.mark.slow
+def _anchored_model(anchor: tuple[str, ...]) -> WindowModel:
+    """Quantile boosters on log hours above an anchor, fitted on a tiny frame."""
+    import lightgbm as lgb
+
+    from models.served.encoding import FeatureLayout
+
+    rng = np.random.default_rng(0)
+    # The level columns are constant in this training frame: the trees only read x.
+    x = np.column_stack([rng.normal(size=400), np.zeros(400), np.zeros(400)])
+    above = 0.1 * x[:, 0] + rng.normal(scale=0.2, size=400)
+    boosters = tuple(
+        lgb.train(
+            {"objective": "quantile", "alpha": level, "verbose": -1, "min_data_in_leaf": 20},
+            lgb.Dataset(x, above),
+            num_boost_round=10,
+        )
+        for level in (0.05, 0.5, 0.95)
+    )
+    offsets = ConformalOffsets.from_dict(
+        {"coverage": 0.9, "offsets": {ALL_ROWS: 0.0}, "method": "adaptive"}
+    )
+    return WindowModel(
+        "delivery_estimate",
+        boosters,
+        (10, 10, 10),
+        (0.05, 0.5, 0.95),
+        FeatureLayout(("x", "recent", "yearly"), {}),
+        offsets,
+        anchor=anchor,
+        anchor_default=np.log(48.0),
+    )
+
+
+def test_the_window_moves_with_its_anchor(tmp_path) -> None:
+    """A transit level twice as long doubles every hour of the window, whatever the trees
+    saw in training; a row without a recent level falls back to the next, then the default."""
+    model = _anchored_model(("recent", "yearly"))
+    rows = pd.DataFrame(
+        {
+            "x": [0.3, 0.3, 0.3, 0.3],
+            "recent": [np.log(40.0), np.log(80.0), np.nan, np.nan],
+            "yearly": [np.log(10.0), np.log(10.0), np.log(80.0), np.nan],
+        }
+    )
+    np.testing.assert_allclose(
+        anchor_log_hours(rows, model.anchor, model.anchor_default),
+        np.log([40.0, 80.0, 80.0, 48.0]),
+    )
+    hours = model.predict_hours(rows).to_numpy()
+    np.testing.assert_allclose(hours[1], 2 * hours[0])
+    np.testing.assert_allclose(hours[2], hours[1])
+    np.testing.assert_allclose(hours[3], 48 / 40 * hours[0])
+    # The explanation adds up to the estimate: the anchor sits in the bias.
+    contributions = model.contributions(rows)
+    np.testing.assert_allclose(contributions.sum(axis=1), np.log(hours[:, 0]))
+    # Saved and loaded, the model keeps its anchor.
+    loaded = WindowModel.load(model.save(tmp_path / "model"))
+    assert loaded.anchor == model.anchor
+    np.testing.assert_allclose(loaded.predict_hours(rows).to_numpy(), hours)
+
+
+def test_an_anchor_must_be_one_of_the_inputs() -> None:
+    with pytest.raises(ValueError, match="anchor columns"):
+        _anchored_model(("absent",))
+
+
+def test_the_delivery_estimate_is_anchored_on_served_features() -> None:
+    """The anchor columns reach the model at serving: they are features of its service."""
+    from features.repo.services import delivery_estimate_v1
+
+    served = {f.name for p in delivery_estimate_v1.feature_view_projections for f in p.features}
+    anchor = de.SPEC.options["anchor"]
+    assert anchor[0] == "destination_log_transit_90d"
+    assert set(anchor) <= served
+    assert not set(anchor) & set(de.SPEC.exclude)
+
+
 def test_trains_a_well_formed_calibrated_window(built, sim_tables, sim_dir) -> None:
     import mlflow
 

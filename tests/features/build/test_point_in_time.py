@@ -13,6 +13,7 @@ from features.build.customers import customer_features
 from features.build.derived import add_time_features
 from features.build.offers import customer_category_features, order_features
 from features.build.shipments import (
+    DESTINATION_TRANSIT_DAYS,
     TRANSIT_FIT_DAYS,
     TRANSIT_MIN_DELIVERIES,
     shipment_features,
@@ -673,3 +674,56 @@ def test_a_cell_with_too_few_deliveries_has_no_expected_transit() -> None:
     assert np.isnan(row["expected_log_transit_hours"])
     assert np.isnan(row["transit_log_spread"])
     assert np.isnan(row["promise_slack_spreads"])
+
+
+def test_destination_transit_is_the_mean_of_its_earlier_quarters_deliveries() -> None:
+    raw = history()
+    ships = raw["shipments"]
+    # A second destination whose parcels take four times as long: each region has its own.
+    far = np.arange(len(ships)) % 3 == 0
+    shipped = pd.to_datetime(ships["shipped_ts"], utc=True)
+    delivered = pd.to_datetime(ships["delivered_ts"], utc=True)
+    delivered = delivered.where(~far, shipped + 4 * (delivered - shipped))
+    raw["shipments"] = ships.assign(
+        destination_region=np.where(far, "ES", "FR"), delivered_ts=delivered
+    )
+    features = shipment_features(to_tables(raw)).to_pandas()
+    rows = features[features["stage"] == "dispatch"].set_index("shipment_id")
+    column = f"destination_log_transit_{DESTINATION_TRANSIT_DAYS}d"
+    for sid in ("s100", "s250", raw["shipments"]["shipment_id"].iloc[-1]):
+        target = raw["shipments"].set_index("shipment_id").loc[sid]
+        day = pd.Timestamp(rows.loc[sid, "event_ts"]).floor("D")
+        known = (
+            (delivered < day)
+            & (delivered >= day - pd.Timedelta(days=DESTINATION_TRANSIT_DAYS))
+            & (raw["shipments"]["destination_region"] == target["destination_region"])
+        )
+        hours = (delivered[known] - shipped[known]).dt.total_seconds() / 3600
+        if known.sum() >= TRANSIT_MIN_DELIVERIES:
+            assert rows.loc[sid, column] == pytest.approx(np.log(hours).mean(), rel=1e-9)
+        else:
+            assert np.isnan(rows.loc[sid, column])
+    last = rows.loc[raw["shipments"]["shipment_id"].iloc[-1]]
+    assert not np.isnan(last[column])
+
+
+def test_destination_transit_ignores_deliveries_from_the_rows_day_on() -> None:
+    raw = history()
+    before = last_dispatch(raw)
+    ships = raw["shipments"]
+    day = pd.Timestamp(before["event_ts"]).floor("D")
+    later = pd.to_datetime(ships["delivered_ts"], utc=True) >= day
+    slowed = ships["shipped_ts"] + 10 * (ships["delivered_ts"] - ships["shipped_ts"])
+    raw["shipments"] = ships.assign(delivered_ts=ships["delivered_ts"].where(~later, slowed))
+    column = f"destination_log_transit_{DESTINATION_TRANSIT_DAYS}d"
+    assert last_dispatch(raw)[column] == before[column]
+    # Slowing the earlier parcels moves the level (some now land after the row's day).
+    raw["shipments"] = ships.assign(delivered_ts=ships["delivered_ts"].where(later, slowed))
+    assert last_dispatch(raw)[column] == pytest.approx(before[column] + np.log(10), abs=0.5)
+
+
+def test_a_destination_with_too_few_recent_deliveries_has_no_transit_level() -> None:
+    raw = history()
+    ships = raw["shipments"]
+    raw["shipments"] = ships.assign(destination_region=[*ships["destination_region"][:-1], "IT"])
+    assert np.isnan(last_dispatch(raw)[f"destination_log_transit_{DESTINATION_TRANSIT_DAYS}d"])
