@@ -47,6 +47,8 @@ DESCRIPTIONS = {
     "orders_per_day": "Ordering rate since the first order",
     "orders_per_day_365d": "Ordering rate in the trailing 365 days",
     "expected_orders_missed": "Orders the customer's usual rate expected since the latest one",
+    "p_alive_estimate": "Chance the order history says the customer still buys",
+    "p_repurchase_90d_estimate": "Chance the order history says the customer orders in 90 days",
     "decision_month": "Month of the decision",
     # The decision and its derived features (models.next_best_offer).
     "channel": "Channel of the offer",

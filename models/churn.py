@@ -6,7 +6,9 @@
   population: neither the batch nor the service scores them (`has_ordered`).
 - Label: 1 when the customer places no order in [t, t + 90 days), from the raw orders.
 - Features: the `churn_v1` service (the customer snapshot as of t) plus recency, tenure and
-  time since the first order and the last contact, derived at t.
+  time since the first order and the last contact, and the order history's own estimate of
+  whether the customer still buys (`features.build.derived.repurchase_estimate`), derived
+  at t.
 - Baseline: a recency/frequency rule, days since the last order / (1 + orders so far).
 - Segments: the reason of the customer's latest contact ("(missing)": never contacted),
   with metrics per reason and a churn-rate-by-reason table.
@@ -145,6 +147,8 @@ SPEC = ModelSpec(
         "orders_per_day",
         "orders_per_day_365d",
         "expected_orders_missed",
+        "p_alive_estimate",
+        "p_repurchase_90d_estimate",
         "silence_over_gap",
         "decision_month",
     ),

@@ -32,6 +32,15 @@ UNTIL = {"hours_to_promise": ("promised_epoch", SECONDS_PER_HOUR)}
 # rate of one a day), and the trailing-year rate over at most a year.
 MIN_RATE_DAYS = 30.0
 YEAR_DAYS = 365.0
+# A gamma prior on a customer's ordering rate, as if every customer had already shown
+# PRIOR_ORDERS orders over PRIOR_DAYS (a rate of one in 75 days): a new customer's rate is
+# then pulled towards the common one, a long history's is its own. After each order's
+# experience a customer leaves for good with CHURN_PER_ORDER; REPURCHASE_DAYS is the window
+# the estimate looks ahead (churn's label).
+PRIOR_ORDERS = 2.0
+PRIOR_DAYS = 150.0
+CHURN_PER_ORDER = 0.3
+REPURCHASE_DAYS = 90.0
 
 
 def as_of_seconds(as_of: pd.Series | pd.Timestamp, n: int) -> np.ndarray:
@@ -40,6 +49,44 @@ def as_of_seconds(as_of: pd.Series | pd.Timestamp, n: int) -> np.ndarray:
         values = pd.to_datetime(as_of, utc=True).to_numpy(dtype="datetime64[us]")
         return values.astype(np.int64) / 1e6
     return np.full(n, pd.Timestamp(as_of).timestamp())
+
+
+def repurchase_estimate(
+    orders: np.ndarray,
+    days_since_first: np.ndarray,
+    days_since_last: np.ndarray,
+    days_since_experience: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """How likely a customer still buys, and buys within `REPURCHASE_DAYS`, from their order
+    history alone.
+
+    The ordering rate has a gamma prior (`PRIOR_ORDERS` over `PRIOR_DAYS`) updated by the
+    orders after the first over the span from the first order to the latest; the silence
+    since the latest order's experience settled is then weighed against that rate: a
+    customer who left after it (chance `CHURN_PER_ORDER`) explains a long silence better than
+    a slow one who stayed. Missing before a first order.
+
+    Args:
+        orders: Orders so far.
+        days_since_first: Days since the first order.
+        days_since_last: Days since the latest order.
+        days_since_experience: Days since the latest order's experience settled.
+
+    Returns:
+        The probability that the customer is still buying, and that they order within the
+        next `REPURCHASE_DAYS`.
+    """
+    shape = PRIOR_ORDERS + orders - 1.0
+    scale = PRIOR_DAYS + np.maximum(days_since_first - days_since_last, 0.0)
+    silence = np.maximum(days_since_experience, 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        # E[e^{-rate × silence}] under the rate's gamma posterior.
+        quiet = (scale / (scale + silence)) ** shape
+        stays = (1.0 - CHURN_PER_ORDER) * quiet
+        alive = stays / (stays + CHURN_PER_ORDER)
+        buys = 1.0 - ((scale + silence) / (scale + silence + REPURCHASE_DAYS)) ** shape
+        missing = ~(orders > 0)
+    return np.where(missing, np.nan, alive), np.where(missing, np.nan, alive * buys)
 
 
 def add_time_features(
@@ -79,6 +126,18 @@ def add_time_features(
         rate = out["orders_total"].to_numpy(np.float64) / active
         out["orders_per_day"] = rate
         out["expected_orders_missed"] = rate * out["days_since_last_order"].to_numpy(np.float64)
+        # A buy-till-you-die reading of the history (Pareto/NBD with a churn chance per
+        # order): how likely the customer still buys, and buys within the next 90 days.
+        alive, repurchase = repurchase_estimate(
+            out["orders_total"].to_numpy(np.float64),
+            out["days_since_first_order"].to_numpy(np.float64),
+            out["days_since_last_order"].to_numpy(np.float64),
+            out["days_since_last_experience"].to_numpy(np.float64)
+            if "days_since_last_experience" in out
+            else out["days_since_last_order"].to_numpy(np.float64),
+        )
+        out["p_alive_estimate"] = alive
+        out["p_repurchase_90d_estimate"] = repurchase
         if "orders_365d" in out:
             out["orders_per_day_365d"] = out["orders_365d"].to_numpy(np.float64) / np.minimum(
                 active, YEAR_DAYS
@@ -124,6 +183,20 @@ def derive_record(record: dict, now_s: float) -> dict:
         rate = number("orders_total") / active
         out["orders_per_day"] = rate
         out["expected_orders_missed"] = rate * number("days_since_last_order")
+        alive, repurchase = repurchase_estimate(
+            np.array([number("orders_total")]),
+            np.array([number("days_since_first_order")]),
+            np.array([number("days_since_last_order")]),
+            np.array(
+                [
+                    number("days_since_last_experience")
+                    if "days_since_last_experience" in out
+                    else number("days_since_last_order")
+                ]
+            ),
+        )
+        out["p_alive_estimate"] = float(alive[0])
+        out["p_repurchase_90d_estimate"] = float(repurchase[0])
         if "orders_365d" in out:
             out["orders_per_day_365d"] = number("orders_365d") / min(active, YEAR_DAYS)
         orders = number("orders_total")

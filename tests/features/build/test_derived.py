@@ -26,6 +26,7 @@ def random_rows(n: int, seed: int) -> pd.DataFrame:
             "first_order_epoch": maybe(t - rng.uniform(0, 700, n) * DAY),
             "last_order_epoch": maybe(t - rng.uniform(0, 200, n) * DAY),
             "last_contact_epoch": maybe(t - rng.uniform(0, 300, n) * DAY),
+            "last_experience_epoch": maybe(t - rng.uniform(0, 150, n) * DAY),
             "orders_total": rng.integers(0, 12, n).astype(float),
             "orders_365d": rng.integers(0, 8, n).astype(float),
             "monetary_total": maybe(rng.uniform(0, 900, n)),

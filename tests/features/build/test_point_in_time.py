@@ -486,6 +486,50 @@ def test_last_order_experience_changes_at_its_events_and_resets_at_the_next_orde
     assert after["last_experience_epoch"] == ts(50).timestamp()
 
 
+def test_repurchase_estimate_weighs_the_silence_against_the_rate() -> None:
+    day = 86_400.0
+    now = 300 * day
+    frame = pd.DataFrame(
+        {
+            "orders_total": [0, 1, 1, 5, 2],
+            "first_order_epoch": [np.nan, now, now - 200 * day, now - 160 * day, now - 160 * day],
+            "last_order_epoch": [np.nan, now, now - 200 * day, now - 60 * day, now - 60 * day],
+            "last_experience_epoch": [np.nan, now, now - 200 * day, now - 60 * day, now - 60 * day],
+        }
+    )
+    out = add_time_features(frame, pd.Timestamp(now, unit="s", tz="UTC"))
+    alive, repurchase = out["p_alive_estimate"], out["p_repurchase_90d_estimate"]
+    # Never ordered: no estimate.
+    assert np.isnan(alive.iloc[0])
+    assert np.isnan(repurchase.iloc[0])
+    # Just ordered: only the chance of leaving after the order, and the prior rate (two
+    # orders over 150 days) for the next 90 days.
+    assert alive.iloc[1] == pytest.approx(0.7)
+    assert repurchase.iloc[1] == pytest.approx(0.7 * (1 - (150 / 240) ** 2))
+    # A long silence makes leaving likelier, and more so for a frequent buyer.
+    assert alive.iloc[2] < alive.iloc[1]
+    assert alive.iloc[3] < alive.iloc[4]
+
+
+def test_repurchase_estimate_sees_no_order_from_the_decision_on(raw) -> None:
+    # Customer a's estimate at day 50 noon (the instant of o4) is the same without o4 and
+    # every later order: a decision reads only what happened before it.
+    decision = pd.Timestamp(ts(50))
+    earlier = {**raw, "orders": raw["orders"][raw["orders"]["order_ts"] < decision]}
+
+    def estimate(frames: dict[str, pd.DataFrame]) -> pd.Series:
+        rows = customer_features(to_tables(frames)).to_pandas()
+        rows = rows[(rows["customer_id"] == "a") & (rows["event_ts"] <= decision)]
+        latest = rows.sort_values("event_ts").tail(1)
+        out = add_time_features(latest, decision)
+        return out[["p_alive_estimate", "p_repurchase_90d_estimate"]].iloc[0]
+
+    full, cut = estimate(raw), estimate(earlier)
+    assert full["p_alive_estimate"] == pytest.approx(cut["p_alive_estimate"])
+    assert full["p_repurchase_90d_estimate"] == pytest.approx(cut["p_repurchase_90d_estimate"])
+    assert 0 < full["p_repurchase_90d_estimate"] < full["p_alive_estimate"] < 1
+
+
 def test_silence_over_gap_divides_recency_by_the_mean_gap() -> None:
     day = 86_400.0
     frame = pd.DataFrame(
