@@ -665,10 +665,6 @@ def monitor(
     ] = 28,
 ) -> None:
     """Drift of each champion's newest days against its training window (flow `monitor`)."""
-    from aftersale.preload import preload
-
-    # The stages' libraries load while Prefect's temporary API starts in its own process.
-    preload()
     from models.served.registry import ModelUnavailableError
 
     try:
