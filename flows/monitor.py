@@ -14,6 +14,7 @@ import json
 import logging
 import tempfile
 import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -138,10 +139,57 @@ def monitored_tables(names=None) -> list[str]:
     return list(dict.fromkeys(t for s in specs for t in (*s.raw_tables, *s.optional_tables)))
 
 
+def _report(result, folder: Path, name: str, uri: str, run_id: str) -> Path:
+    """The whole-window drift report as HTML, logged to the run `run_id` as an artefact."""
+    from mlflow import MlflowClient
+
+    from training.monitor import save_html
+
+    path = save_html(result, folder, name)
+    MlflowClient(tracking_uri=uri).log_artifact(run_id, str(path), "monitor")
+    return path
+
+
+class ReportWriter:
+    """Writes the models' drift reports on one thread of its own (`monitor_model`)."""
+
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="monitor-report")
+        self._pending: list[Future] = []
+
+    def submit(self, result, folder: Path, name: str, uri: str, run_id: str) -> None:
+        """Write and log one report (`_report`) once those before it are written."""
+        self._pending.append(self._pool.submit(_report, result, folder, name, uri, run_id))
+
+    def close(self, raise_errors: bool = True) -> int:
+        """Wait for every report and return how many were written; the first that failed
+        raises its error (only logged with `raise_errors` false)."""
+        errors = []
+        for future in self._pending:
+            if future.exception() is not None:
+                errors.append(future.exception())
+                log.error("a drift report was not written: %s", future.exception())
+        self._pool.shutdown()
+        if errors and raise_errors:
+            raise errors[0]
+        return len(self._pending) - len(errors)
+
+
 @task(cache_policy=NO_CACHE)
-def monitor_model(name: str, window_days: int, data: MonitoredData | None = None) -> MonitorResult:
+def monitor_model(
+    name: str,
+    window_days: int,
+    data: MonitoredData | None = None,
+    reports: ReportWriter | None = None,
+) -> MonitorResult:
     """Drift of one champion's newest days against its training window, recorded (`data`:
-    the run's raw tables, read here when None)."""
+    the run's raw tables, read here when None).
+
+    The HTML report is written and logged before this returns, or, given `reports`, on that
+    writer's thread while the caller goes on (the caller then waits for it). Rendering a
+    report is Python's work and the next model's feature reads are mostly DuckDB's, outside
+    the interpreter lock, so the two overlap.
+    """
     import mlflow
 
     from features.instants import watermark
@@ -161,8 +209,8 @@ def monitor_model(name: str, window_days: int, data: MonitoredData | None = None
         monitored_frame,
         offer_policy_quality,
         realised_quality,
+        report_path,
         retrain_reasons,
-        save_html,
         windows,
     )
 
@@ -259,7 +307,6 @@ def monitor_model(name: str, window_days: int, data: MonitoredData | None = None
     estimate = estimated_auc(spans.current[SCORE].to_numpy())
     if quality is not None:
         quality["estimated_current_roc_auc"] = estimate
-    report = save_html(result, settings.monitoring_dir / "reports", name)
     table = result.table.assign(
         version=champion.version,
         monitored_ts=pd.Timestamp.now(tz="UTC"),
@@ -304,8 +351,13 @@ def monitor_model(name: str, window_days: int, data: MonitoredData | None = None
                     ),
                 }
             )
-            mlflow.log_artifact(str(report), "monitor")
             run_id = run.info.run_id
+    folder = settings.monitoring_dir / "reports"
+    if reports is None:
+        report = _report(result, folder, name, uri, run_id)
+    else:
+        reports.submit(result, folder, name, uri, run_id)
+        report = report_path(folder, name)
     _append(table, settings.monitoring_dir / DRIFT_FILE, DRIFT_RUN)
     reasons = retrain_reasons(
         result.table,
@@ -540,6 +592,25 @@ def _monitor_stages(
     names: list[str], models: list[str] | None, window_days: int, data: MonitoredData
 ) -> list:
     """The monitor's stages after the raw data is read (see `monitor`)."""
+    reports = ReportWriter()
+    try:
+        results = _each_stage(names, models, window_days, data, reports)
+    except BaseException:
+        reports.close(raise_errors=False)
+        raise
+    with report_stage("monitor: drift reports") as stage:
+        stage.rows, stage.unit = reports.close(), "written"
+    return results
+
+
+def _each_stage(
+    names: list[str],
+    models: list[str] | None,
+    window_days: int,
+    data: MonitoredData,
+    reports: ReportWriter,
+) -> list:
+    """Each model's stage in turn (see `monitor`), its drift report written by `reports`."""
     from models import REQUIRED_MODELS
     from models.served.registry import ModelUnavailableError
 
@@ -547,7 +618,7 @@ def _monitor_stages(
     for name in names:
         with report_stage(f"monitor {name}") as stage:
             try:
-                result = monitor_model(name, window_days, data)
+                result = monitor_model(name, window_days, data, reports)
             except ModelUnavailableError as error:
                 # Monitoring them all, an optional model not trained yet is left out.
                 if models is not None or name in REQUIRED_MODELS:

@@ -581,10 +581,15 @@ def monitored_frame(
     return Monitored(decisions, list(data.features), now.reset_index(drop=True))
 
 
+def report_path(folder: Path, name: str) -> Path:
+    """Where `save_html` writes the report of model `name`."""
+    return folder / f"drift_{name}.html"
+
+
 def save_html(result: Drift, folder: Path, name: str) -> Path:
-    """The whole-window Evidently report as one HTML file."""
+    """The whole-window Evidently report as one HTML file (`report_path`)."""
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"drift_{name}.html"
+    path = report_path(folder, name)
     result.snapshot.save_html(str(path))
     return path
 

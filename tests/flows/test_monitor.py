@@ -233,3 +233,39 @@ def test_churns_customers_at_the_end_are_read_along_with_their_latest_features(
     for column in [f for f in features if f in churn.SPEC.categorical]:
         assert current[column].astype(str).tolist() == latest[column].astype(str).tolist()
     np.testing.assert_allclose(current[SCORE], model.predict_proba(latest), rtol=1e-9)
+
+
+def test_the_report_writer_waits_for_every_report_and_raises_the_first_failure(
+    monkeypatch, tmp_path
+) -> None:
+    """Reports are written in the order given, one at a time; closing waits for all of
+    them, counts those written and raises the first error (only logs it when asked not to
+    raise)."""
+    import flows.monitor as flow_module
+
+    written = []
+
+    def report(result, folder, name, uri, run_id):
+        if name == "broken":
+            raise OSError("disk full")
+        path = folder / f"{name}.html"
+        path.write_text(str(result))
+        written.append(name)
+        return path
+
+    monkeypatch.setattr(flow_module, "_report", report)
+    writer = flow_module.ReportWriter()
+    for name in ("a", "b"):
+        writer.submit(name, tmp_path, name, "uri", "run")
+    assert writer.close() == 2
+    assert written == ["a", "b"]
+    assert (tmp_path / "b.html").read_text() == "b"
+    failing = flow_module.ReportWriter()
+    for name in ("c", "broken", "d"):
+        failing.submit(name, tmp_path, name, "uri", "run")
+    with pytest.raises(OSError, match="disk full"):
+        failing.close()
+    assert written == ["a", "b", "c", "d"]
+    quiet = flow_module.ReportWriter()
+    quiet.submit("broken", tmp_path, "broken", "uri", "run")
+    assert quiet.close(raise_errors=False) == 0
