@@ -556,7 +556,7 @@ def monitored_frame(
             logged = spec.label_events(dict(tables)) if events is None else events
             frame, features = offer_features(spec, store, logged.reset_index(drop=True))
         frame[SCORE] = model.predict_proba(frame)
-        return Monitored(frame, [f for f in features if f in frame.columns])
+        return Monitored(frame, read_by(model, [f for f in features if f in frame.columns]))
     if current is not None:
         events = spec.label_events(dict(tables)) if events is None else events
         # The decisions keep their labels' types once the unlabelled customers are apart.
@@ -572,13 +572,22 @@ def monitored_frame(
     data = training_data(spec, store, tables, events)
     frame = data.frame
     frame[SCORE] = model.predict_proba(frame)
+    features = read_by(model, data.features)
     if current is None:
-        return Monitored(frame, list(data.features))
+        return Monitored(frame, features)
     newest = frame.pop(NEWEST).astype(bool).to_numpy()
     now = frame[newest]
     now = now[(now[ORDERS_TOTAL].fillna(0) > 0).to_numpy()]
     decisions = frame[~newest].reset_index(drop=True).astype(kinds)
-    return Monitored(decisions, list(data.features), now.reset_index(drop=True))
+    return Monitored(decisions, features, now.reset_index(drop=True))
+
+
+def read_by(model, features) -> list[str]:
+    """Those of `features` that `model` reads, in their order: a champion trained before a
+    feature was added is not watched on it (its drift would not move the champion's scores,
+    and would count towards the share of drifted features that marks it for retraining)."""
+    inputs = set(model.features)
+    return [f for f in features if f in inputs]
 
 
 def report_path(folder: Path, name: str) -> Path:

@@ -3,6 +3,8 @@ recorded in MLflow with its HTML report and appended to the monitoring table."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
@@ -220,6 +222,11 @@ def test_churns_customers_at_the_end_are_read_along_with_their_latest_features(
     )
     alone = monitored_frame(churn.SPEC, store, tables, model, events).frame
     pd.testing.assert_frame_equal(frame, alone)
+    # A champion trained before its last two features were added is watched on the others.
+    older = SimpleNamespace(features=model.features[:-2], predict_proba=model.predict_proba)
+    watched = monitored_frame(churn.SPEC, store, tables, older, events).features
+    assert set(features) - set(watched) == set(model.features[-2:])
+    assert watched == [f for f in features if f in older.features]
     # Independently: the latest stored rows of the drawn customers who have ordered.
     latest = customers_as_of(settings.features_dir, end)
     latest = latest[latest["customer_id"].isin(at_end["customer_id"])]
