@@ -60,9 +60,12 @@ from training.register import read_version
 from training.split import SplitError, TimeSplit, time_split
 from training.trainer import TrainOptions, TrainResult
 from training.uplift_metrics import (
+    Ranking,
     arm_difference,
     arm_weights,
     bootstrap_intervals,
+    qini_coefficient,
+    resample_counts,
     uplift_metrics,
 )
 
@@ -408,17 +411,13 @@ def paired_wins(
     y = rows[LABEL].to_numpy(np.float64)
     treated = rows[TREATED].to_numpy(bool)
     weight = rows[WEIGHT].to_numpy(np.float64)
-    better, base = np.asarray(better, np.float64), np.asarray(base, np.float64)
+    ranked = [Ranking.of(s, y, treated, weight) for s in (better, base)]
     rng = np.random.default_rng(seed)
-    arms = [np.flatnonzero(treated), np.flatnonzero(~treated)]
     wins = 0
     for _ in range(resamples):
-        picked = np.concatenate([rng.choice(a, size=len(a), replace=True) for a in arms if len(a)])
-        args = (y[picked], treated[picked], weight[picked], capacity)
-        wins += (
-            uplift_metrics(better[picked], *args)["qini"]
-            > uplift_metrics(base[picked], *args)["qini"]
-        )
+        counts = resample_counts(rng, treated)
+        better_qini, base_qini = (qini_coefficient(r.resampled(counts)) for r in ranked)
+        wins += better_qini > base_qini
     return wins / max(resamples, 1)
 
 

@@ -72,37 +72,83 @@ def arm_weights(treated: np.ndarray, actions: np.ndarray | None = None) -> np.nd
 
 def curves(score: np.ndarray, y: np.ndarray, treated: np.ndarray, weight=None) -> Curves:
     """Cumulative sums of the rows ranked by `score`, highest first (NaN scores last, tied
-    as one run; ties spread evenly, `_tied`)."""
-    score = np.asarray(score, dtype=np.float64)
+    as one run; ties spread evenly, `_Runs.tied`)."""
     y = np.asarray(y, dtype=np.float64)
     t = np.asarray(treated, dtype=bool)
     w = np.ones(len(y)) if weight is None else np.asarray(weight, dtype=np.float64)
-    key = -np.nan_to_num(score, nan=-np.inf)
-    order = np.argsort(key, kind="stable")
-    y, t, w, key = y[order], t[order], w[order], key[order]
-    return Curves(
-        n=len(y),
-        r_t=_tied(np.cumsum(w * t * y), key),
-        r_c=_tied(np.cumsum(w * ~t * y), key),
-        n_t=_tied(np.cumsum(w * t), key),
-        n_c=_tied(np.cumsum(w * ~t), key),
-    )
+    return Ranking.of(score, y, t, w).curves()
 
 
-def _tied(cumulative: np.ndarray, key: np.ndarray) -> np.ndarray:
-    """Cumulative sums with tied scores spread evenly over their run: the expectation over
-    every order of the ties, so no input order favours one arm."""
-    n = len(key)
-    if n == 0:
-        return cumulative
-    # Last position of each run of equal keys, and of the run before.
-    ends = np.flatnonzero(np.append(key[1:] != key[:-1], True))
-    run = np.searchsorted(ends, np.arange(n))
-    end = ends[run]
-    start = np.where(run > 0, ends[np.maximum(run - 1, 0)], -1)
-    before = np.where(start >= 0, cumulative[np.maximum(start, 0)], 0.0)
-    share = (np.arange(n) - start) / (end - start)
-    return before + share * (cumulative[end] - before)
+@dataclass(frozen=True)
+class Ranking:
+    """Rows ranked by one score, highest first, with each row's four summands (w·T·Y,
+    w·(1 − T)·Y, w·T, w·(1 − T)) in that order: what every resample of the rows reuses.
+
+    A resample with replacement ranks its rows as the full rows are ranked, each row
+    repeated as often as it was drawn (its copies tie), so `resampled` needs no sort.
+    """
+
+    order: np.ndarray
+    key: np.ndarray
+    summands: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+    @classmethod
+    def of(cls, score: np.ndarray, y: np.ndarray, t: np.ndarray, w: np.ndarray) -> Ranking:
+        """The rows ranked by `score` (NaN last), from their outcomes, treatments and
+        weights."""
+        key = -np.nan_to_num(np.asarray(score, dtype=np.float64), nan=-np.inf)
+        order = np.argsort(key, kind="stable")
+        y, t, w = y[order], t[order], w[order]
+        return cls(order, key[order], (w * t * y, w * ~t * y, w * t, w * ~t))
+
+    def curves(self) -> Curves:
+        """The curves of all the rows."""
+        return _ranked_curves(self.summands, self.key)
+
+    def resampled(self, counts: np.ndarray) -> Curves:
+        """The curves of a resample that holds row i `counts[i]` times: those of
+        `curves(score[rows], ...)` on the resampled rows, up to the order in which tied
+        rows' summands are added (the last bits of a float)."""
+        times = counts[self.order]
+        return _ranked_curves(
+            tuple(np.repeat(summand, times) for summand in self.summands),
+            np.repeat(self.key, times),
+        )
+
+
+def _ranked_curves(summands: tuple[np.ndarray, ...], key: np.ndarray) -> Curves:
+    """Curves from the ranked rows' summands and sort keys."""
+    runs = _Runs.of(key)
+    r_t, r_c, n_t, n_c = (runs.tied(np.cumsum(summand)) for summand in summands)
+    return Curves(n=len(key), r_t=r_t, r_c=r_c, n_t=n_t, n_c=n_c)
+
+
+@dataclass(frozen=True)
+class _Runs:
+    """The runs of equal keys of ranked rows: each position's run end, the end of the run
+    before (−1 for the first), and its share of the way through its run."""
+
+    end: np.ndarray
+    start: np.ndarray
+    share: np.ndarray
+
+    @classmethod
+    def of(cls, key: np.ndarray) -> _Runs:
+        n = len(key)
+        # Last position of each run of equal keys, and of the run before.
+        ends = np.flatnonzero(np.append(key[1:] != key[:-1], True))
+        lengths = np.diff(ends, prepend=-1)
+        end = np.repeat(ends, lengths)
+        start = np.repeat(ends - lengths, lengths)
+        return cls(end, start, (np.arange(n) - start) / (end - start))
+
+    def tied(self, cumulative: np.ndarray) -> np.ndarray:
+        """Cumulative sums with tied keys spread evenly over their run: the expectation
+        over every order of the ties, so no input order favours one arm."""
+        if len(cumulative) == 0:
+            return cumulative
+        before = np.where(self.start >= 0, cumulative[np.maximum(self.start, 0)], 0.0)
+        return before + self.share * (cumulative[self.end] - before)
 
 
 def qini_coefficient(c: Curves) -> float:
@@ -134,13 +180,25 @@ def uplift_metrics(
     score: np.ndarray, y: np.ndarray, treated: np.ndarray, weight=None, capacity: float = 0.2
 ) -> dict[str, float]:
     """Qini coefficient, AUUC and the uplift at `capacity` of one ranking."""
-    c = curves(score, y, treated, weight)
+    return metrics_of(curves(score, y, treated, weight), capacity)
+
+
+def metrics_of(c: Curves, capacity: float = 0.2) -> dict[str, float]:
+    """Qini coefficient, AUUC and the uplift at `capacity` of one ranking's curves."""
     return {
         "qini": qini_coefficient(c),
         "auuc": auuc(c),
         "uplift_at_capacity": uplift_at(c, capacity),
         "observed_uplift": uplift_at(c, 1.0),
     }
+
+
+def resample_counts(rng: np.random.Generator, treated: np.ndarray) -> np.ndarray:
+    """How often each row is drawn in one bootstrap resample: each arm's rows drawn with
+    replacement, as many as the arm has (the treated arm's draws first)."""
+    arms = [np.flatnonzero(treated), np.flatnonzero(~treated)]
+    rows = np.concatenate([rng.choice(a, size=len(a), replace=True) for a in arms if len(a)])
+    return np.bincount(rows, minlength=len(treated))
 
 
 def bootstrap_intervals(
@@ -173,16 +231,13 @@ def bootstrap_intervals(
     y = np.asarray(y, dtype=np.float64)
     treated = np.asarray(treated, dtype=bool)
     weight = np.ones(len(y)) if weight is None else np.asarray(weight, dtype=np.float64)
-    point = {name: uplift_metrics(s, y, treated, weight, capacity) for name, s in scores.items()}
+    ranked = {name: Ranking.of(s, y, treated, weight) for name, s in scores.items()}
+    point = {name: metrics_of(r.curves(), capacity) for name, r in ranked.items()}
     rng = np.random.default_rng(seed)
-    arms = [np.flatnonzero(treated), np.flatnonzero(~treated)]
     draws: dict[tuple[str, str], list[float]] = {}
     for _ in range(resamples):
-        rows = np.concatenate([rng.choice(a, size=len(a), replace=True) for a in arms if len(a)])
-        got = {
-            name: uplift_metrics(s[rows], y[rows], treated[rows], weight[rows], capacity)
-            for name, s in ((n, np.asarray(v)) for n, v in scores.items())
-        }
+        counts = resample_counts(rng, treated)
+        got = {name: metrics_of(r.resampled(counts), capacity) for name, r in ranked.items()}
         for name, metrics in got.items():
             for metric, value in metrics.items():
                 draws.setdefault((name, metric), []).append(value)

@@ -419,3 +419,36 @@ def test_learners_sharing_outcome_models_predict_as_when_each_fits_its_own(fitte
     t_shared = learn("t_learner", train, valid, layout, spec, share, {}, (B, A), outcomes=outcomes)
     assert t_shared.terms[0].booster is f1.booster
     assert t_shared.terms[1].booster is f0.booster
+
+
+def test_paired_wins_counts_the_resamples_ranked_afresh() -> None:
+    from models.outreach_uplift import TREATED
+    from models.spec import LABEL
+    from training.uplift import RANDOM_SEED, WEIGHT, paired_wins
+    from training.uplift_metrics import arm_weights, uplift_metrics
+
+    rng = np.random.default_rng(4)
+    n = 1_500
+    effect = rng.random(n)
+    treated = rng.random(n) < 0.7
+    rows = pd.DataFrame(
+        {
+            LABEL: (rng.random(n) < 0.2 + 0.2 * treated * effect).astype(float),
+            TREATED: treated,
+            WEIGHT: arm_weights(treated),
+        }
+    )
+    better, base = np.round(effect, 1), rng.random(n)
+    # The old way: each resample's rows drawn and ranked afresh.
+    draws = np.random.default_rng(RANDOM_SEED)
+    arms = [np.flatnonzero(treated), np.flatnonzero(~treated)]
+    y, weight = rows[LABEL].to_numpy(), rows[WEIGHT].to_numpy()
+    wins = 0
+    for _ in range(30):
+        picked = np.concatenate([draws.choice(a, size=len(a), replace=True) for a in arms])
+        args = (y[picked], treated[picked], weight[picked], 0.2)
+        wins += (
+            uplift_metrics(better[picked], *args)["qini"]
+            > uplift_metrics(base[picked], *args)["qini"]
+        )
+    assert paired_wins(better, base, rows, 0.2, resamples=30) == wins / 30

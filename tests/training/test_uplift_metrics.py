@@ -8,12 +8,14 @@ import pandas as pd
 import pytest
 
 from training.uplift_metrics import (
+    Ranking,
     arm_difference,
     arm_weights,
     auuc,
     bootstrap_intervals,
     curves,
     qini_coefficient,
+    resample_counts,
     uplift_at,
     uplift_metrics,
 )
@@ -240,3 +242,51 @@ def test_arm_difference_by_hand() -> None:
     assert low == pytest.approx(5 / 12 - 1.6448536 * se, rel=1e-6)
     assert high == pytest.approx(5 / 12 + 1.6448536 * se, rel=1e-6)
     assert all(np.isnan(arm_difference(y[:5], treated[:5])))
+
+
+def _resampled_the_old_way(scores, outcome, treated, weight, resamples, seed, capacity=0.2):
+    """Each resample's metrics from its drawn rows, ranked afresh (the loop the bootstrap
+    ran before it reused one ranking per score)."""
+    rng = np.random.default_rng(seed)
+    arms = [np.flatnonzero(treated), np.flatnonzero(~treated)]
+    out = []
+    for _ in range(resamples):
+        rows = np.concatenate([rng.choice(a, size=len(a), replace=True) for a in arms])
+        out.append(
+            {
+                name: uplift_metrics(s[rows], outcome[rows], treated[rows], weight[rows], capacity)
+                for name, s in scores.items()
+            }
+        )
+    return out
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_a_resample_ranked_once_has_the_curves_of_its_rows_ranked_afresh(ties: bool) -> None:
+    _, tau, treated, outcome = _planted(2_000, seed=5)
+    score = np.round(tau, 1) if ties else tau
+    score[:50] = np.nan
+    weight = arm_weights(treated)
+    rng = np.random.default_rng(11)
+    counts = resample_counts(rng, treated)
+    rows = np.repeat(np.arange(len(counts)), counts)
+    assert len(rows) == len(treated)
+    assert counts[treated].sum() == treated.sum()
+    mine = Ranking.of(score, outcome.astype(float), treated, weight).resampled(counts)
+    afresh = curves(score[rows], outcome[rows], treated[rows], weight[rows])
+    for name in ("r_t", "r_c", "n_t", "n_c"):
+        np.testing.assert_allclose(getattr(mine, name), getattr(afresh, name), rtol=1e-12)
+
+
+def test_bootstrap_intervals_equal_those_of_each_resample_ranked_afresh() -> None:
+    _, tau, treated, outcome = _planted(3_000, seed=9)
+    scores = {"model": np.round(tau, 2), "random": np.random.default_rng(2).random(len(tau))}
+    weight = arm_weights(treated)
+    table = bootstrap_intervals(scores, outcome, treated, weight, resamples=40, seed=5)
+    draws = _resampled_the_old_way(scores, outcome, treated, weight, resamples=40, seed=5)
+    for row in table.itertuples():
+        values = np.array([d[row.ranking][row.metric] for d in draws])
+        values = values[np.isfinite(values)]
+        low, high = np.quantile(values, [0.05, 0.95])
+        assert row.low == pytest.approx(low, rel=1e-12)
+        assert row.high == pytest.approx(high, rel=1e-12)
