@@ -402,7 +402,6 @@ def paired_wins(
     better: np.ndarray,
     base: np.ndarray,
     rows: pd.DataFrame,
-    capacity: float,
     resamples: int = 200,
     seed: int = RANDOM_SEED,
 ) -> float:
@@ -653,7 +652,6 @@ def train_uplift(
             winner.valid,
             simplest.valid,
             valid_rows,
-            capacity,
             resamples=int(spec.options.get("bootstrap", 200)),
         )
         required = float(spec.options.get("beat_simplest", 0.9))

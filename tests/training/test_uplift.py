@@ -451,4 +451,4 @@ def test_paired_wins_counts_the_resamples_ranked_afresh() -> None:
             uplift_metrics(better[picked], *args)["qini"]
             > uplift_metrics(base[picked], *args)["qini"]
         )
-    assert paired_wins(better, base, rows, 0.2, resamples=30) == wins / 30
+    assert paired_wins(better, base, rows, resamples=30) == wins / 30
