@@ -691,23 +691,35 @@ def test_expected_transit_equals_an_independent_fit_on_earlier_deliveries() -> N
     assert expected == pytest.approx(drawn, abs=0.1)
 
 
-def test_expected_transit_ignores_deliveries_from_the_rows_day_on() -> None:
+@pytest.mark.parametrize(
+    ("unchanged", "moved"),
+    [
+        (
+            ["expected_log_transit_hours", "transit_log_spread", "promise_slack_spreads"],
+            "expected_log_transit_hours",
+        ),
+        (
+            [f"destination_log_transit_{DESTINATION_TRANSIT_DAYS}d"],
+            f"destination_log_transit_{DESTINATION_TRANSIT_DAYS}d",
+        ),
+    ],
+)
+def test_transit_levels_ignore_deliveries_from_the_rows_day_on(unchanged, moved) -> None:
+    """The year's transit fit and the destination's recent level: parcels delivered on the
+    row's day or later taking ten times as long change nothing; the earlier ones, slowed
+    alike, move the level by about log(10)."""
     raw = history()
     before = last_dispatch(raw)
     ships = raw["shipments"]
     day = pd.Timestamp(before["event_ts"]).floor("D")
-    # Parcels delivered on the row's day or later took ten times as long: nothing changes.
     later = pd.to_datetime(ships["delivered_ts"], utc=True) >= day
     assert later.sum() > 0
     slowed = ships["shipped_ts"] + 10 * (ships["delivered_ts"] - ships["shipped_ts"])
     raw["shipments"] = ships.assign(delivered_ts=ships["delivered_ts"].where(~later, slowed))
-    after = last_dispatch(raw)
-    columns = ["expected_log_transit_hours", "transit_log_spread", "promise_slack_spreads"]
-    assert after[columns].to_dict() == before[columns].to_dict()
-    # The parcels delivered before the row's day are counted: slowing them moves the fit.
+    assert last_dispatch(raw)[unchanged].to_dict() == before[unchanged].to_dict()
+    # Slowing the earlier parcels moves the level (some now land after the row's day).
     raw["shipments"] = ships.assign(delivered_ts=ships["delivered_ts"].where(later, slowed))
-    moved = last_dispatch(raw)["expected_log_transit_hours"]
-    assert moved == pytest.approx(before["expected_log_transit_hours"] + np.log(10), abs=0.5)
+    assert last_dispatch(raw)[moved] == pytest.approx(before[moved] + np.log(10), abs=0.5)
 
 
 def test_a_cell_with_too_few_deliveries_has_no_expected_transit() -> None:
@@ -750,21 +762,6 @@ def test_destination_transit_is_the_mean_of_its_earlier_quarters_deliveries() ->
             assert np.isnan(rows.loc[sid, column])
     last = rows.loc[raw["shipments"]["shipment_id"].iloc[-1]]
     assert not np.isnan(last[column])
-
-
-def test_destination_transit_ignores_deliveries_from_the_rows_day_on() -> None:
-    raw = history()
-    before = last_dispatch(raw)
-    ships = raw["shipments"]
-    day = pd.Timestamp(before["event_ts"]).floor("D")
-    later = pd.to_datetime(ships["delivered_ts"], utc=True) >= day
-    slowed = ships["shipped_ts"] + 10 * (ships["delivered_ts"] - ships["shipped_ts"])
-    raw["shipments"] = ships.assign(delivered_ts=ships["delivered_ts"].where(~later, slowed))
-    column = f"destination_log_transit_{DESTINATION_TRANSIT_DAYS}d"
-    assert last_dispatch(raw)[column] == before[column]
-    # Slowing the earlier parcels moves the level (some now land after the row's day).
-    raw["shipments"] = ships.assign(delivered_ts=ships["delivered_ts"].where(later, slowed))
-    assert last_dispatch(raw)[column] == pytest.approx(before[column] + np.log(10), abs=0.5)
 
 
 def test_a_destination_with_too_few_recent_deliveries_has_no_transit_level() -> None:
