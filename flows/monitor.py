@@ -583,18 +583,11 @@ def monitor(models: list[str] | None = None, window_days: int = DEFAULT_WINDOW_D
         stage.rows, stage.unit = data.customers, f"of {data.business_customers:,} customers"
     from features.store.duckdb_offline import entities_only
 
-    # Each feature view is read once for the drawn customers' entities, not at each request.
-    with entities_only(data.drawn_entities()):
-        return _monitor_stages(names, models, window_days, data)
-
-
-def _monitor_stages(
-    names: list[str], models: list[str] | None, window_days: int, data: MonitoredData
-) -> list:
-    """The monitor's stages after the raw data is read (see `monitor`)."""
     reports = ReportWriter()
+    # Each feature view is read once for the drawn customers' entities, not at each request.
     try:
-        results = _each_stage(names, models, window_days, data, reports)
+        with entities_only(data.drawn_entities()):
+            results = _each_stage(names, models, window_days, data, reports)
     except BaseException:
         reports.close(raise_errors=False)
         raise
