@@ -24,6 +24,7 @@ import pandas as pd
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
+from aftersale.collector import libraries_loading
 from aftersale.console import report_stage
 from aftersale.settings import get_settings
 
@@ -78,16 +79,18 @@ def preload(modules: tuple[str, ...] = STAGE_LIBRARIES) -> threading.Thread:
     Reading the raw tables is mostly Arrow's work, outside the interpreter lock, and the
     stages' libraries (Feast, MLflow, Evidently) take seconds to import: loaded meanwhile,
     they are ready when the first stage starts (the README's Nightly pipeline gives the
-    measured effect). A module that fails to import here is left to the stage that needs
-    it, which then raises as it would have.
+    measured effect). The cycle collector waits until they are loaded, and then passes
+    over them (`aftersale.collector`). A module that fails to import here is left to the
+    stage that needs it, which then raises as it would have.
     """
 
     def load() -> None:
-        for module in modules:
-            try:
-                importlib.import_module(module)
-            except Exception:
-                log.debug("preloading %s failed", module, exc_info=True)
+        with libraries_loading():
+            for module in modules:
+                try:
+                    importlib.import_module(module)
+                except Exception:
+                    log.debug("preloading %s failed", module, exc_info=True)
 
     thread = threading.Thread(target=load, name="monitor-preload", daemon=True)
     thread.start()
