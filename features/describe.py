@@ -77,6 +77,8 @@ KINDS = {
     "expected_orders_missed": "number",
     # A logarithm of hours: shown as hours it would read as a duration it is not.
     "expected_log_transit_hours": "number",
+    # A ratio of order counts ("1.35"), not a count of orders.
+    "orders_7d_over_28d": "number",
 }
 
 _WINDOW = re.compile(r"_\d+d$")  # a trailing window ("_90d"), not a unit

@@ -155,7 +155,9 @@ SPEC = ModelSpec(
     label_events=label_events,
     feature_service="delivery_estimate_v1",
     categorical=SHIPMENT_CATEGORICAL,
-    exclude=SHIPMENT_EXCLUDE,
+    # The shop's recent demand was measured on delay risk only; the estimate keeps the inputs
+    # its figures were measured with.
+    exclude=(*SHIPMENT_EXCLUDE, "orders_7d_over_28d"),
     derived=SHIPMENT_DERIVED,
     baseline=promise_hours,
     segments=SEGMENTS,

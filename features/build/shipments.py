@@ -52,6 +52,13 @@ TRANSIT_MIN_DELIVERIES = 20
 # window 28, 56, 120 and 180 days left the delivery estimate further from the outcomes
 # (7.69, 7.24, 7.00 and 7.06 days' error of a residual booster, against 7.00).
 DESTINATION_TRANSIT_DAYS = 90
+# Shop-wide demand of the past week against the past four weeks: a peak's orders (Black
+# Friday, the weeks before Christmas) congest warehouses and carriers and slow parcels for
+# days after, which the year-long transit fit averages away. A ratio, so that a shop's growth
+# over months does not read as a peak. On the default simulated data it brought delay risk
+# from 0.0085, 0.0159 and 0.0088 AUC below the oracle to 0.0068, 0.0103 and 0.0064 (seeds
+# 7, 8 and 9).
+DEMAND_DAYS = (7, 28)
 _WEEKDAYS = 7
 # Sums per cell that the transit fit is solved from: (left, right) factors of each product.
 _TRANSIT_SUMS = (
@@ -256,6 +263,8 @@ def prepare_shipments(tables: dict[str, pa.Table]) -> ShipmentPrep | None:
     first_day = int(min(shipped_day.min(), known_day.min())) - longest - 1
     last_day = int(max(d.max(initial=0) for d in row_days)) + 1
     every = np.ones(len(shipped))
+    orders = tables["orders"]
+    placed_at = us(orders.column("order_ts"))
     network = {
         "carrier_outcomes": DailyTotals.of(carrier, known_day, every, first_day, last_day),
         "carrier_late": DailyTotals.of(carrier, known_day, late * 1.0, first_day, last_day),
@@ -265,6 +274,14 @@ def prepare_shipments(tables: dict[str, pa.Table]) -> ShipmentPrep | None:
         "destination_late": DailyTotals.of(destination, known_day, late * 1.0, first_day, last_day),
         **_destination_transit_sums(destination, shipped, delivered, first_day, last_day),
         "carrier_volume": DailyTotals.of(carrier, shipped_day, every, first_day, last_day),
+        # One group: the whole shop.
+        "orders_placed": DailyTotals.of(
+            np.zeros(len(placed_at), dtype=np.int64),
+            placed_at // US_PER_DAY,
+            np.ones(len(placed_at)),
+            first_day,
+            last_day,
+        ),
     }
 
     distance_km = np.asarray(raw.column("distance_km"), dtype=np.float64)
@@ -276,8 +293,6 @@ def prepare_shipments(tables: dict[str, pa.Table]) -> ShipmentPrep | None:
     # Orders waiting to ship, shop-wide: placed before the instant and not dispatched by
     # then. Each order waits from order_ts until dispatch, or at most BACKLOG_DAYS when it
     # never ships (cancelled), so an order counts only while its wait is visible at t.
-    orders = tables["orders"]
-    placed_at = us(orders.column("order_ts"))
     first_shipment = codes_in(orders.column("order_id"), raw.column("order_id"))
     cap = placed_at + BACKLOG_DAYS * US_PER_DAY
     dispatched = np.where(first_shipment >= 0, shipped[np.maximum(first_shipment, 0)], cap)
@@ -608,12 +623,26 @@ def shipment_rows(prep: ShipmentPrep, lo: int, hi: int) -> pa.Table:
         )
     volume = prep.network["carrier_volume"].trailing(carrier[row_sid], row_day, 7)
     features["carrier_volume_7d"] = volume.astype(np.int64)
+    features.update(_demand_features(prep, row_day))
     features.update(_transit_features(prep, row_sid, row_day))
     # Needles in time order make the binary searches walk memory forward.
     features["warehouse_backlog"] = search_sorted(
         prep.placed_sorted, row_ts, "left"
     ) - search_sorted(prep.waited_sorted, row_ts, "left")
     return to_table(features)
+
+
+def _demand_features(prep: ShipmentPrep, row_day: np.ndarray) -> dict[str, np.ndarray]:
+    """Orders placed shop-wide per day in the `DEMAND_DAYS` before the row's day, the shorter
+    window's over the longer's (NaN without orders in the longer window)."""
+    shop = np.zeros(len(row_day), dtype=np.int64)
+    short_days, long_days = DEMAND_DAYS
+    placed = prep.network["orders_placed"]
+    recent = placed.trailing(shop, row_day, short_days) / short_days
+    usual = placed.trailing(shop, row_day, long_days) / long_days
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = np.where(usual > 0, recent / usual, np.nan)
+    return {f"orders_{short_days}d_over_{long_days}d": ratio}
 
 
 def _transit_features(

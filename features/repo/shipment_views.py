@@ -118,6 +118,12 @@ _load = [
         description="Orders placed and not yet dispatched, shop-wide (within 30 days).",
     ),
     Field(name="carrier_volume_7d", dtype=Int64, description="Carrier dispatches, 7 days."),
+    # A peak's orders congest the network for days; a ratio, so that growth is no peak.
+    Field(
+        name="orders_7d_over_28d",
+        dtype=Float64,
+        description="Orders placed shop-wide per day in the past week against the past four weeks",
+    ),
 ]
 
 # A parcel's state at dispatch and after every scan. The TTL bounds how long after its last

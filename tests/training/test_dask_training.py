@@ -3,9 +3,11 @@ cluster's workers, stops early on the validation window, and scores as one machi
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import lightgbm as lgb
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -20,9 +22,16 @@ distributed = pytest.importorskip("distributed")
 
 # Data-parallel LightGBM bins each feature on one worker's rows, bags each worker's rows
 # on its own and sums the workers' histograms, so its trees differ a little from one
-# machine's. Measured on this business: test AUC 0.8254 on the cluster against 0.8328 on
-# one machine (1,076 test rows, where the AUC's own standard error is about 0.015); the
-# asked-for 0.005 is not met on data this small.
+# machine's; which worker bins which features changes from fit to fit (lightgbm.dask ranks
+# the workers in the order of a set of random keys). On the tests' 1,076 test rows such a
+# difference moves the AUC as much as a different seed does: over seeds 1-8 the test AUC of
+# one machine's uncalibrated scores ranged over 0.015, and the cluster's differed from it by
+# 0.0016 on average (standard deviation 0.0077, at most 0.0158, each worker order tried).
+# One fit against one fit is a coin toss; the mean over four seeds, whose standard deviation
+# is about half a single difference's, is compared instead: a cluster worse by 0.01 is about
+# 2.5 of those deviations away. The first fits take LightGBM's seed from
+# `training.fit.DEFAULT_PARAMS` (7), the others `SEEDS`.
+SEEDS = (8, 9, 10)
 AUC_TOLERANCE = 0.01
 
 
@@ -80,13 +89,20 @@ def test_delay_risk_fitted_on_the_cluster_scores_as_one_machine(
     assert 0 < model.best_iteration < DELAY.num_boost_round
     assert model.booster.current_iteration() <= model.best_iteration + DELAY.early_stopping_rounds
 
-    # The same test rows, scored as well as one machine scores them.
+    # The same test rows, scored as well as one machine scores them, over several seeds.
     pd.testing.assert_frame_equal(
         on_cluster.scores.drop(columns="score"), one_machine.scores.drop(columns="score")
     )
-    difference = on_cluster.metrics["roc_auc"] - one_machine.metrics["roc_auc"]
-    assert abs(difference) <= AUC_TOLERANCE, (
-        on_cluster.metrics["roc_auc"],
-        one_machine.metrics["roc_auc"],
-    )
     assert on_cluster.metrics["roc_auc"] > on_cluster.baseline_metrics["roc_auc"]
+    cluster_aucs = [on_cluster.metrics["roc_auc"]]
+    one_machine_aucs = [one_machine.metrics["roc_auc"]]
+    for seed in SEEDS:
+        spec = dataclasses.replace(DELAY, params={**DELAY.params, "seed": seed})
+        cluster_aucs.append(train_model(spec, store, settings, options).metrics["roc_auc"])
+        monkeypatch.delenv("AFTERSALE_DASK_ADDRESS")
+        one_machine_aucs.append(
+            train_model(spec, store, get_settings(), options).metrics["roc_auc"]
+        )
+        monkeypatch.setenv("AFTERSALE_DASK_ADDRESS", local.scheduler_address)
+    difference = np.mean(cluster_aucs) - np.mean(one_machine_aucs)
+    assert abs(difference) <= AUC_TOLERANCE, (cluster_aucs, one_machine_aucs)

@@ -13,6 +13,7 @@ from features.build.customers import customer_features
 from features.build.derived import add_time_features
 from features.build.offers import customer_category_features, order_features
 from features.build.shipments import (
+    DEMAND_DAYS,
     DESTINATION_TRANSIT_DAYS,
     TRANSIT_FIT_DAYS,
     TRANSIT_MIN_DELIVERIES,
@@ -768,3 +769,63 @@ def test_a_destination_with_too_few_recent_deliveries_has_no_transit_level() -> 
     ships = raw["shipments"]
     raw["shipments"] = ships.assign(destination_region=[*ships["destination_region"][:-1], "IT"])
     assert np.isnan(last_dispatch(raw)[f"destination_log_transit_{DESTINATION_TRANSIT_DAYS}d"])
+
+
+def as_of_demand(orders: pd.DataFrame, instant: pd.Timestamp) -> float:
+    """Orders placed per day in the `DEMAND_DAYS` whole days before the instant's day, the
+    shorter window's over the longer's (NaN without orders in the longer)."""
+    day = instant.floor("D")
+    placed = pd.to_datetime(orders["order_ts"], utc=True)
+    short_days, long_days = DEMAND_DAYS
+
+    def per_day(days: int) -> float:
+        return ((placed >= day - pd.Timedelta(days=days)) & (placed < day)).sum() / days
+
+    usual = per_day(long_days)
+    return per_day(short_days) / usual if usual > 0 else float("nan")
+
+
+def test_shop_demand_equals_an_as_of_count_of_earlier_days_orders() -> None:
+    raw = history()
+    # More orders than parcels, some on the rows' days: a burst in the last week.
+    extra = pd.DataFrame(
+        {
+            "order_id": [f"x{i}" for i in range(40)],
+            "customer_id": ["c"] * 40,
+            "order_ts": [TRANSIT_START + timedelta(days=393 + i / 6) for i in range(40)],
+            "amount": [20.0] * 40,
+            "payment_method": ["card"] * 40,
+        }
+    )
+    raw["orders"] = pd.concat([raw["orders"], extra], ignore_index=True)
+    features = shipment_features(to_tables(raw)).to_pandas()
+    column = "orders_{}d_over_{}d".format(*DEMAND_DAYS)
+    expected = [as_of_demand(raw["orders"], pd.Timestamp(t)) for t in features["event_ts"]]
+    np.testing.assert_allclose(features[column].to_numpy(), expected, rtol=1e-12)
+    last = last_dispatch(raw)
+    assert last[column] > 2.0  # the burst
+    assert np.isnan(features[column].iloc[0])  # nothing was ordered before the first day
+
+
+def test_shop_demand_ignores_orders_from_the_rows_day_on() -> None:
+    raw = history()
+    before = last_dispatch(raw)
+    column = "orders_{}d_over_{}d".format(*DEMAND_DAYS)
+    day = pd.Timestamp(before["event_ts"]).floor("D")
+    burst = pd.DataFrame(
+        {
+            "order_id": [f"x{i}" for i in range(30)],
+            "customer_id": ["c"] * 30,
+            # Early on the row's day (before its instant) and after it.
+            "order_ts": [day + timedelta(hours=i % 2 * 30 + 1) for i in range(30)],
+            "amount": [20.0] * 30,
+            "payment_method": ["card"] * 30,
+        }
+    )
+    orders = raw["orders"]
+    raw["orders"] = pd.concat([orders, burst], ignore_index=True)
+    assert last_dispatch(raw)[column] == before[column]
+    # The same orders a day earlier are counted.
+    moved = burst.assign(order_ts=burst["order_ts"] - timedelta(days=1))
+    raw["orders"] = pd.concat([orders, moved], ignore_index=True)
+    assert last_dispatch(raw)[column] > before[column]
