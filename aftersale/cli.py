@@ -665,11 +665,13 @@ def monitor(
     ] = 28,
 ) -> None:
     """Drift of each champion's newest days against its training window (flow `monitor`)."""
+    from aftersale.collector import libraries_loading
     from models.served.registry import ModelUnavailableError
 
     try:
         with stages(STARTING):
-            from flows.monitor import monitor as monitor_flow
+            with libraries_loading():
+                from flows.monitor import monitor as monitor_flow
 
             results = monitor_flow(models=model or None, window_days=days)
     except (ModelUnavailableError, ValueError) as exc:
