@@ -39,6 +39,7 @@ from serving.online import ROW_TIME, FeatureReader
 from serving.queue import EFFECTS_FILE, ChangedFile, QueueCache
 from serving.recommend import NO_HISTORY, OfferRecommender, load_recommender
 from serving.scoring import (
+    PREDICT_THREADS,
     ContactValues,
     ServedModel,
     ServedUplift,
@@ -270,7 +271,9 @@ class Runtime:
         zones = [r.get("customer_timezone") for r in records]
         known = [zone is not None for zone in zones]
         zones = [zone or UTC_ZONE for zone in zones]
-        frame = self.window_model().predict_window(pd.DataFrame(records), as_of, zones)
+        frame = self.window_model().predict_window(
+            pd.DataFrame(records), as_of, zones, num_threads=PREDICT_THREADS
+        )
         return [
             delivery_window(row, zone, timezone_known=k, as_of=as_of)
             for row, zone, k in zip(frame.itertuples(index=False), zones, known, strict=True)
