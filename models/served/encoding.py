@@ -118,11 +118,44 @@ class FeatureLayout:
         missing value's code."""
         return tuple((name, *self._encoders.get(name, (None, math.nan))) for name in self.features)
 
+    @cached_property
+    def _numbers_plan(self) -> tuple[tuple[str, ...], np.ndarray]:
+        """The numeric features' names and positions, in feature order."""
+        names = [name for name in self.features if name not in self.categories]
+        positions = [j for j, name in enumerate(self.features) if name not in self.categories]
+        return tuple(names), np.array(positions, dtype=np.intp)
+
+    @cached_property
+    def _categories_plan(self) -> tuple[tuple[int, str, dict[str, float], float], ...]:
+        """Per categorical feature in order: its position, name, categories' codes and
+        missing value's code."""
+        return tuple(
+            (j, name, *self._encoders[name])
+            for j, name in enumerate(self.features)
+            if name in self.categories
+        )
+
     def row_values(self, record: Mapping[str, object]) -> np.ndarray:
         """One row given as a dict, encoded as `matrix` encodes a frame's row (`encode`
-        of each feature)."""
+        of each feature).
+
+        The numbers go to NumPy as one list, which reads None as NaN and converts the rest
+        as `float` does (value by value, a row of a hundred features cost a tenth of a
+        millisecond); a row holding anything NumPy refuses (pandas' NA) is encoded value by
+        value."""
         get = record.get
-        return np.array([_encoded(get(name), codes, miss) for name, codes, miss in self._row_plan])
+        names, positions = self._numbers_plan
+        out = np.empty(len(self.features), dtype=np.float64)
+        try:
+            out[positions] = np.array([get(name) for name in names], dtype=np.float64)
+        except (TypeError, ValueError):
+            return np.array(
+                [_encoded(get(name), codes, miss) for name, codes, miss in self._row_plan]
+            )
+        for j, name, codes, missing_code in self._categories_plan:
+            value = get(name)
+            out[j] = missing_code if _missing(value) else codes.get(str(value), math.nan)
+        return out
 
     def records_matrix(self, records: Sequence[Mapping[str, object]]) -> np.ndarray:
         """A few rows given as dicts (the per-request path)."""
