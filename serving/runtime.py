@@ -29,7 +29,7 @@ from models.served.window import (
     OFFSETS_FOLDER,
     PublishedOffsets,
     WindowModel,
-    day_starts,
+    day_start,
     published_offsets_path,
     read_published_offsets,
 )
@@ -271,12 +271,10 @@ class Runtime:
         zones = [r.get("customer_timezone") for r in records]
         known = [zone is not None for zone in zones]
         zones = [zone or UTC_ZONE for zone in zones]
-        frame = self.window_model().predict_window(
-            pd.DataFrame(records), as_of, zones, num_threads=PREDICT_THREADS
-        )
+        rows = self.window_model().window_rows(records, as_of, zones, PREDICT_THREADS)
         return [
             delivery_window(row, zone, timezone_known=k, as_of=as_of)
-            for row, zone, k in zip(frame.itertuples(index=False), zones, known, strict=True)
+            for row, zone, k in zip(rows, zones, known, strict=True)
         ]
 
     def _published_offsets(self) -> PublishedOffsets | None:
@@ -724,19 +722,19 @@ def lost_answer(shipment_id: str, row: dict, as_of: pd.Timestamp) -> schemas.Del
 def delivery_window(
     row, timezone: str, *, timezone_known: bool, as_of: pd.Timestamp | None = None
 ) -> schemas.DeliveryWindow:
-    """One row of `WindowModel.predict_window` as the answer carries it."""
-    dates = [pd.Timestamp(getattr(row, f"{k}_date")).date() for k in WINDOW_KINDS]
+    """One row of `WindowModel.predict_window` (or a `WindowRow`) as the answer carries it."""
+    dates = [_date(getattr(row, f"{k}_date")) for k in WINDOW_KINDS]
     most_likely, earliest, latest = dates
     # The window is calibrated on local calendar dates (`models.served.window`): its coverage
     # holds for the dates, so its instants span those whole days (never before the decision).
-    days = np.array([earliest, latest + timedelta(days=1)], dtype="datetime64[D]")
-    start, after = day_starts(days, timezone)
+    start = day_start(earliest, timezone)
+    after = day_start(latest + timedelta(days=1), timezone)
     start = start if as_of is None else max(start, as_of)
     end = after - pd.Timedelta(microseconds=1)
     return schemas.DeliveryWindow(
-        most_likely=pd.Timestamp(row.most_likely_ts).floor("us").to_pydatetime(),
-        earliest=start.floor("us").to_pydatetime(),
-        latest=end.floor("us").to_pydatetime(),
+        most_likely=_microseconds(pd.Timestamp(row.most_likely_ts)),
+        earliest=_microseconds(start),
+        latest=_microseconds(end),
         most_likely_date=most_likely,
         earliest_date=earliest,
         latest_date=latest,
@@ -746,6 +744,21 @@ def delivery_window(
         calibration=getattr(row, "calibration", "split"),
         text=window_text(earliest, latest),
     )
+
+
+def _microseconds(instant: pd.Timestamp) -> datetime:
+    """An instant to the microsecond below it, as a `datetime` (`floor("us")`: for instants
+    after 1970, dropping the nanoseconds is flooring them)."""
+    if instant.value < 0:
+        instant = instant.floor("us")
+    return instant.to_pydatetime(warn=False)
+
+
+def _date(value) -> date:
+    """A calendar date from a date, or from a `datetime64`/Timestamp of one."""
+    if type(value) is date:
+        return value
+    return pd.Timestamp(value).date()
 
 
 def window_text(earliest: date, latest: date) -> str:

@@ -14,6 +14,7 @@ from models.served.window import (
     ConformalOffsets,
     WindowModel,
     anchor_log_hours,
+    day_start,
     day_starts,
     local_dates,
 )
@@ -91,6 +92,16 @@ def test_dates_are_local_and_day_starts_survive_a_skipped_midnight() -> None:
     # São Paulo skipped 2017-10-15 00:00–00:59: that day begins at 01:00 local (03:00 UTC).
     starts = day_starts(np.array(["2017-10-15"], dtype="datetime64[D]"), "America/Sao_Paulo")
     assert starts.iloc[0] == pd.Timestamp("2017-10-15 03:00", tz="UTC")
+    # One date at a time (a request's window) begins at the same instants, a repeated
+    # midnight (Havana, 2016-11-06: clocks went back at 01:00 to 00:00) included.
+    for day, zone in [
+        ("2017-10-15", "America/Sao_Paulo"),
+        ("2016-11-06", "America/Havana"),
+        ("2024-03-31", "Europe/Berlin"),
+        ("2024-03-01", "UTC"),
+    ]:
+        vector = day_starts(np.array([day], dtype="datetime64[D]"), zone).iloc[0]
+        assert day_start(pd.Timestamp(day).date(), zone) == vector
     low, high = outcome_bucket(
         [pd.Timestamp("2017-10-14 12:00", tz="UTC")],
         [pd.Timestamp("2017-10-15 10:00", tz="UTC")],
@@ -294,6 +305,25 @@ def test_trains_a_well_formed_calibrated_window(built, sim_tables, sim_dir) -> N
         ]
         assert list(pd.to_datetime(window[f"{kind}_date"]).dt.date) == local
     assert window.index.equals(rows.index)
+    # A request's rows, given as dicts, get the same window at one decision instant.
+    instant = pd.Timestamp(rows[EVENT_TIME].max()).tz_convert("UTC")
+    zones = [z if isinstance(z, str) else "UTC" for z in rows["timezone"]]
+    frame = model.predict_window(rows, instant, zones)
+    expected = [
+        (
+            *(getattr(r, f"{k}_ts") for k in ("most_likely", "earliest", "latest")),
+            *(
+                pd.Timestamp(getattr(r, f"{k}_date")).date()
+                for k in ("most_likely", "earliest", "latest")
+            ),
+            r.coverage,
+            r.calibration,
+        )
+        for r in frame.itertuples(index=False)
+    ]
+    fast = model.window_rows(rows.to_dict("records"), instant, zones, num_threads=1)
+    assert [tuple(r) for r in fast] == expected
+    assert len({r.earliest_date for r in fast}) > 1
 
     # The oracle comparison on dispatch rows.
     compared = ORACLES[de.NAME](first, sim_dir / "_truth")
