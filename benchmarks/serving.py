@@ -60,8 +60,9 @@ def _free_port() -> int:
 def served_data(out: Path) -> Path:
     """A data folder with champions, online features and a queue (built once)."""
     folder = out / "serving" / "data"
-    # The marker names what was trained: a folder built before the uplift model is rebuilt.
-    built = folder / ".built-with-uplift"
+    # The marker names what was trained: a folder built before the delivery window (which
+    # every delay answer carries once it has a champion) is rebuilt.
+    built = folder / ".built-with-window"
     if built.exists():
         return folder
     shutil.rmtree(folder, ignore_errors=True)
@@ -70,6 +71,7 @@ def served_data(out: Path) -> Path:
         ["ingest", "--customers", str(SERVE_CUSTOMERS)],
         ["features", "build"],
         ["train", "-m", "delay_risk", "-m", "churn", "-m", "next_best_offer"],
+        ["train", "-m", "delivery_estimate"],
         ["train", "-m", "outreach_uplift"],
         ["score", "--top", "0"],
     ]
