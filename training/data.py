@@ -194,17 +194,25 @@ def decision_features(spec: ModelSpec, store: FeatureStore, events: pd.DataFrame
     )
 
 
-def sample_entities(events: pd.DataFrame, keys: list[str], limit: int | None) -> pd.DataFrame:
+# pandas' own hash key: the label events' sample (`decisions`) is drawn with it.
+EVENTS_HASH_KEY = "0123456789123456"
+
+
+def sample_entities(
+    events: pd.DataFrame, keys: list[str], limit: int | None, hash_key: str = EVENTS_HASH_KEY
+) -> pd.DataFrame:
     """At most about `limit` label events, keeping every decision of a sample of entities.
 
     Whole entities are kept or left (by a hash of their keys, so the sample is the same in
     every run and window): a shipment's or customer's decisions stay together, and the time
     split still sees each kept entity's whole history. Memory then stays bounded at scale.
+    A sample drawn from a sample takes a `hash_key` (16 characters) of its own: with the
+    same key it would keep the rows the first one kept, not a share of them.
     """
     if limit is None or len(events) <= limit:
         return events
     share = limit / len(events)
-    hashed = pd.util.hash_pandas_object(events[keys], index=False).to_numpy()
+    hashed = pd.util.hash_pandas_object(events[keys], index=False, hash_key=hash_key).to_numpy()
     keep = (hashed % 1_000_003) < share * 1_000_003
     log.info(
         "sampled %.1f%% of entities: %d of %d label events", 100 * share, keep.sum(), len(events)

@@ -150,6 +150,18 @@ def test_sampling_keeps_whole_entities_and_is_repeatable() -> None:
     assert (kept.groupby("shipment_id").size() == 5).all()
 
 
+def test_a_sample_of_a_sample_with_its_own_hash_key_keeps_a_share_of_it() -> None:
+    from training.data import sample_entities
+
+    events = pd.DataFrame({"shipment_id": [f"s{i}" for i in range(20_000)]})
+    first = sample_entities(events, ["shipment_id"], 6000)
+    # The same key keeps every row the first sample kept, whatever the limit.
+    assert len(sample_entities(first, ["shipment_id"], 2000)) == len(first)
+    second = sample_entities(first, ["shipment_id"], 2000, "outer-quantiles0")
+    assert 1500 < len(second) < 2500
+    assert set(second["shipment_id"]) <= set(first["shipment_id"])
+
+
 def _daily_events(days: int) -> pd.DataFrame:
     times = pd.date_range("2024-01-01", periods=days, freq="D", tz="UTC")
     return pd.DataFrame({"event_timestamp": times, "label_ts": times + pd.Timedelta(days=3)})
