@@ -41,7 +41,7 @@ from models.served.window import (
 from models.served.window import PYFUNC_CODE as WINDOW_PYFUNC_CODE
 from models.spec import EVENT_TIME, LABEL, LABEL_KNOWN, ModelSpec
 from training.conformal import ADAPTIVE, SPLIT, adaptive_offsets, fit_offsets, window_scores
-from training.data import run_inputs, training_data, write_json
+from training.data import run_inputs, sample_entities, training_data, write_json
 from training.evaluate import metric_key
 from training.explain import write_explanations
 from training.fit import fit_lightgbm, layout_from_train
@@ -57,6 +57,8 @@ log = logging.getLogger(__name__)
 ACI_STATE_FILE = "aci_state.json"
 # The boosters' target: log hours to the event less the row's anchor.
 ABOVE_ANCHOR = "_label_above_anchor"
+# The outer boosters' sample of shipments is drawn apart from the label events' own.
+OUTER_HASH_KEY = "outer-quantiles0"
 WINDOW_METRICS = (
     "rows",
     "mae_days",
@@ -183,9 +185,15 @@ def train_window(
         rows.assign(**{ABOVE_ANCHOR: rows[LABEL] - anchor_log_hours(rows, anchor, anchor_default)})
         for rows in (train_rows[delivered], stop_delivered)
     )
+    # The outer boosters only place the window's edges, which the conformal offsets then
+    # move to the stated coverage: past `outer_rows` they learn from a seeded sample of
+    # whole shipments, and the middle one (the estimate) from every row.
+    outer_train = sample_entities(
+        fit_train, list(spec.entity), spec.options.get("outer_rows"), OUTER_HASH_KEY
+    )
     fits = [
         fit_lightgbm(
-            fit_train,
+            fit_train if level == 0.5 else outer_train,
             fit_stop,
             layout,
             ABOVE_ANCHOR,
@@ -444,6 +452,7 @@ def _log_and_register(
                 "conformal_group": ",".join(model.group),
                 "conformal_calibration": model.calibration,
                 "settled_after_days": pd.Timedelta(spec.options["settled_after"]).days,
+                "outer_rows": spec.options.get("outer_rows"),
             },
             metrics=metrics,
             files={
