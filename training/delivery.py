@@ -187,13 +187,14 @@ def train_window(
     )
     # The outer boosters only place the window's edges, which the conformal offsets then
     # move to the stated coverage: past `outer_rows` they learn from a seeded sample of
-    # whole shipments, and the middle one (the estimate) from every row.
-    outer_train = sample_entities(
-        fit_train, list(spec.entity), spec.options.get("outer_rows"), OUTER_HASH_KEY
-    )
+    # whole shipments, and the middle one (the estimate) from every row. The sample is
+    # drawn for each fit and let go after it, so it is not held beside the others.
+    outer_rows = spec.options.get("outer_rows")
     fits = [
         fit_lightgbm(
-            fit_train if level == 0.5 else outer_train,
+            fit_train
+            if level == 0.5
+            else sample_entities(fit_train, list(spec.entity), outer_rows, OUTER_HASH_KEY),
             fit_stop,
             layout,
             ABOVE_ANCHOR,
