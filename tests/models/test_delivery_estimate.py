@@ -352,3 +352,44 @@ def store_rows(store, tables) -> pd.DataFrame:
     from training.data import training_data
 
     return training_data(de.SPEC, store, tables).frame
+
+
+@pytest.mark.slow
+def test_the_outer_boosters_learn_from_a_sample_of_whole_shipments(
+    built, sim_tables, monkeypatch
+) -> None:
+    """Past `outer_rows` training rows, the 5% and 95% boosters each fit on a seeded sample
+    of whole shipments, the middle booster on every row; the window keeps its coverage."""
+    import dataclasses
+
+    import training.delivery as delivery
+
+    settings, store, uri = built
+    seen: list[pd.DataFrame] = []
+    real_fit = delivery.fit_lightgbm
+
+    def recording_fit(train, *args, **kwargs):
+        seen.append(train[list(de.SPEC.entity)].copy())
+        return real_fit(train, *args, **kwargs)
+
+    monkeypatch.setattr(delivery, "fit_lightgbm", recording_fit)
+    spec = dataclasses.replace(de.SPEC, options={**de.SPEC.options, "outer_rows": 1_000})
+    run = train_window(
+        spec,
+        store,
+        settings,
+        TrainOptions(tables=sim_tables, tracking_uri=uri, explain_rows=50, register=False),
+    )
+    lower, middle, upper = seen
+    assert len(middle) > 3 * 1_000
+    key = list(de.SPEC.entity)
+    for outer in (lower, upper):
+        assert 0.5 * 1_000 < len(outer) < 1.5 * 1_000
+        # Whole shipments: each kept shipment has all its training rows.
+        kept = outer.drop_duplicates()
+        counts = outer.value_counts(key)
+        full = middle.merge(kept, on=key).value_counts(key)
+        assert counts.sort_index().equals(full.sort_index())
+    # The same seeded sample for both outer boosters.
+    pd.testing.assert_frame_equal(lower, upper)
+    assert 0.8 < run.metrics["coverage"] < 0.98
