@@ -747,10 +747,8 @@ def delivery_window(
 
 
 def _microseconds(instant: pd.Timestamp) -> datetime:
-    """An instant to the microsecond below it, as a `datetime` (`floor("us")`: for instants
-    after 1970, dropping the nanoseconds is flooring them)."""
-    if instant.value < 0:
-        instant = instant.floor("us")
+    """An instant to the microsecond below it, as a `datetime` (`floor("us")`: a Timestamp's
+    nanoseconds are a field of their own, and dropping them floors it)."""
     return instant.to_pydatetime(warn=False)
 
 

@@ -306,13 +306,16 @@ class WindowModel:
         """Stated coverage of the window."""
         return self.offsets.coverage
 
-    def raw_log_hours(
-        self, data: pd.DataFrame, num_threads: int | None = None
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Uncalibrated quantiles of log hours to the event (may cross); `num_threads`, the
-        OpenMP threads of each booster call (None: LightGBM's default, all cores)."""
+    def raw_log_hours(self, data: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Uncalibrated quantiles of log hours to the event (may cross)."""
         x = self.layout.matrix(data)
-        anchor = anchor_log_hours(data, self.anchor, self.anchor_default)
+        return self._quantiles(x, anchor_log_hours(data, self.anchor, self.anchor_default))
+
+    def _quantiles(
+        self, x: np.ndarray, anchor: np.ndarray, num_threads: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The boosters' log hours for input matrix `x` above each row's `anchor`;
+        `num_threads`, each booster call's OpenMP threads (None: LightGBM's default)."""
         threads = {} if num_threads is None else {"num_threads": num_threads}
         lower, middle, upper = (
             anchor + b.predict(x, num_iteration=i, **threads)
@@ -330,7 +333,6 @@ class WindowModel:
         data: pd.DataFrame,
         offset: np.ndarray | None = None,
         quantiles: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
-        num_threads: int | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Calibrated, ordered (earliest, most likely, latest) in log hours from decision.
 
@@ -340,11 +342,8 @@ class WindowModel:
                 evaluation replaying offsets that adapted over time passes them).
             quantiles: The rows' `raw_log_hours`, where already computed (an evaluation
                 that scores the same rows several ways predicts them once).
-            num_threads: The boosters' OpenMP threads (`raw_log_hours`).
         """
-        if quantiles is None:
-            quantiles = self.raw_log_hours(data, num_threads)
-        lower, middle, upper = quantiles
+        lower, middle, upper = self.raw_log_hours(data) if quantiles is None else quantiles
         if offset is None:
             offset = self.offsets.for_groups(group_keys(data, self.group), len(data))
         return conformalize(lower, middle, upper, offset)
@@ -354,12 +353,11 @@ class WindowModel:
         data: pd.DataFrame,
         offset: np.ndarray | None = None,
         quantiles: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
-        num_threads: int | None = None,
     ) -> pd.DataFrame:
         """Hours from each row's decision instant to the most likely, earliest and latest
         event instant (the registered pyfunc's output; no clock or time zone needed);
-        `offset`, `quantiles` and `num_threads` as in `log_hours`."""
-        lower, middle, upper = self.log_hours(data, offset, quantiles, num_threads)
+        `offset` and `quantiles` as in `log_hours`."""
+        lower, middle, upper = self.log_hours(data, offset, quantiles)
         values = np.exp(np.column_stack([middle, lower, upper]))
         return pd.DataFrame(values, columns=list(HOUR_COLUMNS), index=data.index)
 
@@ -368,7 +366,6 @@ class WindowModel:
         data: pd.DataFrame,
         as_of,
         timezone: str | Sequence[str] | pd.Series | None = None,
-        num_threads: int | None = None,
     ) -> pd.DataFrame:
         """The window each row's customer sees.
 
@@ -379,8 +376,6 @@ class WindowModel:
                 instant for all; timezone-aware or UTC.
             timezone: IANA zone of each row's customer (a column, or one name for all);
                 None for UTC.
-            num_threads: The boosters' OpenMP threads (`raw_log_hours`): one for a request's
-                few rows, where more threads busy-wait against each other.
 
         Returns:
             Indexed like `data`: `most_likely_ts`, `earliest_ts`, `latest_ts` (UTC instants)
@@ -394,7 +389,7 @@ class WindowModel:
             start = utc_series(as_of)
         else:
             start = pd.Series([pd.Timestamp(as_of)] * n).pipe(utc_series)
-        hours = self.predict_hours(data, num_threads=num_threads).reset_index(drop=True)
+        hours = self.predict_hours(data).reset_index(drop=True)
         zones = timezone.reset_index(drop=True) if isinstance(timezone, pd.Series) else timezone
         out = {}
         for kind, column in zip(("most_likely", "earliest", "latest"), HOUR_COLUMNS, strict=True):
@@ -426,11 +421,7 @@ class WindowModel:
                 if math.isfinite(value):
                     anchor[k] = value
                     break
-        threads = {} if num_threads is None else {"num_threads": num_threads}
-        lower, middle, upper = (
-            anchor + b.predict(x, num_iteration=i, **threads)
-            for b, i in zip(self.boosters, self.best_iterations, strict=True)
-        )
+        lower, middle, upper = self._quantiles(x, anchor, num_threads)
         keys = record_group_keys(records, self.group)
         fallback = self.offsets.offsets[ALL_ROWS]
         offset = (
