@@ -10,3 +10,8 @@ run, registry version and champion gate, through `register`). `oracle` holds the
 simulator's best achievable on a run's test rows, for benchmarks and the demo;
 `model_cards` reads the serving champions' runs back for the analysts' report.
 """
+
+from aftersale.typechecks import library_typechecks_off
+
+# Feast's type checks cost seconds at import and nothing a correct call needs.
+library_typechecks_off()
