@@ -666,13 +666,18 @@ def monitor(
 ) -> None:
     """Drift of each champion's newest days against its training window (flow `monitor`)."""
     from aftersale.collector import libraries_loading
+    from aftersale.memory import arrow_allocations_from_jemalloc
     from models.served.registry import ModelUnavailableError
 
     try:
         with stages(STARTING):
             with libraries_loading():
                 from flows.monitor import monitor as monitor_flow
+                from flows.monitor import read_ahead
 
+            arrow_allocations_from_jemalloc()
+            # The raw tables are read while Prefect starts.
+            read_ahead(model or None)
             results = monitor_flow(models=model or None, window_days=days)
     except (ModelUnavailableError, ValueError) as exc:
         err_console.print(f"[red]rejected[/red] {exc}", highlight=False, soft_wrap=True)

@@ -123,12 +123,63 @@ def _append(table: pd.DataFrame, path: Path, run: tuple[str, ...]) -> Path:
 def _data(names) -> MonitoredData:
     """The raw tables of the current published version that the monitor reads (`names`;
     those not ingested are left out), cut to at most `AFTERSALE_MONITOR_CUSTOMERS`
-    customers."""
-    from features.ingest import latest_raw
+    customers: those `read_ahead` started reading, when it read the same, else read now."""
     from training.monitor import monitored_data
 
+    key = _reading(names)
+    with _ahead_lock:
+        ahead = _ahead.pop("read", None)
+    if ahead is not None and ahead[0] == key:
+        return ahead[1].result()
+    return monitored_data(*key)
+
+
+def _reading(names) -> tuple[Path, tuple[str, ...], int]:
+    """What the monitor reads of the raw tables `names`: the current published version, the
+    tables and the bound on customers (`training.monitor.monitored_data`'s arguments)."""
+    from features.ingest import latest_raw
+
     settings = get_settings()
-    return monitored_data(latest_raw(settings.raw_root), names, settings.monitor_customers)
+    return latest_raw(settings.raw_root), tuple(names), settings.monitor_customers
+
+
+# The monitor's reading of the raw tables, started before its flow (`read_ahead`): the key
+# of what it reads and its result to come.
+_ahead: dict[str, tuple[tuple, Future]] = {}
+_ahead_lock = threading.Lock()
+
+
+def read_ahead(models: list[str] | None = None) -> None:
+    """Start reading the raw tables that the next `monitor` run in this process reads for
+    `models` (None: all), on a thread, while the caller starts the flow.
+
+    The reading is mostly the disk's and Arrow's work, outside the interpreter lock, and
+    Prefect's start is mostly its own process's: the two overlap. The flow's read stage
+    then waits for this reading, or reads afresh when it asks for other tables, another
+    published version or another number of customers. An error raised by the reading
+    is raised by the read stage. Without a flow run, the reading is left to finish.
+    """
+    # What the reading imports is imported here, not beside Prefect's imports on the thread.
+    from features.contract import io, subset  # noqa: F401
+    from training.monitor import monitored_data
+
+    try:
+        key = _reading(monitored_tables(models))
+    except (FileNotFoundError, KeyError):
+        return  # nothing to read, or a model the flow refuses by name
+    result: Future = Future()
+
+    def read() -> None:
+        if not result.set_running_or_notify_cancel():
+            return
+        try:
+            result.set_result(monitored_data(*key))
+        except BaseException as error:
+            result.set_exception(error)
+
+    with _ahead_lock:
+        _ahead["read"] = (key, result)
+    threading.Thread(target=read, name="monitor-read-ahead", daemon=True).start()
 
 
 def monitored_tables(names=None) -> list[str]:
@@ -580,10 +631,14 @@ def monitor(models: list[str] | None = None, window_days: int = DEFAULT_WINDOW_D
         raise ValueError(f"models: {unknown} are not monitored; monitored: {sorted(SEGMENTS)}")
     if window_days < 1:
         raise ValueError(f"window_days: must be at least 1, got {window_days}")
-    preload()
+    loading = preload()
     with report_stage("monitor: read raw data") as stage:
         data = _data(monitored_tables(models))
         stage.rows, stage.unit = data.customers, f"of {data.business_customers:,} customers"
+        # The stages import what the thread may still be importing, and a module imported
+        # by two threads at once can be seen half-initialised by one of them: the reading,
+        # read ahead, can end before the imports do.
+        loading.join()
     from features.store.duckdb_offline import entities_only
 
     reports = ReportWriter()

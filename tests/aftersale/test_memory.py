@@ -60,3 +60,36 @@ def test_the_call_is_idempotent() -> None:
 
     first = return_freed_memory()
     assert return_freed_memory() == first
+
+
+ARROW_POOL = """
+import json
+import pyarrow as pa
+import pyarrow.compute as pc
+from aftersale.memory import arrow_allocations_from_jemalloc
+
+before = pa.array(range(1_000_000))
+default = pa.default_memory_pool().backend_name
+backend = arrow_allocations_from_jemalloc()
+after = pc.add(before, 1)
+print(json.dumps({
+    "default": default,
+    "backend": backend,
+    "now": pa.default_memory_pool().backend_name,
+    "jemalloc_in_use": pa.jemalloc_memory_pool().bytes_allocated() > 0
+    if backend == "jemalloc" else None,
+    "sums": [pc.sum(before).as_py(), pc.sum(after).as_py()],
+}))
+"""
+
+
+def test_arrow_then_allocates_from_jemalloc_and_earlier_arrays_stay_whole() -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", ARROW_POOL], capture_output=True, text=True, check=True
+    )
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["sums"] == [499_999_500_000, 500_000_500_000]
+    assert got["now"] == got["backend"]
+    if got["backend"] != "jemalloc":
+        pytest.skip(f"this pyarrow has no jemalloc: Arrow keeps {got['default']}")
+    assert got["jemalloc_in_use"] is True
