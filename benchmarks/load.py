@@ -22,9 +22,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import sys
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -42,21 +44,41 @@ async def _read_answer(reader: asyncio.StreamReader) -> bytes:
     return status
 
 
+@dataclass
+class Window:
+    """When the closed-loop connections count their requests (`measure_from`, once every
+    connection is open) and when they stop."""
+
+    measure_from: float = math.inf
+    stop: float = math.inf
+
+
 async def _connection(
-    host: str, port: int, requests: list[bytes], start: int, stop: float, out: list[float]
+    host: str,
+    port: int,
+    requests: list[bytes],
+    start: int,
+    window: Window,
+    out: list[float],
+    opened: asyncio.Event | None = None,
 ):
+    """Send one request after the other until `window.stop`, appending to `out` the
+    latency of each sent from `window.measure_from` on; set `opened` at the first answer."""
     reader, writer = await asyncio.open_connection(host, port)
     clock = time.perf_counter
     turn = start
     try:
-        while clock() < stop:
+        while clock() < window.stop:
             started = clock()
             writer.write(requests[turn % len(requests)])
             turn += 1
             status = await _read_answer(reader)
             if not status.startswith(b"HTTP/1.1 200"):
                 raise RuntimeError(f"answer {status!r}")
-            out.append(clock() - started)
+            if opened is not None:
+                opened.set()
+            if started >= window.measure_from:
+                out.append(clock() - started)
     finally:
         writer.close()
 
@@ -99,6 +121,26 @@ async def _paced_connection(
         writer.close()
 
 
+async def _open(
+    host: str, port: int, requests: list[bytes], start: int, window: Window, out: list[float]
+) -> asyncio.Task:
+    """A `_connection` running as a task, once it has been answered once; raises what it
+    raised if it failed before."""
+    opened = asyncio.Event()
+    loop = asyncio.create_task(_connection(host, port, requests, start, window, out, opened))
+    first = asyncio.create_task(opened.wait())
+    await asyncio.wait({loop, first}, return_when=asyncio.FIRST_COMPLETED)
+    if not first.done():
+        first.cancel()
+        loop.result()
+    return loop
+
+
+async def _warm_up(host: str, port: int, requests: list[bytes]) -> None:
+    """One connection sending for a second, its latencies not counted."""
+    await _connection(host, port, requests, 0, Window(stop=time.perf_counter() + 1.0), [])
+
+
 def _request(host: str, path: str, body: bytes, key: str | None) -> bytes:
     authorization = f"Authorization: Bearer {key}\r\n" if key else ""
     return (
@@ -118,14 +160,20 @@ async def run(
     `connections` connections, with the API key `key` where given."""
     host, port = url.removeprefix("http://").split(":")
     encoded = [_request(host, path, body, key) for path, body in requests]
-    await _connection(host, int(port), encoded, 0, time.perf_counter() + 1.0, [])
+    await _warm_up(host, int(port), encoded)
     latencies: list[float] = []
-    started = time.perf_counter()
+    # The connections open one after another, each once the one before has been answered,
+    # while those before keep sending: as clients arrive at a busy service. Opened all at
+    # once, they may all be accepted by the same one of several service workers (which
+    # share one listening socket), and the others would serve none.
+    window = Window()
+    loops = [
+        await _open(host, int(port), encoded, n, window, latencies) for n in range(connections)
+    ]
+    started = window.measure_from = time.perf_counter()
     cpu_started = time.process_time()
-    stop = started + seconds
-    await asyncio.gather(
-        *[_connection(host, int(port), encoded, n, stop, latencies) for n in range(connections)]
-    )
+    window.stop = started + seconds
+    await asyncio.gather(*loops)
     elapsed = time.perf_counter() - started
     ms = np.asarray(latencies) * 1e3
     return {
@@ -154,7 +202,7 @@ async def run_paced(
     one-second closed-loop warm-up), spread over `connections` connections."""
     host, port = url.removeprefix("http://").split(":")
     encoded = [_request(host, path, body, key) for path, body in requests]
-    await _connection(host, int(port), encoded, 0, time.perf_counter() + 1.0, [])
+    await _warm_up(host, int(port), encoded)
     records: list[tuple[float, float, bool]] = []
     started = time.perf_counter()
     cpu_started = time.process_time()

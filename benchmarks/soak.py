@@ -183,7 +183,7 @@ def bench_soak(customers: int, out: Path, seconds: float = SOAK_SECONDS) -> None
     ask = route_requests(folder, as_of)
     with Server("serving.service:Aftersale", "aftersale", env) as served:
         mix = mixed_requests(ask, served.url)
-        highest = highest_mixed(served.url, mix)
+        highest = highest_mixed(served, mix)
         rate = LOAD_SHARE * highest["rps"]
         print(
             f"  highest throughput {highest['rps']:.0f} req/s at {highest['connections']} "
