@@ -141,7 +141,8 @@ class Runtime:
         # Each champion loads from its local copy; the last good copy serves where the
         # registry is unreachable or its champion does not load (reported on /v1/models).
         copies = settings.serving_dir / CHAMPION_COPIES
-        models = {name: load_champion(name, uri, copies) for name in SERVED}
+        memo = settings.answer_memo_rows
+        models = {name: load_champion(name, uri, copies, memo) for name in SERVED}
         offline = settings.features_dir / "current"
         readers = {
             name: FeatureReader.of_service(store, service, offline)
@@ -204,7 +205,7 @@ class Runtime:
         if not records:
             return _Scored(model, known, records, np.zeros(0), np.zeros((0, 0)), [])
         x = model.matrix_from_records(records)
-        contrib = model.contributions(x)
+        contrib = model.request_contributions(x)
         reasons = model.reasons(contrib, records, k=REASONS_PER_SCORE)
         probability = model.probability_from_contributions(contrib, x)
         return _Scored(model, known, records, probability, contrib, reasons)

@@ -23,6 +23,7 @@ from features.contract.schema import CONTACT_REASONS
 from models.served import registry
 from models.served.calibration import calibrate_by_arm, fast_calibration
 from models.served.classifier import CalibratedModel
+from models.served.decisions import DecisionKey, DecisionMemo
 from models.served.reasons import reason_codes, top_reasons
 from models.served.uplift import UpliftModel
 from models.served.window import WindowModel
@@ -50,6 +51,8 @@ class ServedModel:
         model: The calibrated model.
         champion: How it was loaded: its run, its local copy, and why the copy serves
             where the registry's champion could not (`models.served.registry.Champion`).
+        memo_rows: How many rows' contributions `request_contributions` keeps
+            (`models.served.decisions.DecisionMemo`; 0: none).
     """
 
     name: str
@@ -57,9 +60,14 @@ class ServedModel:
     aliases: list[str]
     model: CalibratedModel
     champion: registry.Champion | None = None
+    memo_rows: int = 0
 
     def __post_init__(self) -> None:
         self._calibrate = fast_calibration(self.model.calibrator)
+        self.memo = None
+        if self.memo_rows > 0:
+            key = DecisionKey(self.model.booster, self.model.best_iteration)
+            self.memo = DecisionMemo(key, self.memo_rows)
         arms = self.model.arm_calibration
         self._arm_maps = None
         if arms is not None:
@@ -119,6 +127,13 @@ class ServedModel:
             num_threads=PREDICT_THREADS,
         )
 
+    def request_contributions(self, x: np.ndarray) -> np.ndarray:
+        """`contributions` of a request's rows, taken from the memo for rows whose decisions
+        at every split were answered before (exactly the same values)."""
+        if self.memo is None:
+            return self.contributions(x)
+        return self.memo.rows(x, self.contributions)
+
     def probability_from_contributions(
         self, contrib: np.ndarray, x: np.ndarray | None = None
     ) -> np.ndarray:
@@ -169,15 +184,18 @@ class ServedWindow:
         return ModelRef(name=self.name, version=self.version)
 
 
-def load_champion(name: str, tracking_uri: str, copies: Path | None = None) -> ServedModel:
+def load_champion(
+    name: str, tracking_uri: str, copies: Path | None = None, memo_rows: int = 0
+) -> ServedModel:
     """The registry's `champion` version of a classifier (with `copies`, through its local
-    copy, or the last good copy where the registry's cannot load: `registry.load_champion`).
+    copy, or the last good copy where the registry's cannot load: `registry.load_champion`),
+    keeping the contributions of `memo_rows` request rows (`ServedModel.memo_rows`).
 
     Raises:
         ModelUnavailableError: The model has no champion, and no local copy serves.
     """
     champion, model = registry.load_champion(name, tracking_uri, copies)
-    return ServedModel(name, champion.version, sorted(champion.aliases), model, champion)
+    return ServedModel(name, champion.version, sorted(champion.aliases), model, champion, memo_rows)
 
 
 def load_window_champion(name: str, tracking_uri: str, copies: Path | None = None) -> ServedWindow:

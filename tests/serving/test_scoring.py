@@ -75,6 +75,20 @@ def test_matrix_paths_score_like_the_trained_model(served) -> None:
     )
 
 
+def test_request_contributions_from_the_memo_are_the_models(served) -> None:
+    """A request's rows answered again come from the memo, equal to the model's to the bit."""
+    x = served.matrix_from_records(records(rows(200)))
+    remembering = ServedModel("toy", "1", ["champion"], served.model, memo_rows=1_000)
+    assert served.memo is None
+    assert (served.request_contributions(x) == served.contributions(x)).all()
+    first = np.concatenate([remembering.request_contributions(x[i : i + 1]) for i in range(200)])
+    again = remembering.request_contributions(x)
+    assert (first == served.contributions(x)).all()
+    assert (again == first).all()
+    assert remembering.memo.hits >= 200
+    assert 0 < len(remembering.memo) < 200
+
+
 def test_top_reason_has_the_largest_contribution(served) -> None:
     frame = rows()
     x = served.matrix_from_records(records(frame))
