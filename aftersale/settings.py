@@ -224,11 +224,11 @@ class Settings(BaseSettings):
     answer_memo_rows: int = Field(
         20_000,
         ge=0,
-        description="Rows per served classifier whose SHAP contributions the service keeps, "
-        "by the side each row takes at every split of the model (the same side everywhere: "
-        "the same contributions, to the last bit). A tracking page refreshed, or a customer "
-        "scored again before a feature crosses a split, is answered without TreeSHAP. About "
-        "1 KB a row; 0 keeps none.",
+        description="Rows per served model whose SHAP contributions (delay risk, churn) or "
+        "booster outputs (the delivery window) the service keeps, by the side each row takes "
+        "at every split of the model (the same side everywhere: the same values, to the last "
+        "bit). A tracking page refreshed, or a customer scored again before a feature crosses "
+        "a split, is answered without TreeSHAP. About 1 KB a row; 0 keeps none.",
     )
     lost_after_days: float = Field(
         14.0,

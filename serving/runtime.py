@@ -22,6 +22,7 @@ from models import next_best_offer as nbo
 from models import outreach_uplift as uplift_spec
 from models.churn import has_ordered
 from models.delay_risk import DELIVERED, LIKELY_LOST, parcel_states
+from models.served.decisions import DecisionMemo
 from models.served.reasons import Reason, shown_value
 from models.served.registry import ModelUnavailableError
 from models.served.retrain import read_marks
@@ -163,7 +164,7 @@ class Runtime:
             WINDOW_MODEL,
             "delivery windows",
             unavailable,
-            lambda: load_window_champion(WINDOW_MODEL, uri, copies),
+            lambda: load_window_champion(WINDOW_MODEL, uri, copies, memo),
         )
         uplift = _optional(
             UPLIFT_MODEL,
@@ -272,7 +273,9 @@ class Runtime:
         zones = [r.get("customer_timezone") for r in records]
         known = [zone is not None for zone in zones]
         zones = [zone or UTC_ZONE for zone in zones]
-        rows = self.window_model().window_rows(records, as_of, zones, PREDICT_THREADS)
+        rows = self.window_model().window_rows(
+            records, as_of, zones, PREDICT_THREADS, self.window.memo
+        )
         return [
             delivery_window(row, zone, timezone_known=k, as_of=as_of)
             for row, zone, k in zip(rows, zones, known, strict=True)
@@ -559,7 +562,11 @@ class Runtime:
         return schemas.ModelsResponse(
             models=[
                 schemas.LoadedModel(
-                    name=m.name, version=m.version, aliases=m.aliases, loaded_at=self.loaded_at
+                    name=m.name,
+                    version=m.version,
+                    aliases=m.aliases,
+                    loaded_at=self.loaded_at,
+                    memo=_memo_counts(getattr(m, "memo", None)),
                 )
                 for m in self.served()
             ],
@@ -669,6 +676,12 @@ def _why(error: Exception) -> str:
     if isinstance(error, ModelUnavailableError):
         return str(error)
     return f"champion could not be loaded: {type(error).__name__}: {error}"
+
+
+def _memo_counts(memo: DecisionMemo | None) -> schemas.MemoCounts | None:
+    if memo is None:
+        return None
+    return schemas.MemoCounts(rows=len(memo), hits=memo.hits, misses=memo.misses)
 
 
 def _report(model: str, results: list) -> None:

@@ -413,11 +413,22 @@ class TrackingResponse(BaseModel):
     parcels: list[TrackedParcel] = Field(description="The order's parcels, first shipped first.")
 
 
+class MemoCounts(BaseModel):
+    rows: int = Field(description="Rows whose answers the memo holds.")
+    hits: int = Field(description="Request rows answered from the memo since the model loaded.")
+    misses: int = Field(description="Request rows computed since the model loaded.")
+
+
 class LoadedModel(BaseModel):
     name: str
     version: str
     aliases: list[str]
     loaded_at: datetime
+    memo: MemoCounts | None = Field(
+        None,
+        description="The worker's memo of this model's answers by the side each row takes at "
+        "every split (`AFTERSALE_ANSWER_MEMO_ROWS`); null where the model keeps none.",
+    )
 
 
 class ModelsResponse(BaseModel):

@@ -169,6 +169,9 @@ class ServedWindow:
         aliases: The version's aliases.
         model: The window model.
         champion: How it was loaded (see `ServedModel`).
+        memo_rows: How many request rows' booster outputs `memo` keeps
+            (`models.served.decisions.DecisionMemo`; 0: none, `memo` is None). The
+            boosters' outputs do not depend on the offsets, which may be published anew.
     """
 
     name: str
@@ -176,6 +179,13 @@ class ServedWindow:
     aliases: list[str]
     model: WindowModel
     champion: registry.Champion | None = None
+    memo_rows: int = 0
+
+    def __post_init__(self) -> None:
+        memo = None
+        if self.memo_rows > 0:
+            memo = DecisionMemo(self.model.decision_key(), self.memo_rows)
+        object.__setattr__(self, "memo", memo)
 
     def ref(self):
         """The version as answers name it."""
@@ -198,14 +208,18 @@ def load_champion(
     return ServedModel(name, champion.version, sorted(champion.aliases), model, champion, memo_rows)
 
 
-def load_window_champion(name: str, tracking_uri: str, copies: Path | None = None) -> ServedWindow:
+def load_window_champion(
+    name: str, tracking_uri: str, copies: Path | None = None, memo_rows: int = 0
+) -> ServedWindow:
     """The registry's `champion` version of a window model (see `load_champion`).
 
     Raises:
         ModelUnavailableError: The model has no champion, and no local copy serves.
     """
     champion, model = registry.load_champion(name, tracking_uri, copies)
-    return ServedWindow(name, champion.version, sorted(champion.aliases), model, champion)
+    return ServedWindow(
+        name, champion.version, sorted(champion.aliases), model, champion, memo_rows
+    )
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import lightgbm as lgb
 import numpy as np
@@ -42,21 +42,32 @@ class DecisionKey:
     trees (all where None). Rows are encoded as the booster is fed: one float per feature."""
 
     def __init__(self, booster: lgb.Booster, num_iteration: int | None = None) -> None:
-        dump = booster.dump_model(num_iteration=num_iteration or -1)
+        self._splits([(booster, num_iteration)])
+
+    @classmethod
+    def of_boosters(cls, boosters: Iterable[tuple[lgb.Booster, int | None]]) -> DecisionKey:
+        """The key of a row's decisions in several boosters fed the same rows, each with
+        its number of trees: rows with one key get the same output from each."""
+        key = cls.__new__(cls)
+        key._splits(boosters)
+        return key
+
+    def _splits(self, boosters: Iterable[tuple[lgb.Booster, int | None]]) -> None:
         numeric: dict[int, set[float]] = {}
         categorical: set[int] = set()
-        for tree in dump["tree_info"]:
-            stack = [tree["tree_structure"]]
-            while stack:
-                node = stack.pop()
-                if "split_feature" not in node:
-                    continue
-                feature = int(node["split_feature"])
-                if node["decision_type"] == "==":
-                    categorical.add(feature)
-                else:
-                    numeric.setdefault(feature, set()).add(float(node["threshold"]))
-                stack += [node["left_child"], node["right_child"]]
+        for booster, num_iteration in boosters:
+            for tree in booster.dump_model(num_iteration=num_iteration or -1)["tree_info"]:
+                stack = [tree["tree_structure"]]
+                while stack:
+                    node = stack.pop()
+                    if "split_feature" not in node:
+                        continue
+                    feature = int(node["split_feature"])
+                    if node["decision_type"] == "==":
+                        categorical.add(feature)
+                    else:
+                        numeric.setdefault(feature, set()).add(float(node["threshold"]))
+                    stack += [node["left_child"], node["right_child"]]
         order = sorted(numeric)
         self._split_features = np.array([f for f in order for _ in numeric[f]], dtype=np.intp)
         self._thresholds = np.array(
@@ -70,8 +81,8 @@ class DecisionKey:
         x = np.asarray(x, dtype=np.float64)
         sides = np.packbits(x[:, self._split_features] <= self._thresholds, axis=1)
         numbers = x[:, self._numeric]
-        special = np.isnan(numbers) | (np.abs(numbers) < TINY)
-        kept = np.where(special, numbers, 1.0)
+        # NaN fails the comparison too: missing and tiny values are kept, the rest are 1.
+        kept = np.where(np.abs(numbers) >= TINY, 1.0, numbers)
         categories = x[:, self._categorical]
         return [
             hashlib.blake2b(
@@ -104,23 +115,24 @@ class DecisionMemo:
         if self.size <= 0 or len(x) == 0:
             return compute(x)
         keys = self.key.keys(x)
-        answers: list[np.ndarray | None] = [None] * len(keys)
         with self._lock:
-            for i, key in enumerate(keys):
-                found = self._answers.get(key)
+            answers = [self._answers.get(key) for key in keys]
+            for key, found in zip(keys, answers, strict=True):
                 if found is not None:
                     self._answers.move_to_end(key)
-                    answers[i] = found
-        missing = [i for i, found in enumerate(answers) if found is None]
-        self.hits += len(keys) - len(missing)
-        self.misses += len(missing)
-        if missing:
-            computed = compute(x[missing])
-            with self._lock:
-                for row, i in enumerate(missing):
-                    answers[i] = value = computed[row].copy()
-                    self._answers[keys[i]] = value
-                    self._answers.move_to_end(keys[i])
-                while len(self._answers) > self.size:
-                    self._answers.popitem(last=False)
-        return np.stack(answers)
+            missing = [i for i, found in enumerate(answers) if found is None]
+            self.hits += len(keys) - len(missing)
+            self.misses += len(missing)
+        if not missing:
+            return np.stack(answers)
+        everything = len(missing) == len(keys)
+        computed = compute(x if everything else x[missing])
+        with self._lock:
+            for row, i in enumerate(missing):
+                # A copy: the caller may change what it is handed.
+                answers[i] = value = computed[row].copy()
+                self._answers[keys[i]] = value
+                self._answers.move_to_end(keys[i])
+            while len(self._answers) > self.size:
+                self._answers.popitem(last=False)
+        return computed if everything else np.stack(answers)

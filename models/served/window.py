@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from features.instants import UTC, utc_instant, utc_series
+from models.served.decisions import DecisionKey, DecisionMemo
 from models.served.encoding import FeatureLayout
 from models.served.reasons import Reason, contributions, reason_codes
 
@@ -316,12 +317,19 @@ class WindowModel:
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The boosters' log hours for input matrix `x` above each row's `anchor`;
         `num_threads`, each booster call's OpenMP threads (None: LightGBM's default)."""
+        above = self.above_anchor(x, num_threads)
+        return anchor + above[:, 0], anchor + above[:, 1], anchor + above[:, 2]
+
+    def above_anchor(self, x: np.ndarray, num_threads: int | None = None) -> np.ndarray:
+        """The three boosters' log hours above the anchor for input matrix `x`, one column
+        each (lower, middle, upper); `num_threads` as in `_quantiles`."""
         threads = {} if num_threads is None else {"num_threads": num_threads}
-        lower, middle, upper = (
-            anchor + b.predict(x, num_iteration=i, **threads)
-            for b, i in zip(self.boosters, self.best_iterations, strict=True)
+        return np.column_stack(
+            [
+                b.predict(x, num_iteration=i, **threads)
+                for b, i in zip(self.boosters, self.best_iterations, strict=True)
+            ]
         )
-        return lower, middle, upper
 
     @property
     def calibration(self) -> str:
@@ -409,10 +417,13 @@ class WindowModel:
         as_of: pd.Timestamp,
         timezones: Sequence[str],
         num_threads: int | None = None,
+        memo: DecisionMemo | None = None,
     ) -> list[WindowRow]:
         """`predict_window` of a request's rows, given as dicts, at one decision instant, each
         in its zone: the same instants and dates without a frame (a frame's window cost a
-        request about 30,000 interpreter calls)."""
+        request about 30,000 interpreter calls). With `memo` (keyed on this model's
+        boosters: `decision_key`), the boosters' outputs of rows answered before come from
+        it."""
         x = self.layout.records_matrix(records)
         anchor = np.full(len(records), self.anchor_default)
         for k, record in enumerate(records):
@@ -421,7 +432,11 @@ class WindowModel:
                 if math.isfinite(value):
                     anchor[k] = value
                     break
-        lower, middle, upper = self._quantiles(x, anchor, num_threads)
+        if memo is None:
+            lower, middle, upper = self._quantiles(x, anchor, num_threads)
+        else:
+            above = memo.rows(x, lambda rows: self.above_anchor(rows, num_threads))
+            lower, middle, upper = anchor + above[:, 0], anchor + above[:, 1], anchor + above[:, 2]
         keys = record_group_keys(records, self.group)
         fallback = self.offsets.offsets[ALL_ROWS]
         offset = (
@@ -439,6 +454,10 @@ class WindowModel:
             days = [t.tz_convert(zone or UTC).date() for t in instants]
             rows.append(WindowRow(*instants, *days, self.coverage, self.calibration))
         return rows
+
+    def decision_key(self) -> DecisionKey:
+        """The key of a row's decisions at every split of the three boosters."""
+        return DecisionKey.of_boosters(zip(self.boosters, self.best_iterations, strict=True))
 
     def contributions(self, data: pd.DataFrame) -> pd.DataFrame:
         """SHAP contributions to the most likely log hours, per row and feature, plus `bias`

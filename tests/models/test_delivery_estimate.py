@@ -9,6 +9,7 @@ import pyarrow as pa
 import pytest
 
 from models import delivery_estimate as de
+from models.served.decisions import DecisionMemo
 from models.served.window import (
     ALL_ROWS,
     ConformalOffsets,
@@ -324,6 +325,16 @@ def test_trains_a_well_formed_calibrated_window(built, sim_tables, sim_dir) -> N
     fast = model.window_rows(rows.to_dict("records"), instant, zones, num_threads=1)
     assert [tuple(r) for r in fast] == expected
     assert len({r.earliest_date for r in fast}) > 1
+    # The same rows through a memo of the boosters' outputs, one by one and then again.
+    memo = DecisionMemo(model.decision_key(), size=1_000)
+    records = rows.to_dict("records")
+    for _ in range(2):
+        remembered = [
+            model.window_rows([record], instant, [zone], num_threads=1, memo=memo)[0]
+            for record, zone in zip(records, zones, strict=True)
+        ]
+        assert [tuple(r) for r in remembered] == expected
+    assert memo.hits >= len(records)
 
     # The oracle comparison on dispatch rows.
     compared = ORACLES[de.NAME](first, sim_dir / "_truth")

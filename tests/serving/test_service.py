@@ -345,6 +345,29 @@ def test_score_churn_names_the_contact_reason(client, ids) -> None:
     assert {"contact_reason", "probability", "risk_score"} <= set(results[0])
 
 
+def test_answers_asked_again_come_from_the_memo_unchanged(client, ids) -> None:
+    """Scores, reasons and windows asked for again are answered from each model's memo,
+    the same to the last digit; /v1/models counts the rows found there."""
+
+    def memos() -> dict[str, dict]:
+        return {m["name"]: m["memo"] for m in client.get("/v1/models").json()["models"]}
+
+    before = memos()
+    assert before["next_best_offer"] is None
+    asks = [
+        ("/v1/score/churn", {"customer_ids": ids["customers"]}),
+        ("/v1/score/delay", {"shipment_ids": ids["shipments"]}),
+    ]
+    for path, body in asks:
+        first, again = (client.post(path, json=body).json() for _ in range(2))
+        assert again["results"] == first["results"]
+    after = memos()
+    for name in ("churn", "delay_risk", "delivery_estimate"):
+        assert after[name]["hits"] > before[name]["hits"], name
+        assert after[name]["rows"] >= 1
+    assert after["churn"]["hits"] - before["churn"]["hits"] >= len(ids["customers"])
+
+
 def test_a_customer_who_never_ordered_is_answered_without_a_score(served_data) -> None:
     """A customer with no order by the decision instant (by the raw tables) is outside the
     churn model's population: the churn answer and its explanation say `no_order`, with no
