@@ -17,6 +17,8 @@ from models.served.window import (
     anchor_log_hours,
     day_start,
     day_starts,
+    hours_as_nanoseconds,
+    local_date,
     local_dates,
 )
 from models.spec import EVENT_TIME, LABEL, LABEL_KNOWN
@@ -84,6 +86,52 @@ def test_label_events() -> None:
     assert s2[LABEL].isna().all()  # lost: no delivery to learn from
     assert len(s2) == 3
     assert (s2["timezone"] == "America/Sao_Paulo").all()
+
+
+ODD_ZONES = [
+    "UTC",
+    "Europe/Berlin",
+    "America/Sao_Paulo",
+    "America/Havana",
+    "Asia/Kathmandu",
+    "Australia/Lord_Howe",
+    "Pacific/Chatham",
+    "Africa/Casablanca",
+    "America/St_Johns",
+    "Pacific/Kiritimati",
+]
+
+
+@pytest.mark.parametrize("zone", ODD_ZONES)
+def test_a_requests_local_date_is_the_one_pandas_gives(zone) -> None:
+    """`local_date` of an instant equals `tz_convert(zone).date()`, around every local
+    midnight and clock change of 1960-2030 in zones with odd offsets and moving rules."""
+    rng = np.random.default_rng(len(zone))
+    days = pd.date_range("1960-01-01", "2030-12-31", freq="D")
+    starts = days.tz_localize(zone, ambiguous=np.ones(len(days), bool), nonexistent="shift_forward")
+    midnights = starts.tz_convert("UTC").asi8
+    near = midnights[rng.integers(0, len(midnights), 3_000)]
+    offsets = rng.choice([-1, 0, 1, -999_999_999, 10**9, -(10**9), 3600 * 10**9], len(near))
+    instants = np.concatenate([near + offsets, rng.integers(-3 * 10**17, 2 * 10**18, 3_000)])
+    for ns in instants:
+        t = pd.Timestamp(int(ns), tz="UTC")
+        assert local_date(t, zone) == t.tz_convert(zone).date(), (t, zone)
+
+
+def test_hours_become_the_nanoseconds_pandas_gives() -> None:
+    rng = np.random.default_rng(4)
+    hours = np.concatenate(
+        [
+            np.exp(rng.normal(3, 1.5, 300_000)),
+            rng.random(100_000) * 10,
+            -rng.random(10_000) * 500,
+            np.arange(0, 200, 0.25),
+            [0.0, 1e-13, 0.5e-12, 999_999.999, 2e6, np.nan],
+        ]
+    )
+    expected = pd.to_timedelta(hours, unit="h").asi8
+    assert (hours_as_nanoseconds(hours) == expected).all()
+    assert (hours_as_nanoseconds(hours[:3]) == expected[:3]).all()
 
 
 def test_dates_are_local_and_day_starts_survive_a_skipped_midnight() -> None:
