@@ -291,7 +291,7 @@ class OfferRecommender:
             expected=expected,
             ranked=ranked[ranked >= 0],
             # The value of showing nothing, as `ranked_offers` counts it.
-            no_offer=float(np.nan_to_num(expected[none][0], nan=0.0)),
+            no_offer=float(offer_policy.no_offer_values(expected[none])[0]),
         )
 
     def recommend(self, order_id: str, k: int, as_of: pd.Timestamp) -> schemas.RecommendResponse:

@@ -393,3 +393,13 @@ def test_policy_round_trips_and_names_the_reference_category() -> None:
     assert back.catalogue.categories == catalogue.categories
     assert back.reference_category({"toys": {"category_orders_total": 2}}) == "toys"
     assert back.reference_category({}) == "books"
+
+
+def test_showing_nothing_and_the_allowed_mask_count_unknowns_as_numpy_does() -> None:
+    """The request path's fast forms equal `np.nan_to_num(..., nan=0.0)`'s reading."""
+    values = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, 2.5, -3.0, 1e308, -1e308])
+    assert (offer_policy.no_offer_values(values) == np.nan_to_num(values, nan=0.0)).all()
+    kinds = np.array(["discount"] * len(values), dtype=object)
+    kinds[3] = "none"
+    expected = (np.nan_to_num(values, nan=0.0) <= 0) | (kinds == "none")
+    assert (offer_policy.allowed_mask(values, kinds) == expected).all()
