@@ -214,7 +214,7 @@ class OfferRecommender:
         category_columns = [(index[name], name) for name in CATEGORY_COLUMNS if name in index]
         blank = dict.fromkeys(self.categories.names)
         reference = self.policy.reference_category(categories)
-        kinds, action_categories, discounts = self._actions
+        kinds, action_categories, _ = self._actions
         names = [
             reference if kind == nbo.NONE else category
             for kind, category in zip(kinds, action_categories, strict=True)
@@ -237,16 +237,13 @@ class OfferRecommender:
                 filled[j] = self.model.model.layout.encode(column, derived.get(column))
             returns = stored.get("category_returns_total")
             by_category[name] = (filled, math.nan if returns is None else float(returns))
-        matrix = np.empty((len(names), len(row)), dtype=np.float64)
-        returns_total = np.full(len(names), math.nan)
-        layout = self.model.model.layout
+        matrix = np.stack([by_category[name][0] for name in names])
+        returns_total = np.array([by_category[name][1] for name in names], dtype=np.float64)
         type_j, discount_j = index.get("offer_type"), index.get("discount")
-        for i, (name, kind, discount) in enumerate(zip(names, kinds, discounts, strict=True)):
-            matrix[i], returns_total[i] = by_category[name]
-            if type_j is not None:
-                matrix[i, type_j] = layout.encode("offer_type", kind)
-            if discount_j is not None:
-                matrix[i, discount_j] = discount
+        if type_j is not None:
+            matrix[:, type_j] = self._offer_type_codes
+        if discount_j is not None:
+            matrix[:, discount_j] = self._discount
         return matrix, names, returns_total
 
     def decide(self, order_id: str, as_of: pd.Timestamp) -> Decision | str:
@@ -348,6 +345,12 @@ class OfferRecommender:
     @cached_property
     def _discount(self) -> np.ndarray:
         return self.policy.actions["discount"].to_numpy(np.float64)
+
+    @cached_property
+    def _offer_type_codes(self) -> np.ndarray:
+        """Each action's offer type, encoded as the model reads it."""
+        layout = self.model.model.layout
+        return np.array([layout.encode("offer_type", kind) for kind in self._actions[0]])
 
     @cached_property
     def _none(self) -> np.ndarray:
