@@ -12,7 +12,8 @@ every split (it may tell apart rows that are in fact treated alike, never the re
   feature in the model;
 - a numerical value that is missing or about zero (LightGBM sends NaN, and under its "zero"
   missing type values within 1e-35 of zero, to a split's default side) as its own bytes;
-- a categorical feature's encoded value as its bytes.
+- a categorical feature's encoded value as its bytes, and so the value of a feature that a
+  linear leaf (`linear_tree`) multiplies.
 Features no split uses are left out: a row's age in seconds, say, moves the key only when it
 crosses a threshold, which is what makes the memo worth having on the request path. A
 parcel's tracking page refreshed, a customer scored again by the next scheduler's pull, hit
@@ -54,17 +55,18 @@ class DecisionKey:
 
     def _splits(self, boosters: Iterable[tuple[lgb.Booster, int | None]]) -> None:
         numeric: dict[int, set[float]] = {}
-        categorical: set[int] = set()
+        whole: set[int] = set()  # categorical splits, and the inputs of linear leaves
         for booster, num_iteration in boosters:
             for tree in booster.dump_model(num_iteration=num_iteration or -1)["tree_info"]:
                 stack = [tree["tree_structure"]]
                 while stack:
                     node = stack.pop()
                     if "split_feature" not in node:
+                        whole.update(int(f) for f in node.get("leaf_features", ()))
                         continue
                     feature = int(node["split_feature"])
                     if node["decision_type"] == "==":
-                        categorical.add(feature)
+                        whole.add(feature)
                     else:
                         numeric.setdefault(feature, set()).add(float(node["threshold"]))
                     stack += [node["left_child"], node["right_child"]]
@@ -74,7 +76,7 @@ class DecisionKey:
             [t for f in order for t in sorted(numeric[f])], dtype=np.float64
         )
         self._numeric = np.array(order, dtype=np.intp)
-        self._categorical = np.array(sorted(categorical), dtype=np.intp)
+        self._whole = np.array(sorted(whole), dtype=np.intp)
 
     def keys(self, x: np.ndarray) -> list[bytes]:
         """One key per row of the model input matrix `x` (rows × features, float64)."""
@@ -83,10 +85,10 @@ class DecisionKey:
         numbers = x[:, self._numeric]
         # NaN fails the comparison too: missing and tiny values are kept, the rest are 1.
         kept = np.where(np.abs(numbers) >= TINY, 1.0, numbers)
-        categories = x[:, self._categorical]
+        values = x[:, self._whole]
         return [
             hashlib.blake2b(
-                sides[i].tobytes() + kept[i].tobytes() + categories[i].tobytes(),
+                sides[i].tobytes() + kept[i].tobytes() + values[i].tobytes(),
                 digest_size=16,
             ).digest()
             for i in range(len(x))

@@ -163,3 +163,23 @@ def test_only_the_trees_served_count(booster) -> None:
     assert len(groups) < len(set(DecisionKey(booster).keys(x)))
     for rows in groups.values():
         assert (contrib[rows] == contrib[rows[0]]).all()
+
+
+def test_a_linear_leaf_keys_on_the_values_it_multiplies() -> None:
+    """Leaves fitted as linear functions (`linear_tree`) answer each value differently: rows
+    apart in one of their inputs get different keys, rows alike the same answers."""
+    x, _ = _data(3_000, 5)
+    y = np.nan_to_num(x[:, 0], nan=500) / 100 + x[:, 4]
+    params = {"objective": "regression", "linear_tree": True, "num_leaves": 4, "verbose": -1}
+    booster = lgb.train(params, lgb.Dataset(x, y, free_raw_data=False), num_boost_round=5)
+    key = DecisionKey(booster)
+    moved = x[:1].copy()
+    moved[0, 0] = np.nextafter(moved[0, 0], np.inf)
+    assert booster.predict(moved)[0] != booster.predict(x[:1])[0]
+    assert key.keys(moved) != key.keys(x[:1])
+    rows = np.vstack([x[:200], x[:200]])
+    keys = key.keys(rows)
+    raw = booster.predict(rows)
+    for i in range(200):
+        assert keys[i] == keys[i + 200]
+        assert raw[i] == raw[i + 200]
