@@ -17,6 +17,7 @@ from benchmarks import (
     delivery,
     features,
     foundation,
+    growth,
     night,
     serving,
     shock,
@@ -48,6 +49,7 @@ BENCHMARKS = {
     "soak": soak.bench_soak,
     "night": night.bench_night,
     "text_reasons": text_reasons.bench_text_reasons,
+    "growth": growth.bench_growth,
 }
 
 
