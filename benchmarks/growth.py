@@ -181,7 +181,7 @@ def bench_growth(customers: int, out: Path) -> None:
     runs = grow(sizes, folder)
     rows = table(runs)
     print(
-        f"\n  {'stage':<12} " + " ".join(f"{s:>18,}" for s in sorted({r.customers for r in runs}))
+        f"\n  {'stage':<12} " + " ".join(f"{s:>21,}" for s in sorted({r.customers for r in runs}))
     )
     for row in rows:
         cells = " ".join(
