@@ -25,6 +25,7 @@ import json
 import math
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -73,7 +74,10 @@ def run_stage(command: list[str], env: dict[str, str], limit_s: float, log: Path
     """
     started = time.perf_counter()
     with log.open("ab") as out:
-        child = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
+        # A session of its own: a command past its limit is killed with what it started.
+        child = subprocess.Popen(
+            command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
         failed = None
         deadline = started + limit_s
         while True:
@@ -81,7 +85,7 @@ def run_stage(command: list[str], env: dict[str, str], limit_s: float, log: Path
             if pid:
                 break
             if time.perf_counter() > deadline:
-                child.kill()
+                os.killpg(child.pid, signal.SIGKILL)
                 pid, status, usage = os.wait4(child.pid, 0)
                 failed = f"passed its {limit_s:.0f} s limit"
                 break

@@ -4,7 +4,10 @@ exponent of cost against customers, and stops at the first stage that runs out."
 from __future__ import annotations
 
 import math
+import os
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -29,9 +32,31 @@ def test_a_stage_reports_its_own_peak_memory_its_failure_and_its_time_limit(tmp_
     assert small.peak_gib < 0.2  # not the larger child before it
     failed = growth.run_stage([sys.executable, "-c", "import sys; sys.exit(3)"], {}, 60, log)
     assert failed.failed == "exit status 3"
-    slow = growth.run_stage([sys.executable, "-c", "import time; time.sleep(30)"], {}, 0.5, log)
-    assert slow.failed == "passed its 0 s limit"
-    assert slow.seconds < 10
+    # Past its limit the command is killed with the process it started.
+    marker = tmp_path / "grandchild.pid"
+    starts = (
+        "import subprocess, sys, time; "
+        "g = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
+        f"open({str(marker)!r}, 'w').write(str(g.pid)); time.sleep(60)"
+    )
+    slow = growth.run_stage([sys.executable, "-c", starts], {}, 3, log)
+    assert slow.failed == "passed its 3 s limit"
+    assert slow.seconds < 15
+    grandchild = int(marker.read_text())
+    deadline = time.monotonic() + 10
+    while _alive(grandchild) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(grandchild)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A killed process not yet reaped by its parent is a zombie: dead all the same.
+    status = Path(f"/proc/{pid}/status")
+    return not (status.exists() and "State:\tZ" in status.read_text())
 
 
 def test_two_sizes_grow_through_real_commands_and_a_failure_ends_the_run(
