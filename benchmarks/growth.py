@@ -25,10 +25,8 @@ import json
 import math
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -39,6 +37,7 @@ STAGES = ("simulate", "ingest", "features", "materialize", "train", "score")
 EXPONENT_TARGET = 1.0
 # A stage's time limit: past it the stage counts as having run out.
 STAGE_LIMIT_S = 4 * 3600.0
+LAUNCHER = Path(__file__).with_name("launch.py")
 
 
 def _command(stage: str, customers: int, sim: Path) -> list[str]:
@@ -67,35 +66,26 @@ class StageRun:
 def run_stage(command: list[str], env: dict[str, str], limit_s: float, log: Path) -> StageRun:
     """Run `command` in a child process within `limit_s` seconds, its output to `log`.
 
+    The command starts from `benchmarks/launch.py`, a small process, so that its peak memory
+    is its own and not this process's (see there).
+
     Returns:
-        The run with its wall seconds and peak resident memory (`wait4`'s `ru_maxrss`: the
-        largest of the child and the processes it waited for), and, where it did not
-        finish, why (the exit status, or the time limit).
+        The run with its wall seconds and peak resident memory (the largest of the command
+        and the processes it waited for), and, where it did not finish, why (the exit
+        status, or the time limit).
     """
-    started = time.perf_counter()
-    with log.open("ab") as out:
-        # A session of its own: a command past its limit is killed with what it started.
-        child = subprocess.Popen(
-            command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        failed = None
-        deadline = started + limit_s
-        while True:
-            pid, status, usage = os.wait4(child.pid, os.WNOHANG)
-            if pid:
-                break
-            if time.perf_counter() > deadline:
-                os.killpg(child.pid, signal.SIGKILL)
-                pid, status, usage = os.wait4(child.pid, 0)
-                failed = f"passed its {limit_s:.0f} s limit"
-                break
-            time.sleep(0.2)
-        child.returncode = os.waitstatus_to_exitcode(status)
-    seconds = time.perf_counter() - started
-    if failed is None and child.returncode != 0:
-        code = child.returncode
+    result = log.with_name(f"{log.name}.result.json")
+    launcher = [sys.executable, str(LAUNCHER), str(limit_s), str(result), str(log), "--"]
+    subprocess.run(launcher + command, env=env, check=True)
+    figures = json.loads(result.read_text())
+    result.unlink()
+    failed = None
+    code = figures["returncode"]
+    if figures["timed_out"]:
+        failed = f"passed its {limit_s:.0f} s limit"
+    elif code != 0:
         failed = f"killed by signal {-code}" if code < 0 else f"exit status {code}"
-    return StageRun("", 0, seconds, usage.ru_maxrss / 2**20, failed)
+    return StageRun("", 0, figures["seconds"], figures["peak_kib"] / 2**20, failed)
 
 
 def exponent(customers: list[int], costs: list[float]) -> float:
