@@ -94,6 +94,11 @@ def hours_as_nanoseconds(hours: np.ndarray) -> np.ndarray:
     return whole * _HOUR_NS + (fraction * _HOUR_NS).astype(np.int64)
 
 
+def _above(anchor: np.ndarray, above: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Lower, middle and upper log hours: the anchor plus each booster's column of `above`."""
+    return anchor + above[:, 0], anchor + above[:, 1], anchor + above[:, 2]
+
+
 @lru_cache(maxsize=4096)
 def day_start(day: date, timezone: str) -> pd.Timestamp:
     """`day_starts` of one local date: its first instant (UTC) in `timezone`. Kept for the
@@ -354,8 +359,7 @@ class WindowModel:
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The boosters' log hours for input matrix `x` above each row's `anchor`;
         `num_threads`, each booster call's OpenMP threads (None: LightGBM's default)."""
-        above = self.above_anchor(x, num_threads)
-        return anchor + above[:, 0], anchor + above[:, 1], anchor + above[:, 2]
+        return _above(anchor, self.above_anchor(x, num_threads))
 
     def above_anchor(self, x: np.ndarray, num_threads: int | None = None) -> np.ndarray:
         """The three boosters' log hours above the anchor for input matrix `x`, one column
@@ -469,11 +473,12 @@ class WindowModel:
                 if math.isfinite(value):
                     anchor[k] = value
                     break
-        if memo is None:
-            lower, middle, upper = self._quantiles(x, anchor, num_threads)
-        else:
-            above = memo.rows(x, lambda rows: self.above_anchor(rows, num_threads))
-            lower, middle, upper = anchor + above[:, 0], anchor + above[:, 1], anchor + above[:, 2]
+
+        def boosters(rows: np.ndarray) -> np.ndarray:
+            return self.above_anchor(rows, num_threads)
+
+        above = boosters(x) if memo is None else memo.rows(x, boosters)
+        lower, middle, upper = _above(anchor, above)
         keys = record_group_keys(records, self.group)
         fallback = self.offsets.offsets[ALL_ROWS]
         offset = (
