@@ -274,7 +274,7 @@ class Runtime:
         known = [zone is not None for zone in zones]
         zones = [zone or UTC_ZONE for zone in zones]
         rows = self.window_model().window_rows(
-            records, as_of, zones, PREDICT_THREADS, self.window.memo
+            records, as_of, zones, PREDICT_THREADS, self.window.memo, self.window.above_anchor
         )
         return [
             delivery_window(row, zone, timezone_known=k, as_of=as_of)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +25,7 @@ from models.served.calibration import calibrate_by_arm, fast_calibration
 from models.served.classifier import CalibratedModel
 from models.served.decisions import DecisionKey, DecisionMemo
 from models.served.reasons import reason_codes, top_reasons
+from models.served.single_row import RowPredictor
 from models.served.uplift import UpliftModel
 from models.served.window import WindowModel
 
@@ -64,6 +65,11 @@ class ServedModel:
 
     def __post_init__(self) -> None:
         self._calibrate = fast_calibration(self.model.calibrator)
+        booster, trees = self.model.booster, self.model.best_iteration
+        self._raw = RowPredictor(booster, trees, num_threads=PREDICT_THREADS)
+        self._contributions = RowPredictor(
+            booster, trees, contributions=True, num_threads=PREDICT_THREADS
+        )
         self.memo = None
         if self.memo_rows > 0:
             key = DecisionKey(self.model.booster, self.model.best_iteration)
@@ -113,19 +119,11 @@ class ServedModel:
 
     def probability(self, x: np.ndarray) -> np.ndarray:
         """Calibrated probabilities of matrix rows."""
-        raw = self.model.booster.predict(
-            x, num_iteration=self.model.best_iteration, num_threads=PREDICT_THREADS
-        )
-        return self.calibrate(raw, x)
+        return self.calibrate(self._raw(x), x)
 
     def contributions(self, x: np.ndarray) -> np.ndarray:
         """SHAP contributions (log-odds) of matrix rows, one column per feature, then bias."""
-        return self.model.booster.predict(
-            x,
-            num_iteration=self.model.best_iteration,
-            pred_contrib=True,
-            num_threads=PREDICT_THREADS,
-        )
+        return self._contributions(x)
 
     def request_contributions(self, x: np.ndarray) -> np.ndarray:
         """`contributions` of a request's rows, taken from the memo for rows whose decisions
@@ -186,6 +184,18 @@ class ServedWindow:
         if self.memo_rows > 0:
             memo = DecisionMemo(self.model.decision_key(), self.memo_rows)
         object.__setattr__(self, "memo", memo)
+
+    @cached_property
+    def _predictors(self) -> list[RowPredictor]:
+        return [
+            RowPredictor(booster, trees, num_threads=PREDICT_THREADS)
+            for booster, trees in zip(self.model.boosters, self.model.best_iterations, strict=True)
+        ]
+
+    def above_anchor(self, x: np.ndarray) -> np.ndarray:
+        """`WindowModel.above_anchor` of matrix rows `x`, a request's single row through
+        LightGBM's single-row path (`models.served.single_row`)."""
+        return np.column_stack([predict(x) for predict in self._predictors])
 
     def ref(self):
         """The version as answers name it."""
