@@ -6,16 +6,20 @@ peak memory on 2 cores; `aftersale validate` on that output at 1,000,000 rows/s 
 
 from __future__ import annotations
 
-import resource
-import subprocess
+import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from benchmarks.growth import run_stage
 from features.contract.schema import CONTRACT
 from features.contract.validate import validate_folder
+
+# A measured command past this many seconds is stopped (the largest sizes take an hour or so).
+LIMIT_S = 4 * 3600
 
 
 def _sim_dir(out: Path, customers: int) -> Path:
@@ -23,17 +27,25 @@ def _sim_dir(out: Path, customers: int) -> Path:
 
 
 def _run_measured(cmd: list[str]) -> tuple[float, float]:
-    """Run a command in a child process; return wall seconds and the peak RSS in GiB."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    started = time.perf_counter()
-    subprocess.run(cmd, check=True)
-    wall = time.perf_counter() - started
-    peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    if peak_kib <= before:
-        # ru_maxrss is a high-water mark over all children; an earlier, larger child hides
-        # this one's figure, so say so rather than report the wrong process.
-        print("  (peak memory below an earlier child's; figure is an upper bound)")
-    return wall, peak_kib / 2**20
+    """Run a command in a child process started from a small launcher
+    (`benchmarks.growth.run_stage`), so that its peak memory is its own and not this
+    process's or an earlier child's; print its output after it.
+
+    Returns:
+        Wall seconds and the command's peak resident memory in GiB.
+
+    Raises:
+        RuntimeError: The command failed or ran past `LIMIT_S`.
+    """
+    with tempfile.TemporaryDirectory() as scratch:
+        log = Path(scratch) / "command.log"
+        run = run_stage(cmd, dict(os.environ), LIMIT_S, log)
+        if log.exists():
+            sys.stdout.write(log.read_text())
+            sys.stdout.flush()
+    if run.failed:
+        raise RuntimeError(f"{' '.join(cmd)}: {run.failed}")
+    return run.seconds, run.peak_gib
 
 
 def _io_floor(folder: Path) -> tuple[float, int]:
