@@ -221,6 +221,14 @@ class Settings(BaseSettings):
         "the retrain learned of them, so it only has to be as good there, within this margin. "
         "Routine retrains must beat the champion.",
     )
+    answer_ahead: bool = Field(
+        True,
+        description="As the service loads its champions, answer into its memos, on a "
+        "low-priority thread, the delay risk and window of each parcel in transit and churn of "
+        "each customer the outreach queue names (at most `answer_memo_rows` each): their "
+        "first ask then finds its answer there, the same to the last bit, if no feature has "
+        "crossed a split since.",
+    )
     answer_memo_rows: int = Field(
         20_000,
         ge=0,

@@ -7,6 +7,10 @@ swaps in a new one on reload, so the old champions answer until the new ones are
 from __future__ import annotations
 
 import logging
+import os
+import sys
+import threading
+import time
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -22,7 +26,7 @@ from models import next_best_offer as nbo
 from models import outreach_uplift as uplift_spec
 from models.churn import has_ordered
 from models.delay_risk import DELIVERED, LIKELY_LOST, parcel_states
-from models.served.decisions import DecisionMemo
+from models.served.decisions import DecisionMemo, answering_ahead
 from models.served.reasons import Reason, shown_value
 from models.served.registry import ModelUnavailableError
 from models.served.retrain import read_marks
@@ -54,7 +58,7 @@ from serving.scoring import (
     local_date,
     lost_words,
 )
-from serving.tracking import OrderParcels, tracked_parcel
+from serving.tracking import OrderParcels, in_transit_shipments, tracked_parcel
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +72,11 @@ OFFER_MODEL = nbo.NAME
 # Optional: /v1/explain explains the latest batch's best actions once a champion is loaded.
 UPLIFT_MODEL = uplift_spec.NAME
 REASONS_PER_SCORE = 3
+# Rows answered ahead per batch: large enough for LightGBM to batch them, small enough that
+# a request waiting on the interpreter lock waits little.
+AHEAD_BATCH_ROWS = 64
+# The niceness of the thread answering ahead (Linux: per thread).
+AHEAD_NICENESS = 10
 # Under the serving folder: the local copies of the champions (`registry.load_champion`).
 CHAMPION_COPIES = "champions"
 UTC_ZONE = "UTC"
@@ -245,6 +254,49 @@ class Runtime:
         return schemas.DelayResponse(
             model=scored.model.ref(), as_of=as_of.to_pydatetime(), results=results
         )
+
+    def answer_ahead(self, stop: threading.Event | None = None) -> dict[str, int]:
+        """Answer ahead, into the memos, what is likely asked next: the delay risk and window
+        of each parcel in transit now (`serving.tracking.in_transit_shipments`) and churn
+        of each customer the outreach queue names, at most each memo's rows, a batch at a
+        time, until done or `stop` is set. The memo's key makes an answer found there
+        exactly the one computed when asked, so this only moves work before the asks.
+
+        Returns:
+            Rows answered ahead per model (none where its memo is off).
+        """
+        as_of = self.now()
+        done = {DELAY_MODEL: 0, CHURN_MODEL: 0}
+
+        def batches(ids: list[str]):
+            for start in range(0, len(ids), AHEAD_BATCH_ROWS):
+                if stop is not None and stop.is_set():
+                    return
+                yield ids[start : start + AHEAD_BATCH_ROWS]
+
+        with answering_ahead():
+            delay = self.models[DELAY_MODEL].memo
+            if delay is not None:
+                ids = in_transit_shipments(self.settings.raw_root, as_of, delay.size)
+                for batch in batches(ids):
+                    rows = self._rows(DELAY_MODEL, batch, as_of)
+                    states = self._parcel_states(rows, as_of)
+                    moving = [
+                        row if state not in (None, DELIVERED, LIKELY_LOST) else None
+                        for row, state in zip(rows, states, strict=True)
+                    ]
+                    scored = self._score(DELAY_MODEL, moving, as_of)
+                    self._windows(scored.records, as_of)
+                    done[DELAY_MODEL] += len(scored.known)
+            churn_memo = self.models[CHURN_MODEL].memo
+            queue = self.queue.get()
+            if churn_memo is not None and queue is not None and len(queue.frame):
+                named = queue.frame["customer_id"].drop_duplicates().head(churn_memo.size)
+                for batch in batches(named.astype(str).tolist()):
+                    rows = self._rows(CHURN_MODEL, batch, as_of)
+                    rows = _only_ok(rows, customer_statuses(rows))
+                    done[CHURN_MODEL] += len(self._score(CHURN_MODEL, rows, as_of).known)
+        return done
 
     def _parcel_states(self, rows: list[dict | None], as_of: pd.Timestamp) -> list[str | None]:
         """Each shipment row's state at the decision instant (`parcel_states`: in transit,
@@ -593,6 +645,25 @@ class Runtime:
 _effects_by_stamp: dict[tuple[int, int], dict[str, dict]] = {}
 
 
+def answer_ahead_quietly(runtime: Runtime, stop: threading.Event | None = None) -> None:
+    """`runtime.answer_ahead(stop)` at a low priority on Linux (this thread only: requests
+    come first), logging what it answered, and any error instead of raising it: an answer
+    not found ahead is computed when asked."""
+    if sys.platform == "linux":
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), AHEAD_NICENESS)
+        except OSError:
+            log.info("answering ahead at the service's own priority")
+    started = time.perf_counter()
+    try:
+        done = runtime.answer_ahead(stop)
+    except Exception:
+        log.exception("answering ahead failed; each answer is computed when asked")
+        return
+    rows = ", ".join(f"{name} {count}" for name, count in done.items())
+    log.info("answered ahead in %.1f s: %s", time.perf_counter() - started, rows)
+
+
 def _effects_index(loaded) -> dict[str, dict]:
     """Customer id → its best action's row, built once per effects file."""
     found = _effects_by_stamp.get(loaded.stamp)
@@ -681,7 +752,9 @@ def _why(error: Exception) -> str:
 def _memo_counts(memo: DecisionMemo | None) -> schemas.MemoCounts | None:
     if memo is None:
         return None
-    return schemas.MemoCounts(rows=len(memo), hits=memo.hits, misses=memo.misses)
+    return schemas.MemoCounts(
+        rows=len(memo), hits=memo.hits, misses=memo.misses, answered_ahead=memo.ahead
+    )
 
 
 def _report(model: str, results: list) -> None:

@@ -417,6 +417,10 @@ class MemoCounts(BaseModel):
     rows: int = Field(description="Rows whose answers the memo holds.")
     hits: int = Field(description="Request rows answered from the memo since the model loaded.")
     misses: int = Field(description="Request rows computed since the model loaded.")
+    answered_ahead: int = Field(
+        description="Rows computed before anyone asked: parcels in transit and the customers "
+        "the outreach queue names, answered as the model loaded (`AFTERSALE_ANSWER_AHEAD`)."
+    )
 
 
 class LoadedModel(BaseModel):

@@ -34,7 +34,7 @@ from serving.metrics import domain_metrics
 from serving.online import StoreUnavailableError
 from serving.outreach import QueueUnavailableError, select_actions
 from serving.ratelimit import RateLimitMiddleware
-from serving.runtime import Runtime
+from serving.runtime import Runtime, answer_ahead_quietly
 from serving.tokens import load_secrets, mint, verify
 from serving.tracking import demo_page, message_page, valid_order_id, widget_script
 
@@ -66,6 +66,8 @@ class Aftersale:
         if not self.token_keys:
             log.warning("no tracking-token secret configured: /v1/recommend answers 401")
         domain_metrics().load(self.runtime.versions())
+        self._ahead_stop = threading.Event()
+        self._answer_ahead(self.runtime)
         # The retrain-due gauge follows the monitor's marks, written while the service runs.
         threading.Thread(target=self._watch_marks, daemon=True).start()
         self._reloading = threading.Lock()
@@ -84,6 +86,15 @@ class Aftersale:
                 log.exception("could not read the retrain marks")
             time.sleep(every_s)
 
+    def _answer_ahead(self, runtime: Runtime) -> None:
+        """Answer ahead into `runtime`'s memos on a thread of its own (`Runtime.answer_ahead`),
+        stopping the one answering into the runtime it replaces."""
+        if not self.settings.answer_ahead:
+            return
+        self._ahead_stop.set()
+        self._ahead_stop = stop = threading.Event()
+        threading.Thread(target=answer_ahead_quietly, args=(runtime, stop), daemon=True).start()
+
     def __is_ready__(self) -> bool:
         return self.runtime is not None
 
@@ -100,6 +111,7 @@ class Aftersale:
             # Tracking-token secrets are re-read too: a rotated secret takes effect here.
             self.token_keys = load_secrets(self.settings)
             domain_metrics().load(fresh.versions())
+            self._answer_ahead(fresh)
         return fresh.models_info()
 
     def reload_in_background(self) -> None:

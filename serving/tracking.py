@@ -116,6 +116,24 @@ def _read(version: Path) -> _Loaded:
     return _Loaded(version, ordered, shipped)
 
 
+def in_transit_shipments(raw_root: Path, as_of: pd.Timestamp, limit: int) -> list[str]:
+    """The shipments of the published raw `shipments` table shipped by `as_of` and not
+    delivered by then, the latest shipped first, at most `limit` (none where no raw data
+    is published): the parcels whose tracking pages are likely asked for next."""
+    version = versioned.current(raw_root)
+    path = None if version is None else version / "shipments.parquet"
+    if path is None or not path.is_file() or limit <= 0:
+        return []
+    columns = ["shipment_id", "shipped_ts", "delivered_ts"]
+    ships = pq.read_table(path, columns=columns).to_pandas()
+    shipped = ships["shipped_ts"] <= as_of
+    open_ = ships["delivered_ts"].isna() | (ships["delivered_ts"] > as_of)
+    moving = ships[shipped & open_].sort_values(
+        ["shipped_ts", "shipment_id"], ascending=False, kind="stable"
+    )
+    return moving["shipment_id"].head(limit).tolist()
+
+
 def tracked_parcel(score: schemas.DelayScore) -> schemas.TrackedParcel:
     """What the tracking page shows of one delay answer."""
     window = score.delivery_window

@@ -20,7 +20,9 @@ parcel's tracking page refreshed, a customer scored again by the next scheduler'
 it until the row's features cross a split or change.
 
 `DecisionMemo` keeps the answers of the latest rows by key, least recently used first out.
-LightGBM has no such memo; its predictor recomputes every row.
+LightGBM has no such memo; its predictor recomputes every row. Rows computed under
+`answering_ahead` (the service filling its memos with what is likely asked next) are counted
+apart from the asks' hits and misses.
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 
 import lightgbm as lgb
 import numpy as np
@@ -36,6 +39,20 @@ import numpy as np
 # Values this close to zero are kept whole in the key: LightGBM's "zero" missing type tests
 # |value| <= 1e-35 (a float), and any bound above it keeps such values apart from the rest.
 TINY = 1e-30
+
+_ahead = threading.local()
+
+
+@contextmanager
+def answering_ahead() -> Iterator[None]:
+    """Within it, on this thread, the rows a memo computes count as answered ahead
+    (`DecisionMemo.ahead`), not as misses, and rows it finds are not counted as hits: the
+    work is moved before the asks, it is not an ask."""
+    _ahead.on = True
+    try:
+        yield
+    finally:
+        _ahead.on = False
 
 
 class DecisionKey:
@@ -106,6 +123,7 @@ class DecisionMemo:
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
+        self.ahead = 0
 
     def __len__(self) -> int:
         return len(self._answers)
@@ -123,8 +141,11 @@ class DecisionMemo:
                 if found is not None:
                     self._answers.move_to_end(key)
             missing = [i for i, found in enumerate(answers) if found is None]
-            self.hits += len(keys) - len(missing)
-            self.misses += len(missing)
+            if getattr(_ahead, "on", False):
+                self.ahead += len(missing)
+            else:
+                self.hits += len(keys) - len(missing)
+                self.misses += len(missing)
         if not missing:
             return np.stack(answers)
         everything = len(missing) == len(keys)

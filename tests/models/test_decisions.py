@@ -183,3 +183,25 @@ def test_a_linear_leaf_keys_on_the_values_it_multiplies() -> None:
     for i in range(200):
         assert keys[i] == keys[i + 200]
         assert raw[i] == raw[i + 200]
+
+
+def test_rows_computed_ahead_are_counted_apart_from_asks(booster) -> None:
+    from models.served.decisions import answering_ahead
+
+    x, _ = _data(50, 9)
+    memo = DecisionMemo(DecisionKey(booster), 1_000)
+
+    def compute(rows):
+        return booster.predict(rows, pred_contrib=True)
+
+    with answering_ahead():
+        memo.rows(x[:30], compute)
+        memo.rows(x[:10], compute)
+    computed_ahead = memo.ahead
+    assert (memo.hits, memo.misses) == (0, 0)
+    assert 0 < computed_ahead <= 30
+    np.testing.assert_array_equal(memo.rows(x[:30], compute), compute(x[:30]))
+    assert (memo.hits, memo.misses, memo.ahead) == (30, 0, computed_ahead)
+    memo.rows(x[30:], compute)
+    assert memo.misses > 0
+    assert memo.ahead == computed_ahead

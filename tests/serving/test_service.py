@@ -368,6 +368,62 @@ def test_answers_asked_again_come_from_the_memo_unchanged(client, ids) -> None:
     assert after["churn"]["hits"] - before["churn"]["hits"] >= len(ids["customers"])
 
 
+def test_answers_made_ahead_are_found_at_the_first_ask_and_equal_fresh_ones(
+    served_data,
+) -> None:
+    """Every parcel in transit (by the raw tables) and every customer the queue names is
+    answered ahead into the memos; a first ask finds its answer there, the same as a
+    service without a memo computes."""
+    _, queue_path, as_of = served_data
+    ahead = _runtime(served_data, answer_memo_rows=20_000)
+    fresh = _runtime(served_data, answer_memo_rows=0)
+    done = ahead.answer_ahead()
+
+    ships = _raw(served_data, "shipments")
+    moving = ships[
+        (ships["shipped_ts"] <= as_of)
+        & (ships["delivered_ts"].isna() | (ships["delivered_ts"] > as_of))
+    ]["shipment_id"].tolist()
+    scored = [r.shipment_id for r in fresh.score_delay(moving).results if r.status == "ok"]
+    named = pq.read_table(queue_path).column("customer_id").unique().to_pylist()
+    ordered = [r.customer_id for r in fresh.score_churn(named).results if r.status == "ok"]
+    assert len(scored) >= 3
+    assert len(ordered) >= 3
+    assert done == {"delay_risk": len(scored), "churn": len(ordered)}
+
+    memos = {
+        "delay_risk": ahead.models["delay_risk"].memo,
+        "churn": ahead.models["churn"].memo,
+        "delivery_estimate": ahead.window.memo,
+    }
+    expected_ahead = {"delay_risk": len(scored), "churn": len(ordered)}
+    expected_ahead["delivery_estimate"] = len(scored)
+    for name, memo in memos.items():
+        assert (memo.hits, memo.misses) == (0, 0), name
+        # Each row computed once: fewer where rows of two ids share every decision.
+        assert 1 <= memo.ahead <= expected_ahead[name], name
+    # One at a time, as tracking pages and schedulers ask: all found, all equal.
+    for shipment in scored[:20]:
+        assert ahead.score_delay([shipment]) == fresh.score_delay([shipment])
+    for customer in ordered[:20]:
+        assert ahead.score_churn([customer]) == fresh.score_churn([customer])
+    for name, memo in memos.items():
+        asked = len(ordered[:20]) if name == "churn" else len(scored[:20])
+        assert (memo.hits, memo.misses) == (asked, 0), name
+
+
+def test_the_service_answers_ahead_as_it_starts(client) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        models = {m["name"]: m["memo"] for m in client.get("/v1/models").json()["models"]}
+        if models["delay_risk"]["answered_ahead"] and models["churn"]["answered_ahead"]:
+            break
+        time.sleep(0.5)
+    assert models["delay_risk"]["answered_ahead"] > 0
+    assert models["churn"]["answered_ahead"] > 0
+    assert models["delivery_estimate"]["answered_ahead"] > 0
+
+
 def test_a_customer_who_never_ordered_is_answered_without_a_score(served_data) -> None:
     """A customer with no order by the decision instant (by the raw tables) is outside the
     churn model's population: the churn answer and its explanation say `no_order`, with no
