@@ -12,6 +12,8 @@ service worker and with two:
   (`AFTERSALE_ANSWER_MEMO_ROWS=0`): the routes ask for one id again and again, which the
   memo answers; with it off, every answer is computed as for an id not asked before.
 - `/v1/outreach/queue` with limit 1,000: p99 <= 50 ms.
+- In-process, the first ask of each parcel in transit and of each customer the queue names,
+  one at a time, answered ahead (`Runtime.answer_ahead`) beside computed when asked.
 - `score_batch` for 1,000,000 customers and their open shipments, with reasons for the
   selected actions: <= 60 s and <= 2.5x plain LightGBM prediction of the same rows.
 
@@ -27,6 +29,7 @@ number of customers.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import socket
@@ -346,6 +349,46 @@ def mixed_requests(ask: dict, url: str) -> list[tuple[str, dict]]:
     return [ask[name] for name in MIX]
 
 
+def print_first_asks(rounds: int = 3) -> None:
+    """In this process, on the service's configuration: the mean time of a first ask, one id
+    at a time, of each parcel in transit and each customer the queue names, by a runtime
+    that answered them ahead and by one without a memo (rounds alternate; the best of each
+    is printed)."""
+    from aftersale.settings import get_settings
+    from serving.runtime import Runtime
+    from serving.tracking import in_transit_shipments
+
+    settings = get_settings()
+    computed = Runtime.start(settings.model_copy(update={"answer_memo_rows": 0}))
+    parcels = in_transit_shipments(settings.raw_root, computed.now(), settings.answer_memo_rows)
+    queue = computed.queue.get()
+    customers = [] if queue is None else queue.frame["customer_id"].drop_duplicates().tolist()
+    routes = {"delay": ("score_delay", parcels), "churn": ("score_churn", customers)}
+    best = {(route, kind): math.inf for route in routes for kind in ("ahead", "computed")}
+    for _ in range(rounds):
+        ahead = Runtime.start(settings)
+        started = time.perf_counter()
+        done = ahead.answer_ahead()
+        ahead_s = time.perf_counter() - started
+        for route, (method, ids) in routes.items():
+            for kind, runtime in (("ahead", ahead), ("computed", computed)):
+                answer = getattr(runtime, method)
+                started = time.perf_counter()
+                for one in ids:
+                    answer([one])
+                mean_ms = (time.perf_counter() - started) / max(len(ids), 1) * 1e3
+                best[route, kind] = min(best[route, kind], mean_ms)
+    print(
+        f"  first asks in-process, one id at a time (best of {rounds}): answering ahead took "
+        f"{ahead_s:.1f} s ({', '.join(f'{k} {v}' for k, v in done.items())} rows)"
+    )
+    for route, (_, ids) in routes.items():
+        print(
+            f"    {route:<6} {len(ids):>6,} ids: {best[route, 'ahead']:.2f} ms answered ahead, "
+            f"{best[route, 'computed']:.2f} ms computed when asked"
+        )
+
+
 def bench_serving(customers: int, out: Path) -> None:
     print("\n## serving over HTTP (load from a second process on loopback)")
     folder = served_data(out)
@@ -354,6 +397,9 @@ def bench_serving(customers: int, out: Path) -> None:
     print(f"  {SERVE_CUSTOMERS:,} customers served, decision instant {as_of}")
     for workers in WORKERS:
         _bench_workers(workers, env, ask)
+    print("\n### answers ahead")
+    code = "from benchmarks.serving import print_first_asks; print_first_asks()"
+    subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, check=True)
 
 
 def _resample(frame: pd.DataFrame, n: int, key: str, seed: int) -> pd.DataFrame:
