@@ -13,6 +13,14 @@ the validation rows, the workers disagree, and training hangs (LightGBM issues #
 the same metric of the same model after each tree and all stop at the same one; the
 validation window, a fraction of the training rows, is then held once per worker.
 
+lightgbm.dask numbers the workers for LightGBM's network (rank 0 returns the model) in the
+order `Client.who_has` lists where the parts are, and `who_has` collects the parts' keys
+through a set: the order changed from fit to fit, and with it which worker's rows bin which
+feature, so one cluster, one seed and the same data gave two different models in six fits.
+The client handed to lightgbm.dask lists them by the workers' addresses
+(`_AddressOrderedClient`), so the ranks are those of the sorted workers, which the
+partitions follow, and a fit is the same from run to run.
+
 The fit returns the same `FitResult` as one machine's: a plain `lgb.Booster` truncated to
 its best iteration, so calibration, explanations and the registry do not change.
 """
@@ -36,6 +44,22 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 VALIDATION = "validation"
+
+
+class _AddressOrderedClient:
+    """A Dask client whose `who_has` lists the parts in the order of the workers' addresses
+    holding them (each part's own workers sorted too); everything else is the client's."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def __getattr__(self, name: str):
+        return getattr(self._client, name)
+
+    def who_has(self, *args, **kwargs) -> dict:
+        held = self._client.who_has(*args, **kwargs)
+        placed = {key: sorted(workers) for key, workers in held.items()}
+        return dict(sorted(placed.items(), key=lambda item: (item[1][:1], str(item[0]))))
 
 
 def fit_lightgbm_on_cluster(
@@ -95,7 +119,9 @@ def fit_lightgbm_on_cluster(
 
     # Each worker fits with as many threads as it has (lightgbm.dask sets them).
     cluster_params = {k: v for k, v in merged.items() if k != "num_threads"}
-    model = DaskLGBMClassifier(client=client, n_estimators=num_boost_round, **cluster_params)
+    model = DaskLGBMClassifier(
+        client=_AddressOrderedClient(client), n_estimators=num_boost_round, **cluster_params
+    )
     # lightgbm.dask waits on its parts with the current client; ours is not the default.
     with client.as_current():
         model.fit(

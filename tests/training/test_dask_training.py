@@ -22,11 +22,11 @@ distributed = pytest.importorskip("distributed")
 
 # Data-parallel LightGBM bins each feature on one worker's rows, bags each worker's rows
 # on its own and sums the workers' histograms, so its trees differ a little from one
-# machine's; which worker bins which features changes from fit to fit (lightgbm.dask ranks
-# the workers in the order of a set of random keys). On the tests' 1,076 test rows such a
-# difference moves the AUC as much as a different seed does: over seeds 1-8 the test AUC of
-# one machine's uncalibrated scores ranged over 0.015, and the cluster's differed from it by
-# 0.0016 on average (standard deviation 0.0077, at most 0.0158, each worker order tried).
+# machine's (the same from fit to fit: `tests/training/test_fit_cluster.py`). On the tests'
+# 1,076 test rows such a difference moves the AUC as much as a different seed does: over
+# seeds 1-8 the test AUC of one machine's uncalibrated scores ranged over 0.015, and the
+# cluster's differed from it by 0.0016 on average (standard deviation 0.0077, at most 0.0158,
+# each order of the two workers tried).
 # One fit against one fit is a coin toss; the mean over four seeds, whose standard deviation
 # is about half a single difference's, is compared instead: a cluster worse by 0.01 is about
 # 2.5 of those deviations away. The first fits take LightGBM's seed from
