@@ -22,7 +22,7 @@ from aftersale.settings import Settings
 from features.build.derived import add_time_features
 from features.contract.io import read_validated
 from features.ingest import latest_raw
-from features.store.retrieval import feature_names, historical_features
+from features.store.retrieval import feature_names, historical_features, release_offline_memory
 from models.spec import EVENT_TIME, LABEL, LABEL_KNOWN, ModelSpec
 from training.explain import TIME_FEATURE_WORDS
 from training.trainer import TrainOptions
@@ -170,6 +170,8 @@ def decision_features(spec: ModelSpec, store: FeatureStore, events: pd.DataFrame
     started = time.perf_counter()
     frame = historical_features(store, events, service)
     retrieval_s = time.perf_counter() - started
+    # DuckDB would hold its buffers through the fit and the next models' training.
+    release_offline_memory(store)
     # The frame retrieved is this function's own: the derived columns go into it.
     frame = add_time_features(frame, frame[EVENT_TIME], copy=False)
     retrieved = feature_names(store, service)

@@ -30,7 +30,7 @@ from feast import FeatureStore
 
 from aftersale.settings import Settings
 from features.instants import utc_times
-from features.store.retrieval import feature_names, historical_features_of
+from features.store.retrieval import feature_names, historical_features_of, release_offline_memory
 from models import next_best_offer as nbo
 from models.policies import offers as offer_policy
 from models.served.classifier import CalibratedModel
@@ -113,6 +113,7 @@ def offer_features_of(
     (`historical_features_of`)."""
     service = store.get_feature_service(spec.feature_service)
     retrieved = historical_features_of(store, frames, service)
+    release_offline_memory(store)
     out = [nbo.decision_features(r, r[EVENT_TIME]) for r in retrieved]
     return out, offer_feature_names(spec, store)
 

@@ -92,6 +92,27 @@ def prepare_connection(config: RepoConfig) -> None:
         backend.raw_sql(f"SET memory_limit = '{limit}'").fetchall()
 
 
+def release_memory() -> bool:
+    """Close the connection the offline store's queries run on (ibis's default DuckDB),
+    putting a new one in its place, which the next request prepares (`prepare_connection`).
+
+    DuckDB keeps the buffers its queries took until its connection closes, up to
+    `memory_limit`: a trainer would hold them through its fit, and a process training
+    several models through every later one. At 100,000 customers the connection held
+    0.35-0.43 GiB after delay risk's and churn's retrievals, with their frames let go.
+    Nothing is closed inside `entities_only`, whose cut views live on the connection.
+
+    Returns:
+        Whether a connection was closed.
+    """
+    if _SCOPE.get() is not None:
+        return False
+    held = ibis.get_backend()
+    ibis.set_backend(ibis.duckdb.connect())
+    held.disconnect()
+    return True
+
+
 def local_parquet_path(data_source: FileSource, repo_path: str | Path | None) -> str | None:
     """What DuckDB should read for a local Parquet file source, or None for anything else.
 

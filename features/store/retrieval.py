@@ -55,6 +55,16 @@ def feature_refs(features: FeatureService | list[str]) -> list[str]:
     return list(features)
 
 
+def release_offline_memory(store: FeatureStore) -> bool:
+    """Give back what the offline store keeps of queries already answered, where it is the
+    project's DuckDB store (`duckdb_offline.release_memory`); whether anything was given."""
+    from features.store.duckdb_offline import STORE_TYPE, release_memory
+
+    if getattr(store.config.offline_store, "type", None) != STORE_TYPE:
+        return False
+    return release_memory()
+
+
 def historical_features(
     store: FeatureStore,
     entity_df: pd.DataFrame,

@@ -21,7 +21,11 @@ from features.store import duckdb_offline
 from features.store.config import feature_store
 from features.store.duckdb_offline import entities_only
 from features.store.local_redis import throwaway_redis
-from features.store.retrieval import historical_features, historical_features_of
+from features.store.retrieval import (
+    historical_features,
+    historical_features_of,
+    release_offline_memory,
+)
 from features.store.sync import apply_definitions, materialize
 
 CHURN_FEATURES = [
@@ -486,3 +490,38 @@ def test_offline_store_holds_duckdb_to_the_configured_memory_limit(built, sim_ta
     # The limit changes where DuckDB may spill, never the answer.
     pd.testing.assert_frame_equal(got, historical_features(store, entity_df, features))
     assert _duckdb_memory_limit() != "700.0 MiB"
+
+
+def test_released_memory_closes_the_connection_and_answers_stay(built, sim_tables) -> None:
+    """After a retrieval, the offline store's DuckDB connection is closed and replaced: what
+    it held is given back, the next request answers the same on the new one, prepared
+    with the configured limit; inside `entities_only`, whose cuts live on the
+    connection, nothing is closed."""
+    import duckdb
+    import ibis
+
+    settings, store, _, _ = built
+    limited = feature_store(settings.model_copy(update={"duckdb_memory_limit": "700MiB"}))
+    entity_df = pd.DataFrame(
+        {
+            "customer_id": sim_tables["customers"].column("customer_id").to_pylist()[:50],
+            "event_timestamp": pd.Timestamp(watermark(sim_tables)),
+        }
+    )
+    features = [f"customer_snapshots:{c}" for c in CHURN_FEATURES]
+    before = historical_features(limited, entity_df, features)
+    held = ibis.get_backend()
+    held_memory = held.raw_sql("SELECT sum(memory_usage_bytes) FROM duckdb_memory()")
+    assert held_memory.fetchall()[0][0] > 0
+    assert release_offline_memory(limited)
+    fresh = ibis.get_backend()
+    assert fresh is not held
+    with pytest.raises(duckdb.ConnectionException, match="closed"):
+        held.raw_sql("SELECT 1").fetchall()
+    pd.testing.assert_frame_equal(historical_features(limited, entity_df, features), before)
+    assert _duckdb_memory_limit() == "700.0 MiB"
+    with entities_only({"customer_id": pa.array(entity_df["customer_id"])}):
+        assert not release_offline_memory(limited)
+        assert ibis.get_backend() is fresh
+    # The next tests' connection: the store's own limit again.
+    historical_features(store, entity_df, features)
