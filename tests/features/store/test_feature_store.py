@@ -463,6 +463,17 @@ def test_unknown_environment_is_a_clear_error(tmp_path: Path) -> None:
         feature_store(Settings(data_dir=tmp_path, feature_store="cassandra"))
 
 
+def _latest_churn_request(sim_tables) -> tuple[pd.DataFrame, list[str]]:
+    """Fifty customers' churn features at the data's end."""
+    entity_df = pd.DataFrame(
+        {
+            "customer_id": sim_tables["customers"].column("customer_id").to_pylist()[:50],
+            "event_timestamp": pd.Timestamp(watermark(sim_tables)),
+        }
+    )
+    return entity_df, [f"customer_snapshots:{c}" for c in CHURN_FEATURES]
+
+
 def _duckdb_memory_limit() -> str:
     import ibis
 
@@ -472,13 +483,7 @@ def _duckdb_memory_limit() -> str:
 def test_offline_store_holds_duckdb_to_the_configured_memory_limit(built, sim_tables) -> None:
     settings, store, _, _ = built
     limited = feature_store(settings.model_copy(update={"duckdb_memory_limit": "700MiB"}))
-    entity_df = pd.DataFrame(
-        {
-            "customer_id": sim_tables["customers"].column("customer_id").to_pylist()[:50],
-            "event_timestamp": pd.Timestamp(watermark(sim_tables)),
-        }
-    )
-    features = [f"customer_snapshots:{c}" for c in CHURN_FEATURES]
+    entity_df, features = _latest_churn_request(sim_tables)
     before = _duckdb_memory_limit()
     try:
         got = historical_features(limited, entity_df, features)
@@ -502,13 +507,7 @@ def test_released_memory_closes_the_connection_and_answers_stay(built, sim_table
 
     settings, store, _, _ = built
     limited = feature_store(settings.model_copy(update={"duckdb_memory_limit": "700MiB"}))
-    entity_df = pd.DataFrame(
-        {
-            "customer_id": sim_tables["customers"].column("customer_id").to_pylist()[:50],
-            "event_timestamp": pd.Timestamp(watermark(sim_tables)),
-        }
-    )
-    features = [f"customer_snapshots:{c}" for c in CHURN_FEATURES]
+    entity_df, features = _latest_churn_request(sim_tables)
     before = historical_features(limited, entity_df, features)
     held = ibis.get_backend()
     held_memory = held.raw_sql("SELECT sum(memory_usage_bytes) FROM duckdb_memory()")
