@@ -127,8 +127,8 @@ def in_transit_shipments(raw_root: Path, as_of: pd.Timestamp, limit: int) -> lis
     columns = ["shipment_id", "shipped_ts", "delivered_ts"]
     ships = pq.read_table(path, columns=columns).to_pandas()
     shipped = ships["shipped_ts"] <= as_of
-    open_ = ships["delivered_ts"].isna() | (ships["delivered_ts"] > as_of)
-    moving = ships[shipped & open_].sort_values(
+    undelivered = ships["delivered_ts"].isna() | (ships["delivered_ts"] > as_of)
+    moving = ships[shipped & undelivered].sort_values(
         ["shipped_ts", "shipment_id"], ascending=False, kind="stable"
     )
     return moving["shipment_id"].head(limit).tolist()
