@@ -182,15 +182,12 @@ def _mark(ok: bool) -> str:
     return "PASS" if ok else "MISS"
 
 
-def _in_transit(url: str, shipments: pd.DataFrame, as_of: str) -> str:
+def _in_transit(url: str, folder: Path, as_of: str) -> str:
     """A shipment the delay answer scores (in transit at the decision instant), asked of the
-    service itself among those shipped and not delivered by then."""
-    instant = pd.Timestamp(as_of)
-    moving = shipments[
-        (shipments["shipped_ts"] <= instant)
-        & (shipments["delivered_ts"].isna() | (shipments["delivered_ts"] > instant))
-    ].sort_values("shipped_ts", ascending=False)
-    ids = moving["shipment_id"].head(100).tolist()
+    service itself among the latest shipped and not delivered by then."""
+    from serving.tracking import in_transit_shipments
+
+    ids = in_transit_shipments(folder / "raw", pd.Timestamp(as_of), 100)
     answer = httpx.post(
         f"{url}/v1/score/delay",
         json={"shipment_ids": ids},
@@ -327,9 +324,6 @@ def route_requests(folder: Path, as_of: str) -> dict:
     customer = pq.read_table(raw / "customers.parquet")["customer_id"][0].as_py()
     orders = pq.read_table(raw / "orders.parquet")
     order = orders.sort_by([("order_ts", "descending")])["order_id"][0].as_py()
-    shipments = pq.read_table(
-        raw / "shipments.parquet", columns=["shipment_id", "shipped_ts", "delivered_ts"]
-    ).to_pandas()
     return {
         "churn": ("/v1/score/churn", {"customer_ids": [customer]}),
         "recommend": (
@@ -337,7 +331,7 @@ def route_requests(folder: Path, as_of: str) -> dict:
             {"order_id": order, "k": 3, "token": mint(order, TOKEN_SECRET.encode())},
         ),
         "queue": ("/v1/outreach/queue", {}),
-        "shipment": lambda url: _in_transit(url, shipments, as_of),
+        "shipment": lambda url: _in_transit(url, folder, as_of),
     }
 
 
