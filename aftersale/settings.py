@@ -221,6 +221,13 @@ class Settings(BaseSettings):
         "the retrain learned of them, so it only has to be as good there, within this margin. "
         "Routine retrains must beat the champion.",
     )
+    train_isolated: bool = Field(
+        True,
+        description="Train each model in a child process of its own, which gives all its "
+        "memory back when it ends; in one process, what a model's training left in the heap "
+        "added to the next one's peak (300,000 customers: 9.30 GiB for every model against "
+        "5.74 GiB for the largest alone). false: in the calling process.",
+    )
     answer_ahead: bool = Field(
         True,
         description="As the service loads its champions, answer into its memos, on a "

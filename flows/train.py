@@ -2,7 +2,7 @@
 
 Each model is one task: its label events and point-in-time features come from the current
 raw and offline versions, its run goes to MLflow, and the registry's champion gate decides
-whether it serves.
+whether it serves. Each task trains in a child process of its own (`Settings.train_isolated`).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from aftersale.settings import get_settings
 from features.build.parallel import watermark_of
 from features.ingest import latest_raw
 from features.store.config import feature_store
+from flows.child import in_child_process
 from models.spec import SplitError
 from training.due import record_data_end
 from training.report import ModelSummary, summarize
@@ -25,15 +26,14 @@ from training.trainer import TrainOptions
 log = logging.getLogger(__name__)
 
 
-@task(cache_policy=NO_CACHE)
-def train_model(
+def train_summary(
     name: str,
     tracking_uri: str | None = None,
     test_fraction: float | None = None,
     marked: bool = False,
 ) -> ModelSummary:
-    """Train one model of `models.MODELS` with its kind's trainer and summarise the run;
-    `marked`: the monitor marked it (`train`)."""
+    """Train one model of `models.MODELS` with its kind's trainer, in this process, and
+    summarise the run; `marked`: the monitor marked it (`train`)."""
     from models import MODELS
     from training.trainers import train_model as train_one
 
@@ -56,6 +56,22 @@ def train_model(
             tracking_uri or settings.tracking_uri, result.run_id, watermark_of(raw, happened=True)
         )
     return summarize(spec, result, raw)
+
+
+@task(cache_policy=NO_CACHE)
+def train_model(
+    name: str,
+    tracking_uri: str | None = None,
+    test_fraction: float | None = None,
+    marked: bool = False,
+) -> ModelSummary:
+    """`train_summary` of one model, in a child process of its own unless
+    `Settings.train_isolated` is off: what one model's training leaves in a process's heap
+    then adds nothing to the next one's peak."""
+    args = (name, tracking_uri, test_fraction, marked)
+    if not get_settings().train_isolated:
+        return train_summary(*args)
+    return in_child_process(train_summary, *args)
 
 
 @flow(name="train")

@@ -16,6 +16,17 @@ SIM_CUSTOMERS = 400
 SIM_SEED = 11
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _train_in_the_calling_process():
+    """Flows train in the test's own process. A child process per model
+    (`Settings.train_isolated`, the default) costs each training some five seconds of
+    importing the stack again, dozens of times a run; the train flow's tests in
+    `tests/flows/test_ingest_and_features.py` and `tests/flows/test_child.py` run the child."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("AFTERSALE_TRAIN_ISOLATED", "false")
+        yield
+
+
 @pytest.fixture(scope="session")
 def sim_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small simulated business written as contract tables."""

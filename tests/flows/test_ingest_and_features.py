@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import shutil
 from pathlib import Path
 
@@ -123,7 +125,9 @@ def test_interrupted_build_leaves_previous_tables_intact(first_build, monkeypatc
     assert pq.read_table(current / "customer_snapshots").num_rows > 0
 
 
-def test_train_flow_registers_a_champion_in_the_default_store(first_build) -> None:
+def test_train_flow_registers_a_champion_in_the_default_store(first_build, monkeypatch) -> None:
+    # The default: the model is trained in a child process of its own.
+    monkeypatch.setenv("AFTERSALE_TRAIN_ISOLATED", "true")
     (summary,) = train(models=["churn"])
     settings = get_settings()
     assert summary.name == "churn"
@@ -137,6 +141,26 @@ def test_train_flow_registers_a_champion_in_the_default_store(first_build) -> No
         version = MlflowClient().get_model_version_by_alias("churn", CHAMPION)
     assert str(version.version) == "1"
     assert version.run_id == summary.run_id
+
+
+def test_a_model_trained_in_a_child_process_is_the_one_trained_here(
+    first_build, monkeypatch, caplog
+) -> None:
+    caplog.set_level(logging.INFO, logger="training")
+    monkeypatch.setenv("AFTERSALE_TRAIN_ISOLATED", "true")
+    (child,) = train(models=["delay_risk"])
+    from_child = [r for r in caplog.records if r.name.startswith("training.")]
+    monkeypatch.setenv("AFTERSALE_TRAIN_ISOLATED", "false")
+    (here,) = train(models=["delay_risk"])
+    assert child.run_id != here.run_id
+    assert (child.value, child.baseline, child.test_rows) == (
+        here.value,
+        here.baseline,
+        here.test_rows,
+    )
+    # The child's log records reached this process's loggers.
+    assert from_child
+    assert {r.process for r in from_child} != {os.getpid()}
 
 
 def test_train_flow_rejects_unknown_models(first_build) -> None:

@@ -1,0 +1,103 @@
+"""Run a function in a fresh child process of its own and give back its answer.
+
+A process's heap does not shrink back when a large job ends: what pandas, Arrow and LightGBM
+took in many small pieces mostly stays with the process, so the next job's peak adds to it.
+A child process gives all of it back when it exits.
+
+The child is started by spawn (fork would copy the locks of this process's threads:
+Prefect's, Arrow's pools) with this process's environment, so it reads the same settings.
+Its log records come back to this process's loggers through a queue, so they are filed and
+shown where this process's own are. The standard library's `ProcessPoolExecutor` carries
+the call, the answer and an exception; what it lacks (the records, and a clear error when the
+child dies without an answer) is added here.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import multiprocessing
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+class ProcessEndedError(RuntimeError):
+    """The child process ended without an answer (killed, say, for memory)."""
+
+
+class _ToOwnLogger(logging.Handler):
+    """Hands each record from the child to this process's logger of the same name, which
+    files and shows it as it would its own."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        logger = logging.getLogger(record.name)
+        if logger.isEnabledFor(record.levelno):
+            logger.handle(record)
+
+
+def _levels() -> dict[str, int]:
+    """The levels set on this process's loggers, the root's as ""."""
+    levels = {
+        name: logger.level
+        for name, logger in logging.root.manager.loggerDict.items()
+        if isinstance(logger, logging.Logger) and logger.level != logging.NOTSET
+    }
+    return {**levels, "": logging.root.level}
+
+
+_records = None
+
+
+def _keep_queue(queue) -> None:
+    """In the child, as it starts: keep the queue its records go to."""
+    global _records
+    _records = queue
+
+
+def _call_sending_records(levels: dict[str, int], function: Callable[..., T], *args: object) -> T:
+    """In the child: put every record its loggers let through (at the caller's levels) on
+    the queue, warnings among them, and call `function`. The handlers are set here rather
+    than as the child starts, because importing `function`'s module (Prefect's, say) may
+    configure logging afresh."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    root.addHandler(logging.handlers.QueueHandler(_records))
+    for name, level in levels.items():
+        logging.getLogger(name or None).setLevel(level)
+    logging.captureWarnings(True)
+    return function(*args)
+
+
+def in_child_process(function: Callable[..., T], *args: object) -> T:
+    """`function(*args)` in a fresh child process; its exception, if it raises, is raised
+    here. `function` must be importable by name (a module's top-level function).
+
+    Raises:
+        ProcessEndedError: The child ended without returning or raising.
+    """
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    listener = logging.handlers.QueueListener(queue, _ToOwnLogger())
+    listener.start()
+    try:
+        with ProcessPoolExecutor(
+            max_workers=1,
+            mp_context=context,
+            initializer=_keep_queue,
+            initargs=(queue,),
+        ) as pool:
+            try:
+                return pool.submit(_call_sending_records, _levels(), function, *args).result()
+            except BrokenProcessPool as exc:
+                raise ProcessEndedError(
+                    f"the process running {function.__module__}.{function.__qualname__} ended "
+                    "without an answer (killed, perhaps for memory)"
+                ) from exc
+    finally:
+        listener.stop()
+        queue.close()
