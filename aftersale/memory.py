@@ -79,3 +79,22 @@ def arrow_allocations_from_jemalloc() -> str:
     except NotImplementedError:
         log.debug("this pyarrow has no jemalloc; Arrow's default pool stays")
     return pa.default_memory_pool().backend_name
+
+
+def peak_resident_bytes() -> int:
+    """This process's peak resident memory: Linux's `VmHWM`, which starts afresh at `exec`
+    (`ru_maxrss` carries the peak of the process that started this one across it, so a
+    child spawned from a large process would report at least that one's), else
+    `ru_maxrss`."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import resource
+
+    # KiB on Linux, bytes on macOS.
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024

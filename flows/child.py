@@ -22,7 +22,11 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import TypeVar
 
+from aftersale.memory import peak_resident_bytes
+
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 
 class ProcessEndedError(RuntimeError):
@@ -70,7 +74,15 @@ def _call_sending_records(levels: dict[str, int], function: Callable[..., T], *a
     for name, level in levels.items():
         logging.getLogger(name or None).setLevel(level)
     logging.captureWarnings(True)
-    return function(*args)
+    answer = function(*args)
+    log.info(
+        "%s.%s%s: peak resident memory %.2f GiB in its own process",
+        function.__module__,
+        function.__qualname__,
+        args,
+        peak_resident_bytes() / 2**30,
+    )
+    return answer
 
 
 def in_child_process(function: Callable[..., T], *args: object) -> T:

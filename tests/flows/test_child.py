@@ -33,3 +33,14 @@ def test_the_childs_log_records_reach_this_process_loggers_at_their_levels(caplo
     records = [r for r in caplog.records if r.name == "flows.child.test"]
     assert [r.getMessage() for r in records] == ["from the child: kept"]
     assert records[0].process != os.getpid()
+
+
+def test_the_child_reports_its_own_peak_memory(caplog) -> None:
+    caplog.set_level(logging.INFO, logger="flows")
+    ballast = b"x" * (700 * 2**20)  # this process's peak is above the child's
+    in_child_process(exec, "kept = b'x' * (300 * 2**20)")
+    del ballast
+    (line,) = [r.getMessage() for r in caplog.records if "peak resident memory" in r.getMessage()]
+    peak = float(line.split("memory ")[1].split(" GiB")[0])
+    # The 300 MiB the child held, not this process's 700 MiB more.
+    assert 0.29 < peak < 0.6, line
