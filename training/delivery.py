@@ -158,15 +158,17 @@ def train_window(
     if calibration not in (SPLIT, ADAPTIVE):
         raise ValueError(f"calibration must be {SPLIT!r} or {ADAPTIVE!r}, got {calibration!r}")
     data = training_data(spec, store, tables)
-    frame, features = data.frame, data.features
+    frame, features, words = data.frame, data.features, data.words
     seconds["features"] = time.perf_counter() - started
     # The raw tables are done with once labelled: their digests now, and nothing of them
     # held through the fits.
     versions = read_version(spec.tables, tables, data.feature_files)
-    del tables
+    del tables, data
 
     windows = time_split(frame, spec.split, EVENT_TIME, LABEL_KNOWN)
     train_rows, valid_rows, test_rows = (frame.loc[w.index] for w in windows.windows())
+    # The windows are copies: the whole frame is not held beside them through the fits.
+    del frame
     valid_times = valid_rows[EVENT_TIME]
     cut = valid_times.sort_values().iloc[len(valid_times) // 2]
     stop_rows = valid_rows[valid_times < cut]
@@ -185,6 +187,8 @@ def train_window(
         rows.assign(**{ABOVE_ANCHOR: rows[LABEL] - anchor_log_hours(rows, anchor, anchor_default)})
         for rows in (train_rows[delivered], stop_delivered)
     )
+    # Nor the training window beside the fits' rows (its delivered rows above the anchor).
+    del train_rows
     # The outer boosters only place the window's edges, which the conformal offsets then
     # move to the stated coverage: past `outer_rows` they learn from a seeded sample of
     # whole shipments, and the middle one (the estimate) from every row. The sample is
@@ -215,7 +219,7 @@ def train_window(
         layout,
         fit_offsets(np.zeros(1), coverage),
         group,
-        data.words,
+        words,
         anchor,
         anchor_default,
     )
@@ -246,7 +250,7 @@ def train_window(
         layout,
         offsets,
         group,
-        data.words,
+        words,
         anchor,
         anchor_default,
     )
@@ -317,7 +321,7 @@ def train_window(
         clock = time.perf_counter()
         result = _log_and_register(
             spec, settings, options.tracking_uri, result, fits[1].params, segments, versions,
-            data, test_rows, valid_rows, raw_metrics, options.explain_rows,
+            words, test_rows, valid_rows, raw_metrics, options.explain_rows,
         )  # fmt: skip
         seconds["log"] = time.perf_counter() - clock
     seconds["total"] = time.perf_counter() - started
@@ -406,7 +410,7 @@ def champion_mae(rows: pd.DataFrame):
 
 
 def _log_and_register(
-    spec, settings, tracking_uri, result, params, segments, versions, data, test_rows,
+    spec, settings, tracking_uri, result, params, segments, versions, words, test_rows,
     valid_rows, raw_metrics, explain_rows,
 ) -> TrainResult:  # fmt: skip
     """Log the run to MLflow, register the model and run the champion gate."""
@@ -436,7 +440,7 @@ def _log_and_register(
             model.boosters[1],
             model.layout,
             test_rows,
-            data.words,
+            words,
             out / "explain",
             num_iteration=model.best_iterations[1],
             rows=explain_rows,
@@ -464,7 +468,7 @@ def _log_and_register(
                 "evaluation": [out / "segment_metrics.csv"],
                 "explain": list(explained.values()),
             },
-            words=data.words,
+            words=words,
             digests=versions,
             input_example=test_rows,
             signature_rows=(valid_rows, test_rows),
