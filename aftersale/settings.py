@@ -228,6 +228,14 @@ class Settings(BaseSettings):
         "added to the next one's peak (300,000 customers: 9.30 GiB for every model against "
         "5.74 GiB for the largest alone). false: in the calling process.",
     )
+    train_processes: int = Field(
+        2,
+        ge=1,
+        description="Models the train flow trains at once, each in its own process (with "
+        "`train_isolated`; one at a time without): each fit runs on one thread, so on two "
+        "cores two models take about the time of the longer. Each process needs its model's "
+        "memory (up to 8 GiB at 1,000,000 customers).",
+    )
     answer_ahead: bool = Field(
         True,
         description="As the service loads its champions, answer into its memos, on a "

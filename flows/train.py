@@ -8,11 +8,13 @@ whether it serves. Each task trains in a child process of its own (`Settings.tra
 from __future__ import annotations
 
 import logging
+from contextlib import AbstractContextManager
 
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
+from prefect.futures import PrefectFuture, as_completed
 
-from aftersale.console import report_stage
+from aftersale.console import Stage, report_stage
 from aftersale.settings import get_settings
 from features.build.parallel import watermark_of
 from features.ingest import latest_raw
@@ -20,6 +22,7 @@ from features.store.config import feature_store
 from flows.child import in_child_process
 from models.spec import SplitError
 from training.due import record_data_end
+from training.register import prepare_tracking_store
 from training.report import ModelSummary, summarize
 from training.trainer import TrainOptions
 
@@ -107,19 +110,77 @@ def train(
     unknown = [n for n in names if n not in MODELS]
     if unknown:
         raise ValueError(f"models: unknown {unknown}; known: {sorted(MODELS)}")
+    settings = get_settings()
+    at_once = min(settings.train_processes if settings.train_isolated else 1, len(names))
+    may_skip = {
+        name: (models is None or skip_untrainable) and name not in REQUIRED_MODELS for name in names
+    }
+    launch = {name: (name, tracking_uri, test_fraction, name in (marked or ())) for name in names}
+    if at_once > 1:
+        return _several_at_once(names, at_once, launch, may_skip, tracking_uri)
     summaries = []
     for name in names:
         with report_stage(f"train {name}") as stage:
             try:
-                summary = train_model(name, tracking_uri, test_fraction, name in (marked or ()))
+                summary = train_model(*launch[name])
             except SplitError as exc:
-                # Training everything, an optional model the data cannot train (too little
-                # logged outreach, say) is left out: the service serves without it.
-                if (models is not None and not skip_untrainable) or name in REQUIRED_MODELS:
+                if not may_skip[name]:
                     raise
-                log.warning("%s not trained: %s", name, exc)
-                stage.note = "skipped: too little data"
+                _skipped(name, exc, stage)
                 continue
             stage.rows, stage.unit = summary.test_rows, "test rows"
         summaries.append(summary)
     return summaries
+
+
+def _skipped(name: str, error: SplitError, stage: Stage) -> None:
+    # Training everything, an optional model the data cannot train (too little logged
+    # outreach, say) is left out: the service serves without it.
+    log.warning("%s not trained: %s", name, error)
+    stage.note = "skipped: too little data"
+
+
+def _several_at_once(
+    names: list[str],
+    at_once: int,
+    launch: dict[str, tuple],
+    may_skip: dict[str, bool],
+    tracking_uri: str | None,
+) -> list[ModelSummary]:
+    """`train`'s models, `at_once` of them at a time (each in its own process), started in
+    the order of `names` and summarised in it. After a failure no other model starts; those
+    running finish, and the first failure is raised."""
+    # Each process would otherwise find an empty tracking store and create its tables at
+    # the same moment as the others.
+    prepare_tracking_store(tracking_uri or get_settings().tracking_uri)
+    pending = list(names)
+    running: dict[PrefectFuture, tuple[str, AbstractContextManager[Stage], Stage]] = {}
+    summaries: dict[str, ModelSummary] = {}
+    failure: BaseException | None = None
+    while running or (pending and failure is None):
+        while pending and failure is None and len(running) < at_once:
+            name = pending.pop(0)
+            shown = report_stage(f"train {name}")
+            running[train_model.submit(*launch[name])] = (name, shown, shown.__enter__())
+        future = next(as_completed(list(running)))
+        name, shown, stage = running.pop(future)
+        try:
+            summary = future.result()
+        except SplitError as exc:
+            if may_skip[name]:
+                _skipped(name, exc, stage)
+                shown.__exit__(None, None, None)
+                continue
+            failure = failure or exc
+            shown.__exit__(type(exc), exc, exc.__traceback__)
+            continue
+        except Exception as exc:
+            failure = failure or exc
+            shown.__exit__(type(exc), exc, exc.__traceback__)
+            continue
+        stage.rows, stage.unit = summary.test_rows, "test rows"
+        shown.__exit__(None, None, None)
+        summaries[name] = summary
+    if failure is not None:
+        raise failure
+    return [summaries[name] for name in names if name in summaries]

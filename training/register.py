@@ -122,6 +122,17 @@ def pip_requirements() -> list[str]:
     return [f"{name}=={metadata.version(name)}" for name in _REQUIREMENTS]
 
 
+def prepare_tracking_store(uri: str) -> None:
+    """Have the tracking store at `uri` make its tables now (a fresh SQLite or PostgreSQL
+    store makes them for its first client), so that processes starting together find them
+    made rather than each making them at once."""
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+    client.search_experiments(max_results=1)
+    client.search_registered_models(max_results=1)
+
+
 def ensure_experiment(client, name: str, artifact_root: Path | None) -> str:
     """The experiment's id, created (with its artifact folder) when missing."""
     found = client.get_experiment_by_name(name)

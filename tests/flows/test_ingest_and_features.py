@@ -163,6 +163,24 @@ def test_a_model_trained_in_a_child_process_is_the_one_trained_here(
     assert {r.process for r in from_child} != {os.getpid()}
 
 
+def test_two_models_trained_at_once_in_their_processes_are_those_trained_here(
+    first_build, monkeypatch
+) -> None:
+    monkeypatch.setenv("AFTERSALE_TRAIN_ISOLATED", "true")
+    monkeypatch.setenv("AFTERSALE_TRAIN_PROCESSES", "2")
+    at_once = train(models=["delay_risk", "churn"])
+    monkeypatch.setenv("AFTERSALE_TRAIN_ISOLATED", "false")
+    here = train(models=["delay_risk", "churn"])
+    assert [s.name for s in at_once] == ["delay_risk", "churn"]
+    assert [(s.value, s.test_rows) for s in at_once] == [(s.value, s.test_rows) for s in here]
+    # The two runs overlapped in time.
+    with tracking(get_settings().tracking_uri):
+        client = MlflowClient()
+        (first, second) = (client.get_run(s.run_id).info for s in at_once)
+    assert first.start_time < second.end_time
+    assert second.start_time < first.end_time
+
+
 def test_train_flow_rejects_unknown_models(first_build) -> None:
     with pytest.raises(ValueError, match=r"unknown \['nope'\]"):
         train(models=["nope"])

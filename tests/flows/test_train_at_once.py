@@ -1,0 +1,90 @@
+"""The train flow with several models at once: started in order, at most so many at a time,
+summarised in order; an optional model the data cannot train is skipped; after a failure
+nothing more starts, what runs finishes, and the failure is raised."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+import flows.train
+from models.spec import SplitError
+from training.report import ModelSummary
+
+pytestmark = pytest.mark.slow
+
+NAMES = ["delay_risk", "churn", "next_best_offer", "delivery_estimate", "outreach_uplift"]
+
+
+@pytest.fixture
+def several(tmp_path, monkeypatch, prefect_harness):
+    monkeypatch.setenv("AFTERSALE_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("AFTERSALE_TRAIN_ISOLATED", "true")
+    monkeypatch.setenv("AFTERSALE_TRAIN_PROCESSES", "2")
+
+
+def standing_in(monkeypatch, seconds: dict[str, float], errors: dict[str, Exception]):
+    """A train task in place of the flow's, recording when each model started and ended
+    and how many ran at once; it sleeps `seconds[name]` and raises `errors[name]`."""
+    log: list[tuple[str, str]] = []
+    lock = threading.Lock()
+    running = [0, 0]  # now, most
+
+    @task(cache_policy=NO_CACHE)
+    def train_model(name, tracking_uri=None, test_fraction=None, marked=False):
+        with lock:
+            log.append(("start", name))
+            running[0] += 1
+            running[1] = max(running)
+        try:
+            time.sleep(seconds.get(name, 0.2))
+            if name in errors:
+                raise errors[name]
+            return ModelSummary(
+                name, "AUC", 0.8, 0.7, None, None, None, None, None, None, False, "", None, 0.0, 1
+            )
+        finally:
+            with lock:
+                running[0] -= 1
+                log.append(("end", name))
+
+    monkeypatch.setattr(flows.train, "train_model", train_model)
+    return log, running
+
+
+def test_models_train_two_at_a_time_and_are_summarised_in_order(several, monkeypatch) -> None:
+    log, running = standing_in(monkeypatch, {"delay_risk": 1.0}, {})
+    summaries = flows.train.train()
+    assert [s.name for s in summaries] == NAMES
+    assert running[1] == 2
+    starts = [n for kind, n in log if kind == "start"]
+    # The first two are started together, the rest one by one as one ends.
+    assert set(starts[:2]) == set(NAMES[:2])
+    assert starts[2:] == NAMES[2:]
+    # The second model does not wait for the first.
+    assert log.index(("start", "churn")) < log.index(("end", "delay_risk"))
+
+
+def test_an_optional_model_the_data_cannot_train_is_skipped(several, monkeypatch) -> None:
+    standing_in(monkeypatch, {}, {"outreach_uplift": SplitError("too little outreach")})
+    summaries = flows.train.train()
+    assert [s.name for s in summaries] == NAMES[:-1]
+
+
+def test_after_a_failure_nothing_starts_what_runs_ends_and_it_is_raised(
+    several, monkeypatch
+) -> None:
+    log, _ = standing_in(
+        monkeypatch,
+        {"delay_risk": 0.1, "churn": 1.5},
+        {"delay_risk": OSError("tracking store full"), "churn": SplitError("one class")},
+    )
+    with pytest.raises(OSError, match="tracking store full"):
+        flows.train.train()
+    assert sorted(n for kind, n in log if kind == "start") == ["churn", "delay_risk"]
+    # churn ran to its own end (a required model's SplitError, raised after the first).
+    assert ("end", "churn") in log
