@@ -9,14 +9,19 @@ Prefect's, Arrow's pools) with this process's environment, so it reads the same 
 Its log records come back to this process's loggers through a queue, so they are filed and
 shown where this process's own are. The standard library's `ProcessPoolExecutor` carries
 the call, the answer and an exception; what it lacks (the records, and a clear error when the
-child dies without an answer) is added here.
+child dies without an answer, and the child's end with this process's) is added here.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
 import logging.handlers
 import multiprocessing
+import os
+import signal
+import sys
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -56,10 +61,35 @@ def _levels() -> dict[str, int]:
 _records = None
 
 
-def _keep_queue(queue) -> None:
-    """In the child, as it starts: keep the queue its records go to."""
+def _keep_queue(queue, parent: int) -> None:
+    """In the child, as it starts: keep the queue its records go to, and end with the
+    process that started it."""
     global _records
     _records = queue
+    _end_with(parent)
+
+
+# Linux's prctl option: the signal a process receives when the thread that started it ends.
+PR_SET_PDEATHSIG = 1
+
+
+def _end_with(parent: int) -> None:
+    """Have the kernel kill this process when `parent` ends (Linux; elsewhere nothing).
+
+    Without it a child outlives a flow that is killed (a timeout, an operator's SIGKILL):
+    its training would go on for minutes and then register a model that no run asked for.
+    The standard library has no wrapper for prctl, hence ctypes.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    # The parent may have ended before the call: then nobody will send the signal.
+    if os.getppid() != parent:
+        os._exit(1)
 
 
 def _call_sending_records(levels: dict[str, int], function: Callable[..., T], *args: object) -> T:
@@ -101,7 +131,7 @@ def in_child_process(function: Callable[..., T], *args: object) -> T:
             max_workers=1,
             mp_context=context,
             initializer=_keep_queue,
-            initargs=(queue,),
+            initargs=(queue, os.getpid()),
         ) as pool:
             try:
                 return pool.submit(_call_sending_records, _levels(), function, *args).result()

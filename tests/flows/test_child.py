@@ -5,10 +5,16 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
 from flows.child import ProcessEndedError, in_child_process
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_the_answer_comes_from_another_process() -> None:
@@ -44,3 +50,45 @@ def test_the_child_reports_its_own_peak_memory(caplog) -> None:
     peak = float(line.split("memory ")[1].split(" GiB")[0])
     # The 300 MiB the child held, not this process's 700 MiB more.
     assert 0.29 < peak < 0.6, line
+
+
+PARENT = """
+import sys
+from flows.child import in_child_process
+
+if __name__ == "__main__":
+    code = "import os, time; open(%r, 'w').write(str(os.getpid())); time.sleep(120)"
+    in_child_process(exec, code)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl is Linux's")
+def test_a_child_ends_with_the_process_that_started_it(tmp_path) -> None:
+    pid_file = tmp_path / "child.pid"
+    script = tmp_path / "parent.py"
+    script.write_text(PARENT % str(pid_file))
+    parent = subprocess.Popen([sys.executable, str(script)], cwd=ROOT)
+    try:
+        deadline = time.monotonic() + 60
+        while not (pid_file.exists() and pid_file.read_text()):
+            assert time.monotonic() < deadline, "the child never started"
+            assert parent.poll() is None, "the parent ended first"
+            time.sleep(0.1)
+        child = int(pid_file.read_text())
+        parent.kill()
+        parent.wait()
+        deadline = time.monotonic() + 10
+        while _alive(child):
+            assert time.monotonic() < deadline, f"child {child} outlived its parent"
+            time.sleep(0.1)
+    finally:
+        parent.kill()
+
+
+def _alive(pid: int) -> bool:
+    """Whether `pid` runs (a zombie waiting for its exit to be read counts as ended)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
