@@ -2,7 +2,8 @@
 
 Each model is one task: its label events and point-in-time features come from the current
 raw and offline versions, its run goes to MLflow, and the registry's champion gate decides
-whether it serves. Each task trains in a child process of its own (`Settings.train_isolated`).
+whether it serves. Each task trains in a child process of its own (`Settings.train_isolated`),
+`Settings.train_processes` of them at a time.
 """
 
 from __future__ import annotations
@@ -85,7 +86,8 @@ def train(
     skip_untrainable: bool = False,
     marked: list[str] | None = None,
 ) -> list[ModelSummary]:
-    """Train the named models (default: all) one after another.
+    """Train the named models (default: all), `Settings.train_processes` at a time when each
+    trains in its own process (`Settings.train_isolated`), else one after another.
 
     Args:
         models: Names of `models.MODELS` (default: all).
@@ -103,6 +105,8 @@ def train(
         SplitError: The data cannot train a model named in `models` (unless
             `skip_untrainable`), or a required one (`models.REQUIRED_MODELS`); without
             `models`, optional ones are skipped.
+        Exception: What a model's training raised; with several at a time, the first, once
+            those running have ended (no further model starts after it).
     """
     from models import MODELS, REQUIRED_MODELS
 
@@ -134,8 +138,8 @@ def train(
 
 
 def _skipped(name: str, error: SplitError, stage: Stage) -> None:
-    # Training everything, an optional model the data cannot train (too little logged
-    # outreach, say) is left out: the service serves without it.
+    """Training everything, an optional model the data cannot train (too little logged
+    outreach, say) is left out: the service serves without it."""
     log.warning("%s not trained: %s", name, error)
     stage.note = "skipped: too little data"
 
