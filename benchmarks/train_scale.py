@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -65,17 +64,11 @@ def prepared(customers: int, out: Path) -> Path:
 
 
 def peak_rss_gib() -> float:
-    """This process's own peak resident memory, in GiB (Linux's `VmHWM`).
+    """This process's own peak resident memory, in GiB (`aftersale.memory.peak_resident_bytes`:
+    Linux's `VmHWM`, not `ru_maxrss`, which carries the parent's peak across `exec`)."""
+    from aftersale.memory import peak_resident_bytes
 
-    Not `ru_maxrss`: Linux keeps the high-water mark of the memory a process replaces at
-    `exec`, so a child started by fork or vfork reports at least its parent's peak.
-    """
-    status = Path("/proc/self/status")
-    if status.is_file():
-        for line in status.read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 2**20  # in KiB
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+    return peak_resident_bytes() / 2**30
 
 
 def train_one(data: Path, name: str, figures: Path) -> None:

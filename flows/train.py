@@ -121,7 +121,9 @@ def train(
     }
     launch = {name: (name, tracking_uri, test_fraction, name in (marked or ())) for name in names}
     if at_once > 1:
-        return _several_at_once(names, at_once, launch, may_skip, tracking_uri)
+        return _several_at_once(
+            names, at_once, launch, may_skip, tracking_uri or settings.tracking_uri
+        )
     summaries = []
     for name in names:
         with report_stage(f"train {name}") as stage:
@@ -149,14 +151,14 @@ def _several_at_once(
     at_once: int,
     launch: dict[str, tuple],
     may_skip: dict[str, bool],
-    tracking_uri: str | None,
+    tracking_uri: str,
 ) -> list[ModelSummary]:
     """`train`'s models, `at_once` of them at a time (each in its own process), started in
     the order of `names` and summarised in it. After a failure no other model starts; those
     running finish, and the first failure is raised."""
     # Each process would otherwise find an empty tracking store and create its tables at
     # the same moment as the others.
-    prepare_tracking_store(tracking_uri or get_settings().tracking_uri)
+    prepare_tracking_store(tracking_uri)
     pending = list(names)
     running: dict[PrefectFuture, tuple[str, AbstractContextManager[Stage], Stage]] = {}
     summaries: dict[str, ModelSummary] = {}
