@@ -9,6 +9,7 @@ whether it serves. Each task trains in a child process of its own (`Settings.tra
 from __future__ import annotations
 
 import logging
+import time
 from contextlib import AbstractContextManager
 
 from prefect import flow, task
@@ -22,7 +23,7 @@ from features.ingest import latest_raw
 from features.store.config import feature_store
 from flows.child import in_child_process
 from models.spec import SplitError
-from training.due import record_data_end
+from training.due import champions_train_seconds, longest_first, record_data_end
 from training.register import prepare_tracking_store
 from training.report import ModelSummary, summarize
 from training.trainer import TrainOptions
@@ -41,6 +42,7 @@ def train_summary(
     from models import MODELS
     from training.trainers import train_model as train_one
 
+    started = time.perf_counter()
     spec = MODELS[name]
     settings = get_settings()
     raw = latest_raw(settings.raw_root)
@@ -55,9 +57,13 @@ def train_summary(
     )
     result = train_one(spec, feature_store(settings), settings, options)
     if result.run_id is not None:
-        # The pipeline measures a champion's age in the data's days (`training.due`).
+        # The pipeline measures a champion's age in the data's days (`training.due`), and
+        # the flow starts the models that took longest first.
         record_data_end(
-            tracking_uri or settings.tracking_uri, result.run_id, watermark_of(raw, happened=True)
+            tracking_uri or settings.tracking_uri,
+            result.run_id,
+            watermark_of(raw, happened=True),
+            time.perf_counter() - started,
         )
     return summarize(spec, result, raw)
 
@@ -153,13 +159,17 @@ def _several_at_once(
     may_skip: dict[str, bool],
     tracking_uri: str,
 ) -> list[ModelSummary]:
-    """`train`'s models, `at_once` of them at a time (each in its own process), started in
-    the order of `names` and summarised in it. After a failure no other model starts; those
+    """`train`'s models, `at_once` of them at a time (each in its own process), those whose
+    champions took longest to train started first (`training.due.longest_first`), and
+    summarised in the order of `names`. After a failure no other model starts; those
     running finish, and the first failure is raised."""
     # Each process would otherwise find an empty tracking store and create its tables at
     # the same moment as the others.
     prepare_tracking_store(tracking_uri)
-    pending = list(names)
+    # The longest started last would run on beside an idle slot.
+    pending = longest_first(names, champions_train_seconds(tracking_uri, names))
+    if pending != names:
+        log.info("training the longest first: %s", ", ".join(pending))
     running: dict[PrefectFuture, tuple[str, AbstractContextManager[Stage], Stage]] = {}
     summaries: dict[str, ModelSummary] = {}
     failure: BaseException | None = None

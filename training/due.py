@@ -10,7 +10,9 @@ retrained, whether or not the new version became champion.
 
 Each training run is tagged with the data's end it saw (`DATA_END_TAG`), so the age of a
 champion is measured in the data's time, not the wall clock: a replayed or simulated
-history ages its champions as its days pass.
+history ages its champions as its days pass. It is also tagged with the seconds its
+training took (`TRAIN_SECONDS_TAG`), from which the train flow starts the longest models
+first (`longest_first`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from aftersale.settings import Settings
 from models.served.retrain import read_marks
 
 DATA_END_TAG = "data_end"
+TRAIN_SECONDS_TAG = "train_seconds"
 MARKED = "marked: "
 
 
@@ -87,14 +90,40 @@ def models_due(settings: Settings, names: Iterable[str], data_end: pd.Timestamp)
     return due_reasons(names, trained_through, marks, data_end, settings.retrain_days)
 
 
-def record_data_end(tracking_uri: str, run_id: str, data_end: pd.Timestamp) -> None:
-    """Tag a training run with the data's end it was trained on."""
+def record_data_end(
+    tracking_uri: str, run_id: str, data_end: pd.Timestamp, train_seconds: float | None = None
+) -> None:
+    """Tag a training run with the data's end it was trained on and, when given, the
+    seconds its training took."""
     import mlflow
 
     from models.served.registry import tracking
 
     with tracking(tracking_uri):
-        mlflow.MlflowClient().set_tag(run_id, DATA_END_TAG, data_end.isoformat())
+        client = mlflow.MlflowClient()
+        client.set_tag(run_id, DATA_END_TAG, data_end.isoformat())
+        if train_seconds is not None:
+            client.set_tag(run_id, TRAIN_SECONDS_TAG, f"{train_seconds:.1f}")
+
+
+def champions_train_seconds(tracking_uri: str, names: Iterable[str]) -> dict[str, float]:
+    """The seconds each champion's training took, where its run recorded them."""
+    from training.model_cards import champions
+
+    found = {}
+    for champion in champions(tracking_uri, names):
+        tagged = _run_tags(tracking_uri, champion.run_id).get(TRAIN_SECONDS_TAG)
+        if tagged is not None:
+            found[champion.spec.name] = float(tagged)
+    return found
+
+
+def longest_first(names: Iterable[str], seconds: Mapping[str, float]) -> list[str]:
+    """`names` in the order to start them when several train at once: those whose last
+    training took longest first, so that no long one starts last beside an idle slot; a
+    model without a record counts as the longest (it may be), and ties keep their order."""
+    names = list(names)
+    return sorted(names, key=lambda name: -seconds.get(name, float("inf")))
 
 
 def _run_tags(tracking_uri: str, run_id: str) -> dict[str, str]:

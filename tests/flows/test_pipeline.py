@@ -31,7 +31,7 @@ from flows.pipeline import Night, PipelineError, pipeline
 from models import MODELS
 from models.served.retrain import MARKS_FILE, read_marks
 from serving.queue import HISTORY_FILE, QUEUE_FILE
-from training.due import DATA_END_TAG
+from training.due import DATA_END_TAG, TRAIN_SECONDS_TAG
 from training.register import champion_versions
 
 pytestmark = pytest.mark.slow
@@ -121,7 +121,10 @@ def test_a_first_night_trains_every_model_and_queues_the_day(first_night) -> Non
     with tracking(settings.tracking_uri):
         client = mlflow.MlflowClient()
         for summary in first_night.models:
-            assert client.get_run(summary.run_id).data.tags[DATA_END_TAG]
+            tags = client.get_run(summary.run_id).data.tags
+            assert tags[DATA_END_TAG]
+            # What the next night's flow starts the longest models first by.
+            assert float(tags[TRAIN_SECONDS_TAG]) > 0
     assert first_night.queue == settings.serving_dir / QUEUE_FILE
     assert versioned.current(settings.features_dir) == first_night.features
     assert not (settings.serving_dir / ".kept").exists()

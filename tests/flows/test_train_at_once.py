@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 import time
 
+import pandas as pd
 import pytest
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -88,3 +89,32 @@ def test_after_a_failure_nothing_starts_what_runs_ends_and_it_is_raised(
     assert sorted(n for kind, n in log if kind == "start") == ["churn", "delay_risk"]
     # churn ran to its own end (a required model's SplitError, raised after the first).
     assert ("end", "churn") in log
+
+
+def test_the_champions_that_took_longest_start_first(several, monkeypatch) -> None:
+    import mlflow
+
+    from aftersale.settings import get_settings
+    from models.served.registry import CHAMPION, tracking
+    from training.due import record_data_end
+    from training.register import prepare_tracking_store
+
+    uri = get_settings().tracking_uri
+    prepare_tracking_store(uri)
+    took = {"delay_risk": 300.0, "churn": 250.0, "delivery_estimate": 900.0}
+    took["outreach_uplift"] = 880.0
+    with tracking(uri):
+        client = mlflow.MlflowClient()
+        for name, seconds in took.items():
+            run = client.create_run(client.create_experiment(name))
+            client.create_registered_model(name)
+            version = client.create_model_version(name, "unused", run_id=run.info.run_id)
+            client.set_registered_model_alias(name, CHAMPION, version.version)
+            record_data_end(uri, run.info.run_id, pd.Timestamp("2025-06-30", tz="UTC"), seconds)
+    log, _ = standing_in(monkeypatch, {}, {})
+    summaries = flows.train.train()
+    assert [s.name for s in summaries] == NAMES
+    starts = [n for kind, n in log if kind == "start"]
+    # The offer model has no record: it might be the longest. The rest by their seconds.
+    assert set(starts[:2]) == {"next_best_offer", "delivery_estimate"}
+    assert starts[2:] == ["outreach_uplift", "delay_risk", "churn"]

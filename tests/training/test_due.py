@@ -8,7 +8,14 @@ import pandas as pd
 import pytest
 
 from models.served.retrain import clear, read_marks
-from training.due import DATA_END_TAG, due_reasons, models_due, record_data_end
+from training.due import (
+    DATA_END_TAG,
+    champions_train_seconds,
+    due_reasons,
+    longest_first,
+    models_due,
+    record_data_end,
+)
 
 END = pd.Timestamp("2025-06-30T23:00:00Z")
 
@@ -102,3 +109,42 @@ def test_marked_are_the_due_models_the_monitor_marked() -> None:
     due = due_reasons(["delay_risk", "churn", "next_best_offer"], trained, marks, end, 7)
     assert set(due) == {"delay_risk", "churn", "next_best_offer"}
     assert marked(due) == ["delay_risk"]
+
+
+def test_the_longest_start_first_and_a_model_without_a_record_counts_as_longest() -> None:
+    names = ["delay_risk", "churn", "next_best_offer", "delivery_estimate", "outreach_uplift"]
+    seconds = {"delay_risk": 347.0, "churn": 322.0, "delivery_estimate": 935.0}
+    seconds["outreach_uplift"] = 933.0
+    assert longest_first(names, seconds) == [
+        "next_best_offer",
+        "delivery_estimate",
+        "outreach_uplift",
+        "delay_risk",
+        "churn",
+    ]
+    # Equal records, or none at all, keep the order given.
+    assert longest_first(names, {}) == names
+    assert longest_first(["churn", "delay_risk"], {"churn": 5.0, "delay_risk": 5.0}) == [
+        "churn",
+        "delay_risk",
+    ]
+
+
+def test_each_champion_s_training_seconds_are_read_from_its_run(tmp_path) -> None:
+    import mlflow
+
+    from models.served.registry import CHAMPION, tracking
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    with tracking(uri):
+        client = mlflow.MlflowClient()
+        for name, seconds in (("delay_risk", 12.34), ("churn", None), ("next_best_offer", 7.0)):
+            run = client.create_run(client.create_experiment(name))
+            client.create_registered_model(name)
+            version = client.create_model_version(name, str(tmp_path), run_id=run.info.run_id)
+            if name != "next_best_offer":  # a version, but no champion
+                client.set_registered_model_alias(name, CHAMPION, version.version)
+            record_data_end(uri, run.info.run_id, END, seconds)
+    names = ["delay_risk", "churn", "next_best_offer", "delivery_estimate"]
+    # churn's run has no record of its seconds; the offer model and the window no champion.
+    assert champions_train_seconds(uri, names) == {"delay_risk": 12.3}
