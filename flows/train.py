@@ -23,7 +23,7 @@ from features.ingest import latest_raw
 from features.store.config import feature_store
 from flows.child import in_child_process
 from models.spec import SplitError
-from training.due import champions_train_seconds, longest_first, record_data_end
+from training.due import latest_train_seconds, longest_first, record_data_end
 from training.register import prepare_tracking_store
 from training.report import ModelSummary, summarize
 from training.trainer import TrainOptions
@@ -160,14 +160,14 @@ def _several_at_once(
     tracking_uri: str,
 ) -> list[ModelSummary]:
     """`train`'s models, `at_once` of them at a time (each in its own process), those whose
-    champions took longest to train started first (`training.due.longest_first`), and
+    latest training took longest started first (`training.due.longest_first`), and
     summarised in the order of `names`. After a failure no other model starts; those
     running finish, and the first failure is raised."""
     # Each process would otherwise find an empty tracking store and create its tables at
     # the same moment as the others.
     prepare_tracking_store(tracking_uri)
     # The longest started last would run on beside an idle slot.
-    pending = longest_first(names, champions_train_seconds(tracking_uri, names))
+    pending = longest_first(names, latest_train_seconds(tracking_uri, names))
     if pending != names:
         log.info("training the longest first: %s", ", ".join(pending))
     running: dict[PrefectFuture, tuple[str, AbstractContextManager[Stage], Stage]] = {}

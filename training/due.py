@@ -106,15 +106,33 @@ def record_data_end(
             client.set_tag(run_id, TRAIN_SECONDS_TAG, f"{train_seconds:.1f}")
 
 
-def champions_train_seconds(tracking_uri: str, names: Iterable[str]) -> dict[str, float]:
-    """The seconds each champion's training took, where its run recorded them."""
-    from training.model_cards import champions
+def latest_train_seconds(tracking_uri: str, names: Iterable[str]) -> dict[str, float]:
+    """The seconds the latest recorded training of each model took (its newest run with
+    `TRAIN_SECONDS_TAG`, whether or not it became champion); models without one are left
+    out."""
+    from training.model_cards import store_exists
+
+    if not store_exists(tracking_uri):
+        return {}
+    import mlflow
+
+    from models.served.registry import tracking
 
     found = {}
-    for champion in champions(tracking_uri, names):
-        tagged = _run_tags(tracking_uri, champion.run_id).get(TRAIN_SECONDS_TAG)
-        if tagged is not None:
-            found[champion.spec.name] = float(tagged)
+    with tracking(tracking_uri):
+        client = mlflow.MlflowClient()
+        for name in names:
+            experiment = client.get_experiment_by_name(name)
+            if experiment is None:
+                continue
+            runs = client.search_runs(
+                [experiment.experiment_id],
+                filter_string=f"tags.{TRAIN_SECONDS_TAG} LIKE '%'",
+                order_by=["attributes.start_time DESC"],
+                max_results=1,
+            )
+            if runs:
+                found[name] = float(runs[0].data.tags[TRAIN_SECONDS_TAG])
     return found
 
 

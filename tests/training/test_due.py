@@ -10,8 +10,8 @@ import pytest
 from models.served.retrain import clear, read_marks
 from training.due import (
     DATA_END_TAG,
-    champions_train_seconds,
     due_reasons,
+    latest_train_seconds,
     longest_first,
     models_due,
     record_data_end,
@@ -130,21 +130,26 @@ def test_the_longest_start_first_and_a_model_without_a_record_counts_as_longest(
     ]
 
 
-def test_each_champion_s_training_seconds_are_read_from_its_run(tmp_path) -> None:
+def test_each_model_s_latest_recorded_training_seconds_are_read(tmp_path) -> None:
+    import time
+
     import mlflow
 
-    from models.served.registry import CHAMPION, tracking
+    from models.served.registry import tracking
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert latest_train_seconds(uri, ["churn"]) == {}  # no store yet: none made
+    assert not (tmp_path / "mlflow.db").exists()
+    runs = [("delay_risk", 12.34), ("delay_risk", 30.0), ("delay_risk", None), ("churn", None)]
     with tracking(uri):
         client = mlflow.MlflowClient()
-        for name, seconds in (("delay_risk", 12.34), ("churn", None), ("next_best_offer", 7.0)):
-            run = client.create_run(client.create_experiment(name))
-            client.create_registered_model(name)
-            version = client.create_model_version(name, str(tmp_path), run_id=run.info.run_id)
-            if name != "next_best_offer":  # a version, but no champion
-                client.set_registered_model_alias(name, CHAMPION, version.version)
+        for name, seconds in runs:
+            found = client.get_experiment_by_name(name)
+            experiment = found.experiment_id if found else client.create_experiment(name)
+            run = client.create_run(experiment)
             record_data_end(uri, run.info.run_id, END, seconds)
-    names = ["delay_risk", "churn", "next_best_offer", "delivery_estimate"]
-    # churn's run has no record of its seconds; the offer model and the window no champion.
-    assert champions_train_seconds(uri, names) == {"delay_risk": 12.3}
+            time.sleep(0.01)  # runs ordered by their start, in milliseconds
+    names = ["delay_risk", "churn", "next_best_offer"]
+    # delay risk's newest run with a record (the last has none); churn's run has no
+    # record, and the offer model no run.
+    assert latest_train_seconds(uri, names) == {"delay_risk": 30.0}
