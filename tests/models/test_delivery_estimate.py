@@ -414,11 +414,11 @@ def store_rows(store, tables) -> pd.DataFrame:
 
 
 @pytest.mark.slow
-def test_the_outer_boosters_learn_from_a_sample_of_whole_shipments(
+def test_the_boosters_learn_from_one_sample_of_whole_shipments(
     built, sim_tables, monkeypatch
 ) -> None:
-    """Past `outer_rows` training rows, the 5% and 95% boosters each fit on a seeded sample
-    of whole shipments, the middle booster on every row; the window keeps its coverage."""
+    """Past `fit_rows` training rows, the three boosters fit on one seeded sample of whole
+    shipments; below it on every row; the window keeps its coverage."""
     import dataclasses
 
     import training.delivery as delivery
@@ -432,23 +432,22 @@ def test_the_outer_boosters_learn_from_a_sample_of_whole_shipments(
         return real_fit(train, *args, **kwargs)
 
     monkeypatch.setattr(delivery, "fit_lightgbm", recording_fit)
-    spec = dataclasses.replace(de.SPEC, options={**de.SPEC.options, "outer_rows": 1_000})
-    run = train_window(
-        spec,
-        store,
-        settings,
-        TrainOptions(tables=sim_tables, tracking_uri=uri, explain_rows=50, register=False),
-    )
+    options = TrainOptions(tables=sim_tables, tracking_uri=uri, explain_rows=50, register=False)
+    train_window(de.SPEC, store, settings, options)
+    every = seen[1]
+    assert de.FIT_ROWS > len(every) > 3 * 1_000
+    seen.clear()
+    spec = dataclasses.replace(de.SPEC, options={**de.SPEC.options, "fit_rows": 1_000})
+    run = train_window(spec, store, settings, options)
     lower, middle, upper = seen
-    assert len(middle) > 3 * 1_000
     key = list(de.SPEC.entity)
-    for outer in (lower, upper):
-        assert 0.5 * 1_000 < len(outer) < 1.5 * 1_000
-        # Whole shipments: each kept shipment has all its training rows.
-        kept = outer.drop_duplicates()
-        counts = outer.value_counts(key)
-        full = middle.merge(kept, on=key).value_counts(key)
-        assert counts.sort_index().equals(full.sort_index())
-    # The same seeded sample for both outer boosters.
-    pd.testing.assert_frame_equal(lower, upper)
+    assert 0.5 * 1_000 < len(middle) < 1.5 * 1_000
+    # Whole shipments: each kept shipment has all its training rows.
+    kept = middle.drop_duplicates()
+    counts = middle.value_counts(key)
+    full = every.merge(kept, on=key).value_counts(key)
+    assert counts.sort_index().equals(full.sort_index())
+    # The same seeded sample for every booster.
+    pd.testing.assert_frame_equal(lower, middle)
+    pd.testing.assert_frame_equal(upper, middle)
     assert 0.8 < run.metrics["coverage"] < 0.98
