@@ -54,8 +54,10 @@ order. MAPIE is not in the lock either. The methods are a few lines, written out
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -148,39 +150,64 @@ def fit_offsets(
 
 @dataclass
 class _Recent:
-    """One group's latest scores and its ACI miss rate αₜ."""
+    """One group's latest scores and its ACI miss rate αₜ.
+
+    The scores are also kept in order (`bisect`, missing values as +inf, where a sort
+    would put them past every finite one too), so that the offset after each new outcome
+    is one look-up instead of a sort of the recent rows: a replay asks for it at nearly
+    every decision.
+    """
 
     target: float
     recent_rows: int
     alpha: float = field(init=False)
     scores: deque = field(init=False)
     _offset: float | None = field(default=None, init=False)
+    _ordered: list[float] | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         self.alpha = self.target
         self.scores = deque(maxlen=self.recent_rows)
 
+    def extend(self, scores: Iterable[float]) -> None:
+        """Add saved scores (oldest first) without moving αₜ."""
+        self.scores.extend(scores)
+        self._ordered = None
+        self._offset = None
+
     def offset(self) -> float:
         """The (1 − αₜ) conformal quantile of the recent scores (finite while any is)."""
         if self._offset is None:
-            values = np.sort(np.fromiter(self.scores, dtype=np.float64, count=len(self.scores)))
-            finite = values[np.isfinite(values)]
+            if self._ordered is None:
+                self._ordered = sorted(_ordered_value(v) for v in self.scores)
+            values = self._ordered
+            finite = bisect.bisect_left(values, math.inf)
             rank = math.ceil((len(values) + 1) * (1.0 - self.alpha))
             if rank < 1:
-                self._offset = float(values[0]) if len(finite) else 0.0
+                self._offset = float(values[0]) if finite else 0.0
             elif rank > len(values) or not math.isfinite(values[rank - 1]):
-                self._offset = float(finite[-1]) if len(finite) else math.inf
+                self._offset = float(values[finite - 1]) if finite else math.inf
             else:
                 self._offset = float(values[rank - 1])
         return self._offset
 
     def learn(self, score: float, offset: float | None, step: float) -> None:
         """Add a known outcome's score; move αₜ by the miss of the offset it was given."""
+        if self._ordered is not None:
+            if len(self.scores) == self.scores.maxlen:
+                oldest = _ordered_value(self.scores[0])
+                del self._ordered[bisect.bisect_left(self._ordered, oldest)]
+            bisect.insort(self._ordered, _ordered_value(score))
         self.scores.append(score)
         if offset is not None:
             missed = float(score > offset)
             self.alpha = max(self.alpha + step * (self.target - missed), -step)
         self._offset = None
+
+
+def _ordered_value(score: float) -> float:
+    """A score as `_Recent` orders it: a missing one (NaN) as +inf."""
+    return math.inf if math.isnan(score) else float(score)
 
 
 @dataclass(frozen=True)
@@ -256,7 +283,7 @@ class AciState:
         for key, saved in data["states"].items():
             state = _Recent(1.0 - coverage, recent_rows)
             state.alpha = float(saved["alpha"])
-            state.scores.extend(float(v) for v in saved["scores"])
+            state.extend(float(v) for v in saved["scores"])
             states[key] = state
         until = data.get("consumed_until")
         return AciState(

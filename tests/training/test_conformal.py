@@ -227,3 +227,41 @@ def test_adaptive_offsets_reject_bad_arguments(coverage: float, step: float, mes
     scores, decided, known = _stream(np.ones(10))
     with pytest.raises(ValueError, match=message):
         adaptive_offsets(scores, decided, known, coverage, step=step)
+
+
+def _offset_by_sorting(scores, alpha: float) -> float:
+    """The (1 − α) quantile of a state's recent scores, sorted afresh (`_Recent.offset`'s
+    rule: finite while any score is)."""
+    values = np.sort(np.asarray(list(scores), dtype=np.float64))
+    finite = values[np.isfinite(values)]
+    rank = math.ceil((len(values) + 1) * (1.0 - alpha))
+    if rank < 1:
+        return float(values[0]) if len(finite) else 0.0
+    if rank > len(values) or not math.isfinite(values[rank - 1]):
+        return float(finite[-1]) if len(finite) else math.inf
+    return float(values[rank - 1])
+
+
+def test_a_state_s_offset_is_the_quantile_of_its_latest_scores_at_every_step() -> None:
+    """The kept order follows every score in and out of the recent window: ties, +inf,
+    NaN, and the oldest score leaving once the window is full; saved scores added back."""
+    from training.conformal import _Recent
+
+    rng = np.random.default_rng(3)
+    scores = np.round(rng.normal(size=3000), 1)  # many ties
+    scores[rng.random(3000) < 0.05] = np.inf
+    scores[rng.random(3000) < 0.02] = np.nan
+    state = _Recent(0.1, recent_rows=100)
+    for i, score in enumerate(scores):
+        given = state.offset() if state.scores else None
+        if given is not None:
+            assert given == _offset_by_sorting(state.scores, state.alpha), i
+        state.learn(float(score), given, step=0.05)
+        if i == 1500:  # saved and read back, as a model's state is
+            saved = _Recent(0.1, recent_rows=100)
+            saved.alpha = state.alpha
+            saved.extend(list(state.scores))
+            assert saved.offset() == state.offset()
+            state = saved
+    assert len(state.scores) == 100
+    assert state.offset() == _offset_by_sorting(state.scores, state.alpha)
