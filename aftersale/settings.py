@@ -236,6 +236,13 @@ class Settings(BaseSettings):
         "cores two models take about the time of the longer. Each process needs its model's "
         "memory (up to 8 GiB at 1,000,000 customers).",
     )
+    train_max_events: int | None = Field(
+        None,
+        ge=1,
+        description="Label events each model keeps at most, in place of the model's own "
+        "(`ModelSpec.max_events`, 3,000,000 by default): beyond it a seeded sample of whole "
+        "entities. Time and memory of a training grow with it; unset: each model's own.",
+    )
     answer_ahead: bool = Field(
         True,
         description="As the service loads its champions, answer into its memos, on a "

@@ -11,7 +11,7 @@ import json
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
@@ -72,10 +72,13 @@ def run_inputs(
     spec: ModelSpec, settings: Settings, options: TrainOptions | None
 ) -> tuple[ModelSpec, TrainOptions, Mapping[str, pa.Table]]:
     """What every trainer starts from: the options (defaults when None), the model with
-    the run's test window, and the raw tables (the options' own, else the published
-    version's `spec.tables`)."""
+    the run's test window and the settings' cap on its label events
+    (`Settings.train_max_events`, where set), and the raw tables (the options' own, else
+    the published version's `spec.tables`)."""
     options = options or TrainOptions()
     spec = spec.with_test_fraction(options.test_fraction)
+    if settings.train_max_events is not None:
+        spec = replace(spec, max_events=settings.train_max_events)
     tables = options.tables
     if tables is None:
         tables = load_raw_tables(settings, spec.raw_tables, spec.optional_tables)

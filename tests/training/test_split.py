@@ -189,3 +189,37 @@ def test_expanding_folds_never_reach_the_end_and_purge_unknown_labels():
 def test_expanding_folds_refuse_an_empty_fold():
     with pytest.raises(SplitError):
         expanding_folds(_daily_events(4), pd.Timestamp("2024-01-05", tz="UTC"), folds=4)
+
+
+def test_the_settings_cap_every_model_s_label_events(tmp_path, monkeypatch) -> None:
+    from aftersale.settings import SettingsError, get_settings
+    from models import MODELS
+    from models.spec import DEFAULT_MAX_EVENTS
+    from training.data import decisions, run_inputs
+    from training.trainer import TrainOptions
+
+    monkeypatch.setenv("AFTERSALE_DATA_DIR", str(tmp_path))
+    times = pd.date_range("2024-01-01", periods=5000, freq="h", tz="UTC")
+    events = pd.DataFrame(
+        {
+            "shipment_id": np.repeat([f"s{i}" for i in range(1000)], 5),
+            "event_timestamp": times,
+            "label": 0,
+            "label_ts": times + pd.Timedelta(days=3),
+        }
+    )
+    options = TrainOptions(tables={})
+    for name in MODELS:
+        spec, _, _ = run_inputs(MODELS[name], get_settings(), options)
+        assert spec.max_events == DEFAULT_MAX_EVENTS
+    monkeypatch.setenv("AFTERSALE_TRAIN_MAX_EVENTS", "1000")
+    for name in MODELS:
+        spec, _, _ = run_inputs(MODELS[name], get_settings(), options)
+        assert spec.max_events == 1000
+    spec, _, _ = run_inputs(MODELS["delay_risk"], get_settings(), options)
+    kept = decisions(spec, None, events)
+    assert 600 < len(kept) < 1400
+    assert (kept.groupby("shipment_id").size() == 5).all()
+    monkeypatch.setenv("AFTERSALE_TRAIN_MAX_EVENTS", "0")
+    with pytest.raises(SettingsError, match="TRAIN_MAX_EVENTS"):
+        get_settings()
