@@ -223,6 +223,43 @@ def test_train_dataset_recovers_the_planted_effects(trained: DatasetRun) -> None
     assert (low <= high).all()
 
 
+def test_features_are_retrieved_only_for_the_windows_rows_and_are_as_for_every_row(
+    trained: DatasetRun, monkeypatch
+) -> None:
+    """The rows the time split purges from every window get no features; the others get
+    what a retrieval of every decision gives them."""
+    import training.uplift as uplift
+
+    every: list[pd.DataFrame] = []
+    asked: list[int] = []
+    real_decisions, real_features = uplift.decisions, uplift.decision_features
+
+    def decisions(*args, **kwargs):
+        every.append(real_decisions(*args, **kwargs))
+        return every[-1]
+
+    def decision_features(spec, store, events):
+        asked.append(len(events))
+        return real_features(spec, store, events)
+
+    monkeypatch.setattr(uplift, "decisions", decisions)
+    monkeypatch.setattr(uplift, "decision_features", decision_features)
+    with data_dir_set_to(trained.data_dir):
+        settings = get_settings()
+        store = feature_store(settings)
+        rows = uplift.prepare_rows(SPEC, store, settings)
+        full = real_features(SPEC, store, every[0]).frame
+    windows = rows.split.windows()
+    purged = sum(w.purged for w in windows)
+    assert purged > 0
+    assert asked == [len(every[0]) - purged] == [sum(w.rows for w in windows)]
+    for kept, window in zip((rows.train, rows.valid, rows.test), windows, strict=True):
+        assert len(kept) > 0
+        assert set(kept.index) <= set(window.index)
+        expected = full.loc[kept.index].assign(treated=lambda f: f["treated"].astype(bool))
+        pd.testing.assert_frame_equal(kept[list(full.columns)], expected)
+
+
 @pytest.mark.slow
 def test_the_command_line_trains_it_as_a_second_version(trained: DatasetRun, planted: Path) -> None:
     result = CliRunner().invoke(
