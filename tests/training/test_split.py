@@ -199,6 +199,7 @@ def test_the_settings_cap_every_model_s_label_events(tmp_path, monkeypatch) -> N
     from training.trainer import TrainOptions
 
     monkeypatch.setenv("AFTERSALE_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("AFTERSALE_TRAIN_MAX_EVENTS", raising=False)
     times = pd.date_range("2024-01-01", periods=5000, freq="h", tz="UTC")
     events = pd.DataFrame(
         {
