@@ -23,7 +23,7 @@ from features.ingest import latest_raw
 from features.store.config import feature_store
 from flows.child import in_child_process
 from models.spec import SplitError
-from training.due import latest_train_seconds, longest_first, record_data_end
+from training.due import latest_train_seconds, longest_first, tag_training_run
 from training.register import prepare_tracking_store
 from training.report import ModelSummary, summarize
 from training.trainer import TrainOptions
@@ -59,7 +59,7 @@ def train_summary(
     if result.run_id is not None:
         # The pipeline measures a champion's age in the data's days (`training.due`), and
         # the flow starts the models that took longest first.
-        record_data_end(
+        tag_training_run(
             tracking_uri or settings.tracking_uri,
             result.run_id,
             watermark_of(raw, happened=True),

@@ -57,7 +57,9 @@ log = logging.getLogger(__name__)
 ACI_STATE_FILE = "aci_state.json"
 # The boosters' target: log hours to the event less the row's anchor.
 ABOVE_ANCHOR = "_label_above_anchor"
-# The boosters' sample of shipments is drawn apart from the label events' own.
+# The boosters' sample of shipments is drawn apart from the label events' own. The key is
+# the one the outer boosters' sample had when only they sampled, so they keep drawing the
+# same shipments.
 FIT_HASH_KEY = "outer-quantiles0"
 WINDOW_METRICS = (
     "rows",

@@ -90,7 +90,7 @@ def models_due(settings: Settings, names: Iterable[str], data_end: pd.Timestamp)
     return due_reasons(names, trained_through, marks, data_end, settings.retrain_days)
 
 
-def record_data_end(
+def tag_training_run(
     tracking_uri: str, run_id: str, data_end: pd.Timestamp, train_seconds: float | None = None
 ) -> None:
     """Tag a training run with the data's end it was trained on and, when given, the
@@ -140,7 +140,6 @@ def longest_first(names: Iterable[str], seconds: Mapping[str, float]) -> list[st
     """`names` in the order to start them when several train at once: those whose last
     training took longest first, so that no long one starts last beside an idle slot; a
     model without a record counts as the longest (it may be), and ties keep their order."""
-    names = list(names)
     return sorted(names, key=lambda name: -seconds.get(name, float("inf")))
 
 

@@ -90,13 +90,13 @@ def age_champions(names: list[str]) -> None:
     import mlflow
 
     from models.served.registry import CHAMPION, tracking
-    from training.due import champions_trained_through, record_data_end
+    from training.due import champions_trained_through, tag_training_run
 
     uri = get_settings().tracking_uri
     for name, trained in champions_trained_through(uri, names).items():
         with tracking(uri):
             run_id = mlflow.MlflowClient().get_model_version_by_alias(name, CHAMPION).run_id
-        record_data_end(uri, run_id, trained - pd.Timedelta(days=1))
+        tag_training_run(uri, run_id, trained - pd.Timedelta(days=1))
 
 
 def mark(names: list[str]) -> Path:

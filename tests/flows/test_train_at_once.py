@@ -96,7 +96,7 @@ def test_the_models_whose_latest_training_took_longest_start_first(several, monk
 
     from aftersale.settings import get_settings
     from models.served.registry import tracking
-    from training.due import record_data_end
+    from training.due import tag_training_run
     from training.register import prepare_tracking_store
 
     uri = get_settings().tracking_uri
@@ -107,7 +107,7 @@ def test_the_models_whose_latest_training_took_longest_start_first(several, monk
         client = mlflow.MlflowClient()
         for name, seconds in took.items():
             run = client.create_run(client.create_experiment(name))
-            record_data_end(uri, run.info.run_id, pd.Timestamp("2025-06-30", tz="UTC"), seconds)
+            tag_training_run(uri, run.info.run_id, pd.Timestamp("2025-06-30", tz="UTC"), seconds)
     log, _ = standing_in(monkeypatch, {}, {})
     summaries = flows.train.train()
     assert [s.name for s in summaries] == NAMES

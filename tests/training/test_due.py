@@ -14,7 +14,7 @@ from training.due import (
     latest_train_seconds,
     longest_first,
     models_due,
-    record_data_end,
+    tag_training_run,
 )
 
 END = pd.Timestamp("2025-06-30T23:00:00Z")
@@ -90,7 +90,7 @@ def test_models_due_reads_the_registry_and_the_marks(tmp_path, monkeypatch) -> N
             client.create_registered_model(name)
             version = client.create_model_version(name, str(tmp_path), run_id=run.info.run_id)
             client.set_registered_model_alias(name, CHAMPION, version.version)
-            record_data_end(settings.tracking_uri, run.info.run_id, END - pd.Timedelta(days=days))
+            tag_training_run(settings.tracking_uri, run.info.run_id, END - pd.Timedelta(days=days))
             assert client.get_run(run.info.run_id).data.tags[DATA_END_TAG]
     assert models_due(settings, names, END) == {"churn": "champion's data is 3 days old"}
     settings.monitoring_dir.mkdir()
@@ -147,7 +147,7 @@ def test_each_model_s_latest_recorded_training_seconds_are_read(tmp_path) -> Non
             found = client.get_experiment_by_name(name)
             experiment = found.experiment_id if found else client.create_experiment(name)
             run = client.create_run(experiment)
-            record_data_end(uri, run.info.run_id, END, seconds)
+            tag_training_run(uri, run.info.run_id, END, seconds)
             time.sleep(0.01)  # runs ordered by their start, in milliseconds
     names = ["delay_risk", "churn", "next_best_offer"]
     # delay risk's newest run with a record (the last has none); churn's run has no
