@@ -251,6 +251,14 @@ class Settings(BaseSettings):
         "first ask then finds its answer there, the same to the last bit, if no feature has "
         "crossed a split since.",
     )
+    answer_ahead_minutes: float = Field(
+        5.0,
+        ge=0,
+        description="Answer ahead again every this many minutes, at the instant of each pass: "
+        "parcels shipped since, rows materialised since and rows whose clock features (hours "
+        "since the latest scan, say) crossed a split are answered before their next ask; "
+        "rows whose answer is in the memo cost their key only. 0: only as the champions load.",
+    )
     answer_memo_rows: int = Field(
         20_000,
         ge=0,

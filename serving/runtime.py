@@ -645,23 +645,31 @@ class Runtime:
 _effects_by_stamp: dict[tuple[int, int], dict[str, dict]] = {}
 
 
-def answer_ahead_quietly(runtime: Runtime, stop: threading.Event | None = None) -> None:
+def answer_ahead_quietly(
+    runtime: Runtime, stop: threading.Event | None = None, every_s: float = 0.0
+) -> None:
     """`runtime.answer_ahead(stop)` at a low priority on Linux (this thread only: requests
     come first), logging what it answered, and any error instead of raising it: an answer
-    not found ahead is computed when asked."""
+    not found ahead is computed when asked. With `every_s` above 0 and a `stop` event, again
+    every `every_s` seconds at the instant of each pass, until `stop` is set: a parcel
+    shipped since, a row materialised since, or a clock feature that crossed a split is
+    answered before its next ask (rows whose key is unchanged cost their key only)."""
     if sys.platform == "linux":
         try:
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), AHEAD_NICENESS)
         except OSError:
             log.info("answering ahead at the service's own priority")
-    started = time.perf_counter()
-    try:
-        done = runtime.answer_ahead(stop)
-    except Exception:
-        log.exception("answering ahead failed; each answer is computed when asked")
-        return
-    rows = ", ".join(f"{name} {count}" for name, count in done.items())
-    log.info("answered ahead in %.1f s: %s", time.perf_counter() - started, rows)
+    while True:
+        started = time.perf_counter()
+        try:
+            done = runtime.answer_ahead(stop)
+        except Exception:
+            log.exception("answering ahead failed; each answer is computed when asked")
+        else:
+            rows = ", ".join(f"{name} {count}" for name, count in done.items())
+            log.info("answered ahead in %.1f s: %s", time.perf_counter() - started, rows)
+        if every_s <= 0 or stop is None or stop.wait(every_s):
+            return
 
 
 def _effects_index(loaded) -> dict[str, dict]:

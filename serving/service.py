@@ -88,12 +88,16 @@ class Aftersale:
 
     def _answer_ahead(self, runtime: Runtime) -> None:
         """Answer ahead into `runtime`'s memos on a thread of its own (`Runtime.answer_ahead`),
-        stopping the one answering into the runtime it replaces."""
+        again every `answer_ahead_minutes`, stopping the one answering into the runtime it
+        replaces."""
         if not self.settings.answer_ahead:
             return
         self._ahead_stop.set()
         self._ahead_stop = stop = threading.Event()
-        threading.Thread(target=answer_ahead_quietly, args=(runtime, stop), daemon=True).start()
+        every_s = self.settings.answer_ahead_minutes * 60
+        threading.Thread(
+            target=answer_ahead_quietly, args=(runtime, stop, every_s), daemon=True
+        ).start()
 
     def __is_ready__(self) -> bool:
         return self.runtime is not None

@@ -412,6 +412,68 @@ def test_answers_made_ahead_are_found_at_the_first_ask_and_equal_fresh_ones(
         assert (memo.hits, memo.misses) == (asked, 0), name
 
 
+def test_answering_ahead_again_finds_the_rows_that_changed_since(served_data, caplog) -> None:
+    """Answering ahead every few moments, at the instant of each pass: once the clock has
+    moved on six hours, the next passes compute exactly the rows whose features crossed a
+    split since (one per new key), and every first ask at the new instant finds its answer
+    in the memo, the same as a service without a memo computes then. The stop event ends
+    the passes."""
+    from features.build.derived import derive_record
+    from serving.runtime import answer_ahead_quietly
+
+    def passes() -> int:
+        return sum("answered ahead in" in r.getMessage() for r in caplog.records)
+
+    def wait_for(done) -> None:
+        deadline = time.monotonic() + 120
+        while not done() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert done()
+
+    caplog.set_level("INFO", logger="serving.runtime")
+    _, _, as_of = served_data
+    later = as_of + pd.Timedelta(hours=6)
+    ahead = _runtime(served_data, answer_memo_rows=20_000)
+    fresh = _runtime(served_data, answer_memo_rows=0, as_of=later.to_pydatetime())
+    model = ahead.models["delay_risk"]
+    memo = model.memo
+    ships = _raw(served_data, "shipments")
+    moving = ships[
+        (ships["shipped_ts"] <= later)
+        & (ships["delivered_ts"].isna() | (ships["delivered_ts"] > later))
+    ]["shipment_id"].tolist()
+    scored = [r.shipment_id for r in fresh.score_delay(moving).results if r.status == "ok"]
+    assert len(scored) >= 3
+    rows = ahead._rows("delay_risk", scored, later)
+    keys_later = set(
+        memo.key.keys(
+            model.matrix_from_records([derive_record(row, later.timestamp()) for row in rows])
+        )
+    )
+
+    stop = threading.Event()
+    thread = threading.Thread(target=answer_ahead_quietly, args=(ahead, stop, 0.05))
+    thread.start()
+    try:
+        wait_for(lambda: passes() >= 1)
+        first, seen = memo.ahead, set(memo._answers)
+        assert first > 0
+        ahead.settings = ahead.settings.model_copy(update={"as_of": later.to_pydatetime()})
+        new_keys = keys_later - seen
+        assert new_keys, "six hours on, some parcel's features should cross a split"
+        after_move = passes()
+        wait_for(lambda: passes() >= after_move + 2)
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+    assert not thread.is_alive()
+    assert memo.ahead - first == len(new_keys)
+    before = (memo.hits, memo.misses)
+    for shipment in scored:
+        assert ahead.score_delay([shipment]) == fresh.score_delay([shipment])
+    assert (memo.hits - before[0], memo.misses - before[1]) == (len(scored), 0)
+
+
 def test_the_service_answers_ahead_as_it_starts(client) -> None:
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
