@@ -8,6 +8,10 @@ service worker and with two:
   constant, served with as many workers.
 - Mixed traffic (tracking pages, scoring, the queue) at its highest sustained throughput, of
   8 or 16 connections: >= 60% of the bare endpoint's at 8.
+- The scoring routes and offers asked for many ids in turn, one id a request (each parcel
+  in transit, each customer the queue names, the latest orders), on the service that
+  answered them ahead as it loaded (`Runtime.answer_ahead`): what tracking pages and
+  schedulers asking for different ids cost.
 - The scoring routes and the mix again on a service with its memo of contributions off
   (`AFTERSALE_ANSWER_MEMO_ROWS=0`): the routes ask for one id again and again, which the
   memo answers; with it off, every answer is computed as for an id not asked before.
@@ -57,6 +61,9 @@ QUEUE_1000_P99_TARGET_MS = 50.0
 MIX = ("recommend",) * 4 + ("churn", "churn", "delay", "delay", "queue")
 # The service with its memo of contributions off: every answer computed afresh.
 MEMO_OFF = {"AFTERSALE_ANSWER_MEMO_ROWS": "0"}
+# The routes asked for many ids in turn: at most this many of each (the parcels in transit,
+# the customers the queue names, the latest orders).
+SPREAD_IDS = 1_000
 
 
 def _free_port() -> int:
@@ -182,22 +189,26 @@ def _mark(ok: bool) -> str:
     return "PASS" if ok else "MISS"
 
 
-def _in_transit(url: str, folder: Path, as_of: str) -> str:
-    """A shipment the delay answer scores (in transit at the decision instant), asked of the
-    service itself among the latest shipped and not delivered by then."""
+def _in_transit(url: str, folder: Path, as_of: str) -> list[str]:
+    """The shipments the delay answer scores (in transit at the decision instant), asked of
+    the service itself among the latest shipped and not delivered by then (at most
+    `SPREAD_IDS`), latest shipped first."""
     from serving.tracking import in_transit_shipments
 
-    ids = in_transit_shipments(folder / "raw", pd.Timestamp(as_of), 100)
-    answer = httpx.post(
-        f"{url}/v1/score/delay",
-        json={"shipment_ids": ids},
-        headers={"Authorization": f"Bearer {KEY}"},
-        timeout=30,
-    ).json()
-    scored = [r["shipment_id"] for r in answer["results"] if r["status"] == "ok"]
+    ids = in_transit_shipments(folder / "raw", pd.Timestamp(as_of), SPREAD_IDS)
+    scored = []
+    for start in range(0, len(ids), 100):  # at most 100 ids a request
+        answer = httpx.post(
+            f"{url}/v1/score/delay",
+            json={"shipment_ids": ids[start : start + 100]},
+            headers={"Authorization": f"Bearer {KEY}"},
+            timeout=30,
+        )
+        answer.raise_for_status()
+        scored += [r["shipment_id"] for r in answer.json()["results"] if r["status"] == "ok"]
     if not scored:
         raise RuntimeError("no shipment in transit at the decision instant")
-    return scored[0]
+    return scored
 
 
 def answered_ahead(server: Server, timeout_s: float = 300) -> None:
@@ -236,6 +247,13 @@ def _bench_workers(workers: int, env: dict[str, str], ask: dict) -> None:
         routes = {name: ask[name] for name in ("churn", "delay", "recommend", "queue")}
         for name, request in routes.items():
             results[name] = (_load(served.url, [request], 1), _load_spread(served, [request], 8))
+        # Many ids in turn, as tracking pages and schedulers ask, on the service that
+        # answered ahead: what a parcel's or customer's first ask costs there.
+        for name in ("churn each", "delay each", "recommend each"):
+            results[name] = (
+                _load(served.url, ask[name], 1),
+                _load_spread(served, ask[name], 8),
+            )
         for name in ("churn", "delay"):
             request = [routes[name]]
             results[f"{name} fresh"] = (
@@ -264,6 +282,9 @@ def _bench_workers(workers: int, env: dict[str, str], ask: dict) -> None:
         "delay": "/v1/score/delay, one id",
         "recommend": "/v1/recommend, one order",
         "queue": "/v1/outreach/queue, limit 100",
+        "churn each": f"/v1/score/churn, {len(ask['churn each'])} ids in turn",
+        "delay each": f"/v1/score/delay, {len(ask['delay each'])} ids in turn",
+        "recommend each": f"/v1/recommend, {len(ask['recommend each'])} orders in turn",
         "churn fresh": "/v1/score/churn, one id, memo off",
         "delay fresh": "/v1/score/delay, one id, memo off",
     }
@@ -291,8 +312,10 @@ def _bench_workers(workers: int, env: dict[str, str], ask: dict) -> None:
         f"  targets: p50 <= {P50_TARGET_MS:.0f} ms and p99 <= {P99_TARGET_MS:.0f} ms at one "
         f"connection; at 8, >= {SHARE_TARGET:.0%} of the bare endpoint's req/s. The routes "
         "ask for one id again and again, as a refreshed tracking page does: the service "
-        "answers them from its memo of contributions; with the memo off, every answer is "
-        "computed afresh, as for an id not asked before."
+        "answers them from its memo of contributions. Asked in turn: each parcel in transit, "
+        "each customer the queue names, the latest orders, one id a request, on the service "
+        "that answered them ahead as it loaded. With the memo off, every answer is computed "
+        "afresh, as for a row not seen before."
     )
 
 
@@ -316,30 +339,41 @@ def served_env(folder: Path) -> tuple[dict[str, str], str]:
 
 
 def route_requests(folder: Path, as_of: str) -> dict:
-    """One request per route, by name: `churn`, `recommend` and `queue`, and `shipment`, a
-    function of the service's URL for a shipment its delay route scores (see `mixed_requests`)."""
+    """One request per route, by name (`churn`, `recommend`, `queue`); per scoring route and
+    offers, requests for many ids to ask in turn (`churn each`: every customer the queue
+    names; `recommend each`: the latest orders; at most `SPREAD_IDS`); and `shipments`, a
+    function of the service's URL for the shipments its delay route scores (see
+    `mixed_requests`)."""
     import pyarrow.parquet as pq
 
     raw = folder / "raw" / "current"
     customer = pq.read_table(raw / "customers.parquet")["customer_id"][0].as_py()
     orders = pq.read_table(raw / "orders.parquet")
-    order = orders.sort_by([("order_ts", "descending")])["order_id"][0].as_py()
+    latest = orders.sort_by([("order_ts", "descending")])["order_id"][:SPREAD_IDS].to_pylist()
+    queue = pq.read_table(folder / "serving" / "outreach_queue.parquet")
+    named = list(dict.fromkeys(queue["customer_id"].to_pylist()))[:SPREAD_IDS]
+
+    def offers(order: str) -> tuple[str, dict]:
+        body = {"order_id": order, "k": 3, "token": mint(order, TOKEN_SECRET.encode())}
+        return ("/v1/recommend", body)
+
     return {
         "churn": ("/v1/score/churn", {"customer_ids": [customer]}),
-        "recommend": (
-            "/v1/recommend",
-            {"order_id": order, "k": 3, "token": mint(order, TOKEN_SECRET.encode())},
-        ),
+        "recommend": offers(latest[0]),
         "queue": ("/v1/outreach/queue", {}),
-        "shipment": lambda url: _in_transit(url, folder, as_of),
+        "churn each": [("/v1/score/churn", {"customer_ids": [c]}) for c in named],
+        "recommend each": [offers(order) for order in latest],
+        "shipments": lambda url: _in_transit(url, folder, as_of),
     }
 
 
 def mixed_requests(ask: dict, url: str) -> list[tuple[str, dict]]:
     """The mixed traffic's requests in `MIX`'s proportions, asking the service at `url` for
-    the delay route's shipment the first time."""
+    the delay route's shipments the first time (one for `delay`, all for `delay each`)."""
     if "delay" not in ask:
-        ask["delay"] = ("/v1/score/delay", {"shipment_ids": [ask["shipment"](url)]})
+        shipments = ask["shipments"](url)
+        ask["delay"] = ("/v1/score/delay", {"shipment_ids": [shipments[0]]})
+        ask["delay each"] = [("/v1/score/delay", {"shipment_ids": [s]}) for s in shipments]
     return [ask[name] for name in MIX]
 
 
