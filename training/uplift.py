@@ -54,7 +54,7 @@ from training.data import (
     write_json,
 )
 from training.explain import write_explanations
-from training.fit import fit_lightgbm, layout_from_train
+from training.fit import SharedSets, fit_lightgbm, layout_from_train
 from training.record import PromotionRule, RunRecord, log_and_register
 from training.register import read_version
 from training.split import SplitError, TimeSplit, time_split
@@ -92,8 +92,17 @@ class Fitted:
     seconds: float
 
 
-def _fit(train, valid, layout, target, spec: ModelSpec, weight: str | None = None):
-    """A LightGBM regression of `target`, early-stopped on the validation rows."""
+def _fit(
+    train,
+    valid,
+    layout,
+    target,
+    spec: ModelSpec,
+    weight: str | None = None,
+    shared: SharedSets | None = None,
+):
+    """A LightGBM regression of `target`, early-stopped on the validation rows (on
+    `shared` datasets of those rows where given)."""
     return fit_lightgbm(
         train,
         valid,
@@ -103,6 +112,7 @@ def _fit(train, valid, layout, target, spec: ModelSpec, weight: str | None = Non
         spec.num_boost_round,
         spec.early_stopping_rounds,
         weight=weight,
+        shared=shared,
     )
 
 
@@ -148,6 +158,7 @@ def learn(
     actions: tuple[str, ...],
     offsets: dict[str, float] | None = None,
     outcomes: OutcomeModels | None = None,
+    shared: SharedSets | None = None,
 ) -> UpliftModel:
     """Fit one learner on the training rows (early stopping on the validation rows).
 
@@ -163,6 +174,9 @@ def learn(
             the effect models (X, DR, R) learn the deviations from it.
         outcomes: The outcome models of `train` and `valid`, shared between learners
             (fitted here when None).
+        shared: LightGBM datasets of all of `train` and `valid` (`training.fit.SharedSets`)
+            for the fits on every row of both, binned once between learners (None: each
+            fit bins its own).
     """
     offsets = offsets if offsets is not None else action_effects(train)
     outcomes = outcomes if outcomes is not None else OutcomeModels(train, valid, layout, spec)
@@ -215,6 +229,7 @@ def learn(
             layout,
             TARGET,
             spec,
+            shared=shared,
         )
         return model([_term(f, "+1")], start=offsets)
     if learner == "r_learner":
@@ -222,7 +237,7 @@ def learn(
         # model of all rows (sent and held out alike: the most data any model here sees),
         # cross-fitted on the training rows.
         m_train = _cross_fitted_outcome(train, layout, spec)
-        m_valid = _fit(train, valid, layout, LABEL, spec).raw_score(valid)
+        m_valid = _fit(train, valid, layout, LABEL, spec, shared=shared).raw_score(valid)
         rows = []
         for frame, m in ((train, m_train), (valid, m_valid)):
             residual = frame[TREATED].to_numpy(np.float64) - frame[ACTION].map(share).to_numpy(
@@ -238,7 +253,7 @@ def learn(
                     }
                 )
             )
-        f = _fit(rows[0], rows[1], layout, TARGET, spec, weight=R_WEIGHT)
+        f = _fit(rows[0], rows[1], layout, TARGET, spec, weight=R_WEIGHT, shared=shared)
         return model([_term(f, "+1")], start=offsets)
     raise ValueError(f"unknown learner {learner!r}; known {list(LEARNERS)}")
 
@@ -326,7 +341,7 @@ def intervals_from(
     )
 
 
-def _risk_model(train, valid, layout, spec):
+def _risk_model(train, valid, layout, spec, shared: SharedSets | None = None):
     """Today's risk: a classifier of no repurchase within 90 days on the same rows and
     features, treatment ignored (what the churn model scores)."""
     flip = {LABEL: lambda f: 1 - f[LABEL]}
@@ -338,6 +353,7 @@ def _risk_model(train, valid, layout, spec):
         dict(spec.params),
         spec.num_boost_round,
         spec.early_stopping_rounds,
+        shared=shared,
     )
 
 
@@ -597,6 +613,9 @@ def train_uplift(
     capacity = spec.capacity
     # Fitted by the first learner that reads them, whose time counts them.
     outcomes = OutcomeModels(train_rows, valid_rows, layout, spec)
+    # Binned once for the fits on every training and validation row (DR's and R's effect
+    # models, R's outcome model, today's risk).
+    shared = SharedSets(layout)
     for learner in spec.options.get("learners", LEARNERS):
         clock = time.perf_counter()
         model = learn(
@@ -609,6 +628,7 @@ def train_uplift(
             data.words,
             learned,
             outcomes=outcomes,
+            shared=shared,
         )
         candidates[learner] = Fitted(
             learner,
@@ -673,7 +693,7 @@ def train_uplift(
     model = replace(winner.model, intervals=intervals_from(winner.valid, valid_rows, bins, level))
 
     clock = time.perf_counter()
-    risk = _risk_model(train_rows, valid_rows, layout, spec)
+    risk = _risk_model(train_rows, valid_rows, layout, spec, shared)
     scores = test_rows[
         ["outreach_id", "customer_id", EVENT_TIME, ACTION, "channel", TREATED, PROPENSITY, LABEL]
     ].copy()
