@@ -23,7 +23,7 @@ from features.ingest import latest_raw
 from features.store.config import feature_store
 from flows.child import in_child_process
 from models.spec import SplitError
-from training.due import latest_train_seconds, longest_first, tag_training_run
+from training.due import balanced_lanes, latest_train_seconds, longest_first, tag_training_run
 from training.register import prepare_tracking_store
 from training.report import ModelSummary, summarize
 from training.trainer import TrainOptions
@@ -159,27 +159,58 @@ def _several_at_once(
     may_skip: dict[str, bool],
     tracking_uri: str,
 ) -> list[ModelSummary]:
-    """`train`'s models, `at_once` of them at a time (each in its own process), those whose
-    latest training took longest started first (`training.due.longest_first`), and
-    summarised in the order of `names`. After a failure no other model starts; those
-    running finish, and the first failure is raised."""
+    """`train`'s models, `at_once` of them at a time (each in its own process), summarised
+    in the order of `names`. Where every model's latest training time is recorded, they are
+    planned in `at_once` lanes whose longest is as short as can be
+    (`training.due.balanced_lanes`), each slot training its lane's models one after another
+    and, once its lane is done, the next waiting model of the lane with the most left;
+    otherwise any free slot starts the model whose latest training took longest
+    (`longest_first`, a model without a record first). After a failure no other model
+    starts; those running finish, and the first failure is raised."""
     # Each process would otherwise find an empty tracking store and create its tables at
     # the same moment as the others.
     prepare_tracking_store(tracking_uri)
-    # The longest started last would run on beside an idle slot.
-    pending = longest_first(names, latest_train_seconds(tracking_uri, names))
-    if pending != names:
-        log.info("training the longest first: %s", ", ".join(pending))
-    running: dict[PrefectFuture, tuple[str, AbstractContextManager[Stage], Stage]] = {}
+    seconds = latest_train_seconds(tracking_uri, names)
+    lanes = balanced_lanes(names, seconds, at_once)
+    if lanes is not None:
+        log.info(
+            "training in %d lanes: %s",
+            len(lanes),
+            " | ".join(
+                f"{', '.join(lane)} ({sum(seconds[n] for n in lane):,.0f} s last time)"
+                for lane in lanes
+            ),
+        )
+    else:
+        # The longest started last would run on beside an idle slot.
+        lanes = [longest_first(names, seconds)]
+        if lanes[0] != names:
+            log.info("training the longest first: %s", ", ".join(lanes[0]))
+
+    def next_for(slot: int) -> str | None:
+        """The model `slot` starts next: its own lane's, else the first waiting one of the
+        lane with the most seconds left (one shared lane: the first waiting)."""
+        own = lanes[slot] if slot < len(lanes) else []
+        if own:
+            return own.pop(0)
+        waiting = [lane for lane in lanes if lane]
+        if not waiting:
+            return None
+        fullest = max(waiting, key=lambda lane: sum(seconds.get(n, float("inf")) for n in lane))
+        return fullest.pop(0)
+
+    running: dict[PrefectFuture, tuple[int, str, AbstractContextManager[Stage], Stage]] = {}
     summaries: dict[str, ModelSummary] = {}
     failure: BaseException | None = None
-    while running or (pending and failure is None):
-        while pending and failure is None and len(running) < at_once:
-            name = pending.pop(0)
+    while running or (any(lanes) and failure is None):
+        busy = {slot for slot, *_ in running.values()}
+        for slot in range(at_once):
+            if slot in busy or failure is not None or (name := next_for(slot)) is None:
+                continue
             shown = report_stage(f"train {name}")
-            running[train_model.submit(*launch[name])] = (name, shown, shown.__enter__())
+            running[train_model.submit(*launch[name])] = (slot, name, shown, shown.__enter__())
         future = next(as_completed(list(running)))
-        name, shown, stage = running.pop(future)
+        _, name, shown, stage = running.pop(future)
         try:
             summary = future.result()
         except SplitError as exc:

@@ -11,12 +11,14 @@ retrained, whether or not the new version became champion.
 Each training run is tagged with the data's end it saw (`DATA_END_TAG`), so the age of a
 champion is measured in the data's time, not the wall clock: a replayed or simulated
 history ages its champions as its days pass. It is also tagged with the seconds its
-training took (`TRAIN_SECONDS_TAG`), from which the train flow starts the longest models
-first (`longest_first`).
+training took (`TRAIN_SECONDS_TAG`), from which the train flow plans which models share a
+process slot (`balanced_lanes`), or starts the longest first where a model has no record
+(`longest_first`).
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Mapping
 
 import pandas as pd
@@ -27,6 +29,9 @@ from models.served.retrain import read_marks
 DATA_END_TAG = "data_end"
 TRAIN_SECONDS_TAG = "train_seconds"
 MARKED = "marked: "
+# `balanced_lanes` tries every assignment of models to lanes up to this many, else it gives
+# the longest model next to the lane that ends soonest.
+MAX_PLANS = 100_000
 
 
 def due_reasons(
@@ -141,6 +146,52 @@ def longest_first(names: Iterable[str], seconds: Mapping[str, float]) -> list[st
     training took longest first, so that no long one starts last beside an idle slot; a
     model without a record counts as the longest (it may be), and ties keep their order."""
     return sorted(names, key=lambda name: -seconds.get(name, float("inf")))
+
+
+def balanced_lanes(
+    names: Iterable[str], seconds: Mapping[str, float], lanes: int
+) -> list[list[str]] | None:
+    """`names` split into at most `lanes` lanes, each trained one model after another, so
+    that the lane that takes longest by the models' recorded `seconds` is as short as can
+    be; each lane longest first. Every assignment is tried (the first model in the first
+    lane: lanes are alike) where there are at most `MAX_PLANS`; beyond, each model,
+    longest first, goes to the lane that ends soonest. None where a model has no record.
+
+    Starting the longest first, whatever slot frees next, can leave the end badly balanced:
+    at a million customers, uplift 861 s beside the window's 616 s, then offers 373 s took
+    the window's slot and delay risk's 273 s came last (1,262 s), where uplift and offers
+    beside the other three end at 1,234 s.
+    """
+    if lanes < 1:
+        raise ValueError(f"lanes must be at least 1, got {lanes}")
+    ordered = longest_first(names, seconds)
+    if any(name not in seconds for name in ordered):
+        return None
+    if not ordered:
+        return []
+    lanes = min(lanes, len(ordered))
+    if lanes ** (len(ordered) - 1) <= MAX_PLANS:
+        best: tuple[float, tuple[int, ...]] | None = None
+        for rest in itertools.product(range(lanes), repeat=len(ordered) - 1):
+            choice = (0, *rest)
+            loads = [0.0] * lanes
+            for name, lane in zip(ordered, choice, strict=True):
+                loads[lane] += seconds[name]
+            if best is None or max(loads) < best[0]:
+                best = (max(loads), choice)
+        choice = best[1]
+    else:
+        loads = [0.0] * lanes
+        picked = []
+        for name in ordered:
+            lane = min(range(lanes), key=loads.__getitem__)
+            loads[lane] += seconds[name]
+            picked.append(lane)
+        choice = tuple(picked)
+    plan: list[list[str]] = [[] for _ in range(lanes)]
+    for name, lane in zip(ordered, choice, strict=True):
+        plan[lane].append(name)
+    return [lane for lane in plan if lane]
 
 
 def _run_tags(tracking_uri: str, run_id: str) -> dict[str, str]:

@@ -115,3 +115,73 @@ def test_the_models_whose_latest_training_took_longest_start_first(several, monk
     # The offer model has no record: it might be the longest. The rest by their seconds.
     assert set(starts[:2]) == {"next_best_offer", "delivery_estimate"}
     assert starts[2:] == ["outreach_uplift", "delay_risk", "churn"]
+
+
+def test_with_every_model_s_time_recorded_they_train_in_balanced_lanes(
+    several, monkeypatch
+) -> None:
+    """With the million-customer times recorded (here in milliseconds), uplift then offers
+    train in one slot and the window, churn and delay risk in the other: when the window
+    ends first, offers waits for its own lane rather than taking the window's slot."""
+    import mlflow
+
+    from aftersale.settings import get_settings
+    from models.served.registry import tracking
+    from training.due import tag_training_run
+    from training.register import prepare_tracking_store
+
+    took = {
+        "outreach_uplift": 861.0,
+        "delivery_estimate": 616.0,
+        "next_best_offer": 373.0,
+        "churn": 278.0,
+        "delay_risk": 273.0,
+    }
+    uri = get_settings().tracking_uri
+    prepare_tracking_store(uri)
+    with tracking(uri):
+        client = mlflow.MlflowClient()
+        for name, seconds in took.items():
+            run = client.create_run(client.create_experiment(name))
+            tag_training_run(uri, run.info.run_id, pd.Timestamp("2025-06-30", tz="UTC"), seconds)
+    log, running = standing_in(monkeypatch, {n: s / 1000 for n, s in took.items()}, {})
+    summaries = flows.train.train()
+    assert [s.name for s in summaries] == NAMES
+    assert running[1] == 2
+    starts = [n for kind, n in log if kind == "start"]
+    assert set(starts[:2]) == {"outreach_uplift", "delivery_estimate"}
+    # The window's slot goes on with churn and delay risk; offers follows uplift.
+    assert log.index(("start", "churn")) > log.index(("end", "delivery_estimate"))
+    assert log.index(("start", "delay_risk")) > log.index(("end", "churn"))
+    assert log.index(("start", "next_best_offer")) > log.index(("end", "outreach_uplift"))
+    assert log.index(("start", "churn")) < log.index(("start", "next_best_offer"))
+
+
+def test_a_slot_whose_lane_is_done_takes_a_waiting_model(several, monkeypatch) -> None:
+    """Recorded times that no longer hold: uplift's lane still waits on uplift when the
+    other lane is done, so that slot starts offers, the model waiting there."""
+    import mlflow
+
+    from aftersale.settings import get_settings
+    from models.served.registry import tracking
+    from training.due import tag_training_run
+    from training.register import prepare_tracking_store
+
+    took = {n: 100.0 for n in NAMES}
+    took["outreach_uplift"] = 300.0
+    uri = get_settings().tracking_uri
+    prepare_tracking_store(uri)
+    with tracking(uri):
+        client = mlflow.MlflowClient()
+        for name, seconds in took.items():
+            run = client.create_run(client.create_experiment(name))
+            tag_training_run(uri, run.info.run_id, pd.Timestamp("2025-06-30", tz="UTC"), seconds)
+    # Planned: uplift and one more (400 s) beside the other three (300 s). This night
+    # uplift takes far longer than recorded.
+    seconds = {n: 0.1 for n in NAMES}
+    seconds["outreach_uplift"] = 2.0
+    log, _ = standing_in(monkeypatch, seconds, {})
+    flows.train.train()
+    uplift_end = log.index(("end", "outreach_uplift"))
+    # Every other model started (and ended) while uplift still ran.
+    assert all(log.index(("end", n)) < uplift_end for n in NAMES if n != "outreach_uplift")

@@ -10,6 +10,7 @@ import pytest
 from models.served.retrain import clear, read_marks
 from training.due import (
     DATA_END_TAG,
+    balanced_lanes,
     due_reasons,
     latest_train_seconds,
     longest_first,
@@ -127,6 +128,85 @@ def test_the_longest_start_first_and_a_model_without_a_record_counts_as_longest(
     assert longest_first(["churn", "delay_risk"], {"churn": 5.0, "delay_risk": 5.0}) == [
         "churn",
         "delay_risk",
+    ]
+
+
+# Each model's training at a million customers, two at a time (seconds).
+MILLION = {
+    "outreach_uplift": 861.0,
+    "delivery_estimate": 616.0,
+    "next_best_offer": 373.0,
+    "churn": 278.0,
+    "delay_risk": 273.0,
+}
+
+
+def _longest_lane(lanes: list[list[str]], seconds: dict[str, float]) -> float:
+    return max(sum(seconds[n] for n in lane) for lane in lanes)
+
+
+def _best_by_brute_force(seconds: dict[str, float], lanes: int) -> float:
+    import itertools
+
+    names = list(seconds)
+    best = float("inf")
+    for choice in itertools.product(range(lanes), repeat=len(names)):
+        loads = [0.0] * lanes
+        for name, lane in zip(names, choice, strict=True):
+            loads[lane] += seconds[name]
+        best = min(best, max(loads))
+    return best
+
+
+def test_lanes_balance_the_recorded_seconds() -> None:
+    """Two lanes of the million-customer times: uplift and offers beside the other three
+    (1,234 s), where starting the longest first in whichever slot frees ends at 1,262 s."""
+    lanes = balanced_lanes(list(MILLION), MILLION, 2)
+    assert lanes == [
+        ["outreach_uplift", "next_best_offer"],
+        ["delivery_estimate", "churn", "delay_risk"],
+    ]
+    assert _longest_lane(lanes, MILLION) == 1234.0
+    # Every model in exactly one lane, each lane longest first.
+    assert sorted(n for lane in lanes for n in lane) == sorted(MILLION)
+    for lane in lanes:
+        assert lane == longest_first(lane, MILLION)
+
+
+@pytest.mark.parametrize("lanes", [1, 2, 3])
+def test_lanes_are_as_short_as_any_assignment(lanes) -> None:
+    import numpy as np
+
+    rng = np.random.default_rng(lanes)
+    for _ in range(20):
+        seconds = {f"m{k}": float(rng.integers(10, 1000)) for k in range(int(rng.integers(1, 8)))}
+        plan = balanced_lanes(list(seconds), seconds, lanes)
+        assert len(plan) <= lanes
+        assert sorted(n for lane in plan for n in lane) == sorted(seconds)
+        assert _longest_lane(plan, seconds) == _best_by_brute_force(seconds, lanes)
+
+
+def test_lanes_need_every_model_s_record() -> None:
+    """A model without a record has no known time: no plan (the flow then starts the
+    longest first)."""
+    known = {k: v for k, v in MILLION.items() if k != "next_best_offer"}
+    assert balanced_lanes(list(MILLION), known, 2) is None
+    # Fewer models than lanes: one lane each; no models: no lanes.
+    assert balanced_lanes(["churn"], MILLION, 2) == [["churn"]]
+    assert balanced_lanes([], MILLION, 2) == []
+    with pytest.raises(ValueError, match="lanes"):
+        balanced_lanes(["churn"], MILLION, 0)
+
+
+def test_many_models_are_laned_longest_first_to_the_lane_that_ends_soonest(monkeypatch) -> None:
+    import training.due
+
+    monkeypatch.setattr(training.due, "MAX_PLANS", 1)
+    lanes = balanced_lanes(list(MILLION), MILLION, 2)
+    # Longest first to the emptier lane: uplift | window, offers (989) | churn (1,139) ...
+    assert lanes == [
+        ["outreach_uplift", "churn"],
+        ["delivery_estimate", "next_best_offer", "delay_risk"],
     ]
 
 
