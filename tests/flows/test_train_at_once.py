@@ -57,6 +57,25 @@ def standing_in(monkeypatch, seconds: dict[str, float], errors: dict[str, Except
     return log, running
 
 
+def record_seconds(took: dict[str, float]) -> None:
+    """A training run of each model in `took` in the data folder's tracking store, tagged
+    with its seconds, as the train flow tags its runs."""
+    import mlflow
+
+    from aftersale.settings import get_settings
+    from models.served.registry import tracking
+    from training.due import tag_training_run
+    from training.register import prepare_tracking_store
+
+    uri = get_settings().tracking_uri
+    prepare_tracking_store(uri)
+    with tracking(uri):
+        client = mlflow.MlflowClient()
+        for name, seconds in took.items():
+            run = client.create_run(client.create_experiment(name))
+            tag_training_run(uri, run.info.run_id, pd.Timestamp("2025-06-30", tz="UTC"), seconds)
+
+
 def test_models_train_two_at_a_time_and_are_summarised_in_order(several, monkeypatch) -> None:
     log, running = standing_in(monkeypatch, {"delay_risk": 1.0}, {})
     summaries = flows.train.train()
@@ -92,22 +111,9 @@ def test_after_a_failure_nothing_starts_what_runs_ends_and_it_is_raised(
 
 
 def test_the_models_whose_latest_training_took_longest_start_first(several, monkeypatch) -> None:
-    import mlflow
-
-    from aftersale.settings import get_settings
-    from models.served.registry import tracking
-    from training.due import tag_training_run
-    from training.register import prepare_tracking_store
-
-    uri = get_settings().tracking_uri
-    prepare_tracking_store(uri)
     took = {"delay_risk": 300.0, "churn": 250.0, "delivery_estimate": 900.0}
     took["outreach_uplift"] = 880.0
-    with tracking(uri):
-        client = mlflow.MlflowClient()
-        for name, seconds in took.items():
-            run = client.create_run(client.create_experiment(name))
-            tag_training_run(uri, run.info.run_id, pd.Timestamp("2025-06-30", tz="UTC"), seconds)
+    record_seconds(took)
     log, _ = standing_in(monkeypatch, {}, {})
     summaries = flows.train.train()
     assert [s.name for s in summaries] == NAMES
@@ -123,13 +129,6 @@ def test_with_every_model_s_time_recorded_they_train_in_balanced_lanes(
     """With the million-customer times recorded (here in milliseconds), uplift then offers
     train in one slot and the window, churn and delay risk in the other: when the window
     ends first, offers waits for its own lane rather than taking the window's slot."""
-    import mlflow
-
-    from aftersale.settings import get_settings
-    from models.served.registry import tracking
-    from training.due import tag_training_run
-    from training.register import prepare_tracking_store
-
     took = {
         "outreach_uplift": 861.0,
         "delivery_estimate": 616.0,
@@ -137,13 +136,7 @@ def test_with_every_model_s_time_recorded_they_train_in_balanced_lanes(
         "churn": 278.0,
         "delay_risk": 273.0,
     }
-    uri = get_settings().tracking_uri
-    prepare_tracking_store(uri)
-    with tracking(uri):
-        client = mlflow.MlflowClient()
-        for name, seconds in took.items():
-            run = client.create_run(client.create_experiment(name))
-            tag_training_run(uri, run.info.run_id, pd.Timestamp("2025-06-30", tz="UTC"), seconds)
+    record_seconds(took)
     log, running = standing_in(monkeypatch, {n: s / 1000 for n, s in took.items()}, {})
     summaries = flows.train.train()
     assert [s.name for s in summaries] == NAMES
@@ -160,22 +153,9 @@ def test_with_every_model_s_time_recorded_they_train_in_balanced_lanes(
 def test_a_slot_whose_lane_is_done_takes_a_waiting_model(several, monkeypatch) -> None:
     """Recorded times that no longer hold: uplift's lane still waits on uplift when the
     other lane is done, so that slot starts offers, the model waiting there."""
-    import mlflow
-
-    from aftersale.settings import get_settings
-    from models.served.registry import tracking
-    from training.due import tag_training_run
-    from training.register import prepare_tracking_store
-
     took = {n: 100.0 for n in NAMES}
     took["outreach_uplift"] = 300.0
-    uri = get_settings().tracking_uri
-    prepare_tracking_store(uri)
-    with tracking(uri):
-        client = mlflow.MlflowClient()
-        for name, seconds in took.items():
-            run = client.create_run(client.create_experiment(name))
-            tag_training_run(uri, run.info.run_id, pd.Timestamp("2025-06-30", tz="UTC"), seconds)
+    record_seconds(took)
     # Planned: uplift and one more (400 s) beside the other three (300 s). This night
     # uplift takes far longer than recorded.
     seconds = {n: 0.1 for n in NAMES}
