@@ -106,6 +106,8 @@ class WindowOffsetsCache:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self._file: ChangedFile[PublishedOffsets | None] = ChangedFile()
+        # Each version's path, made once: a request asks for it twice.
+        self._paths: dict[str, Path] = {}
 
     def get(self, version: str) -> PublishedOffsets | None:
         """The offsets published for `version` (None: none, or unreadable)."""
@@ -119,7 +121,10 @@ class WindowOffsetsCache:
                 return None
 
         try:
-            return self._file.get(published_offsets_path(self.folder, version), read)
+            path = self._paths.get(version)
+            if path is None:
+                path = self._paths[version] = published_offsets_path(self.folder, version)
+            return self._file.get(path, read)
         except OSError:
             return None
 

@@ -419,8 +419,10 @@ def local_date(instant: pd.Timestamp, timezone: str | None) -> date:
     return pd.Timestamp(instant).tz_convert(timezone or "UTC").date()
 
 
+@lru_cache(maxsize=4096)
 def day_words(day: date) -> str:
-    """A date as people read it: "Thu 1 Jan 2026"."""
+    """A date as people read it: "Thu 1 Jan 2026" (the latest few thousand kept: a
+    request's windows name a few dates near today)."""
     return f"{day:%a} {day.day} {day:%b} {day.year}"
 
 
