@@ -8,7 +8,8 @@ has a path made for that (`LGBM_BoosterPredictForMatSingleRowFastInit`, then
 costs a few microseconds beyond the trees themselves. The Python package does not wrap it,
 so `RowPredictor` calls it through the package's own loaded library (the version is pinned
 in `uv.lock`; `tests/models/test_single_row.py` holds its answers bit-identical to
-`Booster.predict`'s). Several rows at once go through `Booster.predict`, which batches them.
+`Booster.predict`'s). A few rows (an offer answer's candidates) go through it one by one;
+more at once go through `Booster.predict`, which batches them.
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ from lightgbm.basic import _LIB, _safe_call
 _PREDICT_NORMAL = 0
 _PREDICT_CONTRIB = 3
 _FLOAT64 = 1
+# Up to this many rows go through the single-row path one by one (an offer answer's few
+# candidates); more, through `Booster.predict`, which batches them.
+SMALL_ROWS = 16
 
 
 class RowPredictor:
@@ -57,27 +61,36 @@ class RowPredictor:
         """Predictions of matrix rows `x` (rows × features), shaped as `Booster.predict`'s:
         one value per row, or one row of contributions (features, then bias) per row."""
         x = np.asarray(x)
-        if x.ndim != 2 or len(x) != 1 or x.shape[1] != self.features or not self._single:
+        if (
+            x.ndim != 2
+            or not 1 <= len(x) <= SMALL_ROWS
+            or x.shape[1] != self.features
+            or not self._single
+        ):
             return self.booster.predict(
                 x,
                 num_iteration=self.num_iteration,
                 pred_contrib=self.contributions,
                 num_threads=self.num_threads,
             )
-        row = np.ascontiguousarray(x[0], dtype=np.float64)
-        out = np.empty(self.width, dtype=np.float64)
+        rows = np.ascontiguousarray(x, dtype=np.float64)
+        out = np.empty((len(rows), self.width), dtype=np.float64)
+        config = self._fast_config()
         written = ctypes.c_int64(0)
-        _safe_call(
-            _LIB.LGBM_BoosterPredictForMatSingleRowFast(
-                self._fast_config(),
-                row.ctypes.data_as(ctypes.c_void_p),
-                ctypes.byref(written),
-                out.ctypes.data_as(ctypes.POINTER(ctypes.c_double)),
+        for k in range(len(rows)):
+            _safe_call(
+                _LIB.LGBM_BoosterPredictForMatSingleRowFast(
+                    config,
+                    rows[k].ctypes.data_as(ctypes.c_void_p),
+                    ctypes.byref(written),
+                    out[k].ctypes.data_as(ctypes.POINTER(ctypes.c_double)),
+                )
             )
-        )
-        if written.value != self.width:
-            raise RuntimeError(f"LightGBM wrote {written.value} values for a row, not {self.width}")
-        return out.reshape(1, self.width) if self.contributions else out
+            if written.value != self.width:
+                raise RuntimeError(
+                    f"LightGBM wrote {written.value} values for a row, not {self.width}"
+                )
+        return out if self.contributions else out[:, 0]
 
     def _fast_config(self) -> ctypes.c_void_p:
         config = self._config

@@ -9,7 +9,7 @@ import lightgbm as lgb
 import numpy as np
 import pytest
 
-from models.served.single_row import RowPredictor
+from models.served.single_row import SMALL_ROWS, RowPredictor
 
 
 def _data(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -64,7 +64,13 @@ def test_each_row_is_answered_exactly_as_booster_predict_answers_it(
         got = predictor(rows[k : k + 1])
         assert got.shape == expected[k : k + 1].shape
         np.testing.assert_array_equal(got, expected[k : k + 1])
-    # Several rows at once are answered as a batch, the same values.
+    # A few rows at once (one by one through the single-row path) and many (a batch of
+    # `Booster.predict`): the same values, shaped alike.
+    for few in (2, SMALL_ROWS):
+        got = predictor(rows[:few])
+        assert got.shape == expected[:few].shape
+        np.testing.assert_array_equal(got, expected[:few])
+    assert len(rows) > SMALL_ROWS
     np.testing.assert_array_equal(predictor(rows), expected)
 
 
