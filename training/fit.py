@@ -126,25 +126,21 @@ def _datasets(
     label: str,
     weight: str | None,
 ) -> tuple[lgb.Dataset, lgb.Dataset]:
-    categorical = layout.categorical_indices
-    names = list(layout.features)
-    train_set = lgb.Dataset(
-        layout.matrix(train, np.float32),
-        label=train[label].to_numpy(dtype=np.float32),
-        weight=train[weight].to_numpy(dtype=np.float32) if weight else None,
-        feature_name=names,
-        categorical_feature=categorical,
-        free_raw_data=True,
-    )
-    valid_set = lgb.Dataset(
-        layout.matrix(valid, np.float32),
-        label=valid[label].to_numpy(dtype=np.float32),
-        weight=valid[weight].to_numpy(dtype=np.float32) if weight else None,
-        reference=train_set,
-        feature_name=names,
-        categorical_feature=categorical,
-    )
-    return train_set, valid_set
+    """The training dataset of `train` (its matrix let go of once binned) and the validation
+    dataset of `valid`, binned as the training one."""
+
+    def dataset(frame: pd.DataFrame, **options) -> lgb.Dataset:
+        return lgb.Dataset(
+            layout.matrix(frame, np.float32),
+            label=frame[label].to_numpy(dtype=np.float32),
+            weight=frame[weight].to_numpy(dtype=np.float32) if weight else None,
+            feature_name=list(layout.features),
+            categorical_feature=layout.categorical_indices,
+            **options,
+        )
+
+    train_set = dataset(train, free_raw_data=True)
+    return train_set, dataset(valid, reference=train_set)
 
 
 def fit_lightgbm(
