@@ -162,4 +162,5 @@ SPEC = ModelSpec(
     capacity=0.05,
     baseline_is_probability=False,
     reports=churn_by_contact_reason,
+    report_columns=("customer_id", LABEL, "last_contact_reason"),
 )

@@ -124,6 +124,9 @@ class ModelSpec:
             candidate (0: always one).
         words: Feature → description for reason codes (Feast descriptions fill the rest).
         reports: (all labelled rows, scored test rows) → extra tables logged as artifacts.
+        report_columns: The columns `reports` reads of all labelled rows: on a Dask cluster
+            only these come back from the workers that retrieved the training window (none
+            named: every column).
         max_events: Label events used at most; beyond it a seeded sample of whole entities
             is kept (None: all).
         options: Settings of the model's kind (a window's coverage and conformal groups).
@@ -155,6 +158,7 @@ class ModelSpec:
     min_isotonic_rows: int = 0
     words: dict[str, str] = field(default_factory=dict)
     reports: ReportFunction | None = None
+    report_columns: tuple[str, ...] = ()
     max_events: int | None = DEFAULT_MAX_EVENTS
     optional_tables: tuple[str, ...] = ()
     options: Mapping[str, object] = field(default_factory=dict)

@@ -1,7 +1,8 @@
 """The binary-classifier trainer: one call trains, evaluates, explains, logs and registers.
 
     label events (raw tables) → point-in-time features (Feast) → decision-time features →
-    time split → LightGBM (on the Dask cluster when `AFTERSALE_DASK_ADDRESS` is set) →
+    time split → LightGBM (on the Dask cluster when `AFTERSALE_DASK_ADDRESS` is set, whose
+    workers then retrieve the training window's features, each its share) →
     calibration → test metrics beside the baseline, per segment →
     SHAP explanations → MLflow run → registry version, `challenger`, maybe `champion`
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -25,11 +27,18 @@ from features.instants import utc_times
 from models.served.classifier import CalibratedModel
 from models.spec import EVENT_TIME, LABEL, LABEL_KNOWN, ModelSpec
 from training.calibrate import choose_calibrator
-from training.data import run_inputs, training_data
+from training.data import (
+    decision_features,
+    decisions,
+    feature_files,
+    retrieved_frame,
+    run_inputs,
+    training_data,
+)
 from training.evaluate import binary_metrics, flatten_segments, reliability_plot, segment_metrics
 from training.explain import write_explanations
 from training.fit import FitResult, fit_lightgbm, layout_from_train
-from training.fit_cluster import fit_lightgbm_on_cluster
+from training.fit_cluster import fit_lightgbm_on_cluster, fit_retrieving_on_cluster
 from training.record import PromotionRule, RunRecord, log_and_register
 from training.register import read_version
 from training.split import SplitError, TimeSplit, time_split
@@ -60,22 +69,48 @@ def train(
     seconds: dict[str, float] = {}
     started = time.perf_counter()
     spec, options, tables = run_inputs(spec, settings, options)
-    data = training_data(spec, store, tables)
-    frame, features, words = data.frame, data.features, data.words
-    seconds["features"] = time.perf_counter() - started
-    seconds["retrieval"] = data.retrieval_s
-    # The raw tables are done with once labelled: their digests now, and nothing of them
-    # held through the fit (a million customers' shipments and scans are 1.9 GiB).
-    versions = read_version(spec.tables, tables, data.feature_files)
-    del tables, data
+    # On a cluster the workers retrieve the training window's features, each its share, and
+    # fit on them where they are (`training.fit_cluster.fit_retrieving_on_cluster`); a
+    # refit, which learns from every row on one machine, retrieves them all here.
+    apart = bool(settings.dask_address) and not options.refit
+    if apart:
+        events = decisions(spec, tables)
+        service = store.get_feature_service(spec.feature_service)
+        versions = read_version(spec.tables, tables, feature_files(store, service))
+        del tables
+        split = time_split(events, spec.split, EVENT_TIME, LABEL_KNOWN)
+        train_rows = events.loc[split.train.index]
+        # Here: the windows that stop and score the fit, and for reports over every
+        # labelled row, the rows that purging left out of every window.
+        here = split.validation.index.append(split.test.index)
+        if spec.reports is not None:
+            here = here.append(events.index.difference(split.train.index.append(here)))
+        near = decision_features(spec, store, events.loc[here])
+        del events
+        valid_rows, test_rows = (near.frame.loc[w.index] for w in (split.validation, split.test))
+        purged_rows = near.frame.drop(index=split.validation.index.append(split.test.index))
+        features, words = near.features, near.words
+        seconds["features"] = time.perf_counter() - started
+        seconds["retrieval"] = near.retrieval_s
+        del near
+        refit_rows = frame = None
+    else:
+        data = training_data(spec, store, tables)
+        frame, features, words = data.frame, data.features, data.words
+        seconds["features"] = time.perf_counter() - started
+        seconds["retrieval"] = data.retrieval_s
+        # The raw tables are done with once labelled: their digests now, and nothing of
+        # them held through the fit (a million customers' shipments and scans are 1.9 GiB).
+        versions = read_version(spec.tables, tables, data.feature_files)
+        del tables, data
 
-    split = time_split(frame, spec.split, EVENT_TIME, LABEL_KNOWN)
-    train_rows, valid_rows, test_rows = (frame.loc[w.index] for w in split.windows())
-    # A refit learns from every labelled decision; otherwise only a model's reports read
-    # them all, and the windows hold the rest.
-    refit_rows = frame if options.refit else None
-    if spec.reports is None:
-        frame = None
+        split = time_split(frame, spec.split, EVENT_TIME, LABEL_KNOWN)
+        train_rows, valid_rows, test_rows = (frame.loc[w.index] for w in split.windows())
+        # A refit learns from every labelled decision; otherwise only a model's reports
+        # read them all, and the windows hold the rest.
+        refit_rows = frame if options.refit else None
+        if spec.reports is None:
+            frame = None
     for window, rows in zip(split.windows(), (train_rows, valid_rows, test_rows), strict=True):
         # One class cannot be learned, calibrated or ranked (e.g. churn where no customer
         # ever orders twice): say so rather than report NaN.
@@ -86,11 +121,19 @@ def train(
             )
 
     clock = time.perf_counter()
-    fitted, layout, choice, raw_valid = fit_calibrated(
-        spec, settings, train_rows, valid_rows, features
-    )
+    if apart:
+        fitted, choice, raw_valid, kept = fit_calibrated_apart(
+            spec, settings, store, train_rows, valid_rows, features
+        )
+        if spec.reports is not None:
+            frame = report_rows(kept, valid_rows, test_rows, purged_rows)
+        del kept, purged_rows
+    else:
+        fitted, _, choice, raw_valid = fit_calibrated(
+            spec, settings, train_rows, valid_rows, features
+        )
     model = CalibratedModel(
-        spec.name, fitted.booster, fitted.best_iteration, layout, choice.calibrator, words
+        spec.name, fitted.booster, fitted.best_iteration, fitted.layout, choice.calibrator, words
     )
     seconds["fit"] = time.perf_counter() - clock
 
@@ -263,6 +306,62 @@ def fit_calibrated(
             fitted = fit_lightgbm_on_cluster(client, *fit_args)
     else:
         fitted = fit_lightgbm(*fit_args)
+    choice, raw_valid = _calibrated(spec, fitted, valid_rows)
+    return fitted, layout, choice, raw_valid
+
+
+def fit_calibrated_apart(
+    spec: ModelSpec,
+    settings: Settings,
+    store: FeatureStore,
+    train_events: pd.DataFrame,
+    valid_rows: pd.DataFrame,
+    features: list[str],
+):
+    """`fit_calibrated` on the cluster `settings` names, from the training window's label
+    events: each worker retrieves the features of its share of them and fits on it
+    (`fit_retrieving_on_cluster`).
+
+    Returns:
+        The fit, the calibration chosen, the validation rows' raw scores, and the columns of
+        the training window's rows that the spec's reports read (`spec.report_columns`;
+        every column where it names none; none without reports).
+    """
+    params = dict(spec.params)
+    if spec.params_rule is not None:
+        params |= spec.params_rule(train_events[LABEL])
+    kept: list[str] | None = []
+    if spec.reports is not None:
+        kept = list(spec.report_columns) or None
+    with dask_client(settings.dask_address) as client:
+        fitted, kept_rows = fit_retrieving_on_cluster(
+            client,
+            partial(retrieved_frame, spec, store.config),
+            train_events,
+            valid_rows,
+            features,
+            list(spec.categorical),
+            LABEL,
+            params,
+            spec.num_boost_round,
+            spec.early_stopping_rounds,
+            kept_columns=kept,
+        )
+    choice, raw_valid = _calibrated(spec, fitted, valid_rows)
+    return fitted, choice, raw_valid, kept_rows
+
+
+def report_rows(kept: pd.DataFrame, *windows: pd.DataFrame) -> pd.DataFrame:
+    """Every labelled row as a spec's reports read it: the training window's columns that
+    came back from the workers (`fit_calibrated_apart`), then the same columns of the other
+    rows (the validation and test windows, and the rows purged from every window)."""
+    columns = list(kept.columns)
+    return pd.concat([kept, *(w[columns] for w in windows)], ignore_index=True)
+
+
+def _calibrated(spec: ModelSpec, fitted: FitResult, valid_rows: pd.DataFrame):
+    """The calibration the spec's criterion chooses on the validation rows, and their raw
+    scores."""
     raw_valid = fitted.raw_score(valid_rows)
     choice = choose_calibrator(
         raw_valid,
@@ -270,7 +369,7 @@ def fit_calibrated(
         criterion=spec.calibration_criterion,
         min_isotonic_rows=spec.min_isotonic_rows,
     )
-    return fitted, layout, choice, raw_valid
+    return choice, raw_valid
 
 
 def refit(

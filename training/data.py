@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
-from feast import FeatureService, FeatureStore
+from feast import FeatureService, FeatureStore, RepoConfig
 
 from aftersale.settings import Settings
 from features.build.derived import add_time_features
@@ -177,8 +177,7 @@ def decision_features(spec: ModelSpec, store: FeatureStore, events: pd.DataFrame
     release_offline_memory(store)
     # The frame retrieved is this function's own: the derived columns go into it.
     frame = add_time_features(frame, frame[EVENT_TIME], copy=False)
-    retrieved = feature_names(store, service)
-    features = [f for f in [*retrieved, *spec.derived] if f not in spec.exclude]
+    features = model_features(spec, store, service)
     unknown = [f for f in [*features, *spec.categorical] if f not in frame.columns]
     if unknown:
         raise ValueError(f"{spec.name}: features {unknown} are neither retrieved nor derived")
@@ -197,6 +196,20 @@ def decision_features(spec: ModelSpec, store: FeatureStore, events: pd.DataFrame
         feature_files=feature_files(store, service),
         retrieval_s=retrieval_s,
     )
+
+
+def model_features(spec: ModelSpec, store: FeatureStore, service: FeatureService) -> list[str]:
+    """The model's inputs: the service's features and the decision-time ones, less those
+    the model leaves out."""
+    retrieved = feature_names(store, service)
+    return [f for f in [*retrieved, *spec.derived] if f not in spec.exclude]
+
+
+def retrieved_frame(spec: ModelSpec, config: RepoConfig, events: pd.DataFrame) -> pd.DataFrame:
+    """`decision_features(...).frame` of `events` from a store made of `config` where this
+    runs: on a cluster's worker, which retrieves its own share of a training window (a
+    store does not pickle; its configuration does)."""
+    return decision_features(spec, FeatureStore(config=config), events).frame
 
 
 # pandas' own hash key: the label events' sample (`decisions`) is drawn with it.

@@ -5,7 +5,11 @@ With `AFTERSALE_DASK_ADDRESS` set, the binary classifiers are fitted by
 of its own rows and the workers summing them over LightGBM's network. The training rows
 are cut into one partition per worker (every n-th row, so each partition spans the whole
 training window and the bins each worker proposes come from all of it), encoded to float32
-one partition at a time and placed on their worker.
+one partition at a time and placed on their worker. A trainer hands over the training
+window's label events instead (`fit_retrieving_on_cluster`): each worker retrieves the
+point-in-time features of its partition itself, encodes them where it fits, and sends back
+only the categories it saw (the layout is their union) and the columns a report reads, so
+the window's features are never gathered in one process.
 
 lightgbm.dask (4.7) does not support early stopping: a worker stops on its own share of
 the validation rows, the workers disagree, and training hangs (LightGBM issues #4493 and
@@ -28,7 +32,9 @@ its best iteration, so calibration, explanations and the registry do not change.
 from __future__ import annotations
 
 import logging
+import operator
 import time
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import lightgbm as lgb
@@ -36,9 +42,16 @@ import numpy as np
 import pandas as pd
 
 from models.served.encoding import FeatureLayout
-from training.fit import DEFAULT_EARLY_STOPPING, DEFAULT_PARAMS, DEFAULT_ROUNDS, FitResult
+from training.fit import (
+    DEFAULT_EARLY_STOPPING,
+    DEFAULT_PARAMS,
+    DEFAULT_ROUNDS,
+    FitResult,
+    layout_from_train,
+)
 
 if TYPE_CHECKING:
+    import dask.array as da
     from distributed import Client
 
 log = logging.getLogger(__name__)
@@ -79,42 +92,201 @@ def fit_lightgbm_on_cluster(
     Raises:
         ValueError: The cluster has no workers.
     """
-    import dask.array as da
-    from lightgbm.dask import DaskLGBMClassifier
-
-    workers = sorted(client.scheduler_info(n_workers=-1)["workers"])
-    if not workers:
-        raise ValueError("the Dask cluster has no workers to fit on")
-    merged = {**DEFAULT_PARAMS, **(params or {})}
-    merged.setdefault("metric", "binary_logloss")
+    workers = _workers(client)
     started = time.perf_counter()
-
-    def placed(values: np.ndarray, worker: str) -> da.Array:
-        """`values` held by `worker` alone, as one chunk of a Dask array."""
-        future = client.scatter(values, workers=[worker], broadcast=False, hash=False)
-        return da.from_delayed(future, shape=values.shape, dtype=values.dtype)
-
-    def labels(rows: pd.DataFrame) -> np.ndarray:
-        return rows[label].to_numpy(dtype=np.int32)
-
-    def weights(rows: pd.DataFrame) -> np.ndarray:
-        return rows[weight].to_numpy(dtype=np.float32)
 
     # One partition per worker, encoded one at a time: the client never holds the whole
     # training matrix, only the frame it already had.
     shares = [train.iloc[i :: len(workers)] for i in range(len(workers))]
-    x_parts, y_parts, w_parts = [], [], []
+    parts = []
     for share, worker in zip(shares, workers, strict=True):
-        x_parts.append(placed(layout.matrix(share, np.float32), worker))
-        y_parts.append(placed(labels(share), worker))
+        values = [layout.matrix(share, np.float32), _labels(share, label)]
         if weight:
-            w_parts.append(placed(weights(share), worker))
+            values.append(_weights(share, weight))
+        parts.append(tuple(_placed(client, v, worker) for v in values))
     del shares
+    return _fit_parts(
+        client,
+        workers,
+        parts,
+        valid,
+        layout,
+        label,
+        params,
+        num_boost_round,
+        early_stopping_rounds,
+        weight,
+        started,
+    )
+
+
+def fit_retrieving_on_cluster(
+    client: Client,
+    retrieve: Callable[[pd.DataFrame], pd.DataFrame],
+    events: pd.DataFrame,
+    valid: pd.DataFrame,
+    features: list[str],
+    categorical: list[str],
+    label: str = "label",
+    params: dict[str, object] | None = None,
+    num_boost_round: int = DEFAULT_ROUNDS,
+    early_stopping_rounds: int = DEFAULT_EARLY_STOPPING,
+    weight: str | None = None,
+    kept_columns: Sequence[str] | None = (),
+) -> tuple[FitResult, pd.DataFrame]:
+    """`fit_lightgbm_on_cluster` of the training window's label events, each worker
+    retrieving the features of its own partition: `retrieve(events)` (the point-in-time
+    and decision-time features of those events, row for row) runs on the worker that fits
+    the partition, and the frame, encoded there, never reaches the client. The partitions
+    are those `fit_lightgbm_on_cluster` cuts of the retrieved window (every n-th event), and
+    the layout's categories are the union of the partitions' (`training.fit.layout_from_train`
+    of the window), so the fit is the same as retrieving the window here and fitting it.
+
+    Args:
+        retrieve: Label events → the same rows with their features; it must pickle
+            (a module's function, or a `functools.partial` of one).
+        events: The training window's label events.
+        valid: The validation window, retrieved.
+        features, categorical: The model's inputs and those of them that are categories.
+        kept_columns: Columns of the partitions' frames handed back beside the fit (for
+            reports over every labelled row); None hands back every column.
+
+    Returns:
+        The fit, and the kept columns of the training window's rows (partition after
+        partition).
+
+    Raises:
+        ValueError: The cluster has no workers.
+    """
+    from distributed import wait
+
+    workers = _workers(client)
+    started = time.perf_counter()
+    shares = [events.iloc[i :: len(workers)] for i in range(len(workers))]
+
+    def on(worker: str, function: Callable, *args):
+        return client.submit(function, *args, workers=[worker], allow_other_workers=False)
+
+    frames = [
+        on(w, retrieve, client.scatter(s, workers=[w]))
+        for s, w in zip(shares, workers, strict=True)
+    ]
+    seen = client.gather(
+        [on(w, _categories, f, categorical) for f, w in zip(frames, workers, strict=True)]
+    )
+    layout = FeatureLayout(
+        tuple(features),
+        {name: tuple(sorted(set().union(*(s[name] for s in seen)))) for name in categorical},
+    )
+    encoded = [
+        on(w, _encoded, f, layout, label, weight) for f, w in zip(frames, workers, strict=True)
+    ]
+    kept = client.gather(
+        [on(w, _columns, f, kept_columns) for f, w in zip(frames, workers, strict=True)]
+    )
+    with client.as_current():
+        wait(encoded)
+    del frames  # the workers let their frames go; the encoded matrices stay
+    parts = []
+    for values, share, worker in zip(encoded, shares, workers, strict=True):
+        shapes = [(len(share), len(layout.features)), (len(share),), (len(share),)]
+        dtypes = [np.float32, np.int32, np.float32]
+        parts.append(
+            tuple(
+                _chunk(on(worker, operator.itemgetter(k), values), shapes[k], dtypes[k])
+                for k in range(3 if weight else 2)
+            )
+        )
+    del encoded
+    fitted = _fit_parts(
+        client,
+        workers,
+        parts,
+        valid,
+        layout,
+        label,
+        params,
+        num_boost_round,
+        early_stopping_rounds,
+        weight,
+        started,
+    )
+    return fitted, pd.concat(kept, ignore_index=True)
+
+
+def _workers(client: Client) -> list[str]:
+    workers = sorted(client.scheduler_info(n_workers=-1)["workers"])
+    if not workers:
+        raise ValueError("the Dask cluster has no workers to fit on")
+    return workers
+
+
+def _labels(rows: pd.DataFrame, label: str) -> np.ndarray:
+    return rows[label].to_numpy(dtype=np.int32)
+
+
+def _weights(rows: pd.DataFrame, weight: str) -> np.ndarray:
+    return rows[weight].to_numpy(dtype=np.float32)
+
+
+def _chunk(future, shape: tuple[int, ...], dtype) -> da.Array:
+    import dask.array as da
+
+    return da.from_delayed(future, shape=shape, dtype=dtype)
+
+
+def _placed(client: Client, values: np.ndarray, worker: str) -> da.Array:
+    """`values` held by `worker` alone, as one chunk of a Dask array."""
+    future = client.scatter(values, workers=[worker], broadcast=False, hash=False)
+    return _chunk(future, values.shape, values.dtype)
+
+
+def _categories(frame: pd.DataFrame, categorical: list[str]) -> dict[str, set[str]]:
+    """The categories each categorical column of `frame` holds (`layout_from_train`'s)."""
+    layout = layout_from_train(frame, [], categorical)
+    return {name: set(values) for name, values in layout.categories.items()}
+
+
+def _encoded(
+    frame: pd.DataFrame, layout: FeatureLayout, label: str, weight: str | None
+) -> tuple[np.ndarray, ...]:
+    """A partition's matrix, labels and weights (where weighted), as fitted."""
+    values = (layout.matrix(frame, np.float32), _labels(frame, label))
+    return (*values, _weights(frame, weight)) if weight else values
+
+
+def _columns(frame: pd.DataFrame, columns: Sequence[str] | None) -> pd.DataFrame:
+    return frame.copy() if columns is None else frame[list(columns)].copy()
+
+
+def _fit_parts(
+    client: Client,
+    workers: list[str],
+    parts: list[tuple[da.Array, ...]],
+    valid: pd.DataFrame,
+    layout: FeatureLayout,
+    label: str,
+    params: dict[str, object] | None,
+    num_boost_round: int,
+    early_stopping_rounds: int,
+    weight: str | None,
+    started: float,
+) -> FitResult:
+    """The data-parallel fit of the training partitions `parts` ((matrix, labels[, weights])
+    held by each worker in `workers`' order), stopping on the whole validation window."""
+    import dask.array as da
+    from lightgbm.dask import DaskLGBMClassifier
+
+    merged = {**DEFAULT_PARAMS, **(params or {})}
+    merged.setdefault("metric", "binary_logloss")
+    x_parts = [p[0] for p in parts]
+    y_parts = [p[1] for p in parts]
+    w_parts = [p[2] for p in parts] if weight else []
     # The whole validation window beside each worker's partition (see the module's note).
-    x_valid, y_valid = layout.matrix(valid, np.float32), labels(valid)
-    xv_parts = [placed(x_valid, worker) for worker in workers]
-    yv_parts = [placed(y_valid, worker) for worker in workers]
-    wv_parts = [placed(weights(valid), worker) for worker in workers] if weight else []
+    x_valid, y_valid = layout.matrix(valid, np.float32), _labels(valid, label)
+    xv_parts = [_placed(client, x_valid, worker) for worker in workers]
+    yv_parts = [_placed(client, y_valid, worker) for worker in workers]
+    wv_parts = [_placed(client, _weights(valid, weight), w) for w in workers] if weight else []
     del x_valid
 
     # Each worker fits with as many threads as it has (lightgbm.dask sets them).

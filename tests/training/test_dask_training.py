@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from functools import partial
 
 import lightgbm as lgb
 import numpy as np
@@ -12,7 +13,14 @@ import pandas as pd
 import pytest
 
 from aftersale.settings import get_settings
+from models.churn import SPEC as CHURN
+from models.churn import churn_by_contact_reason
 from models.delay_risk import SPEC as DELAY
+from models.spec import EVENT_TIME, LABEL, LABEL_KNOWN
+from training.binary import _layout_and_params, report_rows
+from training.data import decisions, retrieved_frame, training_data
+from training.fit_cluster import fit_lightgbm_on_cluster, fit_retrieving_on_cluster
+from training.split import time_split
 from training.trainer import TrainOptions
 from training.trainers import train_model
 
@@ -82,6 +90,9 @@ def test_delay_risk_fitted_on_the_cluster_scores_as_one_machine(
     assert os.getpid() not in pids.values()
     fits = [t for t in stream.data if str(t["key"]).startswith("_train_part-")]
     assert {t["worker"] for t in fits} == set(pids)
+    # And retrieved the features of its share of the training window.
+    retrievals = [t for t in stream.data if str(t["key"]).startswith("retrieved_frame-")]
+    assert {t["worker"] for t in retrievals} == set(pids)
 
     # Early stopping on the whole validation window: fewer trees than the bound.
     model = on_cluster.model
@@ -106,3 +117,95 @@ def test_delay_risk_fitted_on_the_cluster_scores_as_one_machine(
         monkeypatch.setenv("AFTERSALE_DASK_ADDRESS", local.scheduler_address)
     difference = np.mean(cluster_aucs) - np.mean(one_machine_aucs)
     assert abs(difference) <= AUC_TOLERANCE, (cluster_aucs, one_machine_aucs)
+
+
+def test_workers_retrieving_their_shares_fit_what_the_retrieved_window_fits(
+    dask_cluster, store_folder, sim_tables, monkeypatch
+) -> None:
+    """Each worker retrieves the features of its share of the training window and encodes
+    them where it fits: the same trees as the window retrieved on the client and handed
+    out, and the columns a report reads come back for every row."""
+    _, client = dask_cluster
+    folder, store = store_folder
+    monkeypatch.setenv("AFTERSALE_DATA_DIR", str(folder))
+    data = training_data(CHURN, store, sim_tables)
+    split = time_split(data.frame, CHURN.split, EVENT_TIME, LABEL_KNOWN)
+    train, valid, test = (data.frame.loc[w.index] for w in split.windows())
+    events = decisions(CHURN, sim_tables).loc[split.train.index]
+    assert "last_contact_reason" not in events
+    layout, params = _layout_and_params(CHURN, train, data.features)
+    rounds = (CHURN.num_boost_round, CHURN.early_stopping_rounds)
+    handed_out = fit_lightgbm_on_cluster(client, train, valid, layout, LABEL, params, *rounds)
+
+    with distributed.get_task_stream(client) as stream:
+        retrieved, kept = fit_retrieving_on_cluster(
+            client,
+            partial(retrieved_frame, CHURN, store.config),
+            events,
+            valid,
+            data.features,
+            list(CHURN.categorical),
+            LABEL,
+            params,
+            *rounds,
+            kept_columns=CHURN.report_columns,
+        )
+    workers = set(client.run(os.getpid))
+    retrievals = [t for t in stream.data if str(t["key"]).startswith("retrieved_frame-")]
+    assert len(retrievals) == 2
+    assert {t["worker"] for t in retrievals} == workers
+
+    assert retrieved.layout == layout
+    assert retrieved.best_iteration == handed_out.best_iteration
+    trees = retrieved.booster.dump_model()["tree_info"]
+    assert trees == handed_out.booster.dump_model()["tree_info"]
+    np.testing.assert_array_equal(retrieved.raw_score(test), handed_out.raw_score(test))
+
+    # The report over every labelled row, from the columns that came back.
+    shares = pd.concat([train.iloc[i::2] for i in range(2)], ignore_index=True)
+    expected = shares[list(CHURN.report_columns)]
+    pd.testing.assert_frame_equal(kept, expected, check_dtype=False)
+    scored = test.assign(score=0.5)
+    purged = data.frame.drop(index=train.index.append(valid.index).append(test.index))
+    assert len(purged) > 0
+    mine = churn_by_contact_reason(report_rows(kept, valid, test, purged), scored)
+    whole = churn_by_contact_reason(data.frame, scored)
+
+    def by_reason(tables: dict) -> pd.DataFrame:
+        table = tables["churn_by_contact_reason"]
+        return table.sort_values("last_contact_reason").reset_index(drop=True)
+
+    # Rows summed in another order: rates equal to the last bits, ties ordered either way.
+    pd.testing.assert_frame_equal(by_reason(mine), by_reason(whole), rtol=1e-12)
+
+
+def test_a_report_over_every_row_from_a_window_retrieved_on_the_cluster(
+    dask_cluster, store_folder, sim_tables, monkeypatch, tmp_path
+) -> None:
+    """Churn trained on the cluster reports churn by contact reason over every labelled
+    row, the rows purged from every window too, as the whole frame retrieved here does."""
+    import mlflow
+
+    local, _ = dask_cluster
+    folder, store = store_folder
+    monkeypatch.setenv("AFTERSALE_DATA_DIR", str(folder))
+    monkeypatch.setenv("AFTERSALE_DASK_ADDRESS", local.scheduler_address)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    options = TrainOptions(tables=sim_tables, tracking_uri=uri, explain_rows=50)
+    result = train_model(CHURN, store, get_settings(), options)
+
+    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+    path = client.download_artifacts(
+        result.run_id, "evaluation/churn_by_contact_reason.csv", str(tmp_path)
+    )
+    logged = pd.read_csv(path, keep_default_na=False)
+    whole = churn_by_contact_reason(
+        training_data(CHURN, store, sim_tables).frame, result.scores.assign(score=0.5)
+    )["churn_by_contact_reason"]
+    columns = ["last_contact_reason", "all_snapshots", "all_customers", "all_churn_rate"]
+
+    def by_reason(table: pd.DataFrame) -> pd.DataFrame:
+        table = table[columns].astype({"last_contact_reason": str})
+        return table.sort_values("last_contact_reason").reset_index(drop=True)
+
+    pd.testing.assert_frame_equal(by_reason(logged), by_reason(whole), check_dtype=False)
