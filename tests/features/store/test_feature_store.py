@@ -4,6 +4,7 @@ one correct row per label event, and the online store serves the latest offline 
 from __future__ import annotations
 
 from datetime import timedelta
+from itertools import pairwise
 from pathlib import Path
 
 import ibis
@@ -183,6 +184,37 @@ def test_historical_retrieval_is_one_row_per_label_event(built, sim_tables) -> N
         assert_frame_equal_as_missing(got[columns], expected.loc[got.index, columns])
     assert got["orders_total"].notna().all()
     assert got["category_returns_total"].isna().any()
+
+
+def test_chunks_ask_for_ranges_of_entities(built, sim_tables, monkeypatch) -> None:
+    """Label events in time order are asked of the store in chunks of neighbouring
+    entities, each chunk a range of keys of its own, so that the store reads only the row
+    groups holding them; the answer is the one asked at once."""
+    _, store, _, _ = built
+    snapshots = sim_tables["orders"].select(["customer_id", "order_ts"]).to_pandas()
+    entity_df = (
+        snapshots.rename(columns={"order_ts": "event_timestamp"})
+        .sort_values("event_timestamp", kind="stable")
+        .reset_index(drop=True)
+    )
+    features = [f"customer_snapshots:{c}" for c in CHURN_FEATURES]
+    whole = historical_features(store, entity_df, features)
+    asked: list[pd.DataFrame] = []
+    ask = store.get_historical_features
+
+    def recorded(entity_df, features):
+        asked.append(entity_df)
+        return ask(entity_df=entity_df, features=features)
+
+    monkeypatch.setattr(store, "get_historical_features", recorded)
+    chunk_rows = max(len(entity_df) // 5, 1)
+    pd.testing.assert_frame_equal(
+        historical_features(store, entity_df, features, chunk_rows=chunk_rows), whole
+    )
+    assert len(asked) >= 5
+    ranges = [(chunk["customer_id"].min(), chunk["customer_id"].max()) for chunk in asked]
+    # (A customer's events may straddle two chunks.)
+    assert all(high <= low for (_, high), (low, _) in pairwise(ranges))
 
 
 def test_frames_asked_together_get_what_each_gets_alone(built) -> None:
