@@ -35,6 +35,7 @@ import logging
 import operator
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import lightgbm as lgb
@@ -105,19 +106,8 @@ def fit_lightgbm_on_cluster(
             values.append(_weights(share, weight))
         parts.append(tuple(_placed(client, v, worker) for v in values))
     del shares
-    return _fit_parts(
-        client,
-        workers,
-        parts,
-        valid,
-        layout,
-        label,
-        params,
-        num_boost_round,
-        early_stopping_rounds,
-        weight,
-        started,
-    )
+    recipe = _Recipe(label, params, num_boost_round, early_stopping_rounds, weight)
+    return _fit_parts(client, workers, parts, valid, layout, recipe, started)
 
 
 def fit_retrieving_on_cluster(
@@ -198,20 +188,20 @@ def fit_retrieving_on_cluster(
             )
         )
     del encoded
-    fitted = _fit_parts(
-        client,
-        workers,
-        parts,
-        valid,
-        layout,
-        label,
-        params,
-        num_boost_round,
-        early_stopping_rounds,
-        weight,
-        started,
-    )
+    recipe = _Recipe(label, params, num_boost_round, early_stopping_rounds, weight)
+    fitted = _fit_parts(client, workers, parts, valid, layout, recipe, started)
     return fitted, pd.concat(kept, ignore_index=True)
+
+
+@dataclass(frozen=True)
+class _Recipe:
+    """What a fit learns and how long: `fit_lightgbm_on_cluster`'s arguments of that name."""
+
+    label: str
+    params: dict[str, object] | None
+    num_boost_round: int
+    early_stopping_rounds: int
+    weight: str | None
 
 
 def _workers(client: Client) -> list[str]:
@@ -265,17 +255,16 @@ def _fit_parts(
     parts: list[tuple[da.Array, ...]],
     valid: pd.DataFrame,
     layout: FeatureLayout,
-    label: str,
-    params: dict[str, object] | None,
-    num_boost_round: int,
-    early_stopping_rounds: int,
-    weight: str | None,
+    recipe: _Recipe,
     started: float,
 ) -> FitResult:
     """The data-parallel fit of the training partitions `parts` ((matrix, labels[, weights])
     held by each worker in `workers`' order), stopping on the whole validation window."""
     import dask.array as da
     from lightgbm.dask import DaskLGBMClassifier
+
+    label, params, weight = recipe.label, recipe.params, recipe.weight
+    num_boost_round, early_stopping_rounds = recipe.num_boost_round, recipe.early_stopping_rounds
 
     merged = {**DEFAULT_PARAMS, **(params or {})}
     merged.setdefault("metric", "binary_logloss")
