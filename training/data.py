@@ -166,9 +166,9 @@ def sorted_stably(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
     """`frame.sort_values(columns, kind="stable")`, the same rows in the same order, ordered
     by Arrow where every column converts to an Arrow array of its own type.
 
-    pandas sorts a column of Python strings by factorising it in Python (14 s for the
-    3,000,000 shipment ids of a million customers' label events); Arrow's stable sort does
-    it in C++. Arrow compares strings by their UTF-8 bytes, which orders them by code point
+    pandas sorts a column of Python strings by factorising it in Python; Arrow's stable sort
+    does it in C++ (a million customers' 3,002,742 delay-risk label events: 2.4 s against
+    7.0 s). Arrow compares strings by their UTF-8 bytes, which orders them by code point
     as Python does; missing values (None, NaN, NaT) go last in both. Categorical columns
     (ordered by their categories in pandas) and columns Arrow cannot convert (mixed
     objects) are sorted by pandas.
