@@ -129,9 +129,7 @@ def train(
             frame = report_rows(kept, valid_rows, test_rows, purged_rows)
         del kept, purged_rows
     else:
-        fitted, _, choice, raw_valid = fit_calibrated(
-            spec, settings, train_rows, valid_rows, features
-        )
+        fitted, choice, raw_valid = fit_calibrated(spec, settings, train_rows, valid_rows, features)
     model = CalibratedModel(
         spec.name, fitted.booster, fitted.best_iteration, fitted.layout, choice.calibrator, words
     )
@@ -288,8 +286,8 @@ def fit_calibrated(
     by the spec's criterion.
 
     Returns:
-        The fit, its feature layout, the calibration chosen, and the validation rows' raw
-        scores.
+        The fit (with its feature layout), the calibration chosen, and the validation rows'
+        raw scores.
     """
     layout, params = _layout_and_params(spec, train_rows, features)
     fit_args = (
@@ -307,7 +305,7 @@ def fit_calibrated(
     else:
         fitted = fit_lightgbm(*fit_args)
     choice, raw_valid = _calibrated(spec, fitted, valid_rows)
-    return fitted, layout, choice, raw_valid
+    return fitted, choice, raw_valid
 
 
 def fit_calibrated_apart(

@@ -201,7 +201,8 @@ def decision_features(spec: ModelSpec, store: FeatureStore, events: pd.DataFrame
     release_offline_memory(store)
     # The frame retrieved is this function's own: the derived columns go into it.
     frame = add_time_features(frame, frame[EVENT_TIME], copy=False)
-    features = model_features(spec, store, service)
+    retrieved = feature_names(store, service)
+    features = [f for f in [*retrieved, *spec.derived] if f not in spec.exclude]
     unknown = [f for f in [*features, *spec.categorical] if f not in frame.columns]
     if unknown:
         raise ValueError(f"{spec.name}: features {unknown} are neither retrieved nor derived")
@@ -220,13 +221,6 @@ def decision_features(spec: ModelSpec, store: FeatureStore, events: pd.DataFrame
         feature_files=feature_files(store, service),
         retrieval_s=retrieval_s,
     )
-
-
-def model_features(spec: ModelSpec, store: FeatureStore, service: FeatureService) -> list[str]:
-    """The model's inputs: the service's features and the decision-time ones, less those
-    the model leaves out."""
-    retrieved = feature_names(store, service)
-    return [f for f in [*retrieved, *spec.derived] if f not in spec.exclude]
 
 
 def retrieved_frame(spec: ModelSpec, config: RepoConfig, events: pd.DataFrame) -> pd.DataFrame:

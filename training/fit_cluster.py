@@ -99,12 +99,10 @@ def fit_lightgbm_on_cluster(
     # One partition per worker, encoded one at a time: the client never holds the whole
     # training matrix, only the frame it already had.
     shares = [train.iloc[i :: len(workers)] for i in range(len(workers))]
-    parts = []
-    for share, worker in zip(shares, workers, strict=True):
-        values = [layout.matrix(share, np.float32), _labels(share, label)]
-        if weight:
-            values.append(_weights(share, weight))
-        parts.append(tuple(_placed(client, v, worker) for v in values))
+    parts = [
+        tuple(_placed(client, v, worker) for v in _encoded(share, layout, label, weight))
+        for share, worker in zip(shares, workers, strict=True)
+    ]
     del shares
     recipe = _Recipe(label, params, num_boost_round, early_stopping_rounds, weight)
     return _fit_parts(client, workers, parts, valid, layout, recipe, started)
