@@ -101,7 +101,8 @@ def baseline(frame: pd.DataFrame) -> np.ndarray:
 
 def churn_by_contact_reason(frame: pd.DataFrame, scored_test: pd.DataFrame) -> dict:
     """Churn rate by the latest contact's reason: all labelled snapshots, and the test
-    window's observed rate beside the model's mean prediction."""
+    window's observed rate beside the model's mean prediction; highest rate first, reasons
+    of equal rate by name."""
     reason = "last_contact_reason"
 
     def by_reason(rows: pd.DataFrame) -> pd.DataFrame:
@@ -117,7 +118,11 @@ def churn_by_contact_reason(frame: pd.DataFrame, scored_test: pd.DataFrame) -> d
     key = scored_test[reason].astype("string").fillna("(missing)")
     test["test_mean_score"] = scored_test.groupby(key)["score"].mean()
     table = table.join(test, how="outer").rename_axis(reason).reset_index()
-    return {"churn_by_contact_reason": table.sort_values("all_churn_rate", ascending=False)}
+    # NumPy's default sort leaves ties in any order once there are more than 16 reasons.
+    table = table.sort_values(
+        ["all_churn_rate", reason], ascending=[False, True], kind="stable", na_position="last"
+    ).reset_index(drop=True)
+    return {"churn_by_contact_reason": table}
 
 
 SPEC = ModelSpec(

@@ -82,6 +82,24 @@ def test_churn_rate_by_contact_reason_table() -> None:
     assert "(missing)" in set(table["last_contact_reason"])
 
 
+def test_reasons_of_equal_churn_rate_are_listed_by_name() -> None:
+    """Forty reasons in two tied rates, given in a shuffled order: the higher rate first,
+    and within each rate the reasons by name, whatever order the rows came in."""
+    reasons = [f"reason_{i:02d}" for i in range(40)]
+    rng = np.random.default_rng(3)
+    rows = []
+    for i, reason in enumerate(reasons):
+        labels = [1, 1] if i % 2 else [1, 0]
+        rows += [{"customer_id": f"{reason}-{k}", "label": y, "last_contact_reason": reason}
+                 for k, y in enumerate(labels)]  # fmt: skip
+    frame = pd.DataFrame(rows).iloc[rng.permutation(len(rows))].reset_index(drop=True)
+    scored = frame.assign(score=0.5)
+    table = churn_by_contact_reason(frame, scored)["churn_by_contact_reason"]
+    expected = sorted(reasons[1::2]) + sorted(reasons[0::2])
+    assert table["last_contact_reason"].tolist() == expected
+    assert table["all_churn_rate"].tolist() == [1.0] * 20 + [0.5] * 20
+
+
 def test_registry_holds_both_models() -> None:
     binary = {name for name, spec in MODELS.items() if spec.kind is Kind.BINARY}
     assert binary == {"delay_risk", "churn"}
