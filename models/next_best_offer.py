@@ -298,14 +298,45 @@ def decision_features(frame: pd.DataFrame, as_of: pd.Series | pd.Timestamp) -> p
     out["category_order_share"] = np.where(orders > 0, np.nan_to_num(share), np.nan)
     held = out.get("order_categories")
     if held is not None:
-        text = held.astype("string").fillna("")
-        category = out["category"].astype("string").fillna("\0")
-        out["category_in_order"] = np.array(
-            [c in t.split("|") for c, t in zip(category, text, strict=True)], dtype=np.float64
-        )
+        out["category_in_order"] = category_in_order(out["category"], held)
     else:
         out["category_in_order"] = 0.0
     return out
+
+
+def category_in_order(category: pd.Series, held: pd.Series) -> np.ndarray:
+    """1.0 where a row's `category` is one of the `|`-separated categories in `held`, else
+    0.0 (a missing category is in no order; a missing `held` is an empty text).
+
+    Each distinct `held` text is split once and each row looked up by the codes of its text
+    and category: an offer evaluation asks this of five million candidate rows, 25 to an
+    order, where splitting row by row took seconds.
+    """
+    text_codes, texts = _text_codes(held)
+    category_codes, categories = _text_codes(category)
+    missing = text_codes < 0
+    if missing.any():
+        text_codes = np.where(missing, len(texts), text_codes)
+        texts = np.append(texts, "")
+    if len(categories) == 0:
+        return np.zeros(len(category), dtype=np.float64)
+    parts = pd.Series(texts, dtype=object).str.split("|").explode()
+    part_codes = pd.Index(categories).get_indexer(parts.to_numpy(object))
+    found = part_codes >= 0
+    pairs = parts.index.to_numpy(np.int64)[found] * len(categories) + part_codes[found]
+    rows = text_codes.astype(np.int64) * len(categories) + category_codes
+    return (np.isin(rows, pairs) & (category_codes >= 0)).astype(np.float64)
+
+
+def _text_codes(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Each value's code among the distinct texts of `values` (−1 where missing), and those
+    texts (values that are not strings by their `str`)."""
+    codes, uniques = pd.factorize(values)
+    if len(uniques) == 0:
+        return codes, np.array([], dtype=object)
+    texts = pd.Series(np.asarray(uniques, dtype=object)).map(str).to_numpy(object)
+    again, texts = pd.factorize(texts)
+    return np.where(codes >= 0, again[np.maximum(codes, 0)], -1), np.asarray(texts, dtype=object)
 
 
 def decision_record(record: dict, now_s: float) -> dict:

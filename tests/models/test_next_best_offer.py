@@ -336,6 +336,35 @@ def test_training_values_the_policy_registers_it_and_never_offers_a_returned_cat
     assert bounded[0]["policy_value_dr"] <= bounded[0]["policy_value_dr_high"]
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_category_in_order_is_membership_in_the_split_order(seed) -> None:
+    """Row by row, `category in held.split("|")`: names that are prefixes or parts of
+    others, empty names, missing categories and orders, repeated parts, categorical and
+    plain columns."""
+    rng = np.random.default_rng(seed)
+    n = 3_000
+    names = np.array(["toys", "toys_games", "games", "", "home", "bed|bath", "x"], dtype=object)
+    category = pd.Series(rng.choice(names, n), dtype=object)
+    category[rng.random(n) < 0.1] = None
+    held = pd.Series(
+        ["|".join(rng.choice(names, rng.integers(0, 4))) for _ in range(n)], dtype=object
+    )
+    held[rng.random(n) < 0.1] = None
+    if seed % 2:
+        category = category.astype("category")
+    expected = np.array(
+        [
+            c is not None and not pd.isna(c) and c in (t or "").split("|")
+            for c, t in zip(category, held, strict=True)
+        ],
+        dtype=np.float64,
+    )
+    np.testing.assert_array_equal(nbo.category_in_order(category, held), expected)
+    assert 0 < expected.sum() < n
+    none = pd.Series([None] * 5, dtype=object)
+    np.testing.assert_array_equal(nbo.category_in_order(none, held[:5]), np.zeros(5))
+
+
 def test_decision_record_equals_decision_features() -> None:
     rng = np.random.default_rng(4)
     now = pd.Timestamp("2025-06-01 12:00", tz="UTC")
