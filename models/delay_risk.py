@@ -125,8 +125,7 @@ def label_events(tables: dict[str, pa.Table]) -> pd.DataFrame:
             "_closes": closes.array,
         }
     )
-    rows = decision_rows(ships, events, per_shipment)
-    return rows.sort_values(["shipment_id", EVENT_TIME], kind="stable").reset_index(drop=True)
+    return decision_rows(ships, events, per_shipment)
 
 
 def data_end(ships: pd.DataFrame, events: pa.Table | None) -> pd.Timestamp:
@@ -141,31 +140,106 @@ def data_end(ships: pd.DataFrame, events: pa.Table | None) -> pd.Timestamp:
 def decision_rows(
     ships: pd.DataFrame, events: pa.Table | None, per_shipment: pd.DataFrame
 ) -> pd.DataFrame:
-    """A shipment's decisions — its dispatch and every update scan — before it closes.
+    """A shipment's decisions — its dispatch and every update scan — before it closes, in
+    shipment and time order (a fresh index).
 
     Args:
         ships: shipment_id and shipped_ts (UTC) of the shipments to decide on.
         events: Tracking events, when there are any.
         per_shipment: One row per shipment: shipment_id, `_closes` (no decision at or after
             it) and the columns every decision of the shipment carries.
+
+    Returns:
+        shipment_id, `EVENT_TIME`, then `per_shipment`'s columns but `_closes`.
+
+    The ids are joined, ordered and told apart by Arrow: pandas hashed and sorted the
+    Python strings of every scan in Python (a million customers' 4,000,000 scans: the
+    merge 14 s, dropping repeated scans 12 s, the sort by shipment 15 s). Where an id is not
+    a string or a shipment has several rows, pandas does it, as it did.
     """
-    decisions = [
-        pd.DataFrame({"shipment_id": ships["shipment_id"], EVENT_TIME: ships["shipped_ts"]})
-    ]
+    ids = [ships["shipment_id"]]
+    when = [ships["shipped_ts"]]
     if events is not None and events.num_rows:
-        scans = events.select(["shipment_id", "event_type", "event_ts"]).to_pandas()
-        scans = scans[scans["event_type"].isin(UPDATE_EVENTS)]
-        decisions.append(
-            pd.DataFrame(
-                {
-                    "shipment_id": scans["shipment_id"],
-                    EVENT_TIME: utc_times(scans["event_ts"]),
-                }
-            )
+        updates = pc.is_in(events.column("event_type"), value_set=pa.array(UPDATE_EVENTS))
+        scans = events.select(["shipment_id", "event_ts"]).filter(updates)
+        ids.append(scans.column("shipment_id"))
+        when.append(utc_times(scans.column("event_ts").to_pandas()))
+    try:
+        arrow_ids = pa.chunked_array(
+            [
+                chunk
+                for i in ids
+                for chunk in (
+                    [pa.array(i, type=pa.string(), from_pandas=True)]
+                    if isinstance(i, pd.Series)
+                    else i.cast(pa.string()).chunks
+                )
+            ],
+            type=pa.string(),
         )
-    rows = pd.concat(decisions, ignore_index=True).drop_duplicates(["shipment_id", EVENT_TIME])
+        known = pa.array(per_shipment["shipment_id"], type=pa.string(), from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        return _decision_rows_by_pandas(ids, when, per_shipment)
+    if pc.count_distinct(known, mode="all").as_py() != len(known):
+        return _decision_rows_by_pandas(ids, when, per_shipment)
+    instants = pd.concat([pd.Series(w).reset_index(drop=True) for w in when], ignore_index=True)
+    at = _nanoseconds(instants)
+    of = pc.fill_null(pc.index_in(arrow_ids, value_set=known), -1).to_numpy()
+    closes = _nanoseconds(per_shipment["_closes"])
+    nat = np.iinfo(np.int64).min
+    open_rows = np.flatnonzero(of >= 0)
+    shut = closes[of[open_rows]]
+    open_rows = open_rows[(at[open_rows] != nat) & (shut != nat) & (at[open_rows] < shut)]
+    kept = arrow_ids.take(pa.array(open_rows))
+    order = pc.sort_indices(
+        pa.table({"id": kept, "at": pa.array(at[open_rows])}),
+        sort_keys=[("id", "ascending"), ("at", "ascending")],
+    ).to_numpy()
+    rows = open_rows[order]
+    ordered = kept.take(pa.array(order))
+    # A scan at the instant of another (or of the dispatch) is one decision.
+    repeated = np.zeros(len(rows), dtype=bool)
+    if len(rows) > 1:
+        same_id = pc.equal(ordered.slice(1), ordered.slice(0, len(rows) - 1))
+        repeated[1:] = same_id.to_numpy(zero_copy_only=False) & (at[rows][1:] == at[rows][:-1])
+    first = ~repeated
+    rows = rows[first]
+    out = pd.DataFrame(
+        {
+            "shipment_id": ordered.filter(pa.array(first)).to_pandas(),
+            EVENT_TIME: instants.take(rows).reset_index(drop=True),
+        }
+    )
+    carried = per_shipment.drop(columns="_closes").drop(columns="shipment_id")
+    taken = carried.take(of[rows]).reset_index(drop=True)
+    for column in taken.columns:
+        out[column] = taken[column]
+    return out
+
+
+def _nanoseconds(instants) -> np.ndarray:
+    """Instants as nanoseconds since the epoch (NaT as int64's least value)."""
+    return pd.Series(instants).astype("datetime64[ns, UTC]").array.asi8
+
+
+def _decision_rows_by_pandas(ids: list, when: list, per_shipment: pd.DataFrame) -> pd.DataFrame:
+    """`decision_rows` by pandas, for ids Arrow does not take as strings or a shipment with
+    several rows (each of its rows makes its own decisions, as a merge makes them)."""
+    frames = [
+        pd.DataFrame(
+            {
+                "shipment_id": pd.Series(i).to_numpy(object)
+                if isinstance(i, pd.Series)
+                else i.to_pandas().to_numpy(object),
+                EVENT_TIME: pd.Series(w).reset_index(drop=True),
+            }
+        )
+        for i, w in zip(ids, when, strict=True)
+    ]
+    rows = pd.concat(frames, ignore_index=True).drop_duplicates(["shipment_id", EVENT_TIME])
     rows = rows.merge(per_shipment, on="shipment_id", how="inner")
-    return rows[rows[EVENT_TIME] < rows["_closes"]].drop(columns="_closes")
+    rows = rows[rows[EVENT_TIME] < rows["_closes"]].drop(columns="_closes")
+    return rows.sort_values(["shipment_id", EVENT_TIME], kind="stable").reset_index(drop=True)
 
 
 def baseline(frame: pd.DataFrame) -> np.ndarray:

@@ -141,7 +141,7 @@ def decision_outcomes(tables: dict[str, pa.Table]) -> pd.DataFrame:
     rows = decision_rows(ships, events, per_shipment)
     hours = (rows[DELIVERED] - rows[EVENT_TIME]) / pd.Timedelta(hours=1)
     rows[LABEL] = np.log(hours.to_numpy(dtype=np.float64))
-    return rows.sort_values(["shipment_id", EVENT_TIME], kind="stable").reset_index(drop=True)
+    return rows
 
 
 def promise_hours(frame: pd.DataFrame) -> np.ndarray:

@@ -5,9 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
+from features.build.shipments import UPDATE_EVENTS
 from features.contract.schema import SHIPMENTS, TRACKING_EVENTS
+from features.instants import utc_times
 from models.delay_risk import SPEC, baseline, capacity_for, label_events
 
 T0 = pd.Timestamp("2025-03-03 17:00", tz="UTC")
@@ -166,3 +169,71 @@ def test_tree_size_never_shrinks_with_more_late_parcels() -> None:
     ]
     assert sizes == sorted(sizes)
     assert set(sizes) <= {2, 4, 8, 16, 31}
+
+
+def _random_decisions(seed: int, ids: list):
+    """Shipments, their scans (repeated instants, unknown parcels, missing instants) and
+    per-shipment columns, at random."""
+    rng = np.random.default_rng(seed)
+    n = len(ids)
+    base = pd.Timestamp("2025-01-01", tz="UTC")
+    hours = pd.to_timedelta(rng.integers(0, 200, n), unit="h")
+    shipped = pd.Series(base + hours)
+    shipped[rng.random(n) < 0.05] = pd.NaT
+    ships = pd.DataFrame({"shipment_id": ids, "shipped_ts": shipped})
+    m = 6 * n
+    scanned = [*ids, "never_shipped", "ü-parcel"]
+    scan_hours = rng.integers(0, 300, m)
+    events = pa.table(
+        {
+            "shipment_id": pa.array([str(x) for x in rng.choice(scanned, m)]),
+            "event_type": pa.array(rng.choice(["in_transit", "exception", "delivered", None], m)),
+            "event_ts": pa.array(
+                (base + pd.to_timedelta(scan_hours, unit="h")).to_numpy(),
+                type=pa.timestamp("us", tz="UTC"),
+            ),
+        }
+    )
+    closes = pd.Series(base + pd.to_timedelta(rng.integers(50, 300, n), unit="h"))
+    closes[rng.random(n) < 0.05] = pd.NaT
+    per_shipment = pd.DataFrame(
+        {
+            "shipment_id": ids,
+            "label": rng.integers(0, 2, n),
+            "label_ts": closes.array,
+            "_closes": closes.array,
+        }
+    )
+    return ships, events, per_shipment
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_decision_rows_by_arrow_equal_pandas_merge_and_sort(seed) -> None:
+    """Arrow's join, order and repeated-scan removal give pandas' rows, to the dtype."""
+    from models.delay_risk import _decision_rows_by_pandas, decision_rows
+
+    ids = [f"s{i}" for i in range(400)] + ["ü-parcel", "S1", "s1 "]
+    ships, events, per_shipment = _random_decisions(seed, ids)
+    got = decision_rows(ships, events, per_shipment)
+    scans = events.filter(pc.is_in(events["event_type"], value_set=pa.array(UPDATE_EVENTS)))
+    expected = _decision_rows_by_pandas(
+        [ships["shipment_id"], scans["shipment_id"]],
+        [ships["shipped_ts"], utc_times(scans["event_ts"].to_pandas())],
+        per_shipment,
+    )
+    assert len(got) > len(ids)
+    pd.testing.assert_frame_equal(got, expected)
+    assert not got.duplicated(["shipment_id", "event_timestamp"]).any()
+
+
+def test_decision_rows_of_a_shipment_listed_twice_are_pandas_merge() -> None:
+    """A shipment with two per-shipment rows makes each row's decisions, as a merge does."""
+    from models.delay_risk import decision_rows
+
+    ids = ["a", "b", "c"]
+    ships, events, per_shipment = _random_decisions(1, ids)
+    twice = pd.concat([per_shipment, per_shipment.iloc[[0]]], ignore_index=True)
+    got = decision_rows(ships, events, twice)
+    once = decision_rows(ships, events, per_shipment)
+    first = once[once["shipment_id"] == per_shipment["shipment_id"][0]]
+    assert len(got) == len(once) + len(first)
