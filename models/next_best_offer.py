@@ -49,6 +49,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from features.build.derived import add_time_features, as_of_seconds, derive_record
+from features.frames import sorted_stably
 from features.instants import utc_times
 from models.spec import EVENT_TIME, LABEL, LABEL_KNOWN, Kind, ModelSpec, SplitConfig
 
@@ -224,7 +225,7 @@ def label_events(tables: dict[str, pa.Table]) -> pd.DataFrame:
     margin = catalogue.margin[np.maximum(catalogue.code(events["category"]), 0)]
     realised = np.where(np.isfinite(revenue), list_price * (margin - discount), events["value"])
     events["reward"] = np.where(events[LABEL] == 1, realised, 0.0)
-    return events.sort_values([EVENT_TIME, "offer_id"], kind="stable").reset_index(drop=True)
+    return sorted_stably(events, [EVENT_TIME, "offer_id"]).reset_index(drop=True)
 
 
 def action_space(events: pd.DataFrame, catalogue: Catalogue) -> pd.DataFrame:

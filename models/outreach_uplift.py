@@ -26,6 +26,7 @@ import pandas as pd
 import pyarrow as pa
 
 from features.build.outreach_context import CONTEXT_FEATURES, outreach_context
+from features.frames import sorted_stably
 from features.instants import utc_times, watermark
 from models.churn import SPEC as CHURN
 from models.spec import EVENT_TIME, LABEL, LABEL_KNOWN, Kind, ModelSpec
@@ -60,7 +61,7 @@ def label_events(tables: dict[str, pa.Table]) -> pd.DataFrame:
     orders = tables["orders"].select(["customer_id", "order_ts"]).to_pandas()
     orders["order_ts"] = utc_times(orders["order_ts"])
     # Per row, the customer's first order after ts: one sorted search per customer block.
-    orders = orders.sort_values(["customer_id", "order_ts"], kind="stable")
+    orders = sorted_stably(orders, ["customer_id", "order_ts"])
     codes = pd.Index(orders["customer_id"].unique())
     order_code = codes.get_indexer(orders["customer_id"])
     row_code = codes.get_indexer(outreach["customer_id"])

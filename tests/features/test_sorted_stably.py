@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from training.data import sorted_stably
+from features.frames import sorted_stably
 
 WORDS = ["s10", "s9", "s100", "é", "e", "Z", "a", "ß", "😀", "s1", "", "\u00e9"]
 
