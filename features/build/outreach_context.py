@@ -85,8 +85,11 @@ class _Orders:
     # By order id (each id's first row): `_ot` (placed, epoch seconds), `amount` and
     # `_first` (1.0 for the customer's first order).
     at: pd.DataFrame
-    # customer_id, `_t` (placed) and order_id, in time order: a customer's latest order.
+    # `_c` (the customer's code in `customers`), `_t` (placed) and order_id, in time
+    # order: a customer's latest order.
     by_time: pd.DataFrame
+    # The customers who ordered, each once: the codes of `by_time`.
+    customers: pd.Index
 
 
 def _orders(tables: Mapping[str, pa.Table]) -> _Orders | None:
@@ -104,14 +107,14 @@ def _orders(tables: Mapping[str, pa.Table]) -> _Orders | None:
             "_first": (placed == first.to_numpy()).astype(np.float64),
         }
     )
+    codes, customers = pd.factorize(orders["customer_id"].to_numpy(dtype=object))
     by_time = pd.DataFrame(
-        {
-            "customer_id": orders["customer_id"].astype(object),
-            "_t": placed,
-            "order_id": orders["order_id"].astype(object),
-        }
+        {"_c": codes.astype(np.int64), "_t": placed, "order_id": orders["order_id"].astype(object)}
     ).sort_values("_t", kind="stable")
-    return _Orders(at.drop_duplicates("order_id").set_index("order_id"), by_time)
+    # Each chunk of rows looks its ids up in these indexes, whose hash tables are built once.
+    return _Orders(
+        at.drop_duplicates("order_id").set_index("order_id"), by_time, pd.Index(customers)
+    )
 
 
 def subject_orders(
@@ -142,25 +145,33 @@ def subject_orders(
     if orders is None:
         return order
     allowed = np.array(["orders" in OUTREACH_SUBJECTS.get(a, ()) for a in actions])
-    named = allowed & pd.isna(order) & pd.Series(subject).isin(orders.at.index).to_numpy()
+    named = allowed & pd.isna(order) & (orders.at.index.get_indexer(subject) >= 0)
     order[named] = subject[named]
     # Otherwise the customer's latest order strictly before ts.
     rest = np.flatnonzero(pd.isna(order))
     if len(rest):
+        customer = rows["customer_id"].to_numpy(dtype=object)[rest]
         left = pd.DataFrame(
             {
                 "_row": rest,
-                "customer_id": rows["customer_id"].to_numpy(dtype=object)[rest],
+                # A customer without orders has code −1, which no order has.
+                "_c": orders.customers.get_indexer(customer).astype(np.int64),
                 # The column, not its values: a tz-aware column's values are Timestamp objects.
                 "_t": _seconds(rows["ts"].iloc[rest]),
             }
         ).sort_values("_t", kind="stable")
         left = left[np.isfinite(left["_t"])]
-        matched = pd.merge_asof(
-            left, orders.by_time, on="_t", by="customer_id", allow_exact_matches=False
-        )
+        matched = pd.merge_asof(left, orders.by_time, on="_t", by="_c", allow_exact_matches=False)
         order[matched["_row"].to_numpy()] = matched["order_id"].to_numpy(dtype=object)
     return order
+
+
+def _taken(values: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """`values[positions]`, missing (NaN, or None for objects) where a position is −1."""
+    out = np.full(len(positions), None if values.dtype == object else np.nan, dtype=values.dtype)
+    found = positions >= 0
+    out[found] = values[positions[found]]
+    return out
 
 
 def _counts_before(
@@ -222,13 +233,17 @@ def _context(
         }
     )
     at = orders.at
-    known = work["order_id"].map(at["_ot"]).to_numpy(dtype=np.float64)
+    # Each row's order's place in `at` (−1 for none), looked up once for every column.
+    place = at.index.get_indexer(work["order_id"].to_numpy(dtype=object))
+
+    def of_order(column: str) -> np.ndarray:
+        return _taken(at[column].to_numpy(dtype=np.float64), place)
+
+    known = of_order("_ot")
     # An order placed at or after ts is not yet known then.
     before = known < work["_t"].to_numpy()
     work.loc[~before, "order_id"] = None
-
-    def of_order(column: str) -> np.ndarray:
-        return work["order_id"].map(at[column]).to_numpy(dtype=np.float64)
+    place = np.where(before, place, -1)
 
     out["subject_order_amount"] = of_order("amount")
     out["subject_order_age_days"] = (work["_t"].to_numpy() - of_order("_ot")) / DAY_S
@@ -244,16 +259,17 @@ def _context(
     if shipments is not None:
         parcel = shipments.drop_duplicates("order_id").set_index("order_id")
         t = work["_t"].to_numpy()
-        promised = _seconds(work["order_id"].map(parcel["promised_ts"]))
-        delivered = _seconds(work["order_id"].map(parcel["delivered_ts"]))
-        has_parcel = work["order_id"].isin(parcel.index).to_numpy()
+        at_parcel = parcel.index.get_indexer(work["order_id"].to_numpy(dtype=object))
+        has_parcel = at_parcel >= 0
+        promised = _taken(_seconds(parcel["promised_ts"]), at_parcel)
+        delivered = _taken(_seconds(parcel["delivered_ts"]), at_parcel)
         is_delivered = np.isfinite(delivered) & (delivered < t)
         until = np.where(is_delivered, delivered, t)
         out["subject_delivered"] = np.where(has_parcel, is_delivered.astype(np.float64), np.nan)
         out["subject_hours_past_promise"] = np.where(
             has_parcel, (until - promised) / HOUR_S, np.nan
         )
-        work["shipment_id"] = work["order_id"].map(parcel["shipment_id"]).astype(object)
+        work["shipment_id"] = _taken(parcel["shipment_id"].to_numpy(dtype=object), at_parcel)
         # Only the scans of these parcels: the others are never counted.
         scans = _frame(
             tables,
