@@ -177,17 +177,38 @@ def _taken(values: np.ndarray, positions: np.ndarray) -> np.ndarray:
 def _counts_before(
     rows: pd.DataFrame, events: pd.DataFrame, key: str, time: str, flags: dict[str, pd.Series]
 ) -> dict[str, np.ndarray]:
-    """Per row, events on the row's `key` strictly before its ts: the count of each flag."""
-    left = pd.DataFrame({"_row": np.arange(len(rows)), key: rows[key].to_numpy(dtype=object)})
-    right = events[[key]].assign(_t=_seconds(events[time]), **flags)
-    joined = left.dropna(subset=[key]).merge(right, on=key, how="inner")
-    ts = rows["_t"].to_numpy()[joined["_row"].to_numpy()]
-    joined = joined[joined["_t"].to_numpy() < ts]
-    sums = joined.groupby("_row")[list(flags)].sum()
-    return {
-        name: sums[name].reindex(np.arange(len(rows))).fillna(0).to_numpy(dtype=np.float64)
-        for name in flags
-    }
+    """Per row, events on the row's `key` strictly before its ts: the count of each flag.
+
+    The events are put in order by (key, instant) once and each row's events found by two
+    binary searches, instead of joining every row to every event of its key (the join of a
+    million customers' chunk to its parcels' scans took most of the time).
+    """
+    n = len(rows)
+    codes, _ = pd.factorize(
+        np.concatenate([rows[key].to_numpy(dtype=object), events[key].to_numpy(dtype=object)])
+    )
+    row_code, event_code = codes[:n].astype(np.int64), codes[n:].astype(np.int64)
+    row_t = rows["_t"].to_numpy(dtype=np.float64)
+    event_t = _seconds(events[time])
+    counted = (event_code >= 0) & np.isfinite(event_t)
+    # Instants as their rank among every instant, so that (key, instant) is one integer.
+    instants = np.unique(np.concatenate([row_t[np.isfinite(row_t)], event_t[counted]]))
+    width = np.int64(len(instants) + 1)
+    event_key = event_code[counted] * width + np.searchsorted(instants, event_t[counted])
+    order = np.argsort(event_key, kind="stable")
+    event_key = event_key[order]
+    asked = (row_code >= 0) & np.isfinite(row_t)
+    block = np.where(asked, row_code, 0) * width
+    first = np.searchsorted(event_key, block, side="left")
+    # Events of the key at an instant of lower rank: strictly before the row's ts.
+    rank = np.searchsorted(instants, np.where(asked, row_t, 0.0))
+    until = np.searchsorted(event_key, block + rank, side="left")
+    out = {}
+    for name, flag in flags.items():
+        values = np.asarray(flag.reindex(events.index), dtype=np.int64)[counted][order]
+        total = np.concatenate([[0], np.cumsum(values)])
+        out[name] = np.where(asked, total[until] - total[first], 0).astype(np.float64)
+    return out
 
 
 def outreach_context(

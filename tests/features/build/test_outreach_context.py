@@ -334,3 +334,42 @@ def test_rows_taken_in_chunks_get_the_values_they_get_at_once(chunk_rows: int) -
     chunked = outreach_context(rows, TABLES, chunk_rows=chunk_rows)
     pd.testing.assert_frame_equal(chunked, whole)
     assert whole.notna().any().all()
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_counts_before_equal_a_join_of_each_row_to_its_events(seed) -> None:
+    """Counts by ordered search equal those of joining every row to its key's events and
+    keeping the earlier ones: missing keys and instants, ties at the row's instant,
+    repeated rows and keys no row asks for."""
+    from features.build.outreach_context import _counts_before
+
+    rng = np.random.default_rng(seed)
+    keys = np.array([f"k{i}" for i in range(30)] + [None], dtype=object)
+    start = pd.Timestamp("2024-01-01", tz="UTC")
+    hours = rng.integers(0, 60, 400).astype(float)
+    hours[rng.random(400) < 0.05] = np.nan
+    rows = pd.DataFrame({"key": rng.choice(keys, 400), "_t": start.timestamp() + hours * 3600})
+    times = pd.Series(start + pd.to_timedelta(rng.integers(0, 60, 2000), unit="h"))
+    times[rng.random(2000) < 0.05] = pd.NaT
+    events = pd.DataFrame({"key": rng.choice(keys, 2000), "at": times})
+    flags = {
+        "all": pd.Series(1, index=events.index),
+        "odd": pd.Series(rng.integers(0, 2, 2000), index=events.index),
+    }
+    got = _counts_before(rows, events, "key", "at", flags)
+    joined = (
+        rows.reset_index(drop=True)
+        .assign(_row=np.arange(len(rows)))
+        .dropna(subset=["key"])
+        .merge(
+            events.assign(
+                _e=(events["at"] - pd.Timestamp(0, tz="UTC")).dt.total_seconds(), **flags
+            ),
+            on="key",
+        )
+    )
+    joined = joined[joined["_e"] < joined["_t"]]
+    for name in flags:
+        expected = joined.groupby("_row")[name].sum().reindex(range(len(rows))).fillna(0)
+        np.testing.assert_array_equal(got[name], expected.to_numpy(dtype=np.float64))
+    assert got["all"].sum() > 0
