@@ -79,6 +79,11 @@ def curves(score: np.ndarray, y: np.ndarray, treated: np.ndarray, weight=None) -
     return Ranking.of(score, y, t, w).curves()
 
 
+# Above this share of rows tied with another, a resample's runs are found afresh from its
+# keys (`Ranking.resampled`), which then costs less than spreading each run found before.
+MOSTLY_TIED = 0.5
+
+
 @dataclass(frozen=True)
 class Ranking:
     """Rows ranked by one score, highest first, with each row's four summands (w·T·Y,
@@ -91,6 +96,10 @@ class Ranking:
     order: np.ndarray
     key: np.ndarray
     summands: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+    # Each ranked row's run of equal scores (missing scores tie with each other), where
+    # some rows tie but most do not; None where none tie or most do (`resampled`).
+    run: np.ndarray | None = None
+    mostly_tied: bool = False
 
     @classmethod
     def of(cls, score: np.ndarray, y: np.ndarray, t: np.ndarray, w: np.ndarray) -> Ranking:
@@ -99,7 +108,14 @@ class Ranking:
         key = -np.nan_to_num(np.asarray(score, dtype=np.float64), nan=-np.inf)
         order = np.argsort(key, kind="stable")
         y, t, w = y[order], t[order], w[order]
-        return cls(order, key[order], (w * t * y, w * ~t * y, w * t, w * ~t))
+        ranked = key[order]
+        run = np.cumsum(np.append(True, ranked[1:] != ranked[:-1])) - 1
+        size = np.bincount(run)
+        tied = float((size[size > 1]).sum()) / max(len(ranked), 1)
+        summands = (w * t * y, w * ~t * y, w * t, w * ~t)
+        if tied == 0:
+            return cls(order, ranked, summands)
+        return cls(order, ranked, summands, run, mostly_tied=tied > MOSTLY_TIED)
 
     def curves(self) -> Curves:
         """The curves of all the rows."""
@@ -110,10 +126,40 @@ class Ranking:
         `curves(score[rows], ...)` on the resampled rows, up to the order in which tied
         rows' summands are added (the last bits of a float)."""
         times = counts[self.order]
-        return _ranked_curves(
-            tuple(np.repeat(summand, times) for summand in self.summands),
-            np.repeat(self.key, times),
-        )
+        if self.mostly_tied:
+            return _ranked_curves(
+                tuple(np.repeat(summand, times) for summand in self.summands),
+                np.repeat(self.key, times),
+            )
+        # A row's copies tie only with each other, and adding their equal summands one at a
+        # time is already the even spread over their run: only runs of rows that tied before
+        # the resample (drawn from two rows or more) are spread (continuous scores at 545,000
+        # rows: 45 ms a resample against 75 ms finding every run of the resample's keys).
+        r_t, r_c, n_t, n_c = (np.cumsum(np.repeat(s, times)) for s in self.summands)
+        if self.run is not None:
+            _spread_ties((r_t, r_c, n_t, n_c), self.run, times)
+        return Curves(n=int(times.sum()), r_t=r_t, r_c=r_c, n_t=n_t, n_c=n_c)
+
+
+def _spread_ties(cumulative: tuple[np.ndarray, ...], run: np.ndarray, times: np.ndarray) -> None:
+    """`_Runs.tied` in place on the cumulative sums of a resample, for the runs of tied
+    rows that it drew from two rows or more (`run`: each ranked row's run; `times`: how
+    often each ranked row was drawn)."""
+    drawn = np.bincount(run, weights=times).astype(np.int64)
+    spread = np.flatnonzero(np.bincount(run, weights=times > 0) > 1)
+    if len(spread) == 0:
+        return
+    end = np.cumsum(drawn) - 1
+    # Each position of the runs spread, with its run's end and the end of the one before.
+    lengths = drawn[spread]
+    before_run = np.repeat(end[spread] - lengths, lengths)
+    last = np.repeat(end[spread], lengths)
+    offset = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    position = before_run + 1 + offset
+    share = (position - before_run) / (last - before_run)
+    for values in cumulative:
+        before = np.where(before_run >= 0, values[np.maximum(before_run, 0)], 0.0)
+        values[position] = before + share * (values[last] - before)
 
 
 def _ranked_curves(summands: tuple[np.ndarray, ...], key: np.ndarray) -> Curves:

@@ -261,11 +261,20 @@ def _resampled_the_old_way(scores, outcome, treated, weight, resamples, seed, ca
     return out
 
 
-@pytest.mark.parametrize("ties", [False, True])
-def test_a_resample_ranked_once_has_the_curves_of_its_rows_ranked_afresh(ties: bool) -> None:
+@pytest.mark.parametrize(("ties", "missing"), [(False, False), (False, True), (True, True)])
+def test_a_resample_ranked_once_has_the_curves_of_its_rows_ranked_afresh(
+    ties: bool, missing: bool
+) -> None:
+    """Scores with ties (or missing, which tie), and without any: only a row's own copies
+    tie, and the ranking knows it."""
     _, tau, treated, outcome = _planted(2_000, seed=5)
-    score = np.round(tau, 1) if ties else tau
-    score[:50] = np.nan
+    score = np.round(tau, 1) if ties else tau.copy()
+    if missing:
+        score[:50] = np.nan
+    ranking = Ranking.of(score, outcome.astype(float), treated, treated * 1.0)
+    # Rounded to a tenth, most rows tie: their resamples find the runs afresh.
+    assert ranking.mostly_tied == ties
+    assert (ranking.run is not None) == (ties or missing)
     weight = arm_weights(treated)
     rng = np.random.default_rng(11)
     counts = resample_counts(rng, treated)
