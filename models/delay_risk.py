@@ -201,20 +201,18 @@ def decision_rows(
     repeated = np.zeros(len(rows), dtype=bool)
     if len(rows) > 1:
         same_id = pc.equal(ordered.slice(1), ordered.slice(0, len(rows) - 1))
-        repeated[1:] = same_id.to_numpy(zero_copy_only=False) & (at[rows][1:] == at[rows][:-1])
+        sorted_at = at[rows]
+        repeated[1:] = same_id.to_numpy(zero_copy_only=False) & (sorted_at[1:] == sorted_at[:-1])
     first = ~repeated
     rows = rows[first]
-    out = pd.DataFrame(
+    decided = pd.DataFrame(
         {
             "shipment_id": ordered.filter(pa.array(first)).to_pandas(),
             EVENT_TIME: instants.take(rows).reset_index(drop=True),
         }
     )
-    carried = per_shipment.drop(columns="_closes").drop(columns="shipment_id")
-    taken = carried.take(of[rows]).reset_index(drop=True)
-    for column in taken.columns:
-        out[column] = taken[column]
-    return out
+    carried = per_shipment.drop(columns=["shipment_id", "_closes"]).take(of[rows])
+    return pd.concat([decided, carried.reset_index(drop=True)], axis=1)
 
 
 def _nanoseconds(instants) -> np.ndarray:
