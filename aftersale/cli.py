@@ -169,6 +169,55 @@ def fail(message: object, code: int = 2) -> NoReturn:
     raise typer.Exit(code)
 
 
+# What a command may need, and the step that makes it.
+RAW, FEATURES = "raw", "features"
+
+
+def require(*needs: str, champions: tuple[str, ...] = ()) -> None:
+    """End the command, before anything starts, where a step it needs has not run yet: one
+    line that says which step to run first, exit code 1, never a traceback from deep inside
+    a flow.
+
+    Args:
+        needs: `RAW` (ingested raw tables), `FEATURES` (published feature tables and the
+            Feast definitions applied).
+        champions: Models that must have a champion to serve (in the registry, or a local
+            copy standing in while the registry is unreachable).
+    """
+    from aftersale.settings import get_settings
+
+    settings = get_settings()
+    if RAW in needs:
+        from features.ingest import latest_raw
+
+        try:
+            latest_raw(settings.raw_root)
+        except FileNotFoundError as error:
+            fail(error, code=1)
+    if FEATURES in needs:
+        from features.store.config import config_values
+
+        registry = config_values(settings)["registry"]
+        unregistered = (
+            registry.get("registry_type", "file") == "file" and not Path(registry["path"]).is_file()
+        )
+        if not (settings.features_dir / "current").exists() or unregistered:
+            fail(
+                f"no published features under {settings.features_dir}: run "
+                "`aftersale features build` first",
+                code=1,
+            )
+    if champions:
+        from models.served.registry import unservable
+        from serving.runtime import CHAMPION_COPIES
+
+        copies = settings.serving_dir / CHAMPION_COPIES
+        for name in champions:
+            why = unservable(name, settings.tracking_uri, copies)
+            if why is not None:
+                fail(f"{why}: run `aftersale train` first", code=1)
+
+
 def stages(opening: str | None = None):
     """The stage display of a long job (`aftersale.console.StageDisplay`).
 
@@ -344,6 +393,7 @@ def features_build(
     materialize: Annotated[bool, typer.Option(help="Also materialise to the online store.")] = True,
 ) -> None:
     """Compute and publish feature tables, apply the Feast repo (flow `build_features`)."""
+    require(RAW)
     with stages(STARTING):
         from flows.build_features import build_features
 
@@ -356,15 +406,16 @@ def features_materialize() -> None:
     """Materialise new offline rows into the online store, up to the data's end."""
     from aftersale.console import report_stage
     from aftersale.settings import get_settings
-    from features.contract.io import read_validated
+    from features.build.parallel import watermark_of
     from features.ingest import latest_raw
-    from features.instants import watermark
     from features.store.config import feature_store
     from features.store.sync import materialize
 
+    require(RAW, FEATURES)
     settings = get_settings()
-    tables = read_validated(latest_raw(settings.raw_root))
-    end = watermark(tables, happened=True).to_pydatetime()
+    # From the Parquet statistics, as the flow does: reading the tables for their latest
+    # instant held them all in memory (about 15 GiB at 3,000,000 customers).
+    end = watermark_of(latest_raw(settings.raw_root), happened=True).to_pydatetime()
     with stages(), report_stage("materialise") as stage:
         runs = materialize(feature_store(settings), end)
         stage.rows, stage.unit = len(runs), "views"
@@ -410,6 +461,8 @@ def train(
             raise typer.Exit(code=2)
         train_contact_reason()
         return
+    if data is None:
+        require(RAW, FEATURES)
     with stages(STARTING):
         from models import MODELS
 
@@ -490,6 +543,10 @@ def serve(
         keys = load_keys(settings)
     except KeyConfigError as error:
         fail(error)
+    from serving.runtime import SERVED
+
+    # Without them the server's workers would fail their start-up and be restarted forever.
+    require(champions=tuple(SERVED))
     if not keys:
         err_console.print(
             "warning: no API keys configured (AFTERSALE_API_KEYS, AFTERSALE_API_KEYS_FILE or "
@@ -647,6 +704,9 @@ def score(
     top: Annotated[int, typer.Option(min=0, help="Queue rows to print.")] = 10,
 ) -> None:
     """Score every active customer and open shipment; write the day's outreach queue."""
+    from serving.runtime import SERVED
+
+    require(RAW, FEATURES, champions=tuple(SERVED))
     with stages(STARTING):
         from flows.score_batch import score_batch
 
@@ -669,6 +729,7 @@ def monitor(
     from aftersale.memory import arrow_allocations_from_jemalloc
     from models.served.registry import ModelUnavailableError
 
+    require(RAW, FEATURES)
     try:
         with stages(STARTING):
             with libraries_loading():

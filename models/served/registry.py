@@ -175,6 +175,21 @@ def _last_good(name: str, copies: Path | None, why: str):
     return champion, model
 
 
+def unservable(name: str, tracking_uri: str, copies: Path | None = None) -> str | None:
+    """Why `load_champion` would find nothing of `name` to serve, asked of the registry
+    without loading a model: None where the registry names a champion, or cannot be reached
+    and a local copy stands in."""
+    try:
+        _registered(name, tracking_uri)
+    except ModelUnavailableError as error:
+        return str(error)
+    except ConnectionError as error:
+        if copies is not None and (copies / name / CURRENT_COPY).is_file():
+            return None
+        return f"{name}: the registry is unreachable ({error}) and no local copy serves"
+    return None
+
+
 def load_champion(
     name: str,
     tracking_uri: str,

@@ -65,6 +65,11 @@ def test_without_the_registry_the_service_starts_from_its_local_copies(
     with pytest.raises(registry.ModelUnavailableError, match="unreachable"):
         # Without local copies there is nothing to start from: a named error.
         registry.load_champion(CHURN_MODEL, down.tracking_uri)
+    # `aftersale serve` asks the same before it starts the server: the copies stand in.
+    copies = settings.serving_dir / CHAMPION_COPIES
+    assert registry.unservable(CHURN_MODEL, down.tracking_uri, copies) is None
+    assert "no local copy" in registry.unservable(CHURN_MODEL, down.tracking_uri, None)
+    assert registry.unservable(CHURN_MODEL, settings.tracking_uri, copies) is None
     started = Runtime.start(down)
     info = started.models_info()
     assert set(info.fallbacks) == {DELAY_MODEL, CHURN_MODEL}

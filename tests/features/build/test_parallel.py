@@ -19,6 +19,7 @@ pytestmark = pytest.mark.slow
 def test_parallel_equals_sequential(sim_dir, tmp_path) -> None:
     tables = read_validated(sim_dir)
     assert watermark_of(sim_dir) == watermark(tables)
+    assert watermark_of(sim_dir, happened=True) == watermark(tables, happened=True)
     sequential = write_feature_tables(tables, tmp_path / "one")
     parallel = build_parallel(sim_dir, tmp_path / "two", workers=2, chunk_customers=150)
     units = plan(sim_dir, 150)
