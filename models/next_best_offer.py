@@ -149,25 +149,25 @@ def reference_categories(
         items.to_pandas().merge(products, on="product_id").merge(orders.to_pandas(), on="order_id")
     )
     customers = pd.Index(pd.unique(pd.concat([lines["customer_id"], customer_id])))
-    n_cat = len(catalogue.categories)
     line_code = customers.get_indexer(lines["customer_id"]).astype(np.int64)
     line_s = utc_times(lines["order_ts"]).to_numpy("datetime64[us]")
     line_key = line_code * _KEY_STRIDE + line_s.astype(np.int64) // _S
-    order = np.argsort(line_key, kind="stable")
-    line_key, line_code = line_key[order], line_code[order]
-    category = catalogue.code(lines["category"]).astype(np.int64)[order]
-    one_hot = np.zeros((len(line_key), n_cat), dtype=np.int32)
-    one_hot[np.arange(len(line_key)), np.maximum(category, 0)] = category >= 0
-    cum = np.cumsum(one_hot, axis=0)
-    # Running counts restart per customer: subtract the counts before its first line.
-    first = np.searchsorted(line_code, line_code, side="left")
-    before_first = np.where((first > 0)[:, None], cum[np.maximum(first - 1, 0)], 0)
-    cum = cum - before_first
+    category = catalogue.code(lines["category"])
     query_code = customers.get_indexer(customer_id).astype(np.int64)
     query_s = utc_times(at).to_numpy("datetime64[us]").astype(np.int64) // _S
-    last = np.searchsorted(line_key, query_code * _KEY_STRIDE + query_s, side="left") - 1
-    has = (last >= 0) & (line_code[np.maximum(last, 0)] == query_code)
-    counts = np.where(has[:, None], cum[np.maximum(last, 0)], 0).astype(np.float64)
+    query_key = query_code * _KEY_STRIDE + query_s
+    # A customer's keys lie within half a stride of code × stride (instants within about
+    # 158 years of 1970), so this bound is below all of theirs and above the customer's before.
+    lower = query_code * _KEY_STRIDE - _KEY_STRIDE // 2
+    # Per category, the customer's lines strictly before the instant, by binary search over
+    # the category's sorted keys: memory of the order lines once, not a running count of
+    # every category at every line.
+    counts = np.zeros((len(query_key), len(catalogue.categories)), dtype=np.float64)
+    for code in range(len(catalogue.categories)):
+        keys = np.sort(line_key[category == code])
+        counts[:, code] = np.searchsorted(keys, query_key, side="left") - np.searchsorted(
+            keys, lower, side="left"
+        )
     # Popularity breaks ties (a fraction below one line).
     rank = catalogue.popularity / (catalogue.popularity.max() + 1.0)
     top = np.argmax(counts + 0.5 * rank, axis=1)
@@ -182,15 +182,23 @@ def label_events(tables: dict[str, pa.Table]) -> pd.DataFrame:
         offer_type, discount, placement, channel, propensity, value (of the logged action
         if accepted), reward.
     """
-    offers = tables["offers"].to_pandas()
-    if offers.empty:
+    source = tables["offers"]
+    if not source.num_rows:
         return pd.DataFrame(columns=["offer_id", *ENTITY, EVENT_TIME, LABEL, LABEL_KNOWN])
     catalogue = Catalogue.of(tables)
-    ts = utc_times(offers["ts"])
-    accepted = utc_times(offers["accepted_ts"])
+    ts = utc_times(source.column("ts").to_pandas())
+    accepted = utc_times(source.column("accepted_ts").to_pandas())
     end = max(ts.max(), accepted.max() if accepted.notna().any() else ts.max())
-    closed = ts + WINDOW <= end
-    offers, ts, accepted = offers[closed], ts[closed], accepted[closed]
+    closed = (ts + WINDOW <= end).to_numpy()
+    # Filtered before pandas: a frame of every offer beside its filtered copy was the
+    # largest thing held at once (as were the unsorted events beside their sorted copy,
+    # hence the order is found first and each column taken in it once).
+    offers = source.filter(pa.array(closed)).to_pandas()
+    ts = ts[closed].reset_index(drop=True)
+    accepted = accepted[closed].reset_index(drop=True)
+    order = sorted_stably(
+        pd.DataFrame({EVENT_TIME: ts, "offer_id": offers["offer_id"]}), [EVENT_TIME, "offer_id"]
+    ).index.to_numpy()
     control = offers["offer_type"] == NONE
     category = offers["category"].astype(object)
     if control.any():
@@ -198,34 +206,39 @@ def label_events(tables: dict[str, pa.Table]) -> pd.DataFrame:
         category[control] = reference_categories(
             tables, catalogue, offers.loc[control, "customer_id"], ts[control]
         )
-    label = (accepted.notna() & (accepted < ts + WINDOW)).astype(np.int64)
+    label = (accepted.notna() & (accepted < ts + WINDOW)).to_numpy(np.int64)
     discount = offers["discount"].to_numpy(np.float64)
     order_id = offers["order_id"].astype(object).where(offers["order_id"].notna(), NO_ORDER)
-    events = pd.DataFrame(
+    category = category.to_numpy()[order]
+    discount = discount[order]
+    value = catalogue.value(pd.Series(category), discount)
+    # The realised value uses the logged revenue's list price where there is one.
+    revenue = offers["revenue"].to_numpy(np.float64)[order]
+    list_price = revenue / np.maximum(1.0 - discount, 1e-9)
+    margin = catalogue.margin[np.maximum(catalogue.code(pd.Series(category)), 0)]
+    realised = np.where(np.isfinite(revenue), list_price * (margin - discount), value)
+    ts = ts.iloc[order].reset_index(drop=True)
+    return pd.DataFrame(
         {
-            "offer_id": offers["offer_id"].to_numpy(),
-            "customer_id": offers["customer_id"].to_numpy(),
-            "category": category.to_numpy(),
-            "order_id": order_id.to_numpy(),
+            "offer_id": offers["offer_id"].to_numpy()[order],
+            "customer_id": offers["customer_id"].to_numpy()[order],
+            "category": category,
+            "order_id": order_id.to_numpy()[order],
             # Instants as arrays of their own type: `to_numpy` makes an object of each.
             EVENT_TIME: ts.astype("datetime64[ns, UTC]").array,
-            LABEL: label.to_numpy(),
+            LABEL: label[order],
             LABEL_KNOWN: (ts + WINDOW).astype("datetime64[ns, UTC]").array,
-            "offer_type": offers["offer_type"].to_numpy(),
+            "offer_type": offers["offer_type"].to_numpy()[order],
             "discount": discount,
-            "placement": offers["placement"].to_numpy(),
-            "channel": offers["channel"].to_numpy(),
-            "propensity": offers["propensity"].to_numpy(np.float64),
-        }
+            "placement": offers["placement"].to_numpy()[order],
+            "channel": offers["channel"].to_numpy()[order],
+            "propensity": offers["propensity"].to_numpy(np.float64)[order],
+            "value": value,
+            "reward": np.where(label[order] == 1, realised, 0.0),
+        },
+        # The columns are this function's own: consolidating them would copy each once more.
+        copy=False,
     )
-    events["value"] = catalogue.value(events["category"], discount)
-    # The realised value uses the logged revenue's list price where there is one.
-    revenue = offers["revenue"].to_numpy(np.float64)
-    list_price = revenue / np.maximum(1.0 - discount, 1e-9)
-    margin = catalogue.margin[np.maximum(catalogue.code(events["category"]), 0)]
-    realised = np.where(np.isfinite(revenue), list_price * (margin - discount), events["value"])
-    events["reward"] = np.where(events[LABEL] == 1, realised, 0.0)
-    return sorted_stably(events, [EVENT_TIME, "offer_id"]).reset_index(drop=True)
 
 
 def action_space(events: pd.DataFrame, catalogue: Catalogue) -> pd.DataFrame:
