@@ -23,6 +23,15 @@ log = logging.getLogger(__name__)
 RAW_TABLES = ("customers", "orders", "shipments", "invoices")
 # Read where present: the proactive moments and what each action is about.
 CONTEXT_TABLES = ("contacts", "returns", "tracking_events", "outreach")
+# Columns read of the larger tables: those the queue uses (its customers' regions, the
+# proactive moments, what each action is about); the rest (each scan's id, a contact's text
+# and handling) would only be held: at a million customers 0.47 GiB of the 4.59 GiB held
+# once the inputs are read.
+COLUMNS = {
+    "customers": ["customer_id", "region"],
+    "tracking_events": ["shipment_id", "event_type", "event_ts"],
+    "contacts": ["contact_id", "customer_id", "order_id", "ts", "reason", "resolved_first_contact"],
+}
 
 
 def rules_of(settings: Settings):
@@ -65,7 +74,7 @@ def load_inputs(settings: Settings, as_of: datetime | None) -> dict:
     from serving.queue import read_history
 
     raw = latest_raw(settings.raw_root)
-    tables = read_validated(raw, tables=[*RAW_TABLES, *CONTEXT_TABLES])
+    tables = read_validated(raw, tables=[*RAW_TABLES, *CONTEXT_TABLES], columns=COLUMNS)
     # By default the data's end: the latest thing that happened in any table (promises and
     # due dates lie ahead).
     instant = utc_instant(as_of if as_of is not None else watermark_of(raw, happened=True))

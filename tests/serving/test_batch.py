@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 
 from models.policies import outreach
-from serving.batch import moments, renewals_due
+from serving.batch import best_effects, moments, renewals_due
 
 AS_OF = pd.Timestamp("2025-06-01 12:00", tz="UTC")
 
@@ -84,3 +85,37 @@ def test_no_invoices_table_means_no_renewal_moment() -> None:
     tables = _tables()
     del tables["invoices"]
     assert moments(tables, AS_OF)[outreach.RENEWAL_REMINDER].empty
+
+
+def test_best_effects_are_each_customers_highest_positive_uplift_as_pandas_sorts_them() -> None:
+    rng = np.random.default_rng(3)
+    n = 5_000
+    # Few distinct values: many ties, within and across customers; NaN for unscored ones.
+    uplift = rng.choice([-0.02, 0.0, 0.01, 0.02, 0.03, np.nan], size=n)
+    candidates = pd.DataFrame(
+        {
+            "customer_id": rng.choice([f"c{i}" for i in range(900)], size=n).astype(object),
+            "action": rng.choice(["delay_notice", "nps_survey", "win_back"], size=n).astype(object),
+            "subject_id": [f"s{i}" for i in range(n)],
+            "uplift": uplift,
+            "uplift_low": uplift - 0.01,
+            "uplift_high": uplift + 0.01,
+            "priority": rng.random(n),
+        }
+    )
+    inputs = pd.DataFrame({"action": candidates["action"], "tenure": rng.random(n)})
+    columns = ["customer_id", "action", "subject_id", "uplift", "uplift_low", "uplift_high"]
+    helps = candidates[candidates["uplift"] > 0]
+    best = helps.sort_values("uplift", ascending=False, kind="stable")
+    best = best.drop_duplicates("customer_id")
+    expected = pd.concat(
+        [
+            best[columns].reset_index(drop=True),
+            inputs.iloc[best.index.to_numpy()][["tenure"]].reset_index(drop=True),
+        ],
+        axis=1,
+    )
+    got = best_effects(candidates, inputs, ["action", "tenure"])
+    assert 0 < len(got) < candidates["customer_id"].nunique()
+    pd.testing.assert_frame_equal(got, expected)
+    pd.testing.assert_frame_equal(best_effects(candidates), expected[columns])

@@ -255,6 +255,43 @@ def test_without_raw_tables_the_queue_ranks_with_the_context_missing(uplift_data
     assert result.effects is not None
 
 
+def test_the_queue_from_the_columns_it_reads_equals_the_queue_from_whole_tables(
+    uplift_data,
+) -> None:
+    """Batch scoring reads only some columns of the larger raw tables; its queue, candidates
+    and best effects are those the whole tables give."""
+    from aftersale.settings import get_settings
+    from features.contract.io import read_validated
+    from features.ingest import latest_raw
+    from flows.score_batch import CONTEXT_TABLES, RAW_TABLES, load_inputs, load_models, rules_of
+    from serving.batch import score_batch
+
+    settings = get_settings()
+    inputs = load_inputs.fn(settings, None)
+    models = load_models.fn(settings)
+    whole = read_validated(latest_raw(settings.raw_root), tables=[*RAW_TABLES, *CONTEXT_TABLES])
+    for name in ("tracking_events", "contacts"):
+        assert inputs["tables"][name].num_columns < whole[name].num_columns
+    results = [
+        score_batch(
+            models,
+            inputs["customers"],
+            inputs["shipments"],
+            inputs["invoices"],
+            inputs["history"],
+            inputs["as_of"],
+            rules_of(settings),
+            tables,
+        )
+        for tables in (inputs["tables"], {n: t for n, t in whole.items() if n != "customers"})
+    ]
+    read, full = results
+    assert len(read.queue) > 0
+    assert read.candidates == full.candidates
+    pd.testing.assert_frame_equal(read.queue, full.queue)
+    pd.testing.assert_frame_equal(read.effects, full.effects)
+
+
 def test_explain_adds_up_to_the_best_actions_uplift(uplift_data, runtime) -> None:
     """`/v1/explain` of the uplift model: for each customer, the best action the churn answer
     names, every feature's contribution adding up to its predicted uplift (no link: the
