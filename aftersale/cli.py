@@ -543,8 +543,11 @@ def serve(
         keys = load_keys(settings)
     except KeyConfigError as error:
         fail(error)
+    from models.served.registry import answer_quickly
     from serving.runtime import SERVED
 
+    # As the service does: a registry that is down must not hold the start for minutes.
+    answer_quickly()
     # Without them the server's workers would fail their start-up and be restarted forever.
     require(champions=tuple(SERVED))
     if not keys:

@@ -14,7 +14,6 @@ shops' origins named in `AFTERSALE_CORS_ORIGINS` (`serving.cors`).
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import threading
 import time
@@ -24,7 +23,7 @@ from fastapi import FastAPI
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
 from aftersale.settings import get_settings
-from models.served.registry import ModelUnavailableError
+from models.served.registry import ModelUnavailableError, answer_quickly
 from serving import redact, schemas
 from serving.access import ApiKeyMiddleware
 from serving.apidoc import ApiDocumentMiddleware
@@ -56,10 +55,8 @@ class Aftersale:
 
     def __init__(self) -> None:
         redact.install()
-        # A registry that is down should cost seconds, not MLflow's minutes of retries: the
-        # champions' local copies then serve (`models.served.registry`).
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+        # A registry that is down costs seconds: the champions' local copies then serve.
+        answer_quickly()
         self.settings = get_settings()
         self.runtime = Runtime.start(self.settings)
         self.token_keys = load_secrets(self.settings)

@@ -175,6 +175,14 @@ def _last_good(name: str, copies: Path | None, why: str):
     return champion, model
 
 
+def answer_quickly() -> None:
+    """Let a registry that is down cost seconds, not MLflow's minutes of retries, in this
+    process and those it starts (unless the environment already says otherwise): the
+    champions' local copies then serve."""
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+
+
 def unservable(name: str, tracking_uri: str, copies: Path | None = None) -> str | None:
     """Why `load_champion` would find nothing of `name` to serve, asked of the registry
     without loading a model: None where the registry names a champion, or cannot be reached

@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import json
 import logging
+import os
 import shutil
 import socket
 from pathlib import Path
@@ -70,6 +71,7 @@ def test_without_the_registry_the_service_starts_from_its_local_copies(
     assert registry.unservable(CHURN_MODEL, down.tracking_uri, copies) is None
     assert "no local copy" in registry.unservable(CHURN_MODEL, down.tracking_uri, None)
     assert registry.unservable(CHURN_MODEL, settings.tracking_uri, copies) is None
+    _serve_starts(down, monkeypatch)
     started = Runtime.start(down)
     info = started.models_info()
     assert set(info.fallbacks) == {DELAY_MODEL, CHURN_MODEL}
@@ -77,6 +79,29 @@ def test_without_the_registry_the_service_starts_from_its_local_copies(
     for name in (DELAY_MODEL, CHURN_MODEL):
         assert started.models[name].version == first.models[name].version
         assert _booster(started, name) == _booster(first, name)
+
+
+def _serve_starts(settings, monkeypatch) -> None:
+    """`aftersale serve` gets as far as starting the server (its checks pass on the local
+    copies), with the registry's retries bounded for the server too."""
+    from typer.testing import CliRunner
+
+    from aftersale import cli
+
+    class StartedError(Exception):
+        pass
+
+    def started(*args) -> None:
+        raise StartedError
+
+    monkeypatch.setattr(cli.os, "execv", started)
+    monkeypatch.delenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES")
+    monkeypatch.setenv("AFTERSALE_DATA_DIR", str(settings.data_dir))
+    monkeypatch.setenv("AFTERSALE_MLFLOW_TRACKING_URI", settings.tracking_uri)
+    result = CliRunner().invoke(cli.app, ["serve", "--port", "1"])
+    assert isinstance(result.exception, StartedError), result.output
+    assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "1"
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
 
 
 def _register_corrupted(settings, name: str, folder: Path) -> str:
