@@ -230,18 +230,12 @@ def test_the_outreach_log_is_a_valid_contract_table(uplift_data, tmp_path) -> No
     assert tables["outreach"].num_rows == len(earlier) + len(log)
 
 
-def test_without_raw_tables_the_queue_ranks_with_the_context_missing(uplift_data) -> None:
-    """Batch scoring given no raw tables (no proactive moments, nothing known of what an
-    action is about) still ranks by the uplift model, its context features missing."""
-    from aftersale.settings import get_settings
-    from flows.score_batch import load_inputs, load_models, rules_of
+def _batch(settings, inputs: dict, models: dict, tables=None):
+    """Batch scoring of the flow's inputs and champions, given these raw tables (None: none)."""
+    from flows.score_batch import rules_of
     from serving.batch import score_batch
 
-    settings = get_settings()
-    inputs = load_inputs.fn(settings, None)
-    models = load_models.fn(settings)
-    assert "outreach_uplift" in models
-    result = score_batch(
+    return score_batch(
         models,
         inputs["customers"],
         inputs["shipments"],
@@ -249,7 +243,21 @@ def test_without_raw_tables_the_queue_ranks_with_the_context_missing(uplift_data
         inputs["history"],
         inputs["as_of"],
         rules_of(settings),
+        tables,
     )
+
+
+def test_without_raw_tables_the_queue_ranks_with_the_context_missing(uplift_data) -> None:
+    """Batch scoring given no raw tables (no proactive moments, nothing known of what an
+    action is about) still ranks by the uplift model, its context features missing."""
+    from aftersale.settings import get_settings
+    from flows.score_batch import load_inputs, load_models
+
+    settings = get_settings()
+    inputs = load_inputs.fn(settings, None)
+    models = load_models.fn(settings)
+    assert "outreach_uplift" in models
+    result = _batch(settings, inputs, models)
     assert len(result.queue) > 0
     assert (result.queue["uplift"] > 0).all()
     assert result.effects is not None
@@ -263,8 +271,7 @@ def test_the_queue_from_the_columns_it_reads_equals_the_queue_from_whole_tables(
     from aftersale.settings import get_settings
     from features.contract.io import read_validated
     from features.ingest import latest_raw
-    from flows.score_batch import CONTEXT_TABLES, RAW_TABLES, load_inputs, load_models, rules_of
-    from serving.batch import score_batch
+    from flows.score_batch import CONTEXT_TABLES, RAW_TABLES, load_inputs, load_models
 
     settings = get_settings()
     inputs = load_inputs.fn(settings, None)
@@ -272,20 +279,10 @@ def test_the_queue_from_the_columns_it_reads_equals_the_queue_from_whole_tables(
     whole = read_validated(latest_raw(settings.raw_root), tables=[*RAW_TABLES, *CONTEXT_TABLES])
     for name in ("tracking_events", "contacts"):
         assert inputs["tables"][name].num_columns < whole[name].num_columns
-    results = [
-        score_batch(
-            models,
-            inputs["customers"],
-            inputs["shipments"],
-            inputs["invoices"],
-            inputs["history"],
-            inputs["as_of"],
-            rules_of(settings),
-            tables,
-        )
+    read, full = (
+        _batch(settings, inputs, models, tables)
         for tables in (inputs["tables"], {n: t for n, t in whole.items() if n != "customers"})
-    ]
-    read, full = results
+    )
     assert len(read.queue) > 0
     assert read.candidates == full.candidates
     pd.testing.assert_frame_equal(read.queue, full.queue)
