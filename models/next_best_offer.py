@@ -206,7 +206,7 @@ def label_events(tables: dict[str, pa.Table]) -> pd.DataFrame:
         category[control] = reference_categories(
             tables, catalogue, offers.loc[control, "customer_id"], ts[control]
         )
-    label = (accepted.notna() & (accepted < ts + WINDOW)).to_numpy(np.int64)
+    label = (accepted.notna() & (accepted < ts + WINDOW)).to_numpy(np.int64)[order]
     discount = offers["discount"].to_numpy(np.float64)
     order_id = offers["order_id"].astype(object).where(offers["order_id"].notna(), NO_ORDER)
     category = category.to_numpy()[order]
@@ -226,7 +226,7 @@ def label_events(tables: dict[str, pa.Table]) -> pd.DataFrame:
             "order_id": order_id.to_numpy()[order],
             # Instants as arrays of their own type: `to_numpy` makes an object of each.
             EVENT_TIME: ts.astype("datetime64[ns, UTC]").array,
-            LABEL: label[order],
+            LABEL: label,
             LABEL_KNOWN: (ts + WINDOW).astype("datetime64[ns, UTC]").array,
             "offer_type": offers["offer_type"].to_numpy()[order],
             "discount": discount,
@@ -234,7 +234,7 @@ def label_events(tables: dict[str, pa.Table]) -> pd.DataFrame:
             "channel": offers["channel"].to_numpy()[order],
             "propensity": offers["propensity"].to_numpy(np.float64)[order],
             "value": value,
-            "reward": np.where(label[order] == 1, realised, 0.0),
+            "reward": np.where(label == 1, realised, 0.0),
         },
         # The columns are this function's own: consolidating them would copy each once more.
         copy=False,

@@ -96,8 +96,8 @@ class Ranking:
     order: np.ndarray
     key: np.ndarray
     summands: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
-    # Each ranked row's run of equal scores (missing scores tie with each other), where
-    # some rows tie but most do not; None where none tie or most do (`resampled`).
+    # Each ranked row's run of equal scores (missing scores tie with each other); None
+    # where none tie. `resampled` spreads these runs unless most rows tie.
     run: np.ndarray | None = None
     mostly_tied: bool = False
 
