@@ -268,6 +268,16 @@ class Settings(BaseSettings):
         "bit). A tracking page refreshed, or a customer scored again before a feature crosses "
         "a split, is answered without TreeSHAP. About 1 KB a row; 0 keeps none.",
     )
+    online_cache_rows: int = Field(
+        10_000,
+        ge=0,
+        description="Online feature rows per feature view the service keeps after reading "
+        "them from the SQLite online store, the latest asked (a tracking page refreshed, a "
+        "customer's offers by category, a parcel answered ahead and then asked). All are let "
+        "go of whenever the store changes (a materialisation from any process), so a kept row "
+        "is always the one the store holds. A customer's or parcel's row is about 2.5 KB, a "
+        "customer's row of one category 0.3 KB; 0 keeps none.",
+    )
     lost_after_days: float = Field(
         14.0,
         gt=0,

@@ -12,9 +12,11 @@ service worker and with two:
   in transit, each customer the queue names, the latest orders), on the service that
   answered them ahead as it loaded (`Runtime.answer_ahead`): what tracking pages and
   schedulers asking for different ids cost.
-- The scoring routes and the mix again on a service with its memo of contributions off
-  (`AFTERSALE_ANSWER_MEMO_ROWS=0`): the routes ask for one id again and again, which the
-  memo answers; with it off, every answer is computed as for an id not asked before.
+- The scoring routes, offers and the mix again on a service with its memo of contributions
+  and its kept online rows off (`AFTERSALE_ANSWER_MEMO_ROWS=0`,
+  `AFTERSALE_ONLINE_CACHE_ROWS=0`): the routes ask for one id again and again, which the
+  memo and the kept rows answer; with them off, every answer is read and computed as for an
+  id not asked before.
 - `/v1/outreach/queue` with limit 1,000: p99 <= 50 ms.
 - In-process, the first ask of each parcel in transit and of each customer the queue names,
   one at a time, answered ahead (`Runtime.answer_ahead`) beside computed when asked.
@@ -59,8 +61,9 @@ SHARE_TARGET = 0.60
 QUEUE_1000_P99_TARGET_MS = 50.0
 # The mixed traffic, in proportion: tracking pages most, then scoring, then the queue.
 MIX = ("recommend",) * 4 + ("churn", "churn", "delay", "delay", "queue")
-# The service with its memo of contributions off: every answer computed afresh.
-MEMO_OFF = {"AFTERSALE_ANSWER_MEMO_ROWS": "0"}
+# The service with its memo of contributions and its kept online rows off: every answer
+# read from the store and computed afresh.
+MEMO_OFF = {"AFTERSALE_ANSWER_MEMO_ROWS": "0", "AFTERSALE_ONLINE_CACHE_ROWS": "0"}
 # The routes asked for many ids in turn: at most this many of each (the parcels in transit,
 # the customers the queue names, the latest orders).
 SPREAD_IDS = 1_000
@@ -230,7 +233,7 @@ def answered_ahead(server: Server, timeout_s: float = 300) -> None:
 
 def _bench_workers(workers: int, env: dict[str, str], ask: dict) -> None:
     """Every route, the mix and the bare endpoint with `workers` service workers; the scoring
-    routes and the mix again with the service's memo of contributions off (`MEMO_OFF`)."""
+    routes, offers and the mix again with the service's memo and kept rows off (`MEMO_OFF`)."""
     print(f"\n### {workers} worker{'s' if workers > 1 else ''} per service")
     bare_request = [("/v1/constant", {"ids": ["c1"]})]
     results = {}
@@ -254,7 +257,7 @@ def _bench_workers(workers: int, env: dict[str, str], ask: dict) -> None:
                 _load(served.url, ask[name], 1),
                 _load_spread(served, ask[name], 8),
             )
-        for name in ("churn", "delay"):
+        for name in ("churn", "delay", "recommend"):
             request = [routes[name]]
             results[f"{name} fresh"] = (
                 _load(fresh.url, request, 1),
@@ -287,6 +290,7 @@ def _bench_workers(workers: int, env: dict[str, str], ask: dict) -> None:
         "recommend each": f"/v1/recommend, {len(ask['recommend each'])} orders in turn",
         "churn fresh": "/v1/score/churn, one id, memo off",
         "delay fresh": "/v1/score/delay, one id, memo off",
+        "recommend fresh": "/v1/recommend, one order, memo off",
     }
     for name, (one, eight) in results.items():
         share = eight["rps"] / bare_eight["rps"]
@@ -312,10 +316,11 @@ def _bench_workers(workers: int, env: dict[str, str], ask: dict) -> None:
         f"  targets: p50 <= {P50_TARGET_MS:.0f} ms and p99 <= {P99_TARGET_MS:.0f} ms at one "
         f"connection; at 8, >= {SHARE_TARGET:.0%} of the bare endpoint's req/s. The routes "
         "ask for one id again and again, as a refreshed tracking page does: the service "
-        "answers them from its memo of contributions. Asked in turn: each parcel in transit, "
-        "each customer the queue names, the latest orders, one id a request, on the service "
-        "that answered them ahead as it loaded. With the memo off, every answer is computed "
-        "afresh, as for a row not seen before."
+        "answers them from its memo of contributions and the online rows it keeps. Asked in "
+        "turn: each parcel in transit, each customer the queue names, the latest orders, one "
+        "id a request, on the service that answered them ahead as it loaded. With the memo "
+        "off (and no online row kept), every answer is read and computed afresh, as for a row "
+        "not seen before."
     )
 
 

@@ -11,7 +11,9 @@ t, the row as of t is read from the offline tables the online store was material
 from __future__ import annotations
 
 import math
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -80,6 +82,10 @@ class FeatureReader:
             table there (its batch source's path, which need not be the view's name) is read
             for entities whose online row is newer than the decision instant (None: such
             entities are answered as unknown, never with the newer row).
+        cache_rows: Rows read from the online store kept in this process, the latest asked
+            (0: none). Only where the store is our SQLite one read directly: its
+            `generation` says when anything may have changed, and then every kept row is
+            let go of, so a row is served from here only while the store holds exactly it.
     """
 
     def __init__(
@@ -88,6 +94,7 @@ class FeatureReader:
         view_name: str,
         features: Sequence[str] | None = None,
         offline_root: Path | None = None,
+        cache_rows: int = 0,
     ) -> None:
         from feast.protos.feast.types.EntityKey_pb2 import EntityKey
         from feast.protos.feast.types.Value_pb2 import Value
@@ -101,14 +108,20 @@ class FeatureReader:
         self._entity_key, self._value = EntityKey, Value
         self._provider: object | None = None
         self._direct: BulkSqliteOnlineStore | None = None
+        self.cache_rows = cache_rows
+        self._cache: OrderedDict[tuple, tuple[pd.Timestamp, dict] | None] = OrderedDict()
+        self._cache_token: object = None
+        self._cache_lock = threading.Lock()
 
     @classmethod
-    def of_service(cls, store, service_name: str, offline_root: Path | None) -> FeatureReader:
+    def of_service(
+        cls, store, service_name: str, offline_root: Path | None, cache_rows: int = 0
+    ) -> FeatureReader:
         """The reader of a feature service over one view (the service's features only)."""
         service = store.get_feature_service(service_name)
         (projection,) = service.feature_view_projections
         names = [f.name for f in projection.features]
-        return cls(store, projection.name, names, offline_root)
+        return cls(store, projection.name, names, offline_root, cache_rows)
 
     def read(self, keys: Sequence[Sequence[str]], as_of: pd.Timestamp) -> list[dict | None]:
         """One dict per key tuple (in `self.keys` order), the row as of `as_of`; None where
@@ -126,7 +139,7 @@ class FeatureReader:
 
     def _read(self, keys: Sequence[Sequence[str]], as_of: pd.Timestamp) -> list[dict | None]:
         try:
-            found = self._online(keys)
+            found = self._found(keys)
         except Exception as error:  # any backend failure: the caller answers 503
             raise StoreUnavailableError(f"online feature store unavailable: {error}") from error
         out: list[dict | None] = []
@@ -135,19 +148,57 @@ class FeatureReader:
             if hit is None:
                 out.append(None)
                 continue
-            instant, values = hit
+            instant, record = hit
             if instant > as_of:
                 out.append(None)
                 newer.append(i)
                 continue
-            record = {n: _python(v) for n, v in zip(self.names, values, strict=True)}
-            record[ROW_TIME] = instant
-            out.append(record)
+            out.append(dict(record))  # a copy: a kept record stays as it was read
         if newer and self.offline_folder is not None:
             found_offline = self._offline([keys[i] for i in newer], as_of)
             for i, record in zip(newer, found_offline, strict=True):
                 out[i] = record
         return out
+
+    def _found(self, keys: Sequence[Sequence[str]]) -> list[tuple[pd.Timestamp, dict] | None]:
+        """Each key's online row as a record (its instant under `ROW_TIME` too), None where
+        the store has none: from the rows kept while the store's generation is the one they
+        were read under, the others from the store (and kept, the latest asked first)."""
+        direct = self._direct_store() if self.cache_rows > 0 else None
+        if direct is None:
+            return [self._record(hit) for hit in self._online(keys)]
+        with self._cache_lock:
+            token = direct.generation(self.store.config)
+            if token != self._cache_token:
+                self._cache.clear()
+                self._cache_token = token
+            asked = [tuple(key) for key in keys]
+            cache = self._cache
+            missing = [key for key in dict.fromkeys(asked) if key not in cache]
+            if missing:
+                for key, hit in zip(missing, self._online(missing), strict=True):
+                    cache[key] = self._record(hit)
+            found = []
+            for key in asked:
+                cache.move_to_end(key)
+                found.append(cache[key])
+            while len(cache) > self.cache_rows:
+                cache.popitem(last=False)
+            return found
+
+    def _record(self, hit: tuple[pd.Timestamp, list] | None) -> tuple[pd.Timestamp, dict] | None:
+        if hit is None:
+            return None
+        instant, values = hit
+        record = {n: _python(v) for n, v in zip(self.names, values, strict=True)}
+        record[ROW_TIME] = instant
+        return instant, record
+
+    def _direct_store(self) -> BulkSqliteOnlineStore | None:
+        provider = self.store._get_provider()
+        if provider is not self._provider:
+            self._provider, self._direct = provider, _direct_store(provider)
+        return self._direct
 
     def _online(self, keys: Sequence[Sequence[str]]) -> list[tuple[pd.Timestamp, list] | None]:
         """Each key's online row: its instant and its values (Feast ValueProtos, None where
@@ -156,13 +207,9 @@ class FeatureReader:
         Straight from the store where it is our SQLite one behind Feast's pass-through
         provider (a third of a one-key read went into the provider's entity-key protos and
         per-name dicts); through the provider otherwise, as for any other online store."""
-        provider = self.store._get_provider()
-        if provider is not self._provider:
-            self._provider, self._direct = provider, _direct_store(provider)
-        if self._direct is not None:
-            rows = self._direct.read_values(
-                self.store.config, self.view, self.keys, keys, self.names
-            )
+        direct = self._direct_store()
+        if direct is not None:
+            rows = direct.read_values(self.store.config, self.view, self.keys, keys, self.names)
             # The instant `utc_instant` makes of the stored microseconds, without a datetime.
             return [
                 None if row is None else (pd.Timestamp(row[0], unit="us", tz=UTC), row[1])
@@ -174,7 +221,7 @@ class FeatureReader:
             )
             for values in keys
         ]
-        found = provider.online_read(
+        found = self._provider.online_read(
             config=self.store.config,
             table=self.view,
             entity_keys=entity_keys,

@@ -65,11 +65,16 @@ def load_policy(run_id: str, tracking_uri: str) -> nbo.Policy:
 
 
 def load_recommender(
-    store, tracking_uri: str, offline_root: Path | None = None, copies: Path | None = None
+    store,
+    tracking_uri: str,
+    offline_root: Path | None = None,
+    copies: Path | None = None,
+    cache_rows: int = 0,
 ) -> OfferRecommender:
     """The next-best-offer champion with its policy, over the online store (and the offline
     tables under `offline_root` for point-in-time reads, see `OfferRecommender.open`); with
-    `copies`, both come from the champion's local copy (`registry.load_champion`).
+    `copies`, both come from the champion's local copy (`registry.load_champion`); the
+    readers keep `cache_rows` rows each (`FeatureReader`).
 
     Raises:
         ModelUnavailableError: No champion is registered, and no local copy serves.
@@ -82,7 +87,7 @@ def load_recommender(
         policy = nbo.Policy.from_dict(json.loads((champion.folder / POLICY_ARTIFACT).read_text()))
     else:
         policy = load_policy(champion.run_id, tracking_uri)
-    return OfferRecommender.open(store, served, policy, offline_root)
+    return OfferRecommender.open(store, served, policy, offline_root, cache_rows)
 
 
 @dataclass(frozen=True)
@@ -129,7 +134,12 @@ class OfferRecommender:
 
     @classmethod
     def open(
-        cls, store, model: ServedModel, policy: nbo.Policy, offline_root: Path | None = None
+        cls,
+        store,
+        model: ServedModel,
+        policy: nbo.Policy,
+        offline_root: Path | None = None,
+        cache_rows: int = 0,
     ) -> OfferRecommender:
         """Point-in-time readers for the views behind the `next_best_offer_v1` service.
 
@@ -139,12 +149,13 @@ class OfferRecommender:
             policy: Its policy.
             offline_root: The published offline tables (`<features>/current`), read for
                 entities whose online row is newer than the decision instant.
+            cache_rows: Rows each reader keeps (`FeatureReader`; 0: none).
         """
         service = store.get_feature_service(nbo.SPEC.feature_service)
         projected = {p.name: [f.name for f in p.features] for p in service.feature_view_projections}
 
         def reader(view: str) -> FeatureReader:
-            return FeatureReader(store, view, projected.get(view), offline_root)
+            return FeatureReader(store, view, projected.get(view), offline_root, cache_rows)
 
         return cls(
             model=model,

@@ -159,8 +159,9 @@ class Runtime:
         memo = settings.answer_memo_rows
         models = {name: load_champion(name, uri, copies, memo) for name in SERVED}
         offline = settings.features_dir / "current"
+        cached = settings.online_cache_rows
         readers = {
-            name: FeatureReader.of_service(store, service, offline)
+            name: FeatureReader.of_service(store, service, offline, cached)
             for name, service in SERVED.items()
         }
         unavailable: dict[str, str] = {}
@@ -172,7 +173,7 @@ class Runtime:
             OFFER_MODEL,
             "tracking-page offers",
             unavailable,
-            lambda: load_recommender(store, uri, offline, copies),
+            lambda: load_recommender(store, uri, offline, copies, cached),
         )
         window = _optional(
             WINDOW_MODEL,

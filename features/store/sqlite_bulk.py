@@ -155,6 +155,8 @@ class BulkSqliteOnlineStore(OnlineStore):
         self._layouts: dict[int, tuple[str, ...]] = {}
         self._picks: dict[tuple[int, tuple[str, ...] | None], list[tuple[str, int]]] = {}
         self._positions: dict[tuple[int, tuple[str, ...]], list[int | None]] = {}
+        # This store's own writes, counted: SQLite's `data_version` does not count them.
+        self._writes = 0
 
     # -- connection and tables --
 
@@ -265,7 +267,19 @@ class BulkSqliteOnlineStore(OnlineStore):
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
+            finally:
+                self._writes += 1
         return changed
+
+    def generation(self, config: RepoConfig) -> tuple[int, int]:
+        """A token that changes whenever what this store reads may have changed, and stays
+        equal while nothing has: SQLite's `data_version` (it moves when any other connection
+        commits, another process's materialisation included) and this store's own writes
+        and table changes, which `data_version` does not count. A caller may keep what it
+        read while the token it read it under is the current one."""
+        conn = self._get_conn(config)
+        (version,) = conn.execute("PRAGMA data_version").fetchone()
+        return int(version), self._writes
 
     # -- bulk write --
 
@@ -498,6 +512,7 @@ class BulkSqliteOnlineStore(OnlineStore):
             for view in tables_to_delete:
                 name = self.table_name(config, view)
                 conn.execute(f"DROP TABLE IF EXISTS {_quote(name)}")
+            self._writes += 1
 
     def teardown(
         self,
@@ -510,6 +525,7 @@ class BulkSqliteOnlineStore(OnlineStore):
             if self._conn is not None:
                 self._conn.close()
                 self._conn, self._conn_path, self._conn_config = None, None, None
+            self._writes += 1
         path = self.db_path(config)
         for suffix in ("", "-wal", "-shm"):
             Path(f"{path}{suffix}").unlink(missing_ok=True)
