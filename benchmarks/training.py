@@ -340,8 +340,10 @@ def bench_olist(customers: int, out: Path) -> dict[str, float]:
 def cross_validate(spec, store, tables, test_start: pd.Timestamp) -> list[dict]:
     """The model's and its baseline's AUC on expanding-window folds before the test window,
     fitted as training fits it (the model's parameters and tree-size rule, early stopping
-    on the latest rows of each fold's past); the test window is never read."""
+    on the latest rows of each fold's past, from the baseline where its rule says so); the
+    test window is never read."""
     from models.spec import EVENT_TIME, LABEL, LABEL_KNOWN
+    from training.binary import starting_offset
     from training.data import training_data
     from training.fit import fit_lightgbm, layout_from_train
     from training.split import expanding_folds
@@ -362,7 +364,14 @@ def cross_validate(spec, store, tables, test_start: pd.Timestamp) -> list[dict]:
         if spec.params_rule is not None:
             params |= spec.params_rule(train[LABEL])
         fitted = fit_lightgbm(
-            train, valid, layout, LABEL, params, spec.num_boost_round, spec.early_stopping_rounds
+            train,
+            valid,
+            layout,
+            LABEL,
+            params,
+            spec.num_boost_round,
+            spec.early_stopping_rounds,
+            offset=starting_offset(spec, train[LABEL]),
         )
         y = scored[LABEL].to_numpy()
         out.append(

@@ -14,6 +14,8 @@
   90-day rate stands in: a state-level late rate. Missing rates fall back to the destination
   region's 90-day rate, then the carrier's 28-day rate, then the mean carrier rate.
 - Segments: carrier, destination region, and the decision stage.
+- Trees: sized by the training window's late parcels (`capacity_for`); where those allow
+  only stumps, the trees start from the baseline's log-odds (`starts_from_baseline`).
 """
 
 from __future__ import annotations
@@ -255,7 +257,7 @@ def baseline(frame: pd.DataFrame) -> np.ndarray:
 
 
 # Late parcels a leaf should be able to hold before trees may grow another level; below
-# 2 × this many in the training window the trees are stumps (an additive model).
+# 4 × this many in the training window the trees are stumps (an additive model).
 LATE_PER_LEAF = 50
 MAX_LEAVES = 31
 
@@ -269,10 +271,29 @@ def capacity_for(labels: pd.Series) -> dict[str, object]:
     Thousands (the simulated business) get the full size. Time-ordered cross-validation
     inside the Olist training window preferred stumps to 4- and 31-leaf trees.
     """
-    positives = int(labels.sum())
-    minority = min(positives, len(labels) - positives)
-    depth = int(np.floor(np.log2(max(minority / LATE_PER_LEAF, 2.0))))
+    depth = int(np.floor(np.log2(max(_minority(labels) / LATE_PER_LEAF, 2.0))))
     return {"num_leaves": int(min(2**depth, MAX_LEAVES))}
+
+
+def starts_from_baseline(labels: pd.Series) -> bool:
+    """Whether the trees boost from the baseline's log-odds: where the training window's
+    rarer class is too small for more than stumps (`capacity_for`: under four leaves of
+    `LATE_PER_LEAF`), the trees only correct the trailing late rate.
+
+    A few hundred late parcels cannot learn a late rate that follows its level (Olist: 6% in
+    training, 20% in validation) as well as the trailing rate does; from the rate's log-odds
+    the trees learn what it misses. On the Olist sample's hundred late parcels: test AUC
+    0.673 against the state rate's 0.665 (paired bootstrap [+0.001, +0.016]), where trees
+    from the mean scored 0.645; the time-ordered folds' mean difference −0.028 against
+    −0.054. Thousands (the simulated business) learn from the mean, as before.
+    """
+    return capacity_for(labels)["num_leaves"] <= 2
+
+
+def _minority(labels: pd.Series) -> int:
+    """Rows of the rarer class."""
+    positives = int(labels.sum())
+    return min(positives, len(labels) - positives)
 
 
 SPEC = ModelSpec(
@@ -302,6 +323,7 @@ SPEC = ModelSpec(
     # Dask cluster then scored 0.014 below one machine's (tests/training/test_dask_training).
     params={"num_leaves": 31, "learning_rate": 0.05, "min_data_in_leaf": 50, "metric": "auc"},
     params_rule=capacity_for,
+    offset_rule=starts_from_baseline,
     # Isotonic steps on a few hundred validation rows tie scores and lose ranking.
     min_isotonic_rows=1000,
     capacity=0.05,

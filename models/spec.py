@@ -30,6 +30,7 @@ LabelFunction = Callable[[dict[str, pa.Table]], pd.DataFrame]
 BaselineFunction = Callable[[pd.DataFrame], np.ndarray]
 ReportFunction = Callable[[pd.DataFrame, pd.DataFrame], dict[str, pd.DataFrame]]
 ParamsRule = Callable[[pd.Series], dict[str, object]]
+OffsetRule = Callable[[pd.Series], bool]
 
 
 class Kind(StrEnum):
@@ -114,6 +115,9 @@ class ModelSpec:
         params_rule: Training window's labels → parameters over `params`, so capacity can
             follow the data's size by a rule applied identically to every dataset (None:
             `params` alone).
+        offset_rule: Training window's labels → whether the trees start from the log-odds
+            of the baseline (LightGBM's `init_score`, kept by the served model) rather than
+            from the window's mean (None: never).
         num_boost_round: Upper bound on trees.
         early_stopping_rounds: Patience on the validation log loss.
         capacity: Rows the team can act on (share < 1 or count) for precision/recall@k.
@@ -149,6 +153,7 @@ class ModelSpec:
     derived: tuple[str, ...] = ()
     params: dict[str, object] = field(default_factory=dict)
     params_rule: ParamsRule | None = None
+    offset_rule: OffsetRule | None = None
     num_boost_round: int = 2000
     early_stopping_rounds: int = 50
     capacity: float = 0.05

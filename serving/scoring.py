@@ -22,7 +22,7 @@ import pandas as pd
 from features.contract.schema import CONTACT_REASONS
 from models.served import registry
 from models.served.calibration import calibrate_by_arm, fast_calibration
-from models.served.classifier import CalibratedModel
+from models.served.classifier import CalibratedModel, offset_log_odds
 from models.served.decisions import DecisionKey, DecisionMemo
 from models.served.reasons import reason_codes, top_reasons
 from models.served.single_row import RowPredictor
@@ -119,18 +119,31 @@ class ServedModel:
 
     def probability(self, x: np.ndarray) -> np.ndarray:
         """Calibrated probabilities of matrix rows."""
+        if self.model.offset is not None:
+            return self.probability_from_contributions(self.contributions(x), x)
         return self.calibrate(self._raw(x), x)
 
     def contributions(self, x: np.ndarray) -> np.ndarray:
-        """SHAP contributions (log-odds) of matrix rows, one column per feature, then bias."""
-        return self._contributions(x)
+        """SHAP contributions (log-odds) of matrix rows, one column per feature, then bias
+        (with the baseline's log-odds where the trees started from them)."""
+        return self._with_offset(self._contributions(x), x)
 
     def request_contributions(self, x: np.ndarray) -> np.ndarray:
         """`contributions` of a request's rows, taken from the memo for rows whose decisions
-        at every split were answered before (exactly the same values)."""
+        at every split were answered before (exactly the same values). The memo keeps the
+        trees' part: an offset reads the rows' values, not only their splits."""
         if self.memo is None:
             return self.contributions(x)
-        return self.memo.rows(x, self.contributions)
+        return self._with_offset(self.memo.rows(x, self._contributions), x)
+
+    def _with_offset(self, contrib: np.ndarray, x: np.ndarray) -> np.ndarray:
+        """The trees' contributions with the model's offset added to the bias (a copy)."""
+        offset = self.model.offset
+        if offset is None:
+            return contrib
+        contrib = np.array(contrib, dtype=np.float64)
+        contrib[:, -1] += offset_log_odds(offset, self.model.layout, x)
+        return contrib
 
     def probability_from_contributions(
         self, contrib: np.ndarray, x: np.ndarray | None = None

@@ -80,11 +80,16 @@ def train(
         del tables
         split = time_split(events, spec.split, EVENT_TIME, LABEL_KNOWN)
         train_rows = events.loc[split.train.index]
+        # Trees that start from the baseline are fitted here: a window with that few
+        # labels is small, and the workers fit from the mean.
+        apart = starting_offset(spec, train_rows[LABEL]) is None
         # Here: the windows that stop and score the fit, and for reports over every
         # labelled row, the rows that purging left out of every window.
         here = split.validation.index.append(split.test.index)
         if spec.reports is not None:
             here = here.append(events.index.difference(split.train.index.append(here)))
+        if not apart:
+            here = here.append(split.train.index)
         near = decision_features(spec, store, events.loc[here])
         del events
         valid_rows, test_rows = (near.frame.loc[w.index] for w in (split.validation, split.test))
@@ -92,8 +97,11 @@ def train(
         features, words = near.features, near.words
         seconds["features"] = time.perf_counter() - started
         seconds["retrieval"] = near.retrieval_s
-        del near
         refit_rows = frame = None
+        if not apart:
+            train_rows = near.frame.loc[split.train.index]
+            frame = near.frame if spec.reports is not None else None
+        del near
     else:
         data = training_data(spec, store, tables)
         frame, features, words = data.frame, data.features, data.words
@@ -131,7 +139,13 @@ def train(
     else:
         fitted, choice, raw_valid = fit_calibrated(spec, settings, train_rows, valid_rows, features)
     model = CalibratedModel(
-        spec.name, fitted.booster, fitted.best_iteration, fitted.layout, choice.calibrator, words
+        spec.name,
+        fitted.booster,
+        fitted.best_iteration,
+        fitted.layout,
+        choice.calibrator,
+        words,
+        offset=fitted.offset,
     )
     seconds["fit"] = time.perf_counter() - clock
 
@@ -186,6 +200,7 @@ def train(
             served_fit.layout,
             choice.calibrator,
             words,
+            offset=served_fit.offset,
         )
         seconds["refit"] = time.perf_counter() - clock
     summary = split.summary() | served_span(split, valid_rows, refit_rows)
@@ -220,6 +235,7 @@ def train(
             out / "explain",
             num_iteration=served_fit.best_iteration,
             rows=options.explain_rows,
+            contributions_of=model.contributions,
         )
         seconds["explain"] = time.perf_counter() - clock
         clock = time.perf_counter()
@@ -299,7 +315,11 @@ def fit_calibrated(
         spec.num_boost_round,
         spec.early_stopping_rounds,
     )
-    if settings.dask_address:
+    offset = starting_offset(spec, train_rows[LABEL])
+    if offset is not None:
+        # A window with few labels (the offset's rule): one machine fits it.
+        fitted = fit_lightgbm(*fit_args, offset=offset)
+    elif settings.dask_address:
         with dask_client(settings.dask_address) as client:
             fitted = fit_lightgbm_on_cluster(client, *fit_args)
     else:
@@ -381,7 +401,24 @@ def refit(
     together), with the number of trees the time split's model stopped at: nothing is left
     to stop on. `test_rows` only report the fit's loss."""
     layout, params = _layout_and_params(spec, rows, features)
-    return fit_lightgbm(rows, test_rows, layout, LABEL, params, trees, early_stopping_rounds=0)
+    return fit_lightgbm(
+        rows,
+        test_rows,
+        layout,
+        LABEL,
+        params,
+        trees,
+        early_stopping_rounds=0,
+        offset=starting_offset(spec, rows[LABEL]),
+    )
+
+
+def starting_offset(spec: ModelSpec, labels: pd.Series):
+    """The baseline whose log-odds the trees start from, where the spec's `offset_rule`
+    asks it of a window with these labels; else None (the trees start from the mean)."""
+    if spec.offset_rule is not None and spec.offset_rule(labels):
+        return spec.baseline
+    return None
 
 
 def _layout_and_params(spec: ModelSpec, rows: pd.DataFrame, features: list[str]):

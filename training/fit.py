@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
+from models.served.classifier import boosted_probability, offset_log_odds
 from models.served.encoding import MISSING_CATEGORY, FeatureLayout
 
 log = logging.getLogger(__name__)
@@ -71,10 +73,14 @@ class FitResult:
     best_iteration: int
     valid_score: float
     seconds: float
+    offset: Callable[[pd.DataFrame], np.ndarray] | None = None
 
     def raw_score(self, data: pd.DataFrame) -> np.ndarray:
-        """Uncalibrated probability of each row."""
-        return self.booster.predict(self.layout.matrix(data), num_iteration=self.best_iteration)
+        """Uncalibrated probability of each row (the trees from `offset`'s log-odds, where
+        they were fitted from them)."""
+        return boosted_probability(
+            self.booster, self.layout, self.layout.matrix(data), self.best_iteration, self.offset
+        )
 
 
 class SharedSets:
@@ -125,15 +131,22 @@ def _datasets(
     layout: FeatureLayout,
     label: str,
     weight: str | None,
+    offset: Callable[[pd.DataFrame], np.ndarray] | None = None,
 ) -> tuple[lgb.Dataset, lgb.Dataset]:
     """The training dataset of `train` (its matrix let go of once binned) and the validation
-    dataset of `valid`, binned as the training one."""
+    dataset of `valid`, binned as the training one, each starting from the log-odds of
+    `offset`'s probabilities where given."""
 
     def dataset(frame: pd.DataFrame, **options) -> lgb.Dataset:
+        start = None
+        if offset is not None:
+            # From the scoring matrix, as a service that holds only the matrix adds it.
+            start = offset_log_odds(offset, layout, layout.matrix(frame))
         return lgb.Dataset(
             layout.matrix(frame, np.float32),
             label=frame[label].to_numpy(dtype=np.float32),
             weight=frame[weight].to_numpy(dtype=np.float32) if weight else None,
+            init_score=start,
             feature_name=list(layout.features),
             categorical_feature=layout.categorical_indices,
             **options,
@@ -153,6 +166,7 @@ def fit_lightgbm(
     early_stopping_rounds: int = DEFAULT_EARLY_STOPPING,
     weight: str | None = None,
     shared: SharedSets | None = None,
+    offset: Callable[[pd.DataFrame], np.ndarray] | None = None,
 ) -> FitResult:
     """Fit a binary LightGBM classifier, stopping when validation log loss stops improving.
 
@@ -167,6 +181,11 @@ def fit_lightgbm(
         weight: Column of row weights, in both windows (None: unweighted).
         shared: Datasets already binned from these rows and `layout`, given this fit's
             label and weights here (None: datasets of its own).
+        offset: Rows → probabilities whose log-odds the trees start from (LightGBM's
+            `init_score`), in both windows and wherever the fit scores (None: the mean).
+
+    Raises:
+        ValueError: An offset with shared datasets (binned without one).
 
     Returns:
         The booster, truncated to its best iteration when predicting.
@@ -175,7 +194,9 @@ def fit_lightgbm(
     merged.setdefault("metric", "binary_logloss")
     started = time.perf_counter()
     if shared is None:
-        train_set, valid_set = _datasets(train, valid, layout, label, weight)
+        train_set, valid_set = _datasets(train, valid, layout, label, weight, offset)
+    elif offset is not None:
+        raise ValueError("a fit from an offset makes datasets of its own, not shared ones")
     else:
         train_set, valid_set = shared.labelled(train, valid, label, weight)
     callbacks = [lgb.log_evaluation(period=0)]
@@ -201,4 +222,4 @@ def fit_lightgbm(
         metric,
         score,
     )
-    return FitResult(booster, layout, merged, int(best), float(score), seconds)
+    return FitResult(booster, layout, merged, int(best), float(score), seconds, offset)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import pickle
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 
+from models import MODELS
 from models.served.calibration import ArmCalibration, Calibrator, calibrate_by_arm
 from models.served.encoding import FeatureLayout
 from models.served.reasons import Reason, contributions, reason_codes
@@ -27,6 +29,39 @@ CALIBRATOR_FILE = "calibrator.pkl"
 # Written only by a model calibrated per arm; a model without it calibrates every row alike.
 ARM_CALIBRATION_FILE = "arm_calibration.pkl"
 META_FILE = "model.json"
+# A baseline's probabilities are clipped to this far from 0 and 1 before their log-odds
+# start the trees: a state with no late parcel yet must not start at minus infinity.
+OFFSET_CLIP = 1e-3
+
+
+def log_odds(probabilities: np.ndarray) -> np.ndarray:
+    """Log-odds of probabilities clipped to [`OFFSET_CLIP`, 1 − `OFFSET_CLIP`]."""
+    clipped = np.clip(np.asarray(probabilities, dtype=np.float64), OFFSET_CLIP, 1 - OFFSET_CLIP)
+    return np.log(clipped / (1 - clipped))
+
+
+def offset_log_odds(
+    offset: Callable[[pd.DataFrame], np.ndarray], layout: FeatureLayout, x: np.ndarray
+) -> np.ndarray:
+    """Log-odds of `offset`'s probabilities of the rows the input matrix `x` encodes: the
+    offset reads numeric features by name, as the matrix holds them (categories are codes
+    there), so a service that holds only the matrix adds what training added."""
+    return log_odds(offset(pd.DataFrame(x, columns=list(layout.features))))
+
+
+def boosted_probability(
+    booster: lgb.Booster,
+    layout: FeatureLayout,
+    x: np.ndarray,
+    num_iteration: int,
+    offset: Callable[[pd.DataFrame], np.ndarray] | None,
+) -> np.ndarray:
+    """The booster's probabilities of the rows `x` encodes, its trees added to the log-odds
+    of `offset`'s probabilities where the trees were fitted from them."""
+    if offset is None:
+        return booster.predict(x, num_iteration=num_iteration)
+    raw = booster.predict(x, num_iteration=num_iteration, raw_score=True)
+    return 1.0 / (1.0 + np.exp(-(raw + offset_log_odds(offset, layout, x))))
 
 
 @dataclass
@@ -42,6 +77,8 @@ class CalibratedModel:
         words: Feature → description, for reason codes.
         arm_calibration: Calibrators per arm of an experiment, applied instead of
             `calibrator` where they exist (None: `calibrator` for every row).
+        offset: Rows → the probabilities whose log-odds the trees started from: the
+            model's declared baseline (`ModelSpec.offset_rule`; None: the trees alone).
     """
 
     name: str
@@ -51,6 +88,7 @@ class CalibratedModel:
     calibrator: Calibrator
     words: dict[str, str] = field(default_factory=dict)
     arm_calibration: ArmCalibration | None = None
+    offset: Callable[[pd.DataFrame], np.ndarray] | None = None
 
     @property
     def features(self) -> list[str]:
@@ -59,12 +97,15 @@ class CalibratedModel:
 
     def raw_score(self, data: pd.DataFrame) -> np.ndarray:
         """Uncalibrated probabilities."""
-        return self.booster.predict(self.layout.matrix(data), num_iteration=self.best_iteration)
+        return boosted_probability(
+            self.booster, self.layout, self.layout.matrix(data), self.best_iteration, self.offset
+        )
 
     def predict_proba(self, data: pd.DataFrame) -> np.ndarray:
         """Calibrated probability of the positive class for each row."""
         x = self.layout.matrix(data)
-        return self.calibrate(self.booster.predict(x, num_iteration=self.best_iteration), x)
+        raw = boosted_probability(self.booster, self.layout, x, self.best_iteration, self.offset)
+        return self.calibrate(raw, x)
 
     def calibrate(self, raw: np.ndarray, x: np.ndarray) -> np.ndarray:
         """Calibrated probabilities of raw ones, given the rows' input matrix (which says
@@ -78,8 +119,12 @@ class CalibratedModel:
         )
 
     def contributions(self, data: pd.DataFrame) -> pd.DataFrame:
-        """SHAP contributions (log-odds of the raw model) per row and feature, plus `bias`."""
-        return contributions(self.booster, self.layout, data, self.best_iteration)
+        """SHAP contributions (log-odds of the raw model) per row and feature, plus `bias`
+        (with the baseline's log-odds where the trees started from them)."""
+        values = contributions(self.booster, self.layout, data, self.best_iteration)
+        if self.offset is not None:
+            values["bias"] += offset_log_odds(self.offset, self.layout, self.layout.matrix(data))
+        return values
 
     def reasons(self, data: pd.DataFrame, k: int = 3, direction: str = "up") -> list[list[Reason]]:
         """Top-k reason codes per row, in words (see `models.served.reasons.reason_codes`)."""
@@ -108,6 +153,9 @@ class CalibratedModel:
         }
         if self.arm_calibration is not None:
             meta["arm_calibration"] = self.arm_calibration.describe()
+        if self.offset is not None:
+            # Found again by the model's name: the registry stores no Python object.
+            meta["offset"] = "baseline"
         (folder / META_FILE).write_text(json.dumps(meta, indent=2))
         return folder
 
@@ -123,6 +171,9 @@ class CalibratedModel:
         if (Path(folder) / ARM_CALIBRATION_FILE).is_file():
             with open(Path(folder) / ARM_CALIBRATION_FILE, "rb") as handle:
                 arm_calibration = pickle.load(handle)
+        offset = None
+        if meta.get("offset") == "baseline":
+            offset = MODELS[meta["name"]].baseline
         return CalibratedModel(
             name=meta["name"],
             booster=booster,
@@ -131,6 +182,7 @@ class CalibratedModel:
             calibrator=calibrator,
             words=meta.get("words", {}),
             arm_calibration=arm_calibration,
+            offset=offset,
         )
 
 

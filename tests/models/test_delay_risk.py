@@ -11,7 +11,7 @@ import pytest
 from features.build.shipments import UPDATE_EVENTS
 from features.contract.schema import SHIPMENTS, TRACKING_EVENTS
 from features.instants import utc_times
-from models.delay_risk import SPEC, baseline, capacity_for, label_events
+from models.delay_risk import SPEC, baseline, capacity_for, label_events, starts_from_baseline
 
 T0 = pd.Timestamp("2025-03-03 17:00", tz="UTC")
 
@@ -161,6 +161,24 @@ def test_spec_declares_what_the_loop_needs() -> None:
 def test_tree_size_follows_the_rarer_class(rows: int, late: int, leaves: int) -> None:
     labels = pd.Series([1] * late + [0] * (rows - late))
     assert capacity_for(labels) == {"num_leaves": leaves}
+
+
+@pytest.mark.parametrize(
+    ("rows", "late", "from_baseline"),
+    [
+        (1659, 105, True),  # the Olist sample's training window
+        (391, 36, True),  # its first cross-validation fold
+        (5000, 250, False),  # four leaves: enough to learn from the mean
+        (150_000, 14_000, False),  # the simulated business
+        (2000, 1900, True),  # the rarer class counts, whichever it is
+    ],
+)
+def test_few_late_parcels_start_the_trees_from_the_baseline(
+    rows: int, late: int, from_baseline: bool
+) -> None:
+    labels = pd.Series([1] * late + [0] * (rows - late))
+    assert starts_from_baseline(labels) is from_baseline
+    assert SPEC.offset_rule is starts_from_baseline
 
 
 def test_tree_size_never_shrinks_with_more_late_parcels() -> None:

@@ -344,3 +344,50 @@ def test_a_model_saved_without_arm_calibrators_scores_as_before(arm_model, tmp_p
     np.testing.assert_allclose(loaded.predict_proba(frame), shared)
     served = ServedModel("offers", "1", ["champion"], loaded)
     np.testing.assert_allclose(served.probability(served.matrix(frame)), shared)
+
+
+def test_a_model_fitted_from_its_baseline_serves_what_it_trained(tmp_path) -> None:
+    """Trees fitted from the delay-risk baseline's log-odds: the matrix paths (frame,
+    records, the memo of contributions) add the same log-odds the trained model adds."""
+    from models import delay_risk
+
+    rng = np.random.default_rng(11)
+    n = 3_000
+    frame = pd.DataFrame(
+        {
+            "distance_km": rng.uniform(1, 1_000, n),
+            "carrier": rng.choice(["A", "B", None], n),
+            "lane_late_rate_28d": rng.uniform(0.02, 0.6, n),
+            "carrier_late_rate_28d": rng.uniform(0.05, 0.2, n),
+        }
+    )
+    logit = np.log(frame["lane_late_rate_28d"] / (1 - frame["lane_late_rate_28d"]))
+    logit += (frame["carrier"] == "B") * 1.0
+    frame["label"] = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int)
+    layout = layout_from_train(frame, [*frame.columns.drop("label")], ["carrier"])
+    fit = fit_lightgbm(
+        frame[:2_000],
+        frame[2_000:2_500],
+        layout,
+        params={"min_data_in_leaf": 20, "num_leaves": 2},
+        offset=delay_risk.baseline,
+    )
+    calibrator = fit_calibrator(
+        "platt", fit.raw_score(frame[2_000:2_500]), frame["label"][2_000:2_500]
+    )
+    trained = CalibratedModel(
+        delay_risk.NAME, fit.booster, fit.best_iteration, layout, calibrator, offset=fit.offset
+    )
+    model = CalibratedModel.load(trained.save(tmp_path / "model"))
+    served = ServedModel(delay_risk.NAME, "1", ["champion"], model, memo_rows=1_000)
+    scored = frame[2_500:].drop(columns="label")
+    expected = trained.predict_proba(scored)
+    np.testing.assert_allclose(served.probability(served.matrix(scored)), expected)
+    x = served.matrix_from_records(records(scored))
+    np.testing.assert_allclose(served.probability(x), expected)
+    contrib = served.request_contributions(x)
+    np.testing.assert_allclose(served.request_contributions(x), contrib)
+    np.testing.assert_allclose(served.probability_from_contributions(contrib, x), expected)
+    np.testing.assert_allclose(contrib, trained.contributions(scored).to_numpy())
+    # The trees alone would not score so: the offset is the baseline's, not a constant.
+    assert not np.allclose(served.calibrate(served._raw(x), x), expected)

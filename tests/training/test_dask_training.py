@@ -209,3 +209,25 @@ def test_a_report_over_every_row_from_a_window_retrieved_on_the_cluster(
         return table.sort_values("last_contact_reason").reset_index(drop=True)
 
     pd.testing.assert_frame_equal(by_reason(logged), by_reason(whole), check_dtype=False)
+
+
+def test_a_window_started_from_its_baseline_is_fitted_here(
+    dask_cluster, store_folder, sim_tables, monkeypatch
+) -> None:
+    """A training window whose labels start the trees from the baseline (too few for the
+    workers to be worth it) is retrieved and fitted on this machine, as without a cluster."""
+    local, client = dask_cluster
+    folder, store = store_folder
+    spec = dataclasses.replace(DELAY, offset_rule=lambda labels: True)
+    options = TrainOptions(tables=sim_tables, register=False)
+    monkeypatch.setenv("AFTERSALE_DATA_DIR", str(folder))
+    monkeypatch.delenv("AFTERSALE_DASK_ADDRESS", raising=False)
+    one_machine = train_model(spec, store, get_settings(), options)
+
+    monkeypatch.setenv("AFTERSALE_DASK_ADDRESS", local.scheduler_address)
+    with distributed.get_task_stream(client) as stream:
+        on_cluster = train_model(spec, store, get_settings(), options)
+    worked = [t for t in stream.data if str(t["key"]).startswith(("_train_part-", "retrieved_"))]
+    assert worked == []
+    assert on_cluster.model.offset is DELAY.baseline
+    pd.testing.assert_frame_equal(on_cluster.scores, one_machine.scores)

@@ -6,6 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from models import delay_risk
+from models.served.calibration import Calibrator
+from models.served.classifier import CalibratedModel
 from training.fit import SharedSets, fit_lightgbm, layout_from_train
 
 FEATURES = ["distance_km", "scans", "carrier"]
@@ -76,3 +79,57 @@ def test_shared_datasets_refuse_other_rows() -> None:
     fit_lightgbm(train, valid, layout, "label", {}, 20, 5, shared=shared)
     with pytest.raises(ValueError, match="rows other than theirs"):
         fit_lightgbm(train.iloc[::-1], valid, layout, "label", {}, 20, 5, shared=shared)
+
+
+def _rated_rows(n: int, seed: int) -> pd.DataFrame:
+    """`_rows` whose label follows a trailing late rate that no feature holds (the delay-risk
+    baseline's columns; the origin is known, so the lane's rate is the baseline)."""
+    frame = _rows(n, seed)
+    rng = np.random.default_rng(seed + 100)
+    frame["lane_late_rate_28d"] = rng.uniform(0.02, 0.6, n)
+    frame["carrier_late_rate_28d"] = 0.1
+    frame["late"] = (rng.random(n) < frame["lane_late_rate_28d"]).astype(int)
+    return frame
+
+
+RATED = [*FEATURES, "lane_late_rate_28d", "carrier_late_rate_28d"]
+
+
+def test_trees_fitted_from_an_offset_start_from_it(tmp_path) -> None:
+    """A fit from the baseline starts at the baseline's probabilities, where a fit from the
+    mean starts at one probability for every row; the served model adds the same log-odds
+    after a save and load, and its contributions add up to them."""
+    train, valid, test = _rated_rows(2_000, 4), _rated_rows(500, 5), _rated_rows(1_000, 6)
+    layout = layout_from_train(train, RATED, ["carrier"])
+    # One tree that moves nothing: what each fit starts from.
+    params = {"num_leaves": 2, "min_data_in_leaf": 20, "learning_rate": 1e-9}
+    args = (train, valid, layout, "late", params, 1, 0)
+    from_mean = fit_lightgbm(*args).raw_score(test)
+    fitted = fit_lightgbm(*args, offset=delay_risk.baseline)
+    assert np.ptp(from_mean) < 1e-6
+    np.testing.assert_allclose(fitted.raw_score(test), delay_risk.baseline(test), rtol=1e-6)
+
+    model = CalibratedModel(
+        delay_risk.NAME,
+        fitted.booster,
+        fitted.best_iteration,
+        layout,
+        Calibrator("identity"),
+        offset=fitted.offset,
+    )
+    loaded = CalibratedModel.load(model.save(tmp_path / "model"))
+    assert loaded.offset is delay_risk.baseline
+    np.testing.assert_allclose(loaded.predict_proba(test), fitted.raw_score(test))
+    contributions = loaded.contributions(test)
+    np.testing.assert_allclose(
+        1 / (1 + np.exp(-contributions.sum(axis=1))), fitted.raw_score(test), rtol=1e-6
+    )
+
+
+def test_an_offset_refuses_shared_datasets() -> None:
+    train, valid = _rated_rows(500, 7), _rated_rows(200, 8)
+    layout = layout_from_train(train, FEATURES, ["carrier"])
+    with pytest.raises(ValueError, match="offset"):
+        fit_lightgbm(
+            train, valid, layout, "late", shared=SharedSets(layout), offset=delay_risk.baseline
+        )
