@@ -24,7 +24,7 @@ from feast import FeatureStore
 from aftersale.cluster import dask_client
 from aftersale.settings import Settings
 from features.instants import utc_times
-from models.served.classifier import CalibratedModel
+from models.served.classifier import BaselineStart, CalibratedModel
 from models.spec import EVENT_TIME, LABEL, LABEL_KNOWN, ModelSpec
 from training.calibrate import choose_calibrator
 from training.data import (
@@ -192,7 +192,9 @@ def train(
     served_fit = fitted
     if refit_rows is not None:
         clock = time.perf_counter()
-        served_fit = refit(spec, refit_rows, test_rows, features, fitted.best_iteration)
+        served_fit = refit(
+            spec, refit_rows, test_rows, features, fitted.best_iteration, fitted.offset
+        )
         model = CalibratedModel(
             spec.name,
             served_fit.booster,
@@ -396,10 +398,12 @@ def refit(
     test_rows: pd.DataFrame,
     features: list[str],
     trees: int,
+    offset=None,
 ) -> FitResult:
     """The recipe fitted on every labelled decision, `rows` (the time split's windows
-    together), with the number of trees the time split's model stopped at: nothing is left
-    to stop on. `test_rows` only report the fit's loss."""
+    together), with the number of trees the time split's model stopped at and from the
+    start it stopped from (`offset`: the baseline whose log-odds it started from, or None):
+    nothing is left to stop on. `test_rows` only report the fit's loss."""
     layout, params = _layout_and_params(spec, rows, features)
     return fit_lightgbm(
         rows,
@@ -409,15 +413,16 @@ def refit(
         params,
         trees,
         early_stopping_rounds=0,
-        offset=starting_offset(spec, rows[LABEL]),
+        offset=offset,
     )
 
 
-def starting_offset(spec: ModelSpec, labels: pd.Series):
+def starting_offset(spec: ModelSpec, labels: pd.Series) -> BaselineStart | None:
     """The baseline whose log-odds the trees start from, where the spec's `offset_rule`
-    asks it of a window with these labels; else None (the trees start from the mean)."""
+    asks it of a window with these labels (a row without any trailing rate starts from the
+    window's own rate); else None (the trees start from the mean)."""
     if spec.offset_rule is not None and spec.offset_rule(labels):
-        return spec.baseline
+        return BaselineStart(spec.name, float(labels.mean()))
     return None
 
 

@@ -40,6 +40,25 @@ def log_odds(probabilities: np.ndarray) -> np.ndarray:
     return np.log(clipped / (1 - clipped))
 
 
+@dataclass(frozen=True)
+class BaselineStart:
+    """What a model's trees start from: the log-odds of its spec's baseline (`MODELS[name]`,
+    found again by the name after a save: the registry stores no Python object), with
+    `fallback` for a row the baseline knows no rate of. The fallback is the training
+    window's rate, fixed with the model: the baseline's own last resort, the mean of the
+    rows scored together, would make one row's score depend on the rows asked with it."""
+
+    name: str
+    fallback: float
+
+    def __call__(self, frame: pd.DataFrame) -> np.ndarray:
+        return MODELS[self.name].baseline(frame, fallback=self.fallback)
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-serialisable form."""
+        return {"baseline_of": self.name, "fallback": self.fallback}
+
+
 def offset_log_odds(
     offset: Callable[[pd.DataFrame], np.ndarray], layout: FeatureLayout, x: np.ndarray
 ) -> np.ndarray:
@@ -78,7 +97,8 @@ class CalibratedModel:
         arm_calibration: Calibrators per arm of an experiment, applied instead of
             `calibrator` where they exist (None: `calibrator` for every row).
         offset: Rows → the probabilities whose log-odds the trees started from: the
-            model's declared baseline (`ModelSpec.offset_rule`; None: the trees alone).
+            model's declared baseline (`ModelSpec.offset_rule`, a `BaselineStart` for a
+            model to save; None: the trees alone).
     """
 
     name: str
@@ -154,8 +174,9 @@ class CalibratedModel:
         if self.arm_calibration is not None:
             meta["arm_calibration"] = self.arm_calibration.describe()
         if self.offset is not None:
-            # Found again by the model's name: the registry stores no Python object.
-            meta["offset"] = "baseline"
+            if not isinstance(self.offset, BaselineStart):
+                raise ValueError("a model's offset is saved as a BaselineStart only")
+            meta["offset"] = self.offset.to_dict()
         (folder / META_FILE).write_text(json.dumps(meta, indent=2))
         return folder
 
@@ -172,8 +193,9 @@ class CalibratedModel:
             with open(Path(folder) / ARM_CALIBRATION_FILE, "rb") as handle:
                 arm_calibration = pickle.load(handle)
         offset = None
-        if meta.get("offset") == "baseline":
-            offset = MODELS[meta["name"]].baseline
+        if meta.get("offset") is not None:
+            start = meta["offset"]
+            offset = BaselineStart(str(start["baseline_of"]), float(start["fallback"]))
         return CalibratedModel(
             name=meta["name"],
             booster=booster,

@@ -10,7 +10,7 @@ import pytest
 
 from features.contract.schema import CONTACT_REASONS
 from models.served.calibration import fast_calibration
-from models.served.classifier import ARM_CALIBRATION_FILE, CalibratedModel
+from models.served.classifier import ARM_CALIBRATION_FILE, BaselineStart, CalibratedModel
 from models.served.reasons import reason_codes, top_reasons
 from serving.scoring import (
     NO_CONTACT,
@@ -370,7 +370,7 @@ def test_a_model_fitted_from_its_baseline_serves_what_it_trained(tmp_path) -> No
         frame[2_000:2_500],
         layout,
         params={"min_data_in_leaf": 20, "num_leaves": 2},
-        offset=delay_risk.baseline,
+        offset=BaselineStart(delay_risk.NAME, 0.1),
     )
     calibrator = fit_calibrator(
         "platt", fit.raw_score(frame[2_000:2_500]), frame["label"][2_000:2_500]

@@ -229,5 +229,6 @@ def test_a_window_started_from_its_baseline_is_fitted_here(
         on_cluster = train_model(spec, store, get_settings(), options)
     worked = [t for t in stream.data if str(t["key"]).startswith(("_train_part-", "retrieved_"))]
     assert worked == []
-    assert on_cluster.model.offset is DELAY.baseline
+    assert on_cluster.model.offset == one_machine.model.offset
+    assert on_cluster.model.offset.name == DELAY.name
     pd.testing.assert_frame_equal(on_cluster.scores, one_machine.scores)

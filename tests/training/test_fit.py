@@ -8,7 +8,7 @@ import pytest
 
 from models import delay_risk
 from models.served.calibration import Calibrator
-from models.served.classifier import CalibratedModel
+from models.served.classifier import BaselineStart, CalibratedModel
 from training.fit import SharedSets, fit_lightgbm, layout_from_train
 
 FEATURES = ["distance_km", "scans", "carrier"]
@@ -105,7 +105,8 @@ def test_trees_fitted_from_an_offset_start_from_it(tmp_path) -> None:
     params = {"num_leaves": 2, "min_data_in_leaf": 20, "learning_rate": 1e-9}
     args = (train, valid, layout, "late", params, 1, 0)
     from_mean = fit_lightgbm(*args).raw_score(test)
-    fitted = fit_lightgbm(*args, offset=delay_risk.baseline)
+    start = BaselineStart(delay_risk.NAME, 0.1)
+    fitted = fit_lightgbm(*args, offset=start)
     assert np.ptp(from_mean) < 1e-6
     np.testing.assert_allclose(fitted.raw_score(test), delay_risk.baseline(test), rtol=1e-6)
 
@@ -118,7 +119,7 @@ def test_trees_fitted_from_an_offset_start_from_it(tmp_path) -> None:
         offset=fitted.offset,
     )
     loaded = CalibratedModel.load(model.save(tmp_path / "model"))
-    assert loaded.offset is delay_risk.baseline
+    assert loaded.offset == start
     np.testing.assert_allclose(loaded.predict_proba(test), fitted.raw_score(test))
     contributions = loaded.contributions(test)
     np.testing.assert_allclose(
@@ -126,10 +127,27 @@ def test_trees_fitted_from_an_offset_start_from_it(tmp_path) -> None:
     )
 
 
+def test_a_row_without_any_rate_starts_from_the_windows_rate_whatever_is_asked_with_it() -> None:
+    """The baseline's own last resort is the mean carrier rate of the rows given; a model's
+    start is fixed with the model, so one row scores alike alone and among others."""
+    rows = _rated_rows(50, 9).reset_index(drop=True)
+    rows.loc[0, ["lane_late_rate_28d", "carrier_late_rate_28d"]] = np.nan
+    start = BaselineStart(delay_risk.NAME, 0.07)
+    alone, among = start(rows.iloc[:1]), start(rows)
+    assert alone[0] == among[0] == 0.07
+    # Without the start's rate the same row depends on the rows asked with it.
+    assert delay_risk.baseline(rows.iloc[:1])[0] != delay_risk.baseline(rows)[0]
+
+
 def test_an_offset_refuses_shared_datasets() -> None:
     train, valid = _rated_rows(500, 7), _rated_rows(200, 8)
     layout = layout_from_train(train, FEATURES, ["carrier"])
     with pytest.raises(ValueError, match="offset"):
         fit_lightgbm(
-            train, valid, layout, "late", shared=SharedSets(layout), offset=delay_risk.baseline
+            train,
+            valid,
+            layout,
+            "late",
+            shared=SharedSets(layout),
+            offset=BaselineStart(delay_risk.NAME, 0.1),
         )
