@@ -112,6 +112,9 @@ class FeatureReader:
         self._cache: OrderedDict[tuple, tuple[pd.Timestamp, dict] | None] = OrderedDict()
         self._cache_token: object = None
         self._cache_lock = threading.Lock()
+        # Rows asked and found kept, and rows read from the store, since the reader opened.
+        self.found_kept = 0
+        self.read_rows = 0
 
     @classmethod
     def of_service(
@@ -122,6 +125,11 @@ class FeatureReader:
         (projection,) = service.feature_view_projections
         names = [f.name for f in projection.features]
         return cls(store, projection.name, names, offline_root, cache_rows)
+
+    @property
+    def kept_rows(self) -> int:
+        """Rows kept now."""
+        return len(self._cache)
 
     def read(self, keys: Sequence[Sequence[str]], as_of: pd.Timestamp) -> list[dict | None]:
         """One dict per key tuple (in `self.keys` order), the row as of `as_of`; None where
@@ -166,6 +174,7 @@ class FeatureReader:
         were read under, the others from the store (and kept, the latest asked first)."""
         direct = self._direct_store() if self.cache_rows > 0 else None
         if direct is None:
+            self.read_rows += len(keys)
             return [self._record(hit) for hit in self._online(keys)]
         with self._cache_lock:
             token = direct.generation(self.store.config)
@@ -178,6 +187,8 @@ class FeatureReader:
             if missing:
                 for key, hit in zip(missing, self._online(missing), strict=True):
                     cache[key] = self._record(hit)
+            self.read_rows += len(missing)
+            self.found_kept += len(asked) - len(missing)
             found = []
             for key in asked:
                 cache.move_to_end(key)

@@ -610,6 +610,14 @@ class Runtime:
             *([self.uplift] if self.uplift else []),
         ]
 
+    def online_readers(self) -> dict[str, FeatureReader]:
+        """Every online feature reader, by what reads it."""
+        readers = dict(self.readers)
+        if self.recommender is not None:
+            for part in ("orders", "customers", "categories"):
+                readers[f"{self.recommender.model.name}:{part}"] = getattr(self.recommender, part)
+        return readers
+
     def versions(self) -> dict[str, str]:
         """Model → the champion version loaded."""
         return {m.name: m.version for m in self.served()}
@@ -627,6 +635,16 @@ class Runtime:
                     memo=_memo_counts(getattr(m, "memo", None)),
                 )
                 for m in self.served()
+            ],
+            online_rows=[
+                schemas.OnlineRows(
+                    reader=name,
+                    view=reader.view.name,
+                    kept=reader.kept_rows,
+                    found=reader.found_kept,
+                    read=reader.read_rows,
+                )
+                for name, reader in self.online_readers().items()
             ],
             outreach_queue=queue.meta.get("queue_date") if queue else None,
             unavailable=self.unavailable,

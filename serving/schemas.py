@@ -435,8 +435,21 @@ class LoadedModel(BaseModel):
     )
 
 
+class OnlineRows(BaseModel):
+    reader: str = Field(description="What reads them: a scoring model, or the offers' view.")
+    view: str = Field(description="The feature view.")
+    kept: int = Field(description="Rows the worker keeps now (`AFTERSALE_ONLINE_CACHE_ROWS`).")
+    found: int = Field(description="Rows asked and found kept since the model loaded.")
+    read: int = Field(description="Rows asked and read from the online store since then.")
+
+
 class ModelsResponse(BaseModel):
     models: list[LoadedModel]
+    online_rows: list[OnlineRows] = Field(
+        default_factory=list,
+        description="The online feature rows each reader keeps and how often a row asked was "
+        "found there; all are let go of whenever the online store changes.",
+    )
     outreach_queue: str | None = Field(None, description="Date of the queue being served.")
     unavailable: dict[str, str] = Field(
         default_factory=dict,

@@ -100,6 +100,7 @@ def test_kept_rows_equal_fresh_reads_and_are_not_read_again(repo, monkeypatch) -
     assert again == first[:3] + first[-1:]
     assert first[-1] is None
     assert all(r is not None for r in first[:-1])
+    assert (kept.found_kept, kept.read_rows, kept.kept_rows) == (4, len(keys), len(keys))
     # A caller changing its record changes nothing kept.
     again[0]["spend"] = -1.0
     assert kept.read(keys[:1], T0) == first[:1]
@@ -151,4 +152,4 @@ def test_without_cache_rows_every_read_reaches_the_store(repo, monkeypatch) -> N
     reader.read([["c01"]], T0)
     reader.read([["c01"]], T0)
     assert asked == [1, 1]
-    assert not reader._cache
+    assert (reader.found_kept, reader.read_rows, reader.kept_rows) == (0, 2, 0)

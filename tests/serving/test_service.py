@@ -368,6 +368,26 @@ def test_answers_asked_again_come_from_the_memo_unchanged(client, ids) -> None:
     assert after["churn"]["hits"] - before["churn"]["hits"] >= len(ids["customers"])
 
 
+def test_online_rows_asked_again_are_found_kept_and_counted(client, ids) -> None:
+    """An order's offers asked twice read its rows from the store once: /v1/models counts
+    the second ask's rows as found kept, for the order, its customer and each category."""
+
+    def counts() -> dict[str, dict]:
+        return {r["reader"]: r for r in client.get("/v1/models").json()["online_rows"]}
+
+    order = ids["orders"][0]
+    first = client.post("/v1/recommend", json=page(order)).json()
+    before = counts()
+    assert client.post("/v1/recommend", json=page(order)).json()["offers"] == first["offers"]
+    after = counts()
+    for part in ("orders", "customers", "categories"):
+        name = f"next_best_offer:{part}"
+        assert after[name]["found"] > before[name]["found"], name
+        assert after[name]["read"] == before[name]["read"], name
+        assert after[name]["kept"] >= 1
+    assert {"churn", "delay_risk"} <= set(after)
+
+
 def test_answers_made_ahead_are_found_at_the_first_ask_and_equal_fresh_ones(
     served_data,
 ) -> None:
