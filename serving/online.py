@@ -175,7 +175,7 @@ class FeatureReader:
         direct = self._direct_store() if self.cache_rows > 0 else None
         if direct is None:
             self.read_rows += len(keys)
-            return [self._record(hit) for hit in self._online(keys)]
+            return [self._record(hit) for hit in self._online(keys, self._direct_store())]
         with self._cache_lock:
             token = direct.generation(self.store.config)
             if token != self._cache_token:
@@ -185,7 +185,7 @@ class FeatureReader:
             cache = self._cache
             missing = [key for key in dict.fromkeys(asked) if key not in cache]
             if missing:
-                for key, hit in zip(missing, self._online(missing), strict=True):
+                for key, hit in zip(missing, self._online(missing, direct), strict=True):
                     cache[key] = self._record(hit)
             self.read_rows += len(missing)
             self.found_kept += len(asked) - len(missing)
@@ -211,14 +211,16 @@ class FeatureReader:
             self._provider, self._direct = provider, _direct_store(provider)
         return self._direct
 
-    def _online(self, keys: Sequence[Sequence[str]]) -> list[tuple[pd.Timestamp, list] | None]:
+    def _online(
+        self, keys: Sequence[Sequence[str]], direct: BulkSqliteOnlineStore | None
+    ) -> list[tuple[pd.Timestamp, list] | None]:
         """Each key's online row: its instant and its values (Feast ValueProtos, None where
-        unset) in `self.names` order; None where the store has none.
+        unset) in `self.names` order; None where the store has none (`direct`: the store
+        where `_direct_store` found ours, read straight).
 
         Straight from the store where it is our SQLite one behind Feast's pass-through
         provider (a third of a one-key read went into the provider's entity-key protos and
         per-name dicts); through the provider otherwise, as for any other online store."""
-        direct = self._direct_store()
         if direct is not None:
             rows = direct.read_values(self.store.config, self.view, self.keys, keys, self.names)
             # The instant `utc_instant` makes of the stored microseconds, without a datetime.

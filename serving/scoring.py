@@ -22,7 +22,7 @@ import pandas as pd
 from features.contract.schema import CONTACT_REASONS
 from models.served import registry
 from models.served.calibration import calibrate_by_arm, fast_calibration
-from models.served.classifier import CalibratedModel, offset_log_odds
+from models.served.classifier import CalibratedModel, boosted_probability, offset_log_odds
 from models.served.decisions import DecisionKey, DecisionMemo
 from models.served.reasons import reason_codes, top_reasons
 from models.served.single_row import RowPredictor
@@ -119,8 +119,12 @@ class ServedModel:
 
     def probability(self, x: np.ndarray) -> np.ndarray:
         """Calibrated probabilities of matrix rows."""
-        if self.model.offset is not None:
-            return self.probability_from_contributions(self.contributions(x), x)
+        model = self.model
+        if model.offset is not None:
+            raw = boosted_probability(
+                model.booster, model.layout, x, model.best_iteration, model.offset
+            )
+            return self.calibrate(raw, x)
         return self.calibrate(self._raw(x), x)
 
     def contributions(self, x: np.ndarray) -> np.ndarray:

@@ -19,9 +19,9 @@ from sklearn.linear_model import LogisticRegression
 EPS = 1e-6
 
 
-def logit(p: np.ndarray) -> np.ndarray:
-    """Log-odds of probabilities, clipped `EPS` from 0 and 1."""
-    p = np.clip(np.asarray(p, dtype=np.float64), EPS, 1 - EPS)
+def logit(p: np.ndarray, eps: float = EPS) -> np.ndarray:
+    """Log-odds of probabilities, clipped `eps` from 0 and 1."""
+    p = np.clip(np.asarray(p, dtype=np.float64), eps, 1 - eps)
     return np.log(p / (1 - p))
 
 

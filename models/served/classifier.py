@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from models import MODELS
-from models.served.calibration import ArmCalibration, Calibrator, calibrate_by_arm
+from models.served.calibration import ArmCalibration, Calibrator, calibrate_by_arm, logit
 from models.served.encoding import FeatureLayout
 from models.served.reasons import Reason, contributions, reason_codes
 
@@ -32,12 +32,6 @@ META_FILE = "model.json"
 # A baseline's probabilities are clipped to this far from 0 and 1 before their log-odds
 # start the trees: a state with no late parcel yet must not start at minus infinity.
 OFFSET_CLIP = 1e-3
-
-
-def log_odds(probabilities: np.ndarray) -> np.ndarray:
-    """Log-odds of probabilities clipped to [`OFFSET_CLIP`, 1 − `OFFSET_CLIP`]."""
-    clipped = np.clip(np.asarray(probabilities, dtype=np.float64), OFFSET_CLIP, 1 - OFFSET_CLIP)
-    return np.log(clipped / (1 - clipped))
 
 
 @dataclass(frozen=True)
@@ -65,7 +59,7 @@ def offset_log_odds(
     """Log-odds of `offset`'s probabilities of the rows the input matrix `x` encodes: the
     offset reads numeric features by name, as the matrix holds them (categories are codes
     there), so a service that holds only the matrix adds what training added."""
-    return log_odds(offset(pd.DataFrame(x, columns=list(layout.features))))
+    return logit(offset(pd.DataFrame(x, columns=list(layout.features))), OFFSET_CLIP)
 
 
 def boosted_probability(
